@@ -1,0 +1,23 @@
+// The subcommands of the epserve executable. Each register_* adds its subcommand and its flags
+// to the app and returns what to run when that subcommand is chosen.
+#pragma once
+
+#include <CLI/CLI.hpp>
+
+#include <functional>
+#include <vector>
+
+namespace epserve::cli {
+
+struct Command {
+  CLI::App* app;
+  std::function<int()> run;
+};
+
+Command register_generate(CLI::App& app);
+Command register_make_model(CLI::App& app);
+Command register_bench_one_batch(CLI::App& app);
+
+std::vector<Command> all_commands(CLI::App& app);
+
+}  // namespace epserve::cli

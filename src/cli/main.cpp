@@ -1,0 +1,33 @@
+// epserve: the command line. Each subcommand lives in its own file and registers itself here.
+// Errors reach the user as one line on stderr and a non-zero exit status.
+#include <CLI/CLI.hpp>
+
+#include <cstdio>
+#include <exception>
+
+#include "cli/commands.h"
+#include "core/error.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{"epserve: an expert-parallel serving engine for Mixture-of-Experts models"};
+  app.set_version_flag("--version", EPSERVE_VERSION);
+  app.require_subcommand(1);
+  std::vector<epserve::cli::Command> commands = epserve::cli::all_commands(app);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+  try {
+    for (auto& command : commands) {
+      if (command.app->parsed()) return command.run();
+    }
+  } catch (const epserve::Error& e) {
+    std::fprintf(stderr, "epserve: error: %s\n", e.what());
+    return 1;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "epserve: error: %s\n", e.what());
+    return 1;
+  }
+  return 1;
+}

@@ -1,0 +1,41 @@
+// The weights of a Hugging Face model directory: one model.safetensors, several shards listed by
+// model.safetensors.index.json, or every *.safetensors file in the directory. Tensors are looked
+// up by their Hugging Face names; shape and dtype are checked on lookup and an error names the
+// file, the tensor, what was expected and what was found.
+#pragma once
+
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "io/safetensors.h"
+
+namespace epserve {
+
+class ModelWeights {
+ public:
+  static ModelWeights open(const std::string& model_dir);
+
+  bool has(const std::string& name) const { return location_.count(name) != 0; }
+  // The tensor as stored (a view into the mapping); its shape must equal `shape` and its dtype
+  // must be a floating type (F32, F16, BF16).
+  Tensor get(const std::string& name, const Shape& shape) const;
+  // The tensor as a matmul weight: BF16 and F32 are returned as views, F16 converted to F32.
+  Tensor matrix(const std::string& name, const Shape& shape) const;
+  // The tensor converted to an owned F32 tensor (norm weights, biases, small vectors).
+  Tensor get_f32(const std::string& name, const Shape& shape) const;
+  // Where a tensor is stored, for error messages.
+  std::string file_of(const std::string& name) const;
+  std::vector<std::string> names() const;
+
+ private:
+  std::string model_dir_;
+  std::vector<std::shared_ptr<SafetensorsFile>> files_;
+  std::map<std::string, size_t> location_;  // tensor name -> index into files_
+};
+
+// Converts F32, F16 or BF16 data to F32.
+void convert_to_f32(const Tensor& src, float* dst);
+
+}  // namespace epserve
