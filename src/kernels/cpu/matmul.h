@@ -1,0 +1,34 @@
+// Matrix multiplication of fp32 activations with stored weights: y[T, N] = x[T, K] · W[N, K]^T.
+// W is BF16 or F32 (the dtypes the loader returns for matmul weights), row-major with a row
+// stride, so a tensor-parallel shard of W (a range of rows, or a range of columns) is a view,
+// not a copy. matmul picks the fastest path for the CPU at run time; matmul_reference is the
+// scalar definition every path is tested against.
+#pragma once
+
+#include <cstdint>
+
+#include "core/tensor.h"
+
+namespace epserve {
+
+struct WeightView {
+  DType dtype = DType::F32;  // BF16 or F32
+  const void* data = nullptr;
+  int64_t rows = 0;        // N: output features
+  int64_t cols = 0;        // K: input features
+  int64_t row_stride = 0;  // elements between consecutive rows (>= cols)
+
+  // The whole 2-D tensor [N, K].
+  static WeightView of(const Tensor& t);
+  // Rows [begin, end): output features begin..end.
+  WeightView row_slice(int64_t begin, int64_t end) const;
+  // Columns [begin, end): input features begin..end.
+  WeightView col_slice(int64_t begin, int64_t end) const;
+  float at(int64_t row, int64_t col) const;
+};
+
+// y[T, N] = x[T, K] · W^T. x is contiguous with row stride K; y contiguous with row stride N.
+void matmul(const float* x, int64_t num_tokens, const WeightView& w, float* y);
+void matmul_reference(const float* x, int64_t num_tokens, const WeightView& w, float* y);
+
+}  // namespace epserve
