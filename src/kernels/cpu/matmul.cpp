@@ -144,12 +144,14 @@ void matmul_with_path(const float* x, int64_t num_tokens, const WeightView& w, f
   }
   EPS_CHECK(path == MatmulPath::kScalar || avx2_available(),
             "matmul path {} needs a CPU with AVX2 and FMA", path_name(path));
-  auto kernel = path == MatmulPath::kScalar ? rows_scalar
-                : path == MatmulPath::kGemv ? gemv_rows_avx2
-                                            : gemm_rows_avx2;
   // Chunks of output rows large enough (~64K multiply-adds) to be worth a thread wake-up.
   int64_t work_per_row = std::max<int64_t>(1, num_tokens * w.cols);
   int64_t min_rows = std::max<int64_t>(8, (int64_t{1} << 16) / work_per_row);
+  if (path == MatmulPath::kGemm) {
+    gemm_avx2(x, num_tokens, w, y, min_rows);
+    return;
+  }
+  auto kernel = path == MatmulPath::kScalar ? rows_scalar : gemv_rows_avx2;
   ThreadPool::global().parallel_for(
       w.rows, [&](int64_t n0, int64_t n1) { kernel(x, num_tokens, w, y, n0, n1); }, min_rows);
 }
