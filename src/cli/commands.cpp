@@ -6,6 +6,7 @@ std::vector<Command> all_commands(CLI::App& app) {
   std::vector<Command> commands;
   commands.push_back(register_generate(app));
   commands.push_back(register_make_model(app));
+  commands.push_back(register_bench_one_batch(app));
   return commands;
 }
 
