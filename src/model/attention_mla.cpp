@@ -8,6 +8,13 @@
 #include "kernels/cpu/attention.h"
 
 namespace epserve {
+namespace {
+
+// DeepSeek's latent norms (q_a_layernorm, kv_a_layernorm) use their class default eps, not the
+// config's rms_norm_eps (transformers and the original modeling code agree).
+constexpr double kLatentNormEps = 1e-6;
+
+}  // namespace
 
 MlaAttention::MlaAttention(const ModelConfig& config, const ModelWeights& weights,
                            const std::string& prefix, Shard heads)
@@ -24,7 +31,7 @@ MlaAttention::MlaAttention(const ModelConfig& config, const ModelWeights& weight
   if (mla_.q_lora_rank > 0) {
     q_a_proj_ = Linear::load(weights, prefix + ".q_a_proj.weight", mla_.q_lora_rank, H);
     q_a_layernorm_ = RmsNorm::load(weights, prefix + ".q_a_layernorm.weight", mla_.q_lora_rank,
-                                   config.rms_norm_eps);
+                                   kLatentNormEps);
     q_b_proj_ = Linear::load(weights, prefix + ".q_b_proj.weight", config.num_heads * qk,
                              mla_.q_lora_rank)
                     .rows(h0 * qk, h1 * qk);
@@ -35,7 +42,7 @@ MlaAttention::MlaAttention(const ModelConfig& config, const ModelWeights& weight
   kv_a_proj_ = Linear::load(weights, prefix + ".kv_a_proj_with_mqa.weight",
                             mla_.kv_lora_rank + mla_.qk_rope_head_dim, H);
   kv_a_layernorm_ = RmsNorm::load(weights, prefix + ".kv_a_layernorm.weight", mla_.kv_lora_rank,
-                                  config.rms_norm_eps);
+                                  kLatentNormEps);
   kv_b_proj_ = Linear::load(weights, prefix + ".kv_b_proj.weight", config.num_heads * nope_v,
                             mla_.kv_lora_rank)
                    .rows(h0 * nope_v, h1 * nope_v);
