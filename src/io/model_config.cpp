@@ -258,6 +258,8 @@ ModelConfig parse_model_config(const json& j, const std::string& source) {
 }
 
 ModelConfig load_model_config(const std::string& model_dir) {
+  EPS_CHECK(std::filesystem::is_directory(model_dir),
+            "{}: model directory does not exist (--model-path)", model_dir);
   std::string path = (std::filesystem::path(model_dir) / "config.json").string();
   EPS_CHECK(std::filesystem::exists(path), "{}: config.json not found", path);
   std::string text = read_text_file(path);
