@@ -4,6 +4,16 @@ namespace epserve {
 
 using nlohmann::json;
 
+std::string encode_message(const json& message) {
+  std::vector<uint8_t> bytes = json::to_cbor(message);
+  return std::string(bytes.begin(), bytes.end());
+}
+
+json decode_message(const void* data, size_t size) {
+  const uint8_t* p = static_cast<const uint8_t*>(data);
+  return json::from_cbor(p, p + size);
+}
+
 void to_json(json& j, const SamplingParams& p) {
   json bias = json::object();
   for (const auto& [id, b] : p.logit_bias) bias[std::to_string(id)] = b;

@@ -4,6 +4,15 @@
 //
 // frontend -> scheduler: GenerateInput, AbortInput, ControlInput
 // scheduler -> frontend: TokenOutput (a batch of new tokens of one request), ControlOutput
+//
+// Each ZeroMQ message is one CBOR object with a "type":
+//   {"type": "generate", "input": GenerateInput}
+//   {"type": "abort", "rid": string}                 (empty rid: abort everything)
+//   {"type": "control", "command": string, "id": uint}
+//   {"type": "outputs", "outputs": [TokenOutput, ...]}   (all outputs of one scheduler step)
+//   {"type": "control", "id": uint, "result": object}    (id 0: the unsolicited "ready" message)
+// Endpoints: the frontend binds PUSH <base>-in-<dp_rank> (one per DP group) and PULL <base>-out;
+// each group's scheduler connects to them. <base> comes from EPSERVE_IPC_BASE.
 #pragma once
 
 #include <cstdint>
@@ -66,6 +75,10 @@ struct ControlOutput {
   uint64_t id = 0;
   nlohmann::json result;  // flush_cache: {"ok": bool}; get_stats: scheduler statistics
 };
+
+// The message envelopes above, as CBOR bytes and back.
+std::string encode_message(const nlohmann::json& message);
+nlohmann::json decode_message(const void* data, size_t size);
 
 void to_json(nlohmann::json& j, const SamplingParams& p);
 void from_json(const nlohmann::json& j, SamplingParams& p);
