@@ -260,14 +260,15 @@ void gemm_rows(const float* xpack, const TokenPacking& packing, int64_t num_toke
     int64_t block_rows = std::min(kBlockN, n_end - n0);
     int64_t num_panels = (block_rows + kPanelRows - 1) / kPanelRows;
     // The strip: K block j, panel p at (j * kBlockN * kBlockK + p * blocks_j * 8 * kPanelRows).
-    for (int64_t j = 0; j < k_blocks; ++j) {
-      int64_t k0 = j * kBlockK;
-      int64_t cols = std::min(kBlockK, k_cols - k0);
-      for (int64_t p = 0; p < num_panels; ++p) {
-        int64_t row = n0 + p * kPanelRows;
+    // Panels outside, K inside: each weight row is read from DRAM as one sequential stream.
+    for (int64_t p = 0; p < num_panels; ++p) {
+      int64_t row = n0 + p * kPanelRows;
+      int64_t valid_rows = std::min<int64_t>(kPanelRows, n0 + block_rows - row);
+      for (int64_t j = 0; j < k_blocks; ++j) {
+        int64_t k0 = j * kBlockK;
+        int64_t cols = std::min(kBlockK, k_cols - k0);
         pack_rows<kPanelRows>(
-            data + row * w.row_stride + k0, w.row_stride,
-            std::min<int64_t>(kPanelRows, n0 + block_rows - row), cols,
+            data + row * w.row_stride + k0, w.row_stride, valid_rows, cols,
             strip + j * kBlockN * kBlockK + p * ((cols + 7) / 8) * 8 * kPanelRows);
       }
     }
