@@ -180,7 +180,7 @@ void bench_gemv(const std::vector<Shape>& shapes, double triad, double read, boo
               "us/call", "GB/s", "/triad", "/read");
   for (const Shape& s : shapes) {
     WeightSet set(s, int64_t{256} << 20);
-    for (int64_t batch : {1, 2, 4}) {
+    for (int64_t batch : {1, 2, 4, 8}) {
       auto x = filled<float>(batch * s.cols, 5);
       std::vector<float> y(static_cast<size_t>(batch * s.rows));
       for (auto& v : set.views) matmul(x.data(), batch, v, y.data());  // warm-up pass

@@ -6,6 +6,7 @@
 
 #include "core/thread_pool.h"
 #include "kernels/cpu/matmul_internal.h"
+#include "kernels/cpu/vector_paths.h"
 
 namespace epserve {
 
@@ -74,10 +75,7 @@ void matmul_untransposed(const float* x, int64_t num_tokens, const WeightView& w
 
 namespace matmul_detail {
 
-bool avx2_available() {
-  static const bool available = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  return available;
-}
+bool avx2_available() { return cpu_has_avx2_fma(); }
 
 const char* path_name(MatmulPath path) {
   switch (path) {
