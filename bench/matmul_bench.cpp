@@ -1,8 +1,11 @@
 // Matmul benchmark: decode GEMV against memory bandwidth and prefill GEMM against the fp32 FMA
 // peak, both limits measured in the same run with the same threads.
 //   matmul_bench [--threads N] [--quick] [--skip-gemm] [--skip-gemv]
-// Prints, per shape, time per matmul and the figure next to its limit (the ratio).
-// Weights are cycled over enough distinct matrices that every call reads them from DRAM.
+// The machine may be shared, so every pass of a kernel is paired with a pass of its limit run
+// just before it (STREAM triad and a read-only sum for GEMV, a register-only FMA loop for GEMM),
+// and the table gives medians over passes of the kernel, of the limit and of their ratio.
+// Decode weights are cycled over enough distinct matrices (>= 256 MB) that every call reads
+// them from DRAM.
 #include <immintrin.h>
 
 #include <algorithm>
@@ -10,6 +13,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -55,56 +59,56 @@ std::vector<T> filled(int64_t n, uint64_t seed) {
   return v;
 }
 
-// STREAM triad a = b + s * c over arrays of 2^24 doubles (128 MB each); counts 24 bytes per
-// element as STREAM does. Returns the median over passes in GB/s.
-double triad_gbps() {
-  const int64_t n = int64_t{1} << 24;
-  auto a = filled<double>(n, 1), b = filled<double>(n, 2), c = filled<double>(n, 3);
-  std::vector<double> rates;
-  for (int pass = 0; pass < 10; ++pass) {
+__attribute__((target("avx2"))) double sum_range(const double* a, int64_t n) {
+  __m256d s0 = _mm256_setzero_pd(), s1 = s0, s2 = s0, s3 = s0;
+  for (int64_t i = 0; i + 16 <= n; i += 16) {
+    s0 = _mm256_add_pd(s0, _mm256_loadu_pd(a + i));
+    s1 = _mm256_add_pd(s1, _mm256_loadu_pd(a + i + 4));
+    s2 = _mm256_add_pd(s2, _mm256_loadu_pd(a + i + 8));
+    s3 = _mm256_add_pd(s3, _mm256_loadu_pd(a + i + 12));
+  }
+  double out[4];
+  _mm256_storeu_pd(out, _mm256_add_pd(_mm256_add_pd(s0, s1), _mm256_add_pd(s2, s3)));
+  return out[0] + out[1] + out[2] + out[3];
+}
+
+// Memory bandwidth references on three arrays of 2^24 doubles (128 MB each).
+class Bandwidth {
+ public:
+  Bandwidth() : a_(filled<double>(kN, 1)), b_(filled<double>(kN, 2)), c_(filled<double>(kN, 3)) {}
+
+  // STREAM triad a = b + 3 c, counting 24 bytes per element as STREAM does. GB/s.
+  double triad() {
     auto start = Clock::now();
-    ThreadPool::global().parallel_for(n, [&](int64_t lo, int64_t hi) {
-      double* pa = a.data();
-      const double* pb = b.data();
-      const double* pc = c.data();
+    ThreadPool::global().parallel_for(kN, [&](int64_t lo, int64_t hi) {
+      double* pa = a_.data();
+      const double* pb = b_.data();
+      const double* pc = c_.data();
       for (int64_t i = lo; i < hi; ++i) pa[i] = pb[i] + 3.0 * pc[i];
     });
-    rates.push_back(24.0 * n / seconds_since(start) / 1e9);
+    return 24.0 * kN / seconds_since(start) / 1e9;
   }
-  return median(rates);
-}
 
-__attribute__((target("avx2"))) float sum_range(const float* a, int64_t n) {
-  __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
-  for (int64_t i = 0; i + 32 <= n; i += 32) {
-    s0 = _mm256_add_ps(s0, _mm256_loadu_ps(a + i));
-    s1 = _mm256_add_ps(s1, _mm256_loadu_ps(a + i + 8));
-    s2 = _mm256_add_ps(s2, _mm256_loadu_ps(a + i + 16));
-    s3 = _mm256_add_ps(s3, _mm256_loadu_ps(a + i + 24));
-  }
-  float out[8];
-  _mm256_storeu_ps(out, _mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)));
-  return out[0] + out[1] + out[2] + out[3] + out[4] + out[5] + out[6] + out[7];
-}
-
-// Read-only bandwidth: a vector sum over 256 MB (what a GEMV does to its weights), for context.
-double read_gbps() {
-  const int64_t n = int64_t{1} << 26;
-  auto a = filled<float>(n, 4);
-  std::vector<double> rates;
-  std::vector<float> sums(ThreadPool::global().num_threads());
-  for (int pass = 0; pass < 6; ++pass) {
+  // A vector sum over b and c (256 MB): reads only, as a GEMV does. GB/s.
+  double read() {
+    std::vector<double> sums(2 * ThreadPool::global().num_threads() + 2);
     auto start = Clock::now();
-    ThreadPool::global().parallel_for(n, [&](int64_t lo, int64_t hi) {
-      float s = sum_range(a.data() + lo, hi - lo);
-      sums[lo * static_cast<int64_t>(sums.size()) / n] = s;
+    ThreadPool::global().parallel_for(2 * kN, [&](int64_t lo, int64_t hi) {
+      int64_t mid = std::clamp(kN, lo, hi);
+      double s = sum_range(b_.data() + lo, mid - lo);
+      if (hi > mid) s += sum_range(c_.data() + (mid - kN), hi - mid);
+      sums[lo * static_cast<int64_t>(sums.size() - 1) / (2 * kN)] = s;
     });
-    rates.push_back(4.0 * n / seconds_since(start) / 1e9);
+    double secs = seconds_since(start);
+    sink_ += sums[0];
+    return 16.0 * kN / secs / 1e9;
   }
-  volatile float sink = sums[0];
-  (void)sink;
-  return median(rates);
-}
+
+ private:
+  static constexpr int64_t kN = int64_t{1} << 24;
+  std::vector<double> a_, b_, c_;
+  double sink_ = 0;
+};
 
 // Twelve independent register-only chains of 8-lane FMAs (more than latency x throughput).
 __attribute__((target("avx2,fma"))) float fma_chains(int64_t iters) {
@@ -127,21 +131,27 @@ __attribute__((target("avx2,fma"))) float fma_chains(int64_t iters) {
   return out[0];
 }
 
-// fp32 FMA peak: every thread runs fma_chains; GFLOP/s counts 2 flops per lane.
+// fp32 FMA peak of all threads (~50 ms): each runs fma_chains; 2 flops per lane. GFLOP/s.
 double fma_peak_gflops() {
-  const int64_t iters = 4'000'000;
+  const int64_t iters = 1'000'000;
   int threads = ThreadPool::global().num_threads();
-  std::vector<double> rates;
   std::vector<float> sinks(threads);
-  for (int pass = 0; pass < 5; ++pass) {
-    auto start = Clock::now();
-    ThreadPool::global().parallel_for(threads, [&](int64_t lo, int64_t hi) {
-      for (int64_t r = lo; r < hi; ++r) sinks[r] = fma_chains(iters);
-    });
-    double secs = seconds_since(start);
-    rates.push_back(static_cast<double>(iters) * 12 * 16.0 * threads / secs / 1e9);
-  }
-  return median(rates);
+  auto start = Clock::now();
+  ThreadPool::global().parallel_for(threads, [&](int64_t lo, int64_t hi) {
+    for (int64_t r = lo; r < hi; ++r) sinks[r] = fma_chains(iters);
+  });
+  return static_cast<double>(iters) * 12 * 16.0 * threads / seconds_since(start) / 1e9;
+}
+
+// The 1-minute load average, so that a reader can tell whether the machine was shared.
+std::string load_average() {
+  FILE* f = std::fopen("/proc/loadavg", "r");
+  if (!f) return "unknown";
+  char buf[64] = {};
+  if (!std::fgets(buf, sizeof(buf), f)) buf[0] = 0;
+  std::fclose(f);
+  std::string s(buf);
+  return s.substr(0, s.find(' '));
 }
 
 struct Shape {
@@ -149,6 +159,13 @@ struct Shape {
   int64_t rows, cols;
   DType dtype;
 };
+
+std::string label(const Shape& s) {
+  char buf[80];
+  std::snprintf(buf, sizeof(buf), "%s [%ld, %ld] %s", s.name, static_cast<long>(s.rows),
+                static_cast<long>(s.cols), std::string(dtype_name(s.dtype)).c_str());
+  return buf;
+}
 
 // Enough distinct copies of a matrix that one pass over them is at least `min_bytes`.
 struct WeightSet {
@@ -174,38 +191,40 @@ struct WeightSet {
   }
 };
 
-void bench_gemv(const std::vector<Shape>& shapes, double triad, double read, bool quick) {
-  std::printf("\n## Decode GEMV (weights streamed from DRAM; GB/s = weight bytes / time)\n");
-  std::printf("%-26s %5s %6s %9s %10s %8s %8s\n", "shape [N, K] dtype", "batch", "copies",
-              "us/call", "GB/s", "/triad", "/read");
+void bench_gemv(const std::vector<Shape>& shapes, const std::vector<int64_t>& batches,
+                Bandwidth& bandwidth, int passes) {
+  std::printf("\n## Decode (weights streamed from DRAM; GB/s = weight bytes / time)\n");
+  std::printf("%-34s %5s %9s %8s %8s %8s %7s %7s\n", "shape [N, K] dtype", "batch", "us/call",
+              "GB/s", "triad", "read", "/triad", "/read");
   for (const Shape& s : shapes) {
     WeightSet set(s, int64_t{256} << 20);
-    for (int64_t batch : {1, 2, 4, 8}) {
+    for (int64_t batch : batches) {
       auto x = filled<float>(batch * s.cols, 5);
       std::vector<float> y(static_cast<size_t>(batch * s.rows));
       for (auto& v : set.views) matmul(x.data(), batch, v, y.data());  // warm-up pass
-      std::vector<double> per_call;
-      int passes = quick ? 3 : 7;
+      std::vector<double> gbps, triad, read, vs_triad, vs_read;
       for (int pass = 0; pass < passes; ++pass) {
+        triad.push_back(bandwidth.triad());
+        read.push_back(bandwidth.read());
         auto start = Clock::now();
         for (auto& v : set.views) matmul(x.data(), batch, v, y.data());
-        per_call.push_back(seconds_since(start) / set.views.size());
+        double secs = seconds_since(start);
+        gbps.push_back(static_cast<double>(set.bytes_each) * set.views.size() / secs / 1e9);
+        vs_triad.push_back(gbps.back() / triad.back());
+        vs_read.push_back(gbps.back() / read.back());
       }
-      double t = median(per_call);
-      double gbps = set.bytes_each / t / 1e9;
-      char label[64];
-      std::snprintf(label, sizeof(label), "%s [%ld, %ld] %s", s.name, static_cast<long>(s.rows),
-                    static_cast<long>(s.cols), std::string(dtype_name(s.dtype)).c_str());
-      std::printf("%-26s %5ld %6zu %9.1f %10.2f %7.0f%% %7.0f%%\n", label, static_cast<long>(batch),
-                  set.views.size(), t * 1e6, gbps, 100 * gbps / triad, 100 * gbps / read);
+      std::printf("%-34s %5ld %9.0f %8.2f %8.2f %8.2f %6.0f%% %6.0f%%\n", label(s).c_str(),
+                  static_cast<long>(batch), set.bytes_each / median(gbps) / 1e3, median(gbps),
+                  median(triad), median(read), 100 * median(vs_triad), 100 * median(vs_read));
     }
   }
 }
 
 void bench_gemm(const std::vector<Shape>& shapes, const std::vector<int64_t>& token_counts,
-                double peak) {
-  std::printf("\n## Prefill GEMM (GFLOP/s = 2 T N K / time)\n");
-  std::printf("%-26s %6s %9s %10s %8s\n", "shape [N, K] dtype", "T", "ms/call", "GFLOP/s", "/peak");
+                int passes) {
+  std::printf("\n## Prefill (GFLOP/s = 2 T N K / time)\n");
+  std::printf("%-34s %6s %9s %9s %9s %7s\n", "shape [N, K] dtype", "T", "ms/call", "GFLOP/s",
+              "FMA peak", "/peak");
   for (const Shape& s : shapes) {
     WeightSet set(s, 0);
     const WeightView& w = set.views[0];
@@ -213,20 +232,17 @@ void bench_gemm(const std::vector<Shape>& shapes, const std::vector<int64_t>& to
       auto x = filled<float>(T * s.cols, 6);
       std::vector<float> y(static_cast<size_t>(T * s.rows));
       double flops = 2.0 * T * s.rows * s.cols;
-      int reps = std::max(2, static_cast<int>(20e9 / flops));
       matmul(x.data(), T, w, y.data());
-      std::vector<double> times;
-      for (int r = 0; r < reps; ++r) {
+      std::vector<double> rate, peak, ratio;
+      for (int pass = 0; pass < passes; ++pass) {
+        peak.push_back(fma_peak_gflops());
         auto start = Clock::now();
         matmul(x.data(), T, w, y.data());
-        times.push_back(seconds_since(start));
+        rate.push_back(flops / seconds_since(start) / 1e9);
+        ratio.push_back(rate.back() / peak.back());
       }
-      double t = median(times);
-      char label[64];
-      std::snprintf(label, sizeof(label), "%s [%ld, %ld] %s", s.name, static_cast<long>(s.rows),
-                    static_cast<long>(s.cols), std::string(dtype_name(s.dtype)).c_str());
-      std::printf("%-26s %6ld %9.2f %10.1f %7.0f%%\n", label, static_cast<long>(T), t * 1e3,
-                  flops / t / 1e9, 100 * flops / t / 1e9 / peak);
+      std::printf("%-34s %6ld %9.1f %9.1f %9.1f %6.0f%%\n", label(s).c_str(), static_cast<long>(T),
+                  flops / median(rate) / 1e6, median(rate), median(peak), 100 * median(ratio));
     }
   }
 }
@@ -250,48 +266,47 @@ int run(int argc, char** argv) {
       return 2;
     }
   }
-  if (!matmul_detail::avx2_available()) {
-    std::fprintf(stderr,
-                 "matmul_bench: this CPU lacks AVX2+FMA; the figures would be the scalar path\n");
-  }
+  bool avx2 = matmul_detail::avx2_available();
+  if (!avx2) std::fprintf(stderr, "matmul_bench: no AVX2+FMA, the figures are the scalar path\n");
   ThreadPool::set_global_threads(threads);
-  std::printf("# matmul_bench: %d threads, path for T<=%ld: %s, above: %s\n", threads,
-              static_cast<long>(matmul_detail::kGemvMaxTokens),
-              matmul_detail::avx2_available() ? "gemv-avx2" : "scalar",
-              matmul_detail::avx2_available() ? "gemm-avx2" : "scalar");
-  double triad = triad_gbps();
-  double read = read_gbps();
-  double peak = fma_peak_gflops();
-  std::printf("triad bandwidth (STREAM, 3 x 128 MB, median): %.2f GB/s\n", triad);
-  std::printf("read bandwidth (sum over 256 MB, median):     %.2f GB/s\n", read);
-  std::printf("fp32 FMA peak (register-only loop):           %.1f GFLOP/s\n", peak);
+  std::printf("# matmul_bench: %d threads; path for T <= %ld: %s, above: %s\n", threads,
+              static_cast<long>(matmul_detail::kGemvMaxTokens), avx2 ? "gemv-avx2" : "scalar",
+              avx2 ? "gemm-avx2" : "scalar");
+  std::printf("# load average at start: %s (cores: %d)\n", load_average().c_str(),
+              available_cores());
   if (gemv) {
     std::vector<Shape> shapes = {
-        {"dsv3 square", 7168, 7168, DType::BF16},
+        {"dsv3 7168x7168", 7168, 7168, DType::BF16},
         {"dsv3 expert gate/up", 2048, 7168, DType::BF16},
         {"dsv3 expert down", 7168, 2048, DType::BF16},
         {"qwen3 q_proj", 8192, 4096, DType::BF16},
         {"qwen3 expert gate/up", 1536, 4096, DType::BF16},
         {"qwen3 expert down", 4096, 1536, DType::BF16},
-        {"f32 square", 4096, 4096, DType::F32},
+        {"f32 4096x4096", 4096, 4096, DType::F32},
     };
-    if (quick) shapes.resize(2);
-    bench_gemv(shapes, triad, read, quick);
+    std::vector<int64_t> batches = {1, 2, 4, 8, 16};
+    if (quick) {
+      shapes.resize(2);
+      batches = {1, 4};
+    }
+    Bandwidth bandwidth;
+    bench_gemv(shapes, batches, bandwidth, quick ? 3 : 5);
   }
   if (gemm) {
     std::vector<Shape> shapes = {
         {"dsv3 expert gate/up", 2048, 7168, DType::BF16},
-        {"dsv3 square", 7168, 7168, DType::BF16},
+        {"dsv3 7168x7168", 7168, 7168, DType::BF16},
         {"qwen3 expert down", 4096, 1536, DType::BF16},
-        {"f32 square", 4096, 4096, DType::F32},
+        {"f32 4096x4096", 4096, 4096, DType::F32},
     };
     std::vector<int64_t> tokens = {512, 2048};
     if (quick) {
       shapes.resize(1);
       tokens = {512};
     }
-    bench_gemm(shapes, tokens, peak);
+    bench_gemm(shapes, tokens, 3);
   }
+  std::printf("\n# load average at end: %s\n", load_average().c_str());
   return 0;
 }
 

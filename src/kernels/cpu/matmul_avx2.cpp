@@ -160,7 +160,8 @@ constexpr int64_t kBlockN = 64;   // weight rows per row block (multiple of kPan
 // [cols/8][R][8] fp32: block b holds columns 8b..8b+7 of each of the R rows. Missing rows and
 // the columns past `cols` in the last block are zero.
 template <int R, typename T>
-void pack_rows(const T* src, int64_t stride, int64_t valid, int64_t cols, float* dst) {
+void pack_rows(const T* src, int64_t stride, int64_t valid, int64_t cols, float* dst,
+               bool prefetch_next = false) {
   int64_t full = cols / 8;
   int64_t rest = cols % 8;
   int64_t blocks = full + (rest ? 1 : 0);
@@ -171,6 +172,12 @@ void pack_rows(const T* src, int64_t stride, int64_t valid, int64_t cols, float*
       continue;
     }
     const T* row = src + r * stride;
+    if (prefetch_next) {
+      // The same columns one block later, into L2: weight rows are read in short pieces, too
+      // many streams at once for the hardware prefetchers.
+      const char* next = reinterpret_cast<const char*>(row + cols);
+      for (size_t b = 0; b < cols * sizeof(T); b += 64) _mm_prefetch(next + b, _MM_HINT_T1);
+    }
     for (int64_t b = 0; b < full; ++b) _mm256_store_ps(out + b * R * 8, load8(row + b * 8));
     if (rest) _mm256_store_ps(out + full * R * 8, load_tail(row + full * 8, rest));
   }
@@ -260,24 +267,25 @@ void gemm_rows(const float* xpack, const TokenPacking& packing, int64_t num_toke
     int64_t block_rows = std::min(kBlockN, n_end - n0);
     int64_t num_panels = (block_rows + kPanelRows - 1) / kPanelRows;
     // The strip: K block j, panel p at (j * kBlockN * kBlockK + p * blocks_j * 8 * kPanelRows).
-    // Panels outside, K inside: each weight row is read from DRAM as one sequential stream.
-    for (int64_t p = 0; p < num_panels; ++p) {
-      int64_t row = n0 + p * kPanelRows;
-      int64_t valid_rows = std::min<int64_t>(kPanelRows, n0 + block_rows - row);
-      for (int64_t j = 0; j < k_blocks; ++j) {
-        int64_t k0 = j * kBlockK;
-        int64_t cols = std::min(kBlockK, k_cols - k0);
-        pack_rows<kPanelRows>(
-            data + row * w.row_stride + k0, w.row_stride, valid_rows, cols,
-            strip + j * kBlockN * kBlockK + p * ((cols + 7) / 8) * 8 * kPanelRows);
-      }
-    }
+    // Block j is packed when the first token tile reaches it, so with few tokens it is used
+    // straight from L2; later tiles reuse it.
     for (int64_t g0 = 0; g0 < packing.num_groups; g0 += kGroupsPerTile) {
       int64_t g1 = std::min(packing.num_groups, g0 + kGroupsPerTile);
       for (int64_t j = 0; j < k_blocks; ++j) {
         int64_t blocks = packing.blocks(j);
         bool first = j == 0;
         bool last = j == k_blocks - 1;
+        if (g0 == 0) {
+          int64_t k0 = j * kBlockK;
+          int64_t cols = std::min(kBlockK, k_cols - k0);
+          for (int64_t p = 0; p < num_panels; ++p) {
+            int64_t row = n0 + p * kPanelRows;
+            pack_rows<kPanelRows>(data + row * w.row_stride + k0, w.row_stride,
+                                  std::min<int64_t>(kPanelRows, n0 + block_rows - row), cols,
+                                  strip + j * kBlockN * kBlockK + p * blocks * 8 * kPanelRows,
+                                  /*prefetch_next=*/!last);
+          }
+        }
         // Each group of tokens (in L1) passes over every panel of the block (in L2).
         for (int64_t g = g0; g < g1; ++g) {
           int64_t t = g * kTileTokens;
