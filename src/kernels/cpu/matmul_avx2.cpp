@@ -124,11 +124,11 @@ void gemv_token_group(const float* x, const WeightView& w, float* y, int64_t n_b
 template <typename W>
 void gemv_rows(const float* x, int64_t num_tokens, const WeightView& w, float* y, int64_t n_begin,
                int64_t n_end) {
-  for (int64_t t0 = 0; t0 < num_tokens; t0 += kGemvMaxTokens) {
+  for (int64_t t0 = 0; t0 < num_tokens; t0 += kGemvGroupTokens) {
     const float* xt = x + t0 * w.cols;
     float* yt = y + t0 * w.rows;
     // Twelve lane sums in registers per tile: enough rows streaming at once to keep DRAM busy.
-    switch (std::min(kGemvMaxTokens, num_tokens - t0)) {
+    switch (std::min(kGemvGroupTokens, num_tokens - t0)) {
       case 1:
         gemv_token_group<1, 12, W>(xt, w, yt, n_begin, n_end);
         break;

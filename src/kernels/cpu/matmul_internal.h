@@ -19,12 +19,16 @@ namespace epserve::matmul_detail {
 enum class MatmulPath {
   kAuto,    // what matmul() does: GEMV for few tokens, GEMM otherwise; scalar without AVX2+FMA
   kScalar,  // the canonical order in portable C++ (std::fma)
-  kGemv,    // AVX2: weights read once per group of up to kGemvMaxTokens tokens, unpacked
+  kGemv,    // AVX2: weights read once per group of up to kGemvGroupTokens tokens, unpacked
   kGemm,    // AVX2: weights converted to fp32 in cache blocks and reused across tokens
 };
 
-// matmul() uses the GEMV path up to this many tokens and the GEMM path above.
-constexpr int64_t kGemvMaxTokens = 4;
+// Tokens that share one pass over the weights in the GEMV path.
+constexpr int64_t kGemvGroupTokens = 4;
+// matmul() uses the GEMV path up to this many tokens and the GEMM path above: measured on
+// Zen 3 with BF16 [7168, 7168], re-reading the weights every 4 tokens stays faster than packing
+// them up to 16 tokens (see docs/benchmarks.md).
+constexpr int64_t kGemvMaxTokens = 16;
 
 // True when the CPU runs the AVX2 paths (AVX2 and FMA).
 bool avx2_available();
