@@ -13,7 +13,7 @@ namespace {
 // Bounds on the local searches; every step strictly lowers a maximum, these only cap run time.
 constexpr int kMaxSwapRounds = 4096;
 constexpr int kMaxReplicaMoves = 256;
-constexpr size_t kRecipientsTried = 3;
+constexpr size_t kRecipientsTried = 2;
 constexpr size_t kDonorsTried = 4;
 // The search stops once the heaviest GPU is within this fraction of the node's lower bound.
 constexpr double kCloseEnough = 1e-5;
