@@ -14,7 +14,7 @@
 // holding the heaviest rank is swapped with a lighter group of another node while that lowers the
 // larger of the two nodes' maxima (candidates screened by a lower bound). Finally each layer's
 // result is compared with DeepSeek's under the same mode and DeepSeek's is kept unless ours is
-// strictly better, so balancedness is never below DeepSeek's (on 12,000 random layouts the
+// strictly better, so balancedness is never below DeepSeek's (on 12,000 random layer placements the
 // fallback was never needed: ours alone was never worse).
 #pragma once
 
