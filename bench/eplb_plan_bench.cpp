@@ -170,10 +170,10 @@ int main(int argc, char** argv) {
          {Mode{"hierarchical", EplbAlgorithm::kDeepseekHierarchical,
                EplbAlgorithm::kMinmaxHierarchical},
           Mode{"global", EplbAlgorithm::kDeepseekGlobal, EplbAlgorithm::kMinmaxGlobal}}) {
+      const bool hierarchical = mode.deepseek == EplbAlgorithm::kDeepseekHierarchical;
+      if (hierarchical && !config.allows_hierarchical()) continue;
       Timed deepseek = time_plan(load, config, mode.deepseek, repeats);
       Timed minmax = time_plan(load, config, mode.minmax, repeats);
-
-      const bool hierarchical = mode.deepseek == EplbAlgorithm::kDeepseekHierarchical;
       double bound = 0;
       for (int l = 0; l < layers; ++l)
         bound += balancedness_bound(load.layer(l), config, hierarchical);
