@@ -1,12 +1,14 @@
 // Matmul benchmark: decode GEMV against memory bandwidth and prefill GEMM against the fp32 FMA
 // peak, both limits measured in the same run with the same threads.
-//   matmul_bench [--threads N] [--quick] [--skip-gemm] [--skip-gemv]
+//   matmul_bench [--threads N] [--quick] [--skip-gemm] [--skip-gemv] [--cpu-time]
 // The machine may be shared, so every pass of a kernel is paired with a pass of its limit run
 // just before it (STREAM triad and a read-only sum for GEMV, a register-only FMA loop for GEMM),
 // and the table gives medians over passes of the kernel, of the limit and of their ratio.
 // Decode weights are cycled over enough distinct matrices (>= 256 MB) that every call reads
 // them from DRAM.
 #include <immintrin.h>
+
+#include <time.h>
 
 #include <algorithm>
 #include <chrono>
@@ -25,10 +27,22 @@
 namespace epserve {
 namespace {
 
-using Clock = std::chrono::steady_clock;
+// Wall time, or with --cpu-time the CPU time of the whole process divided by the thread count:
+// what the wall time would be if the threads had their cores to themselves. Every figure and
+// its limit use the same clock.
+bool g_cpu_time = false;
 
-double seconds_since(Clock::time_point start) {
-  return std::chrono::duration<double>(Clock::now() - start).count();
+double now_seconds() {
+  if (g_cpu_time) {
+    timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (ts.tv_sec + 1e-9 * ts.tv_nsec) / ThreadPool::global().num_threads();
+  }
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+double seconds_since(double start) {
+  return now_seconds() - start;
 }
 
 double median(std::vector<double> v) {
@@ -79,7 +93,7 @@ class Bandwidth {
 
   // STREAM triad a = b + 3 c, counting 24 bytes per element as STREAM does. GB/s.
   double triad() {
-    auto start = Clock::now();
+    double start = now_seconds();
     ThreadPool::global().parallel_for(kN, [&](int64_t lo, int64_t hi) {
       double* pa = a_.data();
       const double* pb = b_.data();
@@ -92,7 +106,7 @@ class Bandwidth {
   // A vector sum over b and c (256 MB): reads only, as a GEMV does. GB/s.
   double read() {
     std::vector<double> sums(2 * ThreadPool::global().num_threads() + 2);
-    auto start = Clock::now();
+    double start = now_seconds();
     ThreadPool::global().parallel_for(2 * kN, [&](int64_t lo, int64_t hi) {
       int64_t mid = std::clamp(kN, lo, hi);
       double s = sum_range(b_.data() + lo, mid - lo);
@@ -136,7 +150,7 @@ double fma_peak_gflops() {
   const int64_t iters = 1'000'000;
   int threads = ThreadPool::global().num_threads();
   std::vector<float> sinks(threads);
-  auto start = Clock::now();
+  double start = now_seconds();
   ThreadPool::global().parallel_for(threads, [&](int64_t lo, int64_t hi) {
     for (int64_t r = lo; r < hi; ++r) sinks[r] = fma_chains(iters);
   });
@@ -206,7 +220,7 @@ void bench_gemv(const std::vector<Shape>& shapes, const std::vector<int64_t>& ba
       for (int pass = 0; pass < passes; ++pass) {
         triad.push_back(bandwidth.triad());
         read.push_back(bandwidth.read());
-        auto start = Clock::now();
+        double start = now_seconds();
         for (auto& v : set.views) matmul(x.data(), batch, v, y.data());
         double secs = seconds_since(start);
         gbps.push_back(static_cast<double>(set.bytes_each) * set.views.size() / secs / 1e9);
@@ -236,7 +250,7 @@ void bench_gemm(const std::vector<Shape>& shapes, const std::vector<int64_t>& to
       std::vector<double> rate, peak, ratio;
       for (int pass = 0; pass < passes; ++pass) {
         peak.push_back(fma_peak_gflops());
-        auto start = Clock::now();
+        double start = now_seconds();
         matmul(x.data(), T, w, y.data());
         rate.push_back(flops / seconds_since(start) / 1e9);
         ratio.push_back(rate.back() / peak.back());
@@ -260,9 +274,12 @@ int run(int argc, char** argv) {
       gemm = false;
     } else if (a == "--skip-gemv") {
       gemv = false;
+    } else if (a == "--cpu-time") {
+      g_cpu_time = true;
     } else {
-      std::fprintf(stderr,
-                   "usage: matmul_bench [--threads N] [--quick] [--skip-gemm] [--skip-gemv]\n");
+      std::fprintf(
+          stderr,
+          "usage: matmul_bench [--threads N] [--quick] [--skip-gemm] [--skip-gemv] [--cpu-time]\n");
       return 2;
     }
   }
@@ -272,8 +289,8 @@ int run(int argc, char** argv) {
   std::printf("# matmul_bench: %d threads; path for T <= %ld: %s, above: %s\n", threads,
               static_cast<long>(matmul_detail::kGemvMaxTokens), avx2 ? "gemv-avx2" : "scalar",
               avx2 ? "gemm-avx2" : "scalar");
-  std::printf("# load average at start: %s (cores: %d)\n", load_average().c_str(),
-              available_cores());
+  std::printf("# load average at start: %s (cores: %d); clock: %s\n", load_average().c_str(),
+              available_cores(), g_cpu_time ? "process CPU time / threads" : "wall");
   if (gemv) {
     std::vector<Shape> shapes = {
         {"dsv3 7168x7168", 7168, 7168, DType::BF16},
