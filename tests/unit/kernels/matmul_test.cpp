@@ -172,20 +172,23 @@ TEST(Matmul, OutputBitsIndependentOfBatchThreadsAndPath) {
   }
 }
 
-// Large enough for several K blocks, row blocks and token tiles of the GEMM path.
+// Large enough for several K blocks, row blocks and token tiles of the GEMM path, and for two
+// threads to split the rows at every token count.
 TEST(Matmul, BlockedShapesKeepBits) {
   std::mt19937 rng(3);
   for (DType dtype : {DType::BF16, DType::F32}) {
-    const int64_t T = 200, N = 141, K = 777;
+    const int64_t N = 301, K = 1001;
     Weights w(dtype, N, K, K, rng);
-    auto x = random_vector(T * K, rng);
-    auto scalar = run(x, T, w.view(), MatmulPath::kScalar);
-    for (int threads : {1, 2}) {
-      ThreadCount count(threads);
-      for (MatmulPath path : paths()) {
-        auto y = run(x, T, w.view(), path);
-        EXPECT_EQ(first_bit_difference(y.data(), scalar.data(), T * N), -1)
-            << matmul_detail::path_name(path) << " threads=" << threads;
+    for (int64_t T : {1, 3, 17, 200}) {
+      auto x = random_vector(T * K, rng);
+      auto scalar = run(x, T, w.view(), MatmulPath::kScalar);
+      for (int threads : {1, 2}) {
+        ThreadCount count(threads);
+        for (MatmulPath path : paths()) {
+          auto y = run(x, T, w.view(), path);
+          EXPECT_EQ(first_bit_difference(y.data(), scalar.data(), T * N), -1)
+              << matmul_detail::path_name(path) << " T=" << T << " threads=" << threads;
+        }
       }
     }
   }
