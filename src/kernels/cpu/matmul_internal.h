@@ -20,7 +20,7 @@ enum class MatmulPath {
   kAuto,    // what matmul() does: GEMV for few tokens, GEMM otherwise; scalar without AVX2+FMA
   kScalar,  // the canonical order in portable C++ (std::fma)
   kGemv,    // AVX2: weights read once per group of up to kGemvGroupTokens tokens, unpacked
-  kGemm,    // AVX2: weights converted to fp32 in cache blocks and reused across tokens
+  kGemm,    // AVX2: per-lane outer-product tiles over packed fp32 blocks reused across tokens
 };
 
 // Tokens that share one pass over the weights in the GEMV path.
