@@ -4,6 +4,7 @@ namespace epserve::cli {
 
 std::vector<Command> all_commands(CLI::App& app) {
   std::vector<Command> commands;
+  commands.push_back(register_tokenize(app));
   return commands;
 }
 
