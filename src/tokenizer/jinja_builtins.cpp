@@ -50,7 +50,7 @@ std::string u8(const std::u32string& s) {
   return out;
 }
 
-const Value& arg(CallArgs& a, size_t i, const char* name, const Value& fallback) {
+Value arg(CallArgs& a, size_t i, const char* name, const Value& fallback) {
   const Value* v = a.get(i, name);
   return v ? *v : fallback;
 }
@@ -165,11 +165,11 @@ Value string_method(const std::string& s, const std::string& name, CallArgs& a) 
   if (name == "lstrip") return Value(strip(s, arg(a, 0, "chars", none), true, false));
   if (name == "rstrip") return Value(strip(s, arg(a, 0, "chars", none), false, true));
   if (name == "split") {
-    const Value& max = arg(a, 1, "maxsplit", Value(-1));
+    const Value max = arg(a, 1, "maxsplit", Value(-1));
     return Value(split(s, arg(a, 0, "sep", none), max.as_int()));
   }
   if (name == "rsplit") {
-    const Value& sep = arg(a, 0, "sep", none);
+    const Value sep = arg(a, 0, "sep", none);
     int64_t max = arg(a, 1, "maxsplit", Value(-1)).as_int();
     EPS_CHECK(sep.is_string() && !sep.as_string().empty(), "rsplit needs a separator");
     List parts = split(s, sep, -1);
@@ -336,7 +336,7 @@ Value get_method(const Value& object, const std::string& name) {
         std::reverse(l.begin(), l.end());
         return Value(None{});
       }
-      const Value& x = arg(a, 0, "value", none);
+      const Value x = arg(a, 0, "value", none);
       for (size_t i = 0; i < l.size(); ++i) {
         if (!equals(l[i], x)) continue;
         if (name == "index") return Value(static_cast<int64_t>(i));
@@ -389,7 +389,7 @@ Value get_method(const Value& object, const std::string& name) {
         EPS_CHECK(def, "KeyError: '{}'", key);
         return *def;
       }
-      const Value& other = arg(a, 0, "other", none);
+      const Value other = arg(a, 0, "other", none);
       if (other.is_dict()) {
         for (const auto& [k, v] : other.as_dict().items) d.set(k, v);
       }

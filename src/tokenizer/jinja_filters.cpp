@@ -14,7 +14,7 @@ namespace {
 
 const Value kNone{None{}};
 
-const Value& arg(CallArgs& a, size_t i, const char* name, const Value& fallback) {
+Value arg(CallArgs& a, size_t i, const char* name, const Value& fallback) {
   const Value* v = a.get(i, name);
   return v ? *v : fallback;
 }
@@ -166,7 +166,7 @@ Value apply_filter(const std::string& name, const Value& input, CallArgs& a) {
   }
   if (name == "join") {
     std::string sep = arg(a, 0, "d", Value("")).str();
-    const Value& attribute = arg(a, 1, "attribute", kNone);
+    const Value attribute = arg(a, 1, "attribute", kNone);
     std::string out;
     List items = iterate(input);
     for (size_t i = 0; i < items.size(); ++i) {
@@ -210,7 +210,7 @@ Value apply_filter(const std::string& name, const Value& input, CallArgs& a) {
   }
   if (name == "sort" || name == "dictsort" || name == "unique" || name == "min" || name == "max") {
     bool case_sensitive = arg(a, name == "sort" ? 1 : 0, "case_sensitive", Value(false)).truthy();
-    const Value& attribute = arg(a, name == "sort" ? 2 : 1, "attribute", kNone);
+    const Value attribute = arg(a, name == "sort" ? 2 : 1, "attribute", kNone);
     auto key = [&](const Value& v) {
       return sort_key(attribute.is_none() ? v : attribute_of(v, attribute.str()), case_sensitive);
     };
@@ -246,7 +246,7 @@ Value apply_filter(const std::string& name, const Value& input, CallArgs& a) {
     return Value(items);
   }
   if (name == "sum") {
-    const Value& attribute = arg(a, 0, "attribute", kNone);
+    const Value attribute = arg(a, 0, "attribute", kNone);
     Value total = arg(a, 1, "start", Value(0));
     for (const Value& v : iterate(input)) {
       Value x = attribute.is_none() ? v : attribute_of(v, attribute.str());
@@ -286,7 +286,7 @@ Value apply_filter(const std::string& name, const Value& input, CallArgs& a) {
     return get_method(Value(input.str()), "replace").as_function()(b);
   }
   if (name == "indent") {
-    const Value& width_v = arg(a, 0, "width", Value(4));
+    const Value width_v = arg(a, 0, "width", Value(4));
     std::string pad =
         width_v.is_string() ? width_v.as_string() : std::string(width_v.as_int(), ' ');
     bool first = arg(a, 1, "first", Value(false)).truthy();
