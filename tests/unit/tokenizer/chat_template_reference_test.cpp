@@ -7,8 +7,8 @@
 #include <map>
 
 #include "core/error.h"
-#include "tokenizer/chat_template.h"
 #include "reference_test_util.h"
+#include "tokenizer/chat_template.h"
 
 namespace epserve::tokenizer {
 namespace {
@@ -72,7 +72,8 @@ TEST(ChatTemplateReference, MatchesJinja2ForEveryTemplateAndConversation) {
     if (ours != r["rendered"].get<std::string>() && ++mismatches <= 5) {
       ADD_FAILURE() << name << " add_generation_prompt=" << agp << " kwargs=" << r["kwargs"].dump()
                     << "\nmessages: " << r["messages"].dump() << "\njinja2:\n"
-                    << r["rendered"].get<std::string>() << "\nours:\n" << ours;
+                    << r["rendered"].get<std::string>() << "\nours:\n"
+                    << ours;
     }
   }
   EXPECT_EQ(mismatches, 0);

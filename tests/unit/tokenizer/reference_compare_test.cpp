@@ -1,15 +1,15 @@
 // Token ids, decoded text and streaming output of our tokenizers against HF `tokenizers` and
 // `tiktoken` on the committed corpus (tests/data/tokenizers/corpus.jsonl, 12,000 strings) and
 // fixture tokenizers; expected values come from tools/reference/tokenizer/make_expected.py.
-#include <gtest/gtest.h>
 #include <fmt/format.h>
+#include <gtest/gtest.h>
 #include <unicode/normalizer2.h>
 
 #include <sstream>
 
+#include "reference_test_util.h"
 #include "tokenizer/tokenizer.h"
 #include "tokenizer/utf8.h"
-#include "reference_test_util.h"
 
 namespace epserve::tokenizer {
 namespace {
@@ -25,9 +25,9 @@ struct Fixture {
 };
 
 const Fixture kFixtures[] = {
-    {"deepseek_v3", "deepseek_v3", false},         {"qwen2_5", "qwen2_5", true},
-    {"qwen_tiktoken", "qwen_tiktoken", false},     {"small_deepseek_v3", "small/deepseek_v3", false},
-    {"small_qwen3", "small/qwen3", true},          {"small_kimi_k2", "small/kimi_k2", false},
+    {"deepseek_v3", "deepseek_v3", false},     {"qwen2_5", "qwen2_5", true},
+    {"qwen_tiktoken", "qwen_tiktoken", false}, {"small_deepseek_v3", "small/deepseek_v3", false},
+    {"small_qwen3", "small/qwen3", true},      {"small_kimi_k2", "small/kimi_k2", false},
 };
 
 class ReferenceCompare : public ::testing::TestWithParam<Fixture> {};
@@ -35,8 +35,10 @@ class ReferenceCompare : public ::testing::TestWithParam<Fixture> {};
 std::string escaped(const std::string& s) {
   std::string out;
   for (unsigned char c : s.substr(0, 200)) {
-    if (c < 0x20 || c == 0x7f) out += fmt::format("\\x{:02x}", c);
-    else out.push_back(static_cast<char>(c));
+    if (c < 0x20 || c == 0x7f)
+      out += fmt::format("\\x{:02x}", c);
+    else
+      out.push_back(static_cast<char>(c));
   }
   return out;
 }

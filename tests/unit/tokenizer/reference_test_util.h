@@ -11,7 +11,9 @@
 
 namespace epserve::tokenizer::testing {
 
-inline std::string fixture_dir() { return std::string(EPSERVE_SOURCE_DIR) + "/tests/data/tokenizers"; }
+inline std::string fixture_dir() {
+  return std::string(EPSERVE_SOURCE_DIR) + "/tests/data/tokenizers";
+}
 
 inline std::string fnv1a(std::string_view data) {
   uint64_t h = 0xcbf29ce484222325ull;
@@ -34,7 +36,7 @@ inline std::string join_ids(const std::vector<int32_t>& ids) {
 }
 
 struct CorpusLine {
-  std::string text;   // raw bytes (may be invalid UTF-8)
+  std::string text;  // raw bytes (may be invalid UTF-8)
   bool valid_utf8;
 };
 
