@@ -1,6 +1,7 @@
 // The two BPE merge rules. Both merge, at each step, the lowest-ranked adjacent pair, leftmost
 // first; HF ranks a pair by its line in `merges`, tiktoken by the rank of the merged bytes.
-#include <queue>
+#include <algorithm>
+#include <functional>
 
 #include "core/error.h"
 #include "tokenizer/byte_level.h"
@@ -25,33 +26,38 @@ struct Candidate {
   int32_t left;
   uint32_t left_version;
   uint32_t right_version;
+  int32_t merged_id;
   bool operator>(const Candidate& o) const {
     return rank != o.rank ? rank > o.rank : left > o.left;
   }
 };
 
-using MinHeap = std::priority_queue<Candidate, std::vector<Candidate>, std::greater<Candidate>>;
-
-// Runs the merge loop. rank_of(left, right) returns the rank of merging two adjacent symbols, or
-// -1; on_merge(left, right) updates the left symbol's id.
-template <typename RankOf, typename OnMerge>
-void merge_all(std::vector<Symbol>& symbols, RankOf rank_of, OnMerge on_merge) {
-  MinHeap heap;
+// Runs the merge loop. rank_of(left, right, &merged_id) returns the rank of merging two adjacent
+// symbols, or -1; the merged symbol takes merged_id.
+template <typename RankOf>
+void merge_all(std::vector<Symbol>& symbols, RankOf rank_of) {
+  thread_local std::vector<Candidate> heap;  // a min-heap through push_heap/pop_heap
+  heap.clear();
+  const auto later = std::greater<Candidate>();
   auto push = [&](int32_t left) {
     int32_t right = symbols[left].next;
     if (right < 0) return;
-    int32_t rank = rank_of(symbols[left], symbols[right]);
-    if (rank >= 0) heap.push({rank, left, symbols[left].version, symbols[right].version});
+    int32_t merged = -1;
+    int32_t rank = rank_of(symbols[left], symbols[right], &merged);
+    if (rank < 0) return;
+    heap.push_back({rank, left, symbols[left].version, symbols[right].version, merged});
+    std::push_heap(heap.begin(), heap.end(), later);
   };
   for (int32_t i = 0; i + 1 < static_cast<int32_t>(symbols.size()); ++i) push(i);
   while (!heap.empty()) {
-    Candidate c = heap.top();
-    heap.pop();
+    std::pop_heap(heap.begin(), heap.end(), later);
+    Candidate c = heap.back();
+    heap.pop_back();
     Symbol& left = symbols[c.left];
     if (left.version != c.left_version || left.next < 0) continue;
     Symbol& right = symbols[left.next];
     if (right.version != c.right_version) continue;
-    on_merge(left, right);
+    left.id = c.merged_id;
     left.end = right.end;
     left.next = right.next;
     if (right.next >= 0) symbols[right.next].prev = c.left;
@@ -95,8 +101,7 @@ void HfBpe::init(std::unordered_map<std::string, int32_t> vocab,
     EPS_CHECK(ia != vocab_.end() && ib != vocab_.end() && im != vocab_.end(),
               "{}: merge {} '{} {}' uses a token that is not in the vocabulary", origin, rank, a,
               b);
-    merges_.emplace(pair_key(ia->second, ib->second),
-                    std::make_pair(static_cast<int32_t>(rank), im->second));
+    merges_.insert(pair_key(ia->second, ib->second), static_cast<int32_t>(rank), im->second);
   }
 }
 
@@ -110,8 +115,11 @@ void HfBpe::encode(std::string_view piece, std::vector<int32_t>& out) const {
       return;
     }
   }
-  std::vector<Symbol> symbols;
-  symbols.reserve(piece.size());
+  bool cacheable = piece.size() <= PieceCache::kMaxPieceBytes;
+  if (cacheable && cache_.lookup(piece, out)) return;
+  size_t first_out = out.size();
+  thread_local std::vector<Symbol> symbols;
+  symbols.clear();
   auto add = [&](int32_t id, uint32_t b, uint32_t e) {
     int32_t index = static_cast<int32_t>(symbols.size());
     symbols.push_back(Symbol{id, b, e, index - 1, -1, 0});
@@ -137,16 +145,14 @@ void HfBpe::encode(std::string_view piece, std::vector<int32_t>& out) const {
     }
   }
   if (symbols.empty()) return;
-  merge_all(
-      symbols,
-      [&](const Symbol& l, const Symbol& r) {
-        auto it = merges_.find(pair_key(l.id, r.id));
-        return it == merges_.end() ? -1 : it->second.first;
-      },
-      [&](Symbol& l, const Symbol& r) {
-        l.id = merges_.find(pair_key(l.id, r.id))->second.second;
-      });
+  merge_all(symbols, [&](const Symbol& l, const Symbol& r, int32_t* merged) {
+    const PairMap::Entry* e = merges_.find(pair_key(l.id, r.id));
+    if (!e) return -1;
+    *merged = e->id;
+    return e->rank;
+  });
   for (int32_t i = 0; i >= 0; i = symbols[i].next) out.push_back(symbols[i].id);
+  if (cacheable) cache_.store(piece, out.data() + first_out, out.size() - first_out);
 }
 
 void RankBpe::init(std::unordered_map<std::string, int32_t> ranks) {
@@ -155,25 +161,31 @@ void RankBpe::init(std::unordered_map<std::string, int32_t> ranks) {
 
 void RankBpe::encode(std::string_view piece, std::vector<int32_t>& out) const {
   if (piece.empty()) return;
-  std::string key(piece);
+  thread_local std::string key;
+  key.assign(piece);
   if (auto it = ranks_.find(key); it != ranks_.end()) {
     out.push_back(it->second);
     return;
   }
-  std::vector<Symbol> symbols;
-  symbols.reserve(piece.size());
+  bool cacheable = piece.size() <= PieceCache::kMaxPieceBytes;
+  if (cacheable && cache_.lookup(piece, out)) return;
+  size_t first_out = out.size();
+  thread_local std::vector<Symbol> symbols;
+  symbols.clear();
   for (size_t i = 0; i < piece.size(); ++i) {
     int32_t index = static_cast<int32_t>(i);
     symbols.push_back(
         Symbol{-1, static_cast<uint32_t>(i), static_cast<uint32_t>(i + 1), index - 1, -1, 0});
     if (index > 0) symbols[index - 1].next = index;
   }
-  auto rank_of = [&](const Symbol& l, const Symbol& r) {
+  auto rank_of = [&](const Symbol& l, const Symbol& r, int32_t* merged) {
     key.assign(piece.data() + l.begin, r.end - l.begin);
     auto it = ranks_.find(key);
-    return it == ranks_.end() ? -1 : it->second;
+    if (it == ranks_.end()) return -1;
+    *merged = it->second;
+    return it->second;
   };
-  merge_all(symbols, rank_of, [](Symbol&, const Symbol&) {});
+  merge_all(symbols, rank_of);
   for (int32_t i = 0; i >= 0; i = symbols[i].next) {
     key.assign(piece.data() + symbols[i].begin, symbols[i].end - symbols[i].begin);
     auto it = ranks_.find(key);
@@ -181,6 +193,44 @@ void RankBpe::encode(std::string_view piece, std::vector<int32_t>& out) const {
               static_cast<int>(static_cast<unsigned char>(key[0])));
     out.push_back(it->second);
   }
+  if (cacheable) cache_.store(piece, out.data() + first_out, out.size() - first_out);
+}
+
+void PairMap::reserve(size_t n) {
+  size_t cap = 16;
+  while (cap < n * 2) cap <<= 1;
+  slots_.assign(cap, Entry{});
+  mask_ = cap - 1;
+}
+
+void PairMap::insert(uint64_t key, int32_t rank, int32_t id) {
+  if (slots_.empty()) reserve(16);
+  size_t i = mix(key) & mask_;
+  while (slots_[i].key != kEmpty && slots_[i].key != key) i = (i + 1) & mask_;
+  if (slots_[i].key == key) return;  // the first (lowest-rank) merge of a pair wins
+  slots_[i] = Entry{key, rank, id};
+}
+
+namespace {
+size_t shard_of(std::string_view piece) {
+  return (std::hash<std::string_view>()(piece) >> 7) % 16;
+}
+}  // namespace
+
+bool PieceCache::lookup(std::string_view piece, std::vector<int32_t>& out) const {
+  Shard& s = shards_[shard_of(piece)];
+  std::lock_guard<std::mutex> lock(s.mutex);
+  auto it = s.map.find(piece);
+  if (it == s.map.end()) return false;
+  out.insert(out.end(), it->second.begin(), it->second.end());
+  return true;
+}
+
+void PieceCache::store(std::string_view piece, const int32_t* ids, size_t n) const {
+  Shard& s = shards_[shard_of(piece)];
+  std::lock_guard<std::mutex> lock(s.mutex);
+  if (s.map.size() >= kMaxEntriesPerShard) s.map.clear();
+  s.map.emplace(std::string(piece), std::vector<int32_t>(ids, ids + n));
 }
 
 }  // namespace epserve::tokenizer

@@ -5,8 +5,10 @@
 
 #include <nlohmann/json.hpp>
 
+#include <array>
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -81,6 +83,59 @@ struct PreTokenizerChain {
 };
 PreTokenizerChain make_pre_tokenizer(const nlohmann::json& j, const std::string& origin);
 
+// Open-addressing map from a (left id, right id) pair to (rank, merged id).
+class PairMap {
+ public:
+  struct Entry {
+    uint64_t key = kEmpty;
+    int32_t rank = 0;
+    int32_t id = 0;
+  };
+  static constexpr uint64_t kEmpty = ~0ull;
+  void reserve(size_t n);
+  void insert(uint64_t key, int32_t rank, int32_t id);
+  const Entry* find(uint64_t key) const {
+    size_t i = mix(key) & mask_;
+    while (true) {
+      const Entry& e = slots_[i];
+      if (e.key == key) return &e;
+      if (e.key == kEmpty) return nullptr;
+      i = (i + 1) & mask_;
+    }
+  }
+
+ private:
+  static uint64_t mix(uint64_t x) {
+    x ^= x >> 33;
+    x *= 0xff51afd7ed558ccdull;
+    x ^= x >> 33;
+    return x;
+  }
+  std::vector<Entry> slots_;
+  size_t mask_ = 0;
+};
+
+// Piece -> ids memo shared by threads (sharded, bounded), like HF's BPE word cache.
+class PieceCache {
+ public:
+  bool lookup(std::string_view piece, std::vector<int32_t>& out) const;
+  void store(std::string_view piece, const int32_t* ids, size_t n) const;
+  static constexpr size_t kMaxPieceBytes = 64;
+
+ private:
+  struct Hash {
+    using is_transparent = void;
+    size_t operator()(std::string_view s) const { return std::hash<std::string_view>()(s); }
+  };
+  struct Shard {
+    std::mutex mutex;
+    std::unordered_map<std::string, std::vector<int32_t>, Hash, std::equal_to<>> map;
+  };
+  static constexpr size_t kShards = 16;
+  static constexpr size_t kMaxEntriesPerShard = 8192;
+  mutable std::array<Shard, kShards> shards_;
+};
+
 // HF BPE over byte-level (or character) symbols, merging by the rank of the pair.
 class HfBpe {
  public:
@@ -93,8 +148,9 @@ class HfBpe {
 
  private:
   std::unordered_map<std::string, int32_t> vocab_;
-  std::unordered_map<std::string, int32_t> bytes_vocab_;              // byte-level: raw bytes -> id
-  std::unordered_map<uint64_t, std::pair<int32_t, int32_t>> merges_;  // (a,b) -> (rank, new id)
+  std::unordered_map<std::string, int32_t> bytes_vocab_;  // byte-level: raw bytes -> id
+  PairMap merges_;                                        // (a,b) -> (rank, new id)
+  PieceCache cache_;
   int32_t byte_ids_[256] = {};
   bool byte_level_ = true;
   bool ignore_merges_ = false;
@@ -110,6 +166,7 @@ class RankBpe {
 
  private:
   std::unordered_map<std::string, int32_t> ranks_;
+  PieceCache cache_;
 };
 
 }  // namespace epserve::tokenizer

@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 #include <unicode/normalizer2.h>
 
+#include <map>
 #include <sstream>
 
 #include "reference_test_util.h"
@@ -32,6 +33,21 @@ const Fixture kFixtures[] = {
 
 class ReferenceCompare : public ::testing::TestWithParam<Fixture> {};
 
+// Each fixture is loaded once for the three tests (the real files take a second to parse).
+const Tokenizer& load_fixture(const Fixture& f) {
+  static std::map<std::string, Tokenizer> loaded;
+  auto it = loaded.find(f.name);
+  if (it == loaded.end()) {
+    it = loaded.emplace(f.name, Tokenizer::load(fixture_dir() + "/" + f.dir)).first;
+  }
+  return it->second;
+}
+
+const std::vector<testing::CorpusLine>& corpus() {
+  static const std::vector<testing::CorpusLine> lines = testing::load_corpus();
+  return lines;
+}
+
 std::string escaped(const std::string& s) {
   std::string out;
   for (unsigned char c : s.substr(0, 200)) {
@@ -53,22 +69,21 @@ std::string nfc(const std::string& s) {
   return out;
 }
 
-TEST_P(ReferenceCompare, EncodeMatchesReferenceOnCorpus) {
-  const Fixture& f = GetParam();
-  Tokenizer tok = Tokenizer::load(fixture_dir() + "/" + f.dir);
-  auto corpus = testing::load_corpus();
-  ASSERT_GE(corpus.size(), 10000u);
+void check_encode(const Fixture& f) {
+  const Tokenizer& tok = load_fixture(f);
+  const auto& lines = corpus();
+  ASSERT_GE(lines.size(), 10000u);
   std::ifstream expected(fixture_dir() + "/expected/" + f.name + ".encode.txt");
   ASSERT_TRUE(expected.good()) << "missing expected file for " << f.name;
   size_t mismatches = 0;
-  for (size_t i = 0; i < corpus.size(); ++i) {
+  for (size_t i = 0; i < lines.size(); ++i) {
     size_t count;
     std::string hash;
     ASSERT_TRUE(expected >> count >> hash) << "expected file shorter than the corpus";
-    std::vector<int32_t> ids = tok.encode(corpus[i].text);
+    std::vector<int32_t> ids = tok.encode(lines[i].text);
     if (ids.size() != count || fnv1a(join_ids(ids)) != hash) {
       if (++mismatches <= 10) {
-        ADD_FAILURE() << f.name << " corpus line " << i + 1 << " '" << escaped(corpus[i].text)
+        ADD_FAILURE() << f.name << " corpus line " << i + 1 << " '" << escaped(lines[i].text)
                       << "': ours (" << ids.size() << " ids) " << join_ids(ids).substr(0, 300)
                       << "; reference has " << count
                       << " ids (tools/reference/tokenizer/make_expected.py --only " << f.name
@@ -79,9 +94,8 @@ TEST_P(ReferenceCompare, EncodeMatchesReferenceOnCorpus) {
   EXPECT_EQ(mismatches, 0u) << f.name;
 }
 
-TEST_P(ReferenceCompare, DecodeMatchesReference) {
-  const Fixture& f = GetParam();
-  Tokenizer tok = Tokenizer::load(fixture_dir() + "/" + f.dir);
+void check_decode(const Fixture& f) {
+  const Tokenizer& tok = load_fixture(f);
   std::ifstream expected(fixture_dir() + "/expected/" + f.name + ".decode.txt");
   ASSERT_TRUE(expected.good());
   std::string line;
@@ -113,11 +127,10 @@ TEST_P(ReferenceCompare, DecodeMatchesReference) {
   EXPECT_EQ(mismatches, 0u);
 }
 
-TEST_P(ReferenceCompare, RoundTripAndStreamingOnCorpus) {
-  const Fixture& f = GetParam();
-  Tokenizer tok = Tokenizer::load(fixture_dir() + "/" + f.dir);
+void check_round_trip(const Fixture& f) {
+  const Tokenizer& tok = load_fixture(f);
   size_t checked = 0;
-  for (const auto& line : testing::load_corpus()) {
+  for (const auto& line : corpus()) {
     if (!line.valid_utf8) continue;
     std::vector<int32_t> ids = tok.encode(line.text, false);
     std::string decoded = tok.decode(ids);
@@ -135,6 +148,14 @@ TEST_P(ReferenceCompare, RoundTripAndStreamingOnCorpus) {
     ++checked;
   }
   EXPECT_GE(checked, 10000u);
+}
+
+// One test per fixture (ctest runs each test in its own process; the real files take a second to
+// load): ids on the corpus, decoded text and streaming of random id sequences, and round trips.
+TEST_P(ReferenceCompare, MatchesReference) {
+  check_encode(GetParam());
+  check_decode(GetParam());
+  check_round_trip(GetParam());
 }
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, ReferenceCompare, ::testing::ValuesIn(kFixtures),
