@@ -31,6 +31,8 @@ const Fixture kFixtures[] = {
     {"small_qwen3", "small/qwen3", true},      {"small_kimi_k2", "small/kimi_k2", false},
 };
 
+void PrintTo(const Fixture& f, std::ostream* os) { *os << f.name; }
+
 class ReferenceCompare : public ::testing::TestWithParam<Fixture> {};
 
 // Each fixture is loaded once for the three tests (the real files take a second to parse).
