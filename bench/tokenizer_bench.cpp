@@ -2,7 +2,8 @@
 // code, digits, whitespace, special-token strings) with our tokenizer, single-threaded, and runs
 // the reference library (HF `tokenizers`, or `tiktoken` for tiktoken files; Rust, from pip) on
 // the same documents in the same run through bench/tokenizer_bench_reference.py.
-// Prints our MB/s, the reference's MB/s and the ratio, per fixture tokenizer.
+// Prints our MB/s, the reference's MB/s and the ratio, per fixture tokenizer. Both sides time
+// CPU time (best of --repeat runs), since the development machines are shared.
 //
 // Usage: tokenizer_bench [--python PATH] [--repeat N] [fixture ...]
 //   fixtures: names of tools/reference/tokenizer/references.py (default: deepseek_v3 qwen2_5
@@ -11,6 +12,7 @@
 #include <nlohmann/json.hpp>
 
 #include <chrono>
+#include <ctime>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -45,6 +47,13 @@ std::vector<std::string> corpus_documents(const std::string& path, size_t target
     docs.push_back(std::move(doc));
   }
   return docs;
+}
+
+// The machine is shared: CPU time of this thread, not wall time (the reference does the same).
+double thread_cpu_seconds() {
+  timespec ts;
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
 std::string run_reference(const std::string& python, const std::string& fixture,
