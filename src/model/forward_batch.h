@@ -28,6 +28,10 @@ struct ForwardBatch {
   // Appends a sequence; positions continue from num_past.
   void add_sequence(const int32_t* new_tokens, int64_t num_new, int64_t num_past,
                     std::vector<int32_t> slots, LogitsWanted logits);
+
+  // A flat int32 encoding, for handing the batch to the other ranks of a group.
+  std::vector<int32_t> serialize() const;
+  static ForwardBatch deserialize(const std::vector<int32_t>& data);
 };
 
 }  // namespace epserve

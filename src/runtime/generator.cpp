@@ -21,10 +21,7 @@ struct Running {
 
 }  // namespace
 
-std::vector<GenerateResult> generate(CausalLM& model, const std::vector<GenerateRequest>& requests,
-                                     GenerateTimings* timings, int64_t page_size) {
-  const int64_t V = model.vocab_size();
-  const auto& eos = model.config().eos_token_ids;
+int64_t kv_slots_needed(const std::vector<GenerateRequest>& requests, int64_t page_size) {
   int64_t total_pages = 0;
   for (const auto& r : requests) {
     EPS_CHECK(!r.input_ids.empty(), "a prompt needs at least one token");
@@ -32,9 +29,24 @@ std::vector<GenerateResult> generate(CausalLM& model, const std::vector<Generate
     int64_t len = static_cast<int64_t>(r.input_ids.size()) + r.max_new_tokens;
     total_pages += (len + page_size - 1) / page_size;
   }
-  KvCache cache(model.config().num_layers, std::max<int64_t>(1, total_pages) * page_size,
-                model.kv_layout());
-  SlotAllocator allocator(cache.num_slots(), page_size);
+  return std::max<int64_t>(1, total_pages) * page_size;
+}
+
+std::vector<GenerateResult> generate(CausalLM& model, const std::vector<GenerateRequest>& requests,
+                                     GenerateTimings* timings, int64_t page_size) {
+  LocalModelRunner runner(model, kv_slots_needed(requests, page_size));
+  return generate(runner, requests, timings, page_size);
+}
+
+std::vector<GenerateResult> generate(ModelRunner& model,
+                                     const std::vector<GenerateRequest>& requests,
+                                     GenerateTimings* timings, int64_t page_size) {
+  const int64_t V = model.vocab_size();
+  const auto& eos = model.config().eos_token_ids;
+  EPS_CHECK(model.num_kv_slots() >= kv_slots_needed(requests, page_size),
+            "the KV cache holds {} slots; these requests need {}", model.num_kv_slots(),
+            kv_slots_needed(requests, page_size));
+  SlotAllocator allocator(model.num_kv_slots(), page_size);
   std::vector<GenerateResult> results(requests.size());
   std::vector<Sampler> samplers;
   std::vector<Running> running;
@@ -66,7 +78,7 @@ std::vector<GenerateResult> generate(CausalLM& model, const std::vector<Generate
     if (members.empty()) return false;
     std::vector<float> logits(batch.num_logit_rows() * V);
     auto start = std::chrono::steady_clock::now();
-    model.forward(batch, cache, logits.data());
+    model.forward(batch, logits.data());
     if (timings) {
       (prefill ? timings->prefill_seconds : timings->decode_seconds) += seconds_since(start);
       (prefill ? timings->prefill_tokens : timings->decode_tokens) += batch.num_tokens();

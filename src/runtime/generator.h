@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "model/causal_lm.h"
+#include "runtime/model_runner.h"
 #include "runtime/sampler.h"
 
 namespace epserve {
@@ -36,7 +37,14 @@ struct GenerateTimings {
   int64_t decode_tokens = 0;
 };
 
+// Runs on `runner` (whose KV cache must hold kv_slots_needed(requests, page_size) slots).
+std::vector<GenerateResult> generate(ModelRunner& runner,
+                                     const std::vector<GenerateRequest>& requests,
+                                     GenerateTimings* timings = nullptr, int64_t page_size = 16);
+// Runs on `model` in this process with a KV cache sized for the requests.
 std::vector<GenerateResult> generate(CausalLM& model, const std::vector<GenerateRequest>& requests,
                                      GenerateTimings* timings = nullptr, int64_t page_size = 16);
+
+int64_t kv_slots_needed(const std::vector<GenerateRequest>& requests, int64_t page_size);
 
 }  // namespace epserve

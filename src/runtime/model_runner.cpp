@@ -3,7 +3,11 @@
 namespace epserve {
 
 LocalModelRunner::LocalModelRunner(std::unique_ptr<CausalLM> model, int64_t num_kv_slots)
-    : model_(std::move(model)),
-      cache_(model_->config().num_layers, num_kv_slots, model_->kv_layout()) {}
+    : owned_(std::move(model)),
+      model_(*owned_),
+      cache_(model_.config().num_layers, num_kv_slots, model_.kv_layout()) {}
+
+LocalModelRunner::LocalModelRunner(CausalLM& model, int64_t num_kv_slots)
+    : model_(model), cache_(model_.config().num_layers, num_kv_slots, model_.kv_layout()) {}
 
 }  // namespace epserve

@@ -22,19 +22,23 @@ class ModelRunner {
   virtual int64_t vocab_size() const { return config().vocab_size; }
 };
 
+// Runs the model in this process, with a KV cache of num_kv_slots token slots. It either owns
+// the model or borrows one that outlives it.
 class LocalModelRunner : public ModelRunner {
  public:
   LocalModelRunner(std::unique_ptr<CausalLM> model, int64_t num_kv_slots);
+  LocalModelRunner(CausalLM& model, int64_t num_kv_slots);
   void forward(const ForwardBatch& batch, float* logits) override {
-    model_->forward(batch, cache_, logits);
+    model_.forward(batch, cache_, logits);
   }
-  const ModelConfig& config() const override { return model_->config(); }
+  const ModelConfig& config() const override { return model_.config(); }
   int64_t num_kv_slots() const override { return cache_.num_slots(); }
-  CausalLM& model() { return *model_; }
+  CausalLM& model() { return model_; }
   const KvCache& cache() const { return cache_; }
 
  private:
-  std::unique_ptr<CausalLM> model_;
+  std::unique_ptr<CausalLM> owned_;
+  CausalLM& model_;
   KvCache cache_;
 };
 
