@@ -3,8 +3,10 @@
 // the embedded family tokenizers, and one-line errors for bad tokenizer files.
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <filesystem>
 #include <fstream>
+#include <thread>
 
 #include "core/error.h"
 #include "reference_test_util.h"
@@ -181,6 +183,31 @@ TEST(Tokenizer, BadFilesGiveOneLineNamingFileAndProblem) {
   EXPECT_NE(msg.find("unknown tiktoken tokenizer_class 'MysteryTokenizer'"), std::string::npos)
       << msg;
   fs::remove_all(dir);
+}
+
+}  // namespace
+}  // namespace epserve::tokenizer
+
+namespace epserve::tokenizer {
+namespace {
+
+TEST(Tokenizer, ConcurrentEncodesAgreeWithSerial) {
+  Tokenizer tok = Tokenizer::load(testing::fixture_dir() + "/small/qwen3");
+  auto corpus = testing::load_corpus();
+  corpus.resize(2000);
+  std::vector<std::vector<int32_t>> serial;
+  for (const auto& line : corpus) serial.push_back(tok.encode(line.text));
+  std::vector<std::thread> threads;
+  std::atomic<int> mismatches{0};
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      for (size_t i = t; i < corpus.size(); i += 2) {
+        if (tok.encode(corpus[i].text) != serial[i]) ++mismatches;
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(mismatches.load(), 0);
 }
 
 }  // namespace

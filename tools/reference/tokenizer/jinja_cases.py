@@ -14,6 +14,14 @@ from render_templates import environment  # noqa: E402
 
 CASES = [
  [
+  "{% for i in [1,2,3] %}{% if loop.first %}{% set x = 5 %}{% endif %}[{{ x }}]{% endfor %}|{{ x }}",
+  {}
+ ],
+ [
+  "{% set x = 1 %}{% for i in [1,2] %}{{ x }}{% set x = x + 10 %}{{ x }},{% endfor %}|{{ x }}",
+  {}
+ ],
+ [
   "  {% if True %}\n  x\n  {% endif %}\n",
   {}
  ],

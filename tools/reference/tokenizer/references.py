@@ -32,7 +32,13 @@ FIXTURES = {
     "small_deepseek_v3": "small/deepseek_v3",
     "small_qwen3": "small/qwen3",
     "small_kimi_k2": "small/kimi_k2",
+    "variant_digits": "variants/digits",
+    "variant_gpt2": "variants/gpt2",
+    "variant_splits": "variants/splits",
+    "variant_added": "variants/added",
 }
+# Fixtures compared on the first N corpus lines only (the rest: all of it).
+LINE_LIMITS = {"variant_digits": 3000, "variant_gpt2": 3000, "variant_splits": 3000, "variant_added": 3000}
 
 
 def load_ranks(path):
