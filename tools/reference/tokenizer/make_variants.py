@@ -36,6 +36,7 @@ def variants(base):
     v["normalizer"] = None
     v["pre_tokenizer"] = {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": True,
                           "use_regex": True}
+    v["model"]["ignore_merges"] = True  # as Llama-3 style files set it: a whole-piece hit wins
     out["gpt2"] = v
 
     v = json.loads(json.dumps(base))
