@@ -75,7 +75,9 @@ void matmul_untransposed(const float* x, int64_t num_tokens, const WeightView& w
 
 namespace matmul_detail {
 
-bool avx2_available() { return cpu_has_avx2_fma(); }
+bool avx2_available() {
+  return cpu_has_avx2_fma();
+}
 
 const char* path_name(MatmulPath path) {
   switch (path) {
