@@ -232,6 +232,7 @@ class Supervisor {
   // caused it is named with how it ended instead.
   std::string pending_cause_;
   Clock::time_point pending_until_;
+  int first_secondary_ = -1;
 };
 
 void Supervisor::report(const std::string& line) {
@@ -312,6 +313,12 @@ int Supervisor::run(std::vector<Child>& children, int signal_fd) {
       begin_stop("", 1);
     }
   }
+  if (!reported_ && !pending_cause_.empty()) {
+    report(fmt::format("node {} stops its ranks: {}", o_.node_rank, pending_cause_));
+  } else if (!reported_ && exit_code_ != 0) {
+    report(fmt::format("node {}: rank {} stopped because another rank failed (see its line above)",
+                       o_.node_rank, first_secondary_));
+  }
   return exit_code_;
 }
 
@@ -326,6 +333,7 @@ void Supervisor::reap(Child& c) {
   bool secondary = (WIFEXITED(status) && WEXITSTATUS(status) == kExitPeerFailure) ||
                    stop_phase_ > 0 || exit_code_ > 128;
   if (secondary || reported_) {
+    if (first_secondary_ < 0) first_secondary_ = c.rank;
     begin_stop("", 1);
     return;
   }

@@ -70,7 +70,20 @@ World::World(const RankInfo& info, const CommOptions& options) : info_(info), op
     store_ = std::make_unique<StoreClient>(info_.store_addr, options_.timeout);
     store_->register_liveness(fmt::format("rank {}", info_.rank));
     start_abort_watcher();
-    connect_endpoints();
+    try {
+      connect_endpoints();
+    } catch (...) {
+      stop_abort_watcher();
+      throw;
+    }
+  }
+}
+
+void World::stop_abort_watcher() {
+  closing_.store(true);
+  if (watch_store_) {
+    watch_store_->interrupt();
+    if (watcher_.joinable()) watcher_.join();
   }
 }
 
@@ -281,10 +294,7 @@ World::~World() {
     } catch (const Error&) {
     }
   }
-  if (watch_store_) {
-    watch_store_->interrupt();
-    watcher_.join();
-  }
+  stop_abort_watcher();
   if (worker_) ucp_worker_destroy(worker_);
   if (context_) ucp_cleanup(context_);
 }

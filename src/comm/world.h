@@ -104,6 +104,7 @@ class World {
   void connect_endpoints();
   void connect_self();
   void start_abort_watcher();
+  void stop_abort_watcher();
   void close_endpoints();
 
   RankInfo info_;

@@ -105,14 +105,27 @@ DispatchMode agree_dispatch_mode(Communicator& comm, bool has_prefill_tokens, in
   return needs_normal ? DispatchMode::kNormal : DispatchMode::kLowLatency;
 }
 
-void weighted_sum_row(const float* const* rows, const float* weights, int num_topk, int64_t hidden,
-                      float* out) {
+void weighted_sum_row_avx2(const float* const* rows, const float* weights, int num_topk,
+                           int64_t hidden, float* out);
+
+void weighted_sum_row_scalar(const float* const* rows, const float* weights, int num_topk,
+                             int64_t hidden, float* out) {
   for (int64_t h = 0; h < hidden; ++h) out[h] = 0.0f;
   for (int k = 0; k < num_topk; ++k) {
     const float* row = rows[k];
     if (!row) continue;
     const float w = weights[k];
     for (int64_t h = 0; h < hidden; ++h) out[h] = out[h] + w * row[h];
+  }
+}
+
+void weighted_sum_row(const float* const* rows, const float* weights, int num_topk, int64_t hidden,
+                      float* out) {
+  static const bool avx2 = __builtin_cpu_supports("avx2");
+  if (avx2) {
+    weighted_sum_row_avx2(rows, weights, num_topk, hidden, out);
+  } else {
+    weighted_sum_row_scalar(rows, weights, num_topk, hidden, out);
   }
 }
 

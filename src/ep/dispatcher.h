@@ -153,7 +153,10 @@ void combine_reference(const float* y_slot, const int32_t* topk_idx, const float
                        int64_t num_tokens, int num_topk, int64_t hidden, float* out);
 
 // One output row of combine: rows[k] is slot k's expert output (nullptr where topk_idx is -1).
+// AVX2 when the CPU has it, else scalar; both give the same bits (no FMA).
 void weighted_sum_row(const float* const* rows, const float* weights, int num_topk, int64_t hidden,
                       float* out);
+void weighted_sum_row_scalar(const float* const* rows, const float* weights, int num_topk,
+                             int64_t hidden, float* out);
 
 }  // namespace epserve

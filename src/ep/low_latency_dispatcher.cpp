@@ -173,9 +173,11 @@ void LowLatencyDispatcher::dispatch_recv(DispatchHandle& handle) {
   MetaLayout meta{K};
   DispatchOutput& o = st.out;
   o.num_recv_tokens_per_expert.assign(E, 0);
-  std::fill(slot.row_src_rank.begin(), slot.row_src_rank.end(), -1);
-  std::fill(slot.row_src_token.begin(), slot.row_src_token.end(), -1);
-  std::fill(slot.row_src_slot.begin(), slot.row_src_slot.end(), -1);
+  // Unused rows keep -1: clear only what the previous batch on this slot wrote.
+  for (int64_t j : slot.used_rows) {
+    slot.row_src_rank[j] = slot.row_src_token[j] = slot.row_src_slot[j] = -1;
+  }
+  slot.used_rows.clear();
   std::vector<std::pair<float*, const float*>> rows;
   for (int s = 0; s < n; ++s) {
     const char* region = static_cast<const char*>(buf.data()) + s * region_bytes();
@@ -198,6 +200,7 @@ void LowLatencyDispatcher::dispatch_recv(DispatchHandle& handle) {
         slot.row_src_rank[j] = s;
         slot.row_src_token[j] = meta.token(m);
         slot.row_src_slot[j] = k;
+        slot.used_rows.push_back(j);
       }
     }
   }

@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include <cstring>
 #include <random>
 
 #include "core/error.h"
@@ -61,6 +62,32 @@ TEST(CombineReference, SumsInSlotOrderAndSkipsMissingSlots) {
   idx[1] = -1;
   combine_reference(y.data(), idx.data(), w.data(), 1, K, H, out.data());
   EXPECT_EQ(out[1], 2.0f);
+}
+
+}  // namespace
+}  // namespace epserve
+
+namespace epserve {
+namespace {
+
+TEST(CombineReference, VectorPathMatchesScalarBits) {
+  // Inputs where a fused multiply-add would round differently from multiply-then-add.
+  const int K = 8;
+  const int64_t H = 7168 + 5;
+  std::mt19937 gen(3);
+  std::uniform_real_distribution<float> dist(-3.0f, 3.0f);
+  std::vector<std::vector<float>> rows(K, std::vector<float>(H));
+  for (auto& r : rows)
+    for (auto& v : r) v = dist(gen) * 1.0000001f;
+  std::vector<const float*> ptrs;
+  for (auto& r : rows) ptrs.push_back(r.data());
+  ptrs[3] = nullptr;
+  std::vector<float> w(K);
+  for (auto& v : w) v = dist(gen) / 3.0f;
+  std::vector<float> fast(H), slow(H);
+  weighted_sum_row(ptrs.data(), w.data(), K, H, fast.data());
+  weighted_sum_row_scalar(ptrs.data(), w.data(), K, H, slow.data());
+  EXPECT_EQ(std::memcmp(fast.data(), slow.data(), H * 4), 0);
 }
 
 }  // namespace
