@@ -1,8 +1,8 @@
 // MPI peer of dispatch_bench: times OpenMPI's MPI_Alltoallv moving given per-(source, destination)
 // byte counts, so dispatch and combine can be compared with it on the same bytes in the same run.
 // Input file: one case per line, "<name> <ranks*ranks byte counts, row = source>". Output (rank 0):
-// "<name> <median microseconds> <iterations>" per case. Launched by dispatch_bench through
-// mpirun --allow-run-as-root --oversubscribe -np <ranks>.
+// "<name> <median microseconds> <best microseconds> <iterations>" per case. Launched by
+// dispatch_bench through mpirun --allow-run-as-root --oversubscribe -np <ranks>.
 #include <mpi.h>
 
 #include <algorithm>
@@ -54,7 +54,10 @@ int main(int argc, char** argv) {
       if (i >= 3) times.push_back(tmax);
     }
     std::sort(times.begin(), times.end());
-    if (rank == 0) std::printf("%s %.3f %d\n", name.c_str(), times[times.size() / 2] * 1e6, iters);
+    if (rank == 0) {
+      std::printf("%s %.3f %.3f %d\n", name.c_str(), times[times.size() / 2] * 1e6, times[0] * 1e6,
+                  iters);
+    }
     std::fflush(stdout);
   }
   MPI_Finalize();

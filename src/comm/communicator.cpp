@@ -125,10 +125,7 @@ Request Communicator::isend_tagged(int peer, const void* data, size_t bytes, uin
   req.peer_ = world_ranks_[peer];
   ucp_request_param_t param{};
   void* r = ucp_tag_send_nbx(world_->ep(req.peer_), data, bytes, make_tag(rank_, seq, p2p), &param);
-  EPS_CHECK(
-      !UCS_PTR_IS_ERR(r), "{}",
-      world_->describe(wait_spec("send"), fmt::format("cannot send to rank {} (UCX: {})", req.peer_,
-                                                      ucs_status_string(UCS_PTR_STATUS(r)))));
+  if (UCS_PTR_IS_ERR(r)) world_->throw_peer_lost(wait_spec("send"), req.peer_, UCS_PTR_STATUS(r));
   req.ucx_ = r;
   return req;
 }
@@ -181,10 +178,7 @@ Request Communicator::isend_rows(int peer, const void* const* rows, size_t n, si
   param.datatype = ucp_dt_make_iov();
   void* r = ucp_tag_send_nbx(world_->ep(req.peer_), req.iov_.data(), n,
                              make_tag(rank_, static_cast<uint32_t>(tag), true), &param);
-  EPS_CHECK(
-      !UCS_PTR_IS_ERR(r), "{}",
-      world_->describe(wait_spec("send"), fmt::format("cannot send to rank {} (UCX: {})", req.peer_,
-                                                      ucs_status_string(UCS_PTR_STATUS(r)))));
+  if (UCS_PTR_IS_ERR(r)) world_->throw_peer_lost(wait_spec("send"), req.peer_, UCS_PTR_STATUS(r));
   req.ucx_ = r;
   return req;
 }
@@ -233,10 +227,7 @@ void Communicator::wait_all(std::vector<Request>& requests, const char* op) {
                   world_->describe(spec, fmt::format("rank {} sent more than the {} bytes expected",
                                                      req.peer_, req.expected_bytes_)));
       }
-      EPS_CHECK(st == UCS_OK, "{}",
-                world_->describe(spec, fmt::format("lost a message {} rank {} (UCX: {})",
-                                                   req.is_recv_ ? "from" : "to", req.peer_,
-                                                   ucs_status_string(st))));
+      if (st != UCS_OK) world_->throw_peer_lost(spec, req.peer_, st);
       EPS_CHECK(length == req.expected_bytes_, "{}",
                 world_->describe(spec, fmt::format("expected {} bytes from rank {}, received {}",
                                                    req.expected_bytes_, req.peer_, length)));

@@ -105,11 +105,10 @@ SymmetricBuffer::~SymmetricBuffer() {
 }
 
 void SymmetricBuffer::track(void* request, int peer) {
-  EPS_CHECK(!UCS_PTR_IS_ERR(request), "{}",
-            comm_.world().describe(
-                comm_.wait_spec("put"),
-                fmt::format("cannot write to rank {} (UCX: {})", comm_.world_rank_of(peer),
-                            ucs_status_string(UCS_PTR_STATUS(request)))));
+  if (UCS_PTR_IS_ERR(request)) {
+    comm_.world().throw_peer_lost(comm_.wait_spec("put"), comm_.world_rank_of(peer),
+                                  UCS_PTR_STATUS(request));
+  }
   if (request) pending_.push_back({request, peer});
 }
 
@@ -198,11 +197,9 @@ void SymmetricBuffer::flush(const char* op) {
       if (st == UCS_INPROGRESS) return false;
       ucp_request_free(req);
       pending_[first].first = nullptr;
-      EPS_CHECK(
-          st == UCS_OK, "{}",
-          comm_.world().describe(spec, fmt::format("a write to rank {} failed (UCX: {})",
-                                                   comm_.world_rank_of(pending_[first].second),
-                                                   ucs_status_string(st))));
+      if (st != UCS_OK) {
+        comm_.world().throw_peer_lost(spec, comm_.world_rank_of(pending_[first].second), st);
+      }
     }
     return true;
   });

@@ -207,6 +207,12 @@ void World::throw_aborted(const WaitSpec& spec) {
   throw PeerFailure(fmt::format("{}: {}", describe(spec, what), message), __FILE__, __LINE__);
 }
 
+void World::throw_peer_lost(const WaitSpec& spec, int peer, ucs_status_t status) {
+  std::string line = describe(spec, fmt::format("lost the connection to rank {} (UCX: {})", peer,
+                                                ucs_status_string(status)));
+  throw PeerFailure(line, __FILE__, __LINE__);
+}
+
 void World::wait(const WaitSpec& spec, const std::function<bool()>& done) {
   auto start = Clock::now();
   auto spin_end = start + options_.spin;

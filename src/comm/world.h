@@ -81,6 +81,8 @@ class World {
   void check_alive(const WaitSpec& spec) {
     if (abort_flag_.load(std::memory_order_relaxed)) throw_aborted(spec);
   }
+  // Throws PeerFailure: UCX reported that an operation with world rank `peer` failed.
+  [[noreturn]] void throw_peer_lost(const WaitSpec& spec, int peer, ucs_status_t status);
   // Formats "rank R: <what>" with the op and context of spec.
   std::string describe(const WaitSpec& spec, const std::string& what) const;
 

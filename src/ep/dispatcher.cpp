@@ -2,6 +2,8 @@
 // agreement and the factory.
 #include "ep/dispatcher.h"
 
+#include <xmmintrin.h>
+
 #include <cstdlib>
 
 #include "core/error.h"
@@ -140,11 +142,25 @@ void combine_reference(const float* y_slot, const int32_t* topk_idx, const float
   }
 }
 
+void stream_copy_avx2(void* dst, const void* src, size_t bytes);
+
 void copy_rows(const std::vector<std::pair<float*, const float*>>& rows, size_t bytes) {
+  // Large copies stream past the caches (the receiver reads them much later, if at all from
+  // cache); small ones stay in cache for the receiver.
+  static const bool avx2 = __builtin_cpu_supports("avx2");
+  const bool stream = avx2 && rows.size() * bytes >= kStreamCopyBytes;
   ThreadPool::global().parallel_for(
       static_cast<int64_t>(rows.size()),
       [&](int64_t begin, int64_t end) {
-        for (int64_t i = begin; i < end; ++i) std::memcpy(rows[i].first, rows[i].second, bytes);
+        for (int64_t i = begin; i < end; ++i) {
+          if (stream) {
+            stream_copy_avx2(rows[i].first, rows[i].second, bytes);
+          } else {
+            std::memcpy(rows[i].first, rows[i].second, bytes);
+          }
+        }
+        // Streaming stores are weakly ordered: make them visible before any signal.
+        if (stream) _mm_sfence();
       },
       16);
 }

@@ -7,6 +7,7 @@
 #include <memory>
 #include <vector>
 
+#include "comm/symmetric_buffer.h"
 #include "ep/dispatcher.h"
 
 namespace epserve {
@@ -66,8 +67,36 @@ class Scratch {
   size_t capacity_ = 0;
 };
 
-// Copies rows in parallel: dst[i] <- src[i], each `bytes` long.
+// From this many bytes on, copy_rows uses streaming stores.
+inline constexpr size_t kStreamCopyBytes = 16u << 20;
+
+// Copies rows in parallel: dst[i] <- src[i], each `bytes` long; the copies are visible to other
+// threads and processes (fenced) when it returns.
 void copy_rows(const std::vector<std::pair<float*, const float*>>& rows, size_t bytes);
+
+// Writes rows into other ranks' symmetric buffers: plain copies (gathered, then done in parallel
+// by finish()) where the peer's buffer is mapped here, UCX puts otherwise.
+class RowWriter {
+ public:
+  RowWriter(SymmetricBuffer& buffer, size_t row_bytes) : buf_(buffer), row_bytes_(row_bytes) {}
+  void write(int peer, size_t offset, const float* src) {
+    if (char* base = static_cast<char*>(buf_.peer_data(peer))) {
+      direct_.push_back({reinterpret_cast<float*>(base + offset), src});
+    } else {
+      buf_.put(peer, offset, src, row_bytes_);
+    }
+  }
+  // Completes the direct copies; puts complete at the buffer's flush().
+  void finish() {
+    copy_rows(direct_, row_bytes_);
+    direct_.clear();
+  }
+
+ private:
+  SymmetricBuffer& buf_;
+  size_t row_bytes_;
+  std::vector<std::pair<float*, const float*>> direct_;
+};
 
 }  // namespace epserve
 

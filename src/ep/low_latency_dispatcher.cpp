@@ -32,6 +32,9 @@ namespace {
 struct LowLatencyState : HandleState {
   LowLatencyDispatcher::Slot* slot = nullptr;
   uint64_t step = 0;
+  const float* x = nullptr;  // our tokens' rows: read in place for our own experts
+  const float* y = nullptr;
+  std::vector<int32_t> self_y_row;  // [T, K] row of y holding (token, slot) when computed here
   ~LowLatencyState() override {
     if (slot && slot->owner == this) slot->owner = nullptr;
   }
@@ -125,6 +128,7 @@ DispatchHandle LowLatencyDispatcher::dispatch_send(const DispatchInput& in) {
   st->slot = &slot;
   st->step = ++slot.step;
   st->num_tokens = T;
+  st->x = in.x;
   st->topk_idx.assign(in.topk_idx, in.topk_idx + T * K);
   st->topk_weights.assign(in.topk_weights, in.topk_weights + T * K);
 
@@ -142,7 +146,9 @@ DispatchHandle LowLatencyDispatcher::dispatch_send(const DispatchInput& in) {
       meta.write(staging + count * meta.bytes(), static_cast<int32_t>(t), in.topk_idx + t * K,
                  in.topk_weights + t * K, d, per_rank);
       size_t offset = region + rows_offset() + count * H * sizeof(float);
-      if (peer) {
+      if (d == me) {
+        // Our own rows are read from x in place by dispatch_recv.
+      } else if (peer) {
         direct_rows.push_back({reinterpret_cast<float*>(peer + offset), in.x + t * H});
       } else {
         buf.put(d, offset, in.x + t * H, H * sizeof(float));
@@ -179,6 +185,7 @@ void LowLatencyDispatcher::dispatch_recv(DispatchHandle& handle) {
   }
   slot.used_rows.clear();
   std::vector<std::pair<float*, const float*>> rows;
+  st.self_y_row.assign(st.num_tokens * K, -1);
   for (int s = 0; s < n; ++s) {
     const char* region = static_cast<const char*>(buf.data()) + s * region_bytes();
     int64_t count = *reinterpret_cast<const int64_t*>(region);
@@ -196,7 +203,10 @@ void LowLatencyDispatcher::dispatch_recv(DispatchHandle& handle) {
         int64_t pos = o.num_recv_tokens_per_expert[e]++;
         EPS_CHECK(pos < per_expert, "low-latency receive overflow for local expert {}", e);
         int64_t j = e * per_expert + pos;
-        rows.push_back({slot.recv_x.data() + j * H, x + i * H});
+        const float* src = s == comm_->rank() ? st.x + int64_t(meta.token(m)) * H : x + i * H;
+        rows.push_back({slot.recv_x.data() + j * H, src});
+        if (s == comm_->rank())
+          st.self_y_row[int64_t(meta.token(m)) * K + k] = static_cast<int32_t>(j);
         slot.row_src_rank[j] = s;
         slot.row_src_token[j] = meta.token(m);
         slot.row_src_slot[j] = k;
@@ -223,11 +233,13 @@ void LowLatencyDispatcher::combine_send(const float* y, DispatchHandle& handle) 
   const int64_t H = config_.hidden, per_expert = rows_per_expert();
   EPS_CHECK(y, "combine_send needs y [{}, {}]", st.out.num_y_rows, H);
   SymmetricBuffer& buf = *slot.combine_buf;
+  st.y = y;
   std::vector<std::pair<float*, const float*>> direct_rows;
   for (int e = 0; e < E; ++e) {
     for (int64_t pos = 0; pos < st.out.num_recv_tokens_per_expert[e]; ++pos) {
       int64_t j = e * per_expert + pos;
       int s = slot.row_src_rank[j];
+      if (s == comm_->rank()) continue;  // combine_recv reads our own rows from y
       size_t offset =
           (size_t(slot.row_src_token[j]) * K + slot.row_src_slot[j]) * H * sizeof(float);
       if (char* peer = static_cast<char*>(buf.peer_data(s))) {
@@ -251,11 +263,19 @@ void LowLatencyDispatcher::combine_recv(DispatchHandle& handle, float* out) {
   SymmetricBuffer& buf = *slot.combine_buf;
   buf.wait_signals(st.step, "low-latency combine");
   const float* back = static_cast<const float*>(buf.data());
+  const int me = comm_->rank(), per_rank = num_local_experts();
   ThreadPool::global().parallel_for(T, [&](int64_t begin, int64_t end) {
     std::vector<const float*> rows(K);
     for (int64_t t = begin; t < end; ++t) {
       for (int k = 0; k < K; ++k) {
-        rows[k] = st.topk_idx[t * K + k] >= 0 ? back + (t * K + k) * H : nullptr;
+        int32_t e = st.topk_idx[t * K + k];
+        if (e < 0) {
+          rows[k] = nullptr;
+        } else if (e / per_rank == me) {
+          rows[k] = st.y + int64_t(st.self_y_row[t * K + k]) * H;
+        } else {
+          rows[k] = back + (t * K + k) * H;
+        }
       }
       weighted_sum_row(rows.data(), st.topk_weights.data() + t * K, K, H, out + t * H);
     }

@@ -1,27 +1,21 @@
 #include "ep/normal_dispatcher.h"
 
+#include <exception>
+
 #include "core/error.h"
 #include "core/thread_pool.h"
 
 namespace epserve {
 namespace {
 
-enum TagKind : uint32_t { kCount = 0, kRows, kMeta, kCombine, kNumKinds };
-constexpr uint32_t kTagSpace = (1u << 23) / kNumKinds;
-
 struct NormalState : HandleState {
   NormalDispatcher::Arena* arena = nullptr;
   int64_t hidden = 0;
-  uint32_t tag = 0;
+  uint64_t step = 0;
   const float* x = nullptr;
-  std::vector<std::vector<const void*>> send_rows;  // [rank] rows of x sent there
-  std::vector<std::vector<char>> send_meta;         // [rank] packed metadata
-  std::vector<int64_t> send_count, recv_count;      // tokens to / from each rank
-  std::vector<int64_t> recv_offset;                 // [rank + 1] first recv row of each source
-  std::vector<int64_t> slots_on;                    // [rank] (token, slot) pairs of ours there
-  std::vector<Request> count_reqs, reqs;
+  std::vector<int64_t> counts;       // [source][destination] tokens, then [source] num_tokens
+  std::vector<int64_t> recv_offset;  // [source + 1] first row from each source in our buffer
   const float* y = nullptr;
-  std::vector<std::vector<const void*>> combine_rows;  // [rank] rows of y sent back
 
   ~NormalState() override {
     if (arena && arena->owner == this) arena->owner = nullptr;
@@ -39,7 +33,35 @@ NormalState& state_of(DispatchHandle& h, HandleState::Stage expected, const char
 }  // namespace
 
 NormalDispatcher::NormalDispatcher(std::shared_ptr<Communicator> comm, const DispatchConfig& config)
-    : Dispatcher(std::move(comm), config) {}
+    : Dispatcher(std::move(comm), config) {
+  for (Arena& arena : arenas_) arena.staging.resize(comm_->size());
+}
+
+// No rank writes into these buffers any more once every rank got here.
+NormalDispatcher::~NormalDispatcher() {
+  try {
+    if (!comm_->world().aborted() && std::uncaught_exceptions() == 0) comm_->barrier();
+  } catch (const Error&) {
+  }
+}
+
+void NormalDispatcher::reserve(Arena& arena, int64_t rows_needed, int64_t tokens_needed) {
+  const int K = config_.num_topk;
+  const int64_t H = config_.hidden;
+  const size_t row_bytes = H * sizeof(float) + MetaLayout{K}.bytes();
+  // Every rank sees the same counts, so every rank takes the same decisions here.
+  if (rows_needed > arena.rows_cap) {
+    arena.rows_cap = std::max<int64_t>(rows_needed, arena.rows_cap * 5 / 4);
+    arena.landing.reset();
+    arena.landing = std::make_unique<SymmetricBuffer>(*comm_, arena.rows_cap * row_bytes);
+  }
+  if (tokens_needed > arena.tokens_cap) {
+    arena.tokens_cap = std::max<int64_t>(tokens_needed, arena.tokens_cap * 5 / 4);
+    arena.back.reset();
+    arena.back =
+        std::make_unique<SymmetricBuffer>(*comm_, arena.tokens_cap * K * H * sizeof(float));
+  }
+}
 
 DispatchHandle NormalDispatcher::dispatch_send(const DispatchInput& in) {
   DispatchLayout storage;
@@ -50,8 +72,8 @@ DispatchHandle NormalDispatcher::dispatch_send(const DispatchInput& in) {
   const int64_t H = config_.hidden, T = in.num_tokens;
   Arena& arena = arenas_[next_arena_];
   EPS_CHECK(!arena.owner,
-            "normal dispatch: both buffers are in use by earlier dispatches that were "
-            "not combined; at most two batches can be in flight");
+            "normal dispatch: both buffers are in use by earlier dispatches that were not "
+            "combined; at most two batches can be in flight");
   auto st = std::make_unique<NormalState>();
   st->buffer = next_arena_;
   next_arena_ ^= 1;
@@ -60,81 +82,67 @@ DispatchHandle NormalDispatcher::dispatch_send(const DispatchInput& in) {
   st->hidden = H;
   st->num_tokens = T;
   st->x = in.x;
-  st->tag = (next_tag_++ % kTagSpace) * kNumKinds;
   st->topk_idx.assign(in.topk_idx, in.topk_idx + T * K);
   st->topk_weights.assign(in.topk_weights, in.topk_weights + T * K);
 
-  MetaLayout meta{K};
-  st->send_rows.resize(n);
-  st->send_meta.resize(n);
-  st->send_count.assign(n, 0);
-  st->recv_count.assign(n, 0);
-  st->slots_on.assign(n, 0);
+  // The count round: row s of the matrix is what rank s sends to each rank, then its batch size.
+  std::vector<int64_t> mine(n + 1);
+  for (int d = 0; d < n; ++d) mine[d] = layout.num_tokens_per_rank[d];
+  mine[n] = T;
+  st->counts.resize(n * (n + 1));
+  comm.allgather(mine.data(), (n + 1) * sizeof(int64_t), st->counts.data());
+  auto count = [&](int s, int d) { return st->counts[s * (n + 1) + d]; };
+  int64_t rows_needed = 0, tokens_needed = 0;
   for (int d = 0; d < n; ++d) {
-    st->send_meta[d].resize(layout.num_tokens_per_rank[d] * meta.bytes());
-    st->send_rows[d].reserve(layout.num_tokens_per_rank[d]);
+    int64_t rows = 0;
+    for (int s = 0; s < n; ++s) rows += count(s, d);
+    rows_needed = std::max(rows_needed, rows);
+    tokens_needed = std::max(tokens_needed, count(d, n));
   }
-  for (int64_t t = 0; t < T; ++t) {
-    for (int k = 0; k < K; ++k) {
-      int32_t e = in.topk_idx[t * K + k];
-      if (e >= 0) ++st->slots_on[e / per_rank];
-    }
-    for (int d = 0; d < n; ++d) {
+  reserve(arena, rows_needed, tokens_needed);
+  st->step = ++arena.step;
+  st->recv_offset.assign(n + 1, 0);
+  for (int s = 0; s < n; ++s) st->recv_offset[s + 1] = st->recv_offset[s] + count(s, me);
+
+  MetaLayout meta{K};
+  SymmetricBuffer& buf = *arena.landing;
+  const size_t meta_base = arena.rows_cap * H * sizeof(float);
+  RowWriter rows(buf, H * sizeof(float));
+  for (int i = 0; i < n; ++i) {
+    int d = (me + i) % n;
+    int64_t first = 0;  // our first row in d's buffer
+    for (int s = 0; s < me; ++s) first += count(s, d);
+    char* peer = static_cast<char*>(buf.peer_data(d));
+    auto& staging = arena.staging[d];
+    if (!peer) staging.resize(count(me, d) * meta.bytes());
+    int64_t row = 0;
+    for (int64_t t = 0; t < T; ++t) {
       if (!layout.in_rank(t, d)) continue;
-      int64_t i = st->send_count[d]++;
-      st->send_rows[d].push_back(in.x + t * H);
-      meta.write(st->send_meta[d].data() + i * meta.bytes(), static_cast<int32_t>(t),
-                 in.topk_idx + t * K, in.topk_weights + t * K, d, per_rank);
+      char* m =
+          peer ? peer + meta_base + (first + row) * meta.bytes() : &staging[row * meta.bytes()];
+      meta.write(m, static_cast<int32_t>(t), in.topk_idx + t * K, in.topk_weights + t * K, d,
+                 per_rank);
+      rows.write(d, (first + row) * H * sizeof(float), in.x + t * H);
+      ++row;
     }
+    if (!peer) buf.put(d, meta_base + first * meta.bytes(), staging.data(), staging.size());
   }
-  st->recv_count[me] = st->send_count[me];
-  for (int i = 1; i < n; ++i) {
-    int from = (me - i + n) % n, to = (me + i) % n;
-    st->count_reqs.push_back(comm.irecv(from, &st->recv_count[from], 8, st->tag + kCount));
-    st->count_reqs.push_back(comm.isend(to, &st->send_count[to], 8, st->tag + kCount));
-  }
-  for (int i = 1; i < n; ++i) {
-    int to = (me + i) % n;
-    if (st->send_count[to] == 0) continue;
-    st->reqs.push_back(comm.isend_rows(to, st->send_rows[to].data(), st->send_rows[to].size(),
-                                       H * sizeof(float), st->tag + kRows));
-    st->reqs.push_back(
-        comm.isend(to, st->send_meta[to].data(), st->send_meta[to].size(), st->tag + kMeta));
-  }
+  rows.finish();
+  for (int i = 0; i < n; ++i) buf.signal((me + i) % n, st->step);
+  buf.flush("dispatch");
   return DispatchHandle(std::move(st));
 }
 
 void NormalDispatcher::dispatch_recv(DispatchHandle& handle) {
   NormalState& st = state_of(handle, HandleState::kSent, "dispatch_recv");
-  Communicator& comm = *comm_;
-  const int n = comm.size(), me = comm.rank(), K = config_.num_topk, E = num_local_experts();
+  const int n = comm_->size(), K = config_.num_topk, E = num_local_experts();
   const int64_t H = config_.hidden;
   MetaLayout meta{K};
   Arena& arena = *st.arena;
-  comm.wait_all(st.count_reqs, "dispatch count exchange");
-  st.recv_offset.assign(n + 1, 0);
-  for (int s = 0; s < n; ++s) st.recv_offset[s + 1] = st.recv_offset[s] + st.recv_count[s];
+  arena.landing->wait_signals(st.step, "dispatch");
   const int64_t N = st.recv_offset[n];
-  float* recv_x = arena.recv_x.get(std::max<int64_t>(N, 1) * H);
-  char* recv_meta = arena.recv_meta.get(std::max<int64_t>(N, 1) * meta.bytes());
-  for (int i = 1; i < n; ++i) {
-    int from = (me - i + n) % n;
-    int64_t count = st.recv_count[from], row = st.recv_offset[from];
-    if (count == 0) continue;
-    st.reqs.push_back(
-        comm.irecv(from, recv_x + row * H, count * H * sizeof(float), st.tag + kRows));
-    st.reqs.push_back(
-        comm.irecv(from, recv_meta + row * meta.bytes(), count * meta.bytes(), st.tag + kMeta));
-  }
-  std::vector<std::pair<float*, const float*>> self_rows;
-  for (int64_t i = 0; i < st.send_count[me]; ++i) {
-    self_rows.push_back(
-        {recv_x + (st.recv_offset[me] + i) * H, static_cast<const float*>(st.send_rows[me][i])});
-  }
-  copy_rows(self_rows, H * sizeof(float));
-  std::memcpy(recv_meta + st.recv_offset[me] * meta.bytes(), st.send_meta[me].data(),
-              st.send_meta[me].size());
-  comm.wait_all(st.reqs, "dispatch");
+  const char* recv_meta =
+      static_cast<const char*>(arena.landing->data()) + arena.rows_cap * H * sizeof(float);
 
   DispatchOutput& o = st.out;
   int32_t* topk = arena.recv_topk_idx.get(std::max<int64_t>(N, 1) * K);
@@ -152,7 +160,7 @@ void NormalDispatcher::dispatch_recv(DispatchHandle& handle) {
       for (int k = 0; k < K; ++k) {
         int32_t e = topk[r * K + k];
         EPS_CHECK(e >= -1 && e < E, "rank {} sent local expert {} (this rank has {})",
-                  comm.world_rank_of(s), e, E);
+                  comm_->world_rank_of(s), e, E);
         if (e >= 0) ++o.num_recv_tokens_per_expert[e];
       }
     }
@@ -183,7 +191,7 @@ void NormalDispatcher::dispatch_recv(DispatchHandle& handle) {
       slot_y_row[r * K + k] = static_cast<int32_t>(j);
     }
   }
-  o.recv_x = recv_x;
+  o.recv_x = static_cast<const float*>(arena.landing->data());
   o.num_recv_tokens = N;
   o.recv_topk_idx = topk;
   o.recv_topk_weights = weights;
@@ -199,54 +207,38 @@ void NormalDispatcher::dispatch_recv(DispatchHandle& handle) {
 
 void NormalDispatcher::combine_send(const float* y, DispatchHandle& handle) {
   NormalState& st = state_of(handle, HandleState::kReceived, "combine_send");
-  Communicator& comm = *comm_;
-  const int n = comm.size(), me = comm.rank(), K = config_.num_topk;
+  const int n = comm_->size(), me = comm_->rank(), K = config_.num_topk;
   const int64_t H = config_.hidden;
   EPS_CHECK(y || st.out.num_y_rows == 0, "combine_send needs y [{}, {}]", st.out.num_y_rows, H);
   st.y = y;
+  SymmetricBuffer& buf = *st.arena->back;
   const int32_t* slot_y_row = st.arena->slot_y_row.data();
-  // Rows back to each source, in the order it expects: its token order, then slot order.
-  st.combine_rows.assign(n, {});
-  for (int i = 1; i < n; ++i) {
-    int to = (me + i) % n;
-    auto& rows = st.combine_rows[to];
-    for (int64_t r = st.recv_offset[to]; r < st.recv_offset[to + 1]; ++r) {
+  const int32_t* src_token = st.out.recv_src_token;
+  RowWriter rows(buf, H * sizeof(float));
+  // Rows for our own tokens stay where they are; combine_recv reads them from y.
+  for (int s = 0; s < n; ++s) {
+    if (s == me) continue;
+    for (int64_t r = st.recv_offset[s]; r < st.recv_offset[s + 1]; ++r) {
       for (int k = 0; k < K; ++k) {
         int32_t j = slot_y_row[r * K + k];
-        if (j >= 0) rows.push_back(y + j * H);
+        if (j >= 0) rows.write(s, (int64_t(src_token[r]) * K + k) * H * sizeof(float), y + j * H);
       }
     }
-    if (!rows.empty()) {
-      st.reqs.push_back(
-          comm.isend_rows(to, rows.data(), rows.size(), H * sizeof(float), st.tag + kCombine));
-    }
   }
-  int64_t total = 0;
-  for (int d = 0; d < n; ++d) total += d == me ? 0 : st.slots_on[d];
-  float* back = st.arena->combine_rows.get(std::max<int64_t>(total, 1) * H);
-  int64_t offset = 0;
-  for (int d = 0; d < n; ++d) {
-    if (d == me || st.slots_on[d] == 0) continue;
-    st.reqs.push_back(
-        comm.irecv(d, back + offset * H, st.slots_on[d] * H * sizeof(float), st.tag + kCombine));
-    offset += st.slots_on[d];
-  }
+  rows.finish();
+  for (int i = 0; i < n; ++i) buf.signal((me + i) % n, st.step);
+  buf.flush("combine");
   st.stage = HandleState::kCombineSent;
 }
 
 void NormalDispatcher::combine_recv(DispatchHandle& handle, float* out) {
   NormalState& st = state_of(handle, HandleState::kCombineSent, "combine_recv");
-  Communicator& comm = *comm_;
-  const int n = comm.size(), me = comm.rank(), K = config_.num_topk, per_rank = num_local_experts();
+  const int me = comm_->rank(), K = config_.num_topk, per_rank = num_local_experts();
   const int64_t H = config_.hidden, T = st.num_tokens;
-  comm.wait_all(st.reqs, "combine");
-  const float* back = st.arena->combine_rows.data();
+  SymmetricBuffer& buf = *st.arena->back;
+  buf.wait_signals(st.step, "combine");
+  const float* back = static_cast<const float*>(buf.data());
   const int32_t* slot_y_row = st.arena->slot_y_row.data();
-  std::vector<int64_t> cursor(n, 0);
-  for (int d = 0, offset = 0; d < n; ++d) {
-    cursor[d] = offset;
-    if (d != me) offset += st.slots_on[d];
-  }
   std::vector<const float*> rows(T * K, nullptr);
   int64_t self_row = st.recv_offset[me];
   for (int64_t t = 0; t < T; ++t) {
@@ -254,12 +246,11 @@ void NormalDispatcher::combine_recv(DispatchHandle& handle, float* out) {
     for (int k = 0; k < K; ++k) {
       int32_t e = st.topk_idx[t * K + k];
       if (e < 0) continue;
-      int d = e / per_rank;
-      if (d == me) {
+      if (e / per_rank == me) {
         rows[t * K + k] = st.y + slot_y_row[self_row * K + k] * H;
         to_self = true;
       } else {
-        rows[t * K + k] = back + (cursor[d]++) * H;
+        rows[t * K + k] = back + (t * K + k) * H;
       }
     }
     self_row += to_self;
