@@ -3,11 +3,15 @@
 //   build/bench/dispatch_bench [--ranks 2] [--hidden 7168] [--experts 256] [--topk 8]
 //                              [--tokens 1,32,128,4096] [--capacity 128] [--no-mpi]
 //
-// Launches --ranks rank processes of itself (the epserve launcher), times normal and low-latency
-// dispatch and combine on random top-k routing (DeepSeek-V3 shapes by default, fp32 payload), and
-// prints beside them, from the same run: single-thread memcpy bandwidth, and OpenMPI's
-// MPI_Alltoallv moving the same bytes (bench/alltoallv_mpi through mpirun). Times are the median
-// over iterations of the slowest rank; GB/s are payload bytes received per rank over that time.
+// Launches --ranks rank processes of itself (the epserve launcher) and times dispatch and combine
+// on random top-k routing (DeepSeek-V3 shapes by default, fp32 payload) in three variants: normal,
+// low_latency (the [experts, capacity * ranks, hidden] receive layout) and low_latency_rows (the
+// opt-in layout without the receive-side copy). Beside them, from the same run: single-thread
+// memcpy bandwidth, the same memcpy in every rank at once (the memory bandwidth the ranks share),
+// and OpenMPI's MPI_Alltoallv moving the same bytes (bench/alltoallv_mpi through mpirun), once with
+// one row per (token, destination rank) and once with one row per (token, top-k slot). Times are
+// the median and best over iterations of the slowest rank; GB/s are payload bytes received per
+// rank over the best time.
 #include <unistd.h>
 
 #include <algorithm>
@@ -94,6 +98,9 @@ int run_rank(const Options& o) {
   DispatchConfig config{H, K, o.experts, o.capacity};
   auto normal = make_dispatcher(DispatchMode::kNormal, *comm, config);
   auto low_latency = make_dispatcher(DispatchMode::kLowLatency, *comm, config);
+  DispatchConfig in_place_config = config;
+  in_place_config.low_latency_expand = false;
+  auto low_latency_rows = make_dispatcher(DispatchMode::kLowLatency, *comm, in_place_config);
   const int per_rank = o.experts / n;
   std::ofstream out;
   if (me == 0) out.open(std::getenv("EPSERVE_BENCH_OUT"));
@@ -149,8 +156,11 @@ int run_rank(const Options& o) {
         for (int d = 0; d < n; ++d) out << " " << slots_all[d * n + s] * H * 4;
       out << "\n";
     }
-    for (Dispatcher* dispatcher : {normal.get(), low_latency.get()}) {
+    for (Dispatcher* dispatcher : {normal.get(), low_latency.get(), low_latency_rows.get()}) {
       bool ll = dispatcher->mode() == DispatchMode::kLowLatency;
+      const char* name = dispatcher == normal.get()        ? "normal"
+                         : dispatcher == low_latency.get() ? "low_latency"
+                                                           : "low_latency_rows";
       if (ll && T > o.capacity) continue;
       int iters = T >= 1024 ? 5 : T >= 128 ? 30 : 300;
       std::vector<double> dispatch_times, combine_times;
@@ -178,10 +188,10 @@ int run_rank(const Options& o) {
         }
       }
       if (me == 0) {
-        out << "R " << T << " " << (ll ? "low_latency" : "normal") << " "
-            << median(dispatch_times) * 1e6 << " " << best(dispatch_times) * 1e6 << " "
-            << median(combine_times) * 1e6 << " " << best(combine_times) * 1e6 << " "
-            << dispatch_bytes / n << " " << combine_bytes / n << "\n";
+        out << "R " << T << " " << name << " " << median(dispatch_times) * 1e6 << " "
+            << best(dispatch_times) * 1e6 << " " << median(combine_times) * 1e6 << " "
+            << best(combine_times) * 1e6 << " " << dispatch_bytes / n << " " << combine_bytes / n
+            << "\n";
         out.flush();
       }
     }

@@ -38,6 +38,8 @@ std::string seconds_text(std::chrono::milliseconds ms) {
 World::World(const RankInfo& info, const CommOptions& options) : info_(info), options_(options) {
   if (const char* spin = std::getenv("EPSERVE_SPIN_US")) {
     options_.spin = std::chrono::microseconds(std::atoi(spin));
+  } else if (options_.spin.count() < 0) {
+    options_.spin = std::chrono::microseconds(info_.cpu_cores.empty() ? 50 : 1000);
   }
   node_of_.assign(info_.world_size, info_.node_rank);
 

@@ -3,7 +3,7 @@
 // Communicators (communicator.h) and symmetric buffers (symmetric_buffer.h) are built on it; user
 // code normally only sees Communicator.
 //
-// Waiting: every wait spins on ucp_worker_progress for spin_us (tens of microseconds), then blocks
+// Waiting: every wait spins on ucp_worker_progress for a short time, then blocks
 // (ucp_worker_arm + poll on the worker's event fd, or a futex for shared-memory signals) in short
 // slices, so ranks may outnumber cores. Every wait has a deadline (CommOptions::timeout) and stops
 // early when the job is aborted: another rank or launcher posted a reason to the store, a rank's
@@ -40,8 +40,10 @@ class PeerFailure : public Error {
 struct CommOptions {
   // Deadline of every blocking wait (SGLang's --dist-timeout; epserve's default is 60 s).
   std::chrono::milliseconds timeout{60000};
-  // How long a wait spins before it blocks; EPSERVE_SPIN_US overrides the default.
-  std::chrono::microseconds spin{50};
+  // How long a wait spins before it blocks. Negative (default): 50 us, or 1 ms when the launcher
+  // pinned this rank to cores of its own (spinning then takes nothing from other ranks).
+  // EPSERVE_SPIN_US overrides both.
+  std::chrono::microseconds spin{-1};
 };
 
 // What a wait is for, used in its error line.

@@ -44,6 +44,11 @@ struct DispatchConfig {
   int num_topk = 0;
   int num_physical_experts = 0;                // over all ranks; a multiple of the number of ranks
   int num_max_dispatch_tokens_per_rank = 128;  // low-latency capacity
+  // Low-latency only. true: recv_x is the [local experts, capacity * ranks, hidden] layout (the
+  // receiver copies each (token, slot) row into it). false (opt-in): no receive-side copy;
+  // recv_x is null and experts read their input rows through expert_input_rows, which point into
+  // the receive buffers (and into this rank's x, which must then stay valid until combine_send).
+  bool low_latency_expand = true;
 };
 
 struct DispatchInput {
@@ -81,8 +86,12 @@ struct DispatchOutput {
   const int32_t* row_src_token = nullptr;  // [num_y_rows]
   const int32_t* row_src_slot = nullptr;   // [num_y_rows] top-k slot k
 
-  // The input row of expert-major row j, in either mode.
+  // low_latency with low_latency_expand = false: the input row of each expert-major row.
+  const float* const* expert_input_rows = nullptr;  // [num_y_rows]
+
+  // The input row of expert-major row j, in every mode and layout.
   const float* expert_input_row(int64_t j, int64_t hidden) const {
+    if (expert_input_rows) return expert_input_rows[j];
     return recv_x + (expert_row_token ? expert_row_token[j] : j) * hidden;
   }
 };

@@ -79,7 +79,11 @@ LowLatencyDispatcher::LowLatencyDispatcher(std::shared_ptr<Communicator> comm,
   for (Slot& slot : slots_) {
     slot.dispatch_buf = std::make_unique<SymmetricBuffer>(*comm_, n * region_bytes());
     slot.combine_buf = std::make_unique<SymmetricBuffer>(*comm_, cap * K * H * sizeof(float));
-    slot.recv_x = LazyBuffer(rows * H * sizeof(float));
+    if (config_.low_latency_expand) {
+      slot.recv_x = LazyBuffer(rows * H * sizeof(float));
+    } else {
+      slot.input_rows.assign(rows, nullptr);
+    }
     slot.y = LazyBuffer(rows * H * sizeof(float));
     slot.row_src_rank.assign(rows, -1);
     slot.row_src_token.assign(rows, -1);
@@ -204,7 +208,11 @@ void LowLatencyDispatcher::dispatch_recv(DispatchHandle& handle) {
         EPS_CHECK(pos < per_expert, "low-latency receive overflow for local expert {}", e);
         int64_t j = e * per_expert + pos;
         const float* src = s == comm_->rank() ? st.x + int64_t(meta.token(m)) * H : x + i * H;
-        rows.push_back({slot.recv_x.data() + j * H, src});
+        if (config_.low_latency_expand) {
+          rows.push_back({slot.recv_x.data() + j * H, src});
+        } else {
+          slot.input_rows[j] = src;
+        }
         if (s == comm_->rank())
           st.self_y_row[int64_t(meta.token(m)) * K + k] = static_cast<int32_t>(j);
         slot.row_src_rank[j] = s;
@@ -216,7 +224,8 @@ void LowLatencyDispatcher::dispatch_recv(DispatchHandle& handle) {
   }
   copy_rows(rows, H * sizeof(float));
   o.recv_x = slot.recv_x.data();
-  o.num_recv_tokens = static_cast<int64_t>(rows.size());
+  if (!config_.low_latency_expand) o.expert_input_rows = slot.input_rows.data();
+  o.num_recv_tokens = static_cast<int64_t>(slot.used_rows.size());
   o.expert_row_offset.resize(E);
   for (int e = 0; e < E; ++e) o.expert_row_offset[e] = e * per_expert;
   o.num_y_rows = E * per_expert;

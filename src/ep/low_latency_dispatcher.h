@@ -36,6 +36,7 @@ class LowLatencyDispatcher : public Dispatcher {
     LazyBuffer recv_x, y;  // [local experts, capacity * ranks, hidden]
     std::vector<int32_t> row_src_rank, row_src_token, row_src_slot;
     std::vector<int64_t> used_rows;            // rows the last batch on this slot filled
+    std::vector<const float*> input_rows;      // without expansion: the input of each row
     std::vector<std::vector<char>> send_meta;  // [rank] staging for remote puts
     std::vector<int64_t> send_count;           // [rank]
   };

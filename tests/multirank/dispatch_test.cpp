@@ -15,13 +15,14 @@ struct Case {
 
 class DispatchTest : public ::testing::TestWithParam<Case> {};
 
-std::unique_ptr<Dispatcher> make(Communicator& comm, DispatchMode mode,
-                                 const test::DispatchCase& c) {
+std::unique_ptr<Dispatcher> make(Communicator& comm, DispatchMode mode, const test::DispatchCase& c,
+                                 bool expand = true) {
   DispatchConfig config;
   config.hidden = c.hidden;
   config.num_topk = c.num_topk;
   config.num_physical_experts = c.experts_per_rank * comm.size();
   config.num_max_dispatch_tokens_per_rank = c.capacity;
+  config.low_latency_expand = expand;
   return make_dispatcher(mode, comm, config);
 }
 
@@ -115,6 +116,27 @@ TEST(DispatchOverTcp, BothModesRouteExactly) {
         }
       },
       opts);
+  EXPECT_EQ(code, 0);
+}
+
+// The opt-in layout without the receive-side copy routes exactly the same rows.
+TEST(LowLatencyDispatch, WithoutExpansionRoutesExactly) {
+  int code = test::run_ranks(3, [](const RankInfo& info) {
+    auto comm = Communicator::create_world(info);
+    test::DispatchCase c;
+    auto expanded = make(*comm, DispatchMode::kLowLatency, c, true);
+    auto in_place = make(*comm, DispatchMode::kLowLatency, c, false);
+    using test::Routing;
+    for (Routing routing :
+         {Routing::kRandom, Routing::kAllOnOneRank, Routing::kSomeRanksEmpty, Routing::kNoTokens}) {
+      c.routing = routing;
+      EXPECT_EQ(test::check_dispatch_round(*comm, *expanded, c),
+                test::check_dispatch_round(*comm, *in_place, c));
+    }
+    test::DispatchCase b = c;
+    b.routing = Routing::kOnlyRankZero;
+    test::check_two_in_flight(*comm, *in_place, c, b);
+  });
   EXPECT_EQ(code, 0);
 }
 
