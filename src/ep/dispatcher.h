@@ -18,7 +18,10 @@
 // computes out[t] = sum over k = 0..K-1 (in that order, skipping ids of -1) of w[t,k] * y[t,k],
 // as combine_reference() does, so the result is bit-identical whatever the layout or arrival order.
 // Every rank of the communicator calls dispatch and combine the same number of times, in the same
-// order (ranks without tokens pass num_tokens = 0). Hidden payloads are fp32.
+// order (ranks without tokens pass num_tokens = 0). Hidden payloads are fp32. Pointers in
+// DispatchOutput and y_buffer() live in the dispatcher's buffers: valid until combine_recv of
+// that batch returns. A dispatcher is used from one thread (the thread that owns the
+// communicator); large copies run on ThreadPool::global().
 #pragma once
 
 #include <cstdint>
@@ -59,7 +62,7 @@ struct DispatchInput {
   const DispatchLayout* layout = nullptr;  // from get_dispatch_layout; computed when null
 };
 
-// What this rank received. Pointers are owned by the handle.
+// What this rank received.
 struct DispatchOutput {
   // normal: [num_recv_tokens, hidden], one row per received token, ordered by source rank, then
   //         source token index.
