@@ -6,3 +6,4 @@ cd "$(dirname "$0")/.."
 scripts/install_deps.sh
 scripts/build.sh
 ctest --test-dir build --output-on-failure -j "$(nproc)"
+scripts/fuzz.sh 30

@@ -4,6 +4,11 @@ namespace epserve::cli {
 
 std::vector<Command> all_commands(CLI::App& app) {
   std::vector<Command> commands;
+  commands.push_back(register_generate(app));
+  commands.push_back(register_make_model(app));
+  commands.push_back(register_bench_one_batch(app));
+  commands.push_back(register_eplb(app));
+  commands.push_back(register_tokenize(app));
   return commands;
 }
 

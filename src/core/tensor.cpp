@@ -1,5 +1,8 @@
 #include "core/tensor.h"
 
+#include <sys/mman.h>
+
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 
@@ -18,11 +21,21 @@ int64_t shape_numel(const Shape& shape) {
 Tensor Tensor::empty(DType dtype, Shape shape) {
   for (int64_t d : shape) EPS_CHECK(d >= 0, "negative dimension in shape {}", shape_str(shape));
   size_t bytes = static_cast<size_t>(shape_numel(shape)) * dtype_size(dtype);
-  size_t rounded = (bytes + 63) / 64 * 64;
-  void* data = std::aligned_alloc(64, rounded == 0 ? 64 : rounded);
-  EPS_CHECK(data != nullptr, "out of memory allocating {} bytes", bytes);
-  std::memset(data, 0, rounded == 0 ? 64 : rounded);
-  std::shared_ptr<void> owner(data, [](void* p) { std::free(p); });
+  size_t rounded = std::max<size_t>(64, (bytes + 63) / 64 * 64);
+  void* data = nullptr;
+  std::shared_ptr<void> owner;
+  if (rounded >= (1u << 20)) {
+    // Large buffers come from anonymous mappings: zero-filled, committed only when touched.
+    data = mmap(nullptr, rounded, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    EPS_CHECK(data != MAP_FAILED, "out of memory allocating {} bytes for shape {}", bytes,
+              shape_str(shape));
+    owner = std::shared_ptr<void>(data, [rounded](void* p) { munmap(p, rounded); });
+  } else {
+    data = std::aligned_alloc(64, rounded);
+    EPS_CHECK(data != nullptr, "out of memory allocating {} bytes", bytes);
+    std::memset(data, 0, rounded);
+    owner = std::shared_ptr<void>(data, [](void* p) { std::free(p); });
+  }
   return Tensor(dtype, std::move(shape), data, std::move(owner));
 }
 

@@ -14,10 +14,18 @@ std::unique_ptr<ThreadPool>& global_pool() {
   return pool;
 }
 
+// Set while a thread runs a parallel_for chunk: nested loops then run inline, so kernels that
+// parallelise internally can be called from inside another parallel loop.
+thread_local bool t_inside_pool_task = false;
+
 void run_chunk(const std::function<void(int64_t, int64_t)>& fn, int64_t n, int chunks, int index) {
   int64_t begin = n * index / chunks;
   int64_t end = n * (index + 1) / chunks;
-  if (begin < end) fn(begin, end);
+  if (begin >= end) return;
+  bool was_inside = t_inside_pool_task;
+  t_inside_pool_task = true;
+  fn(begin, end);
+  t_inside_pool_task = was_inside;
 }
 
 }  // namespace
@@ -47,7 +55,7 @@ void ThreadPool::parallel_for(int64_t n, const std::function<void(int64_t, int64
   if (n <= 0) return;
   int64_t max_chunks = std::max<int64_t>(1, n / std::max<int64_t>(1, min_chunk));
   int chunks = static_cast<int>(std::min<int64_t>(num_threads_, max_chunks));
-  if (chunks <= 1) {
+  if (chunks <= 1 || t_inside_pool_task) {
     fn(0, n);
     return;
   }

@@ -130,7 +130,8 @@ void parse_deepseek_v3(const Fields& f, ModelConfig& c) {
   c.rope.interleave = f.boolean_or("rope_interleave", true);
 
   MoeConfig& m = c.moe;
-  m.num_experts = f.integer("n_routed_experts");
+  m.num_experts =
+      f.has("n_routed_experts") ? f.integer("n_routed_experts") : f.integer("num_local_experts");
   m.top_k = f.integer("num_experts_per_tok");
   m.moe_intermediate_size = f.integer("moe_intermediate_size");
   m.num_shared_experts = f.integer_or("n_shared_experts", 0);
@@ -165,7 +166,8 @@ void parse_qwen3_moe(const Fields& f, const json& j, ModelConfig& c) {
   EPS_CHECK(!f.boolean_or("use_sliding_window", false),
             "{}: use_sliding_window=true is not supported", c.source);
   MoeConfig& m = c.moe;
-  m.num_experts = f.integer("num_experts");
+  // Qwen's checkpoints say num_experts; transformers 5 writes its alias num_local_experts.
+  m.num_experts = f.has("num_experts") ? f.integer("num_experts") : f.integer("num_local_experts");
   m.top_k = f.integer("num_experts_per_tok");
   m.moe_intermediate_size = f.integer("moe_intermediate_size");
   m.norm_topk_prob = f.boolean("norm_topk_prob");
@@ -256,6 +258,8 @@ ModelConfig parse_model_config(const json& j, const std::string& source) {
 }
 
 ModelConfig load_model_config(const std::string& model_dir) {
+  EPS_CHECK(std::filesystem::is_directory(model_dir),
+            "{}: model directory does not exist (--model-path)", model_dir);
   std::string path = (std::filesystem::path(model_dir) / "config.json").string();
   EPS_CHECK(std::filesystem::exists(path), "{}: config.json not found", path);
   std::string text = read_text_file(path);

@@ -1,5 +1,8 @@
 #include "kernels/cpu/matmul.h"
 
+#include <algorithm>
+#include <vector>
+
 #include "core/thread_pool.h"
 
 namespace epserve {
@@ -76,6 +79,23 @@ void matmul(const float* x, int64_t num_tokens, const WeightView& w, float* y) {
         }
       },
       16);
+}
+
+void matmul_untransposed(const float* x, int64_t num_tokens, const WeightView& w, float* y) {
+  for (int64_t t = 0; t < num_tokens; ++t) {
+    float* yt = y + t * w.cols;
+    std::fill(yt, yt + w.cols, 0.0f);
+    for (int64_t n = 0; n < w.rows; ++n) {
+      float xv = x[t * w.rows + n];
+      if (w.dtype == DType::BF16) {
+        const bf16_t* wr = static_cast<const bf16_t*>(w.data) + n * w.row_stride;
+        for (int64_t k = 0; k < w.cols; ++k) yt[k] += xv * bf16_to_f32(wr[k]);
+      } else {
+        const float* wr = static_cast<const float*>(w.data) + n * w.row_stride;
+        for (int64_t k = 0; k < w.cols; ++k) yt[k] += xv * wr[k];
+      }
+    }
+  }
 }
 
 }  // namespace epserve

@@ -31,4 +31,8 @@ struct WeightView {
 void matmul(const float* x, int64_t num_tokens, const WeightView& w, float* y);
 void matmul_reference(const float* x, int64_t num_tokens, const WeightView& w, float* y);
 
+// y[T, K] = x[T, N] · W[N, K]: W used without transposing (each output is a sum of W's rows
+// scaled by x). MLA uses it to absorb W_uk into the query. Accumulates over N in order.
+void matmul_untransposed(const float* x, int64_t num_tokens, const WeightView& w, float* y);
+
 }  // namespace epserve

@@ -1,0 +1,276 @@
+#include "eplb/expert_location.h"
+
+#include <algorithm>
+#include <string>
+
+#include "core/error.h"
+#include "eplb/planner_io.h"
+
+namespace epserve::eplb {
+namespace {
+
+using json = nlohmann::json;
+
+// Reads an array of arrays of integers with the given outer sizes into a flat vector; returns
+// the inner size (which must be the same for every row and, when expected_inner >= 0, equal it).
+int read_int_rows(const json& rows, std::string_view source, const char* key, int expected_rows,
+                  int expected_inner, std::vector<int32_t>& out) {
+  EPS_CHECK(rows.is_array() && static_cast<int>(rows.size()) == expected_rows,
+            "{}: {} must have {} rows, found {}", source, key, expected_rows,
+            rows.is_array() ? std::to_string(rows.size()) : std::string("no array"));
+  int inner = expected_inner;
+  for (int r = 0; r < expected_rows; ++r) {
+    const json& row = rows[r];
+    if (inner < 0 && row.is_array()) inner = static_cast<int>(row.size());
+    EPS_CHECK(row.is_array() && static_cast<int>(row.size()) == inner,
+              "{}: {} row {} must hold {} integers", source, key, r, inner);
+    for (const json& v : row) {
+      EPS_CHECK(v.is_number_integer(), "{}: {} row {} holds {}, expected an integer", source, key,
+                r, v.dump());
+      out.push_back(v.get<int32_t>());
+    }
+  }
+  return inner;
+}
+
+uint64_t splitmix64(uint64_t x) {
+  x += 0x9e3779b97f4a7c15ULL;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
+  return x ^ (x >> 31);
+}
+
+}  // namespace
+
+ExpertLocation ExpertLocation::trivial(int num_layers, int num_logical, int num_physical,
+                                       int ep_size) {
+  EPS_CHECK(num_layers > 0 && num_logical > 0, "expert location needs layers ({}) and experts ({})",
+            num_layers, num_logical);
+  std::vector<int32_t> physical_to_logical(static_cast<size_t>(num_layers) * num_physical);
+  for (size_t i = 0; i < physical_to_logical.size(); ++i) {
+    physical_to_logical[i] = static_cast<int32_t>(i % num_physical % num_logical);
+  }
+  return from_physical_to_logical(num_logical, ep_size, num_physical,
+                                  std::move(physical_to_logical));
+}
+
+ExpertLocation ExpertLocation::from_physical_to_logical(int num_logical, int ep_size,
+                                                        int num_physical,
+                                                        std::vector<int32_t> physical_to_logical) {
+  EPS_CHECK(num_physical > 0 && ep_size > 0 && num_physical % ep_size == 0,
+            "{} physical experts do not split evenly over ep_size {}", num_physical, ep_size);
+  EPS_CHECK(!physical_to_logical.empty() && physical_to_logical.size() % num_physical == 0,
+            "physical_to_logical holds {} entries, not a multiple of {} physical experts",
+            physical_to_logical.size(), num_physical);
+  ExpertLocation location;
+  location.num_layers_ = static_cast<int>(physical_to_logical.size() / num_physical);
+  location.num_logical_ = num_logical;
+  location.num_physical_ = num_physical;
+  location.ep_size_ = ep_size;
+  location.physical_to_logical_ = std::move(physical_to_logical);
+  location.build({}, 0);
+  return location;
+}
+
+ExpertLocation ExpertLocation::from_placement(const Placement& placement, int ep_size) {
+  EPS_CHECK(ep_size > 0 && placement.num_physical % ep_size == 0,
+            "{} physical experts do not split evenly over ep_size {}", placement.num_physical,
+            ep_size);
+  ExpertLocation location;
+  location.num_layers_ = placement.num_layers;
+  location.num_logical_ = placement.num_logical;
+  location.num_physical_ = placement.num_physical;
+  location.ep_size_ = ep_size;
+  location.physical_to_logical_ = placement.physical_to_logical;
+  location.build(placement.logical_to_physical, placement.max_replicas);
+  return location;
+}
+
+void ExpertLocation::build(std::vector<int32_t> ordered_replicas, int width) {
+  const int L = num_layers_, E = num_logical_, P = num_physical_;
+  EPS_CHECK(E > 0 && P >= E, "expert location: {} physical experts cannot hold {} logical ones", P,
+            E);
+  replica_count_.assign(static_cast<size_t>(L) * E, 0);
+  for (int l = 0; l < L; ++l) {
+    for (int p = 0; p < P; ++p) {
+      int32_t e = physical_to_logical_[static_cast<size_t>(l) * P + p];
+      EPS_CHECK(e >= 0 && e < E,
+                "physical_to_logical_map[{}][{}] = {} is not a logical expert "
+                "id in [0, {})",
+                l, p, e, E);
+      ++replica_count_[static_cast<size_t>(l) * E + e];
+    }
+    for (int e = 0; e < E; ++e) {
+      EPS_CHECK(replica_count_[static_cast<size_t>(l) * E + e] > 0,
+                "physical_to_logical_map layer {} has no slot for logical expert {}", l, e);
+    }
+  }
+  max_replicas_ = *std::max_element(replica_count_.begin(), replica_count_.end());
+  logical_to_all_physical_.assign(replica_count_.size() * max_replicas_, -1);
+  std::vector<int32_t> filled(replica_count_.size(), 0);
+  if (ordered_replicas.empty()) {
+    for (int l = 0; l < L; ++l) {
+      for (int p = 0; p < P; ++p) {
+        size_t row =
+            static_cast<size_t>(l) * E + physical_to_logical_[static_cast<size_t>(l) * P + p];
+        logical_to_all_physical_[row * max_replicas_ + filled[row]++] = p;
+      }
+    }
+    return;
+  }
+  EPS_CHECK(ordered_replicas.size() == replica_count_.size() * width,
+            "logical_to_all_physical_map holds {} entries, expected {} layers x {} experts x {}",
+            ordered_replicas.size(), L, E, width);
+  for (size_t row = 0; row < replica_count_.size(); ++row) {
+    const int l = static_cast<int>(row / E), e = static_cast<int>(row % E);
+    for (int k = 0; k < width; ++k) {
+      int32_t p = ordered_replicas[row * width + k];
+      if (p == -1) continue;
+      EPS_CHECK(p >= 0 && p < P && physical_to_logical_[static_cast<size_t>(l) * P + p] == e &&
+                    filled[row] < replica_count_[row],
+                "logical_to_all_physical_map[{}][{}] lists slot {}, which does not hold expert {}"
+                " in physical_to_logical_map (or is listed twice)",
+                l, e, p, e);
+      logical_to_all_physical_[row * max_replicas_ + filled[row]++] = p;
+    }
+    EPS_CHECK(filled[row] == replica_count_[row],
+              "logical_to_all_physical_map[{}][{}] lists {} slots, physical_to_logical_map has {}",
+              l, e, filled[row], replica_count_[row]);
+  }
+}
+
+ExpertLocation ExpertLocation::from_json(const json& doc, const ExpertLocationOptions& o,
+                                         std::string_view source) {
+  EPS_CHECK(doc.is_object(), "{}: expected a JSON object", source);
+  if (doc.contains("physical_to_logical_map")) {
+    std::vector<int32_t> physical_to_logical;
+    read_int_rows(doc["physical_to_logical_map"], source, "physical_to_logical_map", o.num_layers,
+                  o.num_physical, physical_to_logical);
+    ExpertLocation location = from_physical_to_logical(o.num_logical, o.ep_size, o.num_physical,
+                                                       std::move(physical_to_logical));
+    if (doc.contains("logical_to_all_physical_map")) {
+      const json& layers = doc["logical_to_all_physical_map"];
+      EPS_CHECK(layers.is_array() && static_cast<int>(layers.size()) == o.num_layers,
+                "{}: logical_to_all_physical_map must have {} layers", source, o.num_layers);
+      std::vector<int32_t> ordered;
+      int width = -1;
+      for (int l = 0; l < o.num_layers; ++l) {
+        width = read_int_rows(layers[l], source, "logical_to_all_physical_map layer", o.num_logical,
+                              width, ordered);
+      }
+      location.build(std::move(ordered), width);
+    }
+    return location;
+  }
+  if (doc.contains("logical_count")) {
+    ExpertLoad load = expert_load_from_json(doc, source);
+    EPS_CHECK(load.num_layers == o.num_layers && load.num_logical == o.num_logical,
+              "{}: logical_count is {} layers x {} experts, the model has {} x {}", source,
+              load.num_layers, load.num_logical, o.num_layers, o.num_logical);
+    PlacementConfig config{o.num_physical, o.ep_size, o.num_nodes, o.num_groups};
+    return from_placement(plan_placement(load, config, o.algorithm), o.ep_size);
+  }
+  std::string keys;
+  for (const auto& [key, value] : doc.items()) keys += (keys.empty() ? "" : ", ") + key;
+  EPS_THROW("{}: expected physical_to_logical_map or logical_count, found keys [{}]", source, keys);
+}
+
+ExpertLocation ExpertLocation::from_init_expert_location(std::string_view value,
+                                                         const ExpertLocationOptions& o) {
+  if (value == "trivial") return trivial(o.num_layers, o.num_logical, o.num_physical, o.ep_size);
+  EPS_CHECK(!value.ends_with(".pt"),
+            "--init-expert-location {}: torch .pt files are not supported; pass JSON with "
+            "physical_to_logical_map or logical_count",
+            value);
+  if (value.ends_with(".json")) {
+    return from_json(read_json_file(std::string(value)), o, value);
+  }
+  return from_json(parse_json_text(value, "--init-expert-location"), o, "--init-expert-location");
+}
+
+nlohmann::ordered_json ExpertLocation::to_json() const {
+  using ordered = nlohmann::ordered_json;
+  ordered physical_to_logical = ordered::array();
+  ordered logical_to_all_physical = ordered::array();
+  ordered num_valid = ordered::array();
+  for (int l = 0; l < num_layers_; ++l) {
+    auto row = layer_physical_to_logical(l);
+    physical_to_logical.push_back(std::vector<int32_t>(row.begin(), row.end()));
+    ordered layer = ordered::array();
+    for (int e = 0; e < num_logical_; ++e) {
+      const int32_t* cells = logical_to_all_physical_.data() +
+                             (static_cast<size_t>(l) * num_logical_ + e) * max_replicas_;
+      layer.push_back(std::vector<int32_t>(cells, cells + max_replicas_));
+    }
+    logical_to_all_physical.push_back(std::move(layer));
+    const int32_t* counts = replica_count_.data() + static_cast<size_t>(l) * num_logical_;
+    num_valid.push_back(std::vector<int32_t>(counts, counts + num_logical_));
+  }
+  ordered out;
+  out["num_layers"] = num_layers_;
+  out["num_logical_experts"] = num_logical_;
+  out["num_physical_experts"] = num_physical_;
+  out["ep_size"] = ep_size_;
+  out["physical_to_logical_map"] = std::move(physical_to_logical);
+  out["logical_to_all_physical_map"] = std::move(logical_to_all_physical);
+  out["logical_to_all_physical_map_num_valid"] = std::move(num_valid);
+  return out;
+}
+
+std::vector<int32_t> static_dispatch_table(const ExpertLocation& location, int ep_rank) {
+  EPS_CHECK(ep_rank >= 0 && ep_rank < location.ep_size(), "ep_rank {} is outside [0, {})", ep_rank,
+            location.ep_size());
+  const int L = location.num_layers(), E = location.num_logical();
+  std::vector<int32_t> table(static_cast<size_t>(L) * E);
+  std::vector<int> holder_ranks;
+  for (int l = 0; l < L; ++l) {
+    for (int e = 0; e < E; ++e) {
+      std::span<const int32_t> replicas = location.logical_to_all_physical(l, e);
+      int32_t choice = -1;
+      holder_ranks.clear();
+      for (int32_t p : replicas) {
+        int rank = location.rank_of_physical(p);
+        if (rank == ep_rank && choice < 0) choice = p;
+        if (std::find(holder_ranks.begin(), holder_ranks.end(), rank) == holder_ranks.end()) {
+          holder_ranks.push_back(rank);
+        }
+      }
+      if (choice < 0) {
+        // This rank's position among the ranks that hold no replica, dealt round-robin.
+        int below = static_cast<int>(std::count_if(holder_ranks.begin(), holder_ranks.end(),
+                                                   [&](int r) { return r < ep_rank; }));
+        const size_t n = replicas.size();
+        const size_t offset = (static_cast<size_t>(l) * E + e) % n;
+        choice = replicas[(offset + static_cast<size_t>(ep_rank - below)) % n];
+      }
+      table[static_cast<size_t>(l) * E + e] = choice;
+    }
+  }
+  return table;
+}
+
+void logical_to_physical_static(std::span<const int32_t> layer_dispatch_row,
+                                std::span<const int32_t> topk_logical,
+                                std::span<int32_t> topk_physical) {
+  EPS_CHECK(topk_logical.size() == topk_physical.size(),
+            "static dispatch: {} logical ids but room for {} physical ids", topk_logical.size(),
+            topk_physical.size());
+  for (size_t i = 0; i < topk_logical.size(); ++i) {
+    topk_physical[i] = layer_dispatch_row[topk_logical[i]];
+  }
+}
+
+void logical_to_physical_dynamic(const ExpertLocation& location, int layer, uint64_t seed,
+                                 std::span<const int32_t> topk_logical,
+                                 std::span<int32_t> topk_physical) {
+  EPS_CHECK(topk_logical.size() == topk_physical.size(),
+            "dynamic dispatch: {} logical ids but room for {} physical ids", topk_logical.size(),
+            topk_physical.size());
+  for (size_t i = 0; i < topk_logical.size(); ++i) {
+    std::span<const int32_t> replicas = location.logical_to_all_physical(layer, topk_logical[i]);
+    uint64_t draw = splitmix64(seed ^ splitmix64(i));
+    topk_physical[i] = replicas[draw % replicas.size()];
+  }
+}
+
+}  // namespace epserve::eplb

@@ -1,0 +1,124 @@
+// Where every logical expert lives: the expert location map the EP runtime routes with.
+//
+// For each MoE layer, physical_to_logical[p] is the logical expert in slot p (slot p lives on rank
+// p / num_local_physical), and logical_to_all_physical lists the slots holding each logical expert
+// (its replicas), padded with -1 to max_replicas. It is built like SGLang's
+// ExpertLocationMetadata:
+//   - trivial: slot p holds logical expert p % num_logical;
+//   - from a physical_to_logical map (SGLang's init_by_mapping): replicas listed by ascending
+//     slot;
+//   - from a planner result (SGLang's init_by_eplb): replicas in the planner's order;
+//   - from --init-expert-location: "trivial", a path to a .json file, or a JSON string, holding
+//     physical_to_logical_map (used as is; a logical_to_all_physical_map next to it, as our dumps
+//     write, keeps its replica order) or logical_count (token counts [layers][experts] or a
+//     recorder dump [buffer][layers][experts], summed over the buffer and planned with
+//     --eplb-algorithm, as SGLang does). SGLang also reads torch .pt files; we do not.
+//
+// Routing a top-k id from logical to physical (the runtime's choice among replicas):
+//   - static (SGLang: a per-rank table computed once; a rank uses its own replica of the expert
+//     if it has one, otherwise the ranks without one are shared evenly among the replicas,
+//     SGLang with a seeded random shuffle, we deterministically round-robin);
+//   - dynamic (SGLang: a uniformly random replica per top-k entry; we draw from a counter-based
+//     hash of a caller-given seed and the entry's position, so it is a pure function).
+#pragma once
+
+#include <nlohmann/json.hpp>
+
+#include <cstdint>
+#include <span>
+#include <string_view>
+#include <vector>
+
+#include "eplb/placement.h"
+
+namespace epserve::eplb {
+
+// What --init-expert-location needs besides its value: the model's MoE layout and the flags.
+struct ExpertLocationOptions {
+  int num_layers = 0;
+  int num_logical = 0;
+  int num_physical = 0;  // num_logical + --ep-num-redundant-experts
+  int ep_size = 1;
+  int num_groups = 0;                              // the model's n_group; 0 = none
+  int num_nodes = 1;                               // --nnodes
+  EplbAlgorithm algorithm = EplbAlgorithm::kAuto;  // --eplb-algorithm, for logical_count input
+};
+
+class ExpertLocation {
+ public:
+  static ExpertLocation trivial(int num_layers, int num_logical, int num_physical, int ep_size);
+  // physical_to_logical is [num_layers, num_physical] row-major.
+  static ExpertLocation from_physical_to_logical(int num_logical, int ep_size, int num_physical,
+                                                 std::vector<int32_t> physical_to_logical);
+  static ExpertLocation from_placement(const Placement& placement, int ep_size);
+  static ExpertLocation from_json(const nlohmann::json& doc, const ExpertLocationOptions& options,
+                                  std::string_view source);
+  // The value of --init-expert-location.
+  static ExpertLocation from_init_expert_location(std::string_view value,
+                                                  const ExpertLocationOptions& options);
+
+  // physical_to_logical_map, logical_to_all_physical_map, logical_to_all_physical_map_num_valid
+  // and the sizes; from_json reads it back unchanged.
+  nlohmann::ordered_json to_json() const;
+
+  int num_layers() const { return num_layers_; }
+  int num_logical() const { return num_logical_; }
+  int num_physical() const { return num_physical_; }
+  int ep_size() const { return ep_size_; }
+  int num_local_physical() const { return num_physical_ / ep_size_; }
+  int max_replicas() const { return max_replicas_; }
+  int rank_of_physical(int physical_id) const { return physical_id / num_local_physical(); }
+
+  int32_t physical_to_logical(int layer, int physical_id) const {
+    return physical_to_logical_[static_cast<size_t>(layer) * num_physical_ + physical_id];
+  }
+  std::span<const int32_t> layer_physical_to_logical(int layer) const {
+    return {physical_to_logical_.data() + static_cast<size_t>(layer) * num_physical_,
+            static_cast<size_t>(num_physical_)};
+  }
+  int replica_count(int layer, int logical_id) const {
+    return replica_count_[static_cast<size_t>(layer) * num_logical_ + logical_id];
+  }
+  // The slots of one logical expert (no padding).
+  std::span<const int32_t> logical_to_all_physical(int layer, int logical_id) const {
+    size_t row = static_cast<size_t>(layer) * num_logical_ + logical_id;
+    return {logical_to_all_physical_.data() + row * max_replicas_,
+            static_cast<size_t>(replica_count_[row])};
+  }
+
+  bool operator==(const ExpertLocation&) const = default;
+
+ private:
+  ExpertLocation() = default;
+  // Checks the sizes and ids and fills logical_to_all_physical_ from the given replica order
+  // (a [num_layers, num_logical, width] table padded with -1), or by ascending slot when empty.
+  void build(std::vector<int32_t> ordered_replicas, int width);
+
+  int num_layers_ = 0;
+  int num_logical_ = 0;
+  int num_physical_ = 0;
+  int ep_size_ = 1;
+  int max_replicas_ = 0;
+  std::vector<int32_t> physical_to_logical_;      // [L, P]
+  std::vector<int32_t> replica_count_;            // [L, E]
+  std::vector<int32_t> logical_to_all_physical_;  // [L, E, max_replicas], -1 padded
+};
+
+// Static dispatch: the physical slot this rank sends each (layer, logical expert) to,
+// [num_layers, num_logical] row-major. Its own replica when it has one (the first in
+// logical_to_all_physical order); the ranks without one are dealt round-robin over the replicas
+// (starting at replica (layer * num_logical + logical) % replicas), so every replica serves
+// floor or ceil of (ranks without a replica) / replicas of them.
+std::vector<int32_t> static_dispatch_table(const ExpertLocation& location, int ep_rank);
+
+// Maps top-k logical ids of one layer to physical ids with a row of static_dispatch_table.
+void logical_to_physical_static(std::span<const int32_t> layer_dispatch_row,
+                                std::span<const int32_t> topk_logical,
+                                std::span<int32_t> topk_physical);
+
+// Dynamic dispatch: each entry i goes to replica hash(seed, i) % replica_count.
+void logical_to_physical_dynamic(const ExpertLocation& location, int layer, uint64_t seed,
+                                 std::span<const int32_t> topk_logical,
+                                 std::span<int32_t> topk_physical);
+
+}  // namespace epserve::eplb

@@ -1,0 +1,17 @@
+// RMSNorm as Hugging Face computes it in fp32: y = x * rsqrt(mean(x^2) + eps) * weight.
+#pragma once
+
+#include <cstdint>
+
+namespace epserve {
+
+// x and out are [rows, dim] with the given row strides; out may alias x.
+void rmsnorm(const float* x, int64_t x_stride, const float* weight, int64_t rows, int64_t dim,
+             double eps, float* out, int64_t out_stride);
+
+inline void rmsnorm(const float* x, const float* weight, int64_t rows, int64_t dim, double eps,
+                    float* out) {
+  rmsnorm(x, dim, weight, rows, dim, eps, out, dim);
+}
+
+}  // namespace epserve

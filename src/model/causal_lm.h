@@ -1,0 +1,74 @@
+// A decoder-only MoE language model: embedding, decoder layers (RMSNorm -> attention ->
+// residual -> RMSNorm -> dense MLP or MoE -> residual), final norm and LM head. The architecture
+// files (deepseek_v3.cpp, qwen3_moe.cpp) only choose and load the parts; this class runs them.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "io/model_config.h"
+#include "io/model_weights.h"
+#include "model/attention.h"
+#include "model/feed_forward.h"
+#include "model/forward_batch.h"
+#include "model/kv_cache.h"
+#include "model/layers.h"
+#include "model/moe.h"
+
+namespace epserve {
+
+struct DecoderLayer {
+  RmsNorm input_norm;
+  RmsNorm post_attention_norm;
+  std::unique_ptr<Attention> attention;
+  std::unique_ptr<FeedForward> feed_forward;
+  MoeBlock* moe = nullptr;  // feed_forward when the layer is MoE
+};
+
+// How the model is split over ranks. One rank: the defaults.
+struct ModelParallel {
+  Shard attention_heads;  // this rank's share of the attention heads
+};
+
+class CausalLM {
+ public:
+  CausalLM(ModelConfig config, ModelWeights weights, KvLayout kv_layout);
+
+  const ModelConfig& config() const { return config_; }
+  const KvLayout& kv_layout() const { return kv_layout_; }
+  int64_t vocab_size() const { return config_.vocab_size; }
+  std::vector<DecoderLayer>& layers() { return layers_; }
+  const ModelWeights& weights() const { return weights_; }
+
+  // Runs the batch; logits [batch.num_logit_rows(), vocab] in sequence order.
+  void forward(const ForwardBatch& batch, KvCache& cache, float* logits);
+  void set_moe_observer(MoeObserver* observer);
+
+  // Set by the architecture builders.
+  void set_layers(std::vector<DecoderLayer> layers) { layers_ = std::move(layers); }
+  void load_embeddings_and_head();
+
+ private:
+  void embed(const ForwardBatch& batch, float* hidden) const;
+
+  ModelConfig config_;
+  ModelWeights weights_;
+  KvLayout kv_layout_;
+  Tensor embed_tokens_;  // [vocab, hidden], BF16/F32/F16 as stored
+  std::vector<DecoderLayer> layers_;
+  RmsNorm final_norm_;
+  Linear lm_head_;
+};
+
+// Reads config.json, picks the architecture and loads the weights this rank needs.
+std::unique_ptr<CausalLM> load_causal_lm(const std::string& model_dir,
+                                         const ModelParallel& parallel = {});
+
+// Architecture builders (one file each).
+std::unique_ptr<CausalLM> build_deepseek_v3(ModelConfig config, ModelWeights weights,
+                                            const ModelParallel& parallel);
+std::unique_ptr<CausalLM> build_qwen3_moe(ModelConfig config, ModelWeights weights,
+                                          const ModelParallel& parallel);
+
+}  // namespace epserve

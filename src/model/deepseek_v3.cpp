@@ -1,0 +1,50 @@
+// DeepseekV3ForCausalLM (DeepSeek-V3/R1, Kimi-K2): MLA attention; the first
+// first_k_dense_replace layers dense; then MoE with sigmoid group-limited routing and shared
+// experts.
+#include <fmt/format.h>
+
+#include "model/attention_mla.h"
+#include "model/causal_lm.h"
+
+namespace epserve {
+
+std::unique_ptr<CausalLM> build_deepseek_v3(ModelConfig config, ModelWeights weights,
+                                            const ModelParallel& parallel) {
+  KvLayout layout = MlaAttention::kv_layout(config);
+  auto model = std::make_unique<CausalLM>(std::move(config), std::move(weights), layout);
+  const ModelConfig& c = model->config();
+  const ModelWeights& w = model->weights();
+  std::vector<DecoderLayer> layers;
+  for (int l = 0; l < c.num_layers; ++l) {
+    std::string prefix = fmt::format("model.layers.{}", l);
+    DecoderLayer layer;
+    layer.input_norm =
+        RmsNorm::load(w, prefix + ".input_layernorm.weight", c.hidden_size, c.rms_norm_eps);
+    layer.post_attention_norm = RmsNorm::load(w, prefix + ".post_attention_layernorm.weight",
+                                              c.hidden_size, c.rms_norm_eps);
+    layer.attention =
+        std::make_unique<MlaAttention>(c, w, prefix + ".self_attn", parallel.attention_heads);
+    std::string mlp = prefix + ".mlp";
+    if (c.layer_is_moe[l]) {
+      std::optional<GatedMlp> shared;
+      if (c.moe.num_shared_experts > 0) {
+        shared = GatedMlp::load(w, mlp + ".shared_experts", c.hidden_size,
+                                c.moe.moe_intermediate_size * c.moe.num_shared_experts);
+      }
+      auto experts = std::make_unique<LocalExperts>(
+          load_experts(w, mlp, c, 0, c.moe.num_experts), c.moe.top_k);
+      auto moe = std::make_unique<MoeBlock>(c, w, mlp, l, std::move(experts), std::move(shared));
+      layer.moe = moe.get();
+      layer.feed_forward = std::move(moe);
+    } else {
+      layer.feed_forward = std::make_unique<DenseFeedForward>(
+          GatedMlp::load(w, mlp, c.hidden_size, c.intermediate_size));
+    }
+    layers.push_back(std::move(layer));
+  }
+  model->set_layers(std::move(layers));
+  model->load_embeddings_and_head();
+  return model;
+}
+
+}  // namespace epserve

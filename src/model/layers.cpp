@@ -1,0 +1,74 @@
+#include "model/layers.h"
+
+#include <vector>
+
+#include "kernels/cpu/activation.h"
+#include "kernels/cpu/norm.h"
+
+namespace epserve {
+
+Linear Linear::load(const ModelWeights& weights, const std::string& name, int64_t out_features,
+                    int64_t in_features) {
+  Linear l;
+  l.storage_ = weights.matrix(name, {out_features, in_features});
+  l.view_ = WeightView::of(l.storage_);
+  return l;
+}
+
+Linear Linear::rows(int64_t begin, int64_t end) const {
+  Linear l = *this;
+  l.view_ = view_.row_slice(begin, end);
+  return l;
+}
+
+Linear Linear::cols(int64_t begin, int64_t end) const {
+  Linear l = *this;
+  l.view_ = view_.col_slice(begin, end);
+  return l;
+}
+
+RmsNorm RmsNorm::load(const ModelWeights& weights, const std::string& name, int64_t dim,
+                      double eps) {
+  RmsNorm n;
+  n.weight_ = weights.get_f32(name, {dim});
+  n.eps_ = eps;
+  return n;
+}
+
+void RmsNorm::forward(const float* x, int64_t rows, float* out) const {
+  rmsnorm(x, weight_.f32(), rows, dim(), eps_, out);
+}
+
+void RmsNorm::forward_strided(const float* x, int64_t x_stride, int64_t rows, float* out,
+                              int64_t out_stride) const {
+  rmsnorm(x, x_stride, weight_.f32(), rows, dim(), eps_, out, out_stride);
+}
+
+GatedMlp GatedMlp::load(const ModelWeights& weights, const std::string& prefix,
+                        int64_t hidden_size, int64_t intermediate_size, Shard shard) {
+  EPS_CHECK(intermediate_size % shard.size == 0,
+            "{}: intermediate size {} does not split over {} ranks", prefix, intermediate_size,
+            shard.size);
+  int64_t b = shard.begin(intermediate_size);
+  int64_t e = shard.end(intermediate_size);
+  GatedMlp m;
+  m.gate_ = Linear::load(weights, prefix + ".gate_proj.weight", intermediate_size, hidden_size)
+                .rows(b, e);
+  m.up_ = Linear::load(weights, prefix + ".up_proj.weight", intermediate_size, hidden_size)
+              .rows(b, e);
+  m.down_ = Linear::load(weights, prefix + ".down_proj.weight", hidden_size, intermediate_size)
+                .cols(b, e);
+  return m;
+}
+
+void GatedMlp::forward(const float* x, int64_t num_tokens, float* out) const {
+  const int64_t inter = intermediate_size();
+  std::vector<float> gate(num_tokens * inter);  // [T, I]
+  std::vector<float> up(num_tokens * inter);    // [T, I]
+  gate_.forward(x, num_tokens, gate.data());
+  up_.forward(x, num_tokens, up.data());
+  silu_mul(gate.data(), up.data(), num_tokens * inter, gate.data());
+  down_.forward(gate.data(), num_tokens, out);  // [T, H]
+}
+
+}  // namespace epserve

@@ -1,0 +1,77 @@
+// Building blocks the model files compose: linear layers over mmapped weights (optionally a
+// tensor-parallel shard: a range of output rows or input columns), RMSNorm, and the gated MLP
+// (dense layers, shared experts and routed experts all use it).
+#pragma once
+
+#include <string>
+
+#include "io/model_weights.h"
+#include "kernels/cpu/matmul.h"
+
+namespace epserve {
+
+// A contiguous part of [0, n) for one of `size` ranks.
+struct Shard {
+  int rank = 0;
+  int size = 1;
+  int64_t begin(int64_t n) const { return n / size * rank; }
+  int64_t end(int64_t n) const { return n / size * (rank + 1); }
+  int64_t length(int64_t n) const { return n / size; }
+};
+
+class Linear {
+ public:
+  Linear() = default;
+  // The whole weight [out_features, in_features] named `name`.
+  static Linear load(const ModelWeights& weights, const std::string& name, int64_t out_features,
+                     int64_t in_features);
+  // Only output rows [begin, end) or input columns [begin, end).
+  Linear rows(int64_t begin, int64_t end) const;
+  Linear cols(int64_t begin, int64_t end) const;
+
+  int64_t out_features() const { return view_.rows; }
+  int64_t in_features() const { return view_.cols; }
+  const WeightView& view() const { return view_; }
+  // y[T, out] = x[T, in] · W^T
+  void forward(const float* x, int64_t num_tokens, float* y) const {
+    matmul(x, num_tokens, view_, y);
+  }
+
+ private:
+  Tensor storage_;  // keeps the mapped bytes alive
+  WeightView view_;
+};
+
+class RmsNorm {
+ public:
+  RmsNorm() = default;
+  static RmsNorm load(const ModelWeights& weights, const std::string& name, int64_t dim,
+                      double eps);
+  int64_t dim() const { return weight_.numel(); }
+  void forward(const float* x, int64_t rows, float* out) const;
+  // Rows `stride` floats apart (normalising one part of wider rows, or per-head norms).
+  void forward_strided(const float* x, int64_t x_stride, int64_t rows, float* out,
+                       int64_t out_stride) const;
+
+ private:
+  Tensor weight_;  // F32 [dim]
+  double eps_ = 1e-6;
+};
+
+// down(silu(gate(x)) * up(x)). With a shard, gate/up keep a range of intermediate rows and down
+// the matching columns, so the output is a partial sum to be reduced across the shard's ranks.
+class GatedMlp {
+ public:
+  GatedMlp() = default;
+  static GatedMlp load(const ModelWeights& weights, const std::string& prefix,
+                       int64_t hidden_size, int64_t intermediate_size, Shard shard = {});
+  int64_t hidden_size() const { return down_.out_features(); }
+  int64_t intermediate_size() const { return gate_.out_features(); }
+  // x [T, hidden] -> out [T, hidden]
+  void forward(const float* x, int64_t num_tokens, float* out) const;
+
+ private:
+  Linear gate_, up_, down_;
+};
+
+}  // namespace epserve

@@ -1,0 +1,101 @@
+#include "model/moe.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+
+#include "kernels/cpu/combine.h"
+
+namespace epserve {
+
+LocalExperts::LocalExperts(std::vector<GatedMlp> experts, int top_k)
+    : experts_(std::move(experts)), top_k_(top_k) {}
+
+void LocalExperts::forward_slots(const float* x, int64_t num_tokens, const int32_t* topk_ids,
+                                 float* y) const {
+  const int64_t H = experts_.empty() ? 0 : experts_[0].hidden_size();
+  const int64_t E = static_cast<int64_t>(experts_.size());
+  // Group (token, slot) pairs by expert, in token order within each expert.
+  std::vector<std::vector<int64_t>> pairs(E);
+  for (int64_t i = 0; i < num_tokens * top_k_; ++i) {
+    int32_t e = topk_ids[i];
+    if (e < 0) continue;
+    EPS_CHECK(e < E, "expert id {} out of range ({} experts)", e, E);
+    pairs[e].push_back(i);
+  }
+  std::vector<float> xs, ys;
+  for (int64_t e = 0; e < E; ++e) {
+    const auto& list = pairs[e];
+    if (list.empty()) continue;
+    const int64_t n = static_cast<int64_t>(list.size());
+    xs.resize(n * H);
+    ys.resize(n * H);
+    for (int64_t j = 0; j < n; ++j) {
+      std::copy_n(x + (list[j] / top_k_) * H, H, xs.data() + j * H);  // [n, H]
+    }
+    experts_[e].forward(xs.data(), n, ys.data());  // [n, H]
+    for (int64_t j = 0; j < n; ++j) std::copy_n(ys.data() + j * H, H, y + list[j] * H);
+  }
+}
+
+void LocalExperts::forward(const float* x, int64_t num_tokens, const int32_t* topk_ids,
+                           const float* topk_weights, float* out) {
+  const int64_t H = experts_.empty() ? 0 : experts_[0].hidden_size();
+  std::vector<float> y(num_tokens * top_k_ * H);  // [T * K, H]
+  forward_slots(x, num_tokens, topk_ids, y.data());
+  combine_topk_outputs(y.data(), topk_weights, topk_ids, num_tokens, top_k_, H, out);
+}
+
+std::vector<GatedMlp> load_experts(const ModelWeights& weights, const std::string& prefix,
+                                   const ModelConfig& config, int first, int count) {
+  std::vector<GatedMlp> experts;
+  experts.reserve(count);
+  for (int e = first; e < first + count; ++e) {
+    experts.push_back(GatedMlp::load(weights, fmt::format("{}.experts.{}", prefix, e),
+                                     config.hidden_size, config.moe.moe_intermediate_size));
+  }
+  return experts;
+}
+
+MoeBlock::MoeBlock(const ModelConfig& config, const ModelWeights& weights,
+                   const std::string& prefix, int layer, std::unique_ptr<RoutedExperts> experts,
+                   std::optional<GatedMlp> shared_experts)
+    : layer_(layer),
+      hidden_size_(config.hidden_size),
+      top_k_(config.moe.top_k),
+      experts_(std::move(experts)),
+      shared_(std::move(shared_experts)) {
+  gate_ = Linear::load(weights, prefix + ".gate.weight", config.moe.num_experts,
+                       config.hidden_size);
+  const float* bias = nullptr;
+  if (config.moe.has_correction_bias) {
+    correction_bias_ =
+        weights.get_f32(prefix + ".gate.e_score_correction_bias", {config.moe.num_experts});
+    bias = correction_bias_.f32();
+  }
+  routing_ = RoutingParams::from_config(config.moe, bias);
+}
+
+void MoeBlock::route(const float* x, int64_t num_tokens, int32_t* topk_ids,
+                     float* topk_weights) const {
+  std::vector<float> logits(num_tokens * routing_.num_experts);  // [T, E]
+  gate_.forward(x, num_tokens, logits.data());
+  route_topk(routing_, logits.data(), num_tokens, topk_ids, topk_weights);
+}
+
+void MoeBlock::forward(const float* x, int64_t num_tokens, float* out) {
+  std::vector<int32_t> topk_ids(num_tokens * top_k_);  // [T, K]
+  std::vector<float> topk_weights(num_tokens * top_k_);
+  route(x, num_tokens, topk_ids.data(), topk_weights.data());
+  if (observer_) {
+    observer_->on_routing(layer_, num_tokens, top_k_, topk_ids.data(), topk_weights.data());
+  }
+  experts_->forward(x, num_tokens, topk_ids.data(), topk_weights.data(), out);  // [T, H]
+  if (shared_) {
+    std::vector<float> shared_out(num_tokens * hidden_size_);  // [T, H]
+    shared_->forward(x, num_tokens, shared_out.data());
+    for (int64_t i = 0; i < num_tokens * hidden_size_; ++i) out[i] += shared_out[i];
+  }
+}
+
+}  // namespace epserve

@@ -1,0 +1,50 @@
+// Offline generation for `epserve generate` and bench-one-batch: all prompts are prefilled in
+// one forward batch, then decoded together one token per step until each stops (max_new_tokens,
+// or an EOS token unless ignore_eos).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "model/causal_lm.h"
+#include "runtime/model_runner.h"
+#include "runtime/sampler.h"
+
+namespace epserve {
+
+struct GenerateRequest {
+  std::vector<int32_t> input_ids;
+  int64_t max_new_tokens = 16;
+  SamplingParams sampling;
+  uint64_t seed = 0;
+  bool ignore_eos = false;
+  bool return_logits = false;  // the distribution behind each generated token
+  bool return_prompt_logits = false;  // logits at every prompt position
+};
+
+struct GenerateResult {
+  std::vector<int32_t> output_ids;
+  std::vector<std::vector<float>> logits;         // [generated][vocab]
+  std::vector<std::vector<float>> prompt_logits;  // [prompt_len][vocab]
+  std::string finish_reason;                      // "length" or "stop"
+};
+
+struct GenerateTimings {
+  double prefill_seconds = 0;
+  double decode_seconds = 0;
+  int64_t prefill_tokens = 0;
+  int64_t decode_tokens = 0;
+};
+
+// Runs on `runner` (whose KV cache must hold kv_slots_needed(requests, page_size) slots).
+std::vector<GenerateResult> generate(ModelRunner& runner,
+                                     const std::vector<GenerateRequest>& requests,
+                                     GenerateTimings* timings = nullptr, int64_t page_size = 16);
+// Runs on `model` in this process with a KV cache sized for the requests.
+std::vector<GenerateResult> generate(CausalLM& model, const std::vector<GenerateRequest>& requests,
+                                     GenerateTimings* timings = nullptr, int64_t page_size = 16);
+
+int64_t kv_slots_needed(const std::vector<GenerateRequest>& requests, int64_t page_size);
+
+}  // namespace epserve

@@ -1,0 +1,13 @@
+#include "runtime/model_runner.h"
+
+namespace epserve {
+
+LocalModelRunner::LocalModelRunner(std::unique_ptr<CausalLM> model, int64_t num_kv_slots)
+    : owned_(std::move(model)),
+      model_(*owned_),
+      cache_(model_.config().num_layers, num_kv_slots, model_.kv_layout()) {}
+
+LocalModelRunner::LocalModelRunner(CausalLM& model, int64_t num_kv_slots)
+    : model_(model), cache_(model_.config().num_layers, num_kv_slots, model_.kv_layout()) {}
+
+}  // namespace epserve

@@ -1,0 +1,124 @@
+#include "runtime/protocol.h"
+
+namespace epserve {
+
+using nlohmann::json;
+
+std::string encode_message(const json& message) {
+  std::vector<uint8_t> bytes = json::to_cbor(message);
+  return std::string(bytes.begin(), bytes.end());
+}
+
+json decode_message(const void* data, size_t size) {
+  const uint8_t* p = static_cast<const uint8_t*>(data);
+  return json::from_cbor(p, p + size);
+}
+
+void to_json(json& j, const SamplingParams& p) {
+  json bias = json::object();
+  for (const auto& [id, b] : p.logit_bias) bias[std::to_string(id)] = b;
+  j = json{{"temperature", p.temperature},
+           {"top_p", p.top_p},
+           {"top_k", p.top_k},
+           {"min_p", p.min_p},
+           {"frequency_penalty", p.frequency_penalty},
+           {"presence_penalty", p.presence_penalty},
+           {"repetition_penalty", p.repetition_penalty},
+           {"logit_bias", bias}};
+}
+
+void from_json(const json& j, SamplingParams& p) {
+  p.temperature = j.at("temperature").get<float>();
+  p.top_p = j.at("top_p").get<float>();
+  p.top_k = j.at("top_k").get<int>();
+  p.min_p = j.at("min_p").get<float>();
+  p.frequency_penalty = j.at("frequency_penalty").get<float>();
+  p.presence_penalty = j.at("presence_penalty").get<float>();
+  p.repetition_penalty = j.at("repetition_penalty").get<float>();
+  p.logit_bias.clear();
+  for (const auto& [id, b] : j.at("logit_bias").items()) p.logit_bias[std::stoi(id)] = b;
+}
+
+void to_json(json& j, const GenerateInput& m) {
+  j = json{{"rid", m.rid},
+           {"input_ids", m.input_ids},
+           {"sampling", m.sampling},
+           {"seed", m.seed},
+           {"max_new_tokens", m.max_new_tokens},
+           {"min_new_tokens", m.min_new_tokens},
+           {"stop_token_ids", m.stop_token_ids},
+           {"ignore_eos", m.ignore_eos},
+           {"return_logprob", m.return_logprob},
+           {"top_logprobs_num", m.top_logprobs_num},
+           {"logprob_start_len", m.logprob_start_len}};
+}
+
+void from_json(const json& j, GenerateInput& m) {
+  j.at("rid").get_to(m.rid);
+  j.at("input_ids").get_to(m.input_ids);
+  j.at("sampling").get_to(m.sampling);
+  j.at("seed").get_to(m.seed);
+  j.at("max_new_tokens").get_to(m.max_new_tokens);
+  j.at("min_new_tokens").get_to(m.min_new_tokens);
+  j.at("stop_token_ids").get_to(m.stop_token_ids);
+  j.at("ignore_eos").get_to(m.ignore_eos);
+  j.at("return_logprob").get_to(m.return_logprob);
+  j.at("top_logprobs_num").get_to(m.top_logprobs_num);
+  j.at("logprob_start_len").get_to(m.logprob_start_len);
+}
+
+namespace {
+
+json top_to_json(const std::vector<std::vector<TokenLogprob>>& top) {
+  json out = json::array();
+  for (const auto& row : top) {
+    json r = json::array();
+    for (const auto& t : row) r.push_back({t.id, t.logprob});
+    out.push_back(std::move(r));
+  }
+  return out;
+}
+
+std::vector<std::vector<TokenLogprob>> top_from_json(const json& j) {
+  std::vector<std::vector<TokenLogprob>> out;
+  for (const auto& r : j) {
+    std::vector<TokenLogprob> row;
+    for (const auto& t : r) row.push_back({t[0].get<int32_t>(), t[1].get<float>()});
+    out.push_back(std::move(row));
+  }
+  return out;
+}
+
+}  // namespace
+
+void to_json(json& j, const TokenOutput& m) {
+  j = json{{"rid", m.rid},
+           {"token_ids", m.token_ids},
+           {"logprobs", m.logprobs},
+           {"top_logprobs", top_to_json(m.top_logprobs)},
+           {"input_logprobs", m.input_logprobs},
+           {"input_top_logprobs", top_to_json(m.input_top_logprobs)},
+           {"prompt_tokens", m.prompt_tokens},
+           {"cached_tokens", m.cached_tokens},
+           {"finished", m.finished},
+           {"finish_reason", m.finish_reason},
+           {"matched_stop_token", m.matched_stop_token},
+           {"error", m.error}};
+}
+
+void from_json(const json& j, TokenOutput& m) {
+  j.at("rid").get_to(m.rid);
+  j.at("token_ids").get_to(m.token_ids);
+  j.at("logprobs").get_to(m.logprobs);
+  m.top_logprobs = top_from_json(j.at("top_logprobs"));
+  j.at("input_logprobs").get_to(m.input_logprobs);
+  m.input_top_logprobs = top_from_json(j.at("input_top_logprobs"));
+  j.at("prompt_tokens").get_to(m.prompt_tokens);
+  j.at("cached_tokens").get_to(m.cached_tokens);
+  j.at("finished").get_to(m.finished);
+  j.at("finish_reason").get_to(m.finish_reason);
+  j.at("matched_stop_token").get_to(m.matched_stop_token);
+  j.at("error").get_to(m.error);
+}
+
+}  // namespace epserve

@@ -1,0 +1,135 @@
+#include "runtime/rank_main.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+#include <zmq.hpp>
+
+#include "core/log.h"
+#include "core/thread_pool.h"
+#include "runtime/protocol.h"
+
+namespace epserve {
+namespace {
+
+// SGLang's default static memory fraction for small devices; on a CPU host the rest is left to
+// the weights' page cache, the OS and other processes.
+constexpr double kDefaultMemFraction = 0.5;
+
+int64_t mem_total_bytes() {
+  std::ifstream meminfo("/proc/meminfo");
+  std::string key;
+  int64_t kb = 0;
+  while (meminfo >> key >> kb) {
+    if (key == "MemTotal:") return kb * 1024;
+    meminfo.ignore(256, '\n');
+  }
+  return int64_t{8} << 30;
+}
+
+int64_t weight_bytes(const std::string& model_dir) {
+  int64_t total = 0;
+  for (const auto& e : std::filesystem::directory_iterator(model_dir)) {
+    if (e.path().extension() == ".safetensors") total += static_cast<int64_t>(e.file_size());
+  }
+  return total;
+}
+
+void send(zmq::socket_t& socket, const nlohmann::json& message) {
+  std::string bytes = encode_message(message);
+  socket.send(zmq::buffer(bytes), zmq::send_flags::none);
+}
+
+}  // namespace
+
+int64_t kv_slots_for_memory(double mem_fraction_static, int num_local_ranks, int64_t weight_bytes,
+                            int64_t bytes_per_slot) {
+  double fraction = mem_fraction_static > 0 ? mem_fraction_static : kDefaultMemFraction;
+  double budget = fraction * static_cast<double>(mem_total_bytes()) / std::max(1, num_local_ranks) -
+                  static_cast<double>(weight_bytes);
+  EPS_CHECK(budget > bytes_per_slot,
+            "--mem-fraction-static {} leaves no memory for the KV cache after {} MiB of weights",
+            fraction, weight_bytes >> 20);
+  return static_cast<int64_t>(budget / static_cast<double>(bytes_per_slot));
+}
+
+int run_rank(const RankOptions& o) {
+  set_log_level(o.log_level);
+  if (o.num_threads > 0) ThreadPool::set_global_threads(o.num_threads);
+  auto model = load_causal_lm(o.model_path);
+  int64_t bytes_per_slot = static_cast<int64_t>(
+      KvCache::bytes_per_slot(model->config().num_layers, model->kv_layout()));
+  int64_t slots = o.max_total_tokens > 0
+                      ? o.max_total_tokens
+                      : kv_slots_for_memory(o.mem_fraction_static, o.num_local_ranks,
+                                            weight_bytes(o.model_path), bytes_per_slot);
+  slots = std::max(slots, o.scheduler.page_size);
+  LocalModelRunner runner(std::move(model), slots);
+  Scheduler scheduler(runner, o.scheduler);
+
+  zmq::context_t context(1);
+  zmq::socket_t inbox(context, zmq::socket_type::pull);
+  zmq::socket_t outbox(context, zmq::socket_type::push);
+  inbox.connect(fmt::format("{}-in-{}", o.ipc_base, o.dp_rank));
+  outbox.connect(fmt::format("{}-out", o.ipc_base));
+  outbox.set(zmq::sockopt::linger, 1000);
+
+  send(outbox, {{"type", "control"},
+                {"id", 0},
+                {"result",
+                 {{"ready", true},
+                  {"dp_rank", o.dp_rank},
+                  {"max_total_num_tokens", scheduler.max_total_tokens()},
+                  {"page_size", o.scheduler.page_size},
+                  {"kv_pages", scheduler.max_total_tokens() / o.scheduler.page_size},
+                  {"kv_bytes", runner.cache().bytes()},
+                  {"context_length", scheduler.context_length()}}}});
+  spdlog::info("rank ready: {} KV slots ({:.1f} MiB), context length {}",
+               scheduler.max_total_tokens(), runner.cache().bytes() / 1048576.0,
+               scheduler.context_length());
+
+  std::vector<TokenOutput> outputs;
+  while (true) {
+    // Take every message waiting; block briefly only when there is nothing to compute.
+    zmq::pollitem_t item{static_cast<void*>(inbox), 0, ZMQ_POLLIN, 0};
+    zmq::poll(&item, 1, std::chrono::milliseconds(scheduler.has_work() ? 0 : 50));
+    zmq::message_t msg;
+    while (inbox.recv(msg, zmq::recv_flags::dontwait)) {
+      nlohmann::json m = decode_message(msg.data(), msg.size());
+      const std::string type = m.at("type").get<std::string>();
+      if (type == "generate") {
+        scheduler.add(m.at("input").get<GenerateInput>(), outputs);
+      } else if (type == "abort") {
+        scheduler.abort(m.at("rid").get<std::string>(), outputs);
+      } else if (type == "control") {
+        const std::string command = m.at("command").get<std::string>();
+        nlohmann::json result;
+        if (command == "flush_cache") {
+          result = {{"ok", scheduler.flush_cache()}};
+        } else if (command == "get_stats") {
+          result = scheduler.stats_json();
+        } else if (command == "shutdown") {
+          scheduler.abort("", outputs);
+          if (!outputs.empty()) send(outbox, {{"type", "outputs"}, {"outputs", outputs}});
+          send(outbox, {{"type", "control"}, {"id", m.at("id")}, {"result", {{"ok", true}}}});
+          return 0;
+        } else {
+          result = {{"error", "unknown command " + command}};
+        }
+        send(outbox, {{"type", "control"}, {"id", m.at("id")}, {"result", result}});
+      }
+    }
+    if (scheduler.has_work()) scheduler.step(outputs);
+    if (!outputs.empty()) {
+      send(outbox, {{"type", "outputs"}, {"outputs", outputs}});
+      outputs.clear();
+    }
+  }
+}
+
+}  // namespace epserve

@@ -1,0 +1,32 @@
+// The main loop of a rank process under `epserve serve`. The leader of an attention group runs
+// the scheduler: it takes requests from the frontend over ZeroMQ (runtime/protocol.h), steps the
+// model, and sends back tokens. The server module turns its flags into RankOptions.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "runtime/scheduler.h"
+
+namespace epserve {
+
+struct RankOptions {
+  std::string model_path;
+  std::string ipc_base;            // EPSERVE_IPC_BASE
+  int dp_rank = 0;                 // which attention group (its frontend endpoint)
+  SchedulerConfig scheduler;
+  int64_t max_total_tokens = 0;    // KV slots; 0: from mem_fraction_static
+  double mem_fraction_static = 0.0;  // 0: the default (see kv_slots_for_memory)
+  int num_local_ranks = 1;         // ranks sharing this machine's memory
+  int num_threads = 0;             // 0: the cores this process may use
+  std::string log_level = "info";
+};
+
+int run_rank(const RankOptions& options);
+
+// KV slots that fit in mem_fraction_static of this machine's memory, shared by the local ranks,
+// after the weights: (fraction * MemTotal / local_ranks - weight_bytes) / bytes_per_slot.
+int64_t kv_slots_for_memory(double mem_fraction_static, int num_local_ranks, int64_t weight_bytes,
+                            int64_t bytes_per_slot);
+
+}  // namespace epserve

@@ -1,0 +1,98 @@
+// The scheduler of one attention group: continuous batching over the paged KV cache, as SGLang
+// schedules. Each step() builds one forward batch from the running requests (one decode token
+// each) and waiting requests (prompt chunks of at most chunked_prefill_size tokens), runs it,
+// samples, and reports new tokens. When the cache runs short it evicts cached prefixes, then
+// retracts the newest running request (its pages go back; it resumes later by recomputing),
+// so no request is ever killed for want of memory. Finished and aborted requests free their
+// pages at once (whole pages stay in the prefix cache for later requests to reuse).
+#pragma once
+
+#include <deque>
+#include <list>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "runtime/model_runner.h"
+#include "runtime/prefix_cache.h"
+#include "runtime/protocol.h"
+#include "runtime/request.h"
+#include "runtime/slot_allocator.h"
+
+namespace epserve {
+
+struct SchedulerConfig {
+  int64_t max_running_requests = 256;
+  int64_t chunked_prefill_size = 8192;  // <= 0: whole prompts in one step
+  int64_t page_size = 1;
+  int64_t context_length = 0;           // 0: the model's max_position_embeddings
+  bool enable_prefix_cache = true;
+  bool enable_mixed_chunk = false;      // prefill chunks and decodes in one batch
+  std::vector<int32_t> eos_token_ids;   // empty: the model config's
+};
+
+struct SchedulerStats {
+  int64_t steps = 0;
+  int64_t prefill_tokens = 0;
+  int64_t decode_tokens = 0;
+  int64_t retractions = 0;
+  double forward_seconds = 0;
+  double schedule_seconds = 0;  // step time outside the model forward
+};
+
+class Scheduler {
+ public:
+  Scheduler(ModelRunner& runner, SchedulerConfig config);
+
+  // Queues a request; an invalid one comes back at once as a finished output with an error.
+  void add(GenerateInput input, std::vector<TokenOutput>& out);
+  // Aborts one request (or all, for an empty rid); its pages are freed now.
+  void abort(const std::string& rid, std::vector<TokenOutput>& out);
+  bool has_work() const { return !running_.empty() || !waiting_.empty(); }
+  // One forward pass over the next batch (nothing when idle); appends outputs.
+  void step(std::vector<TokenOutput>& out);
+  // Empties the prefix cache; false while requests are running.
+  bool flush_cache();
+
+  int64_t max_total_tokens() const { return allocator_.num_pages() * allocator_.page_size(); }
+  int64_t context_length() const { return context_length_; }
+  int64_t num_running() const { return static_cast<int64_t>(running_.size()); }
+  int64_t num_waiting() const { return static_cast<int64_t>(waiting_.size()); }
+  // KV slots held by requests and by the prefix cache.
+  int64_t used_tokens() const;
+  int64_t cached_tokens() const { return prefix_cache_.cached_pages() * allocator_.page_size(); }
+  const SchedulerStats& stats() const { return stats_; }
+  nlohmann::json stats_json() const;
+
+ private:
+  struct Entry {
+    Request* request;
+    int64_t num_new;
+    bool samples;  // the chunk reaches the end of the tokens: a new token follows
+  };
+
+  std::string validate(const GenerateInput& input) const;
+  bool admit(Request& request);
+  bool reserve(Request& request, int64_t num_tokens);
+  void release_pages(Request& request);
+  void retract_newest();
+  std::vector<Entry> schedule();
+  void process(const std::vector<Entry>& entries, const ForwardBatch& batch,
+               const std::vector<float>& logits, std::vector<TokenOutput>& out);
+  void finish(Request& request, const std::string& reason, std::vector<TokenOutput>& out);
+
+  ModelRunner& runner_;
+  SchedulerConfig config_;
+  int64_t context_length_;
+  int64_t vocab_size_;
+  SlotAllocator allocator_;
+  PrefixCache prefix_cache_;
+  std::list<std::unique_ptr<Request>> running_;  // admission order
+  std::deque<std::unique_ptr<Request>> waiting_;
+  uint64_t next_arrival_ = 0;
+  SchedulerStats stats_;
+};
+
+}  // namespace epserve

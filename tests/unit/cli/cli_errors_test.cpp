@@ -1,0 +1,128 @@
+// The epserve binary on bad input: one line that names the problem, a non-zero exit, no crash.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <sys/wait.h>
+
+#include <array>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+
+#include "support/temp_dir.h"
+
+namespace epserve {
+namespace {
+
+using ::testing::HasSubstr;
+
+struct RunResult {
+  int exit_code;
+  bool signaled;
+  std::string output;  // stdout and stderr
+};
+
+RunResult run(const std::string& args) {
+  std::string cmd = std::string(EPSERVE_BINARY) + " " + args + " 2>&1";
+  FILE* pipe = popen(cmd.c_str(), "r");
+  std::string out;
+  std::array<char, 4096> buf;
+  size_t n;
+  while ((n = fread(buf.data(), 1, buf.size(), pipe)) > 0) out.append(buf.data(), n);
+  int status = pclose(pipe);
+  return RunResult{WIFEXITED(status) ? WEXITSTATUS(status) : -1, WIFSIGNALED(status), out};
+}
+
+std::string fixture(const std::string& name) {
+  return std::string(EPSERVE_SOURCE_DIR) + "/tests/data/models/" + name;
+}
+
+// A copy of a fixture model that a test may damage.
+std::string copy_fixture(const testing::TempDir& dir, const std::string& name) {
+  std::string dst = dir.file(name);
+  std::filesystem::copy(fixture(name), dst, std::filesystem::copy_options::recursive);
+  return dst;
+}
+
+void expect_one_line_error(const RunResult& r, const std::string& needle) {
+  EXPECT_NE(r.exit_code, 0) << r.output;
+  EXPECT_FALSE(r.signaled) << r.output;
+  EXPECT_EQ(std::count(r.output.begin(), r.output.end(), '\n'), 1) << r.output;
+  EXPECT_THAT(r.output, HasSubstr("epserve: error: "));
+  EXPECT_THAT(r.output, HasSubstr(needle));
+}
+
+TEST(CliErrors, GenerateWorks) {
+  RunResult r = run("generate --model-path " + fixture("qwen3_moe_tiny") +
+                    " --input-ids 5,6,7 --max-new-tokens 3");
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_THAT(r.output, HasSubstr("\"output_ids\""));
+}
+
+TEST(CliErrors, MissingShard) {
+  testing::TempDir dir;
+  std::string model = copy_fixture(dir, "qwen3_moe_tiny_sharded");
+  std::filesystem::remove(model + "/model-00002-of-00004.safetensors");
+  expect_one_line_error(run("generate --model-path " + model + " --input-ids 5"),
+                        "model-00002-of-00004.safetensors: shard listed in");
+}
+
+TEST(CliErrors, TruncatedFile) {
+  testing::TempDir dir;
+  std::string model = copy_fixture(dir, "deepseek_v3_tiny");
+  std::string file = model + "/model.safetensors";
+  std::filesystem::resize_file(file, std::filesystem::file_size(file) / 2);
+  expect_one_line_error(run("generate --model-path " + model + " --input-ids 5"),
+                        "truncated file");
+}
+
+TEST(CliErrors, HeaderThatLiesAboutOffsets) {
+  testing::TempDir dir;
+  std::string model = copy_fixture(dir, "qwen3_moe_tiny");
+  std::string file = model + "/model.safetensors";
+  std::fstream f(file, std::ios::in | std::ios::out | std::ios::binary);
+  std::string head(4096, '\0');
+  f.read(head.data(), head.size());
+  // Make the first tensor claim one element more than its bytes hold: [64] -> [65] keeps the
+  // header length, so the lie is only in the shape/offset agreement.
+  size_t pos = head.find("\"shape\":[1024,64]");
+  ASSERT_NE(pos, std::string::npos);
+  head.replace(pos, 17, "\"shape\":[1024,65]");
+  f.seekp(0);
+  f.write(head.data(), head.size());
+  f.close();
+  expect_one_line_error(run("generate --model-path " + model + " --input-ids 5"), "need");
+}
+
+TEST(CliErrors, WrongShape) {
+  testing::TempDir dir;
+  std::string model = copy_fixture(dir, "qwen3_moe_tiny");
+  std::string config = model + "/config.json";
+  std::string text;
+  {
+    std::ifstream in(config);
+    text.assign(std::istreambuf_iterator<char>(in), {});
+  }
+  text.replace(text.find("\"moe_intermediate_size\": 32"), 27, "\"moe_intermediate_size\": 48");
+  std::ofstream(config) << text;
+  expect_one_line_error(run("generate --model-path " + model + " --input-ids 5"),
+                        "expected shape [48, 64], found [32, 64]");
+}
+
+TEST(CliErrors, BadConfigAndBadFlags) {
+  testing::TempDir dir;
+  std::string model = copy_fixture(dir, "qwen3_moe_tiny");
+  std::ofstream(model + "/config.json") << "{\"architectures\": \xff}";
+  expect_one_line_error(run("generate --model-path " + model + " --input-ids 5"), "config.json");
+  expect_one_line_error(
+      run("generate --model-path " + fixture("qwen3_moe_tiny") + " --input-ids 5,x"),
+      "'x' is not a token id");
+  expect_one_line_error(
+      run("generate --model-path " + fixture("qwen3_moe_tiny") + " --input-ids 5000"),
+      "outside the vocabulary");
+  expect_one_line_error(run("generate --model-path /nonexistent --input-ids 5"),
+                        "does not exist");
+}
+
+}  // namespace
+}  // namespace epserve

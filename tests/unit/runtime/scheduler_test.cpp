@@ -1,0 +1,225 @@
+#include "runtime/scheduler.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <map>
+
+#include "runtime/generator.h"
+
+namespace epserve {
+namespace {
+
+using ::testing::HasSubstr;
+
+std::string fixture(const std::string& name) {
+  return std::string(EPSERVE_SOURCE_DIR) + "/tests/data/models/" + name;
+}
+
+GenerateInput make_input(const std::string& rid, std::vector<int32_t> ids, int64_t max_new) {
+  GenerateInput in;
+  in.rid = rid;
+  in.input_ids = std::move(ids);
+  in.max_new_tokens = max_new;
+  in.sampling.temperature = 0.0f;
+  in.ignore_eos = true;
+  return in;
+}
+
+std::vector<int32_t> prompt(int n, int salt) {
+  std::vector<int32_t> ids;
+  for (int i = 0; i < n; ++i) ids.push_back(3 + (i * 37 + salt * 101) % 1000);
+  return ids;
+}
+
+// Runs the scheduler until idle; returns rid -> (tokens, last output).
+struct Collected {
+  std::map<std::string, std::vector<int32_t>> tokens;
+  std::map<std::string, TokenOutput> last;
+};
+
+void drain(Scheduler& s, Collected& c, std::vector<TokenOutput> out = {}) {
+  for (int guard = 0; guard < 10000; ++guard) {
+    for (auto& o : out) {
+      auto& t = c.tokens[o.rid];
+      t.insert(t.end(), o.token_ids.begin(), o.token_ids.end());
+      c.last[o.rid] = o;
+    }
+    out.clear();
+    if (!s.has_work()) return;
+    s.step(out);
+  }
+  FAIL() << "scheduler did not drain";
+}
+
+class SchedulerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    reference_model_ = load_causal_lm(fixture("deepseek_v3_tiny"));
+    for (int i = 0; i < 6; ++i) {
+      GenerateRequest r;
+      r.input_ids = prompt(5 + 9 * i, i);
+      r.max_new_tokens = 12;
+      r.sampling.temperature = 0.0f;
+      r.ignore_eos = true;
+      requests_.push_back(r);
+    }
+    expected_ = generate(*reference_model_, requests_);
+  }
+
+  void run_and_check(SchedulerConfig config, int64_t kv_slots, int64_t* retractions = nullptr) {
+    LocalModelRunner runner(load_causal_lm(fixture("deepseek_v3_tiny")), kv_slots);
+    Scheduler s(runner, config);
+    std::vector<TokenOutput> out;
+    for (size_t i = 0; i < requests_.size(); ++i) {
+      s.add(make_input("r" + std::to_string(i), requests_[i].input_ids, 12), out);
+    }
+    Collected c;
+    drain(s, c, out);
+    for (size_t i = 0; i < requests_.size(); ++i) {
+      std::string rid = "r" + std::to_string(i);
+      EXPECT_EQ(c.tokens[rid], expected_[i].output_ids) << rid;
+      EXPECT_TRUE(c.last[rid].finished);
+      EXPECT_EQ(c.last[rid].finish_reason, "length");
+    }
+    EXPECT_EQ(s.used_tokens(), 0);
+    if (retractions) *retractions = s.stats().retractions;
+  }
+
+  std::unique_ptr<CausalLM> reference_model_;
+  std::vector<GenerateRequest> requests_;
+  std::vector<GenerateResult> expected_;
+};
+
+TEST_F(SchedulerTest, ContinuousBatchingGivesTheTokensOfOfflineGeneration) {
+  run_and_check(SchedulerConfig{}, 4096);
+}
+
+TEST_F(SchedulerTest, ChunkedPrefillAndMixedBatches) {
+  SchedulerConfig config;
+  config.chunked_prefill_size = 7;
+  run_and_check(config, 4096);
+  config.enable_mixed_chunk = true;
+  config.page_size = 4;
+  run_and_check(config, 4096);
+}
+
+TEST_F(SchedulerTest, ATightCacheRetractsAndResumesWithoutChangingTokens) {
+  SchedulerConfig config;
+  config.page_size = 4;
+  config.enable_prefix_cache = false;
+  int64_t retractions = 0;
+  // The longest request needs 50 + 12 slots; all six together need far more than 96.
+  run_and_check(config, 96, &retractions);
+  EXPECT_GT(retractions, 0);
+}
+
+TEST_F(SchedulerTest, PrefixCacheReusesPagesAndFlushEmptiesIt) {
+  LocalModelRunner runner(load_causal_lm(fixture("deepseek_v3_tiny")), 4096);
+  SchedulerConfig config;
+  config.page_size = 4;
+  Scheduler s(runner, config);
+  std::vector<TokenOutput> out;
+  s.add(make_input("a", requests_[3].input_ids, 12), out);
+  Collected first;
+  drain(s, first, out);
+  EXPECT_EQ(first.last["a"].cached_tokens, 0);
+  EXPECT_GT(s.cached_tokens(), 0);
+  s.add(make_input("b", requests_[3].input_ids, 12), out);
+  Collected second;
+  drain(s, second, out);
+  // 32-token prompt: 28 tokens (7 whole pages, leaving the last token to compute) come cached.
+  EXPECT_EQ(second.last["b"].cached_tokens, 28);
+  EXPECT_EQ(second.tokens["b"], expected_[3].output_ids);
+  EXPECT_TRUE(s.flush_cache());
+  EXPECT_EQ(s.cached_tokens(), 0);
+  s.add(make_input("c", requests_[3].input_ids, 12), out);
+  Collected third;
+  drain(s, third, out);
+  EXPECT_EQ(third.last["c"].cached_tokens, 0);
+}
+
+TEST_F(SchedulerTest, AbortFreesPagesAtOnce) {
+  LocalModelRunner runner(load_causal_lm(fixture("deepseek_v3_tiny")), 4096);
+  SchedulerConfig config;
+  config.enable_prefix_cache = false;
+  Scheduler s(runner, config);
+  std::vector<TokenOutput> out;
+  s.add(make_input("a", requests_[5].input_ids, 100), out);
+  s.add(make_input("b", requests_[4].input_ids, 100), out);
+  s.step(out);
+  s.step(out);
+  EXPECT_GT(s.used_tokens(), 0);
+  out.clear();
+  s.abort("a", out);
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(out[0].finish_reason, "abort");
+  s.abort("", out);
+  EXPECT_EQ(s.used_tokens(), 0);
+  EXPECT_FALSE(s.has_work());
+}
+
+TEST_F(SchedulerTest, InvalidRequestsComeBackWithAnError) {
+  LocalModelRunner runner(load_causal_lm(fixture("deepseek_v3_tiny")), 64);
+  SchedulerConfig config;
+  config.context_length = 40;
+  Scheduler s(runner, config);
+  std::vector<TokenOutput> out;
+  s.add(make_input("long", prompt(41, 0), 4), out);
+  s.add(make_input("vocab", {5, 5000}, 4), out);
+  s.add(make_input("empty", {}, 4), out);
+  ASSERT_EQ(out.size(), 3u);
+  EXPECT_THAT(out[0].error, HasSubstr("longer than the model's context length"));
+  EXPECT_THAT(out[1].error, HasSubstr("out-of-vocabulary"));
+  EXPECT_THAT(out[2].error, HasSubstr("empty"));
+  EXPECT_FALSE(s.has_work());
+}
+
+TEST_F(SchedulerTest, LogprobsMatchTheLogitsAndStopTokensEndRequests) {
+  LocalModelRunner runner(load_causal_lm(fixture("deepseek_v3_tiny")), 4096);
+  Scheduler s(runner, SchedulerConfig{});
+  GenerateInput in = make_input("lp", requests_[2].input_ids, 12);
+  in.return_logprob = true;
+  in.top_logprobs_num = 3;
+  in.logprob_start_len = 0;
+  in.stop_token_ids = {expected_[2].output_ids[4]};
+  std::vector<TokenOutput> out;
+  s.add(in, out);
+  Collected c;
+  std::vector<TokenOutput> all;
+  for (int i = 0; i < 100 && s.has_work(); ++i) s.step(all);
+  std::vector<int32_t> tokens;
+  std::vector<float> logprobs;
+  std::vector<float> input_logprobs;
+  for (auto& o : all) {
+    tokens.insert(tokens.end(), o.token_ids.begin(), o.token_ids.end());
+    logprobs.insert(logprobs.end(), o.logprobs.begin(), o.logprobs.end());
+    if (!o.input_logprobs.empty()) input_logprobs = o.input_logprobs;
+    for (auto& top : o.top_logprobs) {
+      ASSERT_EQ(top.size(), 3u);
+      EXPECT_GE(top[0].logprob, top[1].logprob);
+    }
+  }
+  // Stops at the first occurrence of the stop token (greedy, so at index <= 4).
+  std::vector<int32_t> expect(expected_[2].output_ids.begin(), expected_[2].output_ids.begin() + 5);
+  auto first = std::find(expect.begin(), expect.end(), expected_[2].output_ids[4]);
+  expect.erase(first + 1, expect.end());
+  EXPECT_EQ(tokens, expect);
+  EXPECT_EQ(all.back().finish_reason, "stop");
+  EXPECT_EQ(all.back().matched_stop_token, expected_[2].output_ids[4]);
+  // Greedy: each chosen token's logprob is the top logprob.
+  ASSERT_EQ(logprobs.size(), tokens.size());
+  for (auto& o : all) {
+    for (size_t i = 0; i < o.token_ids.size(); ++i) {
+      EXPECT_EQ(o.top_logprobs[i][0].id, o.token_ids[i]);
+      EXPECT_EQ(o.top_logprobs[i][0].logprob, o.logprobs[i]);
+    }
+  }
+  // Input logprobs: position 0 has none; the rest are log-probabilities.
+  ASSERT_EQ(input_logprobs.size(), requests_[2].input_ids.size());
+  EXPECT_TRUE(std::isnan(input_logprobs[0]));
+  for (size_t i = 1; i < input_logprobs.size(); ++i) EXPECT_LT(input_logprobs[i], 0.0f);
+}
+
+}  // namespace
+}  // namespace epserve
