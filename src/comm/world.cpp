@@ -232,7 +232,7 @@ void World::wait(const WaitSpec& spec, const std::function<bool()>& done) {
       if (peer >= 0) what += fmt::format(" waiting for rank {}", peer);
       // The job cannot go on: tell everyone now rather than letting each rank time out.
       std::string line = describe(spec, what);
-      abort(line);
+      if (spec.abort_on_timeout) abort(line);
       EPS_THROW("{}", line);
     }
     auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline - now).count();
@@ -253,12 +253,19 @@ void World::close_endpoints() {
   // A barrier first, so no rank closes while others still send to it.
   int n = info_.world_size, r = info_.rank;
   ucp_request_param_t param{};
-  auto deadline = Clock::now() +
-                  std::min<std::chrono::milliseconds>(options_.timeout, std::chrono::seconds(10));
+  WaitSpec spec;
+  spec.op = "the shutdown barrier";
+  spec.timeout = options_.timeout;
+  spec.abort_on_timeout = false;
+  bool gave_up = false;
   auto wait_req = [&](void* req) {
     if (req == nullptr || UCS_PTR_IS_ERR(req)) return;
-    while (ucp_request_check_status(req) == UCS_INPROGRESS && Clock::now() < deadline) {
-      ucp_worker_progress(worker_);
+    if (!gave_up) {
+      try {
+        wait(spec, [&] { return ucp_request_check_status(req) != UCS_INPROGRESS; });
+      } catch (const Error&) {
+        gave_up = true;  // a rank that never arrives: close anyway
+      }
     }
     if (ucp_request_check_status(req) == UCS_INPROGRESS) ucp_request_cancel(worker_, req);
     ucp_request_free(req);
@@ -282,6 +289,9 @@ void World::close_endpoints() {
     if (req && !UCS_PTR_IS_ERR(req)) closes.push_back(req);
     eps_[p] = nullptr;
   }
+  spec.op = "closing the data plane";
+  spec.timeout = std::min<std::chrono::milliseconds>(options_.timeout, std::chrono::seconds(10));
+  gave_up = false;
   for (void* req : closes) wait_req(req);
 }
 

@@ -56,6 +56,7 @@ struct WaitSpec {
   // Optional blocker for the block phase (e.g. a futex wait); gets the slice length in ms.
   std::function<void(int)> block;
   int max_block_ms = 100;  // longest single block slice (re-checks deadline and abort after it)
+  bool abort_on_timeout = true;  // a timeout also tells every other rank to stop
 };
 
 class World {

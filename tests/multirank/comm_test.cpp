@@ -6,6 +6,7 @@
 #include <cstring>
 #include <numeric>
 #include <random>
+#include <thread>
 
 #include "comm/communicator.h"
 #include "comm_checks.h"
@@ -110,6 +111,30 @@ TEST(CommSingle, WorldOfOneWorksWithoutLauncher) {
   test::check_collectives(*comm);
   auto sub = comm->split(0, 0);
   EXPECT_EQ(sub->size(), 1);
+}
+
+}  // namespace
+}  // namespace epserve
+
+namespace epserve {
+namespace {
+
+// Ranks that finish early wait (blocked, not spinning) for a slow one in the shutdown barrier,
+// and nobody is reported as failed.
+TEST(CommShutdown, EarlyRanksWaitForALateOne) {
+  std::vector<std::string> reports;
+  test::RankRunOptions opts;
+  opts.reports = &reports;
+  int code = test::run_ranks(
+      3,
+      [](const RankInfo& info) {
+        auto comm = Communicator::create_world(info);
+        comm->barrier();
+        if (info.rank == 0) std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+      },
+      opts);
+  EXPECT_EQ(code, 0);
+  EXPECT_TRUE(reports.empty()) << reports[0];
 }
 
 }  // namespace
