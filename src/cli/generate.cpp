@@ -8,6 +8,10 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/commands.h"
+#include "cli/parallel_flags.h"
+#include "comm/communicator.h"
+#include "runtime/group_runner.h"
+#include "runtime/parallel_setup.h"
 #include "core/error.h"
 #include "core/log.h"
 #include "core/thread_pool.h"
@@ -35,6 +39,7 @@ struct GenerateOptions {
   std::string output;
   int num_threads = 0;
   std::string log_level = "warning";
+  ParallelOptions parallel;
 };
 
 std::vector<int32_t> parse_ids(const std::string& text) {
@@ -58,8 +63,9 @@ std::vector<int32_t> parse_ids(const std::string& text) {
   return ids;
 }
 
-int run_generate(const GenerateOptions& o) {
+int generate_rank(const GenerateOptions& o) {
   set_log_level(o.log_level);
+  RankContext ctx = setup_rank(o.parallel, o.model_path);
   if (o.num_threads > 0) ThreadPool::set_global_threads(o.num_threads);
   EPS_CHECK(!o.input_ids.empty() || !o.prompts.empty() || !o.chats.empty(),
             "give at least one prompt with --input-ids, --prompt or --chat");
@@ -75,7 +81,7 @@ int run_generate(const GenerateOptions& o) {
       prompts.push_back(tok->encode(rendered, false));
     }
   }
-  auto model = load_causal_lm(o.model_path);
+  auto model = load_causal_lm(o.model_path, ctx.parallel);
   std::vector<GenerateRequest> requests;
   for (auto& ids : prompts) {
     GenerateRequest r;
@@ -93,7 +99,18 @@ int run_generate(const GenerateOptions& o) {
     r.return_logits = o.return_logits;
     requests.push_back(std::move(r));
   }
-  std::vector<GenerateResult> results = generate(*model, requests);
+  std::vector<GenerateResult> results;
+  const int64_t slots = kv_slots_needed(requests, 16);
+  if (!ctx.world) {
+    results = generate(*model, requests);
+  } else if (!ctx.leader) {
+    run_group_follower(*model, slots, *ctx.parallel.attention_group);
+    return 0;
+  } else {
+    GroupLeaderRunner runner(*model, slots, ctx.parallel.attention_group);
+    results = generate(runner, requests);
+  }
+  if (ctx.world && ctx.world->rank() != 0) return 0;
   nlohmann::json out;
   out["sequences"] = nlohmann::json::array();
   for (size_t i = 0; i < results.size(); ++i) {
@@ -113,6 +130,10 @@ int run_generate(const GenerateOptions& o) {
     f << out.dump() << "\n";
   }
   return 0;
+}
+
+int run_generate(const GenerateOptions& o) {
+  return launch_or_run(o.parallel, [&] { return generate_rank(o); });
 }
 
 }  // namespace
@@ -146,6 +167,7 @@ Command register_generate(CLI::App& app) {
   sub->add_option("--num-threads", options->num_threads,
                   "Compute threads (default: the cores this process may use)");
   sub->add_option("--log-level", options->log_level);
+  add_parallel_flags(*sub, options->parallel);
   return Command{sub, [options] { return run_generate(*options); }};
 }
 
