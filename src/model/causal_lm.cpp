@@ -5,6 +5,7 @@
 #include <fmt/format.h>
 
 #include "comm/communicator.h"
+#include "core/phase_timer.h"
 #include "ep/dispatcher.h"
 #include "eplb/expert_location.h"
 #include "io/model_weights.h"
@@ -22,6 +23,7 @@ void CausalLM::reduce_over_heads(float* data, int64_t count, const char* what, s
   Communicator* group = parallel_.attention_group.get();
   if (group == nullptr || group->size() == 1) return;
   group->set_context(fmt::format("layer {} {} all-reduce", layer, what));
+  PhaseTimer timer("comm");
   group->allreduce(data, static_cast<size_t>(count), ReduceOp::kSum);
 }
 

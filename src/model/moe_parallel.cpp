@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include "comm/communicator.h"
+#include "core/phase_timer.h"
 #include "ep/dispatcher.h"
 #include "eplb/expert_location.h"
 
@@ -76,7 +77,10 @@ void AllReduceExperts::forward(const float* x, int64_t num_tokens, const int32_t
   std::vector<float> y(num_tokens * K * hidden_, 0.0f);  // [T * K, H]
   slots_.experts().forward_slots(x, num_tokens, mine.data(), y.data());
   world_->set_context("moe all-reduce of expert outputs");
-  world_->allreduce(y.data(), y.size(), ReduceOp::kSum);
+  {
+    PhaseTimer timer("comm");
+    world_->allreduce(y.data(), y.size(), ReduceOp::kSum);
+  }
   combine_reference(y.data(), physical.data(), topk_weights, num_tokens, top_k_, hidden_, out);
 }
 
@@ -101,6 +105,7 @@ void DispatchedExperts::forward(const float* x, int64_t num_tokens, const int32_
 
   PassState& pass = *parallel_.pass;
   if (!pass.mode_agreed) {
+    PhaseTimer timer("comm");
     const int cap = parallel_.num_max_dispatch_tokens_per_rank;
     switch (parallel_.deepep_mode) {
       case DeepepMode::kNormal:
@@ -119,8 +124,10 @@ void DispatchedExperts::forward(const float* x, int64_t num_tokens, const int32_
   Dispatcher& dispatcher =
       pass.low_latency ? *parallel_.low_latency_dispatcher : *parallel_.normal_dispatcher;
   parallel_.world->set_context(fmt::format("layer {} moe dispatch", layer_));
-  DispatchHandle handle =
-      dispatcher.dispatch({x + t0 * H, physical.data(), topk_weights + t0 * K, n, nullptr});
+  DispatchHandle handle = [&] {
+    PhaseTimer timer("comm");
+    return dispatcher.dispatch({x + t0 * H, physical.data(), topk_weights + t0 * K, n, nullptr});
+  }();
   const DispatchOutput& received = handle.output();
   float* y = handle.y_buffer();  // [num_y_rows, H], expert-major
   std::vector<const float*> rows;
@@ -134,6 +141,7 @@ void DispatchedExperts::forward(const float* x, int64_t num_tokens, const int32_
   }
   parallel_.world->set_context(fmt::format("layer {} moe combine", layer_));
   std::vector<float> share(n * H);  // [n, H]
+  PhaseTimer timer("comm");
   dispatcher.combine(y, handle, share.data());
   // Every rank of the group gets every token's output back.
   std::vector<size_t> bytes(group.size());

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 
+#include "core/phase_timer.h"
 #include "runtime/slot_allocator.h"
 
 namespace epserve {
@@ -78,10 +79,13 @@ std::vector<GenerateResult> generate(ModelRunner& model,
     if (members.empty()) return false;
     std::vector<float> logits(batch.num_logit_rows() * V);
     auto start = std::chrono::steady_clock::now();
+    double comm_before = PhaseTimes::global().total("comm");
     model.forward(batch, logits.data());
     if (timings) {
       (prefill ? timings->prefill_seconds : timings->decode_seconds) += seconds_since(start);
       (prefill ? timings->prefill_tokens : timings->decode_tokens) += batch.num_tokens();
+      (prefill ? timings->prefill_comm_seconds : timings->decode_comm_seconds) +=
+          PhaseTimes::global().total("comm") - comm_before;
     }
     int64_t row = 0;
     for (size_t m = 0; m < members.size(); ++m) {

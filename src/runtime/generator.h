@@ -35,6 +35,9 @@ struct GenerateTimings {
   double decode_seconds = 0;
   int64_t prefill_tokens = 0;
   int64_t decode_tokens = 0;
+  // Of which spent in communication between ranks (core/phase_timer.h "comm").
+  double prefill_comm_seconds = 0;
+  double decode_comm_seconds = 0;
 };
 
 // Runs on `runner` (whose KV cache must hold kv_slots_needed(requests, page_size) slots).

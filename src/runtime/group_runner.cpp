@@ -3,6 +3,7 @@
 #include <chrono>
 
 #include "comm/communicator.h"
+#include "core/phase_timer.h"
 
 namespace epserve {
 namespace {
@@ -31,6 +32,7 @@ GroupLeaderRunner::~GroupLeaderRunner() {
 
 void GroupLeaderRunner::forward(const ForwardBatch& batch, float* logits) {
   if (group_ && group_->size() > 1) {
+    PhaseTimer timer("comm");
     std::vector<int32_t> data = batch.serialize();
     int64_t size = static_cast<int64_t>(data.size());
     group_->set_context("sending the next batch");
