@@ -12,6 +12,7 @@
 
 #include "core/log.h"
 #include "core/thread_pool.h"
+#include "runtime/group_runner.h"
 #include "runtime/protocol.h"
 
 namespace epserve {
@@ -60,22 +61,28 @@ int64_t kv_slots_for_memory(double mem_fraction_static, int num_local_ranks, int
 
 int run_rank(const RankOptions& o) {
   set_log_level(o.log_level);
+  RankContext ctx = setup_rank(o.parallel, o.model_path);
   if (o.num_threads > 0) ThreadPool::set_global_threads(o.num_threads);
-  auto model = load_causal_lm(o.model_path);
+  auto model = load_causal_lm(o.model_path, ctx.parallel);
   int64_t bytes_per_slot = static_cast<int64_t>(
       KvCache::bytes_per_slot(model->config().num_layers, model->kv_layout()));
   int64_t slots = o.max_total_tokens > 0
                       ? o.max_total_tokens
-                      : kv_slots_for_memory(o.mem_fraction_static, o.num_local_ranks,
+                      : kv_slots_for_memory(o.mem_fraction_static, ctx.info.local_world_size,
                                             weight_bytes(o.model_path), bytes_per_slot);
   slots = std::max(slots, o.scheduler.page_size);
-  LocalModelRunner runner(std::move(model), slots);
+  if (!ctx.leader) {
+    run_group_follower(*model, slots, *ctx.parallel.attention_group);
+    return 0;
+  }
+  GroupLeaderRunner runner(*model, slots, ctx.parallel.attention_group);
   Scheduler scheduler(runner, o.scheduler);
+  const int dp_rank = ctx.dp_rank;
 
   zmq::context_t context(1);
   zmq::socket_t inbox(context, zmq::socket_type::pull);
   zmq::socket_t outbox(context, zmq::socket_type::push);
-  inbox.connect(fmt::format("{}-in-{}", o.ipc_base, o.dp_rank));
+  inbox.connect(fmt::format("{}-in-{}", o.ipc_base, dp_rank));
   outbox.connect(fmt::format("{}-out", o.ipc_base));
   outbox.set(zmq::sockopt::linger, 1000);
 
@@ -83,7 +90,7 @@ int run_rank(const RankOptions& o) {
                 {"id", 0},
                 {"result",
                  {{"ready", true},
-                  {"dp_rank", o.dp_rank},
+                  {"dp_rank", dp_rank},
                   {"max_total_num_tokens", scheduler.max_total_tokens()},
                   {"page_size", o.scheduler.page_size},
                   {"kv_pages", scheduler.max_total_tokens() / o.scheduler.page_size},
