@@ -7,6 +7,15 @@ void add_parallel_flags(CLI::App& sub, ParallelOptions& o) {
                  "World size: ranks (attention heads are split over them); default: the "
                  "largest of --ep-size and --dp-size");
   sub.add_option("--ep-size,--ep", o.ep_size, "Expert-parallel size (must divide the world)");
+  sub.add_option("--dp-size,--dp", o.dp_size,
+                 "Attention data-parallel groups (with --enable-dp-attention)");
+  sub.add_flag("--enable-dp-attention", o.enable_dp_attention,
+               "Attention data-parallel: each group of W / dp ranks serves its own requests with "
+               "its own KV cache; MoE layers still span all ranks");
+  sub.add_option("--moe-dense-tp-size", o.moe_dense_tp_size,
+                 "1: dense layers whole on every rank (default: split like the heads)");
+  sub.add_flag("--enable-dp-lm-head", o.enable_dp_lm_head,
+               "Split the LM head's vocabulary over the attention group (needs DP attention)");
   sub.add_option("--moe-a2a-backend", o.moe_a2a_backend,
                  "none (expert outputs summed over ranks) or deepep (token dispatch/combine)")
       ->check(CLI::IsMember({"none", "deepep"}));

@@ -37,6 +37,16 @@ void CausalLM::load_embeddings_and_head() {
   } else {
     lm_head_ = Linear::load(weights_, "lm_head.weight", V, H);
   }
+  Communicator* group = parallel_.attention_group.get();
+  if (parallel_.vocab_parallel_lm_head && group != nullptr && group->size() > 1) {
+    auto [v0, v1] = vocab_share(group->rank(), group->size());
+    lm_head_ = lm_head_.rows(v0, v1);
+  }
+}
+
+std::pair<int64_t, int64_t> CausalLM::vocab_share(int rank, int size) const {
+  const int64_t V = config_.vocab_size;
+  return {V * rank / size, V * (rank + 1) / size};
 }
 
 void CausalLM::set_moe_observer(MoeObserver* observer) {
@@ -89,7 +99,36 @@ void CausalLM::forward(const ForwardBatch& batch, KvCache& cache, float* logits)
   const int64_t R = static_cast<int64_t>(rows.size()) / H;
   if (R == 0) return;
   final_norm_.forward(rows.data(), R, rows.data());
-  lm_head_.forward(rows.data(), R, logits);  // [R, V]
+  if (lm_head_.out_features() == config_.vocab_size) {
+    lm_head_.forward(rows.data(), R, logits);  // [R, V]
+    return;
+  }
+  // Vocabulary split over the attention group: each rank computes its columns, then they are
+  // gathered and put side by side (every logit is computed whole by one rank: exact).
+  Communicator& group = *parallel_.attention_group;
+  const int G = group.size();
+  std::vector<float> local(R * lm_head_.out_features());  // [R, V / G]
+  lm_head_.forward(rows.data(), R, local.data());
+  std::vector<size_t> bytes(G);
+  for (int r = 0; r < G; ++r) {
+    auto [v0, v1] = vocab_share(r, G);
+    bytes[r] = static_cast<size_t>(R * (v1 - v0)) * sizeof(float);
+  }
+  std::vector<float> gathered(R * config_.vocab_size);  // [G][R, V_r]
+  {
+    PhaseTimer timer("comm");
+    group.set_context("lm head gather");
+    group.allgatherv(local.data(), local.size() * sizeof(float), gathered.data(), bytes);
+  }
+  const int64_t V = config_.vocab_size;
+  int64_t offset = 0;
+  for (int r = 0; r < G; ++r) {
+    auto [v0, v1] = vocab_share(r, G);
+    for (int64_t i = 0; i < R; ++i) {
+      std::copy_n(gathered.data() + offset + i * (v1 - v0), v1 - v0, logits + i * V + v0);
+    }
+    offset += R * (v1 - v0);
+  }
 }
 
 std::unique_ptr<CausalLM> load_causal_lm(const std::string& model_dir,

@@ -52,6 +52,8 @@ class CausalLM {
 
  private:
   void embed(const ForwardBatch& batch, float* hidden) const;
+  // The vocabulary rows [begin, end) of rank `rank` of `size` (vocab-parallel LM head).
+  std::pair<int64_t, int64_t> vocab_share(int rank, int size) const;
 
   // Sums a tensor-parallel partial result over the attention group (no-op alone).
   void reduce_over_heads(float* data, int64_t count, const char* what, size_t layer);

@@ -39,8 +39,8 @@ std::unique_ptr<CausalLM> build_deepseek_v3(ModelConfig config, ModelWeights wei
       layer.feed_forward = std::move(moe);
     } else {
       layer.feed_forward = std::make_unique<DenseFeedForward>(
-          GatedMlp::load(w, mlp, c.hidden_size, c.intermediate_size, parallel.attention_heads));
-      layer.feed_forward_is_partial = parallel.attention_heads.size > 1;
+          GatedMlp::load(w, mlp, c.hidden_size, c.intermediate_size, parallel.dense_mlp));
+      layer.feed_forward_is_partial = parallel.dense_mlp.size > 1;
     }
     layers.push_back(std::move(layer));
   }

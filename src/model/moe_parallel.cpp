@@ -52,20 +52,67 @@ AllReduceExperts::AllReduceExperts(const ModelConfig& config, const ModelWeights
       top_k_(config.moe.top_k),
       hidden_(config.hidden_size),
       world_(parallel.world),
+      group_(parallel.attention_group),
       moe_tp_size_(parallel.moe_tp_size),
       moe_tp_rank_(parallel.moe_tp_rank) {}
 
 void AllReduceExperts::forward(const float* x, int64_t num_tokens, const int32_t* topk_ids,
                                const float* topk_weights, float* out) {
   const int64_t K = top_k_;
+  const int64_t H = hidden_;
   const int ranks = world_->size();
-  // Every rank maps every token the way the token's owner (the rank whose share it is in)
+  // The batch every rank works on: with one attention group, its own (every rank has every
+  // token); with DP attention, the tokens of all groups, gathered (each rank contributes its
+  // share of its group's tokens, so every token comes once).
+  const float* gx = x;
+  const int32_t* gids = topk_ids;
+  const float* gweights = topk_weights;
+  int64_t total = num_tokens;
+  int64_t my_group_offset = 0;
+  std::vector<float> all_x, all_weights;
+  std::vector<int32_t> all_ids;
+  std::vector<int64_t> counts(ranks, 0);  // tokens each world rank contributes
+  const bool dp = group_->size() < ranks;
+  if (dp) {
+    auto [s0, s1] = token_share(num_tokens, group_->rank(), group_->size());
+    int64_t mine = s1 - s0;
+    {
+      PhaseTimer timer("comm");
+      world_->set_context("moe gather of the groups' tokens");
+      world_->allgather(&mine, sizeof(mine), counts.data());
+      total = 0;
+      for (int r = 0; r < ranks; ++r) total += counts[r];
+      auto gather = [&](const void* send, size_t row_bytes, void* recv) {
+        std::vector<size_t> bytes(ranks);
+        for (int r = 0; r < ranks; ++r) bytes[r] = static_cast<size_t>(counts[r]) * row_bytes;
+        world_->allgatherv(send, static_cast<size_t>(mine) * row_bytes, recv, bytes);
+      };
+      all_x.resize(total * H);
+      all_ids.resize(total * K);
+      all_weights.resize(total * K);
+      gather(x + s0 * H, H * sizeof(float), all_x.data());
+      gather(topk_ids + s0 * K, K * sizeof(int32_t), all_ids.data());
+      gather(topk_weights + s0 * K, K * sizeof(float), all_weights.data());
+    }
+    // This group's tokens start where its first rank's share does.
+    const int first_rank = world_->rank() - group_->rank();
+    for (int r = 0; r < first_rank; ++r) my_group_offset += counts[r];
+    gx = all_x.data();
+    gids = all_ids.data();
+    gweights = all_weights.data();
+  } else {
+    for (int r = 0; r < ranks; ++r) {
+      auto [t0, t1] = token_share(num_tokens, r, ranks);
+      counts[r] = t1 - t0;
+    }
+  }
+  // Every rank maps every token the way the token's owner (the rank that contributed it)
   // would, so all ranks agree on which slot serves each (token, k).
-  std::vector<int32_t> physical(num_tokens * K);  // [T, K]
+  std::vector<int32_t> physical(total * K);  // [total, K]
+  int64_t t0 = 0;
   for (int r = 0; r < ranks; ++r) {
-    auto [t0, t1] = token_share(num_tokens, r, ranks);
-    slots_.to_physical(topk_ids + t0 * K, (t1 - t0) * K, r / moe_tp_size_,
-                       physical.data() + t0 * K);
+    slots_.to_physical(gids + t0 * K, counts[r] * K, r / moe_tp_size_, physical.data() + t0 * K);
+    t0 += counts[r];
   }
   // Ranks holding the same slots take every moe_tp_size-th (token, k) row each.
   std::vector<int32_t> mine = physical;
@@ -74,14 +121,15 @@ void AllReduceExperts::forward(const float* x, int64_t num_tokens, const int32_t
       if (static_cast<int>(i % moe_tp_size_) != moe_tp_rank_) mine[i] = -1;
     }
   }
-  std::vector<float> y(num_tokens * K * hidden_, 0.0f);  // [T * K, H]
-  slots_.experts().forward_slots(x, num_tokens, mine.data(), y.data());
-  world_->set_context("moe all-reduce of expert outputs");
+  std::vector<float> y(total * K * H, 0.0f);  // [total * K, H]
+  slots_.experts().forward_slots(gx, total, mine.data(), y.data());
   {
     PhaseTimer timer("comm");
+    world_->set_context("moe all-reduce of expert outputs");
     world_->allreduce(y.data(), y.size(), ReduceOp::kSum);
   }
-  combine_reference(y.data(), physical.data(), topk_weights, num_tokens, top_k_, hidden_, out);
+  combine_reference(y.data() + my_group_offset * K * H, physical.data() + my_group_offset * K,
+                    gweights + my_group_offset * K, num_tokens, top_k_, H, out);
 }
 
 DispatchedExperts::DispatchedExperts(const ModelConfig& config, const ModelWeights& weights,

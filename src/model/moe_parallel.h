@@ -1,9 +1,10 @@
 // Routed experts spread over ranks (expert parallelism). Each rank holds the experts of its
 // physical slots; a token's top-k logical ids are mapped to physical slots through the expert
 // location map, then the experts are reached in one of SGLang's two ways:
-//  - AllReduceExperts (--moe-a2a-backend none): every rank has every token; each computes the
-//    (token, slot) rows whose expert it holds, the rows are summed over ranks (one rank holds
-//    each row, so the sum is exact), and every rank combines them.
+//  - AllReduceExperts (--moe-a2a-backend none): every rank works on every token (with DP
+//    attention, the groups' tokens are gathered first); each computes the (token, slot) rows
+//    whose expert it holds, the rows are summed over ranks (one rank computes each row, so the
+//    sum is exact), and every rank combines its own group's tokens.
 //  - DispatchedExperts (--moe-a2a-backend deepep): each rank of an attention group takes an
 //    equal share of the group's tokens, dispatches them to the experts' ranks, runs its
 //    experts on what arrives, combines what comes back, and the group gathers the shares.
@@ -57,6 +58,7 @@ class AllReduceExperts : public RoutedExperts {
   int top_k_;
   int64_t hidden_;
   std::shared_ptr<Communicator> world_;
+  std::shared_ptr<Communicator> group_;
   int moe_tp_size_;
   int moe_tp_rank_;
 };

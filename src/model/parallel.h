@@ -33,6 +33,11 @@ enum class DeepepMode { kAuto, kNormal, kLowLatency };
 
 struct ModelParallel {
   Shard attention_heads;  // this rank's share of the heads: rank and size of its attention group
+  // Dense layers' MLP (first_k_dense_replace): split like the heads, or whole on every rank
+  // with --moe-dense-tp-size 1.
+  Shard dense_mlp;
+  // --enable-dp-lm-head: the LM head's vocabulary is split over the attention group.
+  bool vocab_parallel_lm_head = false;
   std::shared_ptr<Communicator> attention_group;  // null when the group is this rank alone
   std::shared_ptr<Communicator> world;            // every rank (the MoE layers); null: alone
   // Experts: slots are split over ep_size groups of world_size / ep_size ranks (moe_tp_size);

@@ -40,10 +40,15 @@ struct GenerateTimings {
   double decode_comm_seconds = 0;
 };
 
-// Runs on `runner` (whose KV cache must hold kv_slots_needed(requests, page_size) slots).
+class Communicator;
+
+// Runs on `runner` (whose KV cache must hold kv_slots_needed(requests, page_size) slots). With
+// DP attention, `lockstep` joins the leaders of all attention groups: each generates its own
+// requests, and a group that is done joins the others' forwards with empty batches until all are.
 std::vector<GenerateResult> generate(ModelRunner& runner,
                                      const std::vector<GenerateRequest>& requests,
-                                     GenerateTimings* timings = nullptr, int64_t page_size = 16);
+                                     GenerateTimings* timings = nullptr, int64_t page_size = 16,
+                                     Communicator* lockstep = nullptr);
 // Runs on `model` in this process with a KV cache sized for the requests.
 std::vector<GenerateResult> generate(CausalLM& model, const std::vector<GenerateRequest>& requests,
                                      GenerateTimings* timings = nullptr, int64_t page_size = 16);

@@ -48,6 +48,12 @@ void ParallelOptions::validate() const {
               "--enable-dp-attention needs --tp-size ({}) divisible by --dp-size ({})", w,
               attention_groups());
   }
+  EPS_CHECK(!enable_dp_lm_head || dp_attention(),
+            "--enable-dp-lm-head needs --enable-dp-attention with --dp-size above 1");
+  EPS_CHECK(moe_dense_tp_size == 0 || moe_dense_tp_size == 1,
+            "--moe-dense-tp-size {} is not supported: use 1 (dense layers whole on every rank) or "
+            "leave it unset (split like the attention heads), as SGLang allows",
+            moe_dense_tp_size);
 }
 
 RankContext setup_rank(const ParallelOptions& o, const std::string& model_dir) {
@@ -73,6 +79,9 @@ RankContext setup_rank(const ParallelOptions& o, const std::string& model_dir) {
   p.world = ctx.world;
   p.attention_group = group;
   p.attention_heads = Shard{group->rank(), group->size()};
+  p.dense_mlp = o.moe_dense_tp_size == 1 ? Shard{} : p.attention_heads;
+  p.vocab_parallel_lm_head = o.enable_dp_lm_head;
+  if (groups > 1) ctx.leaders = ctx.world->split(ctx.leader ? 0 : -1, ctx.world->rank());
   p.ep_size = o.ep_size;
   p.moe_tp_size = w / o.ep_size;
   p.ep_rank = ctx.world->rank() / p.moe_tp_size;

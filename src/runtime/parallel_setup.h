@@ -21,8 +21,10 @@ class Communicator;
 struct ParallelOptions {
   int tp_size = 0;  // 0: absent
   int ep_size = 1;
-  int dp_size = 0;  // 0: absent
+  int dp_size = 0;  // 0: absent (with --enable-dp-attention: dp = W, which epserve says at start)
   bool enable_dp_attention = false;
+  int moe_dense_tp_size = 0;  // 0: absent (dense layers split like the heads); 1: whole per rank
+  bool enable_dp_lm_head = false;
   std::string moe_a2a_backend = "none";  // none | deepep
   std::string deepep_mode = "auto";      // auto | normal | low_latency
   int nnodes = 1;
@@ -33,7 +35,10 @@ struct ParallelOptions {
   int ep_num_redundant_experts = 0;
 
   int world_size() const;
-  int attention_groups() const;  // dp_size with DP attention, else 1
+  // Attention groups: dp_size with DP attention (W when --dp-size is absent), else 1. SGLang
+  // turns DP attention off when dp is 1; so does epserve.
+  int attention_groups() const;
+  bool dp_attention() const { return attention_groups() > 1; }
   // SGLang's consistency rules; throws epserve::Error naming the flag.
   void validate() const;
 };
@@ -44,6 +49,8 @@ struct RankContext {
   ModelParallel parallel;
   int dp_rank = 0;  // this rank's attention group
   bool leader = true;  // rank 0 of its attention group (runs the scheduler)
+  // The leaders of all attention groups (DP attention): they agree each step on whether to run.
+  std::shared_ptr<Communicator> leaders;
 };
 
 // In a rank process (or a single process): connects the data plane and cuts the layout.

@@ -3,7 +3,8 @@
 // with either MoE backend and dispatch mode, heads over ranks); greedy tokens must equal the
 // single-rank run's, logits must agree within 1e-4 (the only difference is the order in which
 // tensor-parallel partial sums of attention are added: about 6e-6 here), and for a given world
-// size every layout must give bit-identical logits (expert parallelism itself is exact).
+// size and attention-group size every layout must give bit-identical logits (expert
+// parallelism itself is exact; DP attention with groups of one rank is exact too).
 #include <gtest/gtest.h>
 
 #include <sys/wait.h>
@@ -37,6 +38,12 @@ const std::vector<Layout> kLayouts = {
     {4, "--ep-size 4"},
     {4, "--ep-size 4 --moe-a2a-backend deepep"},
     {4, "--tp-size 4 --ep-size 2"},
+    // DP attention: D groups of W / D ranks; each request is served by one group.
+    {2, "--ep-size 2 --enable-dp-attention"},
+    {4, "--ep-size 4 --enable-dp-attention --moe-a2a-backend deepep"},
+    {4, "--ep-size 4 --enable-dp-attention --dp-size 2"},
+    {4, "--ep-size 4 --enable-dp-attention --dp-size 2 --moe-a2a-backend deepep "
+        "--enable-dp-lm-head"},
 };
 
 nlohmann::json run_generate(const std::string& model, const std::string& prompts,
@@ -89,10 +96,28 @@ TEST_P(LayoutInvariance, EveryLayoutGivesTheTokensOfOneRank) {
         }
       }
     }
-    auto [it, inserted] = first_of_world.emplace(layout.world, result);
-    if (!inserted) {
-      EXPECT_EQ(it->second, result) << "layouts of world size " << layout.world << " differ";
+    // Logits depend only on how the heads are split: the size of the attention group.
+    int group = layout.world;
+    if (layout.flags.find("--enable-dp-attention") != std::string::npos) {
+      group = layout.flags.find("--dp-size 2") != std::string::npos ? layout.world / 2 : 1;
     }
+    auto [it, inserted] = first_of_world.emplace(group, result);
+    if (!inserted) {
+      EXPECT_EQ(it->second, result) << "layouts with attention groups of " << group << " differ";
+    }
+  }
+}
+
+// One request over four attention groups: three groups have nothing to do and join every
+// forward with an empty batch; the request still gets one rank's tokens.
+TEST(DpAttention, IdleGroupsJoinWithEmptyBatches) {
+  const std::string model = data_dir() + "/models/deepseek_v3_tiny";
+  testing::TempDir dir;
+  const std::string prompt = "--input-ids 7,8,9,10,11";
+  nlohmann::json single = run_generate(model, prompt, "", dir);
+  for (const char* flags : {"--ep-size 4 --enable-dp-attention",
+                            "--ep-size 4 --enable-dp-attention --moe-a2a-backend deepep"}) {
+    EXPECT_EQ(run_generate(model, prompt, flags, dir), single) << flags;
   }
 }
 
