@@ -56,8 +56,6 @@ struct ModelParallel {
   std::shared_ptr<Dispatcher> normal_dispatcher;
   std::shared_ptr<Dispatcher> low_latency_dispatcher;
   std::shared_ptr<PassState> pass = std::make_shared<PassState>();
-
-  bool single() const { return !world || attention_heads.size == 1 && ep_size == 1; }
 };
 
 }  // namespace epserve
