@@ -1,0 +1,200 @@
+#include "server/server_main.h"
+
+#include <signal.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+#include "core/error.h"
+#include "core/log.h"
+#include "io/model_config.h"
+#include "server/http.h"
+#include "server/rank_spawner.h"
+#include "server/server_context.h"
+
+namespace epserve {
+
+namespace {
+
+ModelInfo read_model_info(const ServerArgs& args) {
+  ModelConfig config = load_model_config(args.model_path);
+  ModelInfo m;
+  m.model_path = args.model_path;
+  m.served_model_name = args.served_model_name;
+  m.architecture = config.architecture;
+  m.model_type = config.model_type;
+  m.vocab_size = config.vocab_size;
+  for (int id : config.eos_token_ids) m.eos_token_ids.push_back(id);
+  m.context_length = config.max_position_embeddings;
+  if (args.context_length > 0) {
+    EPS_CHECK(config.max_position_embeddings <= 0 ||
+                  args.context_length <= config.max_position_embeddings,
+              "--context-length {} is longer than the model's max_position_embeddings {} ({})",
+              args.context_length, config.max_position_embeddings, config.source);
+    m.context_length = args.context_length;
+  }
+  EPS_CHECK(m.context_length > 1, "the model's context length is {} ({}); give --context-length",
+            m.context_length, config.source);
+  m.created = std::chrono::duration_cast<std::chrono::seconds>(
+                  std::chrono::system_clock::now().time_since_epoch())
+                  .count();
+  return m;
+}
+
+std::string read_file(const std::string& path, const char* flag) {
+  std::ifstream f(path, std::ios::binary);
+  EPS_CHECK(f.good(), "{}: cannot read {}", flag, path);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+void load_chat_template(const ServerArgs& args, ServerContext& ctx) {
+  try {
+    if (!args.chat_template.empty()) {
+      nlohmann::json config = nlohmann::json::object();
+      std::string config_path = args.tokenizer_path + "/tokenizer_config.json";
+      if (std::ifstream(config_path).good()) {
+        config = nlohmann::json::parse(read_file(config_path, "--tokenizer-path"));
+      }
+      ctx.chat_template = tokenizer::ChatTemplate::from_source(
+          read_file(args.chat_template, "--chat-template"), config, args.chat_template);
+    } else {
+      ctx.chat_template = tokenizer::ChatTemplate::load(
+          args.tokenizer_path,
+          args.hf_chat_template_name.empty() ? "default" : args.hf_chat_template_name);
+    }
+  } catch (const Error& e) {
+    // A broken template the user named is an error; a model without one only loses chat.
+    if (!args.chat_template.empty() || !args.hf_chat_template_name.empty()) throw;
+    ctx.chat_template_error = e.what();
+    spdlog::warn("no chat template ({}); /v1/chat/completions will answer 400", e.what());
+  }
+}
+
+// Draws "loading weights [#####.....] 12/40" on stderr as ranks report progress.
+void show_progress(int dp_rank, const nlohmann::json& status) {
+  if (!status.is_object() || !status.contains("load_progress")) return;
+  const auto& p = status["load_progress"];
+  int64_t done = p.value("done", 0), total = std::max<int64_t>(p.value("total", 1), 1);
+  int width = 30, filled = static_cast<int>(width * done / total);
+  std::fprintf(stderr, "\rloading weights (group %d) [%s%s] %lld/%lld%s", dp_rank,
+               std::string(filled, '#').c_str(), std::string(width - filled, '.').c_str(),
+               static_cast<long long>(done), static_cast<long long>(total),
+               done >= total ? "\n" : "");
+  std::fflush(stderr);
+}
+
+void print_layout(const ServerArgs& a, const ModelConfig& config) {
+  int experts = config.moe.num_experts + a.ep_num_redundant_experts;
+  std::fprintf(stderr,
+               "epserve serve: %s (%s), %d rank%s: tp %d, ep %d, dp %d%s; %d routed experts "
+               "(+%d redundant) -> %d per rank\n",
+               a.model_path.c_str(), config.architecture.c_str(), a.world_size,
+               a.world_size == 1 ? "" : "s", a.tp_size, a.ep_size, a.dp_size,
+               a.enable_dp_attention ? " (DP attention)" : "", config.moe.num_experts,
+               a.ep_num_redundant_experts, experts / std::max(a.ep_size, 1));
+  if (a.dp_size_implied) {
+    std::fprintf(stderr,
+                 "epserve serve: --enable-dp-attention without --dp-size: using dp = %d (the "
+                 "world size); SGLang would turn DP attention off here\n",
+                 a.dp_size);
+  }
+}
+
+}  // namespace
+
+int run_server(const ServerArgs& args) {
+  set_log_level(args.log_level);
+  check_supported(args);
+  ModelConfig config = load_model_config(args.model_path);
+  print_layout(args, config);
+
+  // SIGINT/SIGTERM are taken by the main thread with sigtimedwait; every thread started from here
+  // inherits the blocked mask. A client that hangs up must not kill the server.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+
+  Metrics metrics(args.served_model_name);
+  FrontendOptions frontend_options;
+  frontend_options.ipc_base = "ipc:///tmp/epserve-" + std::to_string(getpid());
+  frontend_options.num_dp_groups = args.num_dp_groups;
+  frontend_options.load_balance_method = args.load_balance_method;
+  Frontend frontend(frontend_options, &metrics);
+  if (args.random_seed_set)
+    frontend.seed_random(args.random_seed);
+  else
+    frontend.seed_random(std::random_device{}());
+  ServerContext ctx{args,
+                    read_model_info(args),
+                    tokenizer::Tokenizer::load(args.tokenizer_path),
+                    std::nullopt,
+                    "",
+                    frontend,
+                    metrics};
+  load_chat_template(args, ctx);
+
+  HttpServerOptions http_options;
+  http_options.host = args.host;
+  http_options.port = args.port;
+  http_options.max_body_bytes = static_cast<size_t>(args.http_max_body_bytes);
+  HttpServer http(http_options);
+  register_routes(http, ctx);
+  http.bind();  // fail before loading anything when the port is taken
+
+  frontend.set_status_callback(show_progress);
+  frontend.start();
+  RankSpawnOptions spawn;
+  spawn.world_size = args.world_size;
+  spawn.nnodes = args.nnodes;
+  spawn.node_rank = args.node_rank;
+  spawn.args = args.argv;
+  spawn.env.emplace_back(kEnvIpcBase, frontend_options.ipc_base);
+  RankProcesses ranks(spawn);
+  std::thread http_thread([&http] { http.serve(); });
+  std::fprintf(stderr, "epserve serve: listening on http://%s:%d (loading the model)\n",
+               args.host.c_str(), http.port());
+
+  int exit_code = 0;
+  bool announced = false;
+  while (true) {
+    timespec tick{0, 100 * 1000 * 1000};
+    int sig = sigtimedwait(&signals, nullptr, &tick);
+    if (sig == SIGINT || sig == SIGTERM) {
+      std::fprintf(stderr, "\nepserve serve: %s, shutting down\n",
+                   sig == SIGINT ? "interrupted" : "terminated");
+      break;
+    }
+    std::string exited = ranks.poll_exited();
+    if (!exited.empty()) {
+      std::fprintf(stderr, "epserve: error: %s; stopping the server\n", exited.c_str());
+      exit_code = 1;
+      break;
+    }
+    if (!announced && frontend.ready()) {
+      announced = true;
+      for (const auto& s : frontend.scheduler_info()) {
+        std::fprintf(stderr, "epserve serve: ready: %s\n", s.result.dump().c_str());
+      }
+      std::fprintf(stderr, "epserve serve: ready on http://%s:%d\n", args.host.c_str(),
+                   http.port());
+    }
+  }
+  frontend.shutdown();  // aborts running requests and tells the schedulers to stop
+  http.stop();
+  http_thread.join();
+  ranks.terminate(std::chrono::milliseconds(5000));
+  if (exit_code == 0 && !ranks.all_exited_cleanly()) {
+    spdlog::warn("a rank did not exit cleanly");
+  }
+  return exit_code;
+}
+
+}  // namespace epserve
