@@ -47,7 +47,7 @@ RequestGroup::RequestGroup(Frontend& frontend, std::vector<std::string> rids, in
 
 RequestGroup::~RequestGroup() {
   for (size_t i = 0; i < rids_.size(); ++i) {
-    if (!finished_[i]) frontend_.unregister(rids_[i], true);
+    if (!finished_[i]) frontend_.unregister(rids_[i], dp_rank_, true);
   }
 }
 
@@ -66,7 +66,7 @@ void RequestGroup::abort(size_t index) {
     finished_[index] = true;
     std::erase_if(queue_, [index](const OutputEvent& e) { return e.index == index; });
   }
-  frontend_.unregister(rids_[index], true);
+  frontend_.unregister(rids_[index], dp_rank_, true);
 }
 
 bool RequestGroup::finished(size_t index) const {
@@ -113,7 +113,7 @@ void RequestGroup::fail_all(const std::string& reason) {
       out.finished = true;
       out.finish_reason = "abort";
       out.error = reason;
-      queue_.push_back(OutputEvent{i, std::move(out), Clock::now()});
+      queue_.push_back(OutputEvent{i, std::move(out), Clock::now(), 503});
     }
   }
   cv_.notify_all();
@@ -218,7 +218,7 @@ std::shared_ptr<RequestGroup> Frontend::submit(std::vector<GenerateInput> inputs
     group.reset(new RequestGroup(*this, rids, dp));
     for (size_t i = 0; i < inputs.size(); ++i) {
       int64_t t = static_cast<int64_t>(inputs[i].input_ids.size()) + inputs[i].max_new_tokens;
-      routes_[rids[i]] = Route{group, i, t};
+      routes_[rids[i]] = Route{group, i, dp, t};
       group_requests_[dp] += 1;
       group_tokens_[dp] += t;
       outbox_.emplace_back(dp, encode_message({{"type", "generate"}, {"input", inputs[i]}}));
@@ -253,20 +253,16 @@ void Frontend::post(int dp_rank, const nlohmann::json& message) {
   (void)!write(wake_fd_, &one, sizeof(one));
 }
 
-void Frontend::unregister(const std::string& rid, bool abort_at_scheduler) {
-  int dp = -1;
+void Frontend::unregister(const std::string& rid, int dp_rank, bool abort_at_scheduler) {
   {
     std::lock_guard<std::mutex> lock(mutex_);
     auto it = routes_.find(rid);
     if (it == routes_.end()) return;
-    if (auto g = it->second.group.lock()) dp = g->dp_rank();
-    if (dp >= 0) {
-      group_requests_[dp] -= 1;
-      group_tokens_[dp] -= it->second.tokens;
-    }
+    group_requests_[dp_rank] -= 1;
+    group_tokens_[dp_rank] -= it->second.tokens;
     routes_.erase(it);
   }
-  if (abort_at_scheduler && dp >= 0 && !stopping_) post(dp, {{"type", "abort"}, {"rid", rid}});
+  if (abort_at_scheduler && !stopping_) post(dp_rank, {{"type", "abort"}, {"rid", rid}});
 }
 
 bool Frontend::abort_request(const std::string& rid) {
@@ -279,9 +275,8 @@ bool Frontend::abort_request(const std::string& rid) {
     std::lock_guard<std::mutex> lock(mutex_);
     auto it = routes_.find(rid);
     if (it == routes_.end()) return false;
-    if (auto g = it->second.group.lock()) dp = g->dp_rank();
+    dp = it->second.dp_rank;
   }
-  if (dp < 0) return false;
   post(dp, {{"type", "abort"}, {"rid", rid}});
   return true;
 }
@@ -364,6 +359,7 @@ void Frontend::handle(const void* data, size_t size) {
       TokenOutput out = item.get<TokenOutput>();
       std::shared_ptr<RequestGroup> group;
       size_t index = 0;
+      int orphan_dp = -1;  // the group is being destroyed: abort the request here
       {
         std::lock_guard<std::mutex> lock(mutex_);
         auto it = routes_.find(out.rid);
@@ -371,14 +367,14 @@ void Frontend::handle(const void* data, size_t size) {
         group = it->second.group.lock();
         index = it->second.index;
         if (out.finished || group == nullptr) {
-          if (group != nullptr) {
-            group_requests_[group->dp_rank()] -= 1;
-            group_tokens_[group->dp_rank()] -= it->second.tokens;
-          }
+          if (group == nullptr && !out.finished) orphan_dp = it->second.dp_rank;
+          group_requests_[it->second.dp_rank] -= 1;
+          group_tokens_[it->second.dp_rank] -= it->second.tokens;
           routes_.erase(it);
         }
       }
       if (group != nullptr) group->push(index, std::move(out), now);
+      if (orphan_dp >= 0) post(orphan_dp, {{"type", "abort"}, {"rid", out.rid}});
     }
     return;
   }

@@ -130,6 +130,7 @@ class Frontend {
   struct Route {
     std::weak_ptr<RequestGroup> group;
     size_t index = 0;
+    int dp_rank = 0;
     int64_t tokens = 0;  // prompt + max new tokens, for total_tokens balancing
   };
   struct PendingControl {
@@ -142,7 +143,9 @@ class Frontend {
   };
 
   void post(int dp_rank, const nlohmann::json& message);
-  void unregister(const std::string& rid, bool abort_at_scheduler);
+  // Forgets a request (called by its group, possibly from the group's destructor, so the DP
+  // group is passed in) and, unless it finished, aborts it at the scheduler.
+  void unregister(const std::string& rid, int dp_rank, bool abort_at_scheduler);
   int pick_group(int64_t tokens);
   void io_loop();
   void handle(const void* data, size_t size);
