@@ -15,6 +15,16 @@ Generation::Generation(Frontend& frontend, const tokenizer::Tokenizer& tokenizer
   group_ = frontend.submit(std::move(inputs));
 }
 
+Generation::~Generation() {
+  if (metrics_ == nullptr) return;
+  for (const ChoiceStream& c : choices_) {
+    if (!c.finished()) {
+      metrics_->request_finished("abort", c.prompt_tokens(), c.completion_tokens(),
+                                 c.cached_tokens(), elapsed_seconds());
+    }
+  }
+}
+
 bool Generation::next(size_t& index, ChoiceUpdate& update) {
   while (unfinished_ > 0) {
     OutputEvent event;

@@ -18,6 +18,10 @@ class Generation {
  public:
   Generation(Frontend& frontend, const tokenizer::Tokenizer& tokenizer, Metrics* metrics,
              std::vector<GenerateInput> inputs, std::vector<ChoiceOptions> options);
+  // Choices still running are aborted (by the request group) and counted as aborted.
+  ~Generation();
+  Generation(const Generation&) = delete;
+  Generation& operator=(const Generation&) = delete;
 
   // Waits for the next output of any choice and applies it. False once every choice finished.
   bool next(size_t& index, ChoiceUpdate& update);

@@ -155,6 +155,12 @@ HttpServer::HttpServer(HttpServerOptions options) : impl_(std::make_unique<Impl>
   s.set_payload_max_length(impl->options.max_body_bytes);
   s.set_keep_alive_timeout(impl->options.keep_alive_timeout_s);
   s.set_tcp_nodelay(true);
+  // SO_REUSEADDR only: httplib's default also sets SO_REUSEPORT, which would let a second server
+  // bind the same port silently instead of failing.
+  s.set_socket_options([](socket_t sock) {
+    int yes = 1;
+    setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));
+  });
   auto any = [impl](const httplib::Request& req, httplib::Response& res) {
     impl->dispatch(req, res);
   };

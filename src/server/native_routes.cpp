@@ -14,6 +14,8 @@ namespace epserve {
 namespace {
 
 constexpr auto kControlTimeout = std::chrono::milliseconds(2000);
+// Flushing walks the whole prefix cache in the scheduler's loop.
+constexpr auto kFlushTimeout = std::chrono::milliseconds(30000);
 
 json model_info(const ServerContext& ctx) {
   return {{"model_path", ctx.model.model_path},
@@ -93,7 +95,8 @@ void tokenize(ServerContext& ctx, const HttpRequest& req, HttpResponse& res) {
     out["count"] = ids.size();
   } else {
     json tokens = json::array(), counts = json::array();
-    for (const auto& text : *r.strings("prompt")) {
+    std::vector<std::string> texts = *r.strings("prompt");
+    for (const auto& text : texts) {
       std::vector<int32_t> ids = ctx.tokenizer.encode(text, special);
       counts.push_back(ids.size());
       tokens.push_back(std::move(ids));
@@ -150,8 +153,9 @@ void register_native_routes(HttpServer& http, ServerContext& ctx) {
     http.route(method, "/flush_cache", [&ctx](const HttpRequest&, HttpResponse& res) {
       if (!ctx.frontend.ready()) throw ApiError(503, "the model is still loading");
       bool ok = true;
-      for (const json& r : ctx.frontend.control("flush_cache", kControlTimeout)) {
-        ok = ok && r.is_object() && r.value("ok", false);
+      for (const json& r : ctx.frontend.control("flush_cache", kFlushTimeout)) {
+        if (r.is_null()) throw ApiError(503, "a scheduler did not answer flush_cache in time");
+        ok = ok && r.value("ok", false);
       }
       res.content_type = "text/plain";
       res.status = ok ? 200 : 400;

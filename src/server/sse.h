@@ -8,7 +8,7 @@
 
 namespace epserve {
 
-inline constexpr const char* kSseContentType = "text/event-stream";
+inline constexpr const char* kSseContentType = "text/event-stream; charset=utf-8";
 
 // One event carrying a JSON object (invalid UTF-8 in strings is replaced, never thrown).
 std::string sse_event(const nlohmann::json& data);
