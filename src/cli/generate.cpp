@@ -1,6 +1,7 @@
 // epserve generate: offline generation from token ids (and, with a tokenizer, text), writing
 // {"sequences": [{"input_ids", "output_ids", "logits"?, "finish_reason"}]} as JSON.
 #include <fstream>
+#include <optional>
 #include <iostream>
 #include <sstream>
 
@@ -12,6 +13,8 @@
 #include "core/thread_pool.h"
 #include "model/causal_lm.h"
 #include "runtime/generator.h"
+#include "tokenizer/chat_template.h"
+#include "tokenizer/tokenizer.h"
 
 namespace epserve::cli {
 namespace {
@@ -19,6 +22,9 @@ namespace {
 struct GenerateOptions {
   std::string model_path;
   std::vector<std::string> input_ids;
+  std::vector<std::string> prompts;
+  std::vector<std::string> chats;
+  std::string chat_template_kwargs = "{}";
   int64_t max_new_tokens = 16;
   float temperature = 0.0f;
   float top_p = 1.0f;
@@ -55,12 +61,25 @@ std::vector<int32_t> parse_ids(const std::string& text) {
 int run_generate(const GenerateOptions& o) {
   set_log_level(o.log_level);
   if (o.num_threads > 0) ThreadPool::set_global_threads(o.num_threads);
-  EPS_CHECK(!o.input_ids.empty(), "give at least one prompt with --input-ids");
+  EPS_CHECK(!o.input_ids.empty() || !o.prompts.empty() || !o.chats.empty(),
+            "give at least one prompt with --input-ids, --prompt or --chat");
+  std::vector<std::vector<int32_t>> prompts;
+  for (const auto& text : o.input_ids) prompts.push_back(parse_ids(text));
+  std::optional<tokenizer::Tokenizer> tok;
+  if (!o.prompts.empty() || !o.chats.empty()) tok = tokenizer::Tokenizer::load(o.model_path);
+  for (const auto& text : o.prompts) prompts.push_back(tok->encode(text, true));
+  if (!o.chats.empty()) {
+    auto chat_template = tokenizer::ChatTemplate::load(o.model_path);
+    for (const auto& messages : o.chats) {
+      std::string rendered = chat_template.render(messages, true, o.chat_template_kwargs);
+      prompts.push_back(tok->encode(rendered, false));
+    }
+  }
   auto model = load_causal_lm(o.model_path);
   std::vector<GenerateRequest> requests;
-  for (const auto& text : o.input_ids) {
+  for (auto& ids : prompts) {
     GenerateRequest r;
-    r.input_ids = parse_ids(text);
+    r.input_ids = std::move(ids);
     for (int32_t id : r.input_ids) {
       EPS_CHECK(id < model->vocab_size(), "--input-ids: token id {} is outside the vocabulary (0..{})",
                 id, model->vocab_size() - 1);
@@ -82,6 +101,7 @@ int run_generate(const GenerateOptions& o) {
     s["input_ids"] = requests[i].input_ids;
     s["output_ids"] = results[i].output_ids;
     s["finish_reason"] = results[i].finish_reason;
+    if (tok) s["text"] = tok->decode(results[i].output_ids, true);
     if (o.return_logits) s["logits"] = results[i].logits;
     out["sequences"].push_back(std::move(s));
   }
@@ -104,6 +124,14 @@ Command register_generate(CLI::App& app) {
       ->required();
   sub->add_option("--input-ids", options->input_ids,
                   "A prompt as comma-separated token ids; repeat for several prompts");
+  sub->add_option("--prompt", options->prompts,
+                  "A text prompt (tokenized with the model's tokenizer); repeatable");
+  sub->add_option("--chat", options->chats,
+                  "Chat messages as JSON, e.g. '[{\"role\":\"user\",\"content\":\"Hi\"}]', "
+                  "rendered with the model's chat template; repeatable")
+      ->allow_extra_args(false);  // keep CLI11 from splitting a JSON list at its commas
+  sub->add_option("--chat-template-kwargs", options->chat_template_kwargs,
+                  "Extra template variables as JSON, e.g. '{\"enable_thinking\": false}'");
   sub->add_option("--max-new-tokens", options->max_new_tokens, "Tokens to generate per prompt")
       ->check(CLI::NonNegativeNumber);
   sub->add_option("--temperature", options->temperature, "0 means greedy")

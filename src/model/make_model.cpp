@@ -10,6 +10,7 @@
 #include "io/model_config.h"
 #include "io/safetensors_writer.h"
 #include "model/tensor_specs.h"
+#include "tokenizer/family_files.h"
 
 namespace epserve {
 namespace {
@@ -147,6 +148,9 @@ json make_model_config(const MakeModelOptions& o) {
     c["use_sliding_window"] = false;
     c["sliding_window"] = nullptr;
   }
+  EPS_CHECK(c["vocab_size"].get<int>() >= 1024,
+            "--vocab-size {} is smaller than the family tokenizer's 1024 ids",
+            c["vocab_size"].get<int>());
   parse_model_config(c, "make-model");  // the same checks a load would make
   return c;
 }
@@ -214,6 +218,9 @@ void make_model(const MakeModelOptions& o, const std::string& dir) {
     tensors.push_back(std::move(t));
   }
   write_model_safetensors(dir, tensors, o.max_shard_bytes);
+  // The family's small trained tokenizer (1024 ids, the family's special tokens and chat
+  // template), so that any made model can be served with text.
+  tokenizer::write_family_tokenizer_files(*tokenizer::tokenizer_family_from_name(o.arch), dir);
 }
 
 }  // namespace epserve

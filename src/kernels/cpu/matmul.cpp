@@ -1,9 +1,12 @@
 #include "kernels/cpu/matmul.h"
 
 #include <algorithm>
-#include <vector>
+#include <cmath>
+#include <cstring>
 
 #include "core/thread_pool.h"
+#include "kernels/cpu/matmul_internal.h"
+#include "kernels/cpu/vector_paths.h"
 
 namespace epserve {
 
@@ -15,8 +18,8 @@ WeightView WeightView::of(const Tensor& t) {
 }
 
 WeightView WeightView::row_slice(int64_t begin, int64_t end) const {
-  EPS_CHECK(0 <= begin && begin <= end && end <= rows, "row slice [{}, {}) of {} rows", begin,
-            end, rows);
+  EPS_CHECK(0 <= begin && begin <= end && end <= rows, "row slice [{}, {}) of {} rows", begin, end,
+            rows);
   WeightView v = *this;
   v.data = static_cast<const char*>(data) + begin * row_stride * dtype_size(dtype);
   v.rows = end - begin;
@@ -24,8 +27,8 @@ WeightView WeightView::row_slice(int64_t begin, int64_t end) const {
 }
 
 WeightView WeightView::col_slice(int64_t begin, int64_t end) const {
-  EPS_CHECK(0 <= begin && begin <= end && end <= cols, "column slice [{}, {}) of {} columns",
-            begin, end, cols);
+  EPS_CHECK(0 <= begin && begin <= end && end <= cols, "column slice [{}, {}) of {} columns", begin,
+            end, cols);
   WeightView v = *this;
   v.data = static_cast<const char*>(data) + begin * dtype_size(dtype);
   v.cols = end - begin;
@@ -42,43 +45,15 @@ void matmul_reference(const float* x, int64_t num_tokens, const WeightView& w, f
   for (int64_t t = 0; t < num_tokens; ++t) {
     for (int64_t n = 0; n < w.rows; ++n) {
       double acc = 0.0;
-      for (int64_t k = 0; k < w.cols; ++k) acc += static_cast<double>(x[t * w.cols + k]) * w.at(n, k);
+      for (int64_t k = 0; k < w.cols; ++k)
+        acc += static_cast<double>(x[t * w.cols + k]) * w.at(n, k);
       y[t * w.rows + n] = static_cast<float>(acc);
     }
   }
 }
 
-namespace {
-
-template <typename W, typename Convert>
-void matmul_rows(const float* x, int64_t num_tokens, const WeightView& w, float* y, int64_t n0,
-                 int64_t n1, Convert convert) {
-  const W* data = static_cast<const W*>(w.data);
-  for (int64_t n = n0; n < n1; ++n) {
-    const W* row = data + n * w.row_stride;
-    for (int64_t t = 0; t < num_tokens; ++t) {
-      const float* xt = x + t * w.cols;
-      float acc = 0.0f;
-      for (int64_t k = 0; k < w.cols; ++k) acc += xt[k] * convert(row[k]);
-      y[t * w.rows + n] = acc;
-    }
-  }
-}
-
-}  // namespace
-
 void matmul(const float* x, int64_t num_tokens, const WeightView& w, float* y) {
-  if (num_tokens == 0 || w.rows == 0) return;
-  ThreadPool::global().parallel_for(
-      w.rows,
-      [&](int64_t n0, int64_t n1) {
-        if (w.dtype == DType::BF16) {
-          matmul_rows<bf16_t>(x, num_tokens, w, y, n0, n1, bf16_to_f32);
-        } else {
-          matmul_rows<float>(x, num_tokens, w, y, n0, n1, [](float v) { return v; });
-        }
-      },
-      16);
+  matmul_detail::matmul_with_path(x, num_tokens, w, y, matmul_detail::MatmulPath::kAuto);
 }
 
 void matmul_untransposed(const float* x, int64_t num_tokens, const WeightView& w, float* y) {
@@ -98,4 +73,105 @@ void matmul_untransposed(const float* x, int64_t num_tokens, const WeightView& w
   }
 }
 
+namespace matmul_detail {
+
+bool avx2_available() {
+  return cpu_has_avx2_fma();
+}
+
+const char* path_name(MatmulPath path) {
+  switch (path) {
+    case MatmulPath::kAuto:
+      return "auto";
+    case MatmulPath::kScalar:
+      return "scalar";
+    case MatmulPath::kGemv:
+      return "gemv-avx2";
+    case MatmulPath::kGemm:
+      return "gemm-avx2";
+  }
+  return "?";
+}
+
+namespace {
+
+template <typename W>
+void rows_scalar_typed(const float* x, int64_t num_tokens, const W* w, int64_t row_stride,
+                       int64_t n_rows, int64_t k_cols, float* y, int64_t n_begin, int64_t n_end) {
+  for (int64_t n = n_begin; n < n_end; ++n) {
+    const W* row = w + n * row_stride;
+    for (int64_t t = 0; t < num_tokens; ++t) {
+      const float* xt = x + t * k_cols;
+      float acc[8] = {};
+      for (int64_t k0 = 0; k0 < k_cols; k0 += 8) {
+        for (int l = 0; l < 8; ++l) {
+          int64_t k = k0 + l;
+          float xv = k < k_cols ? xt[k] : 0.0f;
+          float wv = 0.0f;
+          if (k < k_cols) {
+            if constexpr (sizeof(W) == 2) {
+              wv = bf16_to_f32(row[k]);
+            } else {
+              wv = row[k];
+            }
+          }
+          acc[l] = std::fma(xv, wv, acc[l]);
+        }
+      }
+      float lo = (acc[0] + acc[4]) + (acc[2] + acc[6]);
+      float hi = (acc[1] + acc[5]) + (acc[3] + acc[7]);
+      y[t * n_rows + n] = lo + hi;
+    }
+  }
+}
+
+}  // namespace
+
+void rows_scalar(const float* x, int64_t num_tokens, const WeightView& w, float* y, int64_t n_begin,
+                 int64_t n_end) {
+  if (w.dtype == DType::BF16) {
+    rows_scalar_typed(x, num_tokens, static_cast<const bf16_t*>(w.data), w.row_stride, w.rows,
+                      w.cols, y, n_begin, n_end);
+  } else {
+    rows_scalar_typed(x, num_tokens, static_cast<const float*>(w.data), w.row_stride, w.rows,
+                      w.cols, y, n_begin, n_end);
+  }
+}
+
+void matmul_with_path(const float* x, int64_t num_tokens, const WeightView& w, float* y,
+                      MatmulPath path) {
+  EPS_CHECK(w.dtype == DType::BF16 || w.dtype == DType::F32,
+            "matmul weight must be BF16 or F32, found {}", dtype_name(w.dtype));
+  EPS_CHECK(num_tokens >= 0 && w.rows >= 0 && w.cols >= 0,
+            "matmul shapes must be non-negative: tokens {}, weight [{}, {}]", num_tokens, w.rows,
+            w.cols);
+  EPS_CHECK(w.rows <= 1 || w.row_stride >= w.cols,
+            "matmul weight row stride {} is smaller than its {} columns", w.row_stride, w.cols);
+  if (num_tokens == 0 || w.rows == 0) return;
+  if (w.cols == 0) {
+    std::fill(y, y + num_tokens * w.rows, 0.0f);
+    return;
+  }
+  if (path == MatmulPath::kAuto) {
+    if (!avx2_available()) {
+      path = MatmulPath::kScalar;
+    } else {
+      path = num_tokens <= kGemvMaxTokens ? MatmulPath::kGemv : MatmulPath::kGemm;
+    }
+  }
+  EPS_CHECK(path == MatmulPath::kScalar || avx2_available(),
+            "matmul path {} needs a CPU with AVX2 and FMA", path_name(path));
+  // Chunks of output rows large enough (~64K multiply-adds) to be worth a thread wake-up.
+  int64_t work_per_row = std::max<int64_t>(1, num_tokens * w.cols);
+  int64_t min_rows = std::max<int64_t>(8, (int64_t{1} << 16) / work_per_row);
+  if (path == MatmulPath::kGemm) {
+    gemm_avx2(x, num_tokens, w, y, min_rows);
+    return;
+  }
+  auto kernel = path == MatmulPath::kScalar ? rows_scalar : gemv_rows_avx2;
+  ThreadPool::global().parallel_for(
+      w.rows, [&](int64_t n0, int64_t n1) { kernel(x, num_tokens, w, y, n0, n1); }, min_rows);
+}
+
+}  // namespace matmul_detail
 }  // namespace epserve

@@ -126,3 +126,39 @@ TEST(CliErrors, BadConfigAndBadFlags) {
 
 }  // namespace
 }  // namespace epserve
+
+namespace epserve {
+namespace {
+
+TEST(CliGenerate, TextAndChatPromptsGoThroughTheTokenizerAndTemplate) {
+  std::string model = fixture("qwen3_moe_tiny");
+  RunResult ids = run("tokenize --model-path " + model + " --text 'Hello world'");
+  ASSERT_EQ(ids.exit_code, 0) << ids.output;
+  std::string expected = "[" + ids.output.substr(0, ids.output.find('\n')) + "]";
+  std::replace(expected.begin(), expected.end(), ' ', ',');
+  RunResult r = run("generate --model-path " + model +
+                    " --prompt 'Hello world' --max-new-tokens 2");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_THAT(r.output, HasSubstr("\"input_ids\":" + expected));
+  EXPECT_THAT(r.output, HasSubstr("\"text\":"));
+  RunResult chat = run("generate --model-path " + model +
+                       " --chat '[{\"role\":\"user\",\"content\":\"Hi, you\"}]' --max-new-tokens 2");
+  ASSERT_EQ(chat.exit_code, 0) << chat.output;
+  // Qwen3's template opens the user turn with <|im_start|> (id 1) and ends it with <|im_end|> (2).
+  EXPECT_THAT(chat.output, HasSubstr("\"input_ids\":[1,"));
+}
+
+TEST(CliMakeModel, WritesAModelThatLoadsAndCarriesItsTokenizer) {
+  testing::TempDir dir;
+  RunResult r = run("make-model --arch deepseek_v3 --preset tiny --output " + dir.file("m"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_TRUE(std::filesystem::exists(dir.file("m/tokenizer.json")));
+  RunResult g = run("generate --model-path " + dir.file("m") + " --prompt hi --max-new-tokens 3");
+  EXPECT_EQ(g.exit_code, 0) << g.output;
+  expect_one_line_error(run("make-model --arch deepseek_v3 --vocab-size 100 --output " +
+                            dir.file("small")),
+                        "smaller than the family tokenizer");
+}
+
+}  // namespace
+}  // namespace epserve

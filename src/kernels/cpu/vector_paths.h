@@ -1,0 +1,18 @@
+// AVX2 + FMA versions of the elementwise and per-row kernels (files *_avx2.cpp), declared for
+// the dispatchers in activation.cpp / norm.cpp and for the tests that compare them with the
+// scalar definitions. Call them only when cpu_has_avx2_fma() is true.
+#pragma once
+
+#include <cstdint>
+
+namespace epserve {
+
+// AVX2 and FMA, checked once at run time.
+bool cpu_has_avx2_fma();
+
+void silu_mul_avx2(const float* gate, const float* up, int64_t n, float* out);
+
+// One row of rmsnorm: the sum of squares in double, then y = weight * (x * inv_rms) in fp32.
+void rmsnorm_row_avx2(const float* x, const float* weight, int64_t dim, double eps, float* out);
+
+}  // namespace epserve
