@@ -1,5 +1,6 @@
 // epserve serve: SGLang's launch_server flags. The same command runs the frontend (no
 // EPSERVE_RANK in the environment) and, re-executed by it, each rank process.
+#include <csignal>
 #include <cstdlib>
 #include <fstream>
 #include <string>
@@ -7,7 +8,6 @@
 #include "cli/commands.h"
 #include "core/error.h"
 #include "runtime/rank_main.h"
-#include "server/rank_spawner.h"
 #include "server/server_args.h"
 #include "server/server_main.h"
 
@@ -65,6 +65,9 @@ Command register_serve(CLI::App& app) {
                    resolve_server_args(*args);
                    args->argv = own_argv();
                    if (std::getenv("EPSERVE_RANK") != nullptr) {
+                     // A terminal's Ctrl-C reaches the whole process group; the frontend then
+                     // stops the ranks in order (and they die with it if it dies).
+                     std::signal(SIGINT, SIG_IGN);
                      return run_rank(rank_options(*args));
                    }
                    return run_server(*args);

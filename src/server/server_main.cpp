@@ -3,16 +3,17 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cstdio>
 #include <fstream>
 #include <sstream>
 #include <thread>
 
+#include "comm/launcher.h"
 #include "core/error.h"
 #include "core/log.h"
 #include "io/model_config.h"
 #include "server/http.h"
-#include "server/rank_spawner.h"
 #include "server/server_context.h"
 
 namespace epserve {
@@ -151,13 +152,26 @@ int run_server(const ServerArgs& args) {
 
   frontend.set_status_callback(show_progress);
   frontend.start();
-  RankSpawnOptions spawn;
-  spawn.world_size = args.world_size;
-  spawn.nnodes = args.nnodes;
-  spawn.node_rank = args.node_rank;
-  spawn.args = args.argv;
-  spawn.env.emplace_back(kEnvIpcBase, frontend_options.ipc_base);
-  RankProcesses ranks(spawn);
+
+  // The ranks: started and supervised by the launcher on its own thread. SIGINT/SIGTERM stay
+  // blocked there too, so they reach only the loop below, which stops the ranks in order.
+  LaunchOptions launch;
+  launch.world_size = args.world_size;
+  launch.nnodes = args.nnodes;
+  launch.node_rank = args.node_rank;
+  launch.dist_init_addr = args.dist_init_addr;
+  launch.args = args.argv;
+  launch.extra_env.emplace_back(kEnvIpcBase, frontend_options.ipc_base);
+  std::atomic<int> launcher_status{-1};
+  std::thread launcher([&launch, &launcher_status] {
+    int status = 1;
+    try {
+      status = run_launcher(launch);
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "epserve: error: %s\n", e.what());
+    }
+    launcher_status = status;
+  });
   std::thread http_thread([&http] { http.serve(); });
   std::fprintf(stderr, "epserve serve: listening on http://%s:%d (loading the model)\n",
                args.host.c_str(), http.port());
@@ -172,9 +186,8 @@ int run_server(const ServerArgs& args) {
                    sig == SIGINT ? "interrupted" : "terminated");
       break;
     }
-    std::string exited = ranks.poll_exited();
-    if (!exited.empty()) {
-      std::fprintf(stderr, "epserve: error: %s; stopping the server\n", exited.c_str());
+    if (launcher_status >= 0) {
+      std::fprintf(stderr, "epserve: error: the ranks stopped; stopping the server\n");
       exit_code = 1;
       break;
     }
@@ -190,11 +203,19 @@ int run_server(const ServerArgs& args) {
   frontend.shutdown();  // aborts running requests and tells the schedulers to stop
   http.stop();
   http_thread.join();
-  ranks.terminate(std::chrono::milliseconds(5000));
-  if (exit_code == 0 && !ranks.all_exited_cleanly()) {
-    spdlog::warn("a rank did not exit cleanly");
+  // The ranks leave by themselves after the shutdown message; one that does not is killed with
+  // this process (PR_SET_PDEATHSIG).
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  while (launcher_status < 0 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
-  return exit_code;
+  if (launcher_status < 0) {
+    std::fprintf(stderr, "epserve: error: the ranks did not stop within 20 s; killing them\n");
+    std::fflush(stderr);
+    _exit(1);
+  }
+  launcher.join();
+  return exit_code != 0 ? exit_code : (launcher_status == 0 ? 0 : 1);
 }
 
 }  // namespace epserve

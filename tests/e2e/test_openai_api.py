@@ -220,3 +220,15 @@ def test_raw_stream_framing(server):
     assert events[-1] == "[DONE]"
     assert events[0]["choices"][0]["delta"]["role"] == "assistant"
     assert sum(1 for e in events[:-1] if e["choices"] and e["choices"][0]["finish_reason"]) == 1
+
+
+def test_schema_check_rejects_a_bad_shape(openai_schema):
+    import jsonschema
+
+    good = {"id": "x", "object": "chat.completion", "created": 1, "model": "m", "choices": [
+        {"index": 0, "message": {"role": "assistant", "content": "a", "refusal": None},
+         "logprobs": None, "finish_reason": "stop"}]}
+    openai_schema("CreateChatCompletionResponse", good)
+    bad = dict(good, choices=[dict(good["choices"][0], finish_reason="abort")])
+    with pytest.raises(jsonschema.ValidationError):
+        openai_schema("CreateChatCompletionResponse", bad)
