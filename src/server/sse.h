@@ -8,7 +8,10 @@
 
 namespace epserve {
 
-inline constexpr const char* kSseContentType = "text/event-stream; charset=utf-8";
+// Exactly this (no charset parameter): cpp-httplib compresses every other text/* type for clients
+// that accept gzip, and the compressor holds data back, which would stall a stream. The events
+// are UTF-8.
+inline constexpr const char* kSseContentType = "text/event-stream";
 
 // One event carrying a JSON object (invalid UTF-8 in strings is replaced, never thrown).
 std::string sse_event(const nlohmann::json& data);

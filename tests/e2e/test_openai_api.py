@@ -212,10 +212,13 @@ def test_cached_tokens_reported(server, client):
 
 
 def test_raw_stream_framing(server):
-    r = requests.post(server.url("/v1/chat/completions"), stream=True, timeout=60, json={
+    r = requests.post(server.url("/v1/chat/completions"), stream=True, timeout=60,
+                      headers={"Accept-Encoding": "gzip, deflate, br"}, json={
         "model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4, "stream": True})
     assert r.status_code == 200
     assert r.headers["Content-Type"].startswith("text/event-stream")
+    # A compressed stream would be held back by the compressor: events must go out as they come.
+    assert "Content-Encoding" not in r.headers
     events = sse_events(r)
     assert events[-1] == "[DONE]"
     assert events[0]["choices"][0]["delta"]["role"] == "assistant"
