@@ -235,3 +235,15 @@ def test_schema_check_rejects_a_bad_shape(openai_schema):
     bad = dict(good, choices=[dict(good["choices"][0], finish_reason="abort")])
     with pytest.raises(jsonschema.ValidationError):
         openai_schema("CreateChatCompletionResponse", bad)
+
+
+def test_echo(server, client):
+    plain = client.completions.create(model="m", prompt="Echo this", max_tokens=4, temperature=0)
+    echoed = client.completions.create(model="m", prompt="Echo this", max_tokens=4, temperature=0, echo=True,
+                                       logprobs=1)
+    assert echoed.choices[0].text == "Echo this" + plain.choices[0].text
+    lp = echoed.choices[0].logprobs
+    prompt_len = len(tokenize(server, "Echo this"))
+    assert len(lp.tokens) == prompt_len + plain.usage.completion_tokens
+    assert lp.token_logprobs[0] is None and all(x is not None for x in lp.token_logprobs[1:])
+    assert lp.text_offset[0] == 0 and lp.text_offset == sorted(lp.text_offset)
