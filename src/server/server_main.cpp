@@ -146,6 +146,8 @@ int run_server(const ServerArgs& args) {
   http_options.host = args.host;
   http_options.port = args.port;
   http_options.max_body_bytes = static_cast<size_t>(args.http_max_body_bytes);
+  // Every open stream holds a thread; room for twice the running batch.
+  http_options.threads = static_cast<size_t>(std::max(256, 2 * args.max_running_requests));
   HttpServer http(http_options);
   register_routes(http, ctx);
   http.bind();  // fail before loading anything when the port is taken
@@ -194,7 +196,15 @@ int run_server(const ServerArgs& args) {
     if (!announced && frontend.ready()) {
       announced = true;
       for (const auto& s : frontend.scheduler_info()) {
-        std::fprintf(stderr, "epserve serve: ready: %s\n", s.result.dump().c_str());
+        const nlohmann::json& r = s.result;
+        std::fprintf(stderr,
+                     "epserve serve: DP group %d ready: KV cache %lld tokens (%lld pages of %lld), "
+                     "context length %lld\n",
+                     r.value("dp_rank", 0),
+                     static_cast<long long>(r.value("max_total_num_tokens", 0)),
+                     static_cast<long long>(r.value("kv_pages", 0)),
+                     static_cast<long long>(r.value("page_size", 0)),
+                     static_cast<long long>(r.value("context_length", 0)));
       }
       std::fprintf(stderr, "epserve serve: ready on http://%s:%d\n", args.host.c_str(),
                    http.port());
