@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cstdio>
 #include <regex>
 
 #include "core/error.h"
@@ -178,9 +179,11 @@ HttpServer::HttpServer(HttpServerOptions options) : impl_(std::make_unique<Impl>
         res.set_content(error_body(res.status, message), "application/json");
         return httplib::Server::HandlerResponse::Handled;
       }));
-  s.set_logger([](const httplib::Request& req, const httplib::Response& res) {
-    spdlog::debug("HTTP {} {} -> {}", req.method, req.path, res.status);
-  });
+  if (impl->options.access_log) {
+    s.set_logger([](const httplib::Request& req, const httplib::Response& res) {
+      std::fprintf(stderr, "HTTP %s %s -> %d\n", req.method.c_str(), req.path.c_str(), res.status);
+    });
+  }
 }
 
 HttpServer::~HttpServer() {

@@ -61,6 +61,7 @@ struct HttpServerOptions {
   size_t max_body_bytes = 8 << 20;
   size_t threads = 256;  // each open streaming response holds one
   int keep_alive_timeout_s = 5;
+  bool access_log = false;  // one stderr line per request ("HTTP POST /generate -> 200")
 };
 
 class HttpServer {

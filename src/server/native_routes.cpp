@@ -15,7 +15,7 @@ namespace {
 
 constexpr auto kControlTimeout = std::chrono::milliseconds(2000);
 // Flushing walks the whole prefix cache in the scheduler's loop.
-constexpr auto kFlushTimeout = std::chrono::milliseconds(30000);
+constexpr auto kFlushTimeout = std::chrono::milliseconds(120000);
 
 json model_info(const ServerContext& ctx) {
   return {{"model_path", ctx.model.model_path},
