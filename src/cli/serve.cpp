@@ -7,6 +7,7 @@
 
 #include "cli/commands.h"
 #include "core/error.h"
+#include "runtime/parallel_setup.h"
 #include "runtime/rank_main.h"
 #include "server/server_args.h"
 #include "server/server_main.h"
@@ -37,8 +38,21 @@ RankOptions rank_options(const ServerArgs& a) {
   EPS_CHECK(ipc != nullptr && *ipc != '\0',
             "a rank process needs {} (it is started by `epserve serve`, not by hand)", kEnvIpcBase);
   o.ipc_base = ipc;
-  int rank = env_int("EPSERVE_RANK", 0);
-  o.dp_rank = rank / std::max(1, a.world_size / a.num_dp_groups);
+  ParallelOptions& p = o.parallel;
+  p.tp_size = a.tp_size;
+  p.ep_size = a.ep_size;
+  p.dp_size = a.dp_size;
+  p.enable_dp_attention = a.enable_dp_attention;
+  p.moe_dense_tp_size = a.moe_dense_tp_size;
+  p.enable_dp_lm_head = a.enable_dp_lm_head;
+  p.moe_a2a_backend = a.moe_a2a_backend;
+  p.deepep_mode = a.deepep_mode;
+  p.nnodes = a.nnodes;
+  p.node_rank = a.node_rank;
+  p.dist_init_addr = a.dist_init_addr;
+  p.dist_timeout_seconds = a.dist_timeout;
+  p.init_expert_location = a.init_expert_location;
+  p.ep_num_redundant_experts = a.ep_num_redundant_experts;
   if (a.max_running_requests > 0) o.scheduler.max_running_requests = a.max_running_requests;
   if (a.chunked_prefill_size != 0) o.scheduler.chunked_prefill_size = a.chunked_prefill_size;
   if (a.page_size > 0) o.scheduler.page_size = a.page_size;
@@ -46,7 +60,6 @@ RankOptions rank_options(const ServerArgs& a) {
   o.scheduler.enable_prefix_cache = !a.disable_radix_cache;
   o.max_total_tokens = a.max_total_tokens;
   o.mem_fraction_static = a.mem_fraction_static;
-  o.num_local_ranks = std::max(1, a.world_size / a.nnodes);
   o.num_threads = env_int("EPSERVE_NUM_THREADS", 0);
   o.log_level = a.log_level;
   return o;

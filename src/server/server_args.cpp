@@ -80,6 +80,8 @@ void add_server_args(CLI::App& sub, ServerArgs& a) {
   sub.add_option("--node-rank", a.node_rank, "This node's index");
   sub.add_option("--dist-init-addr,--nccl-init-addr", a.dist_init_addr,
                  "HOST:PORT of the rendezvous store on node 0");
+  sub.add_option("--dist-timeout", a.dist_timeout,
+                 "Seconds a rank waits for the others before giving up");
 
   // Experts
   sub.add_flag("--enable-eplb", a.enable_eplb, "Periodic expert rebalancing");
@@ -146,6 +148,7 @@ void resolve_server_args(ServerArgs& a) {
   EPS_CHECK(a.world_size % a.nnodes == 0,
             "the world size {} (--tp-size) must be a multiple of --nnodes {}", a.world_size,
             a.nnodes);
+  EPS_CHECK(a.dist_timeout > 0, "--dist-timeout {} must be positive", a.dist_timeout);
   EPS_CHECK(a.nnodes == 1 || !a.dist_init_addr.empty(),
             "--nnodes {} needs --dist-init-addr HOST:PORT (node 0's address)", a.nnodes);
   a.dp_size_implied = false;

@@ -59,6 +59,7 @@ struct ServerArgs {
   int nnodes = 1;
   int node_rank = 0;
   std::string dist_init_addr;
+  int dist_timeout = 60;  // seconds a rank waits for another (SGLang's default: none)
 
   // Expert placement and load balancing
   bool enable_eplb = false;

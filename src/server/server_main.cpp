@@ -147,7 +147,8 @@ int run_server(const ServerArgs& args) {
   http_options.port = args.port;
   http_options.max_body_bytes = static_cast<size_t>(args.http_max_body_bytes);
   // SGLang's --log-level-http (default: --log-level): info or debug logs every request.
-  const std::string& http_level = args.log_level_http.empty() ? args.log_level : args.log_level_http;
+  const std::string& http_level =
+      args.log_level_http.empty() ? args.log_level : args.log_level_http;
   http_options.access_log = http_level == "debug" || http_level == "info";
   // Every open stream holds a thread; room for twice the running batch.
   http_options.threads = static_cast<size_t>(std::max(256, 2 * args.max_running_requests));

@@ -75,7 +75,6 @@ constexpr std::array kUnimplementedSglangFlags = std::to_array<std::string_view>
     "constrained-json-disable-any-whitespace",
     "watchdog-timeout",
     "soft-watchdog-timeout",
-    "dist-timeout",
     "download-dir",
     "model-checksum",
     "base-gpu-id",

@@ -165,7 +165,10 @@ TEST(ServerArgs, ThisBuildRefusesWhatHasNotLanded) {
   ServerArgs a = parse({"--device", "cuda"});
   resolve_server_args(a);
   EXPECT_THROW(check_supported(a), Error);
-  ServerArgs b = parse({});
+  ServerArgs tbo = parse({"--enable-two-batch-overlap"});
+  resolve_server_args(tbo);
+  EXPECT_THROW(check_supported(tbo), Error);
+  ServerArgs b = parse({"--tp-size", "2", "--enable-dp-attention"});
   resolve_server_args(b);
   EXPECT_NO_THROW(check_supported(b));
 }
