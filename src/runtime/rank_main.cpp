@@ -67,6 +67,20 @@ int run_rank(const RankOptions& o) {
   set_log_level(o.log_level);
   RankContext ctx = setup_rank(o.parallel, o.model_path);
   if (o.num_threads > 0) ThreadPool::set_global_threads(o.num_threads);
+  // The leader reports loading progress to the frontend, which draws a progress bar.
+  zmq::context_t context(1);
+  zmq::socket_t outbox(context, zmq::socket_type::push);
+  if (ctx.leader) {
+    outbox.connect(fmt::format("{}-out", o.ipc_base));
+    outbox.set(zmq::sockopt::linger, 1000);
+    ctx.parallel.on_layer_loaded = [&](int done, int total) {
+      send(outbox, {{"type", "control"},
+                    {"id", 0},
+                    {"result",
+                     {{"load_progress", {{"done", done}, {"total", total}}},
+                      {"dp_rank", ctx.dp_rank}}}});
+    };
+  }
   auto model = load_causal_lm(o.model_path, ctx.parallel);
   int64_t bytes_per_slot = static_cast<int64_t>(
       KvCache::bytes_per_slot(model->config().num_layers, model->kv_layout()));
@@ -85,12 +99,8 @@ int run_rank(const RankOptions& o) {
   Scheduler scheduler(runner, o.scheduler);
   const int dp_rank = ctx.dp_rank;
 
-  zmq::context_t context(1);
   zmq::socket_t inbox(context, zmq::socket_type::pull);
-  zmq::socket_t outbox(context, zmq::socket_type::push);
   inbox.connect(fmt::format("{}-in-{}", o.ipc_base, dp_rank));
-  outbox.connect(fmt::format("{}-out", o.ipc_base));
-  outbox.set(zmq::sockopt::linger, 1000);
 
   send(outbox, {{"type", "control"},
                 {"id", 0},
