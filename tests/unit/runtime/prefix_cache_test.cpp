@@ -37,7 +37,9 @@ TEST(PrefixCache, MatchesWholePagesAndEvictsLeastRecentlyUsedFirst) {
   // a was used last: evicting two pages takes b's (leaf first, then its parent).
   EXPECT_TRUE(cache.evict(14));
   EXPECT_EQ(cache.cached_pages(), 2);
-  EXPECT_EQ(cache.match(b, 8).num_tokens, 0);
+  PrefixCache::Match gone = cache.match(b, 8);
+  EXPECT_EQ(gone.num_tokens, 0);
+  cache.release(gone.node);
   PrefixCache::Match again = cache.match(a, 8);
   EXPECT_EQ(again.num_tokens, 8);
 
