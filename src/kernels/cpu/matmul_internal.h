@@ -44,6 +44,9 @@ void rows_scalar(const float* x, int64_t num_tokens, const WeightView& w, float*
                  int64_t n_end);
 void gemv_rows_avx2(const float* x, int64_t num_tokens, const WeightView& w, float* y,
                     int64_t n_begin, int64_t n_end);
+// matmul_untransposed on AVX2 (same bits as matmul_untransposed_reference).
+void untransposed_avx2(const float* x, int64_t x_stride, int64_t num_tokens, const WeightView& w,
+                       float* y, int64_t y_stride);
 // The GEMM path packs x once, then runs over output rows on the global thread pool itself.
 void gemm_avx2(const float* x, int64_t num_tokens, const WeightView& w, float* y,
                int64_t min_rows_per_thread);
