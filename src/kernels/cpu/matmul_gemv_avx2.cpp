@@ -1,6 +1,7 @@
-// AVX2 + FMA GEMV path of matmul (few tokens), in the canonical order of matmul_internal.h.
-// Weights are read straight from the view and widened to fp32 in registers; each weight row is
-// streamed once per group of up to kGemvGroupTokens tokens, twelve rows at a time.
+// AVX2 + FMA GEMV path of matmul (up to a few dozen tokens), in the canonical order of
+// matmul_internal.h. Weights are read straight from the view and widened to fp32 in registers;
+// the rows are taken in chunks of kRowChunk, and every group of up to kGemvGroupTokens tokens
+// passes over a chunk (twelve rows, or fewer per tile for more tokens) before the next one.
 #include <immintrin.h>
 
 #include <algorithm>
@@ -87,26 +88,34 @@ void gemv_token_group(const float* x, const WeightView& w, float* y, int64_t n_b
   }
 }
 
+// Rows per chunk: every group of tokens passes over a chunk's rows (48 KB of BF16 at K = 2048,
+// in L2) before the next chunk is read, so the weights come from memory once however many
+// tokens there are. A multiple of every tile's row count.
+constexpr int64_t kRowChunk = 12;
+
 template <typename W>
 void gemv_rows(const float* x, int64_t num_tokens, const WeightView& w, float* y, int64_t n_begin,
                int64_t n_end) {
-  for (int64_t t0 = 0; t0 < num_tokens; t0 += kGemvGroupTokens) {
-    const float* xt = x + t0 * w.cols;
-    float* yt = y + t0 * w.rows;
-    // Twelve lane sums in registers per tile: enough rows streaming at once to keep DRAM busy.
-    switch (std::min(kGemvGroupTokens, num_tokens - t0)) {
-      case 1:
-        gemv_token_group<1, 12, W>(xt, w, yt, n_begin, n_end);
-        break;
-      case 2:
-        gemv_token_group<2, 6, W>(xt, w, yt, n_begin, n_end);
-        break;
-      case 3:
-        gemv_token_group<3, 4, W>(xt, w, yt, n_begin, n_end);
-        break;
-      default:
-        gemv_token_group<4, 3, W>(xt, w, yt, n_begin, n_end);
-        break;
+  for (int64_t n0 = n_begin; n0 < n_end; n0 += kRowChunk) {
+    const int64_t n1 = std::min(n_end, n0 + kRowChunk);
+    for (int64_t t0 = 0; t0 < num_tokens; t0 += kGemvGroupTokens) {
+      const float* xt = x + t0 * w.cols;
+      float* yt = y + t0 * w.rows;
+      // Twelve lane sums in registers per tile: enough rows streaming at once to keep DRAM busy.
+      switch (std::min(kGemvGroupTokens, num_tokens - t0)) {
+        case 1:
+          gemv_token_group<1, 12, W>(xt, w, yt, n0, n1);
+          break;
+        case 2:
+          gemv_token_group<2, 6, W>(xt, w, yt, n0, n1);
+          break;
+        case 3:
+          gemv_token_group<3, 4, W>(xt, w, yt, n0, n1);
+          break;
+        default:
+          gemv_token_group<4, 3, W>(xt, w, yt, n0, n1);
+          break;
+      }
     }
   }
 }

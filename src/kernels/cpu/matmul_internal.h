@@ -19,16 +19,17 @@ namespace epserve::matmul_detail {
 enum class MatmulPath {
   kAuto,    // what matmul() does: GEMV for few tokens, GEMM otherwise; scalar without AVX2+FMA
   kScalar,  // the canonical order in portable C++ (std::fma)
-  kGemv,    // AVX2: weights read once per group of up to kGemvGroupTokens tokens, unpacked
+  kGemv,    // AVX2: dot-product tiles of up to kGemvGroupTokens tokens over unpacked weights
   kGemm,    // AVX2: per-lane outer-product tiles over packed fp32 blocks reused across tokens
 };
 
 // Tokens that share one pass over the weights in the GEMV path.
 constexpr int64_t kGemvGroupTokens = 4;
 // matmul() uses the GEMV path up to this many tokens and the GEMM path above: measured on
-// Zen 3 with BF16 [7168, 7168], re-reading the weights every 4 tokens stays faster than packing
-// them up to 16 tokens (see docs/benchmarks.md).
-constexpr int64_t kGemvMaxTokens = 16;
+// Zen 3 with BF16 weights, the GEMV path (weights read from memory once per chunk of rows, then
+// re-read from L2 by every group of 4 tokens) is faster than the GEMM's transposing pack up to
+// 64 tokens, which covers an MoE expert's share of a prefill (see docs/benchmarks.md).
+constexpr int64_t kGemvMaxTokens = 64;
 
 // True when the CPU runs the AVX2 paths (AVX2 and FMA).
 bool avx2_available();
