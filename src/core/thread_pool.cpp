@@ -81,11 +81,12 @@ void ThreadPool::run_chunks(uint32_t gen, const std::function<void(int64_t, int6
 }
 
 void ThreadPool::parallel_for(int64_t n, const std::function<void(int64_t, int64_t)>& fn,
-                              int64_t min_chunk) {
+                              int64_t min_chunk, int chunks_per_thread) {
   if (n <= 0) return;
   int64_t max_chunks = std::max<int64_t>(1, n / std::max<int64_t>(1, min_chunk));
-  int chunks = static_cast<int>(std::min<int64_t>(num_threads_, max_chunks));
-  if (chunks <= 1 || t_inside_pool_task) {
+  int64_t wanted = int64_t{num_threads_} * std::max(1, chunks_per_thread);
+  int chunks = static_cast<int>(std::min<int64_t>(wanted, max_chunks));
+  if (num_threads_ <= 1 || chunks <= 1 || t_inside_pool_task) {
     fn(0, n);
     return;
   }

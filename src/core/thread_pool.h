@@ -25,11 +25,13 @@ class ThreadPool {
 
   int num_threads() const { return num_threads_; }
 
-  // fn(begin, end) is called on disjoint ranges covering [0, n). Chunks are at least
-  // min_chunk long, so small loops stay on the calling thread. Which thread runs a chunk is
-  // not fixed. An exception from a chunk is rethrown here once all chunks have finished.
+  // fn(begin, end) is called on disjoint ranges covering [0, n): up to chunks_per_thread
+  // chunks per thread (more chunks balance uneven progress: a thread that falls behind leaves
+  // its unclaimed chunks to the others), each at least min_chunk long, so small loops stay on
+  // the calling thread. Which thread runs a chunk is not fixed. An exception from a chunk is
+  // rethrown here once all chunks have finished.
   void parallel_for(int64_t n, const std::function<void(int64_t, int64_t)>& fn,
-                    int64_t min_chunk = 1);
+                    int64_t min_chunk = 1, int chunks_per_thread = 1);
 
   // The process-wide pool used by the kernels; created on first use.
   static ThreadPool& global();

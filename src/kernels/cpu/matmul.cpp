@@ -174,9 +174,17 @@ void matmul_with_path(const float* x, int64_t num_tokens, const WeightView& w, f
     gemm_avx2(x, num_tokens, w, y, min_rows);
     return;
   }
+  // Chunks of whole kGemvRowChunk-row blocks, several per thread: a memory-bound GEMV on a
+  // shared machine finishes when the slowest thread does, so threads that run ahead take the
+  // chunks of one that was descheduled.
   auto kernel = path == MatmulPath::kScalar ? rows_scalar : gemv_rows_avx2;
+  const int64_t num_blocks = (w.rows + kGemvRowChunk - 1) / kGemvRowChunk;
   ThreadPool::global().parallel_for(
-      w.rows, [&](int64_t n0, int64_t n1) { kernel(x, num_tokens, w, y, n0, n1); }, min_rows);
+      num_blocks,
+      [&](int64_t b0, int64_t b1) {
+        kernel(x, num_tokens, w, y, b0 * kGemvRowChunk, std::min(w.rows, b1 * kGemvRowChunk));
+      },
+      (min_rows + kGemvRowChunk - 1) / kGemvRowChunk, 4);
 }
 
 }  // namespace matmul_detail

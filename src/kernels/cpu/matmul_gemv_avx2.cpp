@@ -1,6 +1,6 @@
 // AVX2 + FMA GEMV path of matmul (up to a few dozen tokens), in the canonical order of
 // matmul_internal.h. Weights are read straight from the view and widened to fp32 in registers;
-// the rows are taken in chunks of kRowChunk, and every group of up to kGemvGroupTokens tokens
+// the rows are taken in chunks of kGemvRowChunk, and every group of up to kGemvGroupTokens tokens
 // passes over a chunk (twelve rows, or fewer per tile for more tokens) before the next one.
 #include <immintrin.h>
 
@@ -88,16 +88,11 @@ void gemv_token_group(const float* x, const WeightView& w, float* y, int64_t n_b
   }
 }
 
-// Rows per chunk: every group of tokens passes over a chunk's rows (48 KB of BF16 at K = 2048,
-// in L2) before the next chunk is read, so the weights come from memory once however many
-// tokens there are. A multiple of every tile's row count.
-constexpr int64_t kRowChunk = 12;
-
 template <typename W>
 void gemv_rows(const float* x, int64_t num_tokens, const WeightView& w, float* y, int64_t n_begin,
                int64_t n_end) {
-  for (int64_t n0 = n_begin; n0 < n_end; n0 += kRowChunk) {
-    const int64_t n1 = std::min(n_end, n0 + kRowChunk);
+  for (int64_t n0 = n_begin; n0 < n_end; n0 += kGemvRowChunk) {
+    const int64_t n1 = std::min(n_end, n0 + kGemvRowChunk);
     for (int64_t t0 = 0; t0 < num_tokens; t0 += kGemvGroupTokens) {
       const float* xt = x + t0 * w.cols;
       float* yt = y + t0 * w.rows;

@@ -31,6 +31,11 @@ constexpr int64_t kGemvGroupTokens = 4;
 // 64 tokens, which covers an MoE expert's share of a prefill (see docs/benchmarks.md).
 constexpr int64_t kGemvMaxTokens = 64;
 
+// The GEMV path takes the weight rows in chunks of this many (a multiple of every tile's row
+// count): every group of tokens passes over a chunk before the next one is read, so the
+// weights come from memory once however many tokens there are.
+constexpr int64_t kGemvRowChunk = 12;
+
 // True when the CPU runs the AVX2 paths (AVX2 and FMA).
 bool avx2_available();
 
