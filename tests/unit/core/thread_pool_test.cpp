@@ -10,8 +10,8 @@
 namespace epserve {
 namespace {
 
-// Every index of [0, n) is visited exactly once, in chunks of at least min_chunk, over many
-// back-to-back calls (a worker that wakes late must never run a chunk of a later call).
+// Every index of [0, n) is visited exactly once, in chunks of at least min_chunk, with one to
+// four chunks per thread, over many back-to-back calls (a worker that wakes late must never run a chunk of a later call).
 TEST(ThreadPool, CoversEveryIndexOnceAcrossManyCalls) {
   ThreadPool pool(3);
   for (int call = 0; call < 3000; ++call) {
@@ -25,7 +25,7 @@ TEST(ThreadPool, CoversEveryIndexOnceAcrossManyCalls) {
           if (e - b < min_chunk && e - b < n) short_chunks.fetch_add(1);
           for (int64_t i = b; i < e; ++i) hits[i].fetch_add(1);
         },
-        min_chunk);
+        min_chunk, 1 + call % 4);
     for (int64_t i = 0; i < n; ++i) ASSERT_EQ(hits[i].load(), 1) << "call " << call << " i " << i;
     ASSERT_EQ(short_chunks.load(), 0) << "call " << call;
   }
