@@ -1,6 +1,7 @@
 // epserve generate: offline generation from token ids (and, with a tokenizer, text), writing
 // {"sequences": [{"input_ids", "output_ids", "logits"?, "finish_reason"}]} as JSON.
 #include <fstream>
+#include <numeric>
 #include <optional>
 #include <iostream>
 #include <sstream>
@@ -8,6 +9,10 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/commands.h"
+#include "cli/parallel_flags.h"
+#include "comm/communicator.h"
+#include "runtime/group_runner.h"
+#include "runtime/parallel_setup.h"
 #include "core/error.h"
 #include "core/log.h"
 #include "core/thread_pool.h"
@@ -35,6 +40,7 @@ struct GenerateOptions {
   std::string output;
   int num_threads = 0;
   std::string log_level = "warning";
+  ParallelOptions parallel;
 };
 
 std::vector<int32_t> parse_ids(const std::string& text) {
@@ -58,8 +64,39 @@ std::vector<int32_t> parse_ids(const std::string& text) {
   return ids;
 }
 
-int run_generate(const GenerateOptions& o) {
+// Brings every group's results to the first leader (leader g holds the requests i % D == g).
+void gather_results(Communicator& leaders, int groups, std::vector<GenerateResult>& results) {
+  nlohmann::json mine = nlohmann::json::array();
+  for (size_t i = 0; i < results.size(); ++i) {
+    if (static_cast<int>(i % groups) != leaders.rank()) continue;
+    mine.push_back({{"index", i},
+                    {"output_ids", results[i].output_ids},
+                    {"logits", results[i].logits},
+                    {"finish_reason", results[i].finish_reason}});
+  }
+  std::vector<uint8_t> bytes = nlohmann::json::to_cbor(mine);
+  std::vector<int64_t> sizes(leaders.size());
+  int64_t size = static_cast<int64_t>(bytes.size());
+  leaders.allgather(&size, sizeof(size), sizes.data());
+  std::vector<size_t> recv_bytes(sizes.begin(), sizes.end());
+  std::vector<uint8_t> all(std::accumulate(sizes.begin(), sizes.end(), int64_t{0}));
+  leaders.allgatherv(bytes.data(), bytes.size(), all.data(), recv_bytes);
+  size_t offset = 0;
+  for (int64_t s : sizes) {
+    auto part = nlohmann::json::from_cbor(all.begin() + offset, all.begin() + offset + s);
+    offset += s;
+    for (const auto& r : part) {
+      GenerateResult& out = results[r["index"].get<size_t>()];
+      out.output_ids = r["output_ids"].get<std::vector<int32_t>>();
+      out.logits = r["logits"].get<std::vector<std::vector<float>>>();
+      out.finish_reason = r["finish_reason"].get<std::string>();
+    }
+  }
+}
+
+int generate_rank(const GenerateOptions& o) {
   set_log_level(o.log_level);
+  RankContext ctx = setup_rank(o.parallel, o.model_path);
   if (o.num_threads > 0) ThreadPool::set_global_threads(o.num_threads);
   EPS_CHECK(!o.input_ids.empty() || !o.prompts.empty() || !o.chats.empty(),
             "give at least one prompt with --input-ids, --prompt or --chat");
@@ -75,7 +112,7 @@ int run_generate(const GenerateOptions& o) {
       prompts.push_back(tok->encode(rendered, false));
     }
   }
-  auto model = load_causal_lm(o.model_path);
+  auto model = load_causal_lm(o.model_path, ctx.parallel);
   std::vector<GenerateRequest> requests;
   for (auto& ids : prompts) {
     GenerateRequest r;
@@ -93,7 +130,29 @@ int run_generate(const GenerateOptions& o) {
     r.return_logits = o.return_logits;
     requests.push_back(std::move(r));
   }
-  std::vector<GenerateResult> results = generate(*model, requests);
+  // With DP attention each group generates every D-th request; results come back to rank 0.
+  const int groups = o.parallel.attention_groups();
+  std::vector<size_t> mine;
+  for (size_t i = 0; i < requests.size(); ++i) {
+    if (static_cast<int>(i % groups) == ctx.dp_rank) mine.push_back(i);
+  }
+  std::vector<GenerateRequest> my_requests;
+  for (size_t i : mine) my_requests.push_back(requests[i]);
+  const int64_t slots = kv_slots_needed(my_requests, 16);
+  std::vector<GenerateResult> my_results;
+  if (!ctx.world) {
+    my_results = generate(*model, my_requests);
+  } else if (!ctx.leader) {
+    run_group_follower(*model, slots, *ctx.parallel.attention_group);
+    return 0;
+  } else {
+    GroupLeaderRunner runner(*model, slots, ctx.parallel.attention_group);
+    my_results = generate(runner, my_requests, nullptr, 16, ctx.leaders.get());
+  }
+  std::vector<GenerateResult> results(requests.size());
+  for (size_t j = 0; j < mine.size(); ++j) results[mine[j]] = std::move(my_results[j]);
+  if (ctx.leaders) gather_results(*ctx.leaders, groups, results);
+  if (ctx.world && ctx.world->rank() != 0) return 0;
   nlohmann::json out;
   out["sequences"] = nlohmann::json::array();
   for (size_t i = 0; i < results.size(); ++i) {
@@ -113,6 +172,10 @@ int run_generate(const GenerateOptions& o) {
     f << out.dump() << "\n";
   }
   return 0;
+}
+
+int run_generate(const GenerateOptions& o) {
+  return launch_or_run(o.parallel, [&] { return generate_rank(o); });
 }
 
 }  // namespace
@@ -146,6 +209,7 @@ Command register_generate(CLI::App& app) {
   sub->add_option("--num-threads", options->num_threads,
                   "Compute threads (default: the cores this process may use)");
   sub->add_option("--log-level", options->log_level);
+  add_parallel_flags(*sub, options->parallel);
   return Command{sub, [options] { return run_generate(*options); }};
 }
 

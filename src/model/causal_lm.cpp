@@ -2,12 +2,30 @@
 
 #include <algorithm>
 
+#include <fmt/format.h>
+
+#include "comm/communicator.h"
+#include "core/phase_timer.h"
+#include "ep/dispatcher.h"
+#include "eplb/expert_location.h"
 #include "io/model_weights.h"
 
 namespace epserve {
 
-CausalLM::CausalLM(ModelConfig config, ModelWeights weights, KvLayout kv_layout)
-    : config_(std::move(config)), weights_(std::move(weights)), kv_layout_(kv_layout) {}
+CausalLM::CausalLM(ModelConfig config, ModelWeights weights, KvLayout kv_layout,
+                   ModelParallel parallel)
+    : config_(std::move(config)),
+      weights_(std::move(weights)),
+      kv_layout_(kv_layout),
+      parallel_(std::move(parallel)) {}
+
+void CausalLM::reduce_over_heads(float* data, int64_t count, const char* what, size_t layer) {
+  Communicator* group = parallel_.attention_group.get();
+  if (group == nullptr || group->size() == 1) return;
+  group->set_context(fmt::format("layer {} {} all-reduce", layer, what));
+  PhaseTimer timer("comm");
+  group->allreduce(data, static_cast<size_t>(count), ReduceOp::kSum);
+}
 
 void CausalLM::load_embeddings_and_head() {
   const int64_t V = config_.vocab_size;
@@ -19,6 +37,16 @@ void CausalLM::load_embeddings_and_head() {
   } else {
     lm_head_ = Linear::load(weights_, "lm_head.weight", V, H);
   }
+  Communicator* group = parallel_.attention_group.get();
+  if (parallel_.vocab_parallel_lm_head && group != nullptr && group->size() > 1) {
+    auto [v0, v1] = vocab_share(group->rank(), group->size());
+    lm_head_ = lm_head_.rows(v0, v1);
+  }
+}
+
+std::pair<int64_t, int64_t> CausalLM::vocab_share(int rank, int size) const {
+  const int64_t V = config_.vocab_size;
+  return {V * rank / size, V * (rank + 1) / size};
 }
 
 void CausalLM::set_moe_observer(MoeObserver* observer) {
@@ -41,14 +69,22 @@ void CausalLM::forward(const ForwardBatch& batch, KvCache& cache, float* logits)
   const int64_t T = batch.num_tokens();
   const int64_t H = config_.hidden_size;
   std::vector<float> hidden(T * H), normed(T * H), delta(T * H);  // [T, H] each
+  PassState& pass = *parallel_.pass;
+  ++pass.pass_id;
+  pass.mode_agreed = false;
+  pass.has_prefill = std::any_of(batch.seqs.begin(), batch.seqs.end(), [](const SequenceInput& s) {
+    return s.num_new > 1 || s.num_past == 0;
+  });
   embed(batch, hidden.data());
   for (size_t l = 0; l < layers_.size(); ++l) {
     DecoderLayer& layer = layers_[l];
     layer.input_norm.forward(hidden.data(), T, normed.data());
     layer.attention->forward(normed.data(), batch, cache, static_cast<int64_t>(l), delta.data());
+    reduce_over_heads(delta.data(), T * H, "attention", l);
     for (int64_t i = 0; i < T * H; ++i) hidden[i] += delta[i];
     layer.post_attention_norm.forward(hidden.data(), T, normed.data());
     layer.feed_forward->forward(normed.data(), T, delta.data());
+    if (layer.feed_forward_is_partial) reduce_over_heads(delta.data(), T * H, "mlp", l);
     for (int64_t i = 0; i < T * H; ++i) hidden[i] += delta[i];
   }
   // Final norm and LM head only for the rows whose logits are wanted.
@@ -63,13 +99,67 @@ void CausalLM::forward(const ForwardBatch& batch, KvCache& cache, float* logits)
   const int64_t R = static_cast<int64_t>(rows.size()) / H;
   if (R == 0) return;
   final_norm_.forward(rows.data(), R, rows.data());
-  lm_head_.forward(rows.data(), R, logits);  // [R, V]
+  if (lm_head_.out_features() == config_.vocab_size) {
+    lm_head_.forward(rows.data(), R, logits);  // [R, V]
+    return;
+  }
+  // Vocabulary split over the attention group: each rank computes its columns, then they are
+  // gathered and put side by side (every logit is computed whole by one rank: exact).
+  Communicator& group = *parallel_.attention_group;
+  const int G = group.size();
+  std::vector<float> local(R * lm_head_.out_features());  // [R, V / G]
+  lm_head_.forward(rows.data(), R, local.data());
+  std::vector<size_t> bytes(G);
+  for (int r = 0; r < G; ++r) {
+    auto [v0, v1] = vocab_share(r, G);
+    bytes[r] = static_cast<size_t>(R * (v1 - v0)) * sizeof(float);
+  }
+  std::vector<float> gathered(R * config_.vocab_size);  // [G][R, V_r]
+  {
+    PhaseTimer timer("comm");
+    group.set_context("lm head gather");
+    group.allgatherv(local.data(), local.size() * sizeof(float), gathered.data(), bytes);
+  }
+  const int64_t V = config_.vocab_size;
+  int64_t offset = 0;
+  for (int r = 0; r < G; ++r) {
+    auto [v0, v1] = vocab_share(r, G);
+    for (int64_t i = 0; i < R; ++i) {
+      std::copy_n(gathered.data() + offset + i * (v1 - v0), v1 - v0, logits + i * V + v0);
+    }
+    offset += R * (v1 - v0);
+  }
 }
 
 std::unique_ptr<CausalLM> load_causal_lm(const std::string& model_dir,
-                                         const ModelParallel& parallel) {
+                                         const ModelParallel& requested) {
   ModelConfig config = load_model_config(model_dir);
   ModelWeights weights = ModelWeights::open(model_dir);
+  ModelParallel parallel = requested;
+  if (parallel.world && parallel.world->size() > 1 && config.moe.num_experts > 0) {
+    if (!parallel.expert_location) {
+      parallel.expert_location = std::make_shared<eplb::ExpertLocation>(
+          eplb::ExpertLocation::trivial(config.num_layers, config.moe.num_experts,
+                                        config.moe.num_experts, parallel.ep_size));
+    }
+    const auto& location = *parallel.expert_location;
+    EPS_CHECK(location.num_logical() == config.moe.num_experts &&
+                  location.num_layers() == config.num_layers && location.ep_size() == parallel.ep_size,
+              "the expert location map ({} layers, {} experts, ep {}) does not fit the model ({} "
+              "layers, {} experts) and --ep-size {}",
+              location.num_layers(), location.num_logical(), location.ep_size(), config.num_layers,
+              config.moe.num_experts, parallel.ep_size);
+    if (parallel.moe_a2a_backend == MoeA2aBackend::kDeepep) {
+      DispatchConfig dc;
+      dc.hidden = config.hidden_size;
+      dc.num_topk = config.moe.top_k;
+      dc.num_physical_experts = location.num_physical();
+      dc.num_max_dispatch_tokens_per_rank = parallel.num_max_dispatch_tokens_per_rank;
+      parallel.normal_dispatcher = make_dispatcher(DispatchMode::kNormal, *parallel.world, dc);
+      parallel.low_latency_dispatcher =
+          make_dispatcher(DispatchMode::kLowLatency, *parallel.world, dc);
+    }
+  }
   switch (config.arch) {
     case Arch::kDeepseekV3:
       return build_deepseek_v3(std::move(config), std::move(weights), parallel);

@@ -15,10 +15,13 @@
 #include "model/kv_cache.h"
 #include "model/layers.h"
 #include "model/moe.h"
+#include "model/parallel.h"
 
 namespace epserve {
 
 struct DecoderLayer {
+  // Dense layers' MLP is split over the attention group like the heads (its output is partial).
+  bool feed_forward_is_partial = false;
   RmsNorm input_norm;
   RmsNorm post_attention_norm;
   std::unique_ptr<Attention> attention;
@@ -26,20 +29,18 @@ struct DecoderLayer {
   MoeBlock* moe = nullptr;  // feed_forward when the layer is MoE
 };
 
-// How the model is split over ranks. One rank: the defaults.
-struct ModelParallel {
-  Shard attention_heads;  // this rank's share of the attention heads
-};
 
 class CausalLM {
  public:
-  CausalLM(ModelConfig config, ModelWeights weights, KvLayout kv_layout);
+  CausalLM(ModelConfig config, ModelWeights weights, KvLayout kv_layout,
+           ModelParallel parallel = {});
 
   const ModelConfig& config() const { return config_; }
   const KvLayout& kv_layout() const { return kv_layout_; }
   int64_t vocab_size() const { return config_.vocab_size; }
   std::vector<DecoderLayer>& layers() { return layers_; }
   const ModelWeights& weights() const { return weights_; }
+  const ModelParallel& parallel() const { return parallel_; }
 
   // Runs the batch; logits [batch.num_logit_rows(), vocab] in sequence order.
   void forward(const ForwardBatch& batch, KvCache& cache, float* logits);
@@ -51,10 +52,16 @@ class CausalLM {
 
  private:
   void embed(const ForwardBatch& batch, float* hidden) const;
+  // The vocabulary rows [begin, end) of rank `rank` of `size` (vocab-parallel LM head).
+  std::pair<int64_t, int64_t> vocab_share(int rank, int size) const;
+
+  // Sums a tensor-parallel partial result over the attention group (no-op alone).
+  void reduce_over_heads(float* data, int64_t count, const char* what, size_t layer);
 
   ModelConfig config_;
   ModelWeights weights_;
   KvLayout kv_layout_;
+  ModelParallel parallel_;
   Tensor embed_tokens_;  // [vocab, hidden], BF16/F32/F16 as stored
   std::vector<DecoderLayer> layers_;
   RmsNorm final_norm_;

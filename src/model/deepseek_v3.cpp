@@ -5,13 +5,15 @@
 
 #include "model/attention_mla.h"
 #include "model/causal_lm.h"
+#include "model/moe_parallel.h"
 
 namespace epserve {
 
 std::unique_ptr<CausalLM> build_deepseek_v3(ModelConfig config, ModelWeights weights,
                                             const ModelParallel& parallel) {
   KvLayout layout = MlaAttention::kv_layout(config);
-  auto model = std::make_unique<CausalLM>(std::move(config), std::move(weights), layout);
+  auto model = std::make_unique<CausalLM>(std::move(config), std::move(weights), layout,
+                                          parallel);
   const ModelConfig& c = model->config();
   const ModelWeights& w = model->weights();
   std::vector<DecoderLayer> layers;
@@ -31,14 +33,14 @@ std::unique_ptr<CausalLM> build_deepseek_v3(ModelConfig config, ModelWeights wei
         shared = GatedMlp::load(w, mlp + ".shared_experts", c.hidden_size,
                                 c.moe.moe_intermediate_size * c.moe.num_shared_experts);
       }
-      auto experts = std::make_unique<LocalExperts>(
-          load_experts(w, mlp, c, 0, c.moe.num_experts), c.moe.top_k);
-      auto moe = std::make_unique<MoeBlock>(c, w, mlp, l, std::move(experts), std::move(shared));
+      auto moe = std::make_unique<MoeBlock>(c, w, mlp, l, make_routed_experts(c, w, mlp, l, parallel),
+                                            std::move(shared));
       layer.moe = moe.get();
       layer.feed_forward = std::move(moe);
     } else {
       layer.feed_forward = std::make_unique<DenseFeedForward>(
-          GatedMlp::load(w, mlp, c.hidden_size, c.intermediate_size));
+          GatedMlp::load(w, mlp, c.hidden_size, c.intermediate_size, parallel.dense_mlp));
+      layer.feed_forward_is_partial = parallel.dense_mlp.size > 1;
     }
     layers.push_back(std::move(layer));
   }

@@ -4,46 +4,54 @@
 
 #include <algorithm>
 
-#include "kernels/cpu/combine.h"
+#include "ep/dispatcher.h"
 
 namespace epserve {
 
-LocalExperts::LocalExperts(std::vector<GatedMlp> experts, int top_k)
-    : experts_(std::move(experts)), top_k_(top_k) {}
+LocalExperts::LocalExperts(std::vector<GatedMlp> experts, int top_k, int first_id)
+    : experts_(std::move(experts)), top_k_(top_k), first_id_(first_id) {}
+
+int64_t LocalExperts::hidden_size() const {
+  return experts_.empty() ? 0 : experts_[0].hidden_size();
+}
+
+void LocalExperts::run_expert(int local, const float* const* rows, int64_t n, float* out) const {
+  const int64_t H = hidden_size();
+  std::vector<float> xs(n * H);  // [n, H]
+  for (int64_t j = 0; j < n; ++j) std::copy_n(rows[j], H, xs.data() + j * H);
+  experts_[local].forward(xs.data(), n, out);  // [n, H]
+}
 
 void LocalExperts::forward_slots(const float* x, int64_t num_tokens, const int32_t* topk_ids,
                                  float* y) const {
-  const int64_t H = experts_.empty() ? 0 : experts_[0].hidden_size();
+  const int64_t H = hidden_size();
   const int64_t E = static_cast<int64_t>(experts_.size());
   // Group (token, slot) pairs by expert, in token order within each expert.
   std::vector<std::vector<int64_t>> pairs(E);
   for (int64_t i = 0; i < num_tokens * top_k_; ++i) {
-    int32_t e = topk_ids[i];
-    if (e < 0) continue;
-    EPS_CHECK(e < E, "expert id {} out of range ({} experts)", e, E);
-    pairs[e].push_back(i);
+    int64_t e = static_cast<int64_t>(topk_ids[i]) - first_id_;
+    if (e >= 0 && e < E) pairs[e].push_back(i);
   }
-  std::vector<float> xs, ys;
+  std::vector<const float*> rows;
+  std::vector<float> ys;
   for (int64_t e = 0; e < E; ++e) {
     const auto& list = pairs[e];
     if (list.empty()) continue;
     const int64_t n = static_cast<int64_t>(list.size());
-    xs.resize(n * H);
+    rows.resize(n);
+    for (int64_t j = 0; j < n; ++j) rows[j] = x + (list[j] / top_k_) * H;
     ys.resize(n * H);
-    for (int64_t j = 0; j < n; ++j) {
-      std::copy_n(x + (list[j] / top_k_) * H, H, xs.data() + j * H);  // [n, H]
-    }
-    experts_[e].forward(xs.data(), n, ys.data());  // [n, H]
+    run_expert(static_cast<int>(e), rows.data(), n, ys.data());
     for (int64_t j = 0; j < n; ++j) std::copy_n(ys.data() + j * H, H, y + list[j] * H);
   }
 }
 
 void LocalExperts::forward(const float* x, int64_t num_tokens, const int32_t* topk_ids,
                            const float* topk_weights, float* out) {
-  const int64_t H = experts_.empty() ? 0 : experts_[0].hidden_size();
+  const int64_t H = hidden_size();
   std::vector<float> y(num_tokens * top_k_ * H);  // [T * K, H]
   forward_slots(x, num_tokens, topk_ids, y.data());
-  combine_topk_outputs(y.data(), topk_weights, topk_ids, num_tokens, top_k_, H, out);
+  combine_reference(y.data(), topk_ids, topk_weights, num_tokens, top_k_, H, out);
 }
 
 std::vector<GatedMlp> load_experts(const ModelWeights& weights, const std::string& prefix,

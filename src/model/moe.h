@@ -34,18 +34,24 @@ class RoutedExperts {
 };
 
 // Routed expert MLPs held by this process: gathers each expert's tokens, runs the expert as one
-// GEMM over them, and combines. `experts[i]` serves expert id `first_expert + i`.
+// GEMM over them, and combines. `experts[i]` serves expert id `first_id + i`.
 class LocalExperts : public RoutedExperts {
  public:
-  LocalExperts(std::vector<GatedMlp> experts, int top_k);
+  LocalExperts(std::vector<GatedMlp> experts, int top_k, int first_id = 0);
   void forward(const float* x, int64_t num_tokens, const int32_t* topk_ids,
                const float* topk_weights, float* out) override;
-  // The expert outputs of every (token, slot), without combining: y [T * K, hidden].
+  // The outputs of the (token, slot) pairs whose id this object holds, into rows of
+  // y [T * K, hidden]; other rows are left as they are.
   void forward_slots(const float* x, int64_t num_tokens, const int32_t* topk_ids, float* y) const;
+  // out[i] = expert `local`(rows[i]) for n input rows; out is [n, hidden].
+  void run_expert(int local, const float* const* rows, int64_t n, float* out) const;
+  int num_experts() const { return static_cast<int>(experts_.size()); }
+  int64_t hidden_size() const;
 
  private:
   std::vector<GatedMlp> experts_;
   int top_k_;
+  int first_id_;
 };
 
 // Loads the routed experts 0..num_experts-1 of one layer.

@@ -5,13 +5,15 @@
 
 #include "model/attention_gqa.h"
 #include "model/causal_lm.h"
+#include "model/moe_parallel.h"
 
 namespace epserve {
 
 std::unique_ptr<CausalLM> build_qwen3_moe(ModelConfig config, ModelWeights weights,
                                           const ModelParallel& parallel) {
   KvLayout layout = GqaAttention::kv_layout(config, parallel.attention_heads.size);
-  auto model = std::make_unique<CausalLM>(std::move(config), std::move(weights), layout);
+  auto model = std::make_unique<CausalLM>(std::move(config), std::move(weights), layout,
+                                          parallel);
   const ModelConfig& c = model->config();
   const ModelWeights& w = model->weights();
   std::vector<DecoderLayer> layers;
@@ -26,14 +28,14 @@ std::unique_ptr<CausalLM> build_qwen3_moe(ModelConfig config, ModelWeights weigh
         std::make_unique<GqaAttention>(c, w, prefix + ".self_attn", parallel.attention_heads);
     std::string mlp = prefix + ".mlp";
     if (c.layer_is_moe[l]) {
-      auto experts = std::make_unique<LocalExperts>(
-          load_experts(w, mlp, c, 0, c.moe.num_experts), c.moe.top_k);
-      auto moe = std::make_unique<MoeBlock>(c, w, mlp, l, std::move(experts), std::nullopt);
+      auto moe = std::make_unique<MoeBlock>(c, w, mlp, l, make_routed_experts(c, w, mlp, l, parallel),
+                                            std::nullopt);
       layer.moe = moe.get();
       layer.feed_forward = std::move(moe);
     } else {
       layer.feed_forward = std::make_unique<DenseFeedForward>(
-          GatedMlp::load(w, mlp, c.hidden_size, c.intermediate_size));
+          GatedMlp::load(w, mlp, c.hidden_size, c.intermediate_size, parallel.dense_mlp));
+      layer.feed_forward_is_partial = parallel.dense_mlp.size > 1;
     }
     layers.push_back(std::move(layer));
   }

@@ -1,6 +1,7 @@
 #include "runtime/bench_one_batch.h"
 
 #include <algorithm>
+#include <cctype>
 #include <chrono>
 #include <fstream>
 #include <random>
@@ -8,7 +9,10 @@
 
 #include "core/error.h"
 #include "model/causal_lm.h"
+#include "comm/communicator.h"
 #include "runtime/generator.h"
+#include "model/tensor_specs.h"
+#include "runtime/group_runner.h"
 
 namespace epserve {
 
@@ -21,12 +25,33 @@ int64_t peak_rss_bytes() {
   return 0;
 }
 
+int64_t resident_weight_bytes() {
+  // smaps: a header line per mapping ("start-end perms offset dev inode path"), then "Key: value"
+  // lines; the Rss line of a *.safetensors mapping counts its resident pages.
+  std::ifstream smaps("/proc/self/smaps");
+  std::string line;
+  bool weights = false;
+  int64_t total = 0;
+  while (std::getline(smaps, line)) {
+    size_t colon = line.find(':');
+    size_t space = line.find(' ');
+    bool header = space != std::string::npos && (colon == std::string::npos || colon > space);
+    if (header) {
+      weights = line.size() > 12 && line.compare(line.size() - 12, 12, ".safetensors") == 0;
+    } else if (weights && line.rfind("Rss:", 0) == 0) {
+      total += std::stoll(line.substr(4)) * 1024;
+    }
+  }
+  return total;
+}
+
 BenchOneBatchResult bench_one_batch(const BenchOneBatchOptions& o) {
   EPS_CHECK(o.batch_size > 0 && o.input_len > 0 && o.output_len > 0,
             "--batch-size, --input-len and --output-len must be positive");
   BenchOneBatchResult result;
   auto start = std::chrono::steady_clock::now();
-  auto model = load_causal_lm(o.model_path);
+  RankContext ctx = setup_rank(o.parallel, o.model_path);
+  auto model = load_causal_lm(o.model_path, ctx.parallel);
   result.load_seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   std::mt19937_64 rng(o.seed);
@@ -39,13 +64,32 @@ BenchOneBatchResult bench_one_batch(const BenchOneBatchOptions& o) {
     r.sampling.temperature = 0.0f;
     r.ignore_eos = true;
   }
-  // Warm-up with the same batch, as SGLang's bench_one_batch does: the first pass pages in the
-  // mmapped weights, which is loading, not prefill.
+  // A warm-up pass of the same batch first, as SGLang's bench_one_batch does: the first pass
+  // pages in the mmapped weights, which is loading, not prefill.
   std::vector<GenerateRequest> warmup = requests;
   for (auto& r : warmup) r.max_new_tokens = std::min<int64_t>(2, o.output_len);
-  generate(*model, warmup);
-  GenerateTimings timings;
-  generate(*model, requests, &timings);
+  GenerateTimings& timings = result.timings;
+  const int64_t slots = kv_slots_needed(requests, 16);
+  if (!ctx.world) {
+    generate(*model, warmup);
+    generate(*model, requests, &timings);
+  } else if (!ctx.leader) {
+    run_group_follower(*model, slots, *ctx.parallel.attention_group);
+    result.report = false;
+  } else {
+    GroupLeaderRunner runner(*model, slots, ctx.parallel.attention_group);
+    generate(runner, warmup);
+    generate(runner, requests, &timings);
+  }
+  result.report = !ctx.world || ctx.world->rank() == 0;
+  result.rank = ctx.world ? ctx.world->rank() : 0;
+  result.resident_weight_bytes = resident_weight_bytes();
+  for (const TensorSpec& spec : model_tensor_specs(model->config())) {
+    int64_t bytes = shape_numel(spec.shape) * 2;
+    (spec.name.find(".experts.") != std::string::npos ? result.expert_bytes_total
+                                                      : result.other_bytes_total) += bytes;
+  }
+  if (!result.report) return result;
   result.prefill_seconds = timings.prefill_seconds;
   result.decode_seconds = timings.decode_seconds;
   result.prefill_tokens_per_second = timings.prefill_tokens / timings.prefill_seconds;

@@ -4,6 +4,9 @@
 #include <cstdint>
 #include <string>
 
+#include "runtime/generator.h"
+#include "runtime/parallel_setup.h"
+
 namespace epserve {
 
 struct BenchOneBatchOptions {
@@ -12,6 +15,7 @@ struct BenchOneBatchOptions {
   int64_t input_len = 128;
   int64_t output_len = 16;
   uint64_t seed = 0;
+  ParallelOptions parallel;
 };
 
 struct BenchOneBatchResult {
@@ -21,11 +25,20 @@ struct BenchOneBatchResult {
   double decode_tokens_per_second = 0;
   double load_seconds = 0;
   int64_t peak_rss_bytes = 0;
+  GenerateTimings timings;
+  int64_t resident_weight_bytes = 0;  // this rank's touched weight pages after the run
+  int64_t expert_bytes_total = 0;     // all routed experts' weights of the model
+  int64_t other_bytes_total = 0;      // every other weight (embeddings included)
+  int rank = 0;
+  bool report = true;  // false on ranks other than rank 0
 };
 
+// In a rank (or a single process): loads the model with the layout and runs the batch.
 BenchOneBatchResult bench_one_batch(const BenchOneBatchOptions& options);
 
 // The process's peak resident set (VmHWM), in bytes.
 int64_t peak_rss_bytes();
+// Bytes of *.safetensors mappings resident in this process (pages it touched), from smaps.
+int64_t resident_weight_bytes();
 
 }  // namespace epserve

@@ -35,12 +35,20 @@ struct GenerateTimings {
   double decode_seconds = 0;
   int64_t prefill_tokens = 0;
   int64_t decode_tokens = 0;
+  // Of which spent in communication between ranks (core/phase_timer.h "comm").
+  double prefill_comm_seconds = 0;
+  double decode_comm_seconds = 0;
 };
 
-// Runs on `runner` (whose KV cache must hold kv_slots_needed(requests, page_size) slots).
+class Communicator;
+
+// Runs on `runner` (whose KV cache must hold kv_slots_needed(requests, page_size) slots). With
+// DP attention, `lockstep` joins the leaders of all attention groups: each generates its own
+// requests, and a group that is done joins the others' forwards with empty batches until all are.
 std::vector<GenerateResult> generate(ModelRunner& runner,
                                      const std::vector<GenerateRequest>& requests,
-                                     GenerateTimings* timings = nullptr, int64_t page_size = 16);
+                                     GenerateTimings* timings = nullptr, int64_t page_size = 16,
+                                     Communicator* lockstep = nullptr);
 // Runs on `model` in this process with a KV cache sized for the requests.
 std::vector<GenerateResult> generate(CausalLM& model, const std::vector<GenerateRequest>& requests,
                                      GenerateTimings* timings = nullptr, int64_t page_size = 16);

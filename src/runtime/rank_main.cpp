@@ -12,6 +12,8 @@
 
 #include "core/log.h"
 #include "core/thread_pool.h"
+#include "comm/communicator.h"
+#include "runtime/group_runner.h"
 #include "runtime/protocol.h"
 
 namespace epserve {
@@ -20,6 +22,9 @@ namespace {
 // SGLang's default static memory fraction for small devices; on a CPU host the rest is left to
 // the weights' page cache, the OS and other processes.
 constexpr double kDefaultMemFraction = 0.5;
+// How long an idle scheduler waits for a message before looking again (and, under DP
+// attention, before agreeing with the other groups that nobody has work).
+constexpr int kIdlePollMs = 20;
 
 int64_t mem_total_bytes() {
   std::ifstream meminfo("/proc/meminfo");
@@ -60,22 +65,30 @@ int64_t kv_slots_for_memory(double mem_fraction_static, int num_local_ranks, int
 
 int run_rank(const RankOptions& o) {
   set_log_level(o.log_level);
+  RankContext ctx = setup_rank(o.parallel, o.model_path);
   if (o.num_threads > 0) ThreadPool::set_global_threads(o.num_threads);
-  auto model = load_causal_lm(o.model_path);
+  auto model = load_causal_lm(o.model_path, ctx.parallel);
   int64_t bytes_per_slot = static_cast<int64_t>(
       KvCache::bytes_per_slot(model->config().num_layers, model->kv_layout()));
   int64_t slots = o.max_total_tokens > 0
                       ? o.max_total_tokens
-                      : kv_slots_for_memory(o.mem_fraction_static, o.num_local_ranks,
+                      : kv_slots_for_memory(o.mem_fraction_static, ctx.info.local_world_size,
                                             weight_bytes(o.model_path), bytes_per_slot);
+  // --max-total-tokens is the server's capacity: DP attention groups share it.
+  if (o.max_total_tokens > 0) slots = std::max<int64_t>(1, slots / o.parallel.attention_groups());
   slots = std::max(slots, o.scheduler.page_size);
-  LocalModelRunner runner(std::move(model), slots);
+  if (!ctx.leader) {
+    run_group_follower(*model, slots, *ctx.parallel.attention_group);
+    return 0;
+  }
+  GroupLeaderRunner runner(*model, slots, ctx.parallel.attention_group);
   Scheduler scheduler(runner, o.scheduler);
+  const int dp_rank = ctx.dp_rank;
 
   zmq::context_t context(1);
   zmq::socket_t inbox(context, zmq::socket_type::pull);
   zmq::socket_t outbox(context, zmq::socket_type::push);
-  inbox.connect(fmt::format("{}-in-{}", o.ipc_base, o.dp_rank));
+  inbox.connect(fmt::format("{}-in-{}", o.ipc_base, dp_rank));
   outbox.connect(fmt::format("{}-out", o.ipc_base));
   outbox.set(zmq::sockopt::linger, 1000);
 
@@ -83,7 +96,7 @@ int run_rank(const RankOptions& o) {
                 {"id", 0},
                 {"result",
                  {{"ready", true},
-                  {"dp_rank", o.dp_rank},
+                  {"dp_rank", dp_rank},
                   {"max_total_num_tokens", scheduler.max_total_tokens()},
                   {"page_size", o.scheduler.page_size},
                   {"kv_pages", scheduler.max_total_tokens() / o.scheduler.page_size},
@@ -97,7 +110,7 @@ int run_rank(const RankOptions& o) {
   while (true) {
     // Take every message waiting; block briefly only when there is nothing to compute.
     zmq::pollitem_t item{static_cast<void*>(inbox), 0, ZMQ_POLLIN, 0};
-    zmq::poll(&item, 1, std::chrono::milliseconds(scheduler.has_work() ? 0 : 50));
+    zmq::poll(&item, 1, std::chrono::milliseconds(scheduler.has_work() ? 0 : kIdlePollMs));
     zmq::message_t msg;
     while (inbox.recv(msg, zmq::recv_flags::dontwait)) {
       nlohmann::json m = decode_message(msg.data(), msg.size());
@@ -124,7 +137,16 @@ int run_rank(const RankOptions& o) {
         send(outbox, {{"type", "control"}, {"id", m.at("id")}, {"result", result}});
       }
     }
-    if (scheduler.has_work()) scheduler.step(outputs);
+    if (ctx.leaders) {
+      // DP attention: the groups' MoE layers span all ranks, so while any group has work every
+      // group runs the step (an idle one with an empty batch).
+      int64_t any = scheduler.has_work() ? 1 : 0;
+      ctx.leaders->set_context("agreeing on the next step");
+      ctx.leaders->allreduce(&any, 1, ReduceOp::kMax);
+      if (any) scheduler.step(outputs, /*must_forward=*/true);
+    } else if (scheduler.has_work()) {
+      scheduler.step(outputs);
+    }
     if (!outputs.empty()) {
       send(outbox, {{"type", "outputs"}, {"outputs", outputs}});
       outputs.clear();

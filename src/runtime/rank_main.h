@@ -1,23 +1,25 @@
 // The main loop of a rank process under `epserve serve`. The leader of an attention group runs
 // the scheduler: it takes requests from the frontend over ZeroMQ (runtime/protocol.h), steps the
-// model, and sends back tokens. The server module turns its flags into RankOptions.
+// model, and sends back tokens; the other ranks of the group run the batches it hands them.
+// The server module turns its flags into RankOptions; the launcher (comm/launcher.h) starts the
+// ranks, and run_rank is what each of them runs.
 #pragma once
 
 #include <cstdint>
 #include <string>
 
+#include "runtime/parallel_setup.h"
 #include "runtime/scheduler.h"
 
 namespace epserve {
 
 struct RankOptions {
   std::string model_path;
+  ParallelOptions parallel;
   std::string ipc_base;            // EPSERVE_IPC_BASE
-  int dp_rank = 0;                 // which attention group (its frontend endpoint)
   SchedulerConfig scheduler;
   int64_t max_total_tokens = 0;    // KV slots; 0: from mem_fraction_static
   double mem_fraction_static = 0.0;  // 0: the default (see kv_slots_for_memory)
-  int num_local_ranks = 1;         // ranks sharing this machine's memory
   int num_threads = 0;             // 0: the cores this process may use
   std::string log_level = "info";
 };

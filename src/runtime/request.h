@@ -11,8 +11,8 @@
 
 namespace epserve {
 
-struct Request {
-  Request(GenerateInput input, uint64_t arrival_order)
+struct SchedRequest {
+  SchedRequest(GenerateInput input, uint64_t arrival_order)
       : in(std::move(input)),
         tokens(in.input_ids),
         prompt_len(static_cast<int64_t>(in.input_ids.size())),

@@ -82,13 +82,13 @@ void Scheduler::add(GenerateInput input, std::vector<TokenOutput>& out) {
   // Never generate past the context length.
   int64_t room = context_length_ - static_cast<int64_t>(input.input_ids.size());
   input.max_new_tokens = std::min(input.max_new_tokens, room);
-  waiting_.push_back(std::make_unique<Request>(std::move(input), next_arrival_++));
+  waiting_.push_back(std::make_unique<SchedRequest>(std::move(input), next_arrival_++));
 }
 
 void Scheduler::abort(const std::string& rid, std::vector<TokenOutput>& out) {
   for (auto it = waiting_.begin(); it != waiting_.end();) {
     if (rid.empty() || (*it)->in.rid == rid) {
-      Request& r = **it;
+      SchedRequest& r = **it;
       release_pages(r);
       TokenOutput o;
       o.rid = r.in.rid;
@@ -101,28 +101,28 @@ void Scheduler::abort(const std::string& rid, std::vector<TokenOutput>& out) {
       ++it;
     }
   }
-  std::vector<Request*> victims;
+  std::vector<SchedRequest*> victims;
   for (auto& r : running_) {
     if (rid.empty() || r->in.rid == rid) victims.push_back(r.get());
   }
-  for (Request* r : victims) finish(*r, "abort", out);
+  for (SchedRequest* r : victims) finish(*r, "abort", out);
 }
 
-bool Scheduler::reserve(Request& r, int64_t num_tokens) {
+bool Scheduler::reserve(SchedRequest& r, int64_t num_tokens) {
   if (allocator_.reserve(r.pages, num_tokens)) return true;
   int64_t need = allocator_.pages_for(num_tokens) - static_cast<int64_t>(r.pages.size());
   prefix_cache_.evict(need);
   return allocator_.reserve(r.pages, num_tokens);
 }
 
-void Scheduler::release_pages(Request& r) {
+void Scheduler::release_pages(SchedRequest& r) {
   prefix_cache_.insert(r.tokens, r.num_computed, r.pages);
   prefix_cache_.release(r.prefix_pin);
   r.prefix_pin = nullptr;
   r.num_computed = 0;
 }
 
-bool Scheduler::admit(Request& r) {
+bool Scheduler::admit(SchedRequest& r) {
   // Input logprobs need the logits of every prompt position: no prefix reuse for those.
   int64_t limit = r.wants_input_logprobs() ? 0 : static_cast<int64_t>(r.tokens.size()) - 1;
   PrefixCache::Match match = prefix_cache_.match(r.tokens, limit);
@@ -139,7 +139,7 @@ bool Scheduler::admit(Request& r) {
 }
 
 void Scheduler::retract_newest() {
-  Request& r = *running_.back();
+  SchedRequest& r = *running_.back();
   release_pages(r);
   ++stats_.retractions;
   spdlog::info("KV cache full: retracting request {} ({} tokens); it resumes later", r.in.rid,
@@ -154,12 +154,12 @@ std::vector<Scheduler::Entry> Scheduler::schedule() {
   //    evicting cached prefixes and then retracting the newest requests if needed. running_ is
   //    in admission order and is walked oldest first, so the newest request is always either the
   //    current one or one not yet given a place in this batch.
-  std::vector<Request*> candidates;
+  std::vector<SchedRequest*> candidates;
   for (auto& r : running_) {
     if (r->num_uncomputed() == 1 && !r->pending.finished) candidates.push_back(r.get());
   }
-  std::vector<const Request*> retracted;
-  for (Request* r : candidates) {
+  std::vector<const SchedRequest*> retracted;
+  for (SchedRequest* r : candidates) {
     if (std::find(retracted.begin(), retracted.end(), r) != retracted.end()) continue;
     bool fits = true;
     while (!reserve(*r, static_cast<int64_t>(r->tokens.size()))) {
@@ -181,7 +181,7 @@ std::vector<Scheduler::Entry> Scheduler::schedule() {
   // 2. Prompt chunks: requests part-way through their prompt first, then new admissions.
   int64_t budget = config_.chunked_prefill_size > 0 ? config_.chunked_prefill_size
                                                     : std::numeric_limits<int64_t>::max();
-  auto add_chunk = [&](Request& r) {
+  auto add_chunk = [&](SchedRequest& r) {
     int64_t chunk = std::min(r.num_uncomputed(), budget);
     if (!reserve(r, r.num_computed + chunk)) return false;
     budget -= chunk;
@@ -194,7 +194,7 @@ std::vector<Scheduler::Entry> Scheduler::schedule() {
   }
   while (!waiting_.empty() && budget > 0 &&
          static_cast<int64_t>(running_.size()) < config_.max_running_requests) {
-    Request& r = *waiting_.front();
+    SchedRequest& r = *waiting_.front();
     admit(r);
     // Keep a page per decoding request free so running requests are not starved.
     bool fits = add_chunk(r) && (running_.empty() ||
@@ -216,19 +216,25 @@ std::vector<Scheduler::Entry> Scheduler::schedule() {
   return decodes;
 }
 
-void Scheduler::step(std::vector<TokenOutput>& out) {
+void Scheduler::step(std::vector<TokenOutput>& out, bool must_forward) {
   double t0 = now_seconds();
   std::vector<Entry> entries = schedule();
   // Requests that cannot fit even alone end here with an error.
   for (auto it = running_.begin(); it != running_.end();) {
-    Request& r = **it;
+    SchedRequest& r = **it;
     ++it;
     if (r.pending.finished && !r.pending.error.empty()) finish(r, "abort", out);
   }
-  if (entries.empty()) return;
+  if (entries.empty()) {
+    if (must_forward) {
+      ForwardBatch empty;
+      runner_.forward(empty, nullptr);
+    }
+    return;
+  }
   ForwardBatch batch;
   for (const Entry& e : entries) {
-    Request& r = *e.request;
+    SchedRequest& r = *e.request;
     LogitsWanted wanted = !e.samples ? LogitsWanted::kNone : LogitsWanted::kLast;
     if (r.wants_input_logprobs()) wanted = LogitsWanted::kAll;
     batch.add_sequence(r.tokens.data() + r.num_computed, e.num_new, r.num_computed,
@@ -256,7 +262,7 @@ void Scheduler::process(const std::vector<Entry>& entries, const ForwardBatch& b
   int64_t logit_row = 0;
   for (size_t i = 0; i < entries.size(); ++i) {
     const Entry& e = entries[i];
-    Request& r = *e.request;
+    SchedRequest& r = *e.request;
     const SequenceInput& seq = batch.seqs[i];
     int64_t first_pos = r.num_computed;
     r.num_computed += e.num_new;
@@ -318,7 +324,7 @@ void Scheduler::process(const std::vector<Entry>& entries, const ForwardBatch& b
   }
 }
 
-void Scheduler::finish(Request& r, const std::string& reason, std::vector<TokenOutput>& out) {
+void Scheduler::finish(SchedRequest& r, const std::string& reason, std::vector<TokenOutput>& out) {
   TokenOutput o = std::move(r.pending);
   o.rid = r.in.rid;
   o.prompt_tokens = r.prompt_len;
@@ -327,7 +333,7 @@ void Scheduler::finish(Request& r, const std::string& reason, std::vector<TokenO
   o.finish_reason = reason;
   out.push_back(std::move(o));
   release_pages(r);
-  running_.remove_if([&](const std::unique_ptr<Request>& p) { return p.get() == &r; });
+  running_.remove_if([&](const std::unique_ptr<SchedRequest>& p) { return p.get() == &r; });
 }
 
 bool Scheduler::flush_cache() {

@@ -51,8 +51,10 @@ class Scheduler {
   // Aborts one request (or all, for an empty rid); its pages are freed now.
   void abort(const std::string& rid, std::vector<TokenOutput>& out);
   bool has_work() const { return !running_.empty() || !waiting_.empty(); }
-  // One forward pass over the next batch (nothing when idle); appends outputs.
-  void step(std::vector<TokenOutput>& out);
+  // One forward pass over the next batch (nothing when idle); appends outputs. With
+  // must_forward the model runs even with nothing to compute (an empty batch: under DP
+  // attention every group joins every step).
+  void step(std::vector<TokenOutput>& out, bool must_forward = false);
   // Empties the prefix cache; false while requests are running.
   bool flush_cache();
 
@@ -68,20 +70,20 @@ class Scheduler {
 
  private:
   struct Entry {
-    Request* request;
+    SchedRequest* request;
     int64_t num_new;
     bool samples;  // the chunk reaches the end of the tokens: a new token follows
   };
 
   std::string validate(const GenerateInput& input) const;
-  bool admit(Request& request);
-  bool reserve(Request& request, int64_t num_tokens);
-  void release_pages(Request& request);
+  bool admit(SchedRequest& request);
+  bool reserve(SchedRequest& request, int64_t num_tokens);
+  void release_pages(SchedRequest& request);
   void retract_newest();
   std::vector<Entry> schedule();
   void process(const std::vector<Entry>& entries, const ForwardBatch& batch,
                const std::vector<float>& logits, std::vector<TokenOutput>& out);
-  void finish(Request& request, const std::string& reason, std::vector<TokenOutput>& out);
+  void finish(SchedRequest& request, const std::string& reason, std::vector<TokenOutput>& out);
 
   ModelRunner& runner_;
   SchedulerConfig config_;
@@ -89,8 +91,8 @@ class Scheduler {
   int64_t vocab_size_;
   SlotAllocator allocator_;
   PrefixCache prefix_cache_;
-  std::list<std::unique_ptr<Request>> running_;  // admission order
-  std::deque<std::unique_ptr<Request>> waiting_;
+  std::list<std::unique_ptr<SchedRequest>> running_;  // admission order
+  std::deque<std::unique_ptr<SchedRequest>> waiting_;
   uint64_t next_arrival_ = 0;
   SchedulerStats stats_;
 };

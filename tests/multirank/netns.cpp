@@ -13,9 +13,7 @@
 extern char** environ;
 
 namespace epserve::test {
-namespace {
 
-// Runs a command; returns its exit status and stderr+stdout text.
 int run_command(const std::string& cmd, std::string* output) {
   FILE* pipe = popen((cmd + " 2>&1").c_str(), "r");
   if (!pipe) return -1;
@@ -25,81 +23,7 @@ int run_command(const std::string& cmd, std::string* output) {
   return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
 
-class Namespaces {
- public:
-  explicit Namespaces(int nnodes) : tag_(std::to_string(getpid() % 100000)) {
-    for (int i = 0; i < nnodes; ++i) names_.push_back("eps" + tag_ + "n" + std::to_string(i));
-  }
-  ~Namespaces() {
-    std::string ignored;
-    for (auto& n : created_) run_command("ip netns del " + n, &ignored);
-  }
-  // Creates the namespaces and a veth pair between node 0 and node 1 (two nodes).
-  bool create(std::string* why) {
-    std::string subnet = "10.213." + std::to_string(getpid() % 250 + 1);
-    for (auto& n : names_) {
-      std::string out;
-      if (run_command("ip netns add " + n, &out) != 0) {
-        *why =
-            "multi-node test needs root and `ip netns` (iproute2): `ip netns add` failed: " + out;
-        return false;
-      }
-      created_.push_back(n);
-    }
-    std::string a = "veps" + tag_ + "a", b = "veps" + tag_ + "b";
-    veth_a_ = a;
-    const std::vector<std::string> steps = {
-        "ip link add " + a + " netns " + names_[0] + " type veth peer name " + b + " netns " +
-            names_[1],
-        "ip -n " + names_[0] + " addr add " + subnet + ".1/24 dev " + a,
-        "ip -n " + names_[1] + " addr add " + subnet + ".2/24 dev " + b,
-        "ip -n " + names_[0] + " link set " + a + " up",
-        "ip -n " + names_[1] + " link set " + b + " up",
-        "ip -n " + names_[0] + " link set lo up",
-        "ip -n " + names_[1] + " link set lo up"};
-    for (auto& step : steps) {
-      std::string out;
-      if (run_command(step, &out) != 0) {
-        *why = "multi-node test could not set up the veth pair (`" + step + "`): " + out;
-        return false;
-      }
-    }
-    // The veth carrier comes up a moment after both ends are set up; UCX only lists running
-    // interfaces, so wait for it.
-    for (int i = 0; i < 2; ++i) {
-      std::string dev = i == 0 ? a : b;
-      bool up = false;
-      for (int tries = 0; tries < 100 && !up; ++tries) {
-        std::string out;
-        run_command("ip -n " + names_[i] + " -o link show dev " + dev, &out);
-        up = out.find("state UP") != std::string::npos;
-        if (!up) usleep(50000);
-      }
-      if (!up) {
-        *why = "multi-node test: the veth pair did not come up within 5 s";
-        return false;
-      }
-    }
-    node0_addr_ = subnet + ".1:29500";
-    return true;
-  }
-  const std::string& name(int i) const { return names_[i]; }
-  // Bytes node 0's end of the veth pair received so far.
-  long long veth_rx_bytes() const {
-    std::string out;
-    run_command(
-        "ip netns exec " + names_[0] + " cat /sys/class/net/" + veth_a_ + "/statistics/rx_bytes",
-        &out);
-    return std::atoll(out.c_str());
-  }
-  const std::string& node0_addr() const { return node0_addr_; }
-
- private:
-  std::string tag_;
-  std::vector<std::string> names_, created_;
-  std::string node0_addr_;
-  std::string veth_a_;
-};
+namespace {
 
 pid_t spawn_node(const Namespaces& ns, int node, int nnodes, int world_size,
                  const RankRunOptions& options) {

@@ -1,0 +1,36 @@
+#include "cli/parallel_flags.h"
+
+namespace epserve::cli {
+
+void add_parallel_flags(CLI::App& sub, ParallelOptions& o) {
+  sub.add_option("--tp-size,--tp", o.tp_size,
+                 "World size: ranks (attention heads are split over them); default: the "
+                 "largest of --ep-size and --dp-size");
+  sub.add_option("--ep-size,--ep", o.ep_size, "Expert-parallel size (must divide the world)");
+  sub.add_option("--dp-size,--dp", o.dp_size,
+                 "Attention data-parallel groups (with --enable-dp-attention)");
+  sub.add_flag("--enable-dp-attention", o.enable_dp_attention,
+               "Attention data-parallel: each group of W / dp ranks serves its own requests with "
+               "its own KV cache; MoE layers still span all ranks");
+  sub.add_option("--moe-dense-tp-size", o.moe_dense_tp_size,
+                 "1: dense layers whole on every rank (default: split like the heads)");
+  sub.add_flag("--enable-dp-lm-head", o.enable_dp_lm_head,
+               "Split the LM head's vocabulary over the attention group (needs DP attention)");
+  sub.add_option("--moe-a2a-backend", o.moe_a2a_backend,
+                 "none (expert outputs summed over ranks) or deepep (token dispatch/combine)")
+      ->check(CLI::IsMember({"none", "deepep"}));
+  sub.add_option("--deepep-mode", o.deepep_mode, "auto, normal or low_latency")
+      ->check(CLI::IsMember({"auto", "normal", "low_latency"}));
+  sub.add_option("--nnodes", o.nnodes, "Number of nodes");
+  sub.add_option("--node-rank", o.node_rank, "This node's index");
+  sub.add_option("--dist-init-addr", o.dist_init_addr,
+                 "HOST:PORT of node 0's rendezvous store (default: a free loopback port)");
+  sub.add_option("--dist-timeout", o.dist_timeout_seconds,
+                 "Seconds a rank waits for another before giving up (default 60)");
+  sub.add_option("--init-expert-location", o.init_expert_location,
+                 "trivial, or a JSON file/string with physical_to_logical_map or logical_count");
+  sub.add_option("--ep-num-redundant-experts", o.ep_num_redundant_experts,
+                 "Extra physical expert slots (replicas) in total");
+}
+
+}  // namespace epserve::cli

@@ -1,0 +1,88 @@
+// Routed experts spread over ranks (expert parallelism). Each rank holds the experts of its
+// physical slots; a token's top-k logical ids are mapped to physical slots through the expert
+// location map, then the experts are reached in one of SGLang's two ways:
+//  - AllReduceExperts (--moe-a2a-backend none): every rank works on every token (with DP
+//    attention, the groups' tokens are gathered first); each computes the (token, slot) rows
+//    whose expert it holds, the rows are summed over ranks (one rank computes each row, so the
+//    sum is exact), and every rank combines its own group's tokens.
+//  - DispatchedExperts (--moe-a2a-backend deepep): each rank of an attention group takes an
+//    equal share of the group's tokens, dispatches them to the experts' ranks, runs its
+//    experts on what arrives, combines what comes back, and the group gathers the shares.
+// Both end in the same slot-order weighted sum as one rank, so expert parallelism alone never
+// changes a bit of the output.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "io/model_config.h"
+#include "model/moe.h"
+#include "model/parallel.h"
+
+namespace epserve {
+
+namespace eplb {
+class ExpertLocation;
+}
+
+// The slots of one layer this rank holds and the logical -> physical choice it makes.
+class ExpertSlots {
+ public:
+  ExpertSlots(const ModelConfig& config, const ModelWeights& weights, const std::string& prefix,
+              int layer, const ModelParallel& parallel);
+  int first_slot() const { return first_slot_; }
+  int num_physical() const { return num_physical_; }
+  LocalExperts& experts() { return *experts_; }
+  // Physical ids for the top-k logical ids of tokens that `owner_rank` sends (its static
+  // table: a replica on that rank when it has one).
+  void to_physical(const int32_t* logical, int64_t count, int owner_rank, int32_t* physical) const;
+
+ private:
+  int layer_;
+  int first_slot_;
+  int num_physical_;
+  std::vector<std::vector<int32_t>> tables_;  // per rank: logical -> physical for this layer
+  std::unique_ptr<LocalExperts> experts_;
+};
+
+class AllReduceExperts : public RoutedExperts {
+ public:
+  AllReduceExperts(const ModelConfig& config, const ModelWeights& weights,
+                   const std::string& prefix, int layer, const ModelParallel& parallel);
+  void forward(const float* x, int64_t num_tokens, const int32_t* topk_ids,
+               const float* topk_weights, float* out) override;
+
+ private:
+  ExpertSlots slots_;
+  int top_k_;
+  int64_t hidden_;
+  std::shared_ptr<Communicator> world_;
+  std::shared_ptr<Communicator> group_;
+  int moe_tp_size_;
+  int moe_tp_rank_;
+};
+
+class DispatchedExperts : public RoutedExperts {
+ public:
+  DispatchedExperts(const ModelConfig& config, const ModelWeights& weights,
+                    const std::string& prefix, int layer, const ModelParallel& parallel);
+  void forward(const float* x, int64_t num_tokens, const int32_t* topk_ids,
+               const float* topk_weights, float* out) override;
+
+ private:
+  ExpertSlots slots_;
+  int layer_;
+  int top_k_;
+  int64_t hidden_;
+  ModelParallel parallel_;
+};
+
+// The routed experts of one layer for the given layout: LocalExperts on one rank, else one of
+// the above.
+std::unique_ptr<RoutedExperts> make_routed_experts(const ModelConfig& config,
+                                                   const ModelWeights& weights,
+                                                   const std::string& prefix, int layer,
+                                                   const ModelParallel& parallel);
+
+}  // namespace epserve

@@ -1,0 +1,64 @@
+#include "runtime/group_runner.h"
+
+#include <chrono>
+
+#include "comm/communicator.h"
+#include "core/phase_timer.h"
+
+namespace epserve {
+namespace {
+
+constexpr int64_t kStop = -1;
+// Idle ranks wait this long for the next batch before re-arming the wait; dead peers are still
+// noticed at once through the job's abort signal.
+constexpr std::chrono::hours kIdleWait{24 * 365};
+
+}  // namespace
+
+GroupLeaderRunner::GroupLeaderRunner(CausalLM& model, int64_t num_kv_slots,
+                                     std::shared_ptr<Communicator> group)
+    : local_(model, num_kv_slots), group_(std::move(group)) {}
+
+GroupLeaderRunner::~GroupLeaderRunner() {
+  if (!group_ || group_->size() == 1) return;
+  try {
+    int64_t stop = kStop;
+    group_->set_context("stopping the group");
+    group_->broadcast(&stop, sizeof(stop), 0);
+  } catch (const Error&) {
+    // The job is already failing; the launcher reports the cause.
+  }
+}
+
+void GroupLeaderRunner::forward(const ForwardBatch& batch, float* logits) {
+  if (group_ && group_->size() > 1) {
+    PhaseTimer timer("comm");
+    std::vector<int32_t> data = batch.serialize();
+    int64_t size = static_cast<int64_t>(data.size());
+    group_->set_context("sending the next batch");
+    group_->broadcast(&size, sizeof(size), 0);
+    group_->broadcast(data.data(), data.size() * sizeof(int32_t), 0);
+  }
+  local_.forward(batch, logits);
+}
+
+void run_group_follower(CausalLM& model, int64_t num_kv_slots, Communicator& group) {
+  LocalModelRunner local(model, num_kv_slots);
+  std::vector<float> logits;
+  const auto timeout = group.timeout();
+  while (true) {
+    int64_t size = 0;
+    group.set_context("waiting for the next batch");
+    group.set_timeout(std::chrono::duration_cast<std::chrono::milliseconds>(kIdleWait));
+    group.broadcast(&size, sizeof(size), 0);
+    group.set_timeout(timeout);
+    if (size == kStop) return;
+    std::vector<int32_t> data(size);
+    group.broadcast(data.data(), data.size() * sizeof(int32_t), 0);
+    ForwardBatch batch = ForwardBatch::deserialize(data);
+    logits.resize(batch.num_logit_rows() * model.vocab_size());
+    local.forward(batch, logits.data());
+  }
+}
+
+}  // namespace epserve

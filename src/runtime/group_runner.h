@@ -1,0 +1,34 @@
+// Lockstep execution inside an attention group: the group's leader (which runs the scheduler or
+// the offline generator) hands every forward batch to the other ranks of the group, and all of
+// them run the same step; the MoE layers join all ranks of the world.
+#pragma once
+
+#include <memory>
+
+#include "runtime/model_runner.h"
+
+namespace epserve {
+
+class Communicator;
+
+// The leader's runner: broadcasts the batch over the group, then runs its own share.
+class GroupLeaderRunner : public ModelRunner {
+ public:
+  GroupLeaderRunner(CausalLM& model, int64_t num_kv_slots, std::shared_ptr<Communicator> group);
+  // Tells the other ranks of the group to stop.
+  ~GroupLeaderRunner() override;
+  void forward(const ForwardBatch& batch, float* logits) override;
+  const ModelConfig& config() const override { return local_.config(); }
+  int64_t num_kv_slots() const override { return local_.num_kv_slots(); }
+  const KvCache& cache() const { return local_.cache(); }
+
+ private:
+  LocalModelRunner local_;
+  std::shared_ptr<Communicator> group_;
+};
+
+// A non-leader rank: runs the batches its leader sends until told to stop. Waiting for the next
+// batch has no deadline (a server may idle), but a failed rank still ends it.
+void run_group_follower(CausalLM& model, int64_t num_kv_slots, Communicator& group);
+
+}  // namespace epserve

@@ -1,0 +1,129 @@
+#include "runtime/parallel_setup.h"
+
+#include <algorithm>
+#include <cstdio>
+
+#include <spdlog/spdlog.h>
+
+#include "comm/communicator.h"
+#include "core/thread_pool.h"
+#include "ep/dispatcher.h"
+#include "eplb/expert_location.h"
+#include "io/model_config.h"
+
+namespace epserve {
+
+int ParallelOptions::world_size() const {
+  if (tp_size > 0) return tp_size;
+  return std::max(ep_size, std::max(dp_size, 1));
+}
+
+int ParallelOptions::attention_groups() const {
+  if (!enable_dp_attention) return 1;
+  return dp_size > 0 ? dp_size : world_size();
+}
+
+void ParallelOptions::validate() const {
+  const int w = world_size();
+  EPS_CHECK(tp_size >= 0 && ep_size >= 1 && dp_size >= 0,
+            "--tp-size, --ep-size and --dp-size must be positive");
+  EPS_CHECK(w % ep_size == 0, "--ep-size {} must divide the world size {} (--tp-size)", ep_size,
+            w);
+  EPS_CHECK(moe_a2a_backend == "none" || moe_a2a_backend == "deepep",
+            "--moe-a2a-backend '{}' is not one of none, deepep", moe_a2a_backend);
+  EPS_CHECK(deepep_mode == "auto" || deepep_mode == "normal" || deepep_mode == "low_latency",
+            "--deepep-mode '{}' is not one of auto, normal, low_latency", deepep_mode);
+  EPS_CHECK(moe_a2a_backend != "deepep" || ep_size == w,
+            "--moe-a2a-backend deepep needs --ep-size equal to the world size {} (SGLang sets "
+            "ep_size = tp_size for it)", w);
+  EPS_CHECK(nnodes >= 1 && node_rank >= 0 && node_rank < nnodes,
+            "--node-rank {} must be in [0, --nnodes {})", node_rank, nnodes);
+  EPS_CHECK(w % nnodes == 0, "the world size {} must be a multiple of --nnodes {}", w, nnodes);
+  EPS_CHECK(nnodes == 1 || !dist_init_addr.empty(),
+            "--nnodes {} needs --dist-init-addr HOST:PORT (node 0's address)", nnodes);
+  EPS_CHECK(dist_timeout_seconds > 0, "--dist-timeout must be positive");
+  EPS_CHECK(ep_num_redundant_experts >= 0, "--ep-num-redundant-experts must not be negative");
+  if (enable_dp_attention) {
+    EPS_CHECK(w % attention_groups() == 0,
+              "--enable-dp-attention needs --tp-size ({}) divisible by --dp-size ({})", w,
+              attention_groups());
+  }
+  EPS_CHECK(!enable_dp_lm_head || dp_attention(),
+            "--enable-dp-lm-head needs --enable-dp-attention with --dp-size above 1");
+  EPS_CHECK(moe_dense_tp_size == 0 || moe_dense_tp_size == 1,
+            "--moe-dense-tp-size {} is not supported: use 1 (dense layers whole on every rank) or "
+            "leave it unset (split like the attention heads), as SGLang allows",
+            moe_dense_tp_size);
+}
+
+RankContext setup_rank(const ParallelOptions& o, const std::string& model_dir) {
+  o.validate();
+  RankContext ctx;
+  ctx.info = rank_info_from_env();
+  const int w = o.world_size();
+  EPS_CHECK(ctx.info.world_size == w, "rank started with world size {} but the flags say {}",
+            ctx.info.world_size, w);
+  if (is_rank_process()) ThreadPool::set_global_threads(ctx.info.num_threads);
+  if (w == 1) return ctx;
+
+  CommOptions comm_options;
+  comm_options.timeout = std::chrono::seconds(o.dist_timeout_seconds);
+  ctx.world = Communicator::create_world(ctx.info, comm_options);
+  const int groups = o.attention_groups();
+  const int group_size = w / groups;
+  ctx.dp_rank = ctx.world->rank() / group_size;
+  std::shared_ptr<Communicator> group = ctx.world->split(ctx.dp_rank, ctx.world->rank());
+  ctx.leader = group->rank() == 0;
+
+  ModelParallel& p = ctx.parallel;
+  p.world = ctx.world;
+  p.attention_group = group;
+  p.attention_heads = Shard{group->rank(), group->size()};
+  p.dense_mlp = o.moe_dense_tp_size == 1 ? Shard{} : p.attention_heads;
+  p.vocab_parallel_lm_head = o.enable_dp_lm_head;
+  if (groups > 1) ctx.leaders = ctx.world->split(ctx.leader ? 0 : -1, ctx.world->rank());
+  p.ep_size = o.ep_size;
+  p.moe_tp_size = w / o.ep_size;
+  p.ep_rank = ctx.world->rank() / p.moe_tp_size;
+  p.moe_tp_rank = ctx.world->rank() % p.moe_tp_size;
+  p.moe_a2a_backend = o.moe_a2a_backend == "deepep" ? MoeA2aBackend::kDeepep : MoeA2aBackend::kNone;
+  p.deepep_mode = o.deepep_mode == "normal"        ? DeepepMode::kNormal
+                  : o.deepep_mode == "low_latency" ? DeepepMode::kLowLatency
+                                                   : DeepepMode::kAuto;
+  p.num_max_dispatch_tokens_per_rank = num_max_dispatch_tokens_per_rank_from_env();
+
+  ModelConfig config = load_model_config(model_dir);
+  if (config.moe.num_experts > 0) {
+    eplb::ExpertLocationOptions lo;
+    lo.num_layers = config.num_layers;
+    lo.num_logical = config.moe.num_experts;
+    lo.num_physical = config.moe.num_experts + o.ep_num_redundant_experts;
+    lo.ep_size = o.ep_size;
+    lo.num_groups = config.moe.n_group > 1 ? config.moe.n_group : 0;
+    lo.num_nodes = o.nnodes;
+    p.expert_location = std::make_shared<eplb::ExpertLocation>(
+        eplb::ExpertLocation::from_init_expert_location(o.init_expert_location, lo));
+  }
+  return ctx;
+}
+
+int launch_or_run(const ParallelOptions& o, const std::function<int()>& rank_main) {
+  o.validate();
+  const int w = o.world_size();
+  if (w > 1 && !is_rank_process()) {
+    LaunchOptions launch;
+    launch.world_size = w;
+    launch.nnodes = o.nnodes;
+    launch.node_rank = o.node_rank;
+    launch.dist_init_addr = o.dist_init_addr;
+    return run_launcher(launch);
+  }
+  try {
+    return rank_main();
+  } catch (const PeerFailure& e) {
+    std::fprintf(stderr, "epserve: %s\n", e.what());
+    return kExitPeerFailure;
+  }
+}
+
+}  // namespace epserve

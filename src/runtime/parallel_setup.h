@@ -1,0 +1,64 @@
+// From SGLang's parallel flags to a running rank: the world size rule, the launch (one command
+// starts this node's ranks and supervises them), and, inside a rank, the communicators and the
+// ModelParallel that load_causal_lm cuts the model with.
+//
+// World size W = --tp-size, or the largest of --ep-size and --dp-size when it is absent
+// (SGLang's rule). --ep-size must divide W. Without DP attention the W ranks form one attention
+// group (heads split W ways); with it, dp_size groups of W / dp_size ranks.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "comm/launcher.h"
+#include "model/parallel.h"
+
+namespace epserve {
+
+class Communicator;
+
+struct ParallelOptions {
+  int tp_size = 0;  // 0: absent
+  int ep_size = 1;
+  int dp_size = 0;  // 0: absent (with --enable-dp-attention: dp = W, which epserve says at start)
+  bool enable_dp_attention = false;
+  int moe_dense_tp_size = 0;  // 0: absent (dense layers split like the heads); 1: whole per rank
+  bool enable_dp_lm_head = false;
+  std::string moe_a2a_backend = "none";  // none | deepep
+  std::string deepep_mode = "auto";      // auto | normal | low_latency
+  int nnodes = 1;
+  int node_rank = 0;
+  std::string dist_init_addr;
+  int dist_timeout_seconds = 60;
+  std::string init_expert_location = "trivial";
+  int ep_num_redundant_experts = 0;
+
+  int world_size() const;
+  // Attention groups: dp_size with DP attention (W when --dp-size is absent), else 1. SGLang
+  // turns DP attention off when dp is 1; so does epserve.
+  int attention_groups() const;
+  bool dp_attention() const { return attention_groups() > 1; }
+  // SGLang's consistency rules; throws epserve::Error naming the flag.
+  void validate() const;
+};
+
+struct RankContext {
+  RankInfo info;
+  std::shared_ptr<Communicator> world;
+  ModelParallel parallel;
+  int dp_rank = 0;  // this rank's attention group
+  bool leader = true;  // rank 0 of its attention group (runs the scheduler)
+  // The leaders of all attention groups (DP attention): they agree each step on whether to run.
+  std::shared_ptr<Communicator> leaders;
+};
+
+// In a rank process (or a single process): connects the data plane and cuts the layout.
+RankContext setup_rank(const ParallelOptions& options, const std::string& model_dir);
+
+// With W > 1 and not yet a rank: starts this node's ranks and supervises them (returns the
+// launcher's exit code). Otherwise runs rank_main, turning errors into one line and an exit
+// code (a failure elsewhere: kExitPeerFailure; here: 1, after telling the other ranks).
+int launch_or_run(const ParallelOptions& options, const std::function<int()>& rank_main);
+
+}  // namespace epserve
