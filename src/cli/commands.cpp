@@ -8,6 +8,7 @@ std::vector<Command> all_commands(CLI::App& app) {
   commands.push_back(register_make_model(app));
   commands.push_back(register_bench_one_batch(app));
   commands.push_back(register_eplb(app));
+  commands.push_back(register_serve(app));
   commands.push_back(register_tokenize(app));
   commands.push_back(register_perplexity(app));
   return commands;

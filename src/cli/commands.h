@@ -18,6 +18,7 @@ Command register_generate(CLI::App& app);
 Command register_make_model(CLI::App& app);
 Command register_bench_one_batch(CLI::App& app);
 Command register_eplb(CLI::App& app);
+Command register_serve(CLI::App& app);
 Command register_tokenize(CLI::App& app);
 Command register_perplexity(CLI::App& app);
 

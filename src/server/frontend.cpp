@@ -1,0 +1,369 @@
+#include "server/frontend.h"
+
+#include <sys/eventfd.h>
+#include <unistd.h>
+#include <zmq.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+
+#include "core/error.h"
+#include "core/log.h"
+#include "server/errors.h"
+#include "server/metrics.h"
+
+namespace epserve {
+
+namespace {
+
+void* make_socket(void* context, int type) {
+  void* socket = zmq_socket(context, type);
+  EPS_CHECK(socket != nullptr, "zmq_socket: {}", zmq_strerror(zmq_errno()));
+  int zero = 0, linger = 1000;
+  zmq_setsockopt(socket, ZMQ_SNDHWM, &zero, sizeof(zero));
+  zmq_setsockopt(socket, ZMQ_RCVHWM, &zero, sizeof(zero));
+  zmq_setsockopt(socket, ZMQ_LINGER, &linger, sizeof(linger));
+  return socket;
+}
+
+}  // namespace
+
+Frontend::Frontend(FrontendOptions options, Metrics* metrics)
+    : options_(std::move(options)),
+      metrics_(metrics),
+      group_requests_(options_.num_dp_groups, 0),
+      group_tokens_(options_.num_dp_groups, 0),
+      info_(options_.num_dp_groups) {
+  EPS_CHECK(options_.num_dp_groups >= 1, "frontend: {} DP groups", options_.num_dp_groups);
+}
+
+Frontend::~Frontend() {
+  shutdown();
+}
+
+void Frontend::start() {
+  context_ = zmq_ctx_new();
+  EPS_CHECK(context_ != nullptr, "zmq_ctx_new: {}", zmq_strerror(zmq_errno()));
+  pull_ = make_socket(context_, ZMQ_PULL);
+  std::string out = options_.ipc_base + "-out";
+  EPS_CHECK(zmq_bind(pull_, out.c_str()) == 0, "cannot bind {}: {}", out,
+            zmq_strerror(zmq_errno()));
+  for (int g = 0; g < options_.num_dp_groups; ++g) {
+    void* push = make_socket(context_, ZMQ_PUSH);
+    std::string in = options_.ipc_base + "-in-" + std::to_string(g);
+    EPS_CHECK(zmq_bind(push, in.c_str()) == 0, "cannot bind {}: {}", in, zmq_strerror(zmq_errno()));
+    push_.push_back(push);
+  }
+  wake_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  EPS_CHECK(wake_fd_ >= 0, "eventfd: {}", std::strerror(errno));
+  started_ = true;
+  io_thread_ = std::thread([this] { io_loop(); });
+}
+
+void Frontend::shutdown() {
+  if (!started_ || stopping_.exchange(true)) return;
+  std::vector<std::shared_ptr<RequestGroup>> groups;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    for (auto& [rid, route] : routes_) {
+      if (auto g = route.group.lock()) groups.push_back(std::move(g));
+    }
+    routes_.clear();
+    for (int g = 0; g < options_.num_dp_groups; ++g) {
+      outbox_.emplace_back(g, encode_message({{"type", "abort"}, {"rid", ""}}));
+      outbox_.emplace_back(
+          g, encode_message(
+                 {{"type", "control"}, {"command", "shutdown"}, {"id", next_control_id_++}}));
+    }
+  }
+  for (auto& g : groups) g->fail_all("the server is shutting down");
+  cv_.notify_all();
+  io_stop_ = true;
+  uint64_t one = 1;
+  (void)!write(wake_fd_, &one, sizeof(one));
+  if (io_thread_.joinable()) io_thread_.join();
+  // ipc:// endpoints are files; unbinding removes them.
+  std::string out = options_.ipc_base + "-out";
+  zmq_unbind(pull_, out.c_str());
+  for (size_t g = 0; g < push_.size(); ++g) {
+    std::string in = options_.ipc_base + "-in-" + std::to_string(g);
+    zmq_unbind(push_[g], in.c_str());
+  }
+  for (void* s : push_) zmq_close(s);
+  zmq_close(pull_);
+  zmq_ctx_term(context_);
+  close(wake_fd_);
+}
+
+std::shared_ptr<RequestGroup> Frontend::submit(std::vector<GenerateInput> inputs) {
+  EPS_CHECK(!inputs.empty(), "frontend: submit without inputs");
+  if (stopping_) throw ApiError(503, "the server is shutting down");
+  int64_t tokens = 0;
+  std::vector<std::string> rids;
+  for (const auto& in : inputs) {
+    tokens += static_cast<int64_t>(in.input_ids.size()) + in.max_new_tokens;
+    rids.push_back(in.rid);
+  }
+  std::shared_ptr<RequestGroup> group;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (stopping_) throw ApiError(503, "the server is shutting down");
+    for (const SchedulerInfo& s : info_) {
+      if (!s.ready)
+        throw ApiError(503,
+                       "the model is still loading; /health answers 200 when "
+                       "the server is ready");
+    }
+    for (size_t i = 0; i < rids.size(); ++i) {
+      if (routes_.count(rids[i]) != 0 ||
+          std::count(rids.begin(), rids.begin() + static_cast<std::ptrdiff_t>(i), rids[i])) {
+        throw ApiError(400, "rid '" + rids[i] + "' is already in use", "rid");
+      }
+    }
+    int dp = pick_group(tokens);
+    group.reset(new RequestGroup(*this, rids, dp));
+    for (size_t i = 0; i < inputs.size(); ++i) {
+      int64_t t = static_cast<int64_t>(inputs[i].input_ids.size()) + inputs[i].max_new_tokens;
+      routes_[rids[i]] = Route{group, i, dp, t};
+      group_requests_[dp] += 1;
+      group_tokens_[dp] += t;
+      outbox_.emplace_back(dp, encode_message({{"type", "generate"}, {"input", inputs[i]}}));
+    }
+  }
+  uint64_t one = 1;
+  (void)!write(wake_fd_, &one, sizeof(one));
+  return group;
+}
+
+int Frontend::pick_group(int64_t tokens) {
+  int n = options_.num_dp_groups;
+  if (n == 1) return 0;
+  if (options_.load_balance_method == "total_requests") {
+    return static_cast<int>(std::min_element(group_requests_.begin(), group_requests_.end()) -
+                            group_requests_.begin());
+  }
+  if (options_.load_balance_method == "total_tokens") {
+    return static_cast<int>(std::min_element(group_tokens_.begin(), group_tokens_.end()) -
+                            group_tokens_.begin());
+  }
+  (void)tokens;
+  return static_cast<int>(round_robin_++ % static_cast<uint64_t>(n));
+}
+
+void Frontend::post(int dp_rank, const nlohmann::json& message) {
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    outbox_.emplace_back(dp_rank, encode_message(message));
+  }
+  uint64_t one = 1;
+  (void)!write(wake_fd_, &one, sizeof(one));
+}
+
+void Frontend::unregister(const std::string& rid, int dp_rank, bool abort_at_scheduler) {
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    auto it = routes_.find(rid);
+    if (it == routes_.end()) return;
+    group_requests_[dp_rank] -= 1;
+    group_tokens_[dp_rank] -= it->second.tokens;
+    routes_.erase(it);
+  }
+  if (abort_at_scheduler && !stopping_) post(dp_rank, {{"type", "abort"}, {"rid", rid}});
+}
+
+bool Frontend::abort_request(const std::string& rid) {
+  if (rid.empty()) {
+    for (int g = 0; g < options_.num_dp_groups; ++g) post(g, {{"type", "abort"}, {"rid", ""}});
+    return true;
+  }
+  int dp = -1;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    auto it = routes_.find(rid);
+    if (it == routes_.end()) return false;
+    dp = it->second.dp_rank;
+  }
+  post(dp, {{"type", "abort"}, {"rid", rid}});
+  return true;
+}
+
+std::vector<nlohmann::json> Frontend::control(const std::string& command,
+                                              std::chrono::milliseconds timeout) {
+  // Each group gets its own message id, so the answers need not name their group.
+  uint64_t call;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    call = next_control_id_;
+    controls_[call].results.assign(options_.num_dp_groups, nullptr);
+    for (int g = 0; g < options_.num_dp_groups; ++g) {
+      uint64_t id = next_control_id_++;
+      control_ids_[id] = ControlSlot{call, g};
+      outbox_.emplace_back(g,
+                           encode_message({{"type", "control"}, {"command", command}, {"id", id}}));
+    }
+  }
+  uint64_t one = 1;
+  (void)!write(wake_fd_, &one, sizeof(one));
+  std::unique_lock<std::mutex> lock(mutex_);
+  cv_.wait_for(lock, timeout, [&] {
+    return stopping_ || controls_[call].answered >= static_cast<size_t>(options_.num_dp_groups);
+  });
+  std::vector<nlohmann::json> results = std::move(controls_[call].results);
+  controls_.erase(call);
+  std::erase_if(control_ids_, [call](const auto& item) { return item.second.request == call; });
+  return results;
+}
+
+bool Frontend::ready() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return std::all_of(info_.begin(), info_.end(), [](const SchedulerInfo& s) { return s.ready; });
+}
+
+bool Frontend::wait_ready(std::chrono::milliseconds timeout) {
+  std::unique_lock<std::mutex> lock(mutex_);
+  return cv_.wait_for(lock, timeout, [&] {
+    return stopping_ ||
+           std::all_of(info_.begin(), info_.end(), [](const SchedulerInfo& s) { return s.ready; });
+  }) && !stopping_;
+}
+
+std::vector<SchedulerInfo> Frontend::scheduler_info() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return info_;
+}
+
+void Frontend::set_status_callback(std::function<void(int, const nlohmann::json&)> callback) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  status_callback_ = std::move(callback);
+}
+
+size_t Frontend::num_requests_in_flight() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return routes_.size();
+}
+
+void Frontend::seed_random(uint64_t seed) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  seed_state_ = seed;
+}
+
+uint64_t Frontend::next_seed() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  // splitmix64
+  uint64_t z = (seed_state_ += 0x9e3779b97f4a7c15ull);
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return (z ^ (z >> 31)) & 0x7fffffffffffffffull;
+}
+
+void Frontend::handle(const void* data, size_t size) {
+  nlohmann::json message = decode_message(data, size);
+  Clock::time_point now = Clock::now();
+  const std::string type = message.at("type").get<std::string>();
+  if (type == "outputs") {
+    for (const auto& item : message.at("outputs")) {
+      TokenOutput out = item.get<TokenOutput>();
+      std::shared_ptr<RequestGroup> group;
+      size_t index = 0;
+      int orphan_dp = -1;  // the group is being destroyed: abort the request here
+      {
+        std::lock_guard<std::mutex> lock(mutex_);
+        auto it = routes_.find(out.rid);
+        if (it == routes_.end()) continue;  // aborted or unknown: dropped
+        group = it->second.group.lock();
+        index = it->second.index;
+        if (out.finished || group == nullptr) {
+          if (group == nullptr && !out.finished) orphan_dp = it->second.dp_rank;
+          group_requests_[it->second.dp_rank] -= 1;
+          group_tokens_[it->second.dp_rank] -= it->second.tokens;
+          routes_.erase(it);
+        }
+      }
+      if (group != nullptr) group->push(index, std::move(out), now);
+      if (orphan_dp >= 0) post(orphan_dp, {{"type", "abort"}, {"rid", out.rid}});
+    }
+    return;
+  }
+  EPS_CHECK(type == "control", "unknown message type '{}' from a scheduler", type);
+  uint64_t id = message.at("id").get<uint64_t>();
+  nlohmann::json result = message.value("result", nlohmann::json());
+  std::function<void(int, const nlohmann::json&)> callback;
+  int dp = 0;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (id == 0) {
+      dp = result.is_object() ? result.value("dp_rank", 0) : 0;
+      if (dp < 0 || dp >= options_.num_dp_groups) {
+        spdlog::warn("frontend: a message from unknown DP group {}", dp);
+        return;
+      }
+      if (result.is_object() && result.value("ready", false)) {
+        info_[dp].ready = true;
+        info_[dp].result = result;
+      } else {
+        callback = status_callback_;
+      }
+    } else {
+      auto slot = control_ids_.find(id);
+      if (slot == control_ids_.end()) return;  // an answer nobody waits for any more
+      auto call = controls_.find(slot->second.request);
+      if (call != controls_.end() && call->second.results[slot->second.dp_rank].is_null()) {
+        call->second.results[slot->second.dp_rank] = std::move(result);
+        call->second.answered += 1;
+      }
+      control_ids_.erase(slot);
+    }
+  }
+  cv_.notify_all();
+  if (callback) callback(dp, result);
+}
+
+void Frontend::io_loop() {
+  zmq_pollitem_t items[2] = {{pull_, 0, ZMQ_POLLIN, 0}, {nullptr, wake_fd_, ZMQ_POLLIN, 0}};
+  bool backlog = false;
+  auto stop_deadline = Clock::time_point::max();
+  while (true) {
+    if (io_stop_ && stop_deadline == Clock::time_point::max()) {
+      stop_deadline = Clock::now() + std::chrono::seconds(1);
+    }
+    if (Clock::now() > stop_deadline) break;
+    zmq_poll(items, 2, backlog ? 5 : 100);
+    if (items[1].revents & ZMQ_POLLIN) {
+      uint64_t count;
+      (void)!read(wake_fd_, &count, sizeof(count));
+    }
+    // Send what handlers posted; a group whose scheduler is not connected yet keeps its messages.
+    {
+      std::unique_lock<std::mutex> lock(mutex_);
+      std::deque<std::pair<int, std::string>> kept;
+      while (!outbox_.empty()) {
+        auto item = std::move(outbox_.front());
+        outbox_.pop_front();
+        int rc = zmq_send(push_[item.first], item.second.data(), item.second.size(), ZMQ_DONTWAIT);
+        if (rc < 0) kept.push_back(std::move(item));
+      }
+      backlog = !kept.empty();
+      outbox_ = std::move(kept);
+      if (io_stop_ && !backlog) break;
+    }
+    if (items[0].revents & ZMQ_POLLIN) {
+      while (true) {
+        zmq_msg_t msg;
+        zmq_msg_init(&msg);
+        if (zmq_msg_recv(&msg, pull_, ZMQ_DONTWAIT) < 0) {
+          zmq_msg_close(&msg);
+          break;
+        }
+        try {
+          handle(zmq_msg_data(&msg), zmq_msg_size(&msg));
+        } catch (const std::exception& e) {
+          spdlog::error("frontend: dropped a scheduler message: {}", e.what());
+        }
+        zmq_msg_close(&msg);
+      }
+    }
+  }
+}
+
+}  // namespace epserve

@@ -1,0 +1,90 @@
+// The HTTP server under the API routes: a thin layer over cpp-httplib (the only file that
+// includes httplib.h is http.cpp). Handlers run on a pool of threads and must only parse, post
+// work and wait; a handler may answer at once (status + body) or hand back a stream function
+// that writes chunks (Server-Sent Events) until it returns. Every exception a handler throws
+// becomes an OpenAI-shaped error response (ApiError keeps its status; others are 500).
+#pragma once
+
+#include <cstddef>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+namespace epserve {
+
+struct HttpRequest {
+  std::string method;
+  std::string path;
+  std::string body;
+  std::vector<std::string> path_params;  // the regex groups of the route pattern
+  std::vector<std::pair<std::string, std::string>> headers;
+  std::vector<std::pair<std::string, std::string>> query;
+
+  // Case-insensitive header lookup; "" when absent.
+  std::string header(std::string_view name) const;
+  std::string query_param(std::string_view name) const;
+};
+
+// Writes chunks of a streaming response. write() returns false once the client has gone away;
+// the stream function should then stop (and cancel its work).
+class StreamWriter {
+ public:
+  virtual ~StreamWriter() = default;
+  virtual bool write(std::string_view data) = 0;
+};
+
+struct HttpResponse {
+  int status = 200;
+  std::string content_type = "application/json";
+  std::string body;
+  std::vector<std::pair<std::string, std::string>> headers;
+  // When set, the response is sent chunked: stream(writer) runs after the handler returns.
+  std::function<void(StreamWriter&)> stream;
+
+  void json(int status_code, std::string text) {
+    status = status_code;
+    content_type = "application/json";
+    body = std::move(text);
+  }
+};
+
+using HttpHandler = std::function<void(const HttpRequest&, HttpResponse&)>;
+// Runs before routing; returns true when it answered the request itself (e.g. 401).
+using HttpFilter = std::function<bool(const HttpRequest&, HttpResponse&)>;
+
+struct HttpServerOptions {
+  std::string host = "127.0.0.1";
+  int port = 30000;  // 0: any free port (see HttpServer::port())
+  size_t max_body_bytes = 8 << 20;
+  size_t threads = 256;  // each open streaming response holds one
+  int keep_alive_timeout_s = 5;
+  bool access_log = false;  // one stderr line per request ("HTTP POST /generate -> 200")
+};
+
+class HttpServer {
+ public:
+  explicit HttpServer(HttpServerOptions options);
+  ~HttpServer();
+  HttpServer(const HttpServer&) = delete;
+  HttpServer& operator=(const HttpServer&) = delete;
+
+  // `pattern` is a regex matched against the whole path; its groups become path_params.
+  void route(const std::string& method, const std::string& pattern, HttpHandler handler);
+  void set_filter(HttpFilter filter);
+
+  // Binds the socket; throws epserve::Error naming host:port when it cannot.
+  void bind();
+  int port() const;
+  // Serves until stop(); call bind() first.
+  void serve();
+  void stop();
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace epserve

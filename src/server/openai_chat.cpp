@@ -1,0 +1,250 @@
+// POST /v1/chat/completions: messages rendered through the model's chat template (with
+// add_generation_prompt and the request's chat_template_kwargs), tokenized without adding
+// special tokens (the template writes them), then generated like a completion.
+#include <fmt/format.h>
+
+#include "server/errors.h"
+#include "server/http.h"
+#include "server/openai_common.h"
+#include "server/sampling.h"
+#include "server/sse.h"
+
+namespace epserve {
+
+namespace {
+
+// The messages as the template sees them: content parts joined into one string.
+nlohmann::ordered_json template_messages(const json& messages) {
+  if (!messages.is_array() || messages.empty()) {
+    bad_request("messages must be a non-empty list", "messages");
+  }
+  nlohmann::ordered_json out = nlohmann::ordered_json::array();
+  for (size_t i = 0; i < messages.size(); ++i) {
+    const json& m = messages[i];
+    std::string where = fmt::format("messages[{}]", i);
+    if (!m.is_object()) bad_request(where + " must be an object", "messages");
+    check_keys(m, {"role", "content", "name", "tool_calls", "tool_call_id", "reasoning_content"},
+               {}, where + ".");
+    FieldReader r(m, where + ".");
+    std::optional<std::string> role = r.string("role");
+    if (!role) bad_request(where + ".role is required", "messages");
+    if (*role != "system" && *role != "user" && *role != "assistant" && *role != "tool" &&
+        *role != "developer") {
+      bad_request(fmt::format("{}.role '{}' is not one of system, developer, user, assistant, "
+                              "tool",
+                              where, *role),
+                  "messages");
+    }
+    nlohmann::ordered_json message = nlohmann::ordered_json::parse(m.dump());
+    if (!r.has("content")) {
+      if (*role != "assistant") bad_request(where + ".content is required", "messages");
+      message["content"] = "";
+    } else if (m["content"].is_array()) {
+      std::string text;
+      for (const auto& part : m["content"]) {
+        if (!part.is_object() || part.value("type", "") != "text" || !part.contains("text") ||
+            !part["text"].is_string()) {
+          bad_request(where +
+                          ".content: only text parts ({\"type\": \"text\", \"text\": ...}) "
+                          "are supported",
+                      "messages");
+        }
+        text += part["text"].get<std::string>();
+      }
+      message["content"] = text;
+    } else if (!m["content"].is_string()) {
+      bad_request(fmt::format("{}.content: expected a string or a list of parts, got {}", where,
+                              json_type_name(m["content"])),
+                  "messages");
+    }
+    out.push_back(std::move(message));
+  }
+  return out;
+}
+
+void handle_chat(ServerContext& ctx, const HttpRequest& req, HttpResponse& res) {
+  json body = parse_json_object(req.body);
+  check_keys(body,
+             {"model",
+              "messages",
+              "frequency_penalty",
+              "logit_bias",
+              "logprobs",
+              "top_logprobs",
+              "max_tokens",
+              "max_completion_tokens",
+              "n",
+              "presence_penalty",
+              "seed",
+              "stop",
+              "stream",
+              "stream_options",
+              "temperature",
+              "top_p",
+              "user",
+              "parallel_tool_calls",
+              "metadata",
+              "store",
+              "service_tier",
+              "modalities",
+              "response_format",
+              "top_k",
+              "min_p",
+              "min_tokens",
+              "repetition_penalty",
+              "stop_token_ids",
+              "ignore_eos",
+              "skip_special_tokens",
+              "no_stop_trim",
+              "chat_template_kwargs",
+              "rid"},
+             {"tools", "tool_choice", "functions", "function_call", "audio", "prediction",
+              "reasoning_effort", "web_search_options", "continue_final_message", "regex",
+              "json_schema", "ebnf", "lora_path", "separate_reasoning", "return_hidden_states"});
+  FieldReader r(body);
+  std::string model = r.string("model").value_or(ctx.model.served_model_name);
+  if (!r.has("messages")) bad_request("messages is required", "messages");
+  if (const json* format = r.object("response_format");
+      format && format->value("type", "") != "text") {
+    bad_request("response_format other than {\"type\": \"text\"} is not supported by epserve",
+                "response_format");
+  }
+  if (auto modalities = r.strings("modalities")) {
+    for (const auto& m : *modalities) {
+      if (m != "text") bad_request("only the text modality is supported", "modalities");
+    }
+  }
+  SamplingRequest s;
+  read_sampling_fields(r, s);
+  s.max_new_tokens = r.integer("max_completion_tokens", 0, INT32_MAX);
+  s.max_new_tokens_name = "max_completion_tokens";
+  if (!s.max_new_tokens) {
+    s.max_new_tokens = r.integer("max_tokens", 0, INT32_MAX);
+    s.max_new_tokens_name = "max_tokens";
+  }
+  if (auto v = r.integer("min_tokens", 0, INT32_MAX)) s.min_new_tokens = *v;
+  bool logprobs = r.boolean("logprobs").value_or(false);
+  std::optional<int64_t> top_logprobs = r.integer("top_logprobs", 0, 20);
+  if (top_logprobs && !logprobs) {
+    bad_request("top_logprobs needs logprobs set to true", "top_logprobs");
+  }
+  s.return_logprob = logprobs;
+  s.top_logprobs_num = static_cast<int>(top_logprobs.value_or(0));
+  bool stream = r.boolean("stream").value_or(false);
+  bool include_usage = false;
+  if (const json* options = r.object("stream_options")) {
+    if (!stream) bad_request("stream_options is only allowed with stream", "stream_options");
+    check_keys(*options, {"include_usage", "continuous_usage_stats"}, {}, "stream_options.");
+    include_usage =
+        FieldReader(*options, "stream_options.").boolean("include_usage").value_or(false);
+  }
+  nlohmann::ordered_json kwargs = nlohmann::ordered_json::object();
+  if (const json* k = r.object("chat_template_kwargs"))
+    kwargs = nlohmann::ordered_json::parse(k->dump());
+  std::string id = r.string("rid").value_or(make_request_id("chatcmpl-"));
+
+  if (!ctx.chat_template) {
+    bad_request("this model has no chat template (" + ctx.chat_template_error +
+                "); start the server with --chat-template FILE, or use /v1/completions");
+  }
+  nlohmann::ordered_json messages = template_messages(r.raw("messages"));
+  std::string prompt;
+  try {
+    prompt = ctx.chat_template->render_json(messages, true, kwargs);
+  } catch (const std::exception& e) {
+    bad_request(fmt::format("the chat template rejected the messages: {}", e.what()), "messages");
+  }
+  std::vector<std::vector<int32_t>> prompts = {ctx.tokenizer.encode(prompt, false)};
+  GenerationPlan plan = plan_generation(ctx, prompts, s, -1, id);
+  auto gen = std::make_shared<Generation>(ctx.frontend, ctx.tokenizer, &ctx.metrics,
+                                          std::move(plan.inputs), std::move(plan.options));
+  const int top_n = s.top_logprobs_num;
+  const int64_t created = unix_time_now();
+  const int64_t n = s.n;
+  const bool cache_report = ctx.args.enable_cache_report;
+  auto& tokenizer = ctx.tokenizer;
+  auto logprobs_json = [&tokenizer, logprobs, top_n](const std::vector<LogprobEntry>& entries) {
+    if (!logprobs) return json(nullptr);
+    return json{{"content", chat_logprobs_content(tokenizer, entries, top_n)},
+                {"refusal", nullptr}};
+  };
+
+  if (!stream) {
+    gen->wait();
+    json choices = json::array();
+    for (size_t i = 0; i < gen->size(); ++i) {
+      const ChoiceStream& c = gen->choice(i);
+      std::string finish = openai_finish_reason(c);
+      choices.push_back(
+          {{"index", i},
+           {"message", {{"role", "assistant"}, {"content", c.text()}, {"refusal", nullptr}}},
+           {"logprobs", logprobs_json(c.logprobs())},
+           {"finish_reason", finish},
+           {"matched_stop", c.matched_stop()}});
+    }
+    json out = {{"id", id},           {"object", "chat.completion"},
+                {"created", created}, {"model", model},
+                {"choices", choices}, {"usage", usage_json(*gen, n, cache_report)}};
+    res.json(200, dump_json(out));
+    return;
+  }
+
+  res.content_type = kSseContentType;
+  res.stream = [gen, id, created, model, include_usage, cache_report, n,
+                logprobs_json](StreamWriter& writer) mutable {
+    auto chunk = [&](json choice) {
+      return sse_event({{"id", id},
+                        {"object", "chat.completion.chunk"},
+                        {"created", created},
+                        {"model", model},
+                        {"choices", json::array({std::move(choice)})}});
+    };
+    // The first delta of every choice names the role.
+    for (size_t i = 0; i < gen->size(); ++i) {
+      json first = {{"index", i},
+                    {"delta", {{"role", "assistant"}, {"content", ""}}},
+                    {"logprobs", nullptr},
+                    {"finish_reason", nullptr}};
+      if (!writer.write(chunk(std::move(first)))) return;
+    }
+    size_t index;
+    ChoiceUpdate update;
+    while (gen->next(index, update)) {
+      const ChoiceStream& c = gen->choice(index);
+      if (c.finished() && c.finish_reason() == "abort") {
+        writer.write(sse_event(stream_error(c)));
+        continue;
+      }
+      if (update.text.empty() && !update.finished && update.logprobs.empty()) continue;
+      json delta = json::object();
+      if (!update.text.empty()) delta["content"] = update.text;
+      json choice = {{"index", index},
+                     {"delta", std::move(delta)},
+                     {"logprobs", logprobs_json(update.logprobs)},
+                     {"finish_reason", update.finished ? json(c.finish_reason()) : json(nullptr)}};
+      if (update.finished) choice["matched_stop"] = c.matched_stop();
+      if (!writer.write(chunk(std::move(choice)))) {
+        gen.reset();  // the client went away: abort what is still running
+        return;
+      }
+    }
+    if (include_usage) {
+      writer.write(sse_event({{"id", id},
+                              {"object", "chat.completion.chunk"},
+                              {"created", created},
+                              {"model", model},
+                              {"choices", json::array()},
+                              {"usage", usage_json(*gen, n, cache_report)}}));
+    }
+    writer.write(sse_done());
+  };
+}
+
+}  // namespace
+
+void register_openai_chat(HttpServer& http, ServerContext& ctx) {
+  http.route("POST", "/v1/chat/completions",
+             [&ctx](const HttpRequest& req, HttpResponse& res) { handle_chat(ctx, req, res); });
+}
+
+}  // namespace epserve

@@ -1,0 +1,32 @@
+// What this build of epserve can run. resolve_server_args() accepts every valid SGLang setting;
+// this file refuses, with one line each, the valid settings whose implementation has not landed
+// yet, so that none is silently ignored. Delete a check when its feature lands.
+#include "core/error.h"
+#include "server/server_args.h"
+
+namespace epserve {
+
+namespace {
+
+void not_yet(bool asked, const char* what) {
+  EPS_CHECK(!asked, "{} is not implemented in this build of epserve yet", what);
+}
+
+}  // namespace
+
+void check_supported(const ServerArgs& a) {
+  not_yet(a.device == "cuda", "--device cuda (the CUDA backend)");
+  // The frontend reaches the schedulers over ipc://, so every group leader must run on node 0.
+  not_yet(a.nnodes > 1,
+          "--nnodes > 1 for `serve` (the frontend's link to the schedulers is local)");
+  not_yet(a.moe_dense_tp_size > 1, "--moe-dense-tp-size above 1");
+  not_yet(a.enable_two_batch_overlap, "--enable-two-batch-overlap");
+  not_yet(a.enable_eplb, "--enable-eplb");
+  not_yet(!a.ep_dispatch_algorithm.empty() && a.ep_dispatch_algorithm != "static",
+          "--ep-dispatch-algorithm dynamic/fake");
+  not_yet(!a.expert_distribution_recorder_mode.empty(), "--expert-distribution-recorder-mode");
+  not_yet(a.enable_expert_distribution_metrics, "--enable-expert-distribution-metrics");
+  not_yet(a.disaggregation_mode != "null", "--disaggregation-mode prefill/decode");
+}
+
+}  // namespace epserve

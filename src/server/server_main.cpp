@@ -1,0 +1,235 @@
+#include "server/server_main.h"
+
+#include <signal.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstdio>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+#include "comm/launcher.h"
+#include "core/error.h"
+#include "core/log.h"
+#include "io/model_config.h"
+#include "server/http.h"
+#include "server/server_context.h"
+
+namespace epserve {
+
+namespace {
+
+ModelInfo read_model_info(const ServerArgs& args) {
+  ModelConfig config = load_model_config(args.model_path);
+  ModelInfo m;
+  m.model_path = args.model_path;
+  m.served_model_name = args.served_model_name;
+  m.architecture = config.architecture;
+  m.model_type = config.model_type;
+  m.vocab_size = config.vocab_size;
+  for (int id : config.eos_token_ids) m.eos_token_ids.push_back(id);
+  m.context_length = config.max_position_embeddings;
+  if (args.context_length > 0) {
+    EPS_CHECK(config.max_position_embeddings <= 0 ||
+                  args.context_length <= config.max_position_embeddings,
+              "--context-length {} is longer than the model's max_position_embeddings {} ({})",
+              args.context_length, config.max_position_embeddings, config.source);
+    m.context_length = args.context_length;
+  }
+  EPS_CHECK(m.context_length > 1, "the model's context length is {} ({}); give --context-length",
+            m.context_length, config.source);
+  m.created = std::chrono::duration_cast<std::chrono::seconds>(
+                  std::chrono::system_clock::now().time_since_epoch())
+                  .count();
+  return m;
+}
+
+std::string read_file(const std::string& path, const char* flag) {
+  std::ifstream f(path, std::ios::binary);
+  EPS_CHECK(f.good(), "{}: cannot read {}", flag, path);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+void load_chat_template(const ServerArgs& args, ServerContext& ctx) {
+  try {
+    if (!args.chat_template.empty()) {
+      nlohmann::json config = nlohmann::json::object();
+      std::string config_path = args.tokenizer_path + "/tokenizer_config.json";
+      if (std::ifstream(config_path).good()) {
+        config = nlohmann::json::parse(read_file(config_path, "--tokenizer-path"));
+      }
+      ctx.chat_template = tokenizer::ChatTemplate::from_source(
+          read_file(args.chat_template, "--chat-template"), config, args.chat_template);
+    } else {
+      ctx.chat_template = tokenizer::ChatTemplate::load(
+          args.tokenizer_path,
+          args.hf_chat_template_name.empty() ? "default" : args.hf_chat_template_name);
+    }
+  } catch (const Error& e) {
+    // A broken template the user named is an error; a model without one only loses chat.
+    if (!args.chat_template.empty() || !args.hf_chat_template_name.empty()) throw;
+    ctx.chat_template_error = e.what();
+    spdlog::warn("no chat template ({}); /v1/chat/completions will answer 400", e.what());
+  }
+}
+
+// Draws "loading weights [#####.....] 12/40" on stderr as ranks report progress.
+void show_progress(int dp_rank, const nlohmann::json& status) {
+  if (!status.is_object() || !status.contains("load_progress")) return;
+  const auto& p = status["load_progress"];
+  int64_t done = p.value("done", 0), total = std::max<int64_t>(p.value("total", 1), 1);
+  int width = 30, filled = static_cast<int>(width * done / total);
+  std::fprintf(stderr, "\rloading weights (group %d) [%s%s] %lld/%lld%s", dp_rank,
+               std::string(filled, '#').c_str(), std::string(width - filled, '.').c_str(),
+               static_cast<long long>(done), static_cast<long long>(total),
+               done >= total ? "\n" : "");
+  std::fflush(stderr);
+}
+
+void print_layout(const ServerArgs& a, const ModelConfig& config) {
+  int experts = config.moe.num_experts + a.ep_num_redundant_experts;
+  std::fprintf(stderr,
+               "epserve serve: %s (%s), %d rank%s: tp %d, ep %d, dp %d%s; %d routed experts "
+               "(+%d redundant) -> %d per rank\n",
+               a.model_path.c_str(), config.architecture.c_str(), a.world_size,
+               a.world_size == 1 ? "" : "s", a.tp_size, a.ep_size, a.dp_size,
+               a.enable_dp_attention ? " (DP attention)" : "", config.moe.num_experts,
+               a.ep_num_redundant_experts, experts / std::max(a.ep_size, 1));
+  if (a.dp_size_implied) {
+    std::fprintf(stderr,
+                 "epserve serve: --enable-dp-attention without --dp-size: using dp = %d (the "
+                 "world size); SGLang would turn DP attention off here\n",
+                 a.dp_size);
+  }
+}
+
+}  // namespace
+
+int run_server(const ServerArgs& args) {
+  set_log_level(args.log_level);
+  check_supported(args);
+  ModelConfig config = load_model_config(args.model_path);
+  print_layout(args, config);
+
+  // SIGINT/SIGTERM are taken by the main thread with sigtimedwait; every thread started from here
+  // inherits the blocked mask. A client that hangs up must not kill the server.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+
+  Metrics metrics(args.served_model_name);
+  FrontendOptions frontend_options;
+  frontend_options.ipc_base = "ipc:///tmp/epserve-" + std::to_string(getpid());
+  frontend_options.num_dp_groups = args.num_dp_groups;
+  frontend_options.load_balance_method = args.load_balance_method;
+  Frontend frontend(frontend_options, &metrics);
+  if (args.random_seed_set)
+    frontend.seed_random(args.random_seed);
+  else
+    frontend.seed_random(std::random_device{}());
+  ServerContext ctx{args,
+                    read_model_info(args),
+                    tokenizer::Tokenizer::load(args.tokenizer_path),
+                    std::nullopt,
+                    "",
+                    frontend,
+                    metrics};
+  load_chat_template(args, ctx);
+
+  HttpServerOptions http_options;
+  http_options.host = args.host;
+  http_options.port = args.port;
+  http_options.max_body_bytes = static_cast<size_t>(args.http_max_body_bytes);
+  // SGLang's --log-level-http (default: --log-level): info or debug logs every request.
+  const std::string& http_level =
+      args.log_level_http.empty() ? args.log_level : args.log_level_http;
+  http_options.access_log = http_level == "debug" || http_level == "info";
+  // Every open stream holds a thread; room for twice the running batch.
+  http_options.threads = static_cast<size_t>(std::max(256, 2 * args.max_running_requests));
+  HttpServer http(http_options);
+  register_routes(http, ctx);
+  http.bind();  // fail before loading anything when the port is taken
+
+  frontend.set_status_callback(show_progress);
+  frontend.start();
+
+  // The ranks: started and supervised by the launcher on its own thread. SIGINT/SIGTERM stay
+  // blocked there too, so they reach only the loop below, which stops the ranks in order.
+  LaunchOptions launch;
+  launch.world_size = args.world_size;
+  launch.nnodes = args.nnodes;
+  launch.node_rank = args.node_rank;
+  launch.dist_init_addr = args.dist_init_addr;
+  launch.args = args.argv;
+  launch.extra_env.emplace_back(kEnvIpcBase, frontend_options.ipc_base);
+  std::atomic<int> launcher_status{-1};
+  std::thread launcher([&launch, &launcher_status] {
+    int status = 1;
+    try {
+      status = run_launcher(launch);
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "epserve: error: %s\n", e.what());
+    }
+    launcher_status = status;
+  });
+  std::thread http_thread([&http] { http.serve(); });
+  std::fprintf(stderr, "epserve serve: listening on http://%s:%d (loading the model)\n",
+               args.host.c_str(), http.port());
+
+  int exit_code = 0;
+  bool announced = false;
+  while (true) {
+    timespec tick{0, 100 * 1000 * 1000};
+    int sig = sigtimedwait(&signals, nullptr, &tick);
+    if (sig == SIGINT || sig == SIGTERM) {
+      std::fprintf(stderr, "\nepserve serve: %s, shutting down\n",
+                   sig == SIGINT ? "interrupted" : "terminated");
+      break;
+    }
+    if (launcher_status >= 0) {
+      std::fprintf(stderr, "epserve: error: the ranks stopped; stopping the server\n");
+      exit_code = 1;
+      break;
+    }
+    if (!announced && frontend.ready()) {
+      announced = true;
+      for (const auto& s : frontend.scheduler_info()) {
+        const nlohmann::json& r = s.result;
+        std::fprintf(stderr,
+                     "epserve serve: DP group %d ready: KV cache %lld tokens (%lld pages of %lld), "
+                     "context length %lld\n",
+                     r.value("dp_rank", 0),
+                     static_cast<long long>(r.value("max_total_num_tokens", 0)),
+                     static_cast<long long>(r.value("kv_pages", 0)),
+                     static_cast<long long>(r.value("page_size", 0)),
+                     static_cast<long long>(r.value("context_length", 0)));
+      }
+      std::fprintf(stderr, "epserve serve: ready on http://%s:%d\n", args.host.c_str(),
+                   http.port());
+    }
+  }
+  frontend.shutdown();  // aborts running requests and tells the schedulers to stop
+  http.stop();
+  http_thread.join();
+  // The ranks leave by themselves after the shutdown message; one that does not is killed with
+  // this process (PR_SET_PDEATHSIG).
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  while (launcher_status < 0 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  if (launcher_status < 0) {
+    std::fprintf(stderr, "epserve: error: the ranks did not stop within 20 s; killing them\n");
+    std::fflush(stderr);
+    _exit(1);
+  }
+  launcher.join();
+  return exit_code != 0 ? exit_code : (launcher_status == 0 ? 0 : 1);
+}
+
+}  // namespace epserve

@@ -1,0 +1,250 @@
+// The frontend's ZeroMQ link against a scripted scheduler on the other end of the sockets:
+// readiness, outputs routed to their request, control answers per DP group, aborts when a
+// request is dropped or stopped, and shutdown.
+#include "server/frontend.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <mutex>
+#include <set>
+#include <thread>
+#include <zmq.hpp>
+
+#include "server/errors.h"
+#include "server/metrics.h"
+
+namespace epserve {
+namespace {
+
+using namespace std::chrono_literals;
+
+std::string fresh_base() {
+  static std::atomic<int> n{0};
+  return "ipc:///tmp/epserve-frontend-test-" + std::to_string(getpid()) + "-" + std::to_string(n++);
+}
+
+// A scheduler for one DP group: sends ready, answers controls, and for each generate sends
+// `tokens` one per message (finishing with "length") unless `hold` keeps the request open.
+class FakeScheduler {
+ public:
+  FakeScheduler(const std::string& base, int dp_rank, int tokens, bool hold = false)
+      : in_(context_, zmq::socket_type::pull), out_(context_, zmq::socket_type::push) {
+    in_.connect(base + "-in-" + std::to_string(dp_rank));
+    out_.set(zmq::sockopt::linger, 0);
+    out_.connect(base + "-out");
+    thread_ = std::thread([=, this] { run(dp_rank, tokens, hold); });
+  }
+  ~FakeScheduler() {
+    stop_ = true;
+    thread_.join();
+  }
+  std::set<std::string> aborted() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return aborted_;
+  }
+  std::vector<std::string> commands() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return commands_;
+  }
+
+ private:
+  void send(const nlohmann::json& m) {
+    std::string bytes = encode_message(m);
+    // Never blocks: after the frontend has gone there is nobody to send to.
+    (void)out_.send(zmq::buffer(bytes), zmq::send_flags::dontwait);
+  }
+  void run(int dp_rank, int tokens, bool hold) {
+    send({{"type", "control"},
+          {"id", 0},
+          {"result", {{"ready", true}, {"dp_rank", dp_rank}, {"max_total_num_tokens", 64}}}});
+    while (!stop_) {
+      zmq::message_t msg;
+      if (!in_.recv(msg, zmq::recv_flags::dontwait)) {
+        std::this_thread::sleep_for(1ms);
+        continue;
+      }
+      nlohmann::json m = decode_message(msg.data(), msg.size());
+      std::string type = m["type"];
+      if (type == "generate") {
+        GenerateInput in = m["input"].get<GenerateInput>();
+        for (int i = 0; i < tokens; ++i) {
+          TokenOutput out;
+          out.rid = in.rid;
+          out.token_ids = {100 + i};
+          out.prompt_tokens = static_cast<int64_t>(in.input_ids.size());
+          out.finished = !hold && i + 1 == tokens;
+          if (out.finished) out.finish_reason = "length";
+          send({{"type", "outputs"}, {"outputs", nlohmann::json::array({out})}});
+        }
+      } else if (type == "abort") {
+        std::lock_guard<std::mutex> lock(mutex_);
+        aborted_.insert(m["rid"].get<std::string>());
+      } else if (type == "control") {
+        {
+          std::lock_guard<std::mutex> lock(mutex_);
+          commands_.push_back(m["command"]);
+        }
+        send({{"type", "control"},
+              {"id", m["id"]},
+              {"result", {{"ok", true}, {"dp_rank", dp_rank}, {"num_running_reqs", dp_rank}}}});
+      }
+    }
+  }
+
+  zmq::context_t context_;
+  zmq::socket_t in_, out_;
+  std::thread thread_;
+  std::atomic<bool> stop_{false};
+  std::mutex mutex_;
+  std::set<std::string> aborted_;
+  std::vector<std::string> commands_;
+};
+
+GenerateInput input(const std::string& rid) {
+  GenerateInput in;
+  in.rid = rid;
+  in.input_ids = {1, 2, 3};
+  in.max_new_tokens = 8;
+  return in;
+}
+
+template <class Pred>
+bool eventually(Pred pred) {
+  for (int i = 0; i < 2000; ++i) {
+    if (pred()) return true;
+    std::this_thread::sleep_for(1ms);
+  }
+  return false;
+}
+
+TEST(Frontend, NotReadyRequestsGet503) {
+  Metrics metrics("m");
+  Frontend f({fresh_base(), 1, "round_robin"}, &metrics);
+  f.start();
+  EXPECT_FALSE(f.ready());
+  try {
+    f.submit({input("a")});
+    FAIL() << "accepted a request before the scheduler was ready";
+  } catch (const ApiError& e) {
+    EXPECT_EQ(e.status(), 503);
+  }
+}
+
+TEST(Frontend, OutputsReachTheirRequest) {
+  Metrics metrics("m");
+  std::string base = fresh_base();
+  FakeScheduler s(base, 0, 3);
+  Frontend f({base, 1, "round_robin"}, &metrics);
+  f.start();
+  ASSERT_TRUE(f.wait_ready(5s));
+  EXPECT_EQ(f.scheduler_info()[0].result["max_total_num_tokens"], 64);
+  auto a = f.submit({input("a"), input("b")});
+  std::map<size_t, std::vector<int32_t>> tokens;
+  int finished = 0;
+  OutputEvent ev;
+  while (finished < 2 && a->next(ev, 5s)) {
+    for (int32_t t : ev.output.token_ids) tokens[ev.index].push_back(t);
+    finished += ev.output.finished;
+  }
+  EXPECT_EQ(finished, 2);
+  EXPECT_EQ(tokens[0], (std::vector<int32_t>{100, 101, 102}));
+  EXPECT_EQ(tokens[1], (std::vector<int32_t>{100, 101, 102}));
+  EXPECT_TRUE(a->all_finished());
+  EXPECT_EQ(f.num_requests_in_flight(), 0u);
+  a.reset();
+  std::this_thread::sleep_for(20ms);
+  EXPECT_TRUE(s.aborted().empty());  // finished requests are not aborted
+  std::string text = metrics.render({});
+  EXPECT_THAT(text, ::testing::HasSubstr("sglang:generation_tokens_total{model_name=\"m\"} 6"));
+}
+
+TEST(Frontend, DuplicateRidIs400) {
+  Metrics metrics("m");
+  std::string base = fresh_base();
+  FakeScheduler s(base, 0, 1, true);
+  Frontend f({base, 1, "round_robin"}, &metrics);
+  f.start();
+  ASSERT_TRUE(f.wait_ready(5s));
+  auto a = f.submit({input("same")});
+  EXPECT_THROW(f.submit({input("same")}), ApiError);
+  EXPECT_THROW(f.submit({input("x"), input("x")}), ApiError);
+}
+
+TEST(Frontend, DroppingARequestAbortsIt) {
+  Metrics metrics("m");
+  std::string base = fresh_base();
+  FakeScheduler s(base, 0, 1, true);
+  Frontend f({base, 1, "round_robin"}, &metrics);
+  f.start();
+  ASSERT_TRUE(f.wait_ready(5s));
+  auto g = f.submit({input("dropped"), input("stopped")});
+  OutputEvent ev;
+  ASSERT_TRUE(g->next(ev, 5s));
+  g->abort(1);
+  EXPECT_TRUE(eventually([&] { return s.aborted().count("stopped") == 1; }));
+  EXPECT_TRUE(g->finished(1));
+  g.reset();
+  EXPECT_TRUE(eventually([&] { return s.aborted().count("dropped") == 1; }));
+  EXPECT_EQ(f.num_requests_in_flight(), 0u);
+}
+
+TEST(Frontend, AbortRequestByRid) {
+  Metrics metrics("m");
+  std::string base = fresh_base();
+  FakeScheduler s(base, 0, 1, true);
+  Frontend f({base, 1, "round_robin"}, &metrics);
+  f.start();
+  ASSERT_TRUE(f.wait_ready(5s));
+  auto g = f.submit({input("r1")});
+  EXPECT_TRUE(f.abort_request("r1"));
+  EXPECT_FALSE(f.abort_request("nobody"));
+  EXPECT_TRUE(eventually([&] { return s.aborted().count("r1") == 1; }));
+  EXPECT_TRUE(f.abort_request(""));
+  EXPECT_TRUE(eventually([&] { return s.aborted().count("") == 1; }));
+}
+
+TEST(Frontend, ControlCollectsOneAnswerPerGroup) {
+  Metrics metrics("m");
+  std::string base = fresh_base();
+  FakeScheduler s0(base, 0, 1, true), s1(base, 1, 1, true);
+  Frontend f({base, 2, "total_requests"}, &metrics);
+  f.start();
+  ASSERT_TRUE(f.wait_ready(5s));
+  std::vector<nlohmann::json> stats = f.control("get_stats", 5s);
+  ASSERT_EQ(stats.size(), 2u);
+  EXPECT_EQ(stats[0]["num_running_reqs"], 0);
+  EXPECT_EQ(stats[1]["num_running_reqs"], 1);
+  // total_requests balancing: two open requests land on different groups.
+  auto a = f.submit({input("a")});
+  auto b = f.submit({input("b")});
+  EXPECT_NE(a->dp_rank(), b->dp_rank());
+}
+
+TEST(Frontend, ShutdownEndsOpenRequests) {
+  Metrics metrics("m");
+  std::string base = fresh_base();
+  FakeScheduler s(base, 0, 1, true);
+  auto f = std::make_unique<Frontend>(FrontendOptions{base, 1, "round_robin"}, &metrics);
+  f->start();
+  ASSERT_TRUE(f->wait_ready(5s));
+  auto g = f->submit({input("open")});
+  OutputEvent ev;
+  ASSERT_TRUE(g->next(ev, 5s));
+  f->shutdown();
+  ASSERT_TRUE(g->next(ev, 5s));
+  EXPECT_TRUE(ev.output.finished);
+  EXPECT_EQ(ev.output.finish_reason, "abort");
+  EXPECT_EQ(ev.error_status, 503);
+  EXPECT_TRUE(eventually([&] {
+    auto c = s.commands();
+    return std::find(c.begin(), c.end(), "shutdown") != c.end();
+  }));
+  EXPECT_THROW(f->submit({input("late")}), ApiError);
+  g.reset();
+}
+
+}  // namespace
+}  // namespace epserve
