@@ -43,6 +43,7 @@ std::unique_ptr<CausalLM> build_deepseek_v3(ModelConfig config, ModelWeights wei
       layer.feed_forward_is_partial = parallel.dense_mlp.size > 1;
     }
     layers.push_back(std::move(layer));
+    if (parallel.on_layer_loaded) parallel.on_layer_loaded(l + 1, c.num_layers);
   }
   model->set_layers(std::move(layers));
   model->load_embeddings_and_head();

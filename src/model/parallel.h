@@ -3,6 +3,7 @@
 // communicators and dispatchers that join the pieces. A single process uses the defaults.
 #pragma once
 
+#include <functional>
 #include <memory>
 
 #include "model/layers.h"
@@ -56,6 +57,8 @@ struct ModelParallel {
   std::shared_ptr<Dispatcher> normal_dispatcher;
   std::shared_ptr<Dispatcher> low_latency_dispatcher;
   std::shared_ptr<PassState> pass = std::make_shared<PassState>();
+  // Called after each decoder layer is loaded (done, total), e.g. for a progress bar.
+  std::function<void(int, int)> on_layer_loaded;
 };
 
 }  // namespace epserve

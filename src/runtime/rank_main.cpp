@@ -13,6 +13,9 @@
 #include "core/log.h"
 #include "core/thread_pool.h"
 #include "comm/communicator.h"
+#include "eplb/expert_location.h"
+#include "model/causal_lm.h"
+#include "model/tensor_specs.h"
 #include "runtime/group_runner.h"
 #include "runtime/protocol.h"
 
@@ -25,6 +28,8 @@ constexpr double kDefaultMemFraction = 0.5;
 // How long an idle scheduler waits for a message before looking again (and, under DP
 // attention, before agreeing with the other groups that nobody has work).
 constexpr int kIdlePollMs = 20;
+// Under DP attention, how long a group that must stop waits for its own shutdown message.
+constexpr int kShutdownWaitMs = 10000;
 
 int64_t mem_total_bytes() {
   std::ifstream meminfo("/proc/meminfo");
@@ -37,12 +42,25 @@ int64_t mem_total_bytes() {
   return int64_t{8} << 30;
 }
 
-int64_t weight_bytes(const std::string& model_dir) {
-  int64_t total = 0;
+// The weight bytes this rank holds: the model's files, with the routed experts counted only for
+// the rank's own slots (num_physical / ep_size of the num_logical experts' bytes).
+int64_t rank_weight_bytes(const std::string& model_dir, const CausalLM& model) {
+  double files = 0;
   for (const auto& e : std::filesystem::directory_iterator(model_dir)) {
-    if (e.path().extension() == ".safetensors") total += static_cast<int64_t>(e.file_size());
+    if (e.path().extension() == ".safetensors") files += static_cast<double>(e.file_size());
   }
-  return total;
+  const ModelConfig& c = model.config();
+  const ModelParallel& p = model.parallel();
+  if (c.moe.num_experts <= 0) return static_cast<int64_t>(files);
+  double experts = 0, all = 0;
+  for (const TensorSpec& spec : model_tensor_specs(c)) {
+    double n = static_cast<double>(shape_numel(spec.shape));
+    all += n;
+    if (spec.name.find(".experts.") != std::string::npos) experts += n;
+  }
+  int num_physical = p.expert_location ? p.expert_location->num_physical() : c.moe.num_experts;
+  double held = static_cast<double>(num_physical) / std::max(1, p.ep_size) / c.moe.num_experts;
+  return static_cast<int64_t>(files * (all - experts + experts * held) / all);
 }
 
 void send(zmq::socket_t& socket, const nlohmann::json& message) {
@@ -67,13 +85,28 @@ int run_rank(const RankOptions& o) {
   set_log_level(o.log_level);
   RankContext ctx = setup_rank(o.parallel, o.model_path);
   if (o.num_threads > 0) ThreadPool::set_global_threads(o.num_threads);
+  // The leader reports loading progress to the frontend, which draws a progress bar.
+  zmq::context_t context(1);
+  zmq::socket_t outbox(context, zmq::socket_type::push);
+  if (ctx.leader) {
+    outbox.connect(fmt::format("{}-out", o.ipc_base));
+    outbox.set(zmq::sockopt::linger, 1000);
+    ctx.parallel.on_layer_loaded = [&](int done, int total) {
+      send(outbox, {{"type", "control"},
+                    {"id", 0},
+                    {"result",
+                     {{"load_progress", {{"done", done}, {"total", total}}},
+                      {"dp_rank", ctx.dp_rank}}}});
+    };
+  }
   auto model = load_causal_lm(o.model_path, ctx.parallel);
   int64_t bytes_per_slot = static_cast<int64_t>(
       KvCache::bytes_per_slot(model->config().num_layers, model->kv_layout()));
   int64_t slots = o.max_total_tokens > 0
                       ? o.max_total_tokens
                       : kv_slots_for_memory(o.mem_fraction_static, ctx.info.local_world_size,
-                                            weight_bytes(o.model_path), bytes_per_slot);
+                                            rank_weight_bytes(o.model_path, *model),
+                                            bytes_per_slot);
   // --max-total-tokens is the server's capacity: DP attention groups share it.
   if (o.max_total_tokens > 0) slots = std::max<int64_t>(1, slots / o.parallel.attention_groups());
   slots = std::max(slots, o.scheduler.page_size);
@@ -85,12 +118,8 @@ int run_rank(const RankOptions& o) {
   Scheduler scheduler(runner, o.scheduler);
   const int dp_rank = ctx.dp_rank;
 
-  zmq::context_t context(1);
   zmq::socket_t inbox(context, zmq::socket_type::pull);
-  zmq::socket_t outbox(context, zmq::socket_type::push);
   inbox.connect(fmt::format("{}-in-{}", o.ipc_base, dp_rank));
-  outbox.connect(fmt::format("{}-out", o.ipc_base));
-  outbox.set(zmq::sockopt::linger, 1000);
 
   send(outbox, {{"type", "control"},
                 {"id", 0},
@@ -107,49 +136,70 @@ int run_rank(const RankOptions& o) {
                scheduler.context_length());
 
   std::vector<TokenOutput> outputs;
+  bool shutdown = false;
+  nlohmann::json shutdown_id;
+  // Handles one message from the frontend.
+  auto handle = [&](const nlohmann::json& m) {
+    const std::string type = m.at("type").get<std::string>();
+    if (type == "generate") {
+      scheduler.add(m.at("input").get<GenerateInput>(), outputs);
+    } else if (type == "abort") {
+      scheduler.abort(m.at("rid").get<std::string>(), outputs);
+    } else if (type == "control") {
+      const std::string command = m.at("command").get<std::string>();
+      nlohmann::json result;
+      if (command == "shutdown") {
+        shutdown = true;
+        shutdown_id = m.at("id");
+        return;
+      } else if (command == "flush_cache") {
+        result = {{"ok", scheduler.flush_cache()}};
+      } else if (command == "get_stats") {
+        result = scheduler.stats_json();
+      } else {
+        result = {{"error", "unknown command " + command}};
+      }
+      send(outbox, {{"type", "control"}, {"id", m.at("id")}, {"result", result}});
+    }
+  };
+  auto drain = [&](int wait_ms) {
+    zmq::pollitem_t item{static_cast<void*>(inbox), 0, ZMQ_POLLIN, 0};
+    zmq::poll(&item, 1, std::chrono::milliseconds(wait_ms));
+    zmq::message_t msg;
+    while (inbox.recv(msg, zmq::recv_flags::dontwait)) handle(decode_message(msg.data(), msg.size()));
+  };
   while (true) {
     // Take every message waiting; block briefly only when there is nothing to compute.
-    zmq::pollitem_t item{static_cast<void*>(inbox), 0, ZMQ_POLLIN, 0};
-    zmq::poll(&item, 1, std::chrono::milliseconds(scheduler.has_work() ? 0 : kIdlePollMs));
-    zmq::message_t msg;
-    while (inbox.recv(msg, zmq::recv_flags::dontwait)) {
-      nlohmann::json m = decode_message(msg.data(), msg.size());
-      const std::string type = m.at("type").get<std::string>();
-      if (type == "generate") {
-        scheduler.add(m.at("input").get<GenerateInput>(), outputs);
-      } else if (type == "abort") {
-        scheduler.abort(m.at("rid").get<std::string>(), outputs);
-      } else if (type == "control") {
-        const std::string command = m.at("command").get<std::string>();
-        nlohmann::json result;
-        if (command == "flush_cache") {
-          result = {{"ok", scheduler.flush_cache()}};
-        } else if (command == "get_stats") {
-          result = scheduler.stats_json();
-        } else if (command == "shutdown") {
-          scheduler.abort("", outputs);
-          if (!outputs.empty()) send(outbox, {{"type", "outputs"}, {"outputs", outputs}});
-          send(outbox, {{"type", "control"}, {"id", m.at("id")}, {"result", {{"ok", true}}}});
-          return 0;
-        } else {
-          result = {{"error", "unknown command " + command}};
-        }
-        send(outbox, {{"type", "control"}, {"id", m.at("id")}, {"result", result}});
-      }
-    }
+    drain(scheduler.has_work() ? 0 : kIdlePollMs);
+    bool stop = shutdown;
     if (ctx.leaders) {
       // DP attention: the groups' MoE layers span all ranks, so while any group has work every
-      // group runs the step (an idle one with an empty batch).
-      int64_t any = scheduler.has_work() ? 1 : 0;
+      // group runs the step (an idle one with an empty batch); and they stop together.
+      int64_t flags[2] = {scheduler.has_work() ? 1 : 0, shutdown ? 1 : 0};
       ctx.leaders->set_context("agreeing on the next step");
-      ctx.leaders->allreduce(&any, 1, ReduceOp::kMax);
-      if (any) scheduler.step(outputs, /*must_forward=*/true);
-    } else if (scheduler.has_work()) {
+      ctx.leaders->allreduce(flags, 2, ReduceOp::kMax);
+      stop = flags[1] != 0;
+      if (!stop && flags[0]) scheduler.step(outputs, /*must_forward=*/true);
+    } else if (!stop && scheduler.has_work()) {
       scheduler.step(outputs);
+    }
+    if (stop) {
+      // The frontend tells every group to shut down; wait (briefly) for our own message so it
+      // gets its reply, then abort what is left and leave.
+      for (int waited = 0; !shutdown && waited < kShutdownWaitMs; waited += kIdlePollMs) {
+        drain(kIdlePollMs);
+      }
+      scheduler.abort("", outputs);
     }
     if (!outputs.empty()) {
       send(outbox, {{"type", "outputs"}, {"outputs", outputs}});
       outputs.clear();
+    }
+    if (stop) {
+      if (shutdown) {
+        send(outbox, {{"type", "control"}, {"id", shutdown_id}, {"result", {{"ok", true}}}});
+      }
+      return 0;
     }
   }
 }

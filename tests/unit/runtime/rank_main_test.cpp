@@ -41,7 +41,14 @@ TEST(RankMain, ServesRequestsOverZeroMq) {
   int rc = -1;
   std::thread rank([&] { rc = run_rank(options); });
 
+  // Loading progress (one message per layer), then the ready message.
   nlohmann::json ready = receive(from_rank);
+  int progress = 0;
+  while (ready["result"].contains("load_progress")) {
+    EXPECT_EQ(ready["result"]["load_progress"]["done"], ++progress);
+    ready = receive(from_rank);
+  }
+  EXPECT_EQ(progress, 3);
   EXPECT_EQ(ready["type"], "control");
   EXPECT_EQ(ready["id"], 0);
   EXPECT_EQ(ready["result"]["max_total_num_tokens"], 512);
