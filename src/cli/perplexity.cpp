@@ -40,7 +40,7 @@ struct PerplexityOptions {
 };
 
 struct Window {
-  int64_t begin, end;  // tokens [begin, end) go in
+  int64_t begin, end;    // tokens [begin, end) go in
   int64_t first_scored;  // targets [first_scored, end) are scored
 };
 
@@ -112,8 +112,8 @@ int perplexity_rank(const PerplexityOptions& o) {
     EPS_CHECK(id < V, "token id {} of {} is outside the model's vocabulary (0..{})", id,
               o.text_file, V - 1);
   }
-  std::vector<Window> windows = strided_windows(static_cast<int64_t>(ids.size()), o.max_length,
-                                                stride);
+  std::vector<Window> windows =
+      strided_windows(static_cast<int64_t>(ids.size()), o.max_length, stride);
   double total = 0;
   int64_t scored = 0;
   std::vector<int32_t> window_slots(slots);
@@ -155,8 +155,7 @@ Command register_perplexity(CLI::App& app) {
   auto options = std::make_shared<PerplexityOptions>();
   CLI::App* sub = app.add_subcommand(
       "perplexity", "Mean negative log-likelihood and perplexity of a model over a text file");
-  sub->add_option("--model-path", options->model_path, "Hugging Face model directory")
-      ->required();
+  sub->add_option("--model-path", options->model_path, "Hugging Face model directory")->required();
   sub->add_option("--text-file", options->text_file, "UTF-8 text, tokenized as one document")
       ->required();
   sub->add_option("--max-length", options->max_length, "Tokens per window")
