@@ -30,24 +30,23 @@ MlaAttention::MlaAttention(const ModelConfig& config, const ModelWeights& weight
   const int64_t h1 = heads.end(config.num_heads);
   if (mla_.q_lora_rank > 0) {
     q_a_proj_ = Linear::load(weights, prefix + ".q_a_proj.weight", mla_.q_lora_rank, H);
-    q_a_layernorm_ = RmsNorm::load(weights, prefix + ".q_a_layernorm.weight", mla_.q_lora_rank,
-                                   kLatentNormEps);
-    q_b_proj_ = Linear::load(weights, prefix + ".q_b_proj.weight", config.num_heads * qk,
-                             mla_.q_lora_rank)
-                    .rows(h0 * qk, h1 * qk);
+    q_a_layernorm_ =
+        RmsNorm::load(weights, prefix + ".q_a_layernorm.weight", mla_.q_lora_rank, kLatentNormEps);
+    q_b_proj_ =
+        Linear::load(weights, prefix + ".q_b_proj.weight", config.num_heads * qk, mla_.q_lora_rank)
+            .rows(h0 * qk, h1 * qk);
   } else {
     q_proj_ = Linear::load(weights, prefix + ".q_proj.weight", config.num_heads * qk, H)
                   .rows(h0 * qk, h1 * qk);
   }
   kv_a_proj_ = Linear::load(weights, prefix + ".kv_a_proj_with_mqa.weight",
                             mla_.kv_lora_rank + mla_.qk_rope_head_dim, H);
-  kv_a_layernorm_ = RmsNorm::load(weights, prefix + ".kv_a_layernorm.weight", mla_.kv_lora_rank,
-                                  kLatentNormEps);
+  kv_a_layernorm_ =
+      RmsNorm::load(weights, prefix + ".kv_a_layernorm.weight", mla_.kv_lora_rank, kLatentNormEps);
   kv_b_proj_ = Linear::load(weights, prefix + ".kv_b_proj.weight", config.num_heads * nope_v,
                             mla_.kv_lora_rank)
                    .rows(h0 * nope_v, h1 * nope_v);
-  o_proj_ = Linear::load(weights, prefix + ".o_proj.weight", H,
-                         config.num_heads * mla_.v_head_dim)
+  o_proj_ = Linear::load(weights, prefix + ".o_proj.weight", H, config.num_heads * mla_.v_head_dim)
                 .cols(h0 * mla_.v_head_dim, h1 * mla_.v_head_dim);
   rope_ = make_rope_table(config.rope, mla_.qk_rope_head_dim);
   scale_ = static_cast<float>(std::pow(static_cast<double>(qk), -0.5) *
@@ -58,8 +57,8 @@ KvLayout MlaAttention::kv_layout(const ModelConfig& config) {
   return KvLayout{config.mla.kv_lora_rank + config.mla.qk_rope_head_dim, 0};
 }
 
-void MlaAttention::forward(const float* x, const ForwardBatch& batch, KvCache& cache,
-                           int64_t layer, float* out) const {
+void MlaAttention::forward(const float* x, const ForwardBatch& batch, KvCache& cache, int64_t layer,
+                           float* out) const {
   const int64_t T = batch.num_tokens();
   const int64_t nh = num_local_heads_;
   const int64_t nope = mla_.qk_nope_head_dim;
@@ -95,44 +94,34 @@ void MlaAttention::forward(const float* x, const ForwardBatch& batch, KvCache& c
     }
   }
 
-  // Absorb W_uk into the queries: q_latent[t, h] = q_nope[t, h] · W_uk[h]  ([T, nh, lora]),
-  // and gather the rope parts: q_rope [T, nh, rope].
-  std::vector<float> q_latent(T * nh * lora), q_rope(T * nh * rope_dim);
+  // Absorb W_uk into the queries: q_latent[t, h] = q_nope[t, h] · W_uk[h]  ([T, nh, lora]).
+  std::vector<float> q_latent(T * nh * lora);
   ThreadPool::global().parallel_for(nh, [&](int64_t h0, int64_t h1) {
-    std::vector<float> q_nope(T * nope), q_lat(T * lora);
     for (int64_t h = h0; h < h1; ++h) {
-      for (int64_t t = 0; t < T; ++t) {
-        const float* src = q.data() + (t * nh + h) * qk;
-        std::copy_n(src, nope, q_nope.data() + t * nope);
-        std::copy_n(src + nope, rope_dim, q_rope.data() + (t * nh + h) * rope_dim);
-      }
       WeightView w_uk = kv_b_proj_.view().row_slice(h * nope_v, h * nope_v + nope);
-      matmul_untransposed(q_nope.data(), T, w_uk, q_lat.data());
-      for (int64_t t = 0; t < T; ++t) {
-        std::copy_n(q_lat.data() + t * lora, lora, q_latent.data() + (t * nh + h) * lora);
-      }
+      matmul_untransposed(q.data() + h * qk, nh * qk, T, w_uk, q_latent.data() + h * lora,
+                          nh * lora);
     }
   });
 
-  // Attention over the latent cache, sequence by sequence: out_latent [T, nh, lora]
-  std::vector<float> out_latent(T * nh * lora);
+  // Attention over the latent cache, sequence by sequence, reading the rope part of the queries
+  // in place: out_latent [nh, T, lora] (head-major, so each head's rows are one matrix).
+  std::vector<float> out_latent(nh * T * lora);
   for (const SequenceInput& s : batch.seqs) {
     SeqSlots seq{s.slots.data(), s.num_past, s.num_new};
-    int64_t off = s.token_offset * nh;
-    attention_mla(q_latent.data() + off * lora, q_rope.data() + off * rope_dim, seq, nh, lora,
-                  rope_dim, latent_cache, scale_, out_latent.data() + off * lora);
+    int64_t t0 = s.token_offset;
+    attention_mla(QueryView{q_latent.data() + t0 * nh * lora, nh * lora, lora},
+                  QueryView{q.data() + t0 * nh * qk + nope, nh * qk, qk}, seq, nh, lora, rope_dim,
+                  latent_cache, scale_, OutputView{out_latent.data() + t0 * lora, lora, T * lora});
   }
 
-  // Values: attn[t, h] = W_uv[h] · out_latent[t, h]  ([T, nh * v]), then o_proj.
+  // Values: attn[t, h] = W_uv[h] · out_latent[h, t]  ([T, nh * v]), then o_proj.
   std::vector<float> attn(T * nh * vdim);
   ThreadPool::global().parallel_for(nh, [&](int64_t h0, int64_t h1) {
-    std::vector<float> lat(T * lora), val(T * vdim);
+    std::vector<float> val(T * vdim);
     for (int64_t h = h0; h < h1; ++h) {
-      for (int64_t t = 0; t < T; ++t) {
-        std::copy_n(out_latent.data() + (t * nh + h) * lora, lora, lat.data() + t * lora);
-      }
       WeightView w_uv = kv_b_proj_.view().row_slice(h * nope_v + nope, (h + 1) * nope_v);
-      matmul(lat.data(), T, w_uv, val.data());
+      matmul(out_latent.data() + h * T * lora, T, w_uv, val.data());
       for (int64_t t = 0; t < T; ++t) {
         std::copy_n(val.data() + t * vdim, vdim, attn.data() + (t * nh + h) * vdim);
       }

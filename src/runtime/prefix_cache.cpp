@@ -13,8 +13,23 @@ struct PrefixCache::Node {
   int32_t page = -1;
   int64_t pins = 0;          // requests using this node (or a descendant)
   uint64_t last_use = 0;
+  bool in_evictable = false;
   std::map<std::vector<int32_t>, std::unique_ptr<Node>> children;
 };
+
+void PrefixCache::forget(Node* n) {
+  if (n->in_evictable) {
+    evictable_.erase({n->last_use, n});
+    n->in_evictable = false;
+  }
+}
+
+void PrefixCache::remember(Node* n) {
+  if (n != root_.get() && n->children.empty() && n->pins == 0 && !n->in_evictable) {
+    evictable_.insert({n->last_use, n});
+    n->in_evictable = true;
+  }
+}
 
 PrefixCache::PrefixCache(SlotAllocator& allocator, bool enabled)
     : allocator_(allocator), enabled_(enabled), root_(std::make_unique<Node>()) {}
@@ -36,6 +51,7 @@ PrefixCache::Match PrefixCache::match(const std::vector<int32_t>& tokens, int64_
     m.num_tokens += ps;
   }
   for (Node* n = node; n != nullptr; n = n->parent) {
+    forget(n);
     ++n->pins;
     n->last_use = clock_;
   }
@@ -48,6 +64,7 @@ void PrefixCache::release(void* handle) {
   for (Node* n = static_cast<Node*>(handle); n != nullptr; n = n->parent) {
     EPS_CHECK(n->pins > 0, "prefix cache: release without a matching pin");
     --n->pins;
+    remember(n);
   }
 }
 
@@ -70,6 +87,7 @@ void PrefixCache::insert(const std::vector<int32_t>& tokens, int64_t num_tokens,
       if (it->second->page != pages[p]) unused.push_back(pages[p]);
       node = it->second.get();
     } else {
+      forget(node);  // no longer a leaf
       auto child = std::make_unique<Node>();
       child->parent = node;
       child->key = std::move(key);
@@ -79,33 +97,27 @@ void PrefixCache::insert(const std::vector<int32_t>& tokens, int64_t num_tokens,
       ++cached_pages_;
       node = raw;
     }
+    forget(node);
     node->last_use = clock_;
+    remember(node);
   }
   allocator_.release(unused);
   pages.clear();
 }
 
 bool PrefixCache::evict(int64_t want) {
-  while (allocator_.num_free_pages() < want) {
-    // The least recently used unpinned leaf.
-    Node* victim = nullptr;
-    std::vector<Node*> stack = {root_.get()};
-    while (!stack.empty()) {
-      Node* n = stack.back();
-      stack.pop_back();
-      for (auto& [key, child] : n->children) stack.push_back(child.get());
-      if (n != root_.get() && n->children.empty() && n->pins == 0 &&
-          (victim == nullptr || n->last_use < victim->last_use)) {
-        victim = n;
-      }
-    }
-    if (victim == nullptr) return false;
+  while (allocator_.num_free_pages() < want && !evictable_.empty()) {
+    Node* victim = evictable_.begin()->second;  // the least recently used unpinned leaf
+    forget(victim);
     std::vector<int32_t> page = {victim->page};
     allocator_.release(page);
     --cached_pages_;
-    victim->parent->children.erase(victim->key);
+    Node* parent = victim->parent;
+    std::vector<int32_t> key = victim->key;
+    parent->children.erase(key);
+    remember(parent);
   }
-  return true;
+  return allocator_.num_free_pages() >= want;
 }
 
 bool PrefixCache::flush() {

@@ -8,6 +8,8 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <set>
+#include <utility>
 #include <vector>
 
 #include "runtime/slot_allocator.h"
@@ -43,9 +45,15 @@ class PrefixCache {
 
  private:
   struct Node;
+  // Keeps evictable_ in step with a node's state: it holds exactly the unpinned leaves (not the
+  // root), ordered by last use.
+  void forget(Node* node);
+  void remember(Node* node);
+
   SlotAllocator& allocator_;
   bool enabled_;
   std::unique_ptr<Node> root_;
+  std::set<std::pair<uint64_t, Node*>> evictable_;
   int64_t cached_pages_ = 0;
   uint64_t clock_ = 0;
 };

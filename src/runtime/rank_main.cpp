@@ -25,6 +25,8 @@ constexpr double kDefaultMemFraction = 0.5;
 // How long an idle scheduler waits for a message before looking again (and, under DP
 // attention, before agreeing with the other groups that nobody has work).
 constexpr int kIdlePollMs = 20;
+// Under DP attention, how long a group that must stop waits for its own shutdown message.
+constexpr int kShutdownWaitMs = 10000;
 
 int64_t mem_total_bytes() {
   std::ifstream meminfo("/proc/meminfo");
@@ -117,49 +119,70 @@ int run_rank(const RankOptions& o) {
                scheduler.context_length());
 
   std::vector<TokenOutput> outputs;
+  bool shutdown = false;
+  nlohmann::json shutdown_id;
+  // Handles one message from the frontend.
+  auto handle = [&](const nlohmann::json& m) {
+    const std::string type = m.at("type").get<std::string>();
+    if (type == "generate") {
+      scheduler.add(m.at("input").get<GenerateInput>(), outputs);
+    } else if (type == "abort") {
+      scheduler.abort(m.at("rid").get<std::string>(), outputs);
+    } else if (type == "control") {
+      const std::string command = m.at("command").get<std::string>();
+      nlohmann::json result;
+      if (command == "shutdown") {
+        shutdown = true;
+        shutdown_id = m.at("id");
+        return;
+      } else if (command == "flush_cache") {
+        result = {{"ok", scheduler.flush_cache()}};
+      } else if (command == "get_stats") {
+        result = scheduler.stats_json();
+      } else {
+        result = {{"error", "unknown command " + command}};
+      }
+      send(outbox, {{"type", "control"}, {"id", m.at("id")}, {"result", result}});
+    }
+  };
+  auto drain = [&](int wait_ms) {
+    zmq::pollitem_t item{static_cast<void*>(inbox), 0, ZMQ_POLLIN, 0};
+    zmq::poll(&item, 1, std::chrono::milliseconds(wait_ms));
+    zmq::message_t msg;
+    while (inbox.recv(msg, zmq::recv_flags::dontwait)) handle(decode_message(msg.data(), msg.size()));
+  };
   while (true) {
     // Take every message waiting; block briefly only when there is nothing to compute.
-    zmq::pollitem_t item{static_cast<void*>(inbox), 0, ZMQ_POLLIN, 0};
-    zmq::poll(&item, 1, std::chrono::milliseconds(scheduler.has_work() ? 0 : kIdlePollMs));
-    zmq::message_t msg;
-    while (inbox.recv(msg, zmq::recv_flags::dontwait)) {
-      nlohmann::json m = decode_message(msg.data(), msg.size());
-      const std::string type = m.at("type").get<std::string>();
-      if (type == "generate") {
-        scheduler.add(m.at("input").get<GenerateInput>(), outputs);
-      } else if (type == "abort") {
-        scheduler.abort(m.at("rid").get<std::string>(), outputs);
-      } else if (type == "control") {
-        const std::string command = m.at("command").get<std::string>();
-        nlohmann::json result;
-        if (command == "flush_cache") {
-          result = {{"ok", scheduler.flush_cache()}};
-        } else if (command == "get_stats") {
-          result = scheduler.stats_json();
-        } else if (command == "shutdown") {
-          scheduler.abort("", outputs);
-          if (!outputs.empty()) send(outbox, {{"type", "outputs"}, {"outputs", outputs}});
-          send(outbox, {{"type", "control"}, {"id", m.at("id")}, {"result", {{"ok", true}}}});
-          return 0;
-        } else {
-          result = {{"error", "unknown command " + command}};
-        }
-        send(outbox, {{"type", "control"}, {"id", m.at("id")}, {"result", result}});
-      }
-    }
+    drain(scheduler.has_work() ? 0 : kIdlePollMs);
+    bool stop = shutdown;
     if (ctx.leaders) {
       // DP attention: the groups' MoE layers span all ranks, so while any group has work every
-      // group runs the step (an idle one with an empty batch).
-      int64_t any = scheduler.has_work() ? 1 : 0;
+      // group runs the step (an idle one with an empty batch); and they stop together.
+      int64_t flags[2] = {scheduler.has_work() ? 1 : 0, shutdown ? 1 : 0};
       ctx.leaders->set_context("agreeing on the next step");
-      ctx.leaders->allreduce(&any, 1, ReduceOp::kMax);
-      if (any) scheduler.step(outputs, /*must_forward=*/true);
-    } else if (scheduler.has_work()) {
+      ctx.leaders->allreduce(flags, 2, ReduceOp::kMax);
+      stop = flags[1] != 0;
+      if (!stop && flags[0]) scheduler.step(outputs, /*must_forward=*/true);
+    } else if (!stop && scheduler.has_work()) {
       scheduler.step(outputs);
+    }
+    if (stop) {
+      // The frontend tells every group to shut down; wait (briefly) for our own message so it
+      // gets its reply, then abort what is left and leave.
+      for (int waited = 0; !shutdown && waited < kShutdownWaitMs; waited += kIdlePollMs) {
+        drain(kIdlePollMs);
+      }
+      scheduler.abort("", outputs);
     }
     if (!outputs.empty()) {
       send(outbox, {{"type", "outputs"}, {"outputs", outputs}});
       outputs.clear();
+    }
+    if (stop) {
+      if (shutdown) {
+        send(outbox, {{"type", "control"}, {"id", shutdown_id}, {"result", {{"ok", true}}}});
+      }
+      return 0;
     }
   }
 }

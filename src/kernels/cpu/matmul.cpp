@@ -56,20 +56,26 @@ void matmul(const float* x, int64_t num_tokens, const WeightView& w, float* y) {
   matmul_detail::matmul_with_path(x, num_tokens, w, y, matmul_detail::MatmulPath::kAuto);
 }
 
-void matmul_untransposed(const float* x, int64_t num_tokens, const WeightView& w, float* y) {
+void matmul_untransposed_reference(const float* x, int64_t x_stride, int64_t num_tokens,
+                                   const WeightView& w, float* y, int64_t y_stride) {
   for (int64_t t = 0; t < num_tokens; ++t) {
-    float* yt = y + t * w.cols;
+    float* yt = y + t * y_stride;
     std::fill(yt, yt + w.cols, 0.0f);
     for (int64_t n = 0; n < w.rows; ++n) {
-      float xv = x[t * w.rows + n];
-      if (w.dtype == DType::BF16) {
-        const bf16_t* wr = static_cast<const bf16_t*>(w.data) + n * w.row_stride;
-        for (int64_t k = 0; k < w.cols; ++k) yt[k] += xv * bf16_to_f32(wr[k]);
-      } else {
-        const float* wr = static_cast<const float*>(w.data) + n * w.row_stride;
-        for (int64_t k = 0; k < w.cols; ++k) yt[k] += xv * wr[k];
-      }
+      float xv = x[t * x_stride + n];
+      for (int64_t k = 0; k < w.cols; ++k) yt[k] = std::fma(xv, w.at(n, k), yt[k]);
     }
+  }
+}
+
+void matmul_untransposed(const float* x, int64_t x_stride, int64_t num_tokens, const WeightView& w,
+                         float* y, int64_t y_stride) {
+  EPS_CHECK(w.dtype == DType::BF16 || w.dtype == DType::F32,
+            "matmul weight must be BF16 or F32, found {}", dtype_name(w.dtype));
+  if (matmul_detail::avx2_available()) {
+    matmul_detail::untransposed_avx2(x, x_stride, num_tokens, w, y, y_stride);
+  } else {
+    matmul_untransposed_reference(x, x_stride, num_tokens, w, y, y_stride);
   }
 }
 
@@ -168,9 +174,17 @@ void matmul_with_path(const float* x, int64_t num_tokens, const WeightView& w, f
     gemm_avx2(x, num_tokens, w, y, min_rows);
     return;
   }
+  // Chunks of whole kGemvRowChunk-row blocks, several per thread: a memory-bound GEMV on a
+  // shared machine finishes when the slowest thread does, so threads that run ahead take the
+  // chunks of one that was descheduled.
   auto kernel = path == MatmulPath::kScalar ? rows_scalar : gemv_rows_avx2;
+  const int64_t num_blocks = (w.rows + kGemvRowChunk - 1) / kGemvRowChunk;
   ThreadPool::global().parallel_for(
-      w.rows, [&](int64_t n0, int64_t n1) { kernel(x, num_tokens, w, y, n0, n1); }, min_rows);
+      num_blocks,
+      [&](int64_t b0, int64_t b1) {
+        kernel(x, num_tokens, w, y, b0 * kGemvRowChunk, std::min(w.rows, b1 * kGemvRowChunk));
+      },
+      (min_rows + kGemvRowChunk - 1) / kGemvRowChunk, 4);
 }
 
 }  // namespace matmul_detail

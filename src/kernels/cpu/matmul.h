@@ -32,7 +32,17 @@ void matmul(const float* x, int64_t num_tokens, const WeightView& w, float* y);
 void matmul_reference(const float* x, int64_t num_tokens, const WeightView& w, float* y);
 
 // y[T, K] = x[T, N] · W[N, K]: W used without transposing (each output is a sum of W's rows
-// scaled by x). MLA uses it to absorb W_uk into the query. Accumulates over N in order.
-void matmul_untransposed(const float* x, int64_t num_tokens, const WeightView& w, float* y);
+// scaled by x). MLA uses it to absorb W_uk into the query, one head at a time. Each output is
+// one fp32 chain over N in order, y[t, k] = fma(x[t, N-1], w[N-1, k], ... fma(x[t, 0], w[0, k],
+// +0)), on every path. x rows are x_stride floats apart, y rows y_stride. Runs on the calling
+// thread (callers parallelise over heads).
+void matmul_untransposed(const float* x, int64_t x_stride, int64_t num_tokens, const WeightView& w,
+                         float* y, int64_t y_stride);
+// The scalar definition the vector path is tested against.
+void matmul_untransposed_reference(const float* x, int64_t x_stride, int64_t num_tokens,
+                                   const WeightView& w, float* y, int64_t y_stride);
+inline void matmul_untransposed(const float* x, int64_t num_tokens, const WeightView& w, float* y) {
+  matmul_untransposed(x, w.rows, num_tokens, w, y, w.cols);
+}
 
 }  // namespace epserve

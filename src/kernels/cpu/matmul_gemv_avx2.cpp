@@ -1,6 +1,7 @@
-// AVX2 + FMA GEMV path of matmul (few tokens), in the canonical order of matmul_internal.h.
-// Weights are read straight from the view and widened to fp32 in registers; each weight row is
-// streamed once per group of up to kGemvGroupTokens tokens, twelve rows at a time.
+// AVX2 + FMA GEMV path of matmul (up to a few dozen tokens), in the canonical order of
+// matmul_internal.h. Weights are read straight from the view and widened to fp32 in registers;
+// the rows are taken in chunks of kGemvRowChunk, and every group of up to kGemvGroupTokens tokens
+// passes over a chunk (twelve rows, or fewer per tile for more tokens) before the next one.
 #include <immintrin.h>
 
 #include <algorithm>
@@ -90,23 +91,26 @@ void gemv_token_group(const float* x, const WeightView& w, float* y, int64_t n_b
 template <typename W>
 void gemv_rows(const float* x, int64_t num_tokens, const WeightView& w, float* y, int64_t n_begin,
                int64_t n_end) {
-  for (int64_t t0 = 0; t0 < num_tokens; t0 += kGemvGroupTokens) {
-    const float* xt = x + t0 * w.cols;
-    float* yt = y + t0 * w.rows;
-    // Twelve lane sums in registers per tile: enough rows streaming at once to keep DRAM busy.
-    switch (std::min(kGemvGroupTokens, num_tokens - t0)) {
-      case 1:
-        gemv_token_group<1, 12, W>(xt, w, yt, n_begin, n_end);
-        break;
-      case 2:
-        gemv_token_group<2, 6, W>(xt, w, yt, n_begin, n_end);
-        break;
-      case 3:
-        gemv_token_group<3, 4, W>(xt, w, yt, n_begin, n_end);
-        break;
-      default:
-        gemv_token_group<4, 3, W>(xt, w, yt, n_begin, n_end);
-        break;
+  for (int64_t n0 = n_begin; n0 < n_end; n0 += kGemvRowChunk) {
+    const int64_t n1 = std::min(n_end, n0 + kGemvRowChunk);
+    for (int64_t t0 = 0; t0 < num_tokens; t0 += kGemvGroupTokens) {
+      const float* xt = x + t0 * w.cols;
+      float* yt = y + t0 * w.rows;
+      // Twelve lane sums in registers per tile: enough rows streaming at once to keep DRAM busy.
+      switch (std::min(kGemvGroupTokens, num_tokens - t0)) {
+        case 1:
+          gemv_token_group<1, 12, W>(xt, w, yt, n0, n1);
+          break;
+        case 2:
+          gemv_token_group<2, 6, W>(xt, w, yt, n0, n1);
+          break;
+        case 3:
+          gemv_token_group<3, 4, W>(xt, w, yt, n0, n1);
+          break;
+        default:
+          gemv_token_group<4, 3, W>(xt, w, yt, n0, n1);
+          break;
+      }
     }
   }
 }

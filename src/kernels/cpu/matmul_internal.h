@@ -19,16 +19,22 @@ namespace epserve::matmul_detail {
 enum class MatmulPath {
   kAuto,    // what matmul() does: GEMV for few tokens, GEMM otherwise; scalar without AVX2+FMA
   kScalar,  // the canonical order in portable C++ (std::fma)
-  kGemv,    // AVX2: weights read once per group of up to kGemvGroupTokens tokens, unpacked
+  kGemv,    // AVX2: dot-product tiles of up to kGemvGroupTokens tokens over unpacked weights
   kGemm,    // AVX2: per-lane outer-product tiles over packed fp32 blocks reused across tokens
 };
 
 // Tokens that share one pass over the weights in the GEMV path.
 constexpr int64_t kGemvGroupTokens = 4;
 // matmul() uses the GEMV path up to this many tokens and the GEMM path above: measured on
-// Zen 3 with BF16 [7168, 7168], re-reading the weights every 4 tokens stays faster than packing
-// them up to 16 tokens (see docs/benchmarks.md).
-constexpr int64_t kGemvMaxTokens = 16;
+// Zen 3 with BF16 weights, the GEMV path (weights read from memory once per chunk of rows, then
+// re-read from L2 by every group of 4 tokens) is faster than the GEMM's transposing pack up to
+// 64 tokens, which covers an MoE expert's share of a prefill (see docs/benchmarks.md).
+constexpr int64_t kGemvMaxTokens = 64;
+
+// The GEMV path takes the weight rows in chunks of this many (a multiple of every tile's row
+// count): every group of tokens passes over a chunk before the next one is read, so the
+// weights come from memory once however many tokens there are.
+constexpr int64_t kGemvRowChunk = 12;
 
 // True when the CPU runs the AVX2 paths (AVX2 and FMA).
 bool avx2_available();
@@ -44,6 +50,9 @@ void rows_scalar(const float* x, int64_t num_tokens, const WeightView& w, float*
                  int64_t n_end);
 void gemv_rows_avx2(const float* x, int64_t num_tokens, const WeightView& w, float* y,
                     int64_t n_begin, int64_t n_end);
+// matmul_untransposed on AVX2 (same bits as matmul_untransposed_reference).
+void untransposed_avx2(const float* x, int64_t x_stride, int64_t num_tokens, const WeightView& w,
+                       float* y, int64_t y_stride);
 // The GEMM path packs x once, then runs over output rows on the global thread pool itself.
 void gemm_avx2(const float* x, int64_t num_tokens, const WeightView& w, float* y,
                int64_t min_rows_per_thread);
