@@ -66,6 +66,8 @@ class EplbManager {
   // Plans now and moves every chunk before returning (collective).
   void rebalance_now(ExpertDistributionRecorder& recorder);
   void set_fault(RebalanceFault fault) { fault_ = std::move(fault); }
+  // The recorder was restarted: count the N passes to the next plan from here.
+  void restart_window() { passes_ = 0; }
 
  private:
   void plan(ExpertDistributionRecorder& recorder);

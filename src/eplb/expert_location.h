@@ -69,6 +69,8 @@ class ExpertLocation {
   int max_replicas() const { return max_replicas_; }
   int rank_of_physical(int physical_id) const { return physical_id / num_local_physical(); }
 
+  // Every layer's row, [num_layers, num_physical] row-major.
+  std::span<const int32_t> all_physical_to_logical() const { return physical_to_logical_; }
   int32_t physical_to_logical(int layer, int physical_id) const {
     return physical_to_logical_[static_cast<size_t>(layer) * num_physical_ + physical_id];
   }

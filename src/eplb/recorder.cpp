@@ -31,8 +31,13 @@ std::string_view recorder_mode_name(RecorderMode mode) {
 }
 
 ExpertDistributionRecorder::ExpertDistributionRecorder(RecorderMode mode, int64_t buffer_size,
-                                                       RecorderShape shape, int rank)
-    : mode_(mode), buffer_size_(buffer_size), shape_(shape), rank_(rank) {
+                                                       RecorderShape shape, int rank,
+                                                       bool dispatcher_counts)
+    : mode_(mode),
+      buffer_size_(buffer_size),
+      shape_(shape),
+      rank_(rank),
+      dispatcher_counts_(dispatcher_counts) {
   EPS_CHECK(shape.num_layers > 0 && shape.num_logical > 0 && shape.num_physical >= shape.num_logical &&
                 shape.ep_size > 0 && shape.num_physical % shape.ep_size == 0,
             "expert distribution recorder: bad shape ({} layers, {} logical, {} physical, ep {})",

@@ -43,8 +43,10 @@ struct RecorderShape {
 class ExpertDistributionRecorder : public ExpertCountSink {
  public:
   // buffer_size: passes the stat ring buffer keeps; -1: unbounded. `rank` goes into records.
+  // dispatcher_counts: the MoE layers dispatch tokens and report what each slot received
+  // (stat_approx counts that; without it stat_approx counts the router's choices as stat does).
   ExpertDistributionRecorder(RecorderMode mode, int64_t buffer_size, RecorderShape shape,
-                             int rank);
+                             int rank, bool dispatcher_counts = false);
 
   RecorderMode mode() const { return mode_; }
   const RecorderShape& shape() const { return shape_; }
@@ -78,7 +80,9 @@ class ExpertDistributionRecorder : public ExpertCountSink {
   const std::vector<int64_t>& last_pass_rank_loads() const { return rank_loads_; }
 
  private:
-  bool counts_from_dispatcher() const { return mode_ == RecorderMode::kStatApprox; }
+  bool counts_from_dispatcher() const {
+    return mode_ == RecorderMode::kStatApprox && dispatcher_counts_;
+  }
   bool bounded() const { return mode_ != RecorderMode::kPerPass && mode_ != RecorderMode::kPerToken
                                 && buffer_size_ > 0; }
 
@@ -86,6 +90,7 @@ class ExpertDistributionRecorder : public ExpertCountSink {
   int64_t buffer_size_;
   RecorderShape shape_;
   int rank_;
+  bool dispatcher_counts_;
   bool recording_ = false;
 
   // The pass in progress.
