@@ -43,9 +43,8 @@ EplbManager::EplbManager(CausalLM& model, std::shared_ptr<Communicator> world, E
   if (world_->rank() == 0) {
     spdlog::info("EPLB: rebalancing every {} forward passes, {} per pass",
                  options_.rebalance_num_iterations,
-                 options_.layers_per_chunk > 0
-                     ? fmt::format("{} layers", options_.layers_per_chunk)
-                     : std::string("all layers"));
+                 options_.layers_per_chunk > 0 ? fmt::format("{} layers", options_.layers_per_chunk)
+                                               : std::string("all layers"));
   }
 }
 
@@ -80,9 +79,8 @@ void EplbManager::plan(ExpertDistributionRecorder& recorder) {
   ExpertLoad load{L, E, std::vector<double>(counts.begin(), counts.end())};
   PlacementConfig config{current.num_physical(), current.ep_size(), options_.num_nodes,
                          options_.num_groups};
-  ExpertLocation planned =
-      ExpertLocation::from_placement(plan_placement(load, config, options_.algorithm),
-                                     current.ep_size());
+  ExpertLocation planned = ExpertLocation::from_placement(
+      plan_placement(load, config, options_.algorithm), current.ep_size());
   std::vector<int> moe_layers, changing;
   for (int l = 0; l < L; ++l) {
     if (model_.expert_slots(l) == nullptr) continue;
@@ -96,8 +94,9 @@ void EplbManager::plan(ExpertDistributionRecorder& recorder) {
                                ? static_cast<size_t>(options_.layers_per_chunk)
                                : std::max<size_t>(changing.size(), 1);
   for (size_t i = 0; i < changing.size(); i += per_chunk) {
-    pending_.emplace_back(changing.begin() + static_cast<int64_t>(i),
-                          changing.begin() + static_cast<int64_t>(std::min(changing.size(), i + per_chunk)));
+    pending_.emplace_back(
+        changing.begin() + static_cast<int64_t>(i),
+        changing.begin() + static_cast<int64_t>(std::min(changing.size(), i + per_chunk)));
   }
   ++counters_.rebalances;
   if (world_->rank() == 0) {
@@ -126,8 +125,8 @@ void EplbManager::move_next_chunk() {
     move.layer = l;
     move.experts = &slots->experts();
     move.plan = plan_layer_migration(current.layer_physical_to_logical(l),
-                                     target_->layer_physical_to_logical(l), layout,
-                                     world_->rank(), static_cast<int>(k) * current.num_physical());
+                                     target_->layer_physical_to_logical(l), layout, world_->rank(),
+                                     static_cast<int>(k) * current.num_physical());
     moves.push_back(std::move(move));
   }
   MigrationFault fault;
@@ -139,9 +138,10 @@ void EplbManager::move_next_chunk() {
     const size_t abandoned = pending_.size();
     pending_.clear();
     if (world_->rank() == 0) {
-      spdlog::warn("EPLB: rebalance {} chunk {} failed on a rank; layers {} keep the old "
-                   "placement on every rank ({} later chunk(s) abandoned)",
-                   rebalance + 1, chunk, fmt::join(layers, ","), abandoned);
+      spdlog::warn(
+          "EPLB: rebalance {} chunk {} failed on a rank; layers {} keep the old "
+          "placement on every rank ({} later chunk(s) abandoned)",
+          rebalance + 1, chunk, fmt::join(layers, ","), abandoned);
     }
     return;
   }
@@ -158,13 +158,14 @@ void EplbManager::move_next_chunk() {
   counters_.migration.slots_aliased += stats.slots_aliased;
   counters_.migration.bytes_received += stats.bytes_received;
   if (world_->rank() == 0) {
-    double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start)
-                    .count();
-    spdlog::info("EPLB: rebalance {} chunk {}: layers {} switched ({} slots received, {} copied "
-                 "locally, {} shared on rank 0) in {:.1f} ms{}",
-                 rebalance + 1, chunk, fmt::join(layers, ","), stats.slots_received,
-                 stats.slots_copied_locally, stats.slots_aliased, ms,
-                 pending_.empty() ? "; rebalance done" : "");
+    double ms =
+        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+    spdlog::info(
+        "EPLB: rebalance {} chunk {}: layers {} switched ({} slots received, {} copied "
+        "locally, {} shared on rank 0) in {:.1f} ms{}",
+        rebalance + 1, chunk, fmt::join(layers, ","), stats.slots_received,
+        stats.slots_copied_locally, stats.slots_aliased, ms,
+        pending_.empty() ? "; rebalance done" : "");
   }
 }
 

@@ -41,7 +41,7 @@ struct EplbOptions {
 };
 
 struct EplbCounters {
-  int64_t rebalances = 0;        // plans made
+  int64_t rebalances = 0;  // plans made
   int64_t chunks_committed = 0;
   int64_t chunks_failed = 0;
   int64_t layers_moved = 0;

@@ -11,9 +11,10 @@ RecorderMode parse_recorder_mode(std::string_view name) {
   if (name == "stat_approx") return RecorderMode::kStatApprox;
   if (name == "per_pass") return RecorderMode::kPerPass;
   if (name == "per_token") return RecorderMode::kPerToken;
-  EPS_THROW("--expert-distribution-recorder-mode '{}' is not one of stat, stat_approx, per_pass, "
-            "per_token",
-            name);
+  EPS_THROW(
+      "--expert-distribution-recorder-mode '{}' is not one of stat, stat_approx, per_pass, "
+      "per_token",
+      name);
 }
 
 std::string_view recorder_mode_name(RecorderMode mode) {
@@ -38,8 +39,9 @@ ExpertDistributionRecorder::ExpertDistributionRecorder(RecorderMode mode, int64_
       shape_(shape),
       rank_(rank),
       dispatcher_counts_(dispatcher_counts) {
-  EPS_CHECK(shape.num_layers > 0 && shape.num_logical > 0 && shape.num_physical >= shape.num_logical &&
-                shape.ep_size > 0 && shape.num_physical % shape.ep_size == 0,
+  EPS_CHECK(shape.num_layers > 0 && shape.num_logical > 0 &&
+                shape.num_physical >= shape.num_logical && shape.ep_size > 0 &&
+                shape.num_physical % shape.ep_size == 0,
             "expert distribution recorder: bad shape ({} layers, {} logical, {} physical, ep {})",
             shape.num_layers, shape.num_logical, shape.num_physical, shape.ep_size);
   EPS_CHECK(buffer_size == -1 || buffer_size > 0,
@@ -101,8 +103,7 @@ void ExpertDistributionRecorder::on_received(int layer, int first_slot,
   if (!recording_ || !counts_from_dispatcher()) return;
   EPS_CHECK(layer >= 0 && layer < shape_.num_layers && first_slot >= 0 &&
                 first_slot + n <= shape_.num_physical,
-            "recorder: layer {} slots [{}, {}) outside the map", layer, first_slot,
-            first_slot + n);
+            "recorder: layer {} slots [{}, {}) outside the map", layer, first_slot, first_slot + n);
   int64_t* counts = pass_counts_.data() + static_cast<size_t>(layer) * shape_.num_physical;
   for (int i = 0; i < n; ++i) counts[first_slot + i] += rows_per_slot[i];
 }
@@ -140,18 +141,18 @@ void ExpertDistributionRecorder::end_pass(std::span<const int32_t> physical_to_l
     counts.push_back(std::vector<int64_t>(pass_counts_.begin() + static_cast<int64_t>(l) * P,
                                           pass_counts_.begin() + static_cast<int64_t>(l + 1) * P));
   }
-  nlohmann::json record = {{"forward_pass_id", pass_id_},
-                           {"rank", rank_},
-                           {"global_physical_count", std::move(counts)}};
+  nlohmann::json record = {
+      {"forward_pass_id", pass_id_}, {"rank", rank_}, {"global_physical_count", std::move(counts)}};
   if (mode_ == RecorderMode::kPerToken) {
     // A pass with no MoE layer reported (or no tokens) records an empty share.
     const int64_t n = std::max<int64_t>(share_tokens_, 0);
-    const auto first = std::min<int64_t>(share_first_, static_cast<int64_t>(batch_input_ids_.size()));
+    const auto first =
+        std::min<int64_t>(share_first_, static_cast<int64_t>(batch_input_ids_.size()));
     const auto last = std::min<int64_t>(first + n, static_cast<int64_t>(batch_input_ids_.size()));
-    record["input_ids"] = std::vector<int32_t>(batch_input_ids_.begin() + first,
-                                               batch_input_ids_.begin() + last);
-    record["positions"] = std::vector<int32_t>(batch_positions_.begin() + first,
-                                               batch_positions_.begin() + last);
+    record["input_ids"] =
+        std::vector<int32_t>(batch_input_ids_.begin() + first, batch_input_ids_.begin() + last);
+    record["positions"] =
+        std::vector<int32_t>(batch_positions_.begin() + first, batch_positions_.begin() + last);
     nlohmann::json layers = nlohmann::json::array();
     for (int l = 0; l < L; ++l) {
       nlohmann::json tokens = nlohmann::json::array();
@@ -160,8 +161,8 @@ void ExpertDistributionRecorder::end_pass(std::span<const int32_t> physical_to_l
         if (ids.empty()) {
           tokens.push_back(std::vector<int32_t>(top_k_, -1));  // a dense layer
         } else {
-          tokens.push_back(std::vector<int32_t>(ids.begin() + t * top_k_,
-                                                ids.begin() + (t + 1) * top_k_));
+          tokens.push_back(
+              std::vector<int32_t>(ids.begin() + t * top_k_, ids.begin() + (t + 1) * top_k_));
         }
       }
       layers.push_back(std::move(tokens));

@@ -45,8 +45,8 @@ class ExpertDistributionRecorder : public ExpertCountSink {
   // buffer_size: passes the stat ring buffer keeps; -1: unbounded. `rank` goes into records.
   // dispatcher_counts: the MoE layers dispatch tokens and report what each slot received
   // (stat_approx counts that; without it stat_approx counts the router's choices as stat does).
-  ExpertDistributionRecorder(RecorderMode mode, int64_t buffer_size, RecorderShape shape,
-                             int rank, bool dispatcher_counts = false);
+  ExpertDistributionRecorder(RecorderMode mode, int64_t buffer_size, RecorderShape shape, int rank,
+                             bool dispatcher_counts = false);
 
   RecorderMode mode() const { return mode_; }
   const RecorderShape& shape() const { return shape_; }
@@ -83,8 +83,9 @@ class ExpertDistributionRecorder : public ExpertCountSink {
   bool counts_from_dispatcher() const {
     return mode_ == RecorderMode::kStatApprox && dispatcher_counts_;
   }
-  bool bounded() const { return mode_ != RecorderMode::kPerPass && mode_ != RecorderMode::kPerToken
-                                && buffer_size_ > 0; }
+  bool bounded() const {
+    return mode_ != RecorderMode::kPerPass && mode_ != RecorderMode::kPerToken && buffer_size_ > 0;
+  }
 
   RecorderMode mode_;
   int64_t buffer_size_;

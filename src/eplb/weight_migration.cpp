@@ -97,8 +97,8 @@ bool any_failed(Communicator& world, bool failed, const char* step) {
 }  // namespace
 
 LayerMigration plan_layer_migration(std::span<const int32_t> old_row,
-                                    std::span<const int32_t> new_row,
-                                    const MigrationLayout& layout, int world_rank, int tag_base) {
+                                    std::span<const int32_t> new_row, const MigrationLayout& layout,
+                                    int world_rank, int tag_base) {
   EPS_CHECK(old_row.size() == static_cast<size_t>(layout.num_physical) &&
                 new_row.size() == old_row.size(),
             "migration rows hold {} and {} slots, expected {}", old_row.size(), new_row.size(),
@@ -155,7 +155,8 @@ std::optional<StagedChunk> migrate_chunk(const std::vector<LayerMove>& layers, C
   } catch (const std::exception& e) {
     error = e.what();
   }
-  if (!error.empty()) spdlog::warn("EPLB: rank {} cannot stage the new experts: {}", world.rank(), error);
+  if (!error.empty())
+    spdlog::warn("EPLB: rank {} cannot stage the new experts: {}", world.rank(), error);
   if (any_failed(world, !error.empty(), "allocating the new experts")) return std::nullopt;
 
   // 2. Exchange: every receive is posted before any send.
@@ -209,7 +210,8 @@ std::optional<StagedChunk> migrate_chunk(const std::vector<LayerMove>& layers, C
   } catch (const std::exception& e) {
     error = e.what();
   }
-  if (!error.empty()) spdlog::warn("EPLB: rank {} failed to stage the new experts: {}", world.rank(), error);
+  if (!error.empty())
+    spdlog::warn("EPLB: rank {} failed to stage the new experts: {}", world.rank(), error);
   if (any_failed(world, !error.empty(), "staging the new experts")) return std::nullopt;
   return staged;
 }

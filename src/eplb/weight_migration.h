@@ -71,8 +71,8 @@ struct LayerMigration {
 
 // Tags are tag_base + destination slot (unique per receiver and layer of a chunk).
 LayerMigration plan_layer_migration(std::span<const int32_t> old_row,
-                                    std::span<const int32_t> new_row,
-                                    const MigrationLayout& layout, int world_rank, int tag_base);
+                                    std::span<const int32_t> new_row, const MigrationLayout& layout,
+                                    int world_rank, int tag_base);
 
 struct LayerMove {
   int layer = 0;

@@ -22,7 +22,8 @@ constexpr auto kBalancednessLogInterval = std::chrono::seconds(10);
 }  // namespace
 
 int64_t expert_command_code(const std::string& name) {
-  if (name == "start_expert_distribution_record") return static_cast<int64_t>(ExpertCommand::kStart);
+  if (name == "start_expert_distribution_record")
+    return static_cast<int64_t>(ExpertCommand::kStart);
   if (name == "stop_expert_distribution_record") return static_cast<int64_t>(ExpertCommand::kStop);
   if (name == "dump_expert_distribution_record") return static_cast<int64_t>(ExpertCommand::kDump);
   return 0;
@@ -68,9 +69,8 @@ std::unique_ptr<ExpertRuntime> make_expert_runtime(CausalLM& model, const RankCo
     EPS_CHECK(std::sscanf(fault, "%d:%lld:%lld", &rank, &rebalance, &chunk) == 3,
               "EPSERVE_EPLB_FAULT '{}' is not <world rank>:<rebalance>:<chunk>", fault);
     if (ctx.world && ctx.world->rank() == rank) {
-      runtime->manager()->set_fault([rebalance, chunk](int64_t r, int64_t c) {
-        return r == rebalance && c == chunk;
-      });
+      runtime->manager()->set_fault(
+          [rebalance, chunk](int64_t r, int64_t c) { return r == rebalance && c == chunk; });
     }
   }
   return runtime;
@@ -113,7 +113,9 @@ ExpertRuntime::ExpertRuntime(CausalLM& model, std::shared_ptr<Communicator> worl
   model_.set_pass_observer(this);
 }
 
-ExpertRuntime::~ExpertRuntime() { model_.set_pass_observer(nullptr); }
+ExpertRuntime::~ExpertRuntime() {
+  model_.set_pass_observer(nullptr);
+}
 
 std::span<const int32_t> ExpertRuntime::physical_to_logical() const {
   if (manager_) return manager_->location()->all_physical_to_logical();

@@ -31,12 +31,12 @@ namespace epserve {
 class Communicator;
 
 struct ExpertRuntimeOptions {
-  std::string recorder_mode;          // empty: no recorder (and no commands)
-  int64_t recorder_buffer_size = 0;   // -1: unbounded; 0: eplb.rebalance_num_iterations
-  bool enable_metrics = false;        // --enable-expert-distribution-metrics
+  std::string recorder_mode;         // empty: no recorder (and no commands)
+  int64_t recorder_buffer_size = 0;  // -1: unbounded; 0: eplb.rebalance_num_iterations
+  bool enable_metrics = false;       // --enable-expert-distribution-metrics
   bool enable_eplb = false;
   eplb::EplbOptions eplb;
-  bool dispatcher_counts = false;     // the MoE layers dispatch (DeepEP): stat_approx counts there
+  bool dispatcher_counts = false;  // the MoE layers dispatch (DeepEP): stat_approx counts there
 
   bool active() const { return !recorder_mode.empty() || enable_eplb || enable_metrics; }
   // SGLang's defaults: EPLB or the metrics without a mode record in stat; a buffer size of 0

@@ -36,9 +36,10 @@ void register_expert_routes(HttpServer& http, ServerContext& ctx) {
     const char* command;
     const char* done;
   };
-  for (Route r : {Route{"start_expert_distribution_record", "Start recording the expert distribution."},
-                  Route{"stop_expert_distribution_record", "Stop recording the expert distribution."},
-                  Route{"dump_expert_distribution_record", "Dump expert distribution record."}}) {
+  for (Route r :
+       {Route{"start_expert_distribution_record", "Start recording the expert distribution."},
+        Route{"stop_expert_distribution_record", "Stop recording the expert distribution."},
+        Route{"dump_expert_distribution_record", "Dump expert distribution record."}}) {
     for (const char* method : {"GET", "POST"}) {
       http.route(method, std::string("/") + r.command,
                  [&ctx, r](const HttpRequest&, HttpResponse& res) {

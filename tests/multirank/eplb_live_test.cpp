@@ -20,7 +20,9 @@
 namespace epserve {
 namespace {
 
-std::string data_dir() { return std::string(EPSERVE_SOURCE_DIR) + "/tests/data"; }
+std::string data_dir() {
+  return std::string(EPSERVE_SOURCE_DIR) + "/tests/data";
+}
 
 nlohmann::json run_generate(const std::string& model, const std::string& prompts,
                             const std::string& flags, const testing::TempDir& dir,

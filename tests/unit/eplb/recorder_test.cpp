@@ -100,7 +100,8 @@ TEST(EplbRecorder, PerPassAndPerTokenRecords) {
   EXPECT_EQ(t["input_ids"].get<std::vector<int32_t>>(), (std::vector<int32_t>{8, 9}));
   EXPECT_EQ(t["positions"].get<std::vector<int32_t>>(), (std::vector<int32_t>{11, 12}));
   EXPECT_EQ(t["topk_ids_of_layer"][0][1].get<std::vector<int32_t>>(), (std::vector<int32_t>{1, 5}));
-  EXPECT_EQ(t["topk_ids_of_layer"][1][0].get<std::vector<int32_t>>(), (std::vector<int32_t>{-1, -1}))
+  EXPECT_EQ(t["topk_ids_of_layer"][1][0].get<std::vector<int32_t>>(),
+            (std::vector<int32_t>{-1, -1}))
       << "a layer that reported nothing";
 }
 

@@ -97,8 +97,8 @@ TEST(EplbWeightMigration, EveryReceiveHasItsSendOnRandomPlacements) {
 
 TEST(EplbWeightMigration, BadRowsAreErrors) {
   const MigrationLayout layout{4, 2, 2, 1};
-  EXPECT_THROW(plan_layer_migration(std::vector<int32_t>{0, 1, 2},
-                                    std::vector<int32_t>{0, 1, 2, 3}, layout, 0, 0),
+  EXPECT_THROW(plan_layer_migration(std::vector<int32_t>{0, 1, 2}, std::vector<int32_t>{0, 1, 2, 3},
+                                    layout, 0, 0),
                Error);
   EXPECT_THROW(plan_layer_migration(std::vector<int32_t>{0, 1, 2, 2},
                                     std::vector<int32_t>{0, 1, 2, 3}, layout, 0, 0),
