@@ -105,3 +105,48 @@ def test_record_and_dump(eplb_server):
     assert r.status_code == 200, r.text
     again = json.loads(pathlib.Path(r.text.split("Written to ")[1].strip()).read_text())
     assert sum(sum(sum(layer) for layer in row) for row in again["logical_count"]) == 0
+
+
+@pytest.fixture(scope="module")
+def per_token_server():
+    dump_dir = tempfile.mkdtemp(prefix="epserve-e2e-per-token-")
+    s = Server(["--tp", "2", "--ep-size", "2", "--expert-distribution-recorder-mode", "per_token"],
+               wait=False, env={"SGLANG_EXPERT_DISTRIBUTION_RECORDER_DIR": dump_dir})
+    s.wait_healthy(timeout=300)
+    s.dump_dir = dump_dir
+    yield s
+    assert s.stop() == 0, s.output()
+
+
+def test_per_token_records_of_every_rank(per_token_server):
+    """Two ranks split each batch's tokens; the dump gathers both ranks' records (SGLang's
+    variable names the folder here)."""
+    s = per_token_server
+    assert requests.post(s.url("/start_expert_distribution_record"), timeout=60).status_code == 200
+    r = post(s, "/v1/completions", {"model": "m", "prompt": "Hello there, how are", "max_tokens": 3})
+    assert r.status_code == 200, r.text
+    r = requests.post(s.url("/dump_expert_distribution_record"), timeout=120)
+    assert r.status_code == 200, r.text
+    path = pathlib.Path(r.text.split("Written to ")[1].strip())
+    assert path.parent == pathlib.Path(s.dump_dir)
+    dump = json.loads(path.read_text())
+    records = dump["records"]
+    assert {rec["rank"] for rec in records} == {0, 1}
+    assert len(dump["logical_count"]) == dump["num_recorded_passes"] >= 3
+    tokens = sum(len(rec["input_ids"]) for rec in records)
+    prompt_tokens = post(s, "/tokenize", {"prompt": "Hello there, how are"}).json()["tokens"]
+    assert tokens >= len(prompt_tokens) + 2  # the prompt (or its uncached part) and 2 decode steps
+    # qwen3_moe_tiny: 3 MoE layers, top-4: every recorded token counts 12 times.
+    total = sum(sum(sum(layer) for layer in row) for row in dump["logical_count"])
+    assert total == 12 * tokens
+    for rec in records:
+        assert len(rec["topk_ids_of_layer"]) == 3
+        assert all(len(t) == 4 for layer in rec["topk_ids_of_layer"] for t in layer)
+        assert len(rec["positions"]) == len(rec["input_ids"])
+        assert len(rec["global_physical_count"]) == 3
+
+
+def test_recorder_endpoints_need_a_mode(server):
+    r = requests.post(server.url("/dump_expert_distribution_record"), timeout=60)
+    assert r.status_code == 400
+    assert "--expert-distribution-recorder-mode" in r.text
