@@ -71,21 +71,25 @@ BenchOneBatchResult bench_one_batch(const BenchOneBatchOptions& o) {
   for (auto& r : warmup) r.max_new_tokens = std::min<int64_t>(2, o.output_len);
   GenerateTimings& timings = result.timings;
   const int64_t slots = kv_slots_needed(requests, 16);
-  // Between warm-up and the timed run: rebalance from the warm-up's counts, then count afresh.
+  // Between warm-up and the timed run: rebalance from the warm-up's counts, then count afresh;
+  // after it, sum the balancedness still pending.
+  auto command = [&](GroupLeaderRunner* runner, ExpertCommand c) {
+    if (runner) runner->send_control(static_cast<int64_t>(c));
+    experts->run_command(static_cast<int64_t>(c));
+  };
   auto between = [&](GroupLeaderRunner* runner) {
     if (!experts) return;
-    std::vector<ExpertCommand> commands;
-    if (o.experts.enable_eplb) commands.push_back(ExpertCommand::kRebalance);
-    commands.push_back(ExpertCommand::kStart);
-    for (ExpertCommand c : commands) {
-      if (runner) runner->send_control(static_cast<int64_t>(c));
-      experts->run_command(static_cast<int64_t>(c));
-    }
+    if (o.experts.enable_eplb) command(runner, ExpertCommand::kRebalance);
+    command(runner, ExpertCommand::kStart);
+  };
+  auto after = [&](GroupLeaderRunner* runner) {
+    if (experts) command(runner, ExpertCommand::kFlushMetrics);
   };
   if (!ctx.world) {
     generate(*model, warmup);
     between(nullptr);
     generate(*model, requests, &timings);
+    after(nullptr);
   } else if (!ctx.leader) {
     run_group_follower(*model, slots, *ctx.parallel.attention_group, [&](int64_t code) {
       if (experts) experts->run_command(code);
@@ -96,6 +100,7 @@ BenchOneBatchResult bench_one_batch(const BenchOneBatchOptions& o) {
     generate(runner, warmup);
     between(&runner);
     generate(runner, requests, &timings);
+    after(&runner);
   }
   if (experts) {
     nlohmann::json stats = experts->stats();

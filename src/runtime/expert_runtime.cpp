@@ -18,6 +18,7 @@ namespace {
 
 constexpr int kRecordsTag = 0x7e00;
 constexpr auto kBalancednessLogInterval = std::chrono::seconds(10);
+constexpr int kMetricsBatch = 16;
 
 }  // namespace
 
@@ -133,33 +134,50 @@ void ExpertRuntime::on_pass_end() {
   model_.parallel().pass->expert_sink = nullptr;
   const bool recorded = recorder_->recording();
   recorder_->end_pass(physical_to_logical());
-  if (options_.enable_metrics && recorded) update_balancedness();
+  if (options_.enable_metrics && recorded) queue_balancedness();
   if (manager_) manager_->on_pass_end(*recorder_);
 }
 
-void ExpertRuntime::update_balancedness() {
-  std::vector<int64_t> loads = recorder_->last_pass_rank_loads();  // [layers, ep]
+void ExpertRuntime::queue_balancedness() {
+  const std::vector<int64_t>& loads = recorder_->last_pass_rank_loads();  // [layers, ep]
+  pending_loads_.insert(pending_loads_.end(), loads.begin(), loads.end());
+  if (++pending_passes_ >= kMetricsBatch) flush_balancedness();
+}
+
+void ExpertRuntime::flush_balancedness() {
   if (world_) {
-    world_->set_context("summing the expert loads of the pass (expert distribution metrics)");
-    world_->allreduce(loads.data(), loads.size(), ReduceOp::kSum);
+    // Every rank has queued the same passes (recording starts and stops at the same pass).
+    int64_t count = static_cast<int64_t>(pending_loads_.size());
+    int64_t check[2] = {count, -count};
+    world_->set_context("summing the expert loads of the passes (expert distribution metrics)");
+    world_->allreduce(check, 2, ReduceOp::kMax);
+    EPS_CHECK(check[0] == -check[1], "expert metrics: ranks queued {} and {} load entries",
+              check[0], -check[1]);
+    if (count > 0) world_->allreduce(pending_loads_.data(), pending_loads_.size(), ReduceOp::kSum);
   }
   const int ep = recorder_->shape().ep_size;
-  double sum = 0;
-  int layers = 0;
-  for (size_t l = 0; l + ep <= loads.size(); l += ep) {
-    const auto first = loads.begin() + static_cast<int64_t>(l);
-    const int64_t max = *std::max_element(first, first + ep);
-    if (max == 0) continue;  // a dense layer, or no tokens
-    const double mean = static_cast<double>(std::accumulate(first, first + ep, int64_t{0})) / ep;
-    sum += (mean + 1e-5) / (static_cast<double>(max) + 1e-5);
-    ++layers;
+  const size_t per_pass = static_cast<size_t>(recorder_->shape().num_layers) * ep;
+  for (size_t pass = 0; pass + per_pass <= pending_loads_.size(); pass += per_pass) {
+    double sum = 0;
+    int layers = 0;
+    for (size_t l = pass; l < pass + per_pass; l += ep) {
+      const auto first = pending_loads_.begin() + static_cast<int64_t>(l);
+      const int64_t max = *std::max_element(first, first + ep);
+      if (max == 0) continue;  // a dense layer, or no tokens
+      const double mean = static_cast<double>(std::accumulate(first, first + ep, int64_t{0})) / ep;
+      sum += (mean + 1e-5) / (static_cast<double>(max) + 1e-5);
+      ++layers;
+    }
+    if (layers == 0) continue;
+    last_balancedness_ = sum / layers;
+    balancedness_sum_ += last_balancedness_;
+    ++balancedness_passes_;
   }
-  if (layers == 0) return;
-  last_balancedness_ = sum / layers;
-  balancedness_sum_ += last_balancedness_;
-  ++balancedness_passes_;
+  pending_loads_.clear();
+  pending_passes_ = 0;
   const auto now = std::chrono::steady_clock::now();
-  if ((!world_ || world_->rank() == 0) && now - last_log_ >= kBalancednessLogInterval) {
+  if ((!world_ || world_->rank() == 0) && balancedness_passes_ > 0 &&
+      now - last_log_ >= kBalancednessLogInterval) {
     last_log_ = now;
     spdlog::info("expert balancedness: {:.3f} in the last pass, {:.3f} mean over {} passes",
                  last_balancedness_, balancedness_sum_ / balancedness_passes_,
@@ -172,6 +190,8 @@ nlohmann::json ExpertRuntime::run_command(int64_t code) {
     case ExpertCommand::kStart:
       recorder_->start();
       if (manager_) manager_->restart_window();
+      pending_loads_.clear();
+      pending_passes_ = 0;
       balancedness_sum_ = 0;
       balancedness_passes_ = 0;
       return {{"ok", true}};
@@ -180,6 +200,9 @@ nlohmann::json ExpertRuntime::run_command(int64_t code) {
       return {{"ok", true}};
     case ExpertCommand::kDump:
       return dump();
+    case ExpertCommand::kFlushMetrics:
+      if (options_.enable_metrics) flush_balancedness();
+      return {{"ok", true}};
     case ExpertCommand::kRebalance:
       if (!manager_) return {{"error", "EPLB is off (--enable-eplb)"}};
       manager_->rebalance_now(*recorder_);
@@ -190,6 +213,7 @@ nlohmann::json ExpertRuntime::run_command(int64_t code) {
 
 nlohmann::json ExpertRuntime::dump() {
   const int rank = world_ ? world_->rank() : 0;
+  if (options_.enable_metrics) flush_balancedness();
   int64_t rows = 0;
   std::vector<int64_t> counts = recorder_->logical_count(&rows);  // [rows, layers, logical]
   int64_t shape[2] = {rows, -rows};

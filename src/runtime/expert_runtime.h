@@ -1,8 +1,9 @@
 // The expert-distribution recorder, its metrics and live EPLB inside one rank process: a
 // PassObserver of the model that every rank of the world installs alike. Around each forward pass
 // it points the MoE layers at the recorder and folds the pass's counts; with
-// --enable-expert-distribution-metrics it sums the pass's per-rank loads over the world and keeps
-// the balancedness; with --enable-eplb it lets the EplbManager rebalance.
+// --enable-expert-distribution-metrics it sums the passes' per-rank loads over the world (16
+// passes per all-reduce) and keeps the balancedness of each; with --enable-eplb it lets the
+// EplbManager rebalance.
 //
 // Commands from the HTTP endpoints (start / stop / dump) are collective: every rank of the world
 // must run the same command between the same two forward passes. The group leaders agree on them
@@ -46,7 +47,14 @@ struct ExpertRuntimeOptions {
 
 // The recorder commands, as the frontend names them (SGLang's endpoint names without the slash).
 // kRebalance (no endpoint; bench-one-batch uses it) plans and moves every layer at once.
-enum class ExpertCommand : int64_t { kStart = 1, kStop = 2, kDump = 3, kRebalance = 4 };
+// kFlushMetrics (no endpoint) sums the passes whose balancedness is still pending now.
+enum class ExpertCommand : int64_t {
+  kStart = 1,
+  kStop = 2,
+  kDump = 3,
+  kRebalance = 4,
+  kFlushMetrics = 5
+};
 // "start_expert_distribution_record" ... ; 0 for any other name.
 int64_t expert_command_code(const std::string& name);
 
@@ -75,7 +83,10 @@ class ExpertRuntime : public PassObserver {
 
  private:
   std::span<const int32_t> physical_to_logical() const;
-  void update_balancedness();
+  // Per-rank loads of recorded passes wait in pending_loads_ and are summed over the world
+  // kMetricsBatch passes at a time (one all-reduce per batch, not one per pass).
+  void queue_balancedness();
+  void flush_balancedness();
   nlohmann::json dump();
 
   CausalLM& model_;
@@ -86,6 +97,8 @@ class ExpertRuntime : public PassObserver {
   std::unique_ptr<eplb::ExpertDistributionRecorder> recorder_;
   std::unique_ptr<eplb::EplbManager> manager_;
 
+  std::vector<int64_t> pending_loads_;  // [pending passes, layers, ep]
+  int pending_passes_ = 0;
   double last_balancedness_ = 1.0;
   double balancedness_sum_ = 0;
   int64_t balancedness_passes_ = 0;

@@ -82,11 +82,12 @@ TEST(EplbLive, RebalancesDoNotChangeTheTokens) {
   const std::string prompts = golden_prompts("deepseek_v3_tiny");
   testing::TempDir dir;
   const nlohmann::json single = run_generate(model, prompts, "", dir);
-  for (const char* layout : {"--ep-size 2 --ep-num-redundant-experts 2",
-                             "--ep-size 4 --ep-num-redundant-experts 4 --moe-a2a-backend deepep",
-                             "--ep-size 4 --enable-dp-attention --dp-size 2 --moe-a2a-backend "
-                             "deepep --ep-num-redundant-experts 4",
-                             "--ep-size 4"}) {
+  for (const char* layout :
+       {"--ep-size 2 --ep-num-redundant-experts 2",
+        "--ep-size 4 --ep-num-redundant-experts 4 --moe-a2a-backend deepep",
+        "--ep-size 4 --enable-dp-attention --dp-size 2 --moe-a2a-backend "
+        "deepep --ep-num-redundant-experts 4",
+        "--tp-size 4 --ep-size 2 --ep-num-redundant-experts 2", "--ep-size 4"}) {
     SCOPED_TRACE(layout);
     nlohmann::json result = run_generate(model, prompts, std::string(layout) + kEplb, dir);
     expect_same_outputs(single, result);
