@@ -6,13 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install_deps.sh
 scripts/build.sh
+# The trained default model (models/default/TRAINING.md).
 model=models/default
-if [ ! -f "$model/config.json" ]; then
-  # No committed default model in this checkout: make a small random-weight one.
-  model=build/models/default
-  [ -f "$model/config.json" ] ||
-    build/src/epserve make-model --arch deepseek_v3 --preset small --output "$model" --seed 1
-fi
 port="${EPSERVE_PORT:-30000}"
 build/src/epserve serve --model-path "$model" --ep-size 4 --enable-dp-attention \
   --trust-remote-code --max-total-tokens 16384 --port "$port" &
@@ -24,7 +19,7 @@ for _ in $(seq 600); do
   sleep 0.5
 done
 request='{"model": "default", "max_tokens": 48, "temperature": 0,
-          "messages": [{"role": "user", "content": "What is a mixture of experts?"}]}'
+          "messages": [{"role": "user", "content": "Hello! Who are you?"}]}'
 echo "POST /v1/chat/completions $request"
 curl -sf "localhost:$port/v1/chat/completions" -H 'Content-Type: application/json' -d "$request"
 echo

@@ -67,6 +67,15 @@ async def one_request(session, url, prompt, output_len, result):
     result["latency"] = time.perf_counter() - start
 
 
+async def scheduler_stats(url):
+    """Per-group scheduler counters from /get_server_info: steps, forward and scheduling seconds."""
+    async with aiohttp.ClientSession() as s:
+        async with s.get(url + "/get_server_info") as r:
+            info = await r.json()
+    states = info.get("internal_states", [])
+    return states if isinstance(states, list) else [states]
+
+
 async def run_load(args, prompts):
     results = [{"itl": []} for _ in prompts]
     limit = asyncio.Semaphore(args.max_concurrency or len(prompts))
@@ -161,7 +170,9 @@ def main():
     if args.base_url is None:
         proc, args.base_url = launch_server(args)
     try:
+        before = asyncio.run(scheduler_stats(args.base_url))
         results, duration = asyncio.run(run_load(args, prompts))
+        after = asyncio.run(scheduler_stats(args.base_url))
     finally:
         if proc is not None:
             proc.send_signal(signal.SIGTERM)
@@ -183,6 +194,13 @@ def main():
     print(f"TTFT   p50 {percentile(ttft, 0.5) * 1e3:8.1f} ms   p99 {percentile(ttft, 0.99) * 1e3:8.1f} ms")
     print(f"ITL    p50 {percentile(itl, 0.5) * 1e3:8.2f} ms   p99 {percentile(itl, 0.99) * 1e3:8.2f} ms")
     print(f"E2E    p50 {percentile([r['latency'] for r in done], 0.5):8.3f} s")
+    for group, (b, a) in enumerate(zip(before, after)):
+        steps = a["steps"] - b["steps"]
+        fwd = a["forward_seconds"] - b["forward_seconds"]
+        sched = a["schedule_seconds"] - b["schedule_seconds"]
+        if steps > 0:
+            print(f"scheduler (group {group}): {steps} steps, forward {fwd / steps * 1e3:.2f} ms/step, "
+                  f"scheduling {sched / steps * 1e3:.3f} ms/step = {sched / (fwd + sched) * 100:.2f} % of the step")
     if not args.no_limit:
         limit, _ = engine_limit(args, min(concurrency, args.num_prompts))
         print(f"limit: engine alone (bench-one-batch, batch {min(concurrency, args.num_prompts)}): "

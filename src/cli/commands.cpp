@@ -10,6 +10,7 @@ std::vector<Command> all_commands(CLI::App& app) {
   commands.push_back(register_eplb(app));
   commands.push_back(register_serve(app));
   commands.push_back(register_tokenize(app));
+  commands.push_back(register_perplexity(app));
   return commands;
 }
 

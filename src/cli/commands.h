@@ -20,6 +20,7 @@ Command register_bench_one_batch(CLI::App& app);
 Command register_eplb(CLI::App& app);
 Command register_serve(CLI::App& app);
 Command register_tokenize(CLI::App& app);
+Command register_perplexity(CLI::App& app);
 
 std::vector<Command> all_commands(CLI::App& app);
 

@@ -57,13 +57,18 @@ BenchOneBatchResult bench_one_batch(const BenchOneBatchOptions& o) {
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   std::mt19937_64 rng(o.seed);
   std::uniform_int_distribution<int32_t> token(0, static_cast<int32_t>(model->vocab_size() - 1));
-  std::vector<GenerateRequest> requests(o.batch_size);
-  for (auto& r : requests) {
+  // --batch-size is the whole batch: with DP attention, request i goes to group i % D (as
+  // `generate` spreads them), and the figures below count every group's tokens.
+  const int groups = o.parallel.attention_groups();
+  std::vector<GenerateRequest> requests;
+  for (int64_t i = 0; i < o.batch_size; ++i) {
+    GenerateRequest r;
     r.input_ids.resize(o.input_len);
     for (auto& id : r.input_ids) id = token(rng);
     r.max_new_tokens = o.output_len;
     r.sampling.temperature = 0.0f;
     r.ignore_eos = true;
+    if (static_cast<int>(i % groups) == ctx.dp_rank) requests.push_back(std::move(r));
   }
   // A warm-up pass of the same batch first, as SGLang's bench_one_batch does: the first pass
   // pages in the mmapped weights, which is loading, not prefill.
@@ -118,6 +123,9 @@ BenchOneBatchResult bench_one_batch(const BenchOneBatchOptions& o) {
   if (!result.report) return result;
   result.prefill_seconds = timings.prefill_seconds;
   result.decode_seconds = timings.decode_seconds;
+  // The groups step together, so rank 0's times are everyone's; its token counts are its group's.
+  timings.prefill_tokens = o.batch_size * o.input_len;
+  timings.decode_tokens = o.batch_size * (o.output_len - 1);
   result.prefill_tokens_per_second = timings.prefill_tokens / timings.prefill_seconds;
   // The first output token comes from the prefill; decode steps make the rest.
   result.decode_tokens_per_second =

@@ -21,6 +21,8 @@ import requests
 REPO = pathlib.Path(__file__).resolve().parents[2]
 BINARY = os.environ.get("EPSERVE_BINARY", str(REPO / "build" / "src" / "epserve"))
 MODEL = os.environ.get("EPSERVE_E2E_MODEL", str(REPO / "tests" / "data" / "models" / "qwen3_moe_tiny"))
+# The DeepSeek-V3-architecture fixture (MLA), beside MODEL.
+DEEPSEEK_MODEL = str(pathlib.Path(MODEL).parent / "deepseek_v3_tiny")
 # The component schemas of OpenAI's openapi.yaml the tests use (openai/extract_schemas.py).
 OPENAI_SCHEMAS = pathlib.Path(__file__).with_name("openai") / "schemas.json"
 

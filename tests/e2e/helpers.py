@@ -19,7 +19,8 @@ def sse_events(response):
 
 
 def post(server, path, body, **kwargs):
-    return requests.post(server.url(path), json=body, timeout=60, **kwargs)
+    kwargs.setdefault("timeout", 60)
+    return requests.post(server.url(path), json=body, **kwargs)
 
 
 def tokenize(server, text, add_special_tokens=True):

@@ -1,14 +1,11 @@
 """A second architecture and tokenizer family: the tiny DeepSeek-V3 fixture (MLA, its own chat
 template, which writes the BOS token, and `thinking`). Usage counts follow the tokenizer."""
 
-import pathlib
-
 import pytest
 
-from conftest import MODEL, Server
+from conftest import DEEPSEEK_MODEL as DEEPSEEK
+from conftest import Server
 from helpers import post
-
-DEEPSEEK = str(pathlib.Path(MODEL).parent / "deepseek_v3_tiny")
 
 
 @pytest.fixture(scope="module")

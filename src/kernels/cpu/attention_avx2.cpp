@@ -1,7 +1,8 @@
 // AVX2 + FMA attention steps in the canonical order of attention_internal.h: register tiles of
 // four query heads by three keys for the scores, four heads by 24 output floats for the
-// probability-weighted sum. Tiles only choose which lane sums live in registers together; each
-// one sees the same operations as in the scalar definition.
+// probability-weighted sum, both over chunks of keys that stay in cache. Tiles only choose which
+// lane sums live in registers together; each one sees the same operations as in the scalar
+// definition.
 #include <immintrin.h>
 
 #include <algorithm>
@@ -69,21 +70,46 @@ void scores_rows(const QueryRows& q, int64_t r0, const SlotRows& keys, int64_t s
   for (; s < s1; ++s) scores_tile<RT, 1>(q, r0, keys, s, scale, scores, ld);
 }
 
-// Output floats [d0, d0 + 8 * VT) of RT rows; `mask` limits the last vector when not null.
-template <int RT, int VT>
-inline void weighted_sum_tile(const float* p, int64_t ld, const SlotRows& values, int64_t len,
-                              int64_t d0, const __m256i* mask, float* out, int64_t out_stride) {
+// Eight floats at p, or with kMasked only the lanes of `mask` (the others zero).
+template <bool kMasked>
+inline __m256 load_lanes(const float* p, __m256i mask) {
+  if constexpr (kMasked) {
+    return _mm256_maskload_ps(p, mask);
+  } else {
+    return _mm256_loadu_ps(p);
+  }
+}
+
+template <bool kMasked>
+inline void store_lanes(float* p, __m256i mask, __m256 v) {
+  if constexpr (kMasked) {
+    _mm256_maskstore_ps(p, mask, v);
+  } else {
+    _mm256_storeu_ps(p, v);
+  }
+}
+
+// Output floats [d0, d0 + 8 * VT) of RT rows over keys [s0, s1) (with kMasked, VT is 1 and only
+// the lanes of `mask` exist); the sums start at zero for s0 = 0 and go on from `out` otherwise.
+template <int RT, int VT, bool kMasked>
+inline void weighted_sum_tile(const float* p, int64_t ld, const SlotRows& values, int64_t s0,
+                              int64_t s1, int64_t d0, __m256i mask, float* out,
+                              int64_t out_stride) {
+  static_assert(!kMasked || VT == 1);
   __m256 acc[RT][VT];
+#pragma GCC unroll 4
   for (int r = 0; r < RT; ++r)
-    for (int j = 0; j < VT; ++j) acc[r][j] = _mm256_setzero_ps();
-  for (int64_t s = 0; s < len; ++s) {
-    const float* v = values.row(s) + d0;
-    __m256 vv[VT];
 #pragma GCC unroll 4
     for (int j = 0; j < VT; ++j) {
-      vv[j] =
-          mask && j == VT - 1 ? _mm256_maskload_ps(v + 8 * j, *mask) : _mm256_loadu_ps(v + 8 * j);
+      acc[r][j] = s0 == 0 ? _mm256_setzero_ps()
+                          : load_lanes<kMasked>(out + r * out_stride + d0 + 8 * j, mask);
     }
+  const float* base = values.base + d0;
+  for (int64_t s = s0; s < s1; ++s) {
+    const float* v = base + values.slots[s] * values.stride;
+    __m256 vv[VT];
+#pragma GCC unroll 4
+    for (int j = 0; j < VT; ++j) vv[j] = load_lanes<kMasked>(v + 8 * j, mask);
 #pragma GCC unroll 4
     for (int r = 0; r < RT; ++r) {
       __m256 w = _mm256_broadcast_ss(p + r * ld + s);
@@ -91,31 +117,27 @@ inline void weighted_sum_tile(const float* p, int64_t ld, const SlotRows& values
       for (int j = 0; j < VT; ++j) acc[r][j] = _mm256_fmadd_ps(w, vv[j], acc[r][j]);
     }
   }
-  for (int r = 0; r < RT; ++r) {
-    float* o = out + r * out_stride + d0;
+#pragma GCC unroll 4
+  for (int r = 0; r < RT; ++r)
+#pragma GCC unroll 4
     for (int j = 0; j < VT; ++j) {
-      if (mask && j == VT - 1) {
-        _mm256_maskstore_ps(o + 8 * j, *mask, acc[r][j]);
-      } else {
-        _mm256_storeu_ps(o + 8 * j, acc[r][j]);
-      }
+      store_lanes<kMasked>(out + r * out_stride + d0 + 8 * j, mask, acc[r][j]);
     }
-  }
 }
 
 template <int RT>
-void weighted_sum_rows(const float* p, int64_t ld, const SlotRows& values, int64_t len, int64_t dim,
-                       float* out, int64_t out_stride) {
+void weighted_sum_rows(const float* p, int64_t ld, const SlotRows& values, int64_t s0, int64_t s1,
+                       int64_t dim, float* out, int64_t out_stride) {
+  const __m256i all = _mm256_set1_epi32(-1);
   int64_t d = 0;
   for (; d + 24 <= dim; d += 24) {
-    weighted_sum_tile<RT, 3>(p, ld, values, len, d, nullptr, out, out_stride);
+    weighted_sum_tile<RT, 3, false>(p, ld, values, s0, s1, d, all, out, out_stride);
   }
   for (; d + 8 <= dim; d += 8) {
-    weighted_sum_tile<RT, 1>(p, ld, values, len, d, nullptr, out, out_stride);
+    weighted_sum_tile<RT, 1, false>(p, ld, values, s0, s1, d, all, out, out_stride);
   }
   if (d < dim) {
-    __m256i mask = tail_mask(dim - d);
-    weighted_sum_tile<RT, 1>(p, ld, values, len, d, &mask, out, out_stride);
+    weighted_sum_tile<RT, 1, true>(p, ld, values, s0, s1, d, tail_mask(dim - d), out, out_stride);
   }
 }
 
@@ -201,12 +223,18 @@ void softmax_rows_avx2(float* scores, int64_t ld, int64_t rows, int64_t len) {
 
 void weighted_sum_avx2(const float* p, int64_t ld, int64_t rows, const SlotRows& values,
                        int64_t len, int64_t dim, float* out, int64_t out_stride) {
-  int64_t r = 0;
-  for (; r + 4 <= rows; r += 4) {
-    weighted_sum_rows<4>(p + r * ld, ld, values, len, dim, out + r * out_stride, out_stride);
-  }
-  for (; r < rows; ++r) {
-    weighted_sum_rows<1>(p + r * ld, ld, values, len, dim, out + r * out_stride, out_stride);
+  // Keys in chunks whose value rows stay in L2 while every tile passes over them; the sums are
+  // stored and reloaded between chunks, which keeps each one a single chain in key order.
+  constexpr int64_t kKeyChunk = 128;
+  for (int64_t s0 = 0; s0 < len; s0 += kKeyChunk) {
+    const int64_t s1 = std::min(len, s0 + kKeyChunk);
+    int64_t r = 0;
+    for (; r + 4 <= rows; r += 4) {
+      weighted_sum_rows<4>(p + r * ld, ld, values, s0, s1, dim, out + r * out_stride, out_stride);
+    }
+    for (; r < rows; ++r) {
+      weighted_sum_rows<1>(p + r * ld, ld, values, s0, s1, dim, out + r * out_stride, out_stride);
+    }
   }
 }
 

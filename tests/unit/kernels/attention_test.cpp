@@ -169,6 +169,24 @@ TEST(Attention, VectorPathGivesTheBitsOfTheScalarDefinition) {
   }
 }
 
+// Long contexts: the vector path walks keys in chunks (scores and weighted sums stay in cache)
+// and still gives the scalar bits; the last tokens alone give the same bits as in a chunk.
+// Value widths 44 and 20 end in a masked partial vector, which is also carried across chunks.
+TEST(Attention, LongContextKeepsTheBits) {
+  std::mt19937 rng(13);
+  for (bool mla : {true, false}) {
+    Problem p(mla ? 14 : 4, mla ? 1 : 2, mla ? 44 : 20, mla ? 8 : 0, 301, mla, rng);
+    const int64_t width = p.heads * p.vdim;
+    auto scalar = p.run(297, 4, AttentionPath::kScalar, false);
+    for (AttentionPath path : paths()) {
+      auto chunk = p.run(297, 4, path, true);
+      EXPECT_TRUE(same_bits(scalar, chunk)) << (mla ? "mla" : "gqa");
+      auto last = p.run(300, 1, path, true);
+      EXPECT_EQ(std::memcmp(last.data(), chunk.data() + 3 * width, width * sizeof(float)), 0);
+    }
+  }
+}
+
 // A token's result is the same whether it comes in a prefill of many tokens, a chunk, or a decode
 // step of one token, with one thread or several, on every path.
 TEST(Attention, ResultOfATokenDependsOnlyOnItsPositionAndCache) {

@@ -1,0 +1,89 @@
+// The default model's held-out perplexity is the same in every parallel layout: `epserve
+// perplexity` on models/default over tests/data/perplexity/heldout_sample.txt (4,314 tokens, 17
+// windows of 256, 4,297 scored) on one rank and with --ep-size 2, --tp-size 2, --ep-size 4
+// --moe-a2a-backend deepep, --ep-size 4 --enable-dp-attention and --tp-size 4 --ep-size 4
+// --enable-dp-attention --dp-size 2. What is measured: the mean NLL over all scored tokens. Each
+// layout must agree with one rank's within 1e-6 relative: layouts differ only in the order of
+// fp32 partial sums (tensor-parallel attention, experts summed over ranks), measured 1.6e-9
+// relative. One rank's must agree with transformers' fp32 value in
+// tests/data/perplexity/reference.json within kTransformersTolerance (see there).
+#include <gtest/gtest.h>
+
+#include <sys/wait.h>
+
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include "support/temp_dir.h"
+
+namespace epserve {
+namespace {
+
+std::string source_path(const std::string& relative) {
+  return std::string(EPSERVE_SOURCE_DIR) + "/" + relative;
+}
+
+const char* kText = "tests/data/perplexity/heldout_sample.txt";
+
+// epserve and transformers both compute in fp32 on the same BF16 weights; they differ only in the
+// order of fp32 sums (logits within ~1e-5), which moves the mean NLL by ~1e-9 relative (measured
+// on this text: 2.4e-10). Over the whole held-out text (52,466 tokens) the difference is 1.1e-6
+// relative, most likely from a few router top-k near-ties that fp32 rounding decides either way.
+// 1e-5 relative (3e-5 nats per token) covers both; a real error (a wrong window, mask, expert
+// or scale) moves the mean NLL by far more.
+constexpr double kTransformersTolerance = 1e-5;
+
+nlohmann::json run_perplexity(const std::string& flags, const testing::TempDir& dir) {
+  std::string out = dir.file("ppl.json");
+  std::remove(out.c_str());
+  std::string cmd = fmt::format(
+      "{} perplexity --model-path {} --text-file {} --max-length 256 --stride 256 --add-bos "
+      "--output {} {} 2>&1",
+      EPSERVE_BINARY, source_path("models/default"), source_path(kText), out, flags);
+  FILE* pipe = popen(cmd.c_str(), "r");
+  std::string log;
+  char buf[4096];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof(buf), pipe)) > 0) log.append(buf, n);
+  int status = pclose(pipe);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << cmd << "\n" << log;
+  std::ifstream in(out);
+  return nlohmann::json::parse(in);
+}
+
+nlohmann::json transformers_reference() {
+  std::ifstream in(source_path("tests/data/perplexity/reference.json"));
+  nlohmann::json doc = nlohmann::json::parse(in);
+  for (const auto& c : doc["cases"]) {
+    if (c["model_path"] == "models/default" && c["text_file"] == kText) return c;
+  }
+  ADD_FAILURE() << "no models/default case for " << kText << " in reference.json";
+  return {};
+}
+
+TEST(PerplexityLayouts, DefaultModelHasOnePerplexityInEveryLayout) {
+  testing::TempDir dir;
+  nlohmann::json ref = transformers_reference();
+  nlohmann::json single = run_perplexity("", dir);
+  const double nll = single["nll"];
+  EXPECT_EQ(single["scored_tokens"], ref["scored_tokens"]);
+  EXPECT_EQ(single["tokens"], ref["tokens"]);
+  EXPECT_NEAR(nll, ref["nll"].get<double>(), kTransformersTolerance * nll);
+  for (const std::string flags :
+       {"--ep-size 2", "--tp-size 2", "--ep-size 4 --moe-a2a-backend deepep",
+        "--ep-size 4 --enable-dp-attention",
+        "--tp-size 4 --ep-size 4 --enable-dp-attention --dp-size 2"}) {
+    SCOPED_TRACE(flags);
+    nlohmann::json got = run_perplexity(flags, dir);
+    EXPECT_EQ(got["tokens"], single["tokens"]);
+    EXPECT_EQ(got["scored_tokens"], single["scored_tokens"]);
+    EXPECT_NEAR(got["nll"].get<double>(), nll, 1e-6 * nll);
+  }
+}
+
+}  // namespace
+}  // namespace epserve
