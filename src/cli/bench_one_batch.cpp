@@ -4,6 +4,7 @@
 #include "cli/commands.h"
 #include "cli/parallel_flags.h"
 #include "core/thread_pool.h"
+#include "eplb/placement.h"
 #include "runtime/bench_one_batch.h"
 
 namespace epserve::cli {
@@ -13,6 +14,7 @@ namespace {
 struct Options {
   BenchOneBatchOptions bench;
   int num_threads = 0;
+  std::string eplb_algorithm = "auto";
 };
 
 int run(const Options& options) {
@@ -39,6 +41,12 @@ int run(const Options& options) {
               r.decode_seconds * 1e3 / (b.output_len > 1 ? b.output_len - 1 : 1),
               t.decode_seconds > 0 ? 100.0 * t.decode_comm_seconds / t.decode_seconds : 0.0);
   std::printf("peak RSS (rank 0): %.1f MiB\n", r.peak_rss_bytes / 1048576.0);
+  if (r.balancedness >= 0) {
+    std::printf("expert balancedness (mean over the timed passes): %.3f\n", r.balancedness);
+  }
+  if (b.experts.enable_eplb) {
+    std::printf("EPLB: %lld layers moved before the timed run\n", (long long)r.eplb_layers_moved);
+  }
   return 0;
 }
 
@@ -55,7 +63,9 @@ Command register_bench_one_batch(CLI::App& app) {
   sub->add_option("--seed", o->bench.seed);
   sub->add_option("--num-threads", o->num_threads);
   add_parallel_flags(*sub, o->bench.parallel);
+  add_expert_flags(*sub, o->bench.experts, o->eplb_algorithm);
   return Command{sub, [o] {
+                   o->bench.experts.eplb.algorithm = eplb::parse_eplb_algorithm(o->eplb_algorithm);
                    return launch_or_run(o->bench.parallel, [o] { return run(*o); });
                  }};
 }

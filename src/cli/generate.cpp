@@ -16,6 +16,7 @@
 #include "core/error.h"
 #include "core/log.h"
 #include "core/thread_pool.h"
+#include "eplb/placement.h"
 #include "model/causal_lm.h"
 #include "runtime/generator.h"
 #include "tokenizer/chat_template.h"
@@ -41,6 +42,8 @@ struct GenerateOptions {
   int num_threads = 0;
   std::string log_level = "warning";
   ParallelOptions parallel;
+  ExpertRuntimeOptions experts;
+  std::string eplb_algorithm = "auto";
 };
 
 std::vector<int32_t> parse_ids(const std::string& text) {
@@ -113,6 +116,10 @@ int generate_rank(const GenerateOptions& o) {
     }
   }
   auto model = load_causal_lm(o.model_path, ctx.parallel);
+  ExpertRuntimeOptions expert_options = o.experts;
+  expert_options.eplb.algorithm = eplb::parse_eplb_algorithm(o.eplb_algorithm);
+  std::unique_ptr<ExpertRuntime> experts =
+      make_expert_runtime(*model, ctx, o.parallel, expert_options);
   std::vector<GenerateRequest> requests;
   for (auto& ids : prompts) {
     GenerateRequest r;
@@ -143,7 +150,9 @@ int generate_rank(const GenerateOptions& o) {
   if (!ctx.world) {
     my_results = generate(*model, my_requests);
   } else if (!ctx.leader) {
-    run_group_follower(*model, slots, *ctx.parallel.attention_group);
+    run_group_follower(*model, slots, *ctx.parallel.attention_group, [&](int64_t code) {
+      if (experts) experts->run_command(code);
+    });
     return 0;
   } else {
     GroupLeaderRunner runner(*model, slots, ctx.parallel.attention_group);
@@ -164,6 +173,7 @@ int generate_rank(const GenerateOptions& o) {
     if (o.return_logits) s["logits"] = results[i].logits;
     out["sequences"].push_back(std::move(s));
   }
+  if (experts) out["experts"] = experts->stats();
   if (o.output.empty()) {
     std::cout << out.dump() << "\n";
   } else {
@@ -210,6 +220,7 @@ Command register_generate(CLI::App& app) {
                   "Compute threads (default: the cores this process may use)");
   sub->add_option("--log-level", options->log_level);
   add_parallel_flags(*sub, options->parallel);
+  add_expert_flags(*sub, options->experts, options->eplb_algorithm);
   return Command{sub, [options] { return run_generate(*options); }};
 }
 

@@ -31,6 +31,26 @@ void add_parallel_flags(CLI::App& sub, ParallelOptions& o) {
                  "trivial, or a JSON file/string with physical_to_logical_map or logical_count");
   sub.add_option("--ep-num-redundant-experts", o.ep_num_redundant_experts,
                  "Extra physical expert slots (replicas) in total");
+  sub.add_option("--ep-dispatch-algorithm", o.ep_dispatch_algorithm,
+                 "static (a fixed replica per sending rank), dynamic (a random replica per "
+                 "token) or fake (random routing: perfect balance, changes outputs)")
+      ->check(CLI::IsMember({"static", "dynamic", "fake"}));
+}
+
+void add_expert_flags(CLI::App& sub, ExpertRuntimeOptions& x, std::string& algorithm) {
+  sub.add_flag("--enable-eplb", x.enable_eplb, "Rebalance the experts every N forward passes");
+  sub.add_option("--eplb-algorithm", algorithm, "auto, deepseek[_hierarchical|_global], minmax...");
+  sub.add_option("--eplb-rebalance-num-iterations", x.eplb.rebalance_num_iterations,
+                 "Forward passes between rebalances");
+  sub.add_option("--eplb-rebalance-layers-per-chunk", x.eplb.layers_per_chunk,
+                 "Layers moved per forward pass (default: all)");
+  sub.add_option("--expert-distribution-recorder-mode", x.recorder_mode,
+                 "stat, stat_approx, per_pass or per_token")
+      ->check(CLI::IsMember({"stat", "stat_approx", "per_pass", "per_token"}));
+  sub.add_option("--expert-distribution-recorder-buffer-size", x.recorder_buffer_size,
+                 "Passes the stat buffer keeps (-1: all; default: the rebalance interval)");
+  sub.add_flag("--enable-expert-distribution-metrics", x.enable_metrics,
+               "Balancedness of every pass (summed over ranks) in the log and the results");
 }
 
 }  // namespace epserve::cli

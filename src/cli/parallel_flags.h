@@ -4,10 +4,14 @@
 
 #include <CLI/CLI.hpp>
 
+#include "runtime/expert_runtime.h"
 #include "runtime/parallel_setup.h"
 
 namespace epserve::cli {
 
 void add_parallel_flags(CLI::App& sub, ParallelOptions& options);
+// The recorder and EPLB flags (--enable-eplb, --expert-distribution-recorder-mode, ...).
+// `algorithm` receives --eplb-algorithm's text; parse it into experts.eplb.algorithm.
+void add_expert_flags(CLI::App& sub, ExpertRuntimeOptions& experts, std::string& algorithm);
 
 }  // namespace epserve::cli

@@ -6,6 +6,7 @@
 #include <string>
 
 #include "cli/commands.h"
+#include "eplb/placement.h"
 #include "core/error.h"
 #include "runtime/parallel_setup.h"
 #include "runtime/rank_main.h"
@@ -53,6 +54,15 @@ RankOptions rank_options(const ServerArgs& a) {
   p.dist_timeout_seconds = a.dist_timeout;
   p.init_expert_location = a.init_expert_location;
   p.ep_num_redundant_experts = a.ep_num_redundant_experts;
+  if (!a.ep_dispatch_algorithm.empty()) p.ep_dispatch_algorithm = a.ep_dispatch_algorithm;
+  ExpertRuntimeOptions& x = o.experts;
+  x.recorder_mode = a.expert_distribution_recorder_mode;
+  x.recorder_buffer_size = a.expert_distribution_recorder_buffer_size;
+  x.enable_metrics = a.enable_expert_distribution_metrics;
+  x.enable_eplb = a.enable_eplb;
+  x.eplb.rebalance_num_iterations = a.eplb_rebalance_num_iterations;
+  x.eplb.layers_per_chunk = a.eplb_rebalance_layers_per_chunk;
+  x.eplb.algorithm = eplb::parse_eplb_algorithm(a.eplb_algorithm);
   if (a.max_running_requests > 0) o.scheduler.max_running_requests = a.max_running_requests;
   if (a.chunked_prefill_size != 0) o.scheduler.chunked_prefill_size = a.chunked_prefill_size;
   if (a.page_size > 0) o.scheduler.page_size = a.page_size;

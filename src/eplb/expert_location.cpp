@@ -188,6 +188,46 @@ ExpertLocation ExpertLocation::from_init_expert_location(std::string_view value,
   return from_json(parse_json_text(value, "--init-expert-location"), o, "--init-expert-location");
 }
 
+ExpertLocation ExpertLocation::with_layers(const ExpertLocation& update,
+                                           std::span<const int> layers) const {
+  EPS_CHECK(update.num_layers_ == num_layers_ && update.num_logical_ == num_logical_ &&
+                update.num_physical_ == num_physical_ && update.ep_size_ == ep_size_,
+            "expert location update has {} layers x {} experts x {} slots over ep {}, the map "
+            "has {} x {} x {} over ep {}",
+            update.num_layers_, update.num_logical_, update.num_physical_, update.ep_size_,
+            num_layers_, num_logical_, num_physical_, ep_size_);
+  std::vector<bool> take(num_layers_, false);
+  for (int l : layers) {
+    EPS_CHECK(l >= 0 && l < num_layers_, "layer {} is outside [0, {})", l, num_layers_);
+    take[l] = true;
+  }
+  // Keep each source's replica order: rebuild from both tables at the wider width.
+  const int width = std::max(max_replicas_, update.max_replicas_);
+  const size_t rows = static_cast<size_t>(num_layers_) * num_logical_;
+  std::vector<int32_t> ordered(rows * width, -1);
+  ExpertLocation out = *this;
+  for (int l = 0; l < num_layers_; ++l) {
+    const ExpertLocation& src = take[l] ? update : *this;
+    if (take[l]) {
+      std::copy_n(src.physical_to_logical_.data() + static_cast<size_t>(l) * num_physical_,
+                  num_physical_, out.physical_to_logical_.data() + static_cast<size_t>(l) * num_physical_);
+    }
+    for (int e = 0; e < num_logical_; ++e) {
+      std::span<const int32_t> replicas = src.logical_to_all_physical(l, e);
+      std::copy(replicas.begin(), replicas.end(),
+                ordered.begin() + (static_cast<size_t>(l) * num_logical_ + e) * width);
+    }
+  }
+  out.build(std::move(ordered), width);
+  return out;
+}
+
+bool ExpertLocation::same_layer(const ExpertLocation& other, int layer) const {
+  std::span<const int32_t> a = layer_physical_to_logical(layer);
+  std::span<const int32_t> b = other.layer_physical_to_logical(layer);
+  return std::equal(a.begin(), a.end(), b.begin(), b.end());
+}
+
 nlohmann::ordered_json ExpertLocation::to_json() const {
   using ordered = nlohmann::ordered_json;
   ordered physical_to_logical = ordered::array();
@@ -217,34 +257,43 @@ nlohmann::ordered_json ExpertLocation::to_json() const {
   return out;
 }
 
-std::vector<int32_t> static_dispatch_table(const ExpertLocation& location, int ep_rank) {
+std::vector<int32_t> static_dispatch_row(const ExpertLocation& location, int layer, int ep_rank) {
   EPS_CHECK(ep_rank >= 0 && ep_rank < location.ep_size(), "ep_rank {} is outside [0, {})", ep_rank,
             location.ep_size());
-  const int L = location.num_layers(), E = location.num_logical();
-  std::vector<int32_t> table(static_cast<size_t>(L) * E);
+  const int E = location.num_logical();
+  std::vector<int32_t> row(E);
   std::vector<int> holder_ranks;
-  for (int l = 0; l < L; ++l) {
-    for (int e = 0; e < E; ++e) {
-      std::span<const int32_t> replicas = location.logical_to_all_physical(l, e);
-      int32_t choice = -1;
-      holder_ranks.clear();
-      for (int32_t p : replicas) {
-        int rank = location.rank_of_physical(p);
-        if (rank == ep_rank && choice < 0) choice = p;
-        if (std::find(holder_ranks.begin(), holder_ranks.end(), rank) == holder_ranks.end()) {
-          holder_ranks.push_back(rank);
-        }
+  for (int e = 0; e < E; ++e) {
+    std::span<const int32_t> replicas = location.logical_to_all_physical(layer, e);
+    int32_t choice = -1;
+    holder_ranks.clear();
+    for (int32_t p : replicas) {
+      int rank = location.rank_of_physical(p);
+      if (rank == ep_rank && choice < 0) choice = p;
+      if (std::find(holder_ranks.begin(), holder_ranks.end(), rank) == holder_ranks.end()) {
+        holder_ranks.push_back(rank);
       }
-      if (choice < 0) {
-        // This rank's position among the ranks that hold no replica, dealt round-robin.
-        int below = static_cast<int>(std::count_if(holder_ranks.begin(), holder_ranks.end(),
-                                                   [&](int r) { return r < ep_rank; }));
-        const size_t n = replicas.size();
-        const size_t offset = (static_cast<size_t>(l) * E + e) % n;
-        choice = replicas[(offset + static_cast<size_t>(ep_rank - below)) % n];
-      }
-      table[static_cast<size_t>(l) * E + e] = choice;
     }
+    if (choice < 0) {
+      // This rank's position among the ranks that hold no replica, dealt round-robin.
+      int below = static_cast<int>(std::count_if(holder_ranks.begin(), holder_ranks.end(),
+                                                 [&](int r) { return r < ep_rank; }));
+      const size_t n = replicas.size();
+      const size_t offset = (static_cast<size_t>(layer) * E + e) % n;
+      choice = replicas[(offset + static_cast<size_t>(ep_rank - below)) % n];
+    }
+    row[e] = choice;
+  }
+  return row;
+}
+
+std::vector<int32_t> static_dispatch_table(const ExpertLocation& location, int ep_rank) {
+  const int L = location.num_layers(), E = location.num_logical();
+  std::vector<int32_t> table;
+  table.reserve(static_cast<size_t>(L) * E);
+  for (int l = 0; l < L; ++l) {
+    std::vector<int32_t> row = static_dispatch_row(location, l, ep_rank);
+    table.insert(table.end(), row.begin(), row.end());
   }
   return table;
 }

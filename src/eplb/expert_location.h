@@ -69,6 +69,8 @@ class ExpertLocation {
   int max_replicas() const { return max_replicas_; }
   int rank_of_physical(int physical_id) const { return physical_id / num_local_physical(); }
 
+  // Every layer's row, [num_layers, num_physical] row-major.
+  std::span<const int32_t> all_physical_to_logical() const { return physical_to_logical_; }
   int32_t physical_to_logical(int layer, int physical_id) const {
     return physical_to_logical_[static_cast<size_t>(layer) * num_physical_ + physical_id];
   }
@@ -87,6 +89,12 @@ class ExpertLocation {
   }
 
   bool operator==(const ExpertLocation&) const = default;
+
+  // This map with the given layers taken from `update` (same sizes); the rest stay as they are.
+  // Live EPLB switches the placement a chunk of layers at a time with it.
+  ExpertLocation with_layers(const ExpertLocation& update, std::span<const int> layers) const;
+  // Whether layer `layer` places the experts alike in both maps (the same expert in every slot).
+  bool same_layer(const ExpertLocation& other, int layer) const;
 
  private:
   ExpertLocation() = default;
@@ -110,6 +118,8 @@ class ExpertLocation {
 // (starting at replica (layer * num_logical + logical) % replicas), so every replica serves
 // floor or ceil of (ranks without a replica) / replicas of them.
 std::vector<int32_t> static_dispatch_table(const ExpertLocation& location, int ep_rank);
+// One layer's row of that table, [num_logical].
+std::vector<int32_t> static_dispatch_row(const ExpertLocation& location, int layer, int ep_rank);
 
 // Maps top-k logical ids of one layer to physical ids with a row of static_dispatch_table.
 void logical_to_physical_static(std::span<const int32_t> layer_dispatch_row,

@@ -9,6 +9,7 @@
 #include "ep/dispatcher.h"
 #include "eplb/expert_location.h"
 #include "io/model_weights.h"
+#include "model/moe_parallel.h"
 
 namespace epserve {
 
@@ -65,12 +66,23 @@ void CausalLM::embed(const ForwardBatch& batch, float* hidden) const {
   }
 }
 
+ExpertSlots* CausalLM::expert_slots(int layer) {
+  MoeBlock* moe = layers_.at(layer).moe;
+  return moe ? moe->routed_experts().slots() : nullptr;
+}
+
 void CausalLM::forward(const ForwardBatch& batch, KvCache& cache, float* logits) {
+  ++parallel_.pass->pass_id;
+  if (pass_observer_) pass_observer_->on_pass_begin(batch);
+  forward_pass(batch, cache, logits);
+  if (pass_observer_) pass_observer_->on_pass_end();
+}
+
+void CausalLM::forward_pass(const ForwardBatch& batch, KvCache& cache, float* logits) {
   const int64_t T = batch.num_tokens();
   const int64_t H = config_.hidden_size;
   std::vector<float> hidden(T * H), normed(T * H), delta(T * H);  // [T, H] each
   PassState& pass = *parallel_.pass;
-  ++pass.pass_id;
   pass.mode_agreed = false;
   pass.has_prefill = std::any_of(batch.seqs.begin(), batch.seqs.end(), [](const SequenceInput& s) {
     return s.num_new > 1 || s.num_past == 0;
@@ -160,13 +172,21 @@ std::unique_ptr<CausalLM> load_causal_lm(const std::string& model_dir,
           make_dispatcher(DispatchMode::kLowLatency, *parallel.world, dc);
     }
   }
+  std::unique_ptr<CausalLM> model;
   switch (config.arch) {
     case Arch::kDeepseekV3:
-      return build_deepseek_v3(std::move(config), std::move(weights), parallel);
+      model = build_deepseek_v3(std::move(config), std::move(weights), parallel);
+      break;
     case Arch::kQwen3Moe:
-      return build_qwen3_moe(std::move(config), std::move(weights), parallel);
+      model = build_qwen3_moe(std::move(config), std::move(weights), parallel);
+      break;
   }
-  EPS_THROW("unsupported architecture");
+  EPS_CHECK(model != nullptr, "unsupported architecture");
+  const bool fake = parallel.ep_dispatch_algorithm == EpDispatchAlgorithm::kFake;
+  for (auto& layer : model->layers()) {
+    if (layer.moe) layer.moe->set_pass_state(model->parallel().pass, fake);
+  }
+  return model;
 }
 
 }  // namespace epserve

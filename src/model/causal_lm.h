@@ -29,6 +29,14 @@ struct DecoderLayer {
   MoeBlock* moe = nullptr;  // feed_forward when the layer is MoE
 };
 
+// Called by every rank around each forward pass, in the same order on all ranks (the
+// expert-distribution recorder and live EPLB hook in here; on_pass_end may run collectives).
+class PassObserver {
+ public:
+  virtual ~PassObserver() = default;
+  virtual void on_pass_begin(const ForwardBatch& batch) = 0;
+  virtual void on_pass_end() = 0;
+};
 
 class CausalLM {
  public:
@@ -45,12 +53,17 @@ class CausalLM {
   // Runs the batch; logits [batch.num_logit_rows(), vocab] in sequence order.
   void forward(const ForwardBatch& batch, KvCache& cache, float* logits);
   void set_moe_observer(MoeObserver* observer);
+  void set_pass_observer(PassObserver* observer) { pass_observer_ = observer; }
+  // The expert slots of layer `layer` under expert parallelism; null for dense layers and when
+  // every expert is local.
+  ExpertSlots* expert_slots(int layer);
 
   // Set by the architecture builders.
   void set_layers(std::vector<DecoderLayer> layers) { layers_ = std::move(layers); }
   void load_embeddings_and_head();
 
  private:
+  void forward_pass(const ForwardBatch& batch, KvCache& cache, float* logits);
   void embed(const ForwardBatch& batch, float* hidden) const;
   // The vocabulary rows [begin, end) of rank `rank` of `size` (vocab-parallel LM head).
   std::pair<int64_t, int64_t> vocab_share(int rank, int size) const;
@@ -66,6 +79,7 @@ class CausalLM {
   std::vector<DecoderLayer> layers_;
   RmsNorm final_norm_;
   Linear lm_head_;
+  PassObserver* pass_observer_ = nullptr;
 };
 
 // Reads config.json, picks the architecture and loads the weights this rank needs.

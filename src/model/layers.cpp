@@ -15,6 +15,16 @@ Linear Linear::load(const ModelWeights& weights, const std::string& name, int64_
   return l;
 }
 
+Linear Linear::of(Tensor weight) {
+  EPS_CHECK(weight.ndim() == 2 && (weight.dtype() == DType::BF16 || weight.dtype() == DType::F32),
+            "a linear layer needs a 2-D BF16 or F32 weight, got {} {}", dtype_name(weight.dtype()),
+            shape_str(weight.shape()));
+  Linear l;
+  l.storage_ = std::move(weight);
+  l.view_ = WeightView::of(l.storage_);
+  return l;
+}
+
 Linear Linear::rows(int64_t begin, int64_t end) const {
   Linear l = *this;
   l.view_ = view_.row_slice(begin, end);
@@ -58,6 +68,20 @@ GatedMlp GatedMlp::load(const ModelWeights& weights, const std::string& prefix,
               .rows(b, e);
   m.down_ = Linear::load(weights, prefix + ".down_proj.weight", hidden_size, intermediate_size)
                 .cols(b, e);
+  return m;
+}
+
+GatedMlp GatedMlp::of(Linear gate, Linear up, Linear down) {
+  EPS_CHECK(gate.out_features() == up.out_features() && gate.in_features() == up.in_features() &&
+                down.in_features() == gate.out_features() &&
+                down.out_features() == gate.in_features(),
+            "gated MLP parts do not fit: gate [{}, {}], up [{}, {}], down [{}, {}]",
+            gate.out_features(), gate.in_features(), up.out_features(), up.in_features(),
+            down.out_features(), down.in_features());
+  GatedMlp m;
+  m.gate_ = std::move(gate);
+  m.up_ = std::move(up);
+  m.down_ = std::move(down);
   return m;
 }
 

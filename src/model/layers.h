@@ -25,6 +25,8 @@ class Linear {
   // The whole weight [out_features, in_features] named `name`.
   static Linear load(const ModelWeights& weights, const std::string& name, int64_t out_features,
                      int64_t in_features);
+  // A 2-D BF16 or F32 tensor [out_features, in_features] (e.g. weights copied from another rank).
+  static Linear of(Tensor weight);
   // Only output rows [begin, end) or input columns [begin, end).
   Linear rows(int64_t begin, int64_t end) const;
   Linear cols(int64_t begin, int64_t end) const;
@@ -65,6 +67,10 @@ class GatedMlp {
   GatedMlp() = default;
   static GatedMlp load(const ModelWeights& weights, const std::string& prefix,
                        int64_t hidden_size, int64_t intermediate_size, Shard shard = {});
+  static GatedMlp of(Linear gate, Linear up, Linear down);
+  const Linear& gate_proj() const { return gate_; }
+  const Linear& up_proj() const { return up_; }
+  const Linear& down_proj() const { return down_; }
   int64_t hidden_size() const { return down_.out_features(); }
   int64_t intermediate_size() const { return gate_.out_features(); }
   // x [T, hidden] -> out [T, hidden]

@@ -7,6 +7,16 @@
 #include "ep/dispatcher.h"
 
 namespace epserve {
+namespace {
+
+uint64_t splitmix64(uint64_t x) {
+  x += 0x9e3779b97f4a7c15ULL;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
+  return x ^ (x >> 31);
+}
+
+}  // namespace
 
 LocalExperts::LocalExperts(std::vector<GatedMlp> experts, int top_k, int first_id)
     : experts_(std::move(experts)), top_k_(top_k), first_id_(first_id) {}
@@ -84,11 +94,33 @@ MoeBlock::MoeBlock(const ModelConfig& config, const ModelWeights& weights,
   routing_ = RoutingParams::from_config(config.moe, bias);
 }
 
+void MoeBlock::set_pass_state(std::shared_ptr<PassState> pass, bool fake_routing) {
+  pass_ = std::move(pass);
+  fake_routing_ = fake_routing;
+}
+
 void MoeBlock::route(const float* x, int64_t num_tokens, int32_t* topk_ids,
                      float* topk_weights) const {
-  std::vector<float> logits(num_tokens * routing_.num_experts);  // [T, E]
-  gate_.forward(x, num_tokens, logits.data());
-  route_topk(routing_, logits.data(), num_tokens, topk_ids, topk_weights);
+  const int64_t E = routing_.num_experts;
+  std::vector<float> logits(num_tokens * E);  // [T, E]
+  if (!fake_routing_) {
+    gate_.forward(x, num_tokens, logits.data());
+    route_topk(routing_, logits.data(), num_tokens, topk_ids, topk_weights);
+    return;
+  }
+  // SGLang's fake dispatch: logits uniform in [5, 10) and no correction bias. The draw depends
+  // only on (pass, layer, token, expert), so every rank of a group routes a token alike.
+  const uint64_t pass_id = pass_ ? static_cast<uint64_t>(pass_->pass_id) : 0;
+  for (int64_t t = 0; t < num_tokens; ++t) {
+    for (int64_t e = 0; e < E; ++e) {
+      uint64_t h = splitmix64(splitmix64(splitmix64(pass_id) ^ static_cast<uint64_t>(layer_)) ^
+                              static_cast<uint64_t>(t * E + e));
+      logits[t * E + e] = 5.0f + 5.0f * static_cast<float>(h >> 40) / static_cast<float>(1 << 24);
+    }
+  }
+  RoutingParams unbiased = routing_;
+  unbiased.correction_bias = nullptr;
+  route_topk(unbiased, logits.data(), num_tokens, topk_ids, topk_weights);
 }
 
 void MoeBlock::forward(const float* x, int64_t num_tokens, float* out) {
@@ -97,6 +129,10 @@ void MoeBlock::forward(const float* x, int64_t num_tokens, float* out) {
   route(x, num_tokens, topk_ids.data(), topk_weights.data());
   if (observer_) {
     observer_->on_routing(layer_, num_tokens, top_k_, topk_ids.data(), topk_weights.data());
+  }
+  // Alone, logical ids are the physical ones; under expert parallelism the slots report.
+  if (pass_ && pass_->expert_sink && experts_->slots() == nullptr) {
+    pass_->expert_sink->on_topk(layer_, topk_ids.data(), 0, num_tokens, top_k_);
   }
   experts_->forward(x, num_tokens, topk_ids.data(), topk_weights.data(), out);  // [T, H]
   if (shared_) {

@@ -13,8 +13,11 @@
 #include "kernels/cpu/routing.h"
 #include "model/feed_forward.h"
 #include "model/layers.h"
+#include "model/parallel.h"
 
 namespace epserve {
+
+class ExpertSlots;
 
 // Sees every routing decision (the recorder and the golden tests use it).
 class MoeObserver {
@@ -31,6 +34,9 @@ class RoutedExperts {
   virtual ~RoutedExperts() = default;
   virtual void forward(const float* x, int64_t num_tokens, const int32_t* topk_ids,
                        const float* topk_weights, float* out) = 0;
+  // The expert slots of this rank under expert parallelism (null: every expert is local and
+  // logical ids are physical ids).
+  virtual ExpertSlots* slots() { return nullptr; }
 };
 
 // Routed expert MLPs held by this process: gathers each expert's tokens, runs the expert as one
@@ -47,6 +53,9 @@ class LocalExperts : public RoutedExperts {
   void run_expert(int local, const float* const* rows, int64_t n, float* out) const;
   int num_experts() const { return static_cast<int>(experts_.size()); }
   int64_t hidden_size() const;
+  const GatedMlp& expert(int local) const { return experts_[local]; }
+  // Puts other weights into one slot (live EPLB); the old weights are released.
+  void set_expert(int local, GatedMlp mlp) { experts_[local] = std::move(mlp); }
 
  private:
   std::vector<GatedMlp> experts_;
@@ -65,6 +74,10 @@ class MoeBlock : public FeedForward {
            std::optional<GatedMlp> shared_experts);
   void forward(const float* x, int64_t num_tokens, float* out) override;
   void set_observer(MoeObserver* observer) { observer_ = observer; }
+  // The model's pass state (its pass id and the recorder's sink); with fake_routing the router's
+  // logits are replaced by random ones (SGLang's --ep-dispatch-algorithm fake).
+  void set_pass_state(std::shared_ptr<PassState> pass, bool fake_routing);
+  RoutedExperts& routed_experts() { return *experts_; }
   // Router only: topk_ids, topk_weights [T, K].
   void route(const float* x, int64_t num_tokens, int32_t* topk_ids, float* topk_weights) const;
 
@@ -78,6 +91,8 @@ class MoeBlock : public FeedForward {
   std::unique_ptr<RoutedExperts> experts_;
   std::optional<GatedMlp> shared_;
   MoeObserver* observer_ = nullptr;
+  std::shared_ptr<PassState> pass_;
+  bool fake_routing_ = false;
 };
 
 class DenseFeedForward : public FeedForward {

@@ -19,8 +19,12 @@ std::pair<int64_t, int64_t> token_share(int64_t num_tokens, int rank, int size) 
 
 ExpertSlots::ExpertSlots(const ModelConfig& config, const ModelWeights& weights,
                          const std::string& prefix, int layer, const ModelParallel& parallel)
-    : layer_(layer) {
-  const eplb::ExpertLocation& location = *parallel.expert_location;
+    : layer_(layer),
+      moe_tp_size_(parallel.moe_tp_size),
+      algorithm_(parallel.ep_dispatch_algorithm),
+      pass_(parallel.pass),
+      location_(parallel.expert_location) {
+  const eplb::ExpertLocation& location = *location_;
   num_physical_ = location.num_physical();
   const int per_rank = location.num_local_physical();
   first_slot_ = parallel.ep_rank * per_rank;
@@ -31,18 +35,51 @@ ExpertSlots::ExpertSlots(const ModelConfig& config, const ModelWeights& weights,
                                   config.hidden_size, config.moe.moe_intermediate_size));
   }
   experts_ = std::make_unique<LocalExperts>(std::move(mlps), config.moe.top_k, first_slot_);
-  const int E = location.num_logical();
-  for (int r = 0; r < location.ep_size(); ++r) {
-    std::vector<int32_t> table = eplb::static_dispatch_table(location, r);
-    tables_.emplace_back(table.begin() + static_cast<int64_t>(layer) * E,
-                         table.begin() + static_cast<int64_t>(layer + 1) * E);
+  build_tables();
+}
+
+void ExpertSlots::build_tables() {
+  tables_.clear();
+  if (algorithm_ != EpDispatchAlgorithm::kStatic) return;
+  for (int r = 0; r < location_->ep_size(); ++r) {
+    tables_.push_back(eplb::static_dispatch_row(*location_, layer_, r));
   }
 }
 
-void ExpertSlots::to_physical(const int32_t* logical, int64_t count, int owner_rank,
+void ExpertSlots::to_physical(const int32_t* logical, int64_t count, int owner,
                               int32_t* physical) const {
-  const std::vector<int32_t>& table = tables_[owner_rank];
-  for (int64_t i = 0; i < count; ++i) physical[i] = logical[i] < 0 ? -1 : table[logical[i]];
+  if (algorithm_ == EpDispatchAlgorithm::kStatic) {
+    const std::vector<int32_t>& table = tables_[owner / moe_tp_size_];
+    for (int64_t i = 0; i < count; ++i) physical[i] = logical[i] < 0 ? -1 : table[logical[i]];
+    return;
+  }
+  // The draw depends on (pass, layer, sending rank, entry): every rank that maps the owner's
+  // tokens (the all-reduce backend maps all of them) makes the same choice.
+  const uint64_t seed = (static_cast<uint64_t>(pass_->pass_id) << 24) ^
+                        (static_cast<uint64_t>(layer_) << 12) ^ static_cast<uint64_t>(owner);
+  for (int64_t begin = 0; begin < count;) {
+    int64_t end = begin;
+    while (end < count && logical[end] >= 0) ++end;
+    eplb::logical_to_physical_dynamic(*location_, layer_, seed ^ (static_cast<uint64_t>(begin) << 40),
+                                      {logical + begin, static_cast<size_t>(end - begin)},
+                                      {physical + begin, static_cast<size_t>(end - begin)});
+    if (end < count) physical[end] = -1;
+    begin = end + 1;
+  }
+}
+
+void ExpertSlots::commit(std::shared_ptr<const eplb::ExpertLocation> location,
+                         std::vector<std::pair<int, GatedMlp>> replacements) {
+  EPS_CHECK(location->num_physical() == num_physical_,
+            "layer {}: the new placement has {} slots, this one {}", layer_,
+            location->num_physical(), num_physical_);
+  for (auto& [local, mlp] : replacements) {
+    EPS_CHECK(local >= 0 && local < experts_->num_experts(), "layer {}: no local slot {}", layer_,
+              local);
+    experts_->set_expert(local, std::move(mlp));
+  }
+  location_ = std::move(location);
+  build_tables();
 }
 
 AllReduceExperts::AllReduceExperts(const ModelConfig& config, const ModelWeights& weights,
@@ -111,8 +148,18 @@ void AllReduceExperts::forward(const float* x, int64_t num_tokens, const int32_t
   std::vector<int32_t> physical(total * K);  // [total, K]
   int64_t t0 = 0;
   for (int r = 0; r < ranks; ++r) {
-    slots_.to_physical(gids + t0 * K, counts[r] * K, r / moe_tp_size_, physical.data() + t0 * K);
+    slots_.to_physical(gids + t0 * K, counts[r] * K, r, physical.data() + t0 * K);
     t0 += counts[r];
+  }
+  if (ExpertCountSink* sink = slots_.sink()) {
+    // Count only the tokens this rank contributed (every rank maps all of them).
+    const int me = world_->rank();
+    int64_t offset = 0;
+    for (int r = 0; r < me; ++r) offset += counts[r];
+    const int group_rank = dp ? group_->rank() : me;
+    const int group_size = dp ? group_->size() : ranks;
+    sink->on_topk(slots_.layer(), physical.data() + offset * K,
+                  token_share(num_tokens, group_rank, group_size).first, counts[me], top_k_);
   }
   // Ranks holding the same slots take every moe_tp_size-th (token, k) row each.
   std::vector<int32_t> mine = physical;
@@ -149,7 +196,9 @@ void DispatchedExperts::forward(const float* x, int64_t num_tokens, const int32_
   auto [t0, t1] = token_share(num_tokens, group.rank(), group.size());
   const int64_t n = t1 - t0;
   std::vector<int32_t> physical(n * K);  // [n, K]
-  slots_.to_physical(topk_ids + t0 * K, n * K, parallel_.ep_rank, physical.data());
+  slots_.to_physical(topk_ids + t0 * K, n * K, parallel_.world->rank(), physical.data());
+  ExpertCountSink* sink = slots_.sink();
+  if (sink) sink->on_topk(layer_, physical.data(), t0, n, top_k_);
 
   PassState& pass = *parallel_.pass;
   if (!pass.mode_agreed) {
@@ -177,6 +226,10 @@ void DispatchedExperts::forward(const float* x, int64_t num_tokens, const int32_
     return dispatcher.dispatch({x + t0 * H, physical.data(), topk_weights + t0 * K, n, nullptr});
   }();
   const DispatchOutput& received = handle.output();
+  if (sink) {
+    sink->on_received(layer_, slots_.first_slot(), received.num_recv_tokens_per_expert.data(),
+                      slots_.experts().num_experts());
+  }
   float* y = handle.y_buffer();  // [num_y_rows, H], expert-major
   std::vector<const float*> rows;
   for (int e = 0; e < slots_.experts().num_experts(); ++e) {

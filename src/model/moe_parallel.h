@@ -26,23 +26,41 @@ namespace eplb {
 class ExpertLocation;
 }
 
-// The slots of one layer this rank holds and the logical -> physical choice it makes.
+// The slots of one layer this rank holds and the logical -> physical choice it makes. Live EPLB
+// changes both between forward passes (commit).
 class ExpertSlots {
  public:
   ExpertSlots(const ModelConfig& config, const ModelWeights& weights, const std::string& prefix,
               int layer, const ModelParallel& parallel);
+  int layer() const { return layer_; }
   int first_slot() const { return first_slot_; }
   int num_physical() const { return num_physical_; }
   LocalExperts& experts() { return *experts_; }
-  // Physical ids for the top-k logical ids of tokens that `owner_rank` sends (its static
-  // table: a replica on that rank when it has one).
-  void to_physical(const int32_t* logical, int64_t count, int owner_rank, int32_t* physical) const;
+  const LocalExperts& experts() const { return *experts_; }
+  // The placement this layer routes with (only this layer's rows are current).
+  const eplb::ExpertLocation& location() const { return *location_; }
+  // Physical ids for the top-k logical ids of tokens that world rank `owner` sends: its static
+  // table (a replica on its expert-parallel rank when there is one), or a replica drawn from
+  // (pass, layer, owner, entry) for dynamic/fake dispatch. Negative ids stay -1.
+  void to_physical(const int32_t* logical, int64_t count, int owner, int32_t* physical) const;
+  // Switches this layer to `location`'s placement; `replacements` holds the new weights of the
+  // local slots (index from first_slot) whose expert changes.
+  void commit(std::shared_ptr<const eplb::ExpertLocation> location,
+              std::vector<std::pair<int, GatedMlp>> replacements);
+  // The recorder's sink of this pass, if it records.
+  ExpertCountSink* sink() const { return pass_->expert_sink; }
 
  private:
+  void build_tables();
+
   int layer_;
   int first_slot_;
   int num_physical_;
-  std::vector<std::vector<int32_t>> tables_;  // per rank: logical -> physical for this layer
+  int moe_tp_size_;
+  EpDispatchAlgorithm algorithm_;
+  std::shared_ptr<PassState> pass_;
+  std::shared_ptr<const eplb::ExpertLocation> location_;
+  std::vector<std::vector<int32_t>> tables_;  // per expert-parallel rank: logical -> physical
   std::unique_ptr<LocalExperts> experts_;
 };
 
@@ -52,6 +70,7 @@ class AllReduceExperts : public RoutedExperts {
                    const std::string& prefix, int layer, const ModelParallel& parallel);
   void forward(const float* x, int64_t num_tokens, const int32_t* topk_ids,
                const float* topk_weights, float* out) override;
+  ExpertSlots* slots() override { return &slots_; }
 
  private:
   ExpertSlots slots_;
@@ -69,6 +88,7 @@ class DispatchedExperts : public RoutedExperts {
                     const std::string& prefix, int layer, const ModelParallel& parallel);
   void forward(const float* x, int64_t num_tokens, const int32_t* topk_ids,
                const float* topk_weights, float* out) override;
+  ExpertSlots* slots() override { return &slots_; }
 
  private:
   ExpertSlots slots_;

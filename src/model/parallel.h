@@ -3,6 +3,7 @@
 // communicators and dispatchers that join the pieces. A single process uses the defaults.
 #pragma once
 
+#include <cstdint>
 #include <functional>
 #include <memory>
 
@@ -16,14 +17,30 @@ namespace eplb {
 class ExpertLocation;
 }
 
+// Sees which physical experts the tokens of this rank go to (the expert-distribution recorder).
+// Every rank reports only the tokens it sends: its share [first_token, first_token + num_tokens)
+// of its attention group's batch (the whole batch on one rank), so summing over ranks counts
+// every token once.
+class ExpertCountSink {
+ public:
+  virtual ~ExpertCountSink() = default;
+  // physical_ids [num_tokens, top_k]; -1 entries are skipped.
+  virtual void on_topk(int layer, const int32_t* physical_ids, int64_t first_token,
+                       int64_t num_tokens, int top_k) = 0;
+  // Rows the dispatcher delivered to this rank's slots (first_slot .. first_slot + n - 1).
+  virtual void on_received(int layer, int first_slot, const int64_t* rows_per_slot, int n) = 0;
+};
+
 // State of the forward pass in progress, shared by the layers of one model: whether the batch
 // has prompt tokens (DeepEP's auto mode picks normal dispatch then) and the dispatch mode all
-// ranks agreed on for this pass (agreed once, at its first MoE layer).
+// ranks agreed on for this pass (agreed once, at its first MoE layer). pass_id counts forward
+// passes; every rank of the world runs the same passes, so it is the same on all of them.
 struct PassState {
   bool has_prefill = false;
   bool mode_agreed = false;
   bool low_latency = false;
   int64_t pass_id = 0;
+  ExpertCountSink* expert_sink = nullptr;  // set while the recorder records
 };
 
 // SGLang's --moe-a2a-backend: "none" (every rank sees every token; expert outputs are summed
@@ -31,6 +48,12 @@ struct PassState {
 enum class MoeA2aBackend { kNone, kDeepep };
 // SGLang's --deepep-mode.
 enum class DeepepMode { kAuto, kNormal, kLowLatency };
+// SGLang's --ep-dispatch-algorithm: which replica of a logical expert a token goes to.
+//   static   a fixed table per sending rank (its own replica when it has one)
+//   dynamic  a random replica per (token, k), drawn from a hash of (pass, layer, sender, entry)
+//   fake     the router's logits replaced by random ones and dynamic replicas: perfect balance
+//            for benchmarks; it CHANGES THE OUTPUTS
+enum class EpDispatchAlgorithm { kStatic, kDynamic, kFake };
 
 struct ModelParallel {
   Shard attention_heads;  // this rank's share of the heads: rank and size of its attention group
@@ -51,6 +74,7 @@ struct ModelParallel {
   MoeA2aBackend moe_a2a_backend = MoeA2aBackend::kNone;
   DeepepMode deepep_mode = DeepepMode::kAuto;
   int num_max_dispatch_tokens_per_rank = 128;
+  EpDispatchAlgorithm ep_dispatch_algorithm = EpDispatchAlgorithm::kStatic;
   // Expert slots per layer; null: the trivial placement of the model's experts over ep_size.
   std::shared_ptr<const eplb::ExpertLocation> expert_location;
   // deepep: one dispatcher of each mode, shared by all MoE layers (made by load_causal_lm).

@@ -52,6 +52,7 @@ BenchOneBatchResult bench_one_batch(const BenchOneBatchOptions& o) {
   auto start = std::chrono::steady_clock::now();
   RankContext ctx = setup_rank(o.parallel, o.model_path);
   auto model = load_causal_lm(o.model_path, ctx.parallel);
+  std::unique_ptr<ExpertRuntime> experts = make_expert_runtime(*model, ctx, o.parallel, o.experts);
   result.load_seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   std::mt19937_64 rng(o.seed);
@@ -75,16 +76,41 @@ BenchOneBatchResult bench_one_batch(const BenchOneBatchOptions& o) {
   for (auto& r : warmup) r.max_new_tokens = std::min<int64_t>(2, o.output_len);
   GenerateTimings& timings = result.timings;
   const int64_t slots = kv_slots_needed(requests, 16);
+  // Between warm-up and the timed run: rebalance from the warm-up's counts, then count afresh;
+  // after it, sum the balancedness still pending.
+  auto command = [&](GroupLeaderRunner* runner, ExpertCommand c) {
+    if (runner) runner->send_control(static_cast<int64_t>(c));
+    experts->run_command(static_cast<int64_t>(c));
+  };
+  auto between = [&](GroupLeaderRunner* runner) {
+    if (!experts) return;
+    if (o.experts.enable_eplb) command(runner, ExpertCommand::kRebalance);
+    command(runner, ExpertCommand::kStart);
+  };
+  auto after = [&](GroupLeaderRunner* runner) {
+    if (experts) command(runner, ExpertCommand::kFlushMetrics);
+  };
   if (!ctx.world) {
     generate(*model, warmup);
+    between(nullptr);
     generate(*model, requests, &timings);
+    after(nullptr);
   } else if (!ctx.leader) {
-    run_group_follower(*model, slots, *ctx.parallel.attention_group);
+    run_group_follower(*model, slots, *ctx.parallel.attention_group, [&](int64_t code) {
+      if (experts) experts->run_command(code);
+    });
     result.report = false;
   } else {
     GroupLeaderRunner runner(*model, slots, ctx.parallel.attention_group);
     generate(runner, warmup);
+    between(&runner);
     generate(runner, requests, &timings);
+    after(&runner);
+  }
+  if (experts) {
+    nlohmann::json stats = experts->stats();
+    result.balancedness = stats.value("expert_balancedness_mean", -1.0);
+    result.eplb_layers_moved = stats.value("eplb_layers_moved", int64_t{0});
   }
   result.report = !ctx.world || ctx.world->rank() == 0;
   result.rank = ctx.world ? ctx.world->rank() : 0;

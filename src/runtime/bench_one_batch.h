@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <string>
 
+#include "runtime/expert_runtime.h"
 #include "runtime/generator.h"
 #include "runtime/parallel_setup.h"
 
@@ -16,6 +17,9 @@ struct BenchOneBatchOptions {
   int64_t output_len = 16;
   uint64_t seed = 0;
   ParallelOptions parallel;
+  // With --enable-eplb the experts are rebalanced once, from the warm-up pass's counts, before
+  // the timed run; with any of these flags the result carries the timed run's balancedness.
+  ExpertRuntimeOptions experts;
 };
 
 struct BenchOneBatchResult {
@@ -30,6 +34,8 @@ struct BenchOneBatchResult {
   int64_t expert_bytes_total = 0;     // all routed experts' weights of the model
   int64_t other_bytes_total = 0;      // every other weight (embeddings included)
   int rank = 0;
+  double balancedness = -1;  // mean over the timed passes (-1: not measured)
+  int64_t eplb_layers_moved = 0;
   bool report = true;  // false on ranks other than rank 0
 };
 

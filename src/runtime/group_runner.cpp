@@ -9,6 +9,7 @@ namespace epserve {
 namespace {
 
 constexpr int64_t kStop = -1;
+constexpr int64_t kControl = -2;  // followed by the command code
 // Idle ranks wait this long for the next batch before re-arming the wait; dead peers are still
 // noticed at once through the job's abort signal.
 constexpr std::chrono::hours kIdleWait{24 * 365};
@@ -42,7 +43,16 @@ void GroupLeaderRunner::forward(const ForwardBatch& batch, float* logits) {
   local_.forward(batch, logits);
 }
 
-void run_group_follower(CausalLM& model, int64_t num_kv_slots, Communicator& group) {
+void GroupLeaderRunner::send_control(int64_t code) {
+  if (!group_ || group_->size() == 1) return;
+  int64_t message[2] = {kControl, code};
+  group_->set_context("sending a command to the group");
+  group_->broadcast(&message[0], sizeof(int64_t), 0);
+  group_->broadcast(&message[1], sizeof(int64_t), 0);
+}
+
+void run_group_follower(CausalLM& model, int64_t num_kv_slots, Communicator& group,
+                        const std::function<void(int64_t)>& on_control) {
   LocalModelRunner local(model, num_kv_slots);
   std::vector<float> logits;
   const auto timeout = group.timeout();
@@ -53,6 +63,12 @@ void run_group_follower(CausalLM& model, int64_t num_kv_slots, Communicator& gro
     group.broadcast(&size, sizeof(size), 0);
     group.set_timeout(timeout);
     if (size == kStop) return;
+    if (size == kControl) {
+      int64_t code = 0;
+      group.broadcast(&code, sizeof(code), 0);
+      if (on_control) on_control(code);
+      continue;
+    }
     std::vector<int32_t> data(size);
     group.broadcast(data.data(), data.size() * sizeof(int32_t), 0);
     ForwardBatch batch = ForwardBatch::deserialize(data);

@@ -3,6 +3,7 @@
 // them run the same step; the MoE layers join all ranks of the world.
 #pragma once
 
+#include <functional>
 #include <memory>
 
 #include "runtime/model_runner.h"
@@ -18,6 +19,9 @@ class GroupLeaderRunner : public ModelRunner {
   // Tells the other ranks of the group to stop.
   ~GroupLeaderRunner() override;
   void forward(const ForwardBatch& batch, float* logits) override;
+  // Hands a command to the other ranks of the group between two batches (their on_control runs
+  // it); the leader runs it itself after this returns.
+  void send_control(int64_t code);
   const ModelConfig& config() const override { return local_.config(); }
   int64_t num_kv_slots() const override { return local_.num_kv_slots(); }
   const KvCache& cache() const { return local_.cache(); }
@@ -27,8 +31,10 @@ class GroupLeaderRunner : public ModelRunner {
   std::shared_ptr<Communicator> group_;
 };
 
-// A non-leader rank: runs the batches its leader sends until told to stop. Waiting for the next
-// batch has no deadline (a server may idle), but a failed rank still ends it.
-void run_group_follower(CausalLM& model, int64_t num_kv_slots, Communicator& group);
+// A non-leader rank: runs the batches its leader sends until told to stop, and the commands its
+// leader hands over (send_control) with on_control. Waiting for the next batch has no deadline
+// (a server may idle), but a failed rank still ends it.
+void run_group_follower(CausalLM& model, int64_t num_kv_slots, Communicator& group,
+                        const std::function<void(int64_t)>& on_control = {});
 
 }  // namespace epserve

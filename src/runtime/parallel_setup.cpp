@@ -43,6 +43,10 @@ void ParallelOptions::validate() const {
             "--nnodes {} needs --dist-init-addr HOST:PORT (node 0's address)", nnodes);
   EPS_CHECK(dist_timeout_seconds > 0, "--dist-timeout must be positive");
   EPS_CHECK(ep_num_redundant_experts >= 0, "--ep-num-redundant-experts must not be negative");
+  EPS_CHECK(ep_dispatch_algorithm == "static" || ep_dispatch_algorithm == "dynamic" ||
+                ep_dispatch_algorithm == "fake",
+            "--ep-dispatch-algorithm '{}' is not one of static, dynamic, fake",
+            ep_dispatch_algorithm);
   if (enable_dp_attention) {
     EPS_CHECK(w % attention_groups() == 0,
               "--enable-dp-attention needs --tp-size ({}) divisible by --dp-size ({})", w,
@@ -64,6 +68,10 @@ RankContext setup_rank(const ParallelOptions& o, const std::string& model_dir) {
   EPS_CHECK(ctx.info.world_size == w, "rank started with world size {} but the flags say {}",
             ctx.info.world_size, w);
   if (is_rank_process()) ThreadPool::set_global_threads(ctx.info.num_threads);
+  ctx.parallel.ep_dispatch_algorithm =
+      o.ep_dispatch_algorithm == "dynamic" ? EpDispatchAlgorithm::kDynamic
+      : o.ep_dispatch_algorithm == "fake"  ? EpDispatchAlgorithm::kFake
+                                           : EpDispatchAlgorithm::kStatic;
   if (w == 1) return ctx;
 
   CommOptions comm_options;

@@ -33,6 +33,7 @@ struct ParallelOptions {
   int dist_timeout_seconds = 60;
   std::string init_expert_location = "trivial";
   int ep_num_redundant_experts = 0;
+  std::string ep_dispatch_algorithm = "static";  // static | dynamic | fake
 
   int world_size() const;
   // Attention groups: dp_size with DP attention (W when --dp-size is absent), else 1. SGLang

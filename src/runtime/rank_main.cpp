@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <deque>
 #include <filesystem>
 #include <fstream>
 
@@ -110,8 +111,12 @@ int run_rank(const RankOptions& o) {
   // --max-total-tokens is the server's capacity: DP attention groups share it.
   if (o.max_total_tokens > 0) slots = std::max<int64_t>(1, slots / o.parallel.attention_groups());
   slots = std::max(slots, o.scheduler.page_size);
+  std::unique_ptr<ExpertRuntime> experts =
+      make_expert_runtime(*model, ctx, o.parallel, o.experts);
   if (!ctx.leader) {
-    run_group_follower(*model, slots, *ctx.parallel.attention_group);
+    run_group_follower(*model, slots, *ctx.parallel.attention_group, [&](int64_t code) {
+      if (experts) experts->run_command(code);
+    });
     return 0;
   }
   GroupLeaderRunner runner(*model, slots, ctx.parallel.attention_group);
@@ -136,6 +141,21 @@ int run_rank(const RankOptions& o) {
                scheduler.context_length());
 
   std::vector<TokenOutput> outputs;
+  // Recorder commands wait here until every group's leader has them (they are collective).
+  struct PendingCommand {
+    int64_t code;
+    nlohmann::json id;
+  };
+  std::deque<PendingCommand> commands;
+  int64_t commands_received = 0, commands_run = 0;
+  auto run_commands = [&](int64_t upto) {
+    for (; commands_run < upto; ++commands_run) {
+      PendingCommand c = std::move(commands.front());
+      commands.pop_front();
+      runner.send_control(c.code);
+      send(outbox, {{"type", "control"}, {"id", c.id}, {"result", experts->run_command(c.code)}});
+    }
+  };
   bool shutdown = false;
   nlohmann::json shutdown_id;
   // Handles one message from the frontend.
@@ -156,6 +176,17 @@ int run_rank(const RankOptions& o) {
         result = {{"ok", scheduler.flush_cache()}};
       } else if (command == "get_stats") {
         result = scheduler.stats_json();
+        if (experts) result.update(experts->stats());
+      } else if (int64_t code = expert_command_code(command); code != 0) {
+        if (!experts || o.experts.recorder_mode.empty()) {
+          result = {{"error",
+                     "the expert distribution recorder is off: start the server with "
+                     "--expert-distribution-recorder-mode stat|stat_approx|per_pass|per_token"}};
+        } else {
+          commands.push_back({code, m.at("id")});
+          ++commands_received;
+          return;
+        }
       } else {
         result = {{"error", "unknown command " + command}};
       }
@@ -175,13 +206,16 @@ int run_rank(const RankOptions& o) {
     if (ctx.leaders) {
       // DP attention: the groups' MoE layers span all ranks, so while any group has work every
       // group runs the step (an idle one with an empty batch); and they stop together.
-      int64_t flags[2] = {scheduler.has_work() ? 1 : 0, shutdown ? 1 : 0};
+      // Recorder commands run once every leader has them (the fewest any leader received).
+      int64_t flags[3] = {scheduler.has_work() ? 1 : 0, shutdown ? 1 : 0, -commands_received};
       ctx.leaders->set_context("agreeing on the next step");
-      ctx.leaders->allreduce(flags, 2, ReduceOp::kMax);
+      ctx.leaders->allreduce(flags, 3, ReduceOp::kMax);
       stop = flags[1] != 0;
+      if (!stop) run_commands(-flags[2]);
       if (!stop && flags[0]) scheduler.step(outputs, /*must_forward=*/true);
-    } else if (!stop && scheduler.has_work()) {
-      scheduler.step(outputs);
+    } else if (!stop) {
+      run_commands(commands_received);
+      if (scheduler.has_work()) scheduler.step(outputs);
     }
     if (stop) {
       // The frontend tells every group to shut down; wait (briefly) for our own message so it

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <string>
 
+#include "runtime/expert_runtime.h"
 #include "runtime/parallel_setup.h"
 #include "runtime/scheduler.h"
 
@@ -18,6 +19,7 @@ struct RankOptions {
   ParallelOptions parallel;
   std::string ipc_base;            // EPSERVE_IPC_BASE
   SchedulerConfig scheduler;
+  ExpertRuntimeOptions experts;    // recorder, its metrics, live EPLB
   int64_t max_total_tokens = 0;    // KV slots; 0: from mem_fraction_static
   double mem_fraction_static = 0.0;  // 0: the default (see kv_slots_for_memory)
   int num_threads = 0;             // 0: the cores this process may use

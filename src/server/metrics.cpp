@@ -157,6 +157,27 @@ std::string Metrics::render(const std::vector<nlohmann::json>& scheduler_stats) 
     header(out, "sglang:token_usage", "gauge", "Fraction of the KV cache held by requests.");
     sample(out, "sglang:token_usage", labels_, used / total);
   }
+  // Expert load figures are world-wide (every group reports the same): the first group's.
+  const Gauge world_gauges[] = {
+      {"expert_balancedness", "epserve:expert_balancedness",
+       "Mean over MoE layers of mean / max rank load, last forward pass (1 = perfect)."},
+      {"expert_balancedness_mean", "epserve:expert_balancedness_mean",
+       "The same, averaged over the passes since recording started or the last dump."},
+      {"eplb_rebalances", "epserve:eplb_rebalances_total", "EPLB placements planned."},
+      {"eplb_layers_moved", "epserve:eplb_layers_moved_total",
+       "MoE layers switched to a new placement by EPLB."},
+      {"eplb_chunks_failed", "epserve:eplb_chunks_failed_total",
+       "EPLB chunks dropped because a rank failed (the old placement stayed)."},
+  };
+  for (const Gauge& g : world_gauges) {
+    for (const auto& s : scheduler_stats) {
+      if (!s.is_object() || !s.contains(g.key) || !s[g.key].is_number()) continue;
+      const bool counter = std::string(g.name).ends_with("_total");
+      header(out, g.name, counter ? "counter" : "gauge", g.help);
+      sample(out, g.name, labels_, s[g.key].get<double>());
+      break;
+    }
+  }
   return out;
 }
 

@@ -188,7 +188,8 @@ void resolve_server_args(ServerArgs& a) {
   // Experts
   EPS_CHECK(!a.enable_eplb || a.ep_size > 1, "--enable-eplb needs --ep-size greater than 1");
   check_choice("--eplb-algorithm", a.eplb_algorithm,
-               {"auto", "deepseek", "deepseek_hierarchical", "deepseek_global"});
+               {"auto", "deepseek", "deepseek_hierarchical", "deepseek_global", "minmax",
+                "minmax_hierarchical", "minmax_global"});
   EPS_CHECK(a.eplb_rebalance_num_iterations >= 1,
             "--eplb-rebalance-num-iterations {} must be at least 1",
             a.eplb_rebalance_num_iterations);
@@ -198,7 +199,8 @@ void resolve_server_args(ServerArgs& a) {
             a.ep_num_redundant_experts);
   EPS_CHECK(a.ep_num_redundant_experts == 0 || a.ep_size > 1,
             "--ep-num-redundant-experts needs --ep-size greater than 1");
-  if (a.enable_eplb && a.expert_distribution_recorder_mode.empty()) {
+  if ((a.enable_eplb || a.enable_expert_distribution_metrics) &&
+      a.expert_distribution_recorder_mode.empty()) {
     a.expert_distribution_recorder_mode = "stat";
   }
   if (!a.expert_distribution_recorder_mode.empty()) {

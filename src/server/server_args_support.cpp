@@ -21,11 +21,6 @@ void check_supported(const ServerArgs& a) {
           "--nnodes > 1 for `serve` (the frontend's link to the schedulers is local)");
   not_yet(a.moe_dense_tp_size > 1, "--moe-dense-tp-size above 1");
   not_yet(a.enable_two_batch_overlap, "--enable-two-batch-overlap");
-  not_yet(a.enable_eplb, "--enable-eplb");
-  not_yet(!a.ep_dispatch_algorithm.empty() && a.ep_dispatch_algorithm != "static",
-          "--ep-dispatch-algorithm dynamic/fake");
-  not_yet(!a.expert_distribution_recorder_mode.empty(), "--expert-distribution-recorder-mode");
-  not_yet(a.enable_expert_distribution_metrics, "--enable-expert-distribution-metrics");
   not_yet(a.disaggregation_mode != "null", "--disaggregation-mode prefill/decode");
 }
 

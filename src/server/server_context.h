@@ -46,5 +46,6 @@ void register_openai_chat(HttpServer& http, ServerContext& ctx);
 void register_openai_models(HttpServer& http, ServerContext& ctx);
 void register_native_generate(HttpServer& http, ServerContext& ctx);
 void register_native_routes(HttpServer& http, ServerContext& ctx);
+void register_expert_routes(HttpServer& http, ServerContext& ctx);
 
 }  // namespace epserve

@@ -24,6 +24,7 @@ void register_routes(HttpServer& http, ServerContext& ctx) {
   register_openai_models(http, ctx);
   register_native_generate(http, ctx);
   register_native_routes(http, ctx);
+  register_expert_routes(http, ctx);
 }
 
 }  // namespace epserve

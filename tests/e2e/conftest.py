@@ -39,13 +39,14 @@ def free_port():
 class Server:
     """One `epserve serve` process; its output goes to a log file shown when a test fails."""
 
-    def __init__(self, extra_args=(), model=MODEL, wait=True):
+    def __init__(self, extra_args=(), model=MODEL, wait=True, env=None):
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.log = tempfile.NamedTemporaryFile(prefix="epserve-e2e-", suffix=".log", delete=False)
         self.args = [BINARY, "serve", "--model-path", model, "--port", str(self.port)]
         self.args += DEFAULT_ARGS + list(extra_args)
-        self.proc = subprocess.Popen(self.args, stdout=self.log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(self.args, stdout=self.log, stderr=subprocess.STDOUT,
+                                     env=None if env is None else {**os.environ, **env})
         if wait:
             self.wait_healthy()
 

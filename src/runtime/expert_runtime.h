@@ -1,0 +1,115 @@
+// The expert-distribution recorder, its metrics and live EPLB inside one rank process: a
+// PassObserver of the model that every rank of the world installs alike. Around each forward pass
+// it points the MoE layers at the recorder and folds the pass's counts; with
+// --enable-expert-distribution-metrics it sums the passes' per-rank loads over the world (16
+// passes per all-reduce) and keeps the balancedness of each; with --enable-eplb it lets the
+// EplbManager rebalance.
+//
+// Commands from the HTTP endpoints (start / stop / dump) are collective: every rank of the world
+// must run the same command between the same two forward passes. The group leaders agree on them
+// (runtime/rank_main.cpp) and hand them to their followers before the next batch
+// (runtime/group_runner.h). A dump sums the logical counts over the ranks, gathers the
+// per_pass / per_token records on world rank 0, which writes
+// expert_distribution_recorder_<unix ms>.json into $EPSERVE_EXPERT_DISTRIBUTION_RECORDER_DIR
+// (or $SGLANG_EXPERT_DISTRIBUTION_RECORDER_DIR, default /tmp) and returns its path.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "eplb/eplb_manager.h"
+#include "eplb/recorder.h"
+#include "model/causal_lm.h"
+#include "runtime/parallel_setup.h"
+
+namespace epserve {
+
+class Communicator;
+
+struct ExpertRuntimeOptions {
+  std::string recorder_mode;         // empty: no recorder (and no commands)
+  int64_t recorder_buffer_size = 0;  // -1: unbounded; 0: eplb.rebalance_num_iterations
+  bool enable_metrics = false;       // --enable-expert-distribution-metrics
+  bool enable_eplb = false;
+  eplb::EplbOptions eplb;
+  bool dispatcher_counts = false;  // the MoE layers dispatch (DeepEP): stat_approx counts there
+
+  bool active() const { return !recorder_mode.empty() || enable_eplb || enable_metrics; }
+  // SGLang's defaults: EPLB or the metrics without a mode record in stat; a buffer size of 0
+  // means --eplb-rebalance-num-iterations passes. Throws naming the flag on a bad value.
+  void resolve();
+};
+
+// The recorder commands, as the frontend names them (SGLang's endpoint names without the slash).
+// kRebalance (no endpoint; bench-one-batch uses it) plans and moves every layer at once.
+// kFlushMetrics (no endpoint) sums the passes whose balancedness is still pending now.
+enum class ExpertCommand : int64_t {
+  kStart = 1,
+  kStop = 2,
+  kDump = 3,
+  kRebalance = 4,
+  kFlushMetrics = 5
+};
+// "start_expert_distribution_record" ... ; 0 for any other name.
+int64_t expert_command_code(const std::string& name);
+
+// Where dumps go: $EPSERVE_EXPERT_DISTRIBUTION_RECORDER_DIR, $SGLANG_..., else /tmp.
+std::string expert_distribution_dump_dir();
+
+class ExpertRuntime : public PassObserver {
+ public:
+  // `world` may be null (one process). Installs itself as the model's pass observer.
+  ExpertRuntime(CausalLM& model, std::shared_ptr<Communicator> world,
+                std::shared_ptr<const eplb::ExpertLocation> location, ExpertRuntimeOptions options);
+  ~ExpertRuntime() override;
+
+  void on_pass_begin(const ForwardBatch& batch) override;
+  void on_pass_end() override;
+
+  // Runs a command on this rank (collective over the world). The result is what the endpoint
+  // answers: {"ok": true} and, for a dump on world rank 0, {"path": ...}; errors as {"error"}.
+  nlohmann::json run_command(int64_t code);
+
+  // For get_stats / metrics: balancedness of the last pass and its mean since start, rebalances.
+  nlohmann::json stats() const;
+
+  eplb::ExpertDistributionRecorder* recorder() { return recorder_.get(); }
+  eplb::EplbManager* manager() { return manager_.get(); }
+
+ private:
+  std::span<const int32_t> physical_to_logical() const;
+  // Per-rank loads of recorded passes wait in pending_loads_ and are summed over the world
+  // kMetricsBatch passes at a time (one all-reduce per batch, not one per pass).
+  void queue_balancedness();
+  void flush_balancedness();
+  nlohmann::json dump();
+
+  CausalLM& model_;
+  std::shared_ptr<Communicator> world_;
+  std::shared_ptr<const eplb::ExpertLocation> location_;  // without EPLB: fixed
+  ExpertRuntimeOptions options_;
+  std::vector<int32_t> identity_;  // physical_to_logical of one process (slot = expert)
+  std::unique_ptr<eplb::ExpertDistributionRecorder> recorder_;
+  std::unique_ptr<eplb::EplbManager> manager_;
+
+  std::vector<int64_t> pending_loads_;  // [pending passes, layers, ep]
+  int pending_passes_ = 0;
+  double last_balancedness_ = 1.0;
+  double balancedness_sum_ = 0;
+  int64_t balancedness_passes_ = 0;
+  std::chrono::steady_clock::time_point last_log_;
+};
+
+// The runtime a rank needs for these options (null when none asks for one). Fills what comes
+// from the layout and the model (dispatcher counts, nodes, expert groups). The test hook
+// EPSERVE_EPLB_FAULT=<world rank>:<rebalance>:<chunk> makes that rank fail that chunk.
+std::unique_ptr<ExpertRuntime> make_expert_runtime(CausalLM& model, const RankContext& ctx,
+                                                   const ParallelOptions& parallel,
+                                                   ExpertRuntimeOptions options);
+
+}  // namespace epserve

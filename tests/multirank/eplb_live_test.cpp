@@ -1,0 +1,132 @@
+// Live EPLB never changes an output: `epserve generate` runs the golden prompts greedily with
+// the experts rebalanced every 2 forward passes (one layer per pass, with redundant experts),
+// and must give the tokens of a run without EPLB, in several layouts. Expert weights really
+// move (the run reports layers moved). A rebalance chunk that fails on one rank leaves the old
+// placement everywhere, and the next rebalance still happens.
+#include <gtest/gtest.h>
+
+#include <sys/wait.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include "io/safetensors.h"
+#include "support/temp_dir.h"
+
+namespace epserve {
+namespace {
+
+std::string data_dir() {
+  return std::string(EPSERVE_SOURCE_DIR) + "/tests/data";
+}
+
+nlohmann::json run_generate(const std::string& model, const std::string& prompts,
+                            const std::string& flags, const testing::TempDir& dir,
+                            const std::string& env = "") {
+  std::string out = dir.file("out.json");
+  std::remove(out.c_str());
+  std::string cmd = fmt::format(
+      "{} {} generate --model-path {} {} --max-new-tokens 8 --ignore-eos --return-logits "
+      "--output {} {} 2>&1",
+      env, EPSERVE_BINARY, model, prompts, out, flags);
+  FILE* pipe = popen(cmd.c_str(), "r");
+  std::string log;
+  char buf[4096];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof(buf), pipe)) > 0) log.append(buf, n);
+  int status = pclose(pipe);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << cmd << "\n" << log;
+  std::ifstream in(out);
+  return in ? nlohmann::json::parse(in) : nlohmann::json::object();
+}
+
+std::string golden_prompts(const std::string& name) {
+  auto golden = SafetensorsFile::open(data_dir() + "/golden/" + name + ".safetensors");
+  std::string prompts;
+  for (int p = 0; p < 4; ++p) {
+    Tensor ids = golden->get(fmt::format("prompt{}.input_ids", p));
+    std::string list;
+    for (int64_t i = 0; i < ids.numel(); ++i) {
+      list += (i ? "," : "") + std::to_string(ids.ptr<int32_t>()[i]);
+    }
+    prompts += " --input-ids " + list;
+  }
+  return prompts;
+}
+
+// Same tokens; logits equal up to the order of the ranks' partial sums (--moe-a2a-backend none
+// adds each rank's experts' outputs, and which experts a rank holds changes).
+void expect_same_outputs(const nlohmann::json& a, const nlohmann::json& b) {
+  ASSERT_EQ(a["sequences"].size(), b["sequences"].size());
+  for (size_t s = 0; s < a["sequences"].size(); ++s) {
+    const auto& x = a["sequences"][s];
+    const auto& y = b["sequences"][s];
+    EXPECT_EQ(x["output_ids"], y["output_ids"]) << "prompt " << s;
+    for (size_t step = 0; step < x["logits"].size(); ++step) {
+      for (size_t v = 0; v < x["logits"][step].size(); ++v) {
+        ASSERT_NEAR(x["logits"][step][v].get<double>(), y["logits"][step][v].get<double>(), 1e-4);
+      }
+    }
+  }
+}
+
+constexpr const char* kEplb =
+    " --enable-eplb --eplb-rebalance-num-iterations 2 --eplb-rebalance-layers-per-chunk 1";
+
+TEST(EplbLive, RebalancesDoNotChangeTheTokens) {
+  const std::string model = data_dir() + "/models/deepseek_v3_tiny";
+  const std::string prompts = golden_prompts("deepseek_v3_tiny");
+  testing::TempDir dir;
+  const nlohmann::json single = run_generate(model, prompts, "", dir);
+  for (const char* layout :
+       {"--ep-size 2 --ep-num-redundant-experts 2",
+        "--ep-size 4 --ep-num-redundant-experts 4 --moe-a2a-backend deepep",
+        "--ep-size 4 --enable-dp-attention --dp-size 2 --moe-a2a-backend "
+        "deepep --ep-num-redundant-experts 4",
+        "--tp-size 4 --ep-size 2 --ep-num-redundant-experts 2", "--ep-size 4"}) {
+    SCOPED_TRACE(layout);
+    nlohmann::json result = run_generate(model, prompts, std::string(layout) + kEplb, dir);
+    expect_same_outputs(single, result);
+    const nlohmann::json& x = result["experts"];
+    EXPECT_GE(x.value("eplb_rebalances", 0), 2);
+    EXPECT_GT(x.value("eplb_layers_moved", 0), 0) << "no expert moved: the test proves nothing";
+    EXPECT_EQ(x.value("eplb_chunks_failed", -1), 0);
+  }
+}
+
+TEST(EplbLive, DynamicDispatchOverReplicasKeepsTheTokens) {
+  const std::string model = data_dir() + "/models/qwen3_moe_tiny";
+  const std::string prompts = golden_prompts("qwen3_moe_tiny");
+  testing::TempDir dir;
+  const nlohmann::json single = run_generate(model, prompts, "", dir);
+  nlohmann::json result = run_generate(
+      model, prompts,
+      std::string("--ep-size 2 --ep-num-redundant-experts 6 --ep-dispatch-algorithm dynamic") +
+          kEplb,
+      dir);
+  expect_same_outputs(single, result);
+  EXPECT_GT(result["experts"].value("eplb_layers_moved", 0), 0);
+}
+
+TEST(EplbLive, AFailedChunkKeepsTheOldPlacementEverywhere) {
+  const std::string model = data_dir() + "/models/deepseek_v3_tiny";
+  const std::string prompts = golden_prompts("deepseek_v3_tiny");
+  testing::TempDir dir;
+  const nlohmann::json single = run_generate(model, prompts, "", dir);
+  // Rank 1 fails the first chunk of the first rebalance.
+  nlohmann::json result =
+      run_generate(model, prompts, std::string("--ep-size 2 --ep-num-redundant-experts 2") + kEplb,
+                   dir, "EPSERVE_EPLB_FAULT=1:0:0");
+  expect_same_outputs(single, result);
+  const nlohmann::json& x = result["experts"];
+  EXPECT_EQ(x.value("eplb_chunks_failed", 0), 1);
+  EXPECT_GE(x.value("eplb_rebalances", 0), 2) << "the next rebalance still happens";
+  EXPECT_GT(x.value("eplb_layers_moved", 0), 0);
+}
+
+}  // namespace
+}  // namespace epserve
