@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The main job: install what is needed, build, then serve the default model with expert
-# parallelism over 4 ranks and DP attention (SGLang's flags) and answer a chat request through the
-# OpenAI-compatible API. The server is stopped at the end.
+# The main job: install what is needed, build, then serve the default model with SGLang's
+# expert-parallel flags (experts over 4 ranks, DP attention, EPLB, the expert-distribution
+# recorder), answer a chat request through the OpenAI-compatible API and dump the experts' load
+# recorded while answering. The server is stopped at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install_deps.sh
@@ -9,8 +10,8 @@ scripts/build.sh
 # The trained default model (models/default/TRAINING.md).
 model=models/default
 port="${EPSERVE_PORT:-30000}"
-build/src/epserve serve --model-path "$model" --ep-size 4 --enable-dp-attention \
-  --trust-remote-code --max-total-tokens 16384 --port "$port" &
+build/src/epserve serve --model-path "$model" --ep-size 4 --enable-dp-attention --enable-eplb \
+  --expert-distribution-recorder-mode stat --trust-remote-code --port "$port" &
 server=$!
 trap 'kill $server 2>/dev/null; wait $server 2>/dev/null' EXIT
 for _ in $(seq 600); do
@@ -23,3 +24,5 @@ request='{"model": "default", "max_tokens": 48, "temperature": 0,
 echo "POST /v1/chat/completions $request"
 curl -sf "localhost:$port/v1/chat/completions" -H 'Content-Type: application/json' -d "$request"
 echo
+echo "POST /dump_expert_distribution_record"
+curl -sf -X POST "localhost:$port/dump_expert_distribution_record" -H 'Content-Type: application/json' -d '{}'

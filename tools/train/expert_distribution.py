@@ -5,7 +5,8 @@ every MoE router count its top-k ids per (MoE layer, logical expert). Prompts: c
 (definitions, Python questions, arithmetic, small talk) rendered with the chat template, and
 plain-text completions, none of them training examples verbatim.
 
-Writes models/default/expert_distribution.json: {"logical_count": [[count per expert] per MoE
+Writes models/default/expert_distribution_transformers.json (the cross-check of
+record_distribution.py, which records the same prompts through `epserve serve`): {"logical_count": [[count per expert] per MoE
 layer]} (the input of `epserve eplb plan --input`), "moe_layers", per-workload counts, the
 prompts, and the balancedness of trivial placement on --num-gpus ranks
 ((mean load per rank + 1e-5) / (max load + 1e-5), SGLang's definition).
@@ -19,29 +20,9 @@ import os
 import torch
 from transformers import AutoTokenizer, DeepseekV3ForCausalLM
 
+from workloads import WORKLOADS
+
 ROOT = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
-
-WORKLOADS = {
-    "definitions": [f"What does the word \"{w}\" mean?" for w in (
-        "happy", "river", "window", "anger", "teacher", "mountain", "bread", "quickly",
-        "garden", "ocean", "strong", "music")] + [f"What is a {w}?" for w in (
-        "dog", "computer", "bridge", "doctor", "forest", "letter", "train", "city")],
-    "python": [f"What does {f} do?" for f in (
-        "os.path.join()", "json.dumps()", "str.split()", "sorted()", "math.sqrt()",
-        "random.choice()", "time.sleep()", "re.match()", "len()", "open()",
-        "itertools.chain()", "subprocess.run()")] + [
-        "How do I read a file in Python?", "What is a list comprehension?",
-        "What is the difference between a list and a tuple?", "Explain Python decorators."],
-    "arithmetic": ["What is 12 + 7?", "What is 45 - 18?", "Compute 6 * 7.", "What is 99 + 1?",
-                   "How much is 8 * 9?", "What is 30 - 45?", "Compute 17 + 26.",
-                   "What is 11 * 11?"],
-    "small_talk": ["Hello!", "Who are you?", "What can you do?", "Thank you!",
-                   "Good morning.", "How are you?", "What is your name?", "Goodbye."],
-    "text": ["The Python standard library", "A dictionary is", "To run means",
-             "This module provides", "The weather today", "In the beginning",
-             "An exception is raised when", "The word \"bright\" means"],
-}
-
 
 def balancedness(counts, num_gpus):
     """Per layer, trivial placement: expert e on rank e // (E / num_gpus)."""
@@ -101,7 +82,7 @@ def main():
                       for name, c in per_workload.items()},
         "answers": answers,
     }
-    path = args.output or os.path.join(args.model_path, "expert_distribution.json")
+    path = args.output or os.path.join(args.model_path, "expert_distribution_transformers.json")
     with open(path, "w") as f:
         json.dump(doc, f, indent=1)
         f.write("\n")
