@@ -65,6 +65,7 @@ Command register_bench_one_batch(CLI::App& app) {
   add_parallel_flags(*sub, o->bench.parallel);
   add_expert_flags(*sub, o->bench.experts, o->eplb_algorithm);
   return Command{sub, [o] {
+                   check_offline_expert_flags(o->bench.experts, "bench-one-batch");
                    o->bench.experts.eplb.algorithm = eplb::parse_eplb_algorithm(o->eplb_algorithm);
                    return launch_or_run(o->bench.parallel, [o] { return run(*o); });
                  }};

@@ -221,7 +221,10 @@ Command register_generate(CLI::App& app) {
   sub->add_option("--log-level", options->log_level);
   add_parallel_flags(*sub, options->parallel);
   add_expert_flags(*sub, options->experts, options->eplb_algorithm);
-  return Command{sub, [options] { return run_generate(*options); }};
+  return Command{sub, [options] {
+                   check_offline_expert_flags(options->experts, "generate");
+                   return run_generate(*options);
+                 }};
 }
 
 }  // namespace epserve::cli

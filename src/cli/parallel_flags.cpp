@@ -1,5 +1,7 @@
 #include "cli/parallel_flags.h"
 
+#include <string>
+
 namespace epserve::cli {
 
 void add_parallel_flags(CLI::App& sub, ParallelOptions& o) {
@@ -51,6 +53,21 @@ void add_expert_flags(CLI::App& sub, ExpertRuntimeOptions& x, std::string& algor
                  "Passes the stat buffer keeps (-1: all; default: the rebalance interval)");
   sub.add_flag("--enable-expert-distribution-metrics", x.enable_metrics,
                "Balancedness of every pass (summed over ranks) in the log and the results");
+}
+
+void check_offline_expert_flags(const ExpertRuntimeOptions& x, const char* command) {
+  if (x.recorder_mode.empty()) return;
+  // bench-one-batch may record alone: that measures what recording costs.
+  const bool bench = std::string(command) == "bench-one-batch";
+  EPS_CHECK(bench || x.enable_eplb || x.enable_metrics,
+            "--expert-distribution-recorder-mode: `epserve {}` has no "
+            "/dump_expert_distribution_record; here the recorder only feeds --enable-eplb and "
+            "--enable-expert-distribution-metrics (record and dump with `epserve serve`)",
+            command);
+  EPS_CHECK(x.recorder_mode == "stat" || x.recorder_mode == "stat_approx",
+            "--expert-distribution-recorder-mode {}: `epserve {}` cannot dump its records; use "
+            "stat or stat_approx here, or record with `epserve serve`",
+            x.recorder_mode, command);
 }
 
 }  // namespace epserve::cli

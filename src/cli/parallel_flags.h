@@ -13,5 +13,7 @@ void add_parallel_flags(CLI::App& sub, ParallelOptions& options);
 // The recorder and EPLB flags (--enable-eplb, --expert-distribution-recorder-mode, ...).
 // `algorithm` receives --eplb-algorithm's text; parse it into experts.eplb.algorithm.
 void add_expert_flags(CLI::App& sub, ExpertRuntimeOptions& experts, std::string& algorithm);
+// generate and bench-one-batch have no dump: a recorder mode must feed EPLB or the metrics.
+void check_offline_expert_flags(const ExpertRuntimeOptions& experts, const char* command);
 
 }  // namespace epserve::cli

@@ -83,6 +83,13 @@ std::vector<std::string> ModelWeights::names() const {
   return out;
 }
 
+uint64_t ModelWeights::nbytes(const std::string& name) const {
+  auto it = location_.find(name);
+  EPS_CHECK(it != location_.end(), "{}: tensor '{}' not found", model_dir_, name);
+  const SafetensorsEntry& e = files_[it->second]->header().tensors.at(name);
+  return e.end - e.begin;
+}
+
 Tensor ModelWeights::get(const std::string& name, const Shape& shape) const {
   auto it = location_.find(name);
   EPS_CHECK(it != location_.end(), "{}: tensor '{}' not found (expected shape {})", model_dir_,

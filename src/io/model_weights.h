@@ -28,6 +28,8 @@ class ModelWeights {
   // Where a tensor is stored, for error messages.
   std::string file_of(const std::string& name) const;
   std::vector<std::string> names() const;
+  // Bytes a tensor takes in its file.
+  uint64_t nbytes(const std::string& name) const;
 
  private:
   std::string model_dir_;

@@ -102,9 +102,11 @@ BenchOneBatchResult bench_one_batch(const BenchOneBatchOptions& o) {
     result.report = false;
   } else {
     GroupLeaderRunner runner(*model, slots, ctx.parallel.attention_group);
-    generate(runner, warmup);
+    // Groups step together (an idle one joins with empty batches): with fewer requests than
+    // groups some have none, and the MoE layers span every rank.
+    generate(runner, warmup, nullptr, 16, ctx.leaders.get());
     between(&runner);
-    generate(runner, requests, &timings);
+    generate(runner, requests, &timings, 16, ctx.leaders.get());
     after(&runner);
   }
   if (experts) {

@@ -16,7 +16,6 @@
 #include "comm/communicator.h"
 #include "eplb/expert_location.h"
 #include "model/causal_lm.h"
-#include "model/tensor_specs.h"
 #include "runtime/group_runner.h"
 #include "runtime/protocol.h"
 
@@ -43,25 +42,21 @@ int64_t mem_total_bytes() {
   return int64_t{8} << 30;
 }
 
-// The weight bytes this rank holds: the model's files, with the routed experts counted only for
-// the rank's own slots (num_physical / ep_size of the num_logical experts' bytes).
-int64_t rank_weight_bytes(const std::string& model_dir, const CausalLM& model) {
-  double files = 0;
-  for (const auto& e : std::filesystem::directory_iterator(model_dir)) {
-    if (e.path().extension() == ".safetensors") files += static_cast<double>(e.file_size());
-  }
+// The weight bytes this rank holds: every tensor in the files (their own dtypes), with the routed
+// experts counted only for the rank's own slots (num_physical / ep_size of the num_logical
+// experts' bytes).
+int64_t rank_weight_bytes(const CausalLM& model) {
   const ModelConfig& c = model.config();
   const ModelParallel& p = model.parallel();
-  if (c.moe.num_experts <= 0) return static_cast<int64_t>(files);
-  double experts = 0, all = 0;
-  for (const TensorSpec& spec : model_tensor_specs(c)) {
-    double n = static_cast<double>(shape_numel(spec.shape));
-    all += n;
-    if (spec.name.find(".experts.") != std::string::npos) experts += n;
+  double experts = 0, other = 0;
+  for (const std::string& name : model.weights().names()) {
+    double n = static_cast<double>(model.weights().nbytes(name));
+    (name.find(".experts.") != std::string::npos ? experts : other) += n;
   }
+  if (c.moe.num_experts <= 0) return static_cast<int64_t>(experts + other);
   int num_physical = p.expert_location ? p.expert_location->num_physical() : c.moe.num_experts;
   double held = static_cast<double>(num_physical) / std::max(1, p.ep_size) / c.moe.num_experts;
-  return static_cast<int64_t>(files * (all - experts + experts * held) / all);
+  return static_cast<int64_t>(other + experts * held);
 }
 
 void send(zmq::socket_t& socket, const nlohmann::json& message) {
@@ -106,7 +101,7 @@ int run_rank(const RankOptions& o) {
   int64_t slots = o.max_total_tokens > 0
                       ? o.max_total_tokens
                       : kv_slots_for_memory(o.mem_fraction_static, ctx.info.local_world_size,
-                                            rank_weight_bytes(o.model_path, *model),
+                                            rank_weight_bytes(*model),
                                             bytes_per_slot);
   // --max-total-tokens is the server's capacity: DP attention groups share it.
   if (o.max_total_tokens > 0) slots = std::max<int64_t>(1, slots / o.parallel.attention_groups());
@@ -181,7 +176,8 @@ int run_rank(const RankOptions& o) {
         if (!experts || o.experts.recorder_mode.empty()) {
           result = {{"error",
                      "the expert distribution recorder is off: start the server with "
-                     "--expert-distribution-recorder-mode stat|stat_approx|per_pass|per_token"}};
+                     "--expert-distribution-recorder-mode stat|stat_approx|per_pass|per_token"},
+                    {"status", 400}};
         } else {
           commands.push_back({code, m.at("id")});
           ++commands_received;

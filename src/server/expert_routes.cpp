@@ -21,7 +21,10 @@ void run_expert_command(ServerContext& ctx, const std::string& command, HttpResp
   std::string path;
   for (const nlohmann::json& r : ctx.frontend.control(command, kExpertCommandTimeout)) {
     if (r.is_null()) throw ApiError(503, "a scheduler did not answer " + command + " in time");
-    if (r.contains("error")) throw ApiError(400, r.at("error").get<std::string>());
+    // The request's fault (the recorder is off) is a 400; anything else failed in the server.
+    if (r.contains("error")) {
+      throw ApiError(r.value("status", 500), r.at("error").get<std::string>());
+    }
     if (r.contains("path")) path = r.at("path").get<std::string>();
   }
   res.status = 200;

@@ -96,12 +96,16 @@ TEST_F(BenchOneBatch, DpAttentionSpreadsTheWholeBatch) {
   Report r = parse(out);
   EXPECT_EQ(r.batch_size, 4) << out;
   EXPECT_EQ(r.resident_mib.size(), 2u) << out;
-  // Three requests for two groups: one group gets two, the other one.
-  out = run(fmt::format("bench-one-batch --model-path {} --batch-size 3 --input-len 8 --output-len 2 "
-                        "--ep-size 2 --enable-dp-attention",
-                        dir_->path()),
-            &code);
-  EXPECT_EQ(code, 0) << out;
+  // Three requests for two groups: one group gets two, the other one; one request for two
+  // groups: the idle group joins every forward with an empty batch.
+  for (int batch : {3, 1}) {
+    out = run(fmt::format("bench-one-batch --model-path {} --batch-size {} --input-len 8 "
+                          "--output-len 2 --ep-size 2 --enable-dp-attention --dist-timeout 30",
+                          dir_->path(), batch),
+              &code);
+    EXPECT_EQ(code, 0) << out;
+    EXPECT_EQ(parse(out).batch_size, batch) << out;
+  }
 }
 
 }  // namespace

@@ -59,6 +59,17 @@ TEST(CliErrors, GenerateWorks) {
   EXPECT_THAT(r.output, HasSubstr("\"output_ids\""));
 }
 
+TEST(CliErrors, RecorderModeWithoutADumpIsRefused) {
+  // generate has no /dump_expert_distribution_record: a mode that feeds nothing is an error.
+  expect_one_line_error(run("generate --model-path " + fixture("qwen3_moe_tiny") +
+                            " --input-ids 5 --expert-distribution-recorder-mode per_token"),
+                        "--expert-distribution-recorder-mode");
+  expect_one_line_error(run("bench-one-batch --model-path " + fixture("qwen3_moe_tiny") +
+                            " --batch-size 1 --input-len 4 --output-len 2"
+                            " --expert-distribution-recorder-mode per_pass"),
+                        "cannot dump its records");
+}
+
 TEST(CliErrors, MissingShard) {
   testing::TempDir dir;
   std::string model = copy_fixture(dir, "qwen3_moe_tiny_sharded");
