@@ -26,10 +26,7 @@
 
 namespace {
 
-std::string source_dir() {
-  std::filesystem::path here = std::filesystem::path(__FILE__).parent_path().parent_path();
-  return here.string();
-}
+std::string source_dir() { return EPSERVE_SOURCE_DIR; }
 
 std::vector<std::string> corpus_documents(const std::string& path, size_t target_bytes) {
   std::ifstream in(path);
@@ -37,6 +34,10 @@ std::vector<std::string> corpus_documents(const std::string& path, size_t target
   for (std::string line; std::getline(in, line);) {
     auto j = nlohmann::json::parse(line);
     if (j.is_string() && !j.get<std::string>().empty()) lines.push_back(j.get<std::string>());
+  }
+  if (lines.empty()) {
+    fmt::print(stderr, "tokenizer_bench: no text in {}\n", path);
+    std::exit(2);
   }
   // Documents of ~20 corpus lines each, the corpus repeated until target_bytes.
   size_t bytes = 0;
@@ -111,11 +112,10 @@ int main(int argc, char** argv) {
     double best = 1e30;
     size_t ids = 0;
     for (int r = 0; r < repeats; ++r) {
-      auto start = std::chrono::steady_clock::now();
+      double start = thread_cpu_seconds();
       size_t n = 0;
       for (const auto& d : docs) n += tok.encode(d, false).size();
-      best = std::min(
-          best, std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+      best = std::min(best, thread_cpu_seconds() - start);
       ids = n;
     }
     double ours = bytes / best / 1e6;

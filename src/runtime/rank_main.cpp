@@ -226,6 +226,12 @@ int run_rank(const RankOptions& o) {
       outputs.clear();
     }
     if (stop) {
+      // Recorder commands that not every group received never run: answer them.
+      for (const PendingCommand& c : commands) {
+        send(outbox, {{"type", "control"},
+                      {"id", c.id},
+                      {"result", {{"error", "the server is shutting down"}, {"status", 503}}}});
+      }
       if (shutdown) {
         send(outbox, {{"type", "control"}, {"id", shutdown_id}, {"result", {{"ok", true}}}});
       }
