@@ -113,6 +113,22 @@ int run_server(const ServerArgs& args) {
   check_supported(args);
   ModelConfig config = load_model_config(args.model_path);
   print_layout(args, config);
+  if (args.node_rank > 0) {
+    // Another node of a multi-node server: its ranks follow the group leaders on node 0, where
+    // the frontend and the HTTP server run; this process only starts and supervises them.
+    const int per_node = args.world_size / args.nnodes;
+    std::fprintf(stderr, "epserve serve: node %d of %d: ranks %d-%d; the server runs on node 0\n",
+                 args.node_rank, args.nnodes, args.node_rank * per_node,
+                 (args.node_rank + 1) * per_node - 1);
+    LaunchOptions launch;
+    launch.world_size = args.world_size;
+    launch.nnodes = args.nnodes;
+    launch.node_rank = args.node_rank;
+    launch.dist_init_addr = args.dist_init_addr;
+    launch.args = args.argv;
+    launch.extra_env.emplace_back(kEnvIpcBase, "ipc:///tmp/epserve-" + std::to_string(getpid()));
+    return run_launcher(launch);
+  }
 
   // SIGINT/SIGTERM are taken by the main thread with sigtimedwait; every thread started from here
   // inherits the blocked mask. A client that hangs up must not kill the server.
