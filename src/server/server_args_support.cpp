@@ -1,8 +1,6 @@
 // What this build of epserve can run. resolve_server_args() accepts every valid SGLang setting;
 // this file refuses, with one line each, the valid settings whose implementation has not landed
 // yet, so that none is silently ignored. Delete a check when its feature lands.
-#include <algorithm>
-
 #include "core/error.h"
 #include "server/server_args.h"
 
@@ -19,14 +17,11 @@ void not_yet(bool asked, const char* what) {
 void check_supported(const ServerArgs& a) {
   not_yet(a.device == "cuda", "--device cuda (the CUDA backend)");
   // The frontend reaches the schedulers over ipc://, so every group leader (the first rank of
-  // each attention group) must run on node 0; the other nodes run followers only.
-  if (a.nnodes > 1) {
-    const int group_size = a.world_size / std::max(1, a.num_dp_groups);
-    const int last_leader = (a.num_dp_groups - 1) * group_size;
-    not_yet(last_leader >= a.world_size / a.nnodes,
-            "--nnodes > 1 with DP attention groups led from nodes other than 0 (the frontend's "
-            "link to the schedulers is local; use fewer --dp-size groups than ranks per node)");
-  }
+  // each attention group) must run on node 0; with groups of W / dp ranks and nodes of W / nnodes
+  // that rules out DP attention (dp >= 2) over several nodes.
+  not_yet(a.nnodes > 1 && a.num_dp_groups > 1,
+          "DP attention over several nodes (the frontend reaches each group's scheduler over "
+          "local IPC, and group 1 would be led from node 1)");
   not_yet(a.moe_dense_tp_size > 1, "--moe-dense-tp-size above 1");
   not_yet(a.enable_two_batch_overlap, "--enable-two-batch-overlap");
   not_yet(a.disaggregation_mode != "null", "--disaggregation-mode prefill/decode");
