@@ -20,6 +20,18 @@ namespace epserve {
 
 namespace {
 
+// This node's ranks: the serve command re-executed once per rank, told where the frontend is.
+LaunchOptions rank_launch(const ServerArgs& args, const std::string& ipc_base) {
+  LaunchOptions launch;
+  launch.world_size = args.world_size;
+  launch.nnodes = args.nnodes;
+  launch.node_rank = args.node_rank;
+  launch.dist_init_addr = args.dist_init_addr;
+  launch.args = args.argv;
+  launch.extra_env.emplace_back(kEnvIpcBase, ipc_base);
+  return launch;
+}
+
 ModelInfo read_model_info(const ServerArgs& args) {
   ModelConfig config = load_model_config(args.model_path);
   ModelInfo m;
@@ -120,14 +132,7 @@ int run_server(const ServerArgs& args) {
     std::fprintf(stderr, "epserve serve: node %d of %d: ranks %d-%d; the server runs on node 0\n",
                  args.node_rank, args.nnodes, args.node_rank * per_node,
                  (args.node_rank + 1) * per_node - 1);
-    LaunchOptions launch;
-    launch.world_size = args.world_size;
-    launch.nnodes = args.nnodes;
-    launch.node_rank = args.node_rank;
-    launch.dist_init_addr = args.dist_init_addr;
-    launch.args = args.argv;
-    launch.extra_env.emplace_back(kEnvIpcBase, "ipc:///tmp/epserve-" + std::to_string(getpid()));
-    return run_launcher(launch);
+    return run_launcher(rank_launch(args, "ipc:///tmp/epserve-" + std::to_string(getpid())));
   }
 
   // SIGINT/SIGTERM are taken by the main thread with sigtimedwait; every thread started from here
@@ -177,13 +182,7 @@ int run_server(const ServerArgs& args) {
 
   // The ranks: started and supervised by the launcher on its own thread. SIGINT/SIGTERM stay
   // blocked there too, so they reach only the loop below, which stops the ranks in order.
-  LaunchOptions launch;
-  launch.world_size = args.world_size;
-  launch.nnodes = args.nnodes;
-  launch.node_rank = args.node_rank;
-  launch.dist_init_addr = args.dist_init_addr;
-  launch.args = args.argv;
-  launch.extra_env.emplace_back(kEnvIpcBase, frontend_options.ipc_base);
+  LaunchOptions launch = rank_launch(args, frontend_options.ipc_base);
   std::atomic<int> launcher_status{-1};
   std::thread launcher([&launch, &launcher_status] {
     int status = 1;

@@ -21,6 +21,15 @@ namespace {
 
 std::string model_dir() { return std::string(EPSERVE_SOURCE_DIR) + "/tests/data/models/deepseek_v3_tiny"; }
 
+// Reads a popen'ed node command to its end; true when it exited with status 0.
+bool finished_cleanly(FILE* node, std::string* log) {
+  char buf[1024];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof(buf), node)) > 0) log->append(buf, n);
+  int status = pclose(node);
+  return WIFEXITED(status) && WEXITSTATUS(status) == 0;
+}
+
 const char* kPrompts = "--input-ids 5,6,7,8 --input-ids 9,10,11,12,13,14,15,16,17,18,19";
 
 TEST(ModelMultiNode, TwoNodesGiveTheTokensOfOneNode) {
@@ -51,11 +60,7 @@ TEST(ModelMultiNode, TwoNodesGiveTheTokensOfOneNode) {
   }
   for (int node = 0; node < 2; ++node) {
     std::string log;
-    char buf[1024];
-    size_t n;
-    while ((n = fread(buf, 1, sizeof(buf), nodes[node])) > 0) log.append(buf, n);
-    int status = pclose(nodes[node]);
-    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "node " << node << ": " << log;
+    EXPECT_TRUE(finished_cleanly(nodes[node], &log)) << "node " << node << ": " << log;
   }
   EXPECT_GT(ns.veth_rx_bytes() - rx_before, 100000) << "rank traffic did not cross the veth";
   std::ifstream a(one), b(two);
@@ -115,11 +120,7 @@ TEST(ModelMultiNode, ServeOverTwoNodes) {
   std::string logs;
   for (int node = 0; node < 2; ++node) {
     std::string log;
-    char buf[1024];
-    size_t n;
-    while ((n = fread(buf, 1, sizeof(buf), nodes[node])) > 0) log.append(buf, n);
-    int status = pclose(nodes[node]);
-    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "node " << node << ": " << log;
+    EXPECT_TRUE(finished_cleanly(nodes[node], &log)) << "node " << node << ": " << log;
     logs += fmt::format("node {}:\n{}\n", node, log);
   }
   ASSERT_TRUE(healthy) << "the two-node server never answered /health\n" << logs;
