@@ -12,9 +12,9 @@
 #include <nlohmann/json.hpp>
 
 #include <chrono>
-#include <ctime>
 #include <cstdio>
 #include <cstdlib>
+#include <ctime>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -26,7 +26,9 @@
 
 namespace {
 
-std::string source_dir() { return EPSERVE_SOURCE_DIR; }
+std::string source_dir() {
+  return EPSERVE_SOURCE_DIR;
+}
 
 std::vector<std::string> corpus_documents(const std::string& path, size_t target_bytes) {
   std::ifstream in(path);

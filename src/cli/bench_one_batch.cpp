@@ -29,10 +29,11 @@ int run(const Options& options) {
   if (!r.report) return 0;
   const auto& b = options.bench;
   const auto& t = r.timings;
-  std::printf("model: %s\nbatch size %lld, input len %lld, output len %lld, ranks %d, threads "
-              "per rank %d\n",
-              b.model_path.c_str(), (long long)b.batch_size, (long long)b.input_len,
-              (long long)b.output_len, b.parallel.world_size(), ThreadPool::global().num_threads());
+  std::printf(
+      "model: %s\nbatch size %lld, input len %lld, output len %lld, ranks %d, threads "
+      "per rank %d\n",
+      b.model_path.c_str(), (long long)b.batch_size, (long long)b.input_len,
+      (long long)b.output_len, b.parallel.world_size(), ThreadPool::global().num_threads());
   std::printf("load: %.2f s\n", r.load_seconds);
   std::printf("prefill: %.3f s, %.1f tokens/s, communication %.1f%%\n", r.prefill_seconds,
               r.prefill_tokens_per_second, 100.0 * t.prefill_comm_seconds / t.prefill_seconds);

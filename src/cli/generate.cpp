@@ -1,9 +1,9 @@
 // epserve generate: offline generation from token ids (and, with a tokenizer, text), writing
 // {"sequences": [{"input_ids", "output_ids", "logits"?, "finish_reason"}]} as JSON.
 #include <fstream>
+#include <iostream>
 #include <numeric>
 #include <optional>
-#include <iostream>
 #include <sstream>
 
 #include <nlohmann/json.hpp>
@@ -11,14 +11,14 @@
 #include "cli/commands.h"
 #include "cli/parallel_flags.h"
 #include "comm/communicator.h"
-#include "runtime/group_runner.h"
-#include "runtime/parallel_setup.h"
 #include "core/error.h"
 #include "core/log.h"
 #include "core/thread_pool.h"
 #include "eplb/placement.h"
 #include "model/causal_lm.h"
 #include "runtime/generator.h"
+#include "runtime/group_runner.h"
+#include "runtime/parallel_setup.h"
 #include "tokenizer/chat_template.h"
 #include "tokenizer/tokenizer.h"
 
@@ -125,8 +125,9 @@ int generate_rank(const GenerateOptions& o) {
     GenerateRequest r;
     r.input_ids = std::move(ids);
     for (int32_t id : r.input_ids) {
-      EPS_CHECK(id < model->vocab_size(), "--input-ids: token id {} is outside the vocabulary (0..{})",
-                id, model->vocab_size() - 1);
+      EPS_CHECK(id < model->vocab_size(),
+                "--input-ids: token id {} is outside the vocabulary (0..{})", id,
+                model->vocab_size() - 1);
     }
     r.max_new_tokens = o.max_new_tokens;
     r.sampling.temperature = o.temperature;
@@ -193,8 +194,7 @@ int run_generate(const GenerateOptions& o) {
 Command register_generate(CLI::App& app) {
   auto options = std::make_shared<GenerateOptions>();
   CLI::App* sub = app.add_subcommand("generate", "Generate tokens offline from prompts");
-  sub->add_option("--model-path", options->model_path, "Hugging Face model directory")
-      ->required();
+  sub->add_option("--model-path", options->model_path, "Hugging Face model directory")->required();
   sub->add_option("--input-ids", options->input_ids,
                   "A prompt as comma-separated token ids; repeat for several prompts");
   sub->add_option("--prompt", options->prompts,

@@ -40,8 +40,7 @@ ModelWeights ModelWeights::open(const std::string& model_dir) {
       }
     }
     std::sort(shard_names.begin(), shard_names.end());
-    EPS_CHECK(!shard_names.empty(), "{}: no *.safetensors files in the model directory",
-              model_dir);
+    EPS_CHECK(!shard_names.empty(), "{}: no *.safetensors files in the model directory", model_dir);
   }
 
   std::map<std::string, size_t> shard_index;

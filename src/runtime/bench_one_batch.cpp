@@ -7,11 +7,11 @@
 #include <random>
 #include <string>
 
+#include "comm/communicator.h"
 #include "core/error.h"
 #include "model/causal_lm.h"
-#include "comm/communicator.h"
-#include "runtime/generator.h"
 #include "model/tensor_specs.h"
+#include "runtime/generator.h"
 #include "runtime/group_runner.h"
 
 namespace epserve {

@@ -11,9 +11,9 @@
 #include <spdlog/spdlog.h>
 #include <zmq.hpp>
 
+#include "comm/communicator.h"
 #include "core/log.h"
 #include "core/thread_pool.h"
-#include "comm/communicator.h"
 #include "eplb/expert_location.h"
 #include "model/causal_lm.h"
 #include "runtime/group_runner.h"
@@ -88,26 +88,24 @@ int run_rank(const RankOptions& o) {
     outbox.connect(fmt::format("{}-out", o.ipc_base));
     outbox.set(zmq::sockopt::linger, 1000);
     ctx.parallel.on_layer_loaded = [&](int done, int total) {
-      send(outbox, {{"type", "control"},
-                    {"id", 0},
-                    {"result",
-                     {{"load_progress", {{"done", done}, {"total", total}}},
-                      {"dp_rank", ctx.dp_rank}}}});
+      send(outbox,
+           {{"type", "control"},
+            {"id", 0},
+            {"result",
+             {{"load_progress", {{"done", done}, {"total", total}}}, {"dp_rank", ctx.dp_rank}}}});
     };
   }
   auto model = load_causal_lm(o.model_path, ctx.parallel);
-  int64_t bytes_per_slot = static_cast<int64_t>(
-      KvCache::bytes_per_slot(model->config().num_layers, model->kv_layout()));
+  int64_t bytes_per_slot =
+      static_cast<int64_t>(KvCache::bytes_per_slot(model->config().num_layers, model->kv_layout()));
   int64_t slots = o.max_total_tokens > 0
                       ? o.max_total_tokens
                       : kv_slots_for_memory(o.mem_fraction_static, ctx.info.local_world_size,
-                                            rank_weight_bytes(*model),
-                                            bytes_per_slot);
+                                            rank_weight_bytes(*model), bytes_per_slot);
   // --max-total-tokens is the server's capacity: DP attention groups share it.
   if (o.max_total_tokens > 0) slots = std::max<int64_t>(1, slots / o.parallel.attention_groups());
   slots = std::max(slots, o.scheduler.page_size);
-  std::unique_ptr<ExpertRuntime> experts =
-      make_expert_runtime(*model, ctx, o.parallel, o.experts);
+  std::unique_ptr<ExpertRuntime> experts = make_expert_runtime(*model, ctx, o.parallel, o.experts);
   if (!ctx.leader) {
     run_group_follower(*model, slots, *ctx.parallel.attention_group, [&](int64_t code) {
       if (experts) experts->run_command(code);
@@ -193,7 +191,8 @@ int run_rank(const RankOptions& o) {
     zmq::pollitem_t item{static_cast<void*>(inbox), 0, ZMQ_POLLIN, 0};
     zmq::poll(&item, 1, std::chrono::milliseconds(wait_ms));
     zmq::message_t msg;
-    while (inbox.recv(msg, zmq::recv_flags::dontwait)) handle(decode_message(msg.data(), msg.size()));
+    while (inbox.recv(msg, zmq::recv_flags::dontwait))
+      handle(decode_message(msg.data(), msg.size()));
   };
   while (true) {
     // Take every message waiting; block briefly only when there is nothing to compute.

@@ -3,7 +3,6 @@
 // slices), and with DP attention the batch is the whole batch spread over the groups.
 #include <gtest/gtest.h>
 
-#include <array>
 #include <cstdio>
 #include <map>
 #include <regex>
@@ -11,20 +10,16 @@
 
 #include <fmt/format.h>
 
+#include "support/run_epserve.h"
 #include "support/temp_dir.h"
 
 namespace epserve {
 namespace {
 
 std::string run(const std::string& args, int* exit_code) {
-  std::string cmd = std::string(EPSERVE_BINARY) + " " + args + " 2>&1";
-  FILE* pipe = popen(cmd.c_str(), "r");
-  std::string out;
-  std::array<char, 4096> buf;
-  size_t n;
-  while ((n = fread(buf.data(), 1, buf.size(), pipe)) > 0) out.append(buf.data(), n);
-  *exit_code = pclose(pipe);
-  return out;
+  testing::RunResult r = testing::run_epserve(args);
+  *exit_code = r.exit_code;
+  return r.output;
 }
 
 struct Report {
@@ -35,8 +30,10 @@ struct Report {
 
 Report parse(const std::string& out) {
   Report r;
-  std::regex rank_line(R"(rank (\d+): resident weights ([0-9.]+) MiB \(model: ([0-9.]+) MiB of routed experts, ([0-9.]+) MiB other\))");
-  for (auto it = std::sregex_iterator(out.begin(), out.end(), rank_line); it != std::sregex_iterator(); ++it) {
+  std::regex rank_line(
+      R"(rank (\d+): resident weights ([0-9.]+) MiB \(model: ([0-9.]+) MiB of routed experts, ([0-9.]+) MiB other\))");
+  for (auto it = std::sregex_iterator(out.begin(), out.end(), rank_line);
+       it != std::sregex_iterator(); ++it) {
     r.resident_mib[std::stoi((*it)[1])] = std::stod((*it)[2]);
     r.experts_mib = std::stod((*it)[3]);
     r.other_mib = std::stod((*it)[4]);
@@ -51,7 +48,8 @@ class BenchOneBatch : public ::testing::Test {
   static void SetUpTestSuite() {
     dir_ = new testing::TempDir();
     int code = 0;
-    std::string out = run(fmt::format("make-model --preset small --output {}", dir_->path()), &code);
+    std::string out =
+        run(fmt::format("make-model --preset small --output {}", dir_->path()), &code);
     ASSERT_EQ(code, 0) << out;
   }
   static void TearDownTestSuite() { delete dir_; }
@@ -83,7 +81,8 @@ TEST_F(BenchOneBatch, EachRankHoldsItsShareOfTheExperts) {
       // other weights + this rank's 1/ep of the experts (pages shared with a neighbour's slice
       // at the edges allow a little more).
       EXPECT_LT(mib, r.other_mib + r.experts_mib / ep + 0.1 * r.experts_mib)
-          << "rank " << rank << " of " << ep << "\n" << out;
+          << "rank " << rank << " of " << ep << "\n"
+          << out;
       EXPECT_GT(mib, r.experts_mib / ep * 0.9) << "rank " << rank << "\n" << out;
     }
   }

@@ -19,7 +19,9 @@
 namespace epserve {
 namespace {
 
-std::string model_dir() { return std::string(EPSERVE_SOURCE_DIR) + "/tests/data/models/deepseek_v3_tiny"; }
+std::string model_dir() {
+  return std::string(EPSERVE_SOURCE_DIR) + "/tests/data/models/deepseek_v3_tiny";
+}
 
 // Reads a popen'ed node command to its end; true when it exited with status 0.
 bool finished_cleanly(FILE* node, std::string* log) {
@@ -77,12 +79,13 @@ TEST(ModelMultiNode, ServeOverTwoNodes) {
   testing::TempDir dir;
   const std::string layout = "--tp-size 2 --ep-size 2 --moe-a2a-backend deepep";
   std::string out;
-  ASSERT_EQ(test::run_command(fmt::format("UCX_TLS=tcp,self {} generate --model-path {} "
-                                          "--input-ids 5,6,7,8 --max-new-tokens 6 --ignore-eos "
-                                          "{} --output {}",
-                                          EPSERVE_BINARY, model_dir(), layout, dir.file("one.json")),
-                              &out),
-            0)
+  ASSERT_EQ(
+      test::run_command(fmt::format("UCX_TLS=tcp,self {} generate --model-path {} "
+                                    "--input-ids 5,6,7,8 --max-new-tokens 6 --ignore-eos "
+                                    "{} --output {}",
+                                    EPSERVE_BINARY, model_dir(), layout, dir.file("one.json")),
+                        &out),
+      0)
       << out;
   std::ifstream one_file(dir.file("one.json"));
   auto expected = nlohmann::json::parse(one_file)["sequences"][0]["output_ids"];
@@ -107,11 +110,12 @@ TEST(ModelMultiNode, ServeOverTwoNodes) {
   }
   std::string answer;
   if (healthy) {
-    test::run_command(
-        curl + " -H 'Content-Type: application/json' -d '{\"input_ids\": [5, 6, 7, 8], "
-               "\"sampling_params\": {\"max_new_tokens\": 6, \"temperature\": 0, "
-               "\"ignore_eos\": true}}' " + url + "/generate",
-        &answer);
+    test::run_command(curl +
+                          " -H 'Content-Type: application/json' -d '{\"input_ids\": [5, 6, 7, 8], "
+                          "\"sampling_params\": {\"max_new_tokens\": 6, \"temperature\": 0, "
+                          "\"ignore_eos\": true}}' " +
+                          url + "/generate",
+                      &answer);
   }
   std::ifstream pid_file(dir.file("pid0"));
   int pid = 0;

@@ -2,13 +2,11 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
-#include <sys/wait.h>
-
-#include <array>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
 
+#include "support/run_epserve.h"
 #include "support/temp_dir.h"
 
 namespace epserve {
@@ -16,21 +14,10 @@ namespace {
 
 using ::testing::HasSubstr;
 
-struct RunResult {
-  int exit_code;
-  bool signaled;
-  std::string output;  // stdout and stderr
-};
+using testing::RunResult;
 
 RunResult run(const std::string& args) {
-  std::string cmd = std::string(EPSERVE_BINARY) + " " + args + " 2>&1";
-  FILE* pipe = popen(cmd.c_str(), "r");
-  std::string out;
-  std::array<char, 4096> buf;
-  size_t n;
-  while ((n = fread(buf.data(), 1, buf.size(), pipe)) > 0) out.append(buf.data(), n);
-  int status = pclose(pipe);
-  return RunResult{WIFEXITED(status) ? WEXITSTATUS(status) : -1, WIFSIGNALED(status), out};
+  return testing::run_epserve(args);
 }
 
 std::string fixture(const std::string& name) {
@@ -83,8 +70,7 @@ TEST(CliErrors, TruncatedFile) {
   std::string model = copy_fixture(dir, "deepseek_v3_tiny");
   std::string file = model + "/model.safetensors";
   std::filesystem::resize_file(file, std::filesystem::file_size(file) / 2);
-  expect_one_line_error(run("generate --model-path " + model + " --input-ids 5"),
-                        "truncated file");
+  expect_one_line_error(run("generate --model-path " + model + " --input-ids 5"), "truncated file");
 }
 
 TEST(CliErrors, HeaderThatLiesAboutOffsets) {
@@ -131,8 +117,7 @@ TEST(CliErrors, BadConfigAndBadFlags) {
   expect_one_line_error(
       run("generate --model-path " + fixture("qwen3_moe_tiny") + " --input-ids 5000"),
       "outside the vocabulary");
-  expect_one_line_error(run("generate --model-path /nonexistent --input-ids 5"),
-                        "does not exist");
+  expect_one_line_error(run("generate --model-path /nonexistent --input-ids 5"), "does not exist");
 }
 
 }  // namespace
@@ -147,13 +132,14 @@ TEST(CliGenerate, TextAndChatPromptsGoThroughTheTokenizerAndTemplate) {
   ASSERT_EQ(ids.exit_code, 0) << ids.output;
   std::string expected = "[" + ids.output.substr(0, ids.output.find('\n')) + "]";
   std::replace(expected.begin(), expected.end(), ' ', ',');
-  RunResult r = run("generate --model-path " + model +
-                    " --prompt 'Hello world' --max-new-tokens 2");
+  RunResult r =
+      run("generate --model-path " + model + " --prompt 'Hello world' --max-new-tokens 2");
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_THAT(r.output, HasSubstr("\"input_ids\":" + expected));
   EXPECT_THAT(r.output, HasSubstr("\"text\":"));
-  RunResult chat = run("generate --model-path " + model +
-                       " --chat '[{\"role\":\"user\",\"content\":\"Hi, you\"}]' --max-new-tokens 2");
+  RunResult chat =
+      run("generate --model-path " + model +
+          " --chat '[{\"role\":\"user\",\"content\":\"Hi, you\"}]' --max-new-tokens 2");
   ASSERT_EQ(chat.exit_code, 0) << chat.output;
   // Qwen3's template opens the user turn with <|im_start|> (id 1) and ends it with <|im_end|> (2).
   EXPECT_THAT(chat.output, HasSubstr("\"input_ids\":[1,"));
@@ -166,9 +152,9 @@ TEST(CliMakeModel, WritesAModelThatLoadsAndCarriesItsTokenizer) {
   EXPECT_TRUE(std::filesystem::exists(dir.file("m/tokenizer.json")));
   RunResult g = run("generate --model-path " + dir.file("m") + " --prompt hi --max-new-tokens 3");
   EXPECT_EQ(g.exit_code, 0) << g.output;
-  expect_one_line_error(run("make-model --arch deepseek_v3 --vocab-size 100 --output " +
-                            dir.file("small")),
-                        "smaller than the family tokenizer");
+  expect_one_line_error(
+      run("make-model --arch deepseek_v3 --vocab-size 100 --output " + dir.file("small")),
+      "smaller than the family tokenizer");
 }
 
 }  // namespace

@@ -6,9 +6,6 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
-#include <sys/wait.h>
-
-#include <array>
 #include <cmath>
 #include <cstdio>
 #include <fstream>
@@ -16,6 +13,7 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include "support/run_epserve.h"
 #include "support/temp_dir.h"
 
 namespace epserve {
@@ -25,20 +23,8 @@ std::string source_path(const std::string& relative) {
   return std::string(EPSERVE_SOURCE_DIR) + "/" + relative;
 }
 
-struct CommandResult {
-  int exit_code;
-  std::string output;
-};
-
-CommandResult run(const std::string& args) {
-  std::string cmd = std::string(EPSERVE_BINARY) + " " + args + " 2>&1";
-  FILE* pipe = popen(cmd.c_str(), "r");
-  std::string out;
-  std::array<char, 4096> buf;
-  size_t n;
-  while ((n = fread(buf.data(), 1, buf.size(), pipe)) > 0) out.append(buf.data(), n);
-  int status = pclose(pipe);
-  return CommandResult{WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
+testing::RunResult run(const std::string& args) {
+  return testing::run_epserve(args);
 }
 
 nlohmann::json reference_cases() {
@@ -54,7 +40,7 @@ TEST(Perplexity, TinyModelsMatchTransformers) {
     SCOPED_TRACE(ref.dump());
     testing::TempDir dir;
     const std::string out = dir.file("ppl.json");
-    CommandResult r = run(fmt::format(
+    testing::RunResult r = run(fmt::format(
         "perplexity --model-path {} --text-file {} --max-length {} --stride {} {} --output {}",
         source_path(model), source_path(ref["text_file"]), ref["max_length"].get<int>(),
         ref["stride"].get<int>(), ref["add_bos"].get<bool>() ? "--add-bos" : "", out));
@@ -73,7 +59,7 @@ TEST(Perplexity, TinyModelsMatchTransformers) {
 }
 
 TEST(Perplexity, StrideLargerThanWindowIsAnError) {
-  CommandResult r =
+  testing::RunResult r =
       run("perplexity --model-path " + source_path("tests/data/models/deepseek_v3_tiny") +
           " --text-file " + source_path("tests/data/perplexity/sample.txt") +
           " --max-length 16 --stride 32");
@@ -82,7 +68,7 @@ TEST(Perplexity, StrideLargerThanWindowIsAnError) {
 }
 
 TEST(Perplexity, MissingTextFileIsNamed) {
-  CommandResult r =
+  testing::RunResult r =
       run("perplexity --model-path " + source_path("tests/data/models/deepseek_v3_tiny") +
           " --text-file /nonexistent/text.txt");
   EXPECT_NE(r.exit_code, 0);
