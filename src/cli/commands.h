@@ -5,7 +5,10 @@
 #include <CLI/CLI.hpp>
 
 #include <functional>
+#include <string>
 #include <vector>
+
+#include <nlohmann/json.hpp>
 
 namespace epserve::cli {
 
@@ -23,5 +26,8 @@ Command register_tokenize(CLI::App& app);
 Command register_perplexity(CLI::App& app);
 
 std::vector<Command> all_commands(CLI::App& app);
+
+// A command's JSON result: on stdout, or into the file `output` names (--output).
+void write_json_output(const nlohmann::json& result, const std::string& output);
 
 }  // namespace epserve::cli

@@ -175,13 +175,7 @@ int generate_rank(const GenerateOptions& o) {
     out["sequences"].push_back(std::move(s));
   }
   if (experts) out["experts"] = experts->stats();
-  if (o.output.empty()) {
-    std::cout << out.dump() << "\n";
-  } else {
-    std::ofstream f(o.output);
-    EPS_CHECK(f.good(), "--output: cannot write {}", o.output);
-    f << out.dump() << "\n";
-  }
+  write_json_output(out, o.output);
   return 0;
 }
 

@@ -139,13 +139,7 @@ int perplexity_rank(const PerplexityOptions& o) {
                         {"windows", windows.size()},  {"max_length", o.max_length},
                         {"stride", stride},           {"nll", nll},
                         {"perplexity", std::exp(nll)}};
-  if (o.output.empty()) {
-    std::cout << out.dump() << "\n";
-  } else {
-    std::ofstream f(o.output);
-    EPS_CHECK(f.good(), "--output: cannot write {}", o.output);
-    f << out.dump() << "\n";
-  }
+  write_json_output(out, o.output);
   return 0;
 }
 

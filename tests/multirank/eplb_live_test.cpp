@@ -15,6 +15,7 @@
 #include <nlohmann/json.hpp>
 
 #include "io/safetensors.h"
+#include "support/run_epserve.h"
 #include "support/temp_dir.h"
 
 namespace epserve {
@@ -29,17 +30,11 @@ nlohmann::json run_generate(const std::string& model, const std::string& prompts
                             const std::string& env = "") {
   std::string out = dir.file("out.json");
   std::remove(out.c_str());
-  std::string cmd = fmt::format(
-      "{} {} generate --model-path {} {} --max-new-tokens 8 --ignore-eos --return-logits "
-      "--output {} {} 2>&1",
-      env, EPSERVE_BINARY, model, prompts, out, flags);
-  FILE* pipe = popen(cmd.c_str(), "r");
-  std::string log;
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof(buf), pipe)) > 0) log.append(buf, n);
-  int status = pclose(pipe);
-  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << cmd << "\n" << log;
+  std::string args = fmt::format(
+      "generate --model-path {} {} --max-new-tokens 8 --ignore-eos --return-logits --output {} {}",
+      model, prompts, out, flags);
+  testing::RunResult r = testing::run_epserve(args, env);
+  EXPECT_EQ(r.exit_code, 0) << args << "\n" << r.output;
   std::ifstream in(out);
   return in ? nlohmann::json::parse(in) : nlohmann::json::object();
 }

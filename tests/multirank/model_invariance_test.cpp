@@ -17,12 +17,15 @@
 #include <nlohmann/json.hpp>
 
 #include "io/safetensors.h"
+#include "support/run_epserve.h"
 #include "support/temp_dir.h"
 
 namespace epserve {
 namespace {
 
-std::string data_dir() { return std::string(EPSERVE_SOURCE_DIR) + "/tests/data"; }
+std::string data_dir() {
+  return std::string(EPSERVE_SOURCE_DIR) + "/tests/data";
+}
 
 struct Layout {
   int world;
@@ -42,24 +45,19 @@ const std::vector<Layout> kLayouts = {
     {2, "--ep-size 2 --enable-dp-attention"},
     {4, "--ep-size 4 --enable-dp-attention --moe-a2a-backend deepep"},
     {4, "--ep-size 4 --enable-dp-attention --dp-size 2"},
-    {4, "--ep-size 4 --enable-dp-attention --dp-size 2 --moe-a2a-backend deepep "
-        "--enable-dp-lm-head"},
+    {4,
+     "--ep-size 4 --enable-dp-attention --dp-size 2 --moe-a2a-backend deepep "
+     "--enable-dp-lm-head"},
 };
 
 nlohmann::json run_generate(const std::string& model, const std::string& prompts,
                             const std::string& flags, const testing::TempDir& dir) {
   std::string out = dir.file("out.json");
-  std::string cmd = fmt::format(
-      "{} generate --model-path {} {} --max-new-tokens 8 --ignore-eos --return-logits "
-      "--output {} {} 2>&1",
-      EPSERVE_BINARY, model, prompts, out, flags);
-  FILE* pipe = popen(cmd.c_str(), "r");
-  std::string log;
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof(buf), pipe)) > 0) log.append(buf, n);
-  int status = pclose(pipe);
-  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << cmd << "\n" << log;
+  std::string args = fmt::format(
+      "generate --model-path {} {} --max-new-tokens 8 --ignore-eos --return-logits --output {} {}",
+      model, prompts, out, flags);
+  testing::RunResult r = testing::run_epserve(args);
+  EXPECT_EQ(r.exit_code, 0) << args << "\n" << r.output;
   std::ifstream in(out);
   return nlohmann::json::parse(in);
 }
@@ -91,8 +89,7 @@ TEST_P(LayoutInvariance, EveryLayoutGivesTheTokensOfOneRank) {
       EXPECT_EQ(a["output_ids"], b["output_ids"]) << "prompt " << s;
       for (size_t step = 0; step < a["logits"].size(); ++step) {
         for (size_t v = 0; v < a["logits"][step].size(); ++v) {
-          ASSERT_NEAR(a["logits"][step][v].get<double>(), b["logits"][step][v].get<double>(),
-                      1e-4);
+          ASSERT_NEAR(a["logits"][step][v].get<double>(), b["logits"][step][v].get<double>(), 1e-4);
         }
       }
     }

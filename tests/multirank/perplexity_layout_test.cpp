@@ -18,6 +18,7 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include "support/run_epserve.h"
 #include "support/temp_dir.h"
 
 namespace epserve {
@@ -40,17 +41,12 @@ constexpr double kTransformersTolerance = 1e-5;
 nlohmann::json run_perplexity(const std::string& flags, const testing::TempDir& dir) {
   std::string out = dir.file("ppl.json");
   std::remove(out.c_str());
-  std::string cmd = fmt::format(
-      "{} perplexity --model-path {} --text-file {} --max-length 256 --stride 256 --add-bos "
-      "--output {} {} 2>&1",
-      EPSERVE_BINARY, source_path("models/default"), source_path(kText), out, flags);
-  FILE* pipe = popen(cmd.c_str(), "r");
-  std::string log;
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof(buf), pipe)) > 0) log.append(buf, n);
-  int status = pclose(pipe);
-  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << cmd << "\n" << log;
+  std::string args = fmt::format(
+      "perplexity --model-path {} --text-file {} --max-length 256 --stride 256 --add-bos "
+      "--output {} {}",
+      source_path("models/default"), source_path(kText), out, flags);
+  testing::RunResult r = testing::run_epserve(args);
+  EXPECT_EQ(r.exit_code, 0) << args << "\n" << r.output;
   std::ifstream in(out);
   return nlohmann::json::parse(in);
 }

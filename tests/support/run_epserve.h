@@ -1,5 +1,5 @@
 // Runs the epserve binary under test (EPSERVE_BINARY) with arguments, capturing stdout and
-// stderr together.
+// stderr together; `env` (VAR=value ...) goes before the command.
 #pragma once
 
 #include <sys/wait.h>
@@ -16,8 +16,8 @@ struct RunResult {
   std::string output;  // stdout and stderr
 };
 
-inline RunResult run_epserve(const std::string& args) {
-  std::string cmd = std::string(EPSERVE_BINARY) + " " + args + " 2>&1";
+inline RunResult run_epserve(const std::string& args, const std::string& env = "") {
+  std::string cmd = env + " " + std::string(EPSERVE_BINARY) + " " + args + " 2>&1";
   FILE* pipe = popen(cmd.c_str(), "r");
   std::string out;
   std::array<char, 4096> buf;

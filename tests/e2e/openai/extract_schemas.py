@@ -41,15 +41,15 @@ def main(path):
     with open(path) as f:
         spec = yaml.load(f, Loader=loader)
     schemas = spec["components"]["schemas"]
-    keep, todo = set(), list(ROOTS)
-    while todo:
-        name = todo.pop()
+    keep, pending = set(), list(ROOTS)
+    while pending:
+        name = pending.pop()
         if name in keep:
             continue
         keep.add(name)
         found = set()
         refs(schemas[name], found)
-        todo.extend(found - keep)
+        pending.extend(found - keep)
     out = {"info": {"source": "OpenAI openapi.yaml " + str(spec["info"].get("version")), "license": "MIT"},
            "components": {"schemas": {n: strip_docs(schemas[n]) for n in sorted(keep)}}}
     target = pathlib.Path(__file__).with_name("schemas.json")
