@@ -13,8 +13,18 @@ int main(int argc, char** argv) {
   app.set_version_flag("--version", EPSERVE_VERSION);
   app.require_subcommand(1);
   std::vector<epserve::cli::Command> commands = epserve::cli::all_commands(app);
+  std::vector<std::string> args;
   try {
-    app.parse(argc, argv);
+    args = epserve::cli::expand_abbreviations(commands,
+                                              std::vector<std::string>(argv + 1, argv + argc));
+  } catch (const epserve::Error& e) {
+    std::fprintf(stderr, "epserve: error: %s\n", e.what());
+    return 2;  // argparse's status for a usage error
+  }
+  std::vector<const char*> expanded = {argv[0]};
+  for (const std::string& arg : args) expanded.push_back(arg.c_str());
+  try {
+    app.parse(static_cast<int>(expanded.size()), expanded.data());
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
   }

@@ -6,8 +6,8 @@
 #include <string>
 
 #include "cli/commands.h"
-#include "eplb/placement.h"
 #include "core/error.h"
+#include "eplb/placement.h"
 #include "runtime/parallel_setup.h"
 #include "runtime/rank_main.h"
 #include "server/server_args.h"
@@ -59,6 +59,8 @@ RankOptions rank_options(const ServerArgs& a) {
   x.recorder_mode = a.expert_distribution_recorder_mode;
   x.recorder_buffer_size = a.expert_distribution_recorder_buffer_size;
   x.enable_metrics = a.enable_expert_distribution_metrics;
+  x.recorder_dir = a.expert_distribution_recorder_dir;
+  x.recorder_format = a.expert_distribution_recorder_format;
   x.enable_eplb = a.enable_eplb;
   x.eplb.rebalance_num_iterations = a.eplb_rebalance_num_iterations;
   x.eplb.layers_per_chunk = a.eplb_rebalance_layers_per_chunk;
@@ -83,7 +85,8 @@ Command register_serve(CLI::App& app) {
       "serve", "Serve a model over HTTP (OpenAI and SGLang APIs) with SGLang's flags");
   sub->allow_extras();
   add_server_args(*sub, *args);
-  return Command{sub, [args, sub] {
+  return Command{sub,
+                 [args, sub] {
                    check_unknown_flags(sub->remaining());
                    resolve_server_args(*args);
                    args->argv = own_argv();
@@ -94,7 +97,8 @@ Command register_serve(CLI::App& app) {
                      return run_rank(rank_options(*args));
                    }
                    return run_server(*args);
-                 }};
+                 },
+                 sglang_flag_names()};
 }
 
 }  // namespace epserve::cli

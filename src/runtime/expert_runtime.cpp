@@ -5,13 +5,12 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
-#include <filesystem>
-#include <fstream>
 #include <numeric>
 
 #include "comm/communicator.h"
 #include "core/error.h"
 #include "eplb/expert_location.h"
+#include "eplb/recorder_dump.h"
 
 namespace epserve {
 namespace {
@@ -30,7 +29,8 @@ int64_t expert_command_code(const std::string& name) {
   return 0;
 }
 
-std::string expert_distribution_dump_dir() {
+std::string expert_distribution_dump_dir(const std::string& flag) {
+  if (!flag.empty()) return flag;
   for (const char* name :
        {"EPSERVE_EXPERT_DISTRIBUTION_RECORDER_DIR", "SGLANG_EXPERT_DISTRIBUTION_RECORDER_DIR"}) {
     const char* v = std::getenv(name);
@@ -42,6 +42,7 @@ std::string expert_distribution_dump_dir() {
 void ExpertRuntimeOptions::resolve() {
   if (recorder_mode.empty() && (enable_eplb || enable_metrics)) recorder_mode = "stat";
   if (!recorder_mode.empty()) eplb::parse_recorder_mode(recorder_mode);  // checks the name
+  eplb::check_recorder_format(recorder_format);
   if (recorder_buffer_size == 0) recorder_buffer_size = eplb.rebalance_num_iterations;
   EPS_CHECK(recorder_buffer_size == -1 || recorder_buffer_size > 0,
             "--expert-distribution-recorder-buffer-size {} must be -1 (unbounded) or positive",
@@ -258,45 +259,31 @@ nlohmann::json ExpertRuntime::dump() {
     return {{"error", "the ranks recorded different numbers of passes; nothing was written"}};
   }
 
-  const eplb::RecorderShape& s = recorder_->shape();
-  nlohmann::json logical_count = nlohmann::json::array();
-  for (int64_t r = 0; r < rows; ++r) {
-    nlohmann::json layers = nlohmann::json::array();
-    for (int l = 0; l < s.num_layers; ++l) {
-      const auto begin = counts.begin() + (r * s.num_layers + l) * s.num_logical;
-      layers.push_back(std::vector<int64_t>(begin, begin + s.num_logical));
-    }
-    logical_count.push_back(std::move(layers));
-  }
-  nlohmann::ordered_json out;
-  out["rank"] = 0;
-  out["recorder_mode"] = eplb::recorder_mode_name(recorder_->mode());
-  out["num_recorded_passes"] = passes;
-  out["logical_count"] = std::move(logical_count);
-  out["average_utilization_rate_over_window"] =
-      utilization >= 0 ? nlohmann::json(utilization) : nlohmann::json(nullptr);
-  if (detailed) out["records"] = std::move(records);
+  eplb::RecorderDump out;
+  out.mode = recorder_->mode();
+  out.shape = recorder_->shape();
+  out.num_recorded_passes = passes;
+  out.rows = rows;
+  out.logical_count = std::move(counts);
+  if (utilization >= 0) out.average_utilization_rate_over_window = utilization;
+  if (detailed) out.records = std::move(records);
   const std::span<const int32_t> p2l = physical_to_logical();
-  nlohmann::json last_map = nlohmann::json::array();
-  for (int l = 0; l < s.num_layers; ++l) {
-    last_map.push_back(std::vector<int32_t>(p2l.begin() + l * s.num_physical,
-                                            p2l.begin() + (l + 1) * s.num_physical));
-  }
-  out["last_physical_to_logical_map"] = std::move(last_map);
+  out.last_physical_to_logical_map.assign(p2l.begin(), p2l.end());
 
   const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(
                       std::chrono::system_clock::now().time_since_epoch())
                       .count();
-  const std::filesystem::path path = std::filesystem::path(expert_distribution_dump_dir()) /
-                                     fmt::format("expert_distribution_recorder_{}.json", ms);
-  std::ofstream file(path);
-  if (!file || !(file << out.dump() << '\n')) {
-    return {{"error", fmt::format("cannot write the expert distribution dump to {} (set "
-                                  "EPSERVE_EXPERT_DISTRIBUTION_RECORDER_DIR to a writable folder)",
-                                  path.string())}};
+  std::vector<std::string> paths;
+  try {
+    paths = eplb::write_recorder_dump(out, expert_distribution_dump_dir(options_.recorder_dir),
+                                      options_.recorder_format, std::to_string(ms));
+  } catch (const Error& e) {
+    return {{"error", e.what()}};
   }
-  spdlog::info("expert distribution ({} passes) written to {}", passes, path.string());
-  return {{"ok", true}, {"path", path.string()}, {"num_recorded_passes", passes}};
+  std::string written;
+  for (const std::string& p : paths) written += (written.empty() ? "" : " and ") + p;
+  spdlog::info("expert distribution ({} passes) written to {}", passes, written);
+  return {{"ok", true}, {"path", written}, {"num_recorded_passes", passes}};
 }
 
 nlohmann::json ExpertRuntime::stats() const {

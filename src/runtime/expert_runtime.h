@@ -10,8 +10,8 @@
 // (runtime/rank_main.cpp) and hand them to their followers before the next batch
 // (runtime/group_runner.h). A dump sums the logical counts over the ranks, gathers the
 // per_pass / per_token records on world rank 0, which writes
-// expert_distribution_recorder_<unix ms>.json into $EPSERVE_EXPERT_DISTRIBUTION_RECORDER_DIR
-// (or $SGLANG_EXPERT_DISTRIBUTION_RECORDER_DIR, default /tmp) and returns its path.
+// expert_distribution_recorder_<unix ms>.json and / or .pt (eplb/recorder_dump.h) into the
+// folder expert_distribution_dump_dir() names and returns the paths.
 #pragma once
 
 #include <chrono>
@@ -38,6 +38,8 @@ struct ExpertRuntimeOptions {
   bool enable_eplb = false;
   eplb::EplbOptions eplb;
   bool dispatcher_counts = false;  // the MoE layers dispatch (DeepEP): stat_approx counts there
+  std::string recorder_dir;        // empty: expert_distribution_dump_dir()'s default
+  std::string recorder_format = "json";  // json, pt (torch.load) or both
 
   bool active() const { return !recorder_mode.empty() || enable_eplb || enable_metrics; }
   // SGLang's defaults: EPLB or the metrics without a mode record in stat; a buffer size of 0
@@ -58,8 +60,10 @@ enum class ExpertCommand : int64_t {
 // "start_expert_distribution_record" ... ; 0 for any other name.
 int64_t expert_command_code(const std::string& name);
 
-// Where dumps go: $EPSERVE_EXPERT_DISTRIBUTION_RECORDER_DIR, $SGLANG_..., else /tmp.
-std::string expert_distribution_dump_dir();
+// Where dumps go: `flag` (--expert-distribution-recorder-dir) when given, else
+// $EPSERVE_EXPERT_DISTRIBUTION_RECORDER_DIR, else $SGLANG_EXPERT_DISTRIBUTION_RECORDER_DIR, else
+// /tmp.
+std::string expert_distribution_dump_dir(const std::string& flag);
 
 class ExpertRuntime : public PassObserver {
  public:

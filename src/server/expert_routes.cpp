@@ -2,7 +2,8 @@
 // /start_expert_distribution_record, /stop_expert_distribution_record and
 // /dump_expert_distribution_record. Each goes to every DP group's scheduler; the ranks run it
 // together between two forward passes (runtime/expert_runtime.h). The dump's answer names the
-// JSON file world rank 0 wrote.
+// file(s) world rank 0 wrote ("Written to A.json", "... A.pt", or "... A.json and A.pt" as
+// --expert-distribution-recorder-format says).
 #include <chrono>
 
 #include "server/errors.h"

@@ -96,6 +96,11 @@ void add_server_args(CLI::App& sub, ServerArgs& a) {
   sub.add_option("--expert-distribution-recorder-buffer-size",
                  a.expert_distribution_recorder_buffer_size);
   sub.add_flag("--enable-expert-distribution-metrics", a.enable_expert_distribution_metrics);
+  sub.add_option("--expert-distribution-recorder-dir", a.expert_distribution_recorder_dir,
+                 "Folder of the dumps (default: $EPSERVE_EXPERT_DISTRIBUTION_RECORDER_DIR, "
+                 "$SGLANG_EXPERT_DISTRIBUTION_RECORDER_DIR, /tmp)");
+  sub.add_option("--expert-distribution-recorder-format", a.expert_distribution_recorder_format,
+                 "json, pt (torch.load) or both");
 
   // PD disaggregation
   sub.add_option("--disaggregation-mode", a.disaggregation_mode, "null, prefill or decode");
@@ -109,6 +114,8 @@ void add_server_args(CLI::App& sub, ServerArgs& a) {
   sub.add_option("--chunked-prefill-size", a.chunked_prefill_size, "-1 disables chunking");
   sub.add_option("--page-size", a.page_size, "Tokens per KV page");
   sub.add_flag("--disable-radix-cache", a.disable_radix_cache, "No prefix cache");
+
+  add_ignored_sglang_flags(sub, a);
 }
 
 void resolve_server_args(ServerArgs& a) {
@@ -213,6 +220,8 @@ void resolve_server_args(ServerArgs& a) {
   EPS_CHECK(a.expert_distribution_recorder_buffer_size >= -1,
             "--expert-distribution-recorder-buffer-size {} must be -1 (unbounded) or positive",
             a.expert_distribution_recorder_buffer_size);
+  check_choice("--expert-distribution-recorder-format", a.expert_distribution_recorder_format,
+               {"json", "pt", "both"});
   if (a.ep_dispatch_algorithm.empty() && (a.enable_eplb || a.init_expert_location != "trivial")) {
     a.ep_dispatch_algorithm = "static";
   }
@@ -289,6 +298,11 @@ nlohmann::json server_args_to_json(const ServerArgs& a) {
            : nlohmann::json(a.expert_distribution_recorder_mode)},
       {"expert_distribution_recorder_buffer_size", a.expert_distribution_recorder_buffer_size},
       {"enable_expert_distribution_metrics", a.enable_expert_distribution_metrics},
+      {"expert_distribution_recorder_dir",
+       a.expert_distribution_recorder_dir.empty()
+           ? nlohmann::json()
+           : nlohmann::json(a.expert_distribution_recorder_dir)},
+      {"expert_distribution_recorder_format", a.expert_distribution_recorder_format},
       {"disaggregation_mode", a.disaggregation_mode},
       {"disaggregation_bootstrap_port", a.disaggregation_bootstrap_port},
       {"max_running_requests",

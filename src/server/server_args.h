@@ -72,6 +72,10 @@ struct ServerArgs {
   std::string expert_distribution_recorder_mode;         // empty: none
   int64_t expert_distribution_recorder_buffer_size = 0;  // 0: eplb_rebalance_num_iterations
   bool enable_expert_distribution_metrics = false;
+  // Where dumps go; empty: $EPSERVE_EXPERT_DISTRIBUTION_RECORDER_DIR,
+  // $SGLANG_EXPERT_DISTRIBUTION_RECORDER_DIR, else /tmp (runtime/expert_runtime.h).
+  std::string expert_distribution_recorder_dir;
+  std::string expert_distribution_recorder_format = "json";  // json, pt or both
 
   // PD disaggregation
   std::string disaggregation_mode = "null";
@@ -90,30 +94,53 @@ struct ServerArgs {
   int num_dp_groups = 1;         // schedulers: dp_size with DP attention, else 1
   bool dp_size_implied = false;  // --enable-dp-attention without --dp-size took dp = W
 
+  // SGLang's GPU-only flags that were given ("--disable-cuda-graph", ...): accepted, ignored.
+  std::vector<std::string> ignored_gpu_flags;
+
   // The flags as given (for /get_server_info and the rank processes' logs).
   std::vector<std::string> argv;
 };
 
-// Adds the flags to the `serve` subcommand. SGLang flags that epserve does not implement are not
-// registered; `sub` must allow extras so that they reach check_unimplemented_flags().
+// Adds the flags to the `serve` subcommand, with SGLang's GPU-only flags (hidden; given, they are
+// noted in ignored_gpu_flags). SGLang flags that epserve does not implement are not registered;
+// `sub` must allow extras so that they reach check_unknown_flags().
 void add_server_args(CLI::App& sub, ServerArgs& args);
+// The GPU-only part of add_server_args() (sglang_flags.cpp).
+void add_ignored_sglang_flags(CLI::App& sub, ServerArgs& args);
 
-// Throws epserve::Error naming the first argument that is an SGLang flag epserve does not
-// implement yet, or that is no flag at all.
+// Throws one epserve::Error naming every argument that is an SGLang flag epserve does not
+// implement yet, that is no flag at all, or that is a stray value.
 void check_unknown_flags(const std::vector<std::string>& extras);
+
+// The one warning line for ignored_gpu_flags ("ignored on the CPU backend: ..."); empty if none.
+std::string ignored_flags_warning(const ServerArgs& args);
+
+// argparse's abbreviations, as SGLang's parser allows them: an argument "--PREFIX" or
+// "--PREFIX=VALUE" that is not itself one of `names` (long flag names without "--") but the start
+// of exactly one becomes that flag. The start of several is an error naming them all (argparse's
+// "ambiguous option: --x could match --a, --b"). Arguments after "--" are left alone.
+std::vector<std::string> expand_flag_abbreviations(std::vector<std::string> args,
+                                                   const std::vector<std::string>& names);
+// The long names (without "--") of an app's options.
+std::vector<std::string> long_flag_names(const CLI::App& app);
+// SGLang's flags that `serve` does not register (the unimplemented ones), so that an
+// abbreviation ambiguous in SGLang is ambiguous here too.
+std::vector<std::string> sglang_flag_names();
 
 // Checks the values and the rules between them (SGLang's), and fills the resolved fields.
 // Throws epserve::Error with one line naming the flag and what to change.
 void resolve_server_args(ServerArgs& args);
 
-// Throws epserve::Error when the flags ask for something this build cannot run yet (a valid
-// SGLang setting whose implementation has not landed). Kept apart from resolve_server_args so
-// the list shrinks as features land (server_args_support.cpp).
+// Throws one epserve::Error naming everything the flags ask for that this build cannot run yet
+// (valid SGLang settings whose implementation has not landed), and logs ignored_flags_warning().
+// Kept apart from resolve_server_args so the list shrinks as features land
+// (server_args_support.cpp).
 void check_supported(const ServerArgs& args);
 
 // True for the long flag names (without "--") of SGLang's launch_server that epserve does not
-// implement.
+// implement, and for those it accepts and ignores (GPU-only).
 bool is_unimplemented_sglang_flag(const std::string& name);
+bool is_ignored_sglang_flag(const std::string& name);
 
 nlohmann::json server_args_to_json(const ServerArgs& args);
 

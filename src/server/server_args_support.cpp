@@ -1,20 +1,18 @@
 // What this build of epserve can run. resolve_server_args() accepts every valid SGLang setting;
-// this file refuses, with one line each, the valid settings whose implementation has not landed
-// yet, so that none is silently ignored. Delete a check when its feature lands.
+// this file refuses, in one message naming them all, the valid settings whose implementation has
+// not landed yet, so that none is silently ignored. Delete a check when its feature lands.
+#include <spdlog/spdlog.h>
+
 #include "core/error.h"
 #include "server/server_args.h"
 
 namespace epserve {
 
-namespace {
-
-void not_yet(bool asked, const char* what) {
-  EPS_CHECK(!asked, "{} is not implemented in this build of epserve yet", what);
-}
-
-}  // namespace
-
 void check_supported(const ServerArgs& a) {
+  std::vector<std::string> missing;
+  auto not_yet = [&missing](bool asked, const char* what) {
+    if (asked) missing.emplace_back(what);
+  };
   not_yet(a.device == "cuda", "--device cuda (the CUDA backend)");
   // The frontend reaches the schedulers over ipc://, so every group leader (the first rank of
   // each attention group) must run on node 0; with groups of W / dp ranks and nodes of W / nnodes
@@ -25,6 +23,16 @@ void check_supported(const ServerArgs& a) {
   not_yet(a.moe_dense_tp_size > 1, "--moe-dense-tp-size above 1");
   not_yet(a.enable_two_batch_overlap, "--enable-two-batch-overlap");
   not_yet(a.disaggregation_mode != "null", "--disaggregation-mode prefill/decode");
+  if (!missing.empty()) {
+    std::string list;
+    for (size_t i = 0; i < missing.size(); ++i) {
+      list += (i == 0 ? "" : i + 1 == missing.size() ? " and " : ", ") + missing[i];
+    }
+    EPS_THROW("{} {} not implemented in this build of epserve yet", list,
+              missing.size() == 1 ? "is" : "are");
+  }
+  const std::string warning = ignored_flags_warning(a);
+  if (!warning.empty()) spdlog::warn("{}", warning);
 }
 
 }  // namespace epserve

@@ -1,7 +1,13 @@
-// The flags of SGLang's launch_server that epserve does not implement (from SGLang's
-// docs/advanced_features/server_arguments.md). Given to `epserve serve`, they are rejected with a
-// message that says so, rather than mistaken for typos or silently ignored. A flag moves from
-// here to add_server_args() when it is implemented.
+// SGLang's launch_server flags that `epserve serve` does not register as its own (from SGLang's
+// docs/advanced_features/server_arguments.md and server_args.py), in two lists:
+//  - flags that only tune how a GPU runs the same computation (CUDA graphs, torch.compile, kernel
+//    and collective backends, GPU ids). The CPU backend has one implementation of each
+//    operation, so they cannot change its outputs: they are accepted, and ignored with one
+//    warning line that names them (docs/server.md "Accepted and ignored").
+//  - flags whose feature epserve does not implement: rejected with a message that says so, all
+//    of them in one message, rather than mistaken for typos or silently ignored. A flag moves
+//    from here to add_server_args() when it is implemented.
+// Also argparse's abbreviations (SGLang's parser allows them): an unambiguous prefix of a flag.
 #include <algorithm>
 #include <array>
 #include <string_view>
@@ -77,8 +83,6 @@ constexpr std::array kUnimplementedSglangFlags = std::to_array<std::string_view>
     "soft-watchdog-timeout",
     "download-dir",
     "model-checksum",
-    "base-gpu-id",
-    "gpu-id-step",
     "sleep-on-idle",
     "custom-sigquit-handler",
     // Logging and metrics
@@ -131,10 +135,6 @@ constexpr std::array kUnimplementedSglangFlags = std::to_array<std::string_view>
     "max-lora-chunk-size",
     "lora-drain-wait-threshold",
     // Kernel backends
-    "attention-backend",
-    "prefill-attention-backend",
-    "decode-attention-backend",
-    "sampling-backend",
     "grammar-backend",
     "mm-attention-backend",
     "dsa-prefill-backend",
@@ -143,7 +143,6 @@ constexpr std::array kUnimplementedSglangFlags = std::to_array<std::string_view>
     "nsa-decode-backend",
     "fp8-gemm-backend",
     "fp4-gemm-backend",
-    "disable-flashinfer-autotune",
     // Speculative decoding
     "speculative-algorithm",
     "speculative-draft-model-path",
@@ -168,14 +167,10 @@ constexpr std::array kUnimplementedSglangFlags = std::to_array<std::string_view>
     "speculative-ngram-capacity",
     "enable-multi-layer-eagle",
     // MoE
-    "moe-runner-backend",
     "flashinfer-mxfp4-moe-precision",
-    "enable-flashinfer-allreduce-fusion",
-    "enable-aiter-allreduce-fusion",
     "deepep-dispatcher-output-dtype",
     "enable-fused-grouped-gemm-combine",
     "eplb-min-rebalancing-utilization-threshold",
-    "deepep-config",
     "elastic-ep-backend",
     "enable-elastic-expert-backup",
     "mooncake-ib-device",
@@ -213,39 +208,14 @@ constexpr std::array kUnimplementedSglangFlags = std::to_array<std::string_view>
     "offload-mode",
     "multi-item-scoring-delimiter",
     // Optimization and debugging
-    "cuda-graph-max-bs",
-    "cuda-graph-bs",
-    "disable-cuda-graph",
-    "disable-cuda-graph-padding",
-    "enable-profile-cuda-graph",
-    "enable-cudagraph-gc",
-    "enable-layerwise-nvtx-marker",
-    "enable-nccl-nvls",
-    "enable-symm-mem",
     "disable-flashinfer-cutlass-moe-fp4-allgather",
     "enable-tokenizer-batch-encode",
     "disable-tokenizer-batch-decode",
     "disable-outlines-disk-cache",
-    "disable-custom-all-reduce",
-    "enable-mscclpp",
-    "enable-torch-symm-mem",
-    "disable-overlap-schedule",
     "enable-mixed-chunk",
     "enable-single-batch-overlap",
-    "enable-torch-compile",
-    "enable-torch-compile-debug-mode",
-    "disable-piecewise-cuda-graph",
-    "enforce-piecewise-cuda-graph",
-    "piecewise-cuda-graph-tokens",
-    "piecewise-cuda-graph-compiler",
-    "torch-compile-max-bs",
-    "piecewise-cuda-graph-max-tokens",
     "torchao-config",
     "enable-nan-detection",
-    "enable-p2p-check",
-    "triton-attention-reduce-in-fp32",
-    "triton-attention-num-kv-splits",
-    "triton-attention-split-tile-size",
     "num-continuous-decode-steps",
     "delete-ckpt-after-loading",
     "enable-memory-saver",
@@ -253,9 +223,6 @@ constexpr std::array kUnimplementedSglangFlags = std::to_array<std::string_view>
     "enable-draft-weights-cpu-backup",
     "allow-auto-truncate",
     "enable-custom-logit-processor",
-    "flashinfer-mla-disable-ragged",
-    "disable-shared-experts-fusion",
-    "disable-chunked-prefix-cache",
     "disable-fast-image-processor",
     "keep-mm-feature-on-device",
     "enable-return-hidden-states",
@@ -269,7 +236,6 @@ constexpr std::array kUnimplementedSglangFlags = std::to_array<std::string_view>
     "enable-nsa-prefill-context-parallel",
     "dsa-prefill-cp-mode",
     "nsa-prefill-cp-mode",
-    "enable-fused-qk-norm-rope",
     "enable-precise-embedding-interpolation",
     "enable-dynamic-batch-tokenizer",
     "dynamic-batch-tokenizer-batch-size",
@@ -331,6 +297,78 @@ constexpr std::array kUnimplementedSglangFlags = std::to_array<std::string_view>
     "nsa-decode",
 });
 
+enum class Arity { kFlag, kValue, kValues };  // store_true, one value, nargs="+"
+
+struct IgnoredFlag {
+  std::string_view name;
+  Arity arity;
+};
+
+// Accepted and ignored on the CPU backend: each only chooses how a GPU runs the same computation.
+constexpr std::array kIgnoredOnCpuFlags = std::to_array<IgnoredFlag>({
+    // CUDA graphs and torch.compile: capture or compile the same forward pass.
+    {"cuda-graph-max-bs", Arity::kValue},
+    {"cuda-graph-bs", Arity::kValues},
+    {"disable-cuda-graph", Arity::kFlag},
+    {"disable-cuda-graph-padding", Arity::kFlag},
+    {"enable-profile-cuda-graph", Arity::kFlag},
+    {"enable-cudagraph-gc", Arity::kFlag},
+    {"disable-piecewise-cuda-graph", Arity::kFlag},
+    {"enforce-piecewise-cuda-graph", Arity::kFlag},
+    {"piecewise-cuda-graph-tokens", Arity::kValues},
+    {"piecewise-cuda-graph-compiler", Arity::kValue},
+    {"piecewise-cuda-graph-max-tokens", Arity::kValue},
+    {"enable-torch-compile", Arity::kFlag},
+    {"enable-torch-compile-debug-mode", Arity::kFlag},
+    {"torch-compile-max-bs", Arity::kValue},
+    // Kernel choices for operations the CPU backend has one implementation of.
+    {"attention-backend", Arity::kValue},
+    {"prefill-attention-backend", Arity::kValue},
+    {"decode-attention-backend", Arity::kValue},
+    {"sampling-backend", Arity::kValue},
+    {"moe-runner-backend", Arity::kValue},
+    {"disable-flashinfer-autotune", Arity::kFlag},
+    {"flashinfer-mla-disable-ragged", Arity::kFlag},
+    {"triton-attention-reduce-in-fp32", Arity::kFlag},
+    {"triton-attention-num-kv-splits", Arity::kValue},
+    {"triton-attention-split-tile-size", Arity::kValue},
+    {"enable-fused-qk-norm-rope", Arity::kFlag},
+    {"disable-shared-experts-fusion", Arity::kFlag},
+    {"disable-chunked-prefix-cache", Arity::kFlag},
+    // Collectives: which GPU library or kernel sums and moves the same tensors.
+    {"disable-custom-all-reduce", Arity::kFlag},
+    {"enable-mscclpp", Arity::kFlag},
+    {"enable-torch-symm-mem", Arity::kFlag},
+    {"enable-nccl-nvls", Arity::kFlag},
+    {"enable-symm-mem", Arity::kFlag},
+    {"enable-flashinfer-allreduce-fusion", Arity::kFlag},
+    {"enable-aiter-allreduce-fusion", Arity::kFlag},
+    {"deepep-config", Arity::kValue},
+    {"enable-p2p-check", Arity::kFlag},
+    // GPU scheduling overlap, profiling markers, which GPUs.
+    {"disable-overlap-schedule", Arity::kFlag},
+    {"enable-layerwise-nvtx-marker", Arity::kFlag},
+    {"base-gpu-id", Arity::kValue},
+    {"gpu-id-step", Arity::kValue},
+});
+
+void note_ignored(ServerArgs& a, std::string_view name) {
+  std::string flag = "--" + std::string(name);
+  if (std::find(a.ignored_gpu_flags.begin(), a.ignored_gpu_flags.end(), flag) ==
+      a.ignored_gpu_flags.end()) {
+    a.ignored_gpu_flags.push_back(std::move(flag));
+  }
+}
+
+std::string joined(const std::vector<std::string>& items, const char* quote = "") {
+  std::string out;
+  for (const std::string& item : items) {
+    if (!out.empty()) out += ", ";
+    out += quote + item + quote;
+  }
+  return out;
+}
+
 }  // namespace
 
 bool is_unimplemented_sglang_flag(const std::string& name) {
@@ -338,17 +376,110 @@ bool is_unimplemented_sglang_flag(const std::string& name) {
          kUnimplementedSglangFlags.end();
 }
 
-void check_unknown_flags(const std::vector<std::string>& extras) {
-  for (const std::string& arg : extras) {
-    if (arg.rfind("--", 0) == 0) {
-      std::string name =
-          arg.substr(2, arg.find('=') == std::string::npos ? std::string::npos : arg.find('=') - 2);
-      EPS_CHECK(!is_unimplemented_sglang_flag(name),
-                "--{} is an SGLang flag that epserve does not implement yet; remove it", name);
-      EPS_THROW("unknown flag --{} (epserve serve --help lists the flags)", name);
+bool is_ignored_sglang_flag(const std::string& name) {
+  return std::any_of(kIgnoredOnCpuFlags.begin(), kIgnoredOnCpuFlags.end(),
+                     [&](const IgnoredFlag& f) { return f.name == name; });
+}
+
+void add_ignored_sglang_flags(CLI::App& sub, ServerArgs& a) {
+  for (const IgnoredFlag& f : kIgnoredOnCpuFlags) {
+    const std::string flag = "--" + std::string(f.name);
+    const std::string_view name = f.name;
+    CLI::Option* option = nullptr;
+    switch (f.arity) {
+      case Arity::kFlag:
+        option = sub.add_flag_callback(flag, [&a, name] { note_ignored(a, name); });
+        break;
+      case Arity::kValue:
+        option = sub.add_option_function<std::string>(
+            flag, [&a, name](const std::string&) { note_ignored(a, name); });
+        break;
+      case Arity::kValues:
+        option = sub.add_option_function<std::vector<std::string>>(
+            flag, [&a, name](const std::vector<std::string>&) { note_ignored(a, name); });
+        break;
     }
-    EPS_THROW("unexpected argument '{}' (epserve serve --help lists the flags)", arg);
+    // Hidden from --help; given twice, the last wins (as argparse).
+    option->group("");
+    if (f.arity != Arity::kValues) option->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
   }
+}
+
+std::string ignored_flags_warning(const ServerArgs& a) {
+  if (a.ignored_gpu_flags.empty()) return "";
+  return "ignored on the CPU backend: " + joined(a.ignored_gpu_flags) +
+         " (they only tune GPU execution; docs/server.md lists them)";
+}
+
+std::vector<std::string> sglang_flag_names() {
+  return std::vector<std::string>(kUnimplementedSglangFlags.begin(),
+                                  kUnimplementedSglangFlags.end());
+}
+
+std::vector<std::string> long_flag_names(const CLI::App& app) {
+  std::vector<std::string> names;
+  for (const CLI::Option* option : app.get_options()) {
+    for (const std::string& name : option->get_lnames()) names.push_back(name);
+  }
+  return names;
+}
+
+std::vector<std::string> expand_flag_abbreviations(std::vector<std::string> args,
+                                                   const std::vector<std::string>& names) {
+  for (std::string& arg : args) {
+    if (arg == "--") break;  // the rest are values, never flags
+    if (arg.size() <= 2 || arg.rfind("--", 0) != 0) continue;
+    const size_t eq = arg.find('=');
+    const std::string given = arg.substr(2, eq == std::string::npos ? std::string::npos : eq - 2);
+    if (std::find(names.begin(), names.end(), given) != names.end()) continue;  // exact wins
+    std::vector<std::string> matches;
+    for (const std::string& name : names) {
+      if (name.rfind(given, 0) == 0) matches.push_back("--" + name);
+    }
+    if (matches.empty()) continue;  // an unknown flag: check_unknown_flags() names it
+    // argparse's words for it.
+    EPS_CHECK(matches.size() == 1, "ambiguous option: --{} could match {}", given, joined(matches));
+    arg = matches[0] + (eq == std::string::npos ? "" : arg.substr(eq));
+  }
+  return args;
+}
+
+void check_unknown_flags(const std::vector<std::string>& extras) {
+  std::vector<std::string> unimplemented, unknown, stray;
+  for (size_t i = 0; i < extras.size(); ++i) {
+    const std::string& arg = extras[i];
+    if (arg.size() > 2 && arg.rfind("--", 0) == 0) {
+      const size_t eq = arg.find('=');
+      const std::string name = arg.substr(0, eq);
+      (is_unimplemented_sglang_flag(name.substr(2)) ? unimplemented : unknown).push_back(name);
+      // The argument after a flag without "=" is taken as its value, not as a stray one.
+      if (eq == std::string::npos && i + 1 < extras.size() && extras[i + 1].rfind("--", 0) != 0) {
+        ++i;
+      }
+      continue;
+    }
+    stray.push_back(arg);
+  }
+  std::vector<std::string> problems;
+  if (unimplemented.size() == 1) {
+    problems.push_back(unimplemented[0] +
+                       " is an SGLang flag that epserve does not implement yet; remove it");
+  } else if (!unimplemented.empty()) {
+    problems.push_back(joined(unimplemented) +
+                       " are SGLang flags that epserve does not implement yet; remove them");
+  }
+  if (!unknown.empty()) {
+    problems.push_back((unknown.size() == 1 ? "unknown flag " : "unknown flags ") +
+                       joined(unknown) + " (epserve serve --help lists the flags)");
+  }
+  if (!stray.empty()) {
+    problems.push_back((stray.size() == 1 ? "unexpected argument " : "unexpected arguments ") +
+                       joined(stray, "'"));
+  }
+  if (problems.empty()) return;
+  std::string message;
+  for (const std::string& p : problems) message += (message.empty() ? "" : "; ") + p;
+  EPS_THROW("{}", message);
 }
 
 }  // namespace epserve

@@ -52,7 +52,7 @@ def run_cli(*args):
 
 
 @pytest.mark.parametrize("args,needle", [
-    (["--disable-cuda-graph"], "--disable-cuda-graph is an SGLang flag that epserve does not implement yet"),
+    (["--kv-cache-dtype", "fp8_e5m2"], "--kv-cache-dtype is an SGLang flag that epserve does not implement yet"),
     (["--speculative-algorithm", "EAGLE"], "--speculative-algorithm is an SGLang flag"),
     (["--port-number", "1"], "unknown flag --port-number"),
     (["--tp-size", "6", "--ep-size", "4"], "--ep-size 4 must divide the world size 6"),

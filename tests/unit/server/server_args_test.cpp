@@ -1,16 +1,19 @@
-// The `serve` flags: SGLang's names and aliases, the consistency rules, and the messages for
-// SGLang flags epserve does not implement.
+// The `serve` flags: SGLang's names and aliases, argparse's abbreviations, the consistency rules,
+// SGLang's GPU-only flags (accepted, ignored with one warning) and the messages for SGLang flags
+// epserve does not implement.
 #include "server/server_args.h"
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
 #include "core/error.h"
+#include "support/run_epserve.h"
 
 namespace epserve {
 namespace {
 
 using ::testing::HasSubstr;
+using ::testing::Not;
 
 ServerArgs parse(std::vector<std::string> argv, std::vector<std::string>* extras = nullptr) {
   CLI::App app;
@@ -22,6 +25,40 @@ ServerArgs parse(std::vector<std::string> argv, std::vector<std::string>* extras
   app.parse(argv);
   if (extras != nullptr) *extras = app.remaining();
   return args;
+}
+
+// As `epserve serve` parses: abbreviations written out first (src/cli/commands.cpp).
+ServerArgs parse_abbreviated(std::vector<std::string> argv,
+                             std::vector<std::string>* extras = nullptr) {
+  CLI::App app;
+  ServerArgs unused;
+  app.allow_extras();
+  add_server_args(app, unused);
+  std::vector<std::string> names = long_flag_names(app);
+  for (const std::string& name : sglang_flag_names()) names.push_back(name);
+  return parse(expand_flag_abbreviations(std::move(argv), names), extras);
+}
+
+std::string abbreviation_error(std::vector<std::string> argv) {
+  try {
+    parse_abbreviated(std::move(argv));
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+std::string unknown_flags_error(const std::vector<std::string>& extras) {
+  try {
+    check_unknown_flags(extras);
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+std::string serve_fixture() {
+  return std::string(EPSERVE_SOURCE_DIR) + "/tests/data/models/qwen3_moe_tiny";
 }
 
 std::string resolve_error(std::vector<std::string> argv) {
@@ -134,30 +171,121 @@ TEST(ServerArgs, BadValuesNameTheFlag) {
 
 TEST(ServerArgs, UnimplementedSglangFlagsSaySo) {
   std::vector<std::string> extras;
-  parse({"--disable-cuda-graph", "--cuda-graph-max-bs", "8"}, &extras);
+  parse({"--kv-cache-dtype", "fp8_e5m2"}, &extras);
   ASSERT_FALSE(extras.empty());
-  try {
-    check_unknown_flags(extras);
-    FAIL() << "accepted --disable-cuda-graph";
-  } catch (const Error& e) {
-    EXPECT_THAT(e.what(), HasSubstr("--disable-cuda-graph is an SGLang flag that epserve does "
-                                    "not implement yet"));
-  }
+  EXPECT_THAT(unknown_flags_error(extras),
+              HasSubstr("--kv-cache-dtype is an SGLang flag that epserve does not implement yet"));
   parse({"--speculative-algorithm=EAGLE"}, &extras);
   EXPECT_THROW(check_unknown_flags(extras), Error);
   EXPECT_TRUE(is_unimplemented_sglang_flag("kv-cache-dtype"));
   EXPECT_FALSE(is_unimplemented_sglang_flag("ep-size"));
 }
 
+TEST(ServerArgs, EveryRefusedFlagIsNamedInOneMessage) {
+  std::vector<std::string> extras;
+  parse({"--kv-cache-dtype", "fp8_e5m2", "--quantization=fp8", "--enable-lora", "--bogus", "1",
+         "--typo"},
+        &extras);
+  const std::string message = unknown_flags_error(extras);
+  EXPECT_THAT(message, HasSubstr("--kv-cache-dtype, --quantization, --enable-lora are SGLang "
+                                 "flags that epserve does not implement yet; remove them"));
+  EXPECT_THAT(message, HasSubstr("unknown flags --bogus, --typo"));
+  EXPECT_THAT(message, Not(HasSubstr("unexpected argument"))) << "values are not stray arguments";
+  EXPECT_THAT(unknown_flags_error({"stray"}), HasSubstr("unexpected argument 'stray'"));
+
+  ServerArgs a = parse({"--device", "cuda", "--enable-two-batch-overlap"});
+  resolve_server_args(a);
+  try {
+    check_supported(a);
+    FAIL() << "accepted --device cuda";
+  } catch (const Error& e) {
+    EXPECT_THAT(e.what(), HasSubstr("--device cuda (the CUDA backend) and "
+                                    "--enable-two-batch-overlap are not implemented"));
+  }
+}
+
+TEST(ServerArgs, GpuOnlyFlagsAreAcceptedAndNamedInOneWarning) {
+  std::vector<std::string> extras;
+  ServerArgs a =
+      parse({"--disable-cuda-graph", "--cuda-graph-max-bs", "8", "--cuda-graph-bs", "1", "2", "4",
+             "--attention-backend", "fa3", "--port", "31000", "--moe-runner-backend=deep_gemm",
+             "--disable-cuda-graph", "--disable-overlap-schedule", "--enable-torch-compile"},
+            &extras);
+  EXPECT_TRUE(extras.empty()) << extras[0];
+  EXPECT_EQ(a.port, 31000) << "--cuda-graph-bs takes its values and no more";
+  resolve_server_args(a);
+  EXPECT_NO_THROW(check_supported(a));
+  // Named once each, in the order of SGLang's groups (docs/server.md).
+  EXPECT_EQ(ignored_flags_warning(a),
+            "ignored on the CPU backend: --cuda-graph-max-bs, --cuda-graph-bs, "
+            "--disable-cuda-graph, --enable-torch-compile, --attention-backend, "
+            "--moe-runner-backend, --disable-overlap-schedule (they only tune GPU execution; "
+            "docs/server.md lists them)");
+  EXPECT_EQ(ignored_flags_warning(parse({})), "");
+  EXPECT_TRUE(is_ignored_sglang_flag("sampling-backend"));
+  EXPECT_FALSE(is_unimplemented_sglang_flag("sampling-backend"));
+  // Flags whose feature would change results stay refused.
+  for (const char* refused : {"kv-cache-dtype", "enable-mixed-chunk", "num-continuous-decode-steps",
+                              "enable-deterministic-inference", "speculative-algorithm"}) {
+    EXPECT_TRUE(is_unimplemented_sglang_flag(refused)) << refused;
+    EXPECT_FALSE(is_ignored_sglang_flag(refused)) << refused;
+  }
+}
+
+TEST(ServerArgs, UnambiguousPrefixesAreTheFlag) {
+  EXPECT_EQ(parse_abbreviated({"--context-len", "4096"}).context_length, 4096);
+  EXPECT_EQ(parse_abbreviated({"--max-total-token", "100"}).max_total_tokens, 100);
+  EXPECT_EQ(parse_abbreviated({"--max-total=100"}).max_total_tokens, 100);
+  EXPECT_EQ(parse_abbreviated({"--mem-frac", "0.5"}).mem_fraction_static, 0.5);
+  EXPECT_TRUE(parse_abbreviated({"--enable-dp-att"}).enable_dp_attention);
+  EXPECT_EQ(parse_abbreviated({"--cuda-graph-max", "8"}).ignored_gpu_flags,
+            std::vector<std::string>{"--cuda-graph-max-bs"});
+  // An exact name wins over the longer names it starts.
+  EXPECT_EQ(parse_abbreviated({"--tp", "4"}).tp_size, 4);
+  EXPECT_EQ(parse_abbreviated({"--ep", "2"}).ep_size, 2);
+  // A prefix of an SGLang flag epserve does not implement is that flag, and refused by name.
+  std::vector<std::string> extras;
+  parse_abbreviated({"--speculative-algo", "EAGLE"}, &extras);
+  EXPECT_THAT(unknown_flags_error(extras), HasSubstr("--speculative-algorithm is an SGLang flag"));
+  // After "--" nothing is a flag.
+  EXPECT_EQ(expand_flag_abbreviations({"--", "--context-len"}, {"context-length"}),
+            (std::vector<std::string>{"--", "--context-len"}));
+}
+
+TEST(ServerArgs, AmbiguousPrefixesNameTheCandidates) {
+  EXPECT_EQ(abbreviation_error({"--enable-dp"}),
+            "ambiguous option: --enable-dp could match --enable-dp-attention, --enable-dp-lm-head");
+  EXPECT_EQ(abbreviation_error({"--max-total-tokens", "1", "--max", "5"}),
+            "ambiguous option: --max could match --max-running-requests, --max-total-tokens, "
+            "--max-queued-requests, --max-prefill-tokens, --max-lora-rank, "
+            "--max-loras-per-batch, --max-loaded-loras, --max-lora-chunk-size, "
+            "--max-mamba-cache-size");
+  // Ambiguous in SGLang, through a flag epserve accepts and ignores and one it refuses.
+  EXPECT_THAT(abbreviation_error({"--disable-cuda"}),
+              HasSubstr("could match --disable-cuda-graph, --disable-cuda-graph-padding"));
+  EXPECT_THAT(abbreviation_error({"--mod=m"}),
+              HasSubstr("ambiguous option: --mod could match --model-path, --model, "));
+}
+
+TEST(ServerArgs, ServeTakesAbbreviationsAndGpuOnlyFlags) {
+  // Both reach the model check: --context-len is --context-length (the model allows 4096), and
+  // the GPU-only flags are accepted with one warning line.
+  testing::RunResult r = testing::run_epserve(
+      "serve --model-path " + serve_fixture() +
+      " --disable-cuda-graph --cuda-graph-max-bs 8 --attention-backend fa3 --context-len 100000");
+  EXPECT_NE(r.exit_code, 0) << r.output;
+  EXPECT_THAT(r.output, HasSubstr("longer than the model's max_position_embeddings"));
+  EXPECT_THAT(r.output, HasSubstr("ignored on the CPU backend: --cuda-graph-max-bs, "
+                                  "--disable-cuda-graph, --attention-backend"));
+  r = testing::run_epserve("serve --model-path " + serve_fixture() + " --enable-dp");
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_THAT(r.output, HasSubstr("epserve: error: ambiguous option: --enable-dp could match"));
+}
+
 TEST(ServerArgs, TyposAreUnknownFlags) {
   std::vector<std::string> extras;
   parse({"--mem-fraction-statc", "0.5"}, &extras);
-  try {
-    check_unknown_flags(extras);
-    FAIL() << "accepted a typo";
-  } catch (const Error& e) {
-    EXPECT_THAT(e.what(), HasSubstr("unknown flag --mem-fraction-statc"));
-  }
+  EXPECT_THAT(unknown_flags_error(extras), HasSubstr("unknown flag --mem-fraction-statc"));
   EXPECT_NO_THROW(check_unknown_flags({}));
 }
 
