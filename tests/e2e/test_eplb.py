@@ -12,6 +12,8 @@ import re
 import subprocess
 import tempfile
 
+import sys
+
 import pytest
 import requests
 
@@ -118,25 +120,35 @@ def test_record_and_dump(eplb_server):
 @pytest.fixture(scope="module")
 def per_token_server():
     dump_dir = tempfile.mkdtemp(prefix="epserve-e2e-per-token-")
-    s = Server(["--tp", "2", "--ep-size", "2", "--expert-distribution-recorder-mode", "per_token"],
-               wait=False, env={"SGLANG_EXPERT_DISTRIBUTION_RECORDER_DIR": dump_dir})
+    # The flag wins over SGLang's variable (which names another folder here); the dump folder is
+    # made when missing, as SGLang does.
+    env_dir = tempfile.mkdtemp(prefix="epserve-e2e-per-token-env-")
+    s = Server(["--tp", "2", "--ep-size", "2", "--expert-distribution-recorder-mode", "per_token",
+                "--expert-distribution-recorder-dir", dump_dir + "/dumps",
+                "--expert-distribution-recorder-format", "both"],
+               wait=False, env={"SGLANG_EXPERT_DISTRIBUTION_RECORDER_DIR": env_dir})
     s.wait_healthy(timeout=300)
-    s.dump_dir = dump_dir
+    s.dump_dir = dump_dir + "/dumps"
     yield s
     assert s.stop() == 0, s.output()
 
 
 def test_per_token_records_of_every_rank(per_token_server):
-    """Two ranks split each batch's tokens; the dump gathers both ranks' records (SGLang's
-    variable names the folder here)."""
+    """Two ranks split each batch's tokens; the dump gathers both ranks' records, as JSON and as
+    SGLang's .pt (torch.load's format, checked here without torch)."""
     s = per_token_server
     assert requests.post(s.url("/start_expert_distribution_record"), timeout=60).status_code == 200
     r = post(s, "/v1/completions", {"model": "m", "prompt": "Hello there, how are", "max_tokens": 3})
     assert r.status_code == 200, r.text
     r = requests.post(s.url("/dump_expert_distribution_record"), timeout=120)
     assert r.status_code == 200, r.text
-    path = pathlib.Path(r.text.split("Written to ")[1].strip())
+    path, pt_path = map(pathlib.Path, r.text.split("Written to ")[1].strip().split(" and "))
     assert path.parent == pathlib.Path(s.dump_dir)
+    assert (path.suffix, pt_path.suffix) == (".json", ".pt") and pt_path.stem == path.stem
+    check = pathlib.Path(__file__).parents[1] / "unit" / "eplb" / "torch_archive_check.py"
+    out = subprocess.run([sys.executable, str(check), str(pt_path), str(path)],
+                         capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stdout + out.stderr
     dump = json.loads(path.read_text())
     records = dump["records"]
     assert {rec["rank"] for rec in records} == {0, 1}
