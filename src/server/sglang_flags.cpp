@@ -297,7 +297,8 @@ constexpr std::array kUnimplementedSglangFlags = std::to_array<std::string_view>
     "nsa-decode",
 });
 
-enum class Arity { kFlag, kValue, kValues };  // store_true, one value, nargs="+"
+// store_true, one value (type=str), one integer (type=int), integers (type=int, nargs="+").
+enum class Arity { kFlag, kText, kInt, kInts };
 
 struct IgnoredFlag {
   std::string_view name;
@@ -307,31 +308,31 @@ struct IgnoredFlag {
 // Accepted and ignored on the CPU backend: each only chooses how a GPU runs the same computation.
 constexpr std::array kIgnoredOnCpuFlags = std::to_array<IgnoredFlag>({
     // CUDA graphs and torch.compile: capture or compile the same forward pass.
-    {"cuda-graph-max-bs", Arity::kValue},
-    {"cuda-graph-bs", Arity::kValues},
+    {"cuda-graph-max-bs", Arity::kInt},
+    {"cuda-graph-bs", Arity::kInts},
     {"disable-cuda-graph", Arity::kFlag},
     {"disable-cuda-graph-padding", Arity::kFlag},
     {"enable-profile-cuda-graph", Arity::kFlag},
     {"enable-cudagraph-gc", Arity::kFlag},
     {"disable-piecewise-cuda-graph", Arity::kFlag},
     {"enforce-piecewise-cuda-graph", Arity::kFlag},
-    {"piecewise-cuda-graph-tokens", Arity::kValues},
-    {"piecewise-cuda-graph-compiler", Arity::kValue},
-    {"piecewise-cuda-graph-max-tokens", Arity::kValue},
+    {"piecewise-cuda-graph-tokens", Arity::kInts},
+    {"piecewise-cuda-graph-compiler", Arity::kText},
+    {"piecewise-cuda-graph-max-tokens", Arity::kInt},
     {"enable-torch-compile", Arity::kFlag},
     {"enable-torch-compile-debug-mode", Arity::kFlag},
-    {"torch-compile-max-bs", Arity::kValue},
+    {"torch-compile-max-bs", Arity::kInt},
     // Kernel choices for operations the CPU backend has one implementation of.
-    {"attention-backend", Arity::kValue},
-    {"prefill-attention-backend", Arity::kValue},
-    {"decode-attention-backend", Arity::kValue},
-    {"sampling-backend", Arity::kValue},
-    {"moe-runner-backend", Arity::kValue},
+    {"attention-backend", Arity::kText},
+    {"prefill-attention-backend", Arity::kText},
+    {"decode-attention-backend", Arity::kText},
+    {"sampling-backend", Arity::kText},
+    {"moe-runner-backend", Arity::kText},
     {"disable-flashinfer-autotune", Arity::kFlag},
     {"flashinfer-mla-disable-ragged", Arity::kFlag},
     {"triton-attention-reduce-in-fp32", Arity::kFlag},
-    {"triton-attention-num-kv-splits", Arity::kValue},
-    {"triton-attention-split-tile-size", Arity::kValue},
+    {"triton-attention-num-kv-splits", Arity::kInt},
+    {"triton-attention-split-tile-size", Arity::kInt},
     {"enable-fused-qk-norm-rope", Arity::kFlag},
     {"disable-shared-experts-fusion", Arity::kFlag},
     {"disable-chunked-prefix-cache", Arity::kFlag},
@@ -343,13 +344,13 @@ constexpr std::array kIgnoredOnCpuFlags = std::to_array<IgnoredFlag>({
     {"enable-symm-mem", Arity::kFlag},
     {"enable-flashinfer-allreduce-fusion", Arity::kFlag},
     {"enable-aiter-allreduce-fusion", Arity::kFlag},
-    {"deepep-config", Arity::kValue},
+    {"deepep-config", Arity::kText},
     {"enable-p2p-check", Arity::kFlag},
     // GPU scheduling overlap, profiling markers, which GPUs.
     {"disable-overlap-schedule", Arity::kFlag},
     {"enable-layerwise-nvtx-marker", Arity::kFlag},
-    {"base-gpu-id", Arity::kValue},
-    {"gpu-id-step", Arity::kValue},
+    {"base-gpu-id", Arity::kInt},
+    {"gpu-id-step", Arity::kInt},
 });
 
 void note_ignored(ServerArgs& a, std::string_view name) {
@@ -390,18 +391,22 @@ void add_ignored_sglang_flags(CLI::App& sub, ServerArgs& a) {
       case Arity::kFlag:
         option = sub.add_flag_callback(flag, [&a, name] { note_ignored(a, name); });
         break;
-      case Arity::kValue:
+      case Arity::kText:
         option = sub.add_option_function<std::string>(
             flag, [&a, name](const std::string&) { note_ignored(a, name); });
         break;
-      case Arity::kValues:
-        option = sub.add_option_function<std::vector<std::string>>(
-            flag, [&a, name](const std::vector<std::string>&) { note_ignored(a, name); });
+      case Arity::kInt:  // not an integer: refused, as argparse's type=int does
+        option =
+            sub.add_option_function<int64_t>(flag, [&a, name](int64_t) { note_ignored(a, name); });
+        break;
+      case Arity::kInts:
+        option = sub.add_option_function<std::vector<int64_t>>(
+            flag, [&a, name](const std::vector<int64_t>&) { note_ignored(a, name); });
         break;
     }
     // Hidden from --help; given twice, the last wins (as argparse).
     option->group("");
-    if (f.arity != Arity::kValues) option->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
+    if (f.arity != Arity::kInts) option->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
   }
 }
 

@@ -222,6 +222,9 @@ TEST(ServerArgs, GpuOnlyFlagsAreAcceptedAndNamedInOneWarning) {
             "--moe-runner-backend, --disable-overlap-schedule (they only tune GPU execution; "
             "docs/server.md lists them)");
   EXPECT_EQ(ignored_flags_warning(parse({})), "");
+  // SGLang's types still hold: an integer flag takes integers.
+  EXPECT_THROW(parse({"--cuda-graph-max-bs", "many"}), CLI::ParseError);
+  EXPECT_THROW(parse({"--cuda-graph-bs", "1", "x"}), CLI::ParseError);
   EXPECT_TRUE(is_ignored_sglang_flag("sampling-backend"));
   EXPECT_FALSE(is_unimplemented_sglang_flag("sampling-backend"));
   // Flags whose feature would change results stay refused.
