@@ -16,7 +16,7 @@ ChatContentFormat detect_chat_content_format(std::string_view source) {
   }
   // {% for part in message.content %}, message['content'], possibly filtered or sliced.
   static const std::regex loop_over_content(
-      R"(for\s+\w+(\s*,\s*\w+)*\s+in\s+(message|msg|m)\s*(\.\s*content\b|\[\s*['"]content['"]\s*\]))");
+      R"(\bfor\s+\w+(\s*,\s*\w+)*\s+in\s+(message|msg|m)\s*(\.\s*content\b|\[\s*['"]content['"]\s*\]))");
   std::string text(source);
   if (std::regex_search(text, loop_over_content)) return ChatContentFormat::kOpenai;
   return ChatContentFormat::kString;
