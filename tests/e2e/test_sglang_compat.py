@@ -173,29 +173,46 @@ def test_chat_text_parts_joined_with_a_space(server):
     assert parts[0] != chat("Helloworld")[0]
 
 
-def test_generation_config_eos_stops_generation(server, tmp_path):
-    model = tmp_path / "model"
-    shutil.copytree(MODEL, model)
-    prompt = {"text": "The weather today", "sampling_params": {"max_new_tokens": 16, "temperature": 0}}
-    base = post(server, "/generate", dict(prompt, sampling_params=dict(
-        prompt["sampling_params"], ignore_eos=True))).json()["output_ids"]
-    config_eos = json.loads((model / "config.json").read_text())["eos_token_id"]
+def greedy_ids(server, **params):
+    body = {"text": "The weather today",
+            "sampling_params": dict(max_new_tokens=16, temperature=0, **params)}
+    r = post(server, "/generate", body)
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def test_eos_ids_of_generation_config_and_tokenizer_stop_generation(server, tmp_path):
+    """SGLang stops on the EOS ids of config.json, generation_config.json and the tokenizer."""
+    base = greedy_ids(server, ignore_eos=True)["output_ids"]
+    config_eos = json.loads((pathlib.Path(MODEL) / "config.json").read_text())["eos_token_id"]
     limit = base.index(config_eos) if config_eos in base else len(base)
     assert limit >= 2, base
     token = base[limit - 1]
     first = base.index(token)
-    (model / "generation_config.json").write_text(json.dumps({"eos_token_id": [config_eos, token]}))
-    s = Server(model=str(model))
-    try:
-        out = post(s, "/generate", prompt).json()
-        assert out["output_ids"] == base[:first + 1]
-        assert out["meta_info"]["finish_reason"] == {"type": "stop", "matched": token}
-        # ignore_eos ignores it, as every stop token id (SGLang).
-        out = post(s, "/generate", dict(prompt, sampling_params=dict(
-            prompt["sampling_params"], ignore_eos=True, stop_token_ids=[token]))).json()
-        assert out["output_ids"] == base
-    finally:
-        assert s.stop() == 0, s.output()
+    vocab = json.loads((pathlib.Path(MODEL) / "tokenizer.json").read_text())["model"]["vocab"]
+    spelling = next(k for k, v in vocab.items() if v == token)
+
+    def edited(name, edit):
+        model = tmp_path / name
+        shutil.copytree(MODEL, model)
+        path = model / edit[0]
+        path.write_text(json.dumps(edit[1](json.loads(path.read_text()))))
+        return Server(model=str(model))
+
+    for name, edit in [
+            ("generation_config", ("generation_config.json",
+                                   lambda c: dict(c, eos_token_id=[config_eos, token]))),
+            ("tokenizer", ("tokenizer_config.json", lambda c: dict(c, eos_token=spelling)))]:
+        s = edited(name, edit)
+        try:
+            out = greedy_ids(s)
+            assert out["output_ids"] == base[:first + 1], name
+            assert out["meta_info"]["finish_reason"] == {"type": "stop", "matched": token}
+            # ignore_eos ignores it, and every stop token id too (SGLang).
+            out = greedy_ids(s, ignore_eos=True, stop_token_ids=[token])
+            assert out["output_ids"] == base, name
+        finally:
+            assert s.stop() == 0, s.output()
 
 
 def unfinished_utf8(data):
