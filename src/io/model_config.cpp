@@ -269,7 +269,21 @@ ModelConfig load_model_config(const std::string& model_dir) {
   } catch (const json::exception& e) {
     EPS_THROW("{}: not valid JSON (or not UTF-8): {}", path, e.what());
   }
-  return parse_model_config(j, path);
+  ModelConfig config = parse_model_config(j, path);
+  add_generation_eos(config, model_dir);
+  return config;
+}
+
+void add_generation_eos(ModelConfig& config, const std::string& model_dir) {
+  std::filesystem::path path = std::filesystem::path(model_dir) / "generation_config.json";
+  if (!std::filesystem::exists(path)) return;
+  // Like transformers (and so SGLang), a generation config that is not valid JSON is ignored.
+  json j = json::parse(read_text_file(path.string()), nullptr, false);
+  if (!j.is_object()) return;
+  for (int id : parse_eos(j, path.string())) {
+    auto& ids = config.eos_token_ids;
+    if (std::find(ids.begin(), ids.end(), id) == ids.end()) ids.push_back(id);
+  }
 }
 
 }  // namespace epserve

@@ -79,6 +79,10 @@ struct ModelConfig {
 };
 
 ModelConfig parse_model_config(const nlohmann::json& json, const std::string& source);
+// config.json of `model_dir`; eos_token_ids also gets the ids that generation_config.json lists
+// (SGLang stops on both, as transformers' generate does).
 ModelConfig load_model_config(const std::string& model_dir);
+// Adds generation_config.json's eos_token_id (an id or a list) to config.eos_token_ids.
+void add_generation_eos(ModelConfig& config, const std::string& model_dir);
 
 }  // namespace epserve

@@ -285,6 +285,11 @@ void Scheduler::process(const std::vector<Entry>& entries, const ForwardBatch& b
     const float* raw = logits.data() + logit_row * V;
     ++logit_row;
     if (!e.samples) continue;
+    if (r.in.max_new_tokens == 0) {
+      // Prefill only (SGLang's prefill-only request): it ends with no output token.
+      finish(r, "length", out);
+      continue;
+    }
     std::copy_n(raw, V, row.begin());
     if (r.num_generated() < r.in.min_new_tokens) {
       for (int32_t id : config_.eos_token_ids) row[id] = -std::numeric_limits<float>::infinity();
@@ -306,7 +311,8 @@ void Scheduler::process(const std::vector<Entry>& entries, const ForwardBatch& b
     bool is_eos = std::find(eos.begin(), eos.end(), token) != eos.end();
     bool is_stop = std::find(r.in.stop_token_ids.begin(), r.in.stop_token_ids.end(), token) !=
                    r.in.stop_token_ids.end();
-    if ((is_eos && !r.in.ignore_eos) || is_stop) {
+    // As SGLang: ignore_eos also ignores stop_token_ids.
+    if (!r.in.ignore_eos && (is_eos || is_stop)) {
       r.pending.matched_stop_token = token;
       finish(r, "stop", out);
     } else if (r.num_generated() >= r.in.max_new_tokens ||

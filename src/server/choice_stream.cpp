@@ -2,6 +2,8 @@
 
 namespace epserve {
 
+using nlohmann::json;
+
 ChoiceStream::ChoiceStream(const tokenizer::Tokenizer& tokenizer, ChoiceOptions options)
     : detokenizer_(tokenizer, options.skip_special_tokens),
       stop_(options.stop, options.no_stop_trim),
@@ -71,7 +73,10 @@ nlohmann::json ChoiceStream::sglang_finish_reason() const {
     return {{"type", "length"}, {"length", options_.max_new_tokens}};
   }
   if (finish_reason_ == "stop") return {{"type", "stop"}, {"matched", matched_stop()}};
-  return {{"type", "abort"}, {"message", error_.empty() ? "aborted" : error_}};
+  return {{"type", "abort"},
+          {"message", error_.empty() ? "Aborted" : error_},
+          {"status_code", failed() ? json(error_status()) : json(nullptr)},
+          {"err_type", nullptr}};
 }
 
 }  // namespace epserve

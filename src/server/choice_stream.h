@@ -61,13 +61,16 @@ class ChoiceStream {
   int64_t completion_tokens() const { return static_cast<int64_t>(output_ids_.size()); }
   // "stop", "length" or "abort" once finished.
   const std::string& finish_reason() const { return finish_reason_; }
+  // Ended by an error (the scheduler refused it, or the server failed), not by /abort_request:
+  // SGLang answers those with an error; a plain abort answers with finish_reason "abort".
+  bool failed() const { return finish_reason_ == "abort" && !error_.empty(); }
   const std::string& error() const { return error_; }
   // The HTTP status for error().
   int error_status() const { return error_status_ > 0 ? error_status_ : 400; }
   // The stop string or token id that ended the choice (SGLang's matched_stop), else null.
   nlohmann::json matched_stop() const;
   // SGLang's meta_info.finish_reason: {"type": "stop", "matched": ...}, {"type": "length",
-  // "length": N}, {"type": "abort", "message": ...}; null while running.
+  // "length": N}, {"type": "abort", "message", "status_code", "err_type"}; null while running.
   nlohmann::json sglang_finish_reason() const;
 
  private:

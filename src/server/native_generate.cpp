@@ -195,9 +195,7 @@ void handle_generate(ServerContext& ctx, const HttpRequest& req, HttpResponse& r
     json out = json::array();
     for (size_t i = 0; i < gen->size(); ++i) {
       const ChoiceStream& c = gen->choice(i);
-      if (c.finish_reason() == "abort" && !c.error().empty()) {
-        throw ApiError(c.error_status(), c.error());
-      }
+      if (c.failed()) throw ApiError(c.error_status(), c.error());
       out.push_back(choice_json(tok, o, *gen, i, choice_prompts[i]));
     }
     res.json(200, dump_json(batch ? out : out[0]));
@@ -211,9 +209,8 @@ void handle_generate(ServerContext& ctx, const HttpRequest& req, HttpResponse& r
     while (gen->next(index, update)) {
       const ChoiceStream& c = gen->choice(index);
       if (update.text.empty() && update.token_ids.empty() && !update.finished) continue;
-      json event = c.finish_reason() == "abort" && !c.error().empty()
-                       ? json{{"error", {{"message", c.error()}}}}
-                       : choice_json(tok, o, *gen, index, choice_prompts[index]);
+      json event = c.failed() ? json{{"error", {{"message", c.error()}}}}
+                              : choice_json(tok, o, *gen, index, choice_prompts[index]);
       if (batch) event["index"] = index;
       if (!writer.write(sse_event(event))) {
         gen.reset();

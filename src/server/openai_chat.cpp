@@ -3,6 +3,7 @@
 // special tokens (the template writes them), then generated like a completion.
 #include <fmt/format.h>
 
+#include "server/chat_messages.h"
 #include "server/errors.h"
 #include "server/http.h"
 #include "server/openai_common.h"
@@ -12,55 +13,6 @@
 namespace epserve {
 
 namespace {
-
-// The messages as the template sees them: content parts joined into one string.
-nlohmann::ordered_json template_messages(const json& messages) {
-  if (!messages.is_array() || messages.empty()) {
-    bad_request("messages must be a non-empty list", "messages");
-  }
-  nlohmann::ordered_json out = nlohmann::ordered_json::array();
-  for (size_t i = 0; i < messages.size(); ++i) {
-    const json& m = messages[i];
-    std::string where = fmt::format("messages[{}]", i);
-    if (!m.is_object()) bad_request(where + " must be an object", "messages");
-    check_keys(m, {"role", "content", "name", "tool_calls", "tool_call_id", "reasoning_content"},
-               {}, where + ".");
-    FieldReader r(m, where + ".");
-    std::optional<std::string> role = r.string("role");
-    if (!role) bad_request(where + ".role is required", "messages");
-    if (*role != "system" && *role != "user" && *role != "assistant" && *role != "tool" &&
-        *role != "developer") {
-      bad_request(fmt::format("{}.role '{}' is not one of system, developer, user, assistant, "
-                              "tool",
-                              where, *role),
-                  "messages");
-    }
-    nlohmann::ordered_json message = nlohmann::ordered_json::parse(m.dump());
-    if (!r.has("content")) {
-      if (*role != "assistant") bad_request(where + ".content is required", "messages");
-      message["content"] = "";
-    } else if (m["content"].is_array()) {
-      std::string text;
-      for (const auto& part : m["content"]) {
-        if (!part.is_object() || part.value("type", "") != "text" || !part.contains("text") ||
-            !part["text"].is_string()) {
-          bad_request(where +
-                          ".content: only text parts ({\"type\": \"text\", \"text\": ...}) "
-                          "are supported",
-                      "messages");
-        }
-        text += part["text"].get<std::string>();
-      }
-      message["content"] = text;
-    } else if (!m["content"].is_string()) {
-      bad_request(fmt::format("{}.content: expected a string or a list of parts, got {}", where,
-                              json_type_name(m["content"])),
-                  "messages");
-    }
-    out.push_back(std::move(message));
-  }
-  return out;
-}
 
 void handle_chat(ServerContext& ctx, const HttpRequest& req, HttpResponse& res) {
   json body = parse_json_object(req.body);
@@ -116,9 +68,11 @@ void handle_chat(ServerContext& ctx, const HttpRequest& req, HttpResponse& res) 
   }
   SamplingRequest s;
   read_sampling_fields(r, s);
+  // SGLang takes `max_completion_tokens or max_tokens`: a 0 in max_completion_tokens defers to
+  // max_tokens, and max_tokens 0 asks for no new token (the prompt is only prefilled).
   s.max_new_tokens = r.integer("max_completion_tokens", 0, INT32_MAX);
   s.max_new_tokens_name = "max_completion_tokens";
-  if (!s.max_new_tokens) {
+  if (!s.max_new_tokens || *s.max_new_tokens == 0) {
     s.max_new_tokens = r.integer("max_tokens", 0, INT32_MAX);
     s.max_new_tokens_name = "max_tokens";
   }
@@ -131,13 +85,7 @@ void handle_chat(ServerContext& ctx, const HttpRequest& req, HttpResponse& res) 
   s.return_logprob = logprobs;
   s.top_logprobs_num = static_cast<int>(top_logprobs.value_or(0));
   bool stream = r.boolean("stream").value_or(false);
-  bool include_usage = false;
-  if (const json* options = r.object("stream_options")) {
-    if (!stream) bad_request("stream_options is only allowed with stream", "stream_options");
-    check_keys(*options, {"include_usage", "continuous_usage_stats"}, {}, "stream_options.");
-    include_usage =
-        FieldReader(*options, "stream_options.").boolean("include_usage").value_or(false);
-  }
+  StreamOptions stream_options = read_stream_options(r, stream);
   nlohmann::ordered_json kwargs = nlohmann::ordered_json::object();
   if (const json* k = r.object("chat_template_kwargs"))
     kwargs = nlohmann::ordered_json::parse(k->dump());
@@ -147,7 +95,8 @@ void handle_chat(ServerContext& ctx, const HttpRequest& req, HttpResponse& res) 
     bad_request("this model has no chat template (" + ctx.chat_template_error +
                 "); start the server with --chat-template FILE, or use /v1/completions");
   }
-  nlohmann::ordered_json messages = template_messages(r.raw("messages"));
+  nlohmann::ordered_json messages =
+      template_messages(r.raw("messages"), detect_chat_content_format(ctx.chat_template->source()));
   std::string prompt;
   try {
     prompt = ctx.chat_template->render_json(messages, true, kwargs);
@@ -175,12 +124,15 @@ void handle_chat(ServerContext& ctx, const HttpRequest& req, HttpResponse& res) 
     for (size_t i = 0; i < gen->size(); ++i) {
       const ChoiceStream& c = gen->choice(i);
       std::string finish = openai_finish_reason(c);
-      choices.push_back(
-          {{"index", i},
-           {"message", {{"role", "assistant"}, {"content", c.text()}, {"refusal", nullptr}}},
-           {"logprobs", logprobs_json(c.logprobs())},
-           {"finish_reason", finish},
-           {"matched_stop", c.matched_stop()}});
+      choices.push_back({{"index", i},
+                         {"message",
+                          {{"role", "assistant"},
+                           {"content", c.text()},
+                           {"reasoning_content", nullptr},
+                           {"refusal", nullptr}}},
+                         {"logprobs", logprobs_json(c.logprobs())},
+                         {"finish_reason", finish},
+                         {"matched_stop", c.matched_stop()}});
     }
     json out = {{"id", id},           {"object", "chat.completion"},
                 {"created", created}, {"model", model},
@@ -190,45 +142,54 @@ void handle_chat(ServerContext& ctx, const HttpRequest& req, HttpResponse& res) 
   }
 
   res.content_type = kSseContentType;
-  res.stream = [gen, id, created, model, include_usage, cache_report, n,
+  res.stream = [gen, id, created, model, stream_options, cache_report, n,
                 logprobs_json](StreamWriter& writer) mutable {
-    auto chunk = [&](json choice) {
-      return sse_event({{"id", id},
-                        {"object", "chat.completion.chunk"},
-                        {"created", created},
-                        {"model", model},
-                        {"choices", json::array({std::move(choice)})}});
+    // SGLang's chunk shapes: every delta carries reasoning_content (null: epserve does not parse
+    // reasoning) and content, null in the finish chunk; every choice has matched_stop.
+    auto chunk = [&](size_t index, json delta, json logprobs, json finish, json matched) {
+      return json{{"id", id},
+                  {"object", "chat.completion.chunk"},
+                  {"created", created},
+                  {"model", model},
+                  {"choices", json::array({{{"index", index},
+                                            {"delta", std::move(delta)},
+                                            {"logprobs", std::move(logprobs)},
+                                            {"finish_reason", std::move(finish)},
+                                            {"matched_stop", std::move(matched)}}})}};
     };
-    // The first delta of every choice names the role.
     for (size_t i = 0; i < gen->size(); ++i) {
-      json first = {{"index", i},
-                    {"delta", {{"role", "assistant"}, {"content", ""}}},
-                    {"logprobs", nullptr},
-                    {"finish_reason", nullptr}};
-      if (!writer.write(chunk(std::move(first)))) return;
+      json delta = {{"role", "assistant"}, {"content", ""}, {"reasoning_content", nullptr}};
+      if (!writer.write(sse_event(chunk(i, std::move(delta), nullptr, nullptr, nullptr)))) return;
     }
+    // As SGLang does, the finish chunks follow the last content of every choice.
+    std::vector<size_t> finished;
     size_t index;
     ChoiceUpdate update;
     while (gen->next(index, update)) {
       const ChoiceStream& c = gen->choice(index);
-      if (c.finished() && c.finish_reason() == "abort") {
+      if (c.failed()) {
         writer.write(sse_event(stream_error(c)));
         continue;
       }
-      if (update.text.empty() && !update.finished && update.logprobs.empty()) continue;
-      json delta = json::object();
-      if (!update.text.empty()) delta["content"] = update.text;
-      json choice = {{"index", index},
-                     {"delta", std::move(delta)},
-                     {"logprobs", logprobs_json(update.logprobs)},
-                     {"finish_reason", update.finished ? json(c.finish_reason()) : json(nullptr)}};
-      if (update.finished) choice["matched_stop"] = c.matched_stop();
-      if (!writer.write(chunk(std::move(choice)))) {
+      if (update.finished) finished.push_back(index);
+      if (update.text.empty() && update.logprobs.empty()) continue;
+      json delta = {{"content", update.text}, {"reasoning_content", nullptr}};
+      json event = chunk(index, std::move(delta), logprobs_json(update.logprobs), nullptr, nullptr);
+      if (stream_options.continuous_usage_stats) event["usage"] = choice_usage_json(c);
+      if (!writer.write(sse_event(event))) {
         gen.reset();  // the client went away: abort what is still running
         return;
       }
     }
-    if (include_usage) {
+    for (size_t i : finished) {
+      const ChoiceStream& c = gen->choice(i);
+      json delta = {{"content", nullptr}, {"reasoning_content", nullptr}};
+      if (!writer.write(sse_event(
+              chunk(i, std::move(delta), nullptr, c.finish_reason(), c.matched_stop())))) {
+        return;
+      }
+    }
+    if (stream_options.include_usage) {
       writer.write(sse_event({{"id", id},
                               {"object", "chat.completion.chunk"},
                               {"created", created},

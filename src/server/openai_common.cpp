@@ -91,10 +91,26 @@ json chat_logprobs_content(const tokenizer::Tokenizer& tokenizer,
   return content;
 }
 
+json choice_usage_json(const ChoiceStream& choice) {
+  return {{"prompt_tokens", choice.prompt_tokens()},
+          {"completion_tokens", choice.completion_tokens()},
+          {"total_tokens", choice.prompt_tokens() + choice.completion_tokens()}};
+}
+
+StreamOptions read_stream_options(const FieldReader& r, bool stream) {
+  StreamOptions out;
+  const json* options = r.object("stream_options");
+  if (options == nullptr) return out;
+  if (!stream) bad_request("stream_options is only allowed with stream", "stream_options");
+  check_keys(*options, {"include_usage", "continuous_usage_stats"}, {}, "stream_options.");
+  FieldReader o(*options, "stream_options.");
+  out.include_usage = o.boolean("include_usage").value_or(false);
+  out.continuous_usage_stats = o.boolean("continuous_usage_stats").value_or(false);
+  return out;
+}
+
 std::string openai_finish_reason(const ChoiceStream& choice) {
-  if (choice.finish_reason() == "stop" || choice.finish_reason() == "length") {
-    return choice.finish_reason();
-  }
+  if (!choice.failed()) return choice.finish_reason();
   throw ApiError(choice.error_status(),
                  choice.error().empty() ? "the request was aborted" : choice.error());
 }

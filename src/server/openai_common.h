@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "server/generation.h"
+#include "server/json_fields.h"
 #include "server/server_context.h"
 
 namespace epserve {
@@ -37,9 +38,22 @@ json empty_completion_logprobs();
 json chat_logprobs_content(const tokenizer::Tokenizer& tokenizer,
                            const std::vector<LogprobEntry>& entries, int top_n);
 
-// "stop" or "length"; throws the choice's error (ApiError) when it was aborted.
+// usage of one choice so far (SGLang's stream_options.continuous_usage_stats): its prompt and
+// the tokens it generated.
+json choice_usage_json(const ChoiceStream& choice);
+
+// stream_options: include_usage (a last chunk with the usage of the whole request) and
+// continuous_usage_stats (each chunk carries its choice's usage so far). 400 without stream.
+struct StreamOptions {
+  bool include_usage = false;
+  bool continuous_usage_stats = false;
+};
+StreamOptions read_stream_options(const FieldReader& reader, bool stream);
+
+// "stop", "length", or "abort" for a choice ended by /abort_request (as SGLang answers); throws
+// the choice's error (ApiError) when it failed.
 std::string openai_finish_reason(const ChoiceStream& choice);
-// For a stream: the error event of an aborted choice.
+// For a stream: the error event of a failed choice.
 json stream_error(const ChoiceStream& choice);
 
 }  // namespace epserve

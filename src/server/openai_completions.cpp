@@ -98,8 +98,12 @@ void handle_completions(ServerContext& ctx, const HttpRequest& req, HttpResponse
   if (auto best_of = r.integer("best_of", 1, 128); best_of && *best_of != s.n) {
     bad_request("best_of other than n is not supported by epserve", "best_of");
   }
-  s.max_new_tokens = r.integer("max_tokens", 0, INT32_MAX);
+  s.max_new_tokens = r.integer("max_tokens", INT32_MIN, INT32_MAX);
   s.max_new_tokens_name = "max_tokens";
+  // SGLang's CompletionRequest validator (chat and /generate accept 0: a prefill-only request).
+  if (s.max_new_tokens && *s.max_new_tokens <= 0) {
+    bad_request("max_tokens must be positive", "max_tokens");
+  }
   if (auto v = r.integer("min_tokens", 0, INT32_MAX)) s.min_new_tokens = *v;
   bool echo = r.boolean("echo").value_or(false);
   std::optional<int64_t> logprobs = r.integer("logprobs", 0, 20);
@@ -107,13 +111,7 @@ void handle_completions(ServerContext& ctx, const HttpRequest& req, HttpResponse
   s.top_logprobs_num = static_cast<int>(logprobs.value_or(0));
   if (echo && logprobs) s.logprob_start_len = 0;
   bool stream = r.boolean("stream").value_or(false);
-  bool include_usage = false;
-  if (const json* options = r.object("stream_options")) {
-    if (!stream) bad_request("stream_options is only allowed with stream", "stream_options");
-    check_keys(*options, {"include_usage", "continuous_usage_stats"}, {}, "stream_options.");
-    include_usage =
-        FieldReader(*options, "stream_options.").boolean("include_usage").value_or(false);
-  }
+  StreamOptions stream_options = read_stream_options(r, stream);
   std::string id = r.string("rid").value_or(make_request_id("cmpl-"));
 
   Prompts prompts = read_prompts(ctx, r.raw("prompt"));
@@ -173,14 +171,14 @@ void handle_completions(ServerContext& ctx, const HttpRequest& req, HttpResponse
 
   res.content_type = kSseContentType;
   res.stream = [gen, prompts, echo, logprobs = logprobs.has_value(), top_n, n, id, created, model,
-                include_usage, cache_report, &tokenizer,
+                stream_options, cache_report, &tokenizer,
                 echo_logprobs](StreamWriter& writer) mutable {
     auto chunk = [&](json choice) {
-      return sse_event({{"id", id},
-                        {"object", "text_completion"},
-                        {"created", created},
-                        {"model", model},
-                        {"choices", json::array({std::move(choice)})}});
+      return json{{"id", id},
+                  {"object", "text_completion"},
+                  {"created", created},
+                  {"model", model},
+                  {"choices", json::array({std::move(choice)})}};
     };
     std::vector<int64_t> offsets(gen->size(), 0);
     std::vector<bool> echoed(gen->size(), !echo);
@@ -188,7 +186,7 @@ void handle_completions(ServerContext& ctx, const HttpRequest& req, HttpResponse
     ChoiceUpdate update;
     while (gen->next(index, update)) {
       const ChoiceStream& c = gen->choice(index);
-      if (c.finished() && c.finish_reason() == "abort") {
+      if (c.failed()) {
         writer.write(sse_event(stream_error(c)));
         continue;
       }
@@ -208,13 +206,15 @@ void handle_completions(ServerContext& ctx, const HttpRequest& req, HttpResponse
                      {"text", text},
                      {"logprobs", lp},
                      {"finish_reason", update.finished ? json(c.finish_reason()) : json(nullptr)}};
-      if (update.finished) choice["matched_stop"] = c.matched_stop();
-      if (!writer.write(chunk(std::move(choice)))) {
+      choice["matched_stop"] = update.finished ? c.matched_stop() : json(nullptr);
+      json event = chunk(std::move(choice));
+      if (stream_options.continuous_usage_stats) event["usage"] = choice_usage_json(c);
+      if (!writer.write(sse_event(event))) {
         gen.reset();  // the client went away: abort what is still running
         return;
       }
     }
-    if (include_usage) {
+    if (stream_options.include_usage) {
       writer.write(sse_event({{"id", id},
                               {"object", "text_completion"},
                               {"created", created},

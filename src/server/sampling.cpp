@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <random>
 
 #include "server/errors.h"
@@ -99,6 +100,18 @@ GenerationPlan plan_generation(ServerContext& ctx, const std::vector<std::vector
                             s.max_new_tokens_name, s.max_new_tokens.value_or(context)));
   }
 
+  // SGLang also stops on the tokenizer's EOS (tokenizer_config.json) besides the model's EOS ids
+  // (config.json and generation_config.json, which the scheduler knows).
+  std::vector<int32_t> stop_token_ids = s.stop_token_ids;
+  if (std::optional<int32_t> eos = ctx.tokenizer.eos_id(); eos && *eos >= 0 && *eos < vocab) {
+    auto listed = [&](const std::vector<int32_t>& ids) {
+      return std::find(ids.begin(), ids.end(), *eos) != ids.end();
+    };
+    if (!listed(ctx.model.eos_token_ids) && !listed(stop_token_ids)) {
+      stop_token_ids.push_back(*eos);
+    }
+  }
+
   GenerationPlan plan;
   size_t total = prompts.size() * static_cast<size_t>(s.n);
   for (size_t p = 0; p < prompts.size(); ++p) {
@@ -133,7 +146,7 @@ GenerationPlan plan_generation(ServerContext& ctx, const std::vector<std::vector
       in.seed = s.seed ? *s.seed + static_cast<uint64_t>(j) : ctx.frontend.next_seed();
       in.max_new_tokens = max_new;
       in.min_new_tokens = s.min_new_tokens;
-      in.stop_token_ids = s.stop_token_ids;
+      in.stop_token_ids = stop_token_ids;
       in.ignore_eos = s.ignore_eos;
       in.return_logprob = s.return_logprob;
       in.top_logprobs_num = s.top_logprobs_num;

@@ -100,10 +100,14 @@ def test_generate_stops(server):
     assert out["meta_info"]["finish_reason"] == {"type": "stop", "matched": stop}
     token = base["output_ids"][3]
     out = generate(server, text="Stop here", sampling_params={"max_new_tokens": 16, "temperature": 0,
-                                                              "ignore_eos": True, "stop_token_ids": [token]})
+                                                              "stop_token_ids": [token]})
     first = base["output_ids"].index(token)
     assert out["output_ids"] == base["output_ids"][:first + 1]
     assert out["meta_info"]["finish_reason"] == {"type": "stop", "matched": token}
+    # As in SGLang, ignore_eos also ignores stop_token_ids.
+    out = generate(server, text="Stop here", sampling_params={"max_new_tokens": 16, "temperature": 0,
+                                                              "ignore_eos": True, "stop_token_ids": [token]})
+    assert out["output_ids"] == base["output_ids"]
 
 
 def test_health_routes(server):

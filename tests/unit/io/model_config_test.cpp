@@ -115,5 +115,19 @@ TEST(ModelConfig, MalformedAndNonUtf8Files) {
   EXPECT_THROW(load_model_config(empty.path()), Error);
 }
 
+TEST(ModelConfig, GenerationConfigEosIdsJoinTheConfigs) {
+  testing::TempDir dir;
+  dir.write("config.json", read_text_file(fixture("qwen3_moe_tiny") + "/config.json"));
+  EXPECT_EQ(load_model_config(dir.path()).eos_token_ids, std::vector<int>({2}));
+  dir.write("generation_config.json", R"({"eos_token_id": [2, 7, 9]})");
+  EXPECT_EQ(load_model_config(dir.path()).eos_token_ids, std::vector<int>({2, 7, 9}));
+  dir.write("generation_config.json", R"({"eos_token_id": 5})");
+  EXPECT_EQ(load_model_config(dir.path()).eos_token_ids, std::vector<int>({2, 5}));
+  dir.write("generation_config.json", "not json");  // ignored, as transformers does
+  EXPECT_EQ(load_model_config(dir.path()).eos_token_ids, std::vector<int>({2}));
+  dir.write("generation_config.json", R"({"eos_token_id": "x"})");
+  EXPECT_THROW(load_model_config(dir.path()), Error);
+}
+
 }  // namespace
 }  // namespace epserve

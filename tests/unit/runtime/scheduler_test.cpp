@@ -183,6 +183,7 @@ TEST_F(SchedulerTest, LogprobsMatchTheLogitsAndStopTokensEndRequests) {
   in.top_logprobs_num = 3;
   in.logprob_start_len = 0;
   in.stop_token_ids = {expected_[2].output_ids[4]};
+  in.ignore_eos = false;  // which would ignore stop_token_ids too (SGLang)
   std::vector<TokenOutput> out;
   s.add(in, out);
   Collected c;
@@ -219,6 +220,38 @@ TEST_F(SchedulerTest, LogprobsMatchTheLogitsAndStopTokensEndRequests) {
   ASSERT_EQ(input_logprobs.size(), requests_[2].input_ids.size());
   EXPECT_TRUE(std::isnan(input_logprobs[0]));
   for (size_t i = 1; i < input_logprobs.size(); ++i) EXPECT_LT(input_logprobs[i], 0.0f);
+}
+
+TEST_F(SchedulerTest, IgnoreEosAlsoIgnoresStopTokenIds) {
+  LocalModelRunner runner(load_causal_lm(fixture("deepseek_v3_tiny")), 4096);
+  Scheduler s(runner, SchedulerConfig{});
+  GenerateInput in = make_input("ignore", requests_[2].input_ids, 12);
+  in.stop_token_ids = {expected_[2].output_ids[4]};
+  std::vector<TokenOutput> out;
+  s.add(in, out);
+  Collected c;
+  drain(s, c, out);
+  EXPECT_EQ(c.tokens["ignore"], expected_[2].output_ids);
+  EXPECT_EQ(c.last["ignore"].finish_reason, "length");
+}
+
+TEST_F(SchedulerTest, MaxNewTokensZeroOnlyPrefills) {
+  LocalModelRunner runner(load_causal_lm(fixture("deepseek_v3_tiny")), 4096);
+  Scheduler s(runner, SchedulerConfig{});
+  GenerateInput in = make_input("score", requests_[1].input_ids, 0);
+  in.return_logprob = true;
+  in.logprob_start_len = 0;
+  std::vector<TokenOutput> out;
+  s.add(in, out);
+  Collected c;
+  drain(s, c, out);
+  EXPECT_TRUE(c.tokens["score"].empty());
+  const TokenOutput& last = c.last["score"];
+  EXPECT_TRUE(last.finished);
+  EXPECT_EQ(last.finish_reason, "length");
+  EXPECT_TRUE(last.error.empty());
+  EXPECT_EQ(last.input_logprobs.size(), requests_[1].input_ids.size());
+  EXPECT_FALSE(s.has_work());
 }
 
 }  // namespace

@@ -112,6 +112,19 @@ TEST(ChoiceStream, LogprobsAndErrors) {
   EXPECT_EQ(c.error_status(), 400);
   EXPECT_EQ(c.sglang_finish_reason()["type"], "abort");
   EXPECT_EQ(c.logprobs().size(), 2u);
+  EXPECT_TRUE(c.failed());
+}
+
+TEST(ChoiceStream, AbortRequestIsAFinishNotAnError) {
+  ChoiceStream c(tok(), ChoiceOptions{{}, false, true, 8});
+  c.apply(output({10, 11}));
+  c.apply(output({}, true, "abort"));
+  EXPECT_EQ(c.finish_reason(), "abort");
+  EXPECT_FALSE(c.failed());
+  EXPECT_EQ(c.completion_tokens(), 2);
+  nlohmann::json expected = {
+      {"type", "abort"}, {"message", "Aborted"}, {"status_code", nullptr}, {"err_type", nullptr}};
+  EXPECT_EQ(c.sglang_finish_reason(), expected);
 }
 
 }  // namespace
