@@ -9,6 +9,7 @@
 #include "comm/communicator.h"
 #include "core/error.h"
 #include "eplb/balancedness.h"
+#include "eplb/expert_location_io.h"
 #include "eplb/recorder.h"
 #include "model/causal_lm.h"
 #include "model/moe_parallel.h"
@@ -17,7 +18,7 @@ namespace epserve::eplb {
 namespace {
 
 // Mean balancedness over the given layers of a placement for a load.
-double mean_over_layers(const ExpertLoad& load, const ExpertLocation& location,
+double mean_over_layers(const ExpertLoad& load, const ep::ExpertLocation& location,
                         const std::vector<int>& layers) {
   if (layers.empty()) return 1.0;
   double sum = 0;
@@ -31,7 +32,7 @@ double mean_over_layers(const ExpertLoad& load, const ExpertLocation& location,
 }  // namespace
 
 EplbManager::EplbManager(CausalLM& model, std::shared_ptr<Communicator> world, EplbOptions options,
-                         std::shared_ptr<const ExpertLocation> initial)
+                         std::shared_ptr<const ep::ExpertLocation> initial)
     : model_(model), world_(std::move(world)), options_(options), current_(std::move(initial)) {
   EPS_CHECK(world_ != nullptr && current_ != nullptr,
             "--enable-eplb needs expert parallelism over several ranks (--ep-size > 1)");
@@ -68,7 +69,7 @@ void EplbManager::rebalance_now(ExpertDistributionRecorder& recorder) {
 void EplbManager::plan(ExpertDistributionRecorder& recorder) {
   passes_ = 0;
   chunk_index_ = 0;
-  const ExpertLocation& current = *current_;
+  const ep::ExpertLocation& current = *current_;
   const int L = current.num_layers(), E = current.num_logical();
   // Counts of every rank, summed (integers: every rank gets exactly the same numbers).
   std::vector<int64_t> counts = recorder.logical_count_sum();
@@ -79,7 +80,7 @@ void EplbManager::plan(ExpertDistributionRecorder& recorder) {
   ExpertLoad load{L, E, std::vector<double>(counts.begin(), counts.end())};
   PlacementConfig config{current.num_physical(), current.ep_size(), options_.num_nodes,
                          options_.num_groups};
-  ExpertLocation planned = ExpertLocation::from_placement(
+  ep::ExpertLocation planned = expert_location_from_placement(
       plan_placement(load, config, options_.algorithm), current.ep_size());
   std::vector<int> moe_layers, changing;
   for (int l = 0; l < L; ++l) {
@@ -89,7 +90,7 @@ void EplbManager::plan(ExpertDistributionRecorder& recorder) {
     moe_layers.push_back(l);
     if (!current.same_layer(planned, l)) changing.push_back(l);
   }
-  target_ = std::make_shared<const ExpertLocation>(current.with_layers(planned, changing));
+  target_ = std::make_shared<const ep::ExpertLocation>(current.with_layers(planned, changing));
   const size_t per_chunk = options_.layers_per_chunk > 0
                                ? static_cast<size_t>(options_.layers_per_chunk)
                                : std::max<size_t>(changing.size(), 1);
@@ -114,7 +115,7 @@ void EplbManager::move_next_chunk() {
   pending_.pop_front();
   const int64_t rebalance = counters_.rebalances - 1, chunk = chunk_index_++;
   const auto start = std::chrono::steady_clock::now();
-  const ExpertLocation& current = *current_;
+  const ep::ExpertLocation& current = *current_;
   MigrationLayout layout{current.num_physical(), current.ep_size(), world_->size(),
                          options_.num_nodes};
   std::vector<LayerMove> moves;
@@ -145,7 +146,7 @@ void EplbManager::move_next_chunk() {
     }
     return;
   }
-  auto next = std::make_shared<const ExpertLocation>(current.with_layers(*target_, layers));
+  auto next = std::make_shared<const ep::ExpertLocation>(current.with_layers(*target_, layers));
   for (size_t k = 0; k < layers.size(); ++k) {
     model_.expert_slots(layers[k])->commit(next, std::move((*staged)[k]));
   }

@@ -48,7 +48,7 @@ GqaAttention::GqaAttention(const ModelConfig& config, const ModelWeights& weight
                 .cols(h0 * hd, h1 * hd);
   q_norm_ = RmsNorm::load(weights, prefix + ".q_norm.weight", hd, config.rms_norm_eps);
   k_norm_ = RmsNorm::load(weights, prefix + ".k_norm.weight", hd, config.rms_norm_eps);
-  rope_ = make_rope_table(config.rope, static_cast<int>(hd));
+  rope_ = make_rope_table(rope_params(config.rope), static_cast<int>(hd));
   scale_ = static_cast<float>(std::pow(static_cast<double>(hd), -0.5));
 }
 

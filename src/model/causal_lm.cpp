@@ -7,7 +7,7 @@
 #include "comm/communicator.h"
 #include "core/phase_timer.h"
 #include "ep/dispatcher.h"
-#include "eplb/expert_location.h"
+#include "ep/expert_location.h"
 #include "io/model_weights.h"
 #include "model/moe_parallel.h"
 
@@ -150,8 +150,8 @@ std::unique_ptr<CausalLM> load_causal_lm(const std::string& model_dir,
   ModelParallel parallel = requested;
   if (parallel.world && parallel.world->size() > 1 && config.moe.num_experts > 0) {
     if (!parallel.expert_location) {
-      parallel.expert_location = std::make_shared<eplb::ExpertLocation>(
-          eplb::ExpertLocation::trivial(config.num_layers, config.moe.num_experts,
+      parallel.expert_location = std::make_shared<ep::ExpertLocation>(
+          ep::ExpertLocation::trivial(config.num_layers, config.moe.num_experts,
                                         config.moe.num_experts, parallel.ep_size));
     }
     const auto& location = *parallel.expert_location;

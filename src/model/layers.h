@@ -5,10 +5,17 @@
 
 #include <string>
 
+#include "io/model_config.h"
 #include "io/model_weights.h"
 #include "kernels/cpu/matmul.h"
+#include "kernels/cpu/rope.h"
+#include "kernels/cpu/routing.h"
 
 namespace epserve {
+
+// The kernels' parameters from the model's config.
+RopeParams rope_params(const RopeConfig& config);
+RoutingParams routing_params(const MoeConfig& moe, const float* correction_bias);
 
 // A contiguous part of [0, n) for one of `size` ranks.
 struct Shard {
@@ -65,8 +72,8 @@ class RmsNorm {
 class GatedMlp {
  public:
   GatedMlp() = default;
-  static GatedMlp load(const ModelWeights& weights, const std::string& prefix,
-                       int64_t hidden_size, int64_t intermediate_size, Shard shard = {});
+  static GatedMlp load(const ModelWeights& weights, const std::string& prefix, int64_t hidden_size,
+                       int64_t intermediate_size, Shard shard = {});
   static GatedMlp of(Linear gate, Linear up, Linear down);
   const Linear& gate_proj() const { return gate_; }
   const Linear& up_proj() const { return up_; }

@@ -91,7 +91,7 @@ MoeBlock::MoeBlock(const ModelConfig& config, const ModelWeights& weights,
         weights.get_f32(prefix + ".gate.e_score_correction_bias", {config.moe.num_experts});
     bias = correction_bias_.f32();
   }
-  routing_ = RoutingParams::from_config(config.moe, bias);
+  routing_ = routing_params(config.moe, bias);
 }
 
 void MoeBlock::set_pass_state(std::shared_ptr<PassState> pass, bool fake_routing) {

@@ -5,7 +5,7 @@
 #include "comm/communicator.h"
 #include "core/phase_timer.h"
 #include "ep/dispatcher.h"
-#include "eplb/expert_location.h"
+#include "ep/expert_location.h"
 
 namespace epserve {
 namespace {
@@ -24,7 +24,7 @@ ExpertSlots::ExpertSlots(const ModelConfig& config, const ModelWeights& weights,
       algorithm_(parallel.ep_dispatch_algorithm),
       pass_(parallel.pass),
       location_(parallel.expert_location) {
-  const eplb::ExpertLocation& location = *location_;
+  const ep::ExpertLocation& location = *location_;
   num_physical_ = location.num_physical();
   const int per_rank = location.num_local_physical();
   first_slot_ = parallel.ep_rank * per_rank;
@@ -42,7 +42,7 @@ void ExpertSlots::build_tables() {
   tables_.clear();
   if (algorithm_ != EpDispatchAlgorithm::kStatic) return;
   for (int r = 0; r < location_->ep_size(); ++r) {
-    tables_.push_back(eplb::static_dispatch_row(*location_, layer_, r));
+    tables_.push_back(ep::static_dispatch_row(*location_, layer_, r));
   }
 }
 
@@ -60,7 +60,7 @@ void ExpertSlots::to_physical(const int32_t* logical, int64_t count, int owner,
   for (int64_t begin = 0; begin < count;) {
     int64_t end = begin;
     while (end < count && logical[end] >= 0) ++end;
-    eplb::logical_to_physical_dynamic(*location_, layer_, seed ^ (static_cast<uint64_t>(begin) << 40),
+    ep::logical_to_physical_dynamic(*location_, layer_, seed ^ (static_cast<uint64_t>(begin) << 40),
                                       {logical + begin, static_cast<size_t>(end - begin)},
                                       {physical + begin, static_cast<size_t>(end - begin)});
     if (end < count) physical[end] = -1;
@@ -68,7 +68,7 @@ void ExpertSlots::to_physical(const int32_t* logical, int64_t count, int owner,
   }
 }
 
-void ExpertSlots::commit(std::shared_ptr<const eplb::ExpertLocation> location,
+void ExpertSlots::commit(std::shared_ptr<const ep::ExpertLocation> location,
                          std::vector<std::pair<int, GatedMlp>> replacements) {
   EPS_CHECK(location->num_physical() == num_physical_,
             "layer {}: the new placement has {} slots, this one {}", layer_,

@@ -22,7 +22,7 @@
 
 namespace epserve {
 
-namespace eplb {
+namespace ep {
 class ExpertLocation;
 }
 
@@ -38,14 +38,14 @@ class ExpertSlots {
   LocalExperts& experts() { return *experts_; }
   const LocalExperts& experts() const { return *experts_; }
   // The placement this layer routes with (only this layer's rows are current).
-  const eplb::ExpertLocation& location() const { return *location_; }
+  const ep::ExpertLocation& location() const { return *location_; }
   // Physical ids for the top-k logical ids of tokens that world rank `owner` sends: its static
   // table (a replica on its expert-parallel rank when there is one), or a replica drawn from
   // (pass, layer, owner, entry) for dynamic/fake dispatch. Negative ids stay -1.
   void to_physical(const int32_t* logical, int64_t count, int owner, int32_t* physical) const;
   // Switches this layer to `location`'s placement; `replacements` holds the new weights of the
   // local slots (index from first_slot) whose expert changes.
-  void commit(std::shared_ptr<const eplb::ExpertLocation> location,
+  void commit(std::shared_ptr<const ep::ExpertLocation> location,
               std::vector<std::pair<int, GatedMlp>> replacements);
   // The recorder's sink of this pass, if it records.
   ExpertCountSink* sink() const { return pass_->expert_sink; }
@@ -59,7 +59,7 @@ class ExpertSlots {
   int moe_tp_size_;
   EpDispatchAlgorithm algorithm_;
   std::shared_ptr<PassState> pass_;
-  std::shared_ptr<const eplb::ExpertLocation> location_;
+  std::shared_ptr<const ep::ExpertLocation> location_;
   std::vector<std::vector<int32_t>> tables_;  // per expert-parallel rank: logical -> physical
   std::unique_ptr<LocalExperts> experts_;
 };

@@ -13,7 +13,7 @@ namespace epserve {
 
 class Communicator;
 class Dispatcher;
-namespace eplb {
+namespace ep {
 class ExpertLocation;
 }
 
@@ -76,7 +76,7 @@ struct ModelParallel {
   int num_max_dispatch_tokens_per_rank = 128;
   EpDispatchAlgorithm ep_dispatch_algorithm = EpDispatchAlgorithm::kStatic;
   // Expert slots per layer; null: the trivial placement of the model's experts over ep_size.
-  std::shared_ptr<const eplb::ExpertLocation> expert_location;
+  std::shared_ptr<const ep::ExpertLocation> expert_location;
   // deepep: one dispatcher of each mode, shared by all MoE layers (made by load_causal_lm).
   std::shared_ptr<Dispatcher> normal_dispatcher;
   std::shared_ptr<Dispatcher> low_latency_dispatcher;

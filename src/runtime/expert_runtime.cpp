@@ -11,7 +11,7 @@
 
 #include "comm/communicator.h"
 #include "core/error.h"
-#include "eplb/expert_location.h"
+#include "ep/expert_location.h"
 
 namespace epserve {
 namespace {
@@ -78,7 +78,7 @@ std::unique_ptr<ExpertRuntime> make_expert_runtime(CausalLM& model, const RankCo
 }
 
 ExpertRuntime::ExpertRuntime(CausalLM& model, std::shared_ptr<Communicator> world,
-                             std::shared_ptr<const eplb::ExpertLocation> location,
+                             std::shared_ptr<const ep::ExpertLocation> location,
                              ExpertRuntimeOptions options)
     : model_(model),
       world_(std::move(world)),

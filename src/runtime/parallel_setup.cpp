@@ -8,7 +8,7 @@
 #include "comm/communicator.h"
 #include "core/thread_pool.h"
 #include "ep/dispatcher.h"
-#include "eplb/expert_location.h"
+#include "eplb/expert_location_io.h"
 #include "io/model_config.h"
 
 namespace epserve {
@@ -109,8 +109,8 @@ RankContext setup_rank(const ParallelOptions& o, const std::string& model_dir) {
     lo.ep_size = o.ep_size;
     lo.num_groups = config.moe.n_group > 1 ? config.moe.n_group : 0;
     lo.num_nodes = o.nnodes;
-    p.expert_location = std::make_shared<eplb::ExpertLocation>(
-        eplb::ExpertLocation::from_init_expert_location(o.init_expert_location, lo));
+    p.expert_location = std::make_shared<ep::ExpertLocation>(
+        eplb::expert_location_from_init(o.init_expert_location, lo));
   }
   return ctx;
 }

@@ -14,7 +14,7 @@
 #include "comm/communicator.h"
 #include "core/log.h"
 #include "core/thread_pool.h"
-#include "eplb/expert_location.h"
+#include "ep/expert_location.h"
 #include "model/causal_lm.h"
 #include "runtime/group_runner.h"
 #include "runtime/protocol.h"
