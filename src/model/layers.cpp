@@ -115,13 +115,19 @@ GatedMlp GatedMlp::of(Linear gate, Linear up, Linear down) {
 }
 
 void GatedMlp::forward(const float* x, int64_t num_tokens, float* out) const {
+  MlpScratch scratch;
+  forward(x, num_tokens, out, scratch);
+}
+
+void GatedMlp::forward(const float* x, int64_t num_tokens, float* out, MlpScratch& scratch) const {
   const int64_t inter = intermediate_size();
-  std::vector<float> gate(num_tokens * inter);  // [T, I]
-  std::vector<float> up(num_tokens * inter);    // [T, I]
-  gate_.forward(x, num_tokens, gate.data());
-  up_.forward(x, num_tokens, up.data());
-  silu_mul(gate.data(), up.data(), num_tokens * inter, gate.data());
-  down_.forward(gate.data(), num_tokens, out);  // [T, H]
+  scratch.gate.resize(num_tokens * inter);  // [T, I]
+  scratch.up.resize(num_tokens * inter);    // [T, I]
+  float* gate = scratch.gate.data();
+  gate_.forward(x, num_tokens, gate);
+  up_.forward(x, num_tokens, scratch.up.data());
+  silu_mul(gate, scratch.up.data(), num_tokens * inter, gate);
+  down_.forward(gate, num_tokens, out);  // [T, H]
 }
 
 }  // namespace epserve

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <string>
+#include <vector>
 
 #include "io/model_config.h"
 #include "io/model_weights.h"
@@ -69,6 +70,12 @@ class RmsNorm {
 
 // down(silu(gate(x)) * up(x)). With a shard, gate/up keep a range of intermediate rows and down
 // the matching columns, so the output is a partial sum to be reduced across the shard's ranks.
+// Scratch of a gated MLP: gate and up projections [T, intermediate].
+struct MlpScratch {
+  std::vector<float> gate;
+  std::vector<float> up;
+};
+
 class GatedMlp {
  public:
   GatedMlp() = default;
@@ -82,6 +89,8 @@ class GatedMlp {
   int64_t intermediate_size() const { return gate_.out_features(); }
   // x [T, hidden] -> out [T, hidden]
   void forward(const float* x, int64_t num_tokens, float* out) const;
+  // The same, with the intermediate buffers in `scratch` (no allocation once it has grown).
+  void forward(const float* x, int64_t num_tokens, float* out, MlpScratch& scratch) const;
 
  private:
   Linear gate_, up_, down_;

@@ -68,8 +68,12 @@ class AllReduceExperts : public RoutedExperts {
  public:
   AllReduceExperts(const ModelConfig& config, const ModelWeights& weights,
                    const std::string& prefix, int layer, const ModelParallel& parallel);
-  void forward(const float* x, int64_t num_tokens, const int32_t* topk_ids,
-               const float* topk_weights, float* out) override;
+  // Under DP attention, gathers every group's tokens; maps them all as their owners would.
+  void dispatch_start(MoeStageState& s) override;
+  void dispatch_wait_and_compute(MoeStageState& s) override;
+  // The world all-reduce of the expert outputs (blocking: the communicator has no split form).
+  void combine_start(MoeStageState& s) override;
+  void combine_wait(MoeStageState& s) override;
   ExpertSlots* slots() override { return &slots_; }
 
  private:
@@ -86,8 +90,13 @@ class DispatchedExperts : public RoutedExperts {
  public:
   DispatchedExperts(const ModelConfig& config, const ModelWeights& weights,
                     const std::string& prefix, int layer, const ModelParallel& parallel);
-  void forward(const float* x, int64_t num_tokens, const int32_t* topk_ids,
-               const float* topk_weights, float* out) override;
+  // Agrees the pass's dispatch mode at its first MoE layer, then dispatch_send of this rank's
+  // share of its group's tokens; dispatch_recv, combine_send and combine_recv in the next stages;
+  // combine_wait gathers the shares over the attention group.
+  void dispatch_start(MoeStageState& s) override;
+  void dispatch_wait_and_compute(MoeStageState& s) override;
+  void combine_start(MoeStageState& s) override;
+  void combine_wait(MoeStageState& s) override;
   ExpertSlots* slots() override { return &slots_; }
 
  private:

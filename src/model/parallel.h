@@ -3,11 +3,13 @@
 // communicators and dispatchers that join the pieces. A single process uses the defaults.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <functional>
 #include <memory>
 
 #include "model/layers.h"
+#include "model/moe_stage.h"
 
 namespace epserve {
 
@@ -35,12 +37,15 @@ class ExpertCountSink {
 // has prompt tokens (DeepEP's auto mode picks normal dispatch then) and the dispatch mode all
 // ranks agreed on for this pass (agreed once, at its first MoE layer). pass_id counts forward
 // passes; every rank of the world runs the same passes, so it is the same on all of them.
+// micro_batches holds the MoE stage state (buffers included) of each micro-batch in flight:
+// one without two-batch overlap, two with it.
 struct PassState {
   bool has_prefill = false;
   bool mode_agreed = false;
   bool low_latency = false;
   int64_t pass_id = 0;
   ExpertCountSink* expert_sink = nullptr;  // set while the recorder records
+  std::array<MoeStageState, 2> micro_batches;
 };
 
 // SGLang's --moe-a2a-backend: "none" (every rank sees every token; expert outputs are summed
