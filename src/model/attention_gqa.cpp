@@ -57,8 +57,8 @@ KvLayout GqaAttention::kv_layout(const ModelConfig& config, int tp_size) {
   return KvLayout{kv_heads * config.head_dim, kv_heads * config.head_dim};
 }
 
-void GqaAttention::forward(const float* x, const ForwardBatch& batch, KvCache& cache,
-                           int64_t layer, float* out) const {
+void GqaAttention::forward(const float* x, const ForwardBatch& batch, KvCache& cache, int64_t layer,
+                           float* out) const {
   const int64_t T = batch.num_tokens();
   const int64_t hd = head_dim_;
   const int64_t nh = num_local_heads_;

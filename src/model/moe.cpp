@@ -99,8 +99,8 @@ MoeBlock::MoeBlock(const ModelConfig& config, const ModelWeights& weights,
   routing_ = routing_params(config.moe, bias);
 }
 
-void MoeBlock::set_pass_state(std::shared_ptr<PassState> pass, bool fake_routing) {
-  pass_ = std::move(pass);
+void MoeBlock::set_context(std::shared_ptr<MoeContext> moe, bool fake_routing) {
+  moe_ = std::move(moe);
   fake_routing_ = fake_routing;
 }
 
@@ -115,7 +115,7 @@ void MoeBlock::route(const float* x, int64_t num_tokens, std::vector<float>& log
   }
   // SGLang's fake dispatch: logits uniform in [5, 10) and no correction bias. The draw depends
   // only on (pass, layer, token, expert), so every rank of a group routes a token alike.
-  const uint64_t pass_id = pass_ ? static_cast<uint64_t>(pass_->pass_id) : 0;
+  const uint64_t pass_id = moe_ ? static_cast<uint64_t>(moe_->pass.pass_id) : 0;
   for (int64_t t = 0; t < num_tokens; ++t) {
     for (int64_t e = 0; e < E; ++e) {
       uint64_t h = splitmix64(splitmix64(splitmix64(pass_id) ^ static_cast<uint64_t>(layer_)) ^
@@ -129,8 +129,8 @@ void MoeBlock::route(const float* x, int64_t num_tokens, std::vector<float>& log
 }
 
 void MoeBlock::forward(const float* x, int64_t num_tokens, float* out) {
-  EPS_CHECK(pass_ != nullptr, "MoE layer {} has no pass state", layer_);
-  MoeStageState& s = pass_->micro_batches[0];
+  EPS_CHECK(moe_ != nullptr, "MoE layer {} has no MoE context", layer_);
+  MoeStageState& s = moe_->pass.micro_batches[0];
   begin(s, x, num_tokens, out);
   route_stage(s);
   dispatch_start(s);
@@ -153,8 +153,8 @@ void MoeBlock::route_stage(MoeStageState& s) {
     observer_->on_routing(layer_, s.num_tokens, top_k_, s.topk_ids.data(), s.topk_weights.data());
   }
   // Alone, logical ids are the physical ones; under expert parallelism the slots report.
-  if (pass_ && pass_->expert_sink && experts_->slots() == nullptr) {
-    pass_->expert_sink->on_topk(layer_, s.topk_ids.data(), 0, s.num_tokens, top_k_);
+  if (moe_ && moe_->pass.expert_sink && experts_->slots() == nullptr) {
+    moe_->pass.expert_sink->on_topk(layer_, s.topk_ids.data(), 0, s.num_tokens, top_k_);
   }
 }
 

@@ -15,6 +15,7 @@
 #include "kernels/cpu/routing.h"
 #include "model/feed_forward.h"
 #include "model/layers.h"
+#include "model/moe_context.h"
 #include "model/moe_stage.h"
 #include "model/parallel.h"
 
@@ -98,9 +99,9 @@ class MoeBlock : public FeedForward {
   void combine_start(MoeStageState& s) { experts_->combine_start(s); }
   void combine_wait_and_shared(MoeStageState& s);
   void set_observer(MoeObserver* observer) { observer_ = observer; }
-  // The model's pass state (its pass id and the recorder's sink); with fake_routing the router's
-  // logits are replaced by random ones (SGLang's --ep-dispatch-algorithm fake).
-  void set_pass_state(std::shared_ptr<PassState> pass, bool fake_routing);
+  // The model's MoE context (its pass id, the recorder's sink, the micro-batch states); with
+  // fake_routing the router's logits are replaced by random ones (--ep-dispatch-algorithm fake).
+  void set_context(std::shared_ptr<MoeContext> moe, bool fake_routing);
   RoutedExperts& routed_experts() { return *experts_; }
   // Router only: topk_ids, topk_weights [T, K]; logits is the [T, E] scratch.
   void route(const float* x, int64_t num_tokens, std::vector<float>& logits, int32_t* topk_ids,
@@ -116,7 +117,7 @@ class MoeBlock : public FeedForward {
   std::unique_ptr<RoutedExperts> experts_;
   std::optional<GatedMlp> shared_;
   MoeObserver* observer_ = nullptr;
-  std::shared_ptr<PassState> pass_;
+  std::shared_ptr<MoeContext> moe_;
   bool fake_routing_ = false;
 };
 

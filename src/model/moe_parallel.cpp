@@ -18,13 +18,15 @@ std::pair<int64_t, int64_t> token_share(int64_t num_tokens, int rank, int size) 
 }  // namespace
 
 ExpertSlots::ExpertSlots(const ModelConfig& config, const ModelWeights& weights,
-                         const std::string& prefix, int layer, const ModelParallel& parallel)
+                         const std::string& prefix, int layer, const ModelParallel& parallel,
+                         std::shared_ptr<MoeContext> moe)
     : layer_(layer),
       moe_tp_size_(parallel.moe_tp_size),
       algorithm_(parallel.ep_dispatch_algorithm),
-      pass_(parallel.pass),
-      location_(parallel.expert_location) {
-  const ep::ExpertLocation& location = *location_;
+      moe_(std::move(moe)) {
+  EPS_CHECK(moe_ != nullptr && moe_->location() != nullptr,
+            "layer {}: expert slots need the placement in the MoE context", layer);
+  const ep::ExpertLocation& location = *moe_->location();
   num_physical_ = location.num_physical();
   const int per_rank = location.num_local_physical();
   first_slot_ = parallel.ep_rank * per_rank;
@@ -41,8 +43,9 @@ ExpertSlots::ExpertSlots(const ModelConfig& config, const ModelWeights& weights,
 void ExpertSlots::build_tables() {
   tables_.clear();
   if (algorithm_ != EpDispatchAlgorithm::kStatic) return;
-  for (int r = 0; r < location_->ep_size(); ++r) {
-    tables_.push_back(ep::static_dispatch_row(*location_, layer_, r));
+  const ep::ExpertLocation& location = *moe_->location();
+  for (int r = 0; r < location.ep_size(); ++r) {
+    tables_.push_back(ep::static_dispatch_row(location, layer_, r));
   }
 }
 
@@ -55,12 +58,13 @@ void ExpertSlots::to_physical(const int32_t* logical, int64_t count, int owner,
   }
   // The draw depends on (pass, layer, sending rank, entry): every rank that maps the owner's
   // tokens (the all-reduce backend maps all of them) makes the same choice.
-  const uint64_t seed = (static_cast<uint64_t>(pass_->pass_id) << 24) ^
+  const uint64_t seed = (static_cast<uint64_t>(moe_->pass.pass_id) << 24) ^
                         (static_cast<uint64_t>(layer_) << 12) ^ static_cast<uint64_t>(owner);
   for (int64_t begin = 0; begin < count;) {
     int64_t end = begin;
     while (end < count && logical[end] >= 0) ++end;
-    ep::logical_to_physical_dynamic(*location_, layer_, seed ^ (static_cast<uint64_t>(begin) << 40),
+    ep::logical_to_physical_dynamic(*moe_->location(), layer_,
+                                    seed ^ (static_cast<uint64_t>(begin) << 40),
                                     {logical + begin, static_cast<size_t>(end - begin)},
                                     {physical + begin, static_cast<size_t>(end - begin)});
     if (end < count) physical[end] = -1;
@@ -68,24 +72,22 @@ void ExpertSlots::to_physical(const int32_t* logical, int64_t count, int owner,
   }
 }
 
-void ExpertSlots::commit(std::shared_ptr<const ep::ExpertLocation> location,
-                         std::vector<std::pair<int, GatedMlp>> replacements) {
-  EPS_CHECK(location->num_physical() == num_physical_,
+void ExpertSlots::commit(std::vector<std::pair<int, GatedMlp>> replacements) {
+  EPS_CHECK(moe_->location()->num_physical() == num_physical_,
             "layer {}: the new placement has {} slots, this one {}", layer_,
-            location->num_physical(), num_physical_);
+            moe_->location()->num_physical(), num_physical_);
   for (auto& [local, mlp] : replacements) {
     EPS_CHECK(local >= 0 && local < experts_->num_experts(), "layer {}: no local slot {}", layer_,
               local);
     experts_->set_expert(local, std::move(mlp));
   }
-  location_ = std::move(location);
   build_tables();
 }
 
 AllReduceExperts::AllReduceExperts(const ModelConfig& config, const ModelWeights& weights,
                                    const std::string& prefix, int layer,
-                                   const ModelParallel& parallel)
-    : slots_(config, weights, prefix, layer, parallel),
+                                   const ModelParallel& parallel, std::shared_ptr<MoeContext> moe)
+    : slots_(config, weights, prefix, layer, parallel, std::move(moe)),
       top_k_(config.moe.top_k),
       hidden_(config.hidden_size),
       world_(parallel.world),
@@ -192,12 +194,13 @@ void AllReduceExperts::combine_wait(MoeStageState& s) {
 
 DispatchedExperts::DispatchedExperts(const ModelConfig& config, const ModelWeights& weights,
                                      const std::string& prefix, int layer,
-                                     const ModelParallel& parallel)
-    : slots_(config, weights, prefix, layer, parallel),
+                                     const ModelParallel& parallel, std::shared_ptr<MoeContext> moe)
+    : slots_(config, weights, prefix, layer, parallel, moe),
       layer_(layer),
       top_k_(config.moe.top_k),
       hidden_(config.hidden_size),
-      parallel_(parallel) {}
+      parallel_(parallel),
+      moe_(std::move(moe)) {}
 
 void DispatchedExperts::dispatch_start(MoeStageState& s) {
   const int64_t K = top_k_;
@@ -214,7 +217,7 @@ void DispatchedExperts::dispatch_start(MoeStageState& s) {
     sink->on_topk(layer_, s.physical_ids.data(), t0, n, top_k_);
   }
 
-  PassState& pass = *parallel_.pass;
+  PassState& pass = moe_->pass;
   if (!pass.mode_agreed) {
     PhaseTimer timer("comm");
     const int cap = parallel_.num_max_dispatch_tokens_per_rank;
@@ -233,7 +236,7 @@ void DispatchedExperts::dispatch_start(MoeStageState& s) {
     pass.mode_agreed = true;
   }
   s.dispatcher =
-      pass.low_latency ? parallel_.low_latency_dispatcher.get() : parallel_.normal_dispatcher.get();
+      pass.low_latency ? moe_->low_latency_dispatcher.get() : moe_->normal_dispatcher.get();
   parallel_.world->set_context(fmt::format("layer {} moe dispatch", layer_));
   PhaseTimer timer("comm");
   s.handle = s.dispatcher->dispatch_send(
@@ -289,15 +292,18 @@ void DispatchedExperts::combine_wait(MoeStageState& s) {
 std::unique_ptr<RoutedExperts> make_routed_experts(const ModelConfig& config,
                                                    const ModelWeights& weights,
                                                    const std::string& prefix, int layer,
-                                                   const ModelParallel& parallel) {
-  if (parallel.ep_size == 1 && !parallel.expert_location) {
+                                                   const ModelParallel& parallel,
+                                                   std::shared_ptr<MoeContext> moe) {
+  if (parallel.ep_size == 1 && !moe->location()) {
     return std::make_unique<LocalExperts>(
         load_experts(weights, prefix, config, 0, config.moe.num_experts), config.moe.top_k);
   }
   if (parallel.moe_a2a_backend == MoeA2aBackend::kDeepep) {
-    return std::make_unique<DispatchedExperts>(config, weights, prefix, layer, parallel);
+    return std::make_unique<DispatchedExperts>(config, weights, prefix, layer, parallel,
+                                               std::move(moe));
   }
-  return std::make_unique<AllReduceExperts>(config, weights, prefix, layer, parallel);
+  return std::make_unique<AllReduceExperts>(config, weights, prefix, layer, parallel,
+                                            std::move(moe));
 }
 
 }  // namespace epserve
