@@ -115,7 +115,7 @@ int generate_rank(const GenerateOptions& o) {
       prompts.push_back(tok->encode(rendered, false));
     }
   }
-  auto model = load_causal_lm(o.model_path, ctx.parallel);
+  auto model = load_causal_lm(o.model_path, ctx.model_load());
   ExpertRuntimeOptions expert_options = o.experts;
   expert_options.eplb.algorithm = eplb::parse_eplb_algorithm(o.eplb_algorithm);
   std::unique_ptr<ExpertRuntime> experts =

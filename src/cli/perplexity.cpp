@@ -90,7 +90,7 @@ int perplexity_rank(const PerplexityOptions& o) {
   EPS_CHECK(stride <= o.max_length, "--stride {} is larger than --max-length {}", stride,
             o.max_length);
   std::vector<int32_t> ids = read_tokens(o);
-  auto model = load_causal_lm(o.model_path, ctx.parallel);
+  auto model = load_causal_lm(o.model_path, ctx.model_load());
   const ModelConfig& config = model->config();
   EPS_CHECK(config.max_position_embeddings <= 0 || o.max_length <= config.max_position_embeddings,
             "--max-length {} exceeds the model's max_position_embeddings {}", o.max_length,

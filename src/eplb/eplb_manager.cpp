@@ -9,6 +9,7 @@
 #include "comm/communicator.h"
 #include "core/error.h"
 #include "eplb/balancedness.h"
+#include "eplb/expert_location_io.h"
 #include "eplb/recorder.h"
 #include "model/causal_lm.h"
 #include "model/moe_parallel.h"
@@ -17,7 +18,7 @@ namespace epserve::eplb {
 namespace {
 
 // Mean balancedness over the given layers of a placement for a load.
-double mean_over_layers(const ExpertLoad& load, const ExpertLocation& location,
+double mean_over_layers(const ExpertLoad& load, const ep::ExpertLocation& location,
                         const std::vector<int>& layers) {
   if (layers.empty()) return 1.0;
   double sum = 0;
@@ -30,10 +31,9 @@ double mean_over_layers(const ExpertLoad& load, const ExpertLocation& location,
 
 }  // namespace
 
-EplbManager::EplbManager(CausalLM& model, std::shared_ptr<Communicator> world, EplbOptions options,
-                         std::shared_ptr<const ExpertLocation> initial)
-    : model_(model), world_(std::move(world)), options_(options), current_(std::move(initial)) {
-  EPS_CHECK(world_ != nullptr && current_ != nullptr,
+EplbManager::EplbManager(CausalLM& model, std::shared_ptr<Communicator> world, EplbOptions options)
+    : model_(model), world_(std::move(world)), options_(options) {
+  EPS_CHECK(world_ != nullptr && location() != nullptr,
             "--enable-eplb needs expert parallelism over several ranks (--ep-size > 1)");
   EPS_CHECK(options_.rebalance_num_iterations >= 1,
             "--eplb-rebalance-num-iterations {} must be at least 1",
@@ -46,6 +46,10 @@ EplbManager::EplbManager(CausalLM& model, std::shared_ptr<Communicator> world, E
                  options_.layers_per_chunk > 0 ? fmt::format("{} layers", options_.layers_per_chunk)
                                                : std::string("all layers"));
   }
+}
+
+const std::shared_ptr<const ep::ExpertLocation>& EplbManager::location() const {
+  return model_.moe_context().location();
 }
 
 void EplbManager::on_pass_end(ExpertDistributionRecorder& recorder) {
@@ -68,7 +72,7 @@ void EplbManager::rebalance_now(ExpertDistributionRecorder& recorder) {
 void EplbManager::plan(ExpertDistributionRecorder& recorder) {
   passes_ = 0;
   chunk_index_ = 0;
-  const ExpertLocation& current = *current_;
+  const ep::ExpertLocation& current = *location();
   const int L = current.num_layers(), E = current.num_logical();
   // Counts of every rank, summed (integers: every rank gets exactly the same numbers).
   std::vector<int64_t> counts = recorder.logical_count_sum();
@@ -79,7 +83,7 @@ void EplbManager::plan(ExpertDistributionRecorder& recorder) {
   ExpertLoad load{L, E, std::vector<double>(counts.begin(), counts.end())};
   PlacementConfig config{current.num_physical(), current.ep_size(), options_.num_nodes,
                          options_.num_groups};
-  ExpertLocation planned = ExpertLocation::from_placement(
+  ep::ExpertLocation planned = expert_location_from_placement(
       plan_placement(load, config, options_.algorithm), current.ep_size());
   std::vector<int> moe_layers, changing;
   for (int l = 0; l < L; ++l) {
@@ -89,7 +93,7 @@ void EplbManager::plan(ExpertDistributionRecorder& recorder) {
     moe_layers.push_back(l);
     if (!current.same_layer(planned, l)) changing.push_back(l);
   }
-  target_ = std::make_shared<const ExpertLocation>(current.with_layers(planned, changing));
+  target_ = std::make_shared<const ep::ExpertLocation>(current.with_layers(planned, changing));
   const size_t per_chunk = options_.layers_per_chunk > 0
                                ? static_cast<size_t>(options_.layers_per_chunk)
                                : std::max<size_t>(changing.size(), 1);
@@ -114,7 +118,7 @@ void EplbManager::move_next_chunk() {
   pending_.pop_front();
   const int64_t rebalance = counters_.rebalances - 1, chunk = chunk_index_++;
   const auto start = std::chrono::steady_clock::now();
-  const ExpertLocation& current = *current_;
+  const ep::ExpertLocation& current = *location();
   MigrationLayout layout{current.num_physical(), current.ep_size(), world_->size(),
                          options_.num_nodes};
   std::vector<LayerMove> moves;
@@ -145,11 +149,11 @@ void EplbManager::move_next_chunk() {
     }
     return;
   }
-  auto next = std::make_shared<const ExpertLocation>(current.with_layers(*target_, layers));
+  model_.moe_context().set_location(
+      std::make_shared<const ep::ExpertLocation>(current.with_layers(*target_, layers)));
   for (size_t k = 0; k < layers.size(); ++k) {
-    model_.expert_slots(layers[k])->commit(next, std::move((*staged)[k]));
+    model_.expert_slots(layers[k])->commit(std::move((*staged)[k]));
   }
-  current_ = std::move(next);
   ++counters_.chunks_committed;
   counters_.layers_moved += static_cast<int64_t>(layers.size());
   counters_.migration.slots_copied_locally += stats.slots_copied_locally;

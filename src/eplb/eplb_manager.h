@@ -19,7 +19,7 @@
 #include <memory>
 #include <vector>
 
-#include "eplb/expert_location.h"
+#include "ep/expert_location.h"
 #include "eplb/placement.h"
 #include "eplb/weight_migration.h"
 
@@ -53,11 +53,11 @@ using RebalanceFault = std::function<bool(int64_t rebalance, int64_t chunk)>;
 
 class EplbManager {
  public:
-  EplbManager(CausalLM& model, std::shared_ptr<Communicator> world, EplbOptions options,
-              std::shared_ptr<const ExpertLocation> initial);
+  // Rebalances the placement in the model's MoE context (its only owner).
+  EplbManager(CausalLM& model, std::shared_ptr<Communicator> world, EplbOptions options);
 
   // The placement in force (its rows of committed layers; all of them between rebalances).
-  const std::shared_ptr<const ExpertLocation>& location() const { return current_; }
+  const std::shared_ptr<const ep::ExpertLocation>& location() const;
   const EplbCounters& counters() const { return counters_; }
   bool rebalancing() const { return !pending_.empty(); }
 
@@ -76,8 +76,7 @@ class EplbManager {
   CausalLM& model_;
   std::shared_ptr<Communicator> world_;
   EplbOptions options_;
-  std::shared_ptr<const ExpertLocation> current_;
-  std::shared_ptr<const ExpertLocation> target_;
+  std::shared_ptr<const ep::ExpertLocation> target_;
   std::deque<std::vector<int>> pending_;  // chunks of layers still to move
   int64_t passes_ = 0;                    // since the last plan
   int64_t chunk_index_ = 0;

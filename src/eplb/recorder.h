@@ -23,7 +23,7 @@
 #include <vector>
 
 #include "model/forward_batch.h"
-#include "model/parallel.h"
+#include "model/moe_context.h"
 
 namespace epserve::eplb {
 

@@ -48,7 +48,7 @@ GqaAttention::GqaAttention(const ModelConfig& config, const ModelWeights& weight
                 .cols(h0 * hd, h1 * hd);
   q_norm_ = RmsNorm::load(weights, prefix + ".q_norm.weight", hd, config.rms_norm_eps);
   k_norm_ = RmsNorm::load(weights, prefix + ".k_norm.weight", hd, config.rms_norm_eps);
-  rope_ = make_rope_table(config.rope, static_cast<int>(hd));
+  rope_ = make_rope_table(rope_params(config.rope), static_cast<int>(hd));
   scale_ = static_cast<float>(std::pow(static_cast<double>(hd), -0.5));
 }
 
@@ -57,8 +57,8 @@ KvLayout GqaAttention::kv_layout(const ModelConfig& config, int tp_size) {
   return KvLayout{kv_heads * config.head_dim, kv_heads * config.head_dim};
 }
 
-void GqaAttention::forward(const float* x, const ForwardBatch& batch, KvCache& cache,
-                           int64_t layer, float* out) const {
+void GqaAttention::forward(const float* x, const ForwardBatch& batch, KvCache& cache, int64_t layer,
+                           float* out) const {
   const int64_t T = batch.num_tokens();
   const int64_t hd = head_dim_;
   const int64_t nh = num_local_heads_;

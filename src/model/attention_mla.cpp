@@ -48,9 +48,9 @@ MlaAttention::MlaAttention(const ModelConfig& config, const ModelWeights& weight
                    .rows(h0 * nope_v, h1 * nope_v);
   o_proj_ = Linear::load(weights, prefix + ".o_proj.weight", H, config.num_heads * mla_.v_head_dim)
                 .cols(h0 * mla_.v_head_dim, h1 * mla_.v_head_dim);
-  rope_ = make_rope_table(config.rope, mla_.qk_rope_head_dim);
+  rope_ = make_rope_table(rope_params(config.rope), mla_.qk_rope_head_dim);
   scale_ = static_cast<float>(std::pow(static_cast<double>(qk), -0.5) *
-                              yarn_softmax_scale_multiplier(config.rope));
+                              yarn_softmax_scale_multiplier(rope_params(config.rope)));
 }
 
 KvLayout MlaAttention::kv_layout(const ModelConfig& config) {

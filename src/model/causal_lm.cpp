@@ -6,19 +6,19 @@
 
 #include "comm/communicator.h"
 #include "core/phase_timer.h"
-#include "ep/dispatcher.h"
-#include "eplb/expert_location.h"
+#include "ep/expert_location.h"
 #include "io/model_weights.h"
 #include "model/moe_parallel.h"
 
 namespace epserve {
 
 CausalLM::CausalLM(ModelConfig config, ModelWeights weights, KvLayout kv_layout,
-                   ModelParallel parallel)
+                   ModelParallel parallel, std::shared_ptr<MoeContext> moe)
     : config_(std::move(config)),
       weights_(std::move(weights)),
       kv_layout_(kv_layout),
-      parallel_(std::move(parallel)) {}
+      parallel_(std::move(parallel)),
+      moe_(moe ? std::move(moe) : std::make_shared<MoeContext>()) {}
 
 void CausalLM::reduce_over_heads(float* data, int64_t count, const char* what, size_t layer) {
   Communicator* group = parallel_.attention_group.get();
@@ -72,7 +72,7 @@ ExpertSlots* CausalLM::expert_slots(int layer) {
 }
 
 void CausalLM::forward(const ForwardBatch& batch, KvCache& cache, float* logits) {
-  ++parallel_.pass->pass_id;
+  ++moe_->pass.pass_id;
   if (pass_observer_) pass_observer_->on_pass_begin(batch);
   forward_pass(batch, cache, logits);
   if (pass_observer_) pass_observer_->on_pass_end();
@@ -82,7 +82,7 @@ void CausalLM::forward_pass(const ForwardBatch& batch, KvCache& cache, float* lo
   const int64_t T = batch.num_tokens();
   const int64_t H = config_.hidden_size;
   std::vector<float> hidden(T * H), normed(T * H), delta(T * H);  // [T, H] each
-  PassState& pass = *parallel_.pass;
+  PassState& pass = moe_->pass;
   pass.mode_agreed = false;
   pass.has_prefill = std::any_of(batch.seqs.begin(), batch.seqs.end(), [](const SequenceInput& s) {
     return s.num_new > 1 || s.num_past == 0;
@@ -103,8 +103,8 @@ void CausalLM::forward_pass(const ForwardBatch& batch, KvCache& cache, float* lo
   std::vector<float> rows;  // [R, H]
   for (const SequenceInput& s : batch.seqs) {
     if (s.logits == LogitsWanted::kNone) continue;
-    int64_t first = s.logits == LogitsWanted::kAll ? s.token_offset
-                                                   : s.token_offset + s.num_new - 1;
+    int64_t first =
+        s.logits == LogitsWanted::kAll ? s.token_offset : s.token_offset + s.num_new - 1;
     int64_t last = s.token_offset + s.num_new;
     rows.insert(rows.end(), hidden.begin() + first * H, hidden.begin() + last * H);
   }
@@ -144,47 +144,40 @@ void CausalLM::forward_pass(const ForwardBatch& batch, KvCache& cache, float* lo
 }
 
 std::unique_ptr<CausalLM> load_causal_lm(const std::string& model_dir,
-                                         const ModelParallel& requested) {
+                                         const ModelLoadOptions& requested) {
   ModelConfig config = load_model_config(model_dir);
   ModelWeights weights = ModelWeights::open(model_dir);
-  ModelParallel parallel = requested;
+  ModelLoadOptions options = requested;
+  if (!options.moe) options.moe = std::make_shared<MoeContext>();
+  const ModelParallel& parallel = options.parallel;
   if (parallel.world && parallel.world->size() > 1 && config.moe.num_experts > 0) {
-    if (!parallel.expert_location) {
-      parallel.expert_location = std::make_shared<eplb::ExpertLocation>(
-          eplb::ExpertLocation::trivial(config.num_layers, config.moe.num_experts,
-                                        config.moe.num_experts, parallel.ep_size));
-    }
-    const auto& location = *parallel.expert_location;
+    EPS_CHECK(options.moe->location() != nullptr,
+              "expert parallelism needs the expert placement in the MoE context");
+    const auto& location = *options.moe->location();
     EPS_CHECK(location.num_logical() == config.moe.num_experts &&
-                  location.num_layers() == config.num_layers && location.ep_size() == parallel.ep_size,
+                  location.num_layers() == config.num_layers &&
+                  location.ep_size() == parallel.ep_size,
               "the expert location map ({} layers, {} experts, ep {}) does not fit the model ({} "
               "layers, {} experts) and --ep-size {}",
               location.num_layers(), location.num_logical(), location.ep_size(), config.num_layers,
               config.moe.num_experts, parallel.ep_size);
-    if (parallel.moe_a2a_backend == MoeA2aBackend::kDeepep) {
-      DispatchConfig dc;
-      dc.hidden = config.hidden_size;
-      dc.num_topk = config.moe.top_k;
-      dc.num_physical_experts = location.num_physical();
-      dc.num_max_dispatch_tokens_per_rank = parallel.num_max_dispatch_tokens_per_rank;
-      parallel.normal_dispatcher = make_dispatcher(DispatchMode::kNormal, *parallel.world, dc);
-      parallel.low_latency_dispatcher =
-          make_dispatcher(DispatchMode::kLowLatency, *parallel.world, dc);
-    }
+    EPS_CHECK(parallel.moe_a2a_backend != MoeA2aBackend::kDeepep ||
+                  (options.moe->normal_dispatcher && options.moe->low_latency_dispatcher),
+              "--moe-a2a-backend deepep needs the dispatchers in the MoE context");
   }
   std::unique_ptr<CausalLM> model;
   switch (config.arch) {
     case Arch::kDeepseekV3:
-      model = build_deepseek_v3(std::move(config), std::move(weights), parallel);
+      model = build_deepseek_v3(std::move(config), std::move(weights), options);
       break;
     case Arch::kQwen3Moe:
-      model = build_qwen3_moe(std::move(config), std::move(weights), parallel);
+      model = build_qwen3_moe(std::move(config), std::move(weights), options);
       break;
   }
   EPS_CHECK(model != nullptr, "unsupported architecture");
   const bool fake = parallel.ep_dispatch_algorithm == EpDispatchAlgorithm::kFake;
   for (auto& layer : model->layers()) {
-    if (layer.moe) layer.moe->set_pass_state(model->parallel().pass, fake);
+    if (layer.moe) layer.moe->set_context(model->moe_context_ptr(), fake);
   }
   return model;
 }

@@ -3,6 +3,7 @@
 // files (deepseek_v3.cpp, qwen3_moe.cpp) only choose and load the parts; this class runs them.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -15,6 +16,7 @@
 #include "model/kv_cache.h"
 #include "model/layers.h"
 #include "model/moe.h"
+#include "model/moe_context.h"
 #include "model/parallel.h"
 
 namespace epserve {
@@ -40,8 +42,9 @@ class PassObserver {
 
 class CausalLM {
  public:
+  // moe: the runtime's MoE context (null: a fresh one, every expert local).
   CausalLM(ModelConfig config, ModelWeights weights, KvLayout kv_layout,
-           ModelParallel parallel = {});
+           ModelParallel parallel = {}, std::shared_ptr<MoeContext> moe = nullptr);
 
   const ModelConfig& config() const { return config_; }
   const KvLayout& kv_layout() const { return kv_layout_; }
@@ -49,6 +52,9 @@ class CausalLM {
   std::vector<DecoderLayer>& layers() { return layers_; }
   const ModelWeights& weights() const { return weights_; }
   const ModelParallel& parallel() const { return parallel_; }
+  MoeContext& moe_context() { return *moe_; }
+  const MoeContext& moe_context() const { return *moe_; }
+  const std::shared_ptr<MoeContext>& moe_context_ptr() const { return moe_; }
 
   // Runs the batch; logits [batch.num_logit_rows(), vocab] in sequence order.
   void forward(const ForwardBatch& batch, KvCache& cache, float* logits);
@@ -75,6 +81,7 @@ class CausalLM {
   ModelWeights weights_;
   KvLayout kv_layout_;
   ModelParallel parallel_;
+  std::shared_ptr<MoeContext> moe_;
   Tensor embed_tokens_;  // [vocab, hidden], BF16/F32/F16 as stored
   std::vector<DecoderLayer> layers_;
   RmsNorm final_norm_;
@@ -82,14 +89,24 @@ class CausalLM {
   PassObserver* pass_observer_ = nullptr;
 };
 
+// What a rank loads its model with besides the directory: how its share is cut, the MoE context
+// the runtime made for it (null: a fresh one, every expert local; under expert parallelism it
+// must hold the placement, and the dispatchers for deepep), and a progress callback.
+struct ModelLoadOptions {
+  ModelParallel parallel;
+  std::shared_ptr<MoeContext> moe;
+  // Called after each decoder layer is loaded (done, total), e.g. for a progress bar.
+  std::function<void(int, int)> on_layer_loaded;
+};
+
 // Reads config.json, picks the architecture and loads the weights this rank needs.
 std::unique_ptr<CausalLM> load_causal_lm(const std::string& model_dir,
-                                         const ModelParallel& parallel = {});
+                                         const ModelLoadOptions& options = {});
 
-// Architecture builders (one file each).
+// Architecture builders (one file each); options.moe is set.
 std::unique_ptr<CausalLM> build_deepseek_v3(ModelConfig config, ModelWeights weights,
-                                            const ModelParallel& parallel);
+                                            const ModelLoadOptions& options);
 std::unique_ptr<CausalLM> build_qwen3_moe(ModelConfig config, ModelWeights weights,
-                                          const ModelParallel& parallel);
+                                          const ModelLoadOptions& options);
 
 }  // namespace epserve

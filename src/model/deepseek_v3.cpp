@@ -10,10 +10,11 @@
 namespace epserve {
 
 std::unique_ptr<CausalLM> build_deepseek_v3(ModelConfig config, ModelWeights weights,
-                                            const ModelParallel& parallel) {
+                                            const ModelLoadOptions& options) {
+  const ModelParallel& parallel = options.parallel;
   KvLayout layout = MlaAttention::kv_layout(config);
-  auto model = std::make_unique<CausalLM>(std::move(config), std::move(weights), layout,
-                                          parallel);
+  auto model = std::make_unique<CausalLM>(std::move(config), std::move(weights), layout, parallel,
+                                          options.moe);
   const ModelConfig& c = model->config();
   const ModelWeights& w = model->weights();
   std::vector<DecoderLayer> layers;
@@ -33,8 +34,9 @@ std::unique_ptr<CausalLM> build_deepseek_v3(ModelConfig config, ModelWeights wei
         shared = GatedMlp::load(w, mlp + ".shared_experts", c.hidden_size,
                                 c.moe.moe_intermediate_size * c.moe.num_shared_experts);
       }
-      auto moe = std::make_unique<MoeBlock>(c, w, mlp, l, make_routed_experts(c, w, mlp, l, parallel),
-                                            std::move(shared));
+      auto moe = std::make_unique<MoeBlock>(
+          c, w, mlp, l, make_routed_experts(c, w, mlp, l, parallel, options.moe),
+          std::move(shared));
       layer.moe = moe.get();
       layer.feed_forward = std::move(moe);
     } else {
@@ -43,7 +45,7 @@ std::unique_ptr<CausalLM> build_deepseek_v3(ModelConfig config, ModelWeights wei
       layer.feed_forward_is_partial = parallel.dense_mlp.size > 1;
     }
     layers.push_back(std::move(layer));
-    if (parallel.on_layer_loaded) parallel.on_layer_loaded(l + 1, c.num_layers);
+    if (options.on_layer_loaded) options.on_layer_loaded(l + 1, c.num_layers);
   }
   model->set_layers(std::move(layers));
   model->load_embeddings_and_head();

@@ -7,6 +7,35 @@
 
 namespace epserve {
 
+RopeParams rope_params(const RopeConfig& config) {
+  RopeParams p;
+  p.theta = config.theta;
+  p.yarn = config.type == "yarn";
+  p.factor = config.factor;
+  p.original_max_position_embeddings = config.original_max_position_embeddings;
+  p.beta_fast = config.beta_fast;
+  p.beta_slow = config.beta_slow;
+  p.mscale = config.mscale;
+  p.mscale_all_dim = config.mscale_all_dim;
+  p.attention_factor = config.attention_factor;
+  p.truncate = config.truncate;
+  p.interleave = config.interleave;
+  return p;
+}
+
+RoutingParams routing_params(const MoeConfig& moe, const float* correction_bias) {
+  RoutingParams p;
+  p.sigmoid = moe.scoring == ScoringFunc::kSigmoid;
+  p.num_experts = moe.num_experts;
+  p.top_k = moe.top_k;
+  p.n_group = moe.n_group;
+  p.topk_group = moe.topk_group;
+  p.norm_topk_prob = moe.norm_topk_prob;
+  p.routed_scaling_factor = static_cast<float>(moe.routed_scaling_factor);
+  p.correction_bias = correction_bias;
+  return p;
+}
+
 Linear Linear::load(const ModelWeights& weights, const std::string& name, int64_t out_features,
                     int64_t in_features) {
   Linear l;
@@ -54,8 +83,8 @@ void RmsNorm::forward_strided(const float* x, int64_t x_stride, int64_t rows, fl
   rmsnorm(x, x_stride, weight_.f32(), rows, dim(), eps_, out, out_stride);
 }
 
-GatedMlp GatedMlp::load(const ModelWeights& weights, const std::string& prefix,
-                        int64_t hidden_size, int64_t intermediate_size, Shard shard) {
+GatedMlp GatedMlp::load(const ModelWeights& weights, const std::string& prefix, int64_t hidden_size,
+                        int64_t intermediate_size, Shard shard) {
   EPS_CHECK(intermediate_size % shard.size == 0,
             "{}: intermediate size {} does not split over {} ranks", prefix, intermediate_size,
             shard.size);
@@ -64,8 +93,8 @@ GatedMlp GatedMlp::load(const ModelWeights& weights, const std::string& prefix,
   GatedMlp m;
   m.gate_ = Linear::load(weights, prefix + ".gate_proj.weight", intermediate_size, hidden_size)
                 .rows(b, e);
-  m.up_ = Linear::load(weights, prefix + ".up_proj.weight", intermediate_size, hidden_size)
-              .rows(b, e);
+  m.up_ =
+      Linear::load(weights, prefix + ".up_proj.weight", intermediate_size, hidden_size).rows(b, e);
   m.down_ = Linear::load(weights, prefix + ".down_proj.weight", hidden_size, intermediate_size)
                 .cols(b, e);
   return m;
@@ -86,13 +115,19 @@ GatedMlp GatedMlp::of(Linear gate, Linear up, Linear down) {
 }
 
 void GatedMlp::forward(const float* x, int64_t num_tokens, float* out) const {
+  MlpScratch scratch;
+  forward(x, num_tokens, out, scratch);
+}
+
+void GatedMlp::forward(const float* x, int64_t num_tokens, float* out, MlpScratch& scratch) const {
   const int64_t inter = intermediate_size();
-  std::vector<float> gate(num_tokens * inter);  // [T, I]
-  std::vector<float> up(num_tokens * inter);    // [T, I]
-  gate_.forward(x, num_tokens, gate.data());
-  up_.forward(x, num_tokens, up.data());
-  silu_mul(gate.data(), up.data(), num_tokens * inter, gate.data());
-  down_.forward(gate.data(), num_tokens, out);  // [T, H]
+  scratch.gate.resize(num_tokens * inter);  // [T, I]
+  scratch.up.resize(num_tokens * inter);    // [T, I]
+  float* gate = scratch.gate.data();
+  gate_.forward(x, num_tokens, gate);
+  up_.forward(x, num_tokens, scratch.up.data());
+  silu_mul(gate, scratch.up.data(), num_tokens * inter, gate);
+  down_.forward(gate, num_tokens, out);  // [T, H]
 }
 
 }  // namespace epserve

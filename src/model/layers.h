@@ -4,11 +4,19 @@
 #pragma once
 
 #include <string>
+#include <vector>
 
+#include "io/model_config.h"
 #include "io/model_weights.h"
 #include "kernels/cpu/matmul.h"
+#include "kernels/cpu/rope.h"
+#include "kernels/cpu/routing.h"
 
 namespace epserve {
+
+// The kernels' parameters from the model's config.
+RopeParams rope_params(const RopeConfig& config);
+RoutingParams routing_params(const MoeConfig& moe, const float* correction_bias);
 
 // A contiguous part of [0, n) for one of `size` ranks.
 struct Shard {
@@ -62,11 +70,17 @@ class RmsNorm {
 
 // down(silu(gate(x)) * up(x)). With a shard, gate/up keep a range of intermediate rows and down
 // the matching columns, so the output is a partial sum to be reduced across the shard's ranks.
+// Scratch of a gated MLP: gate and up projections [T, intermediate].
+struct MlpScratch {
+  std::vector<float> gate;
+  std::vector<float> up;
+};
+
 class GatedMlp {
  public:
   GatedMlp() = default;
-  static GatedMlp load(const ModelWeights& weights, const std::string& prefix,
-                       int64_t hidden_size, int64_t intermediate_size, Shard shard = {});
+  static GatedMlp load(const ModelWeights& weights, const std::string& prefix, int64_t hidden_size,
+                       int64_t intermediate_size, Shard shard = {});
   static GatedMlp of(Linear gate, Linear up, Linear down);
   const Linear& gate_proj() const { return gate_; }
   const Linear& up_proj() const { return up_; }
@@ -75,6 +89,8 @@ class GatedMlp {
   int64_t intermediate_size() const { return gate_.out_features(); }
   // x [T, hidden] -> out [T, hidden]
   void forward(const float* x, int64_t num_tokens, float* out) const;
+  // The same, with the intermediate buffers in `scratch` (no allocation once it has grown).
+  void forward(const float* x, int64_t num_tokens, float* out, MlpScratch& scratch) const;
 
  private:
   Linear gate_, up_, down_;

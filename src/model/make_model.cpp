@@ -126,13 +126,10 @@ json make_model_config(const MakeModelOptions& o) {
     c["first_k_dense_replace"] = o.first_k_dense_replace.value_or(p.first_dense);
     c["moe_layer_freq"] = 1;
     c["rope_theta"] = 10000.0;
-    c["rope_scaling"] = {{"type", "yarn"},
-                         {"factor", 4.0},
-                         {"original_max_position_embeddings", 1024},
-                         {"beta_fast", 32},
-                         {"beta_slow", 1},
-                         {"mscale", 1.0},
-                         {"mscale_all_dim", 1.0}};
+    c["rope_scaling"] = {
+        {"type", "yarn"},       {"factor", 4.0},  {"original_max_position_embeddings", 1024},
+        {"beta_fast", 32},      {"beta_slow", 1}, {"mscale", 1.0},
+        {"mscale_all_dim", 1.0}};
   } else {
     c["architectures"] = {"Qwen3MoeForCausalLM"};
     c["model_type"] = "qwen3_moe";

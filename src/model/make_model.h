@@ -13,8 +13,8 @@ namespace epserve {
 struct MakeModelOptions {
   std::string arch = "deepseek_v3";  // deepseek_v3 | qwen3_moe
   std::string preset = "tiny";       // tiny | small | bench
-  std::optional<int> hidden_size, num_layers, num_experts, top_k, vocab_size,
-      moe_intermediate_size, intermediate_size, num_heads, first_k_dense_replace;
+  std::optional<int> hidden_size, num_layers, num_experts, top_k, vocab_size, moe_intermediate_size,
+      intermediate_size, num_heads, first_k_dense_replace;
   uint64_t seed = 0;
   // Scale of the random weights: a matrix [out, in] gets N(0, (init_scale / sqrt(in))^2).
   double init_scale = 1.0;

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 
+#include "core/error.h"
 #include "ep/dispatcher.h"
 
 namespace epserve {
@@ -25,43 +26,47 @@ int64_t LocalExperts::hidden_size() const {
   return experts_.empty() ? 0 : experts_[0].hidden_size();
 }
 
-void LocalExperts::run_expert(int local, const float* const* rows, int64_t n, float* out) const {
+void LocalExperts::run_expert(int local, const float* const* rows, int64_t n, float* out,
+                              ExpertScratch& scratch) const {
   const int64_t H = hidden_size();
-  std::vector<float> xs(n * H);  // [n, H]
-  for (int64_t j = 0; j < n; ++j) std::copy_n(rows[j], H, xs.data() + j * H);
-  experts_[local].forward(xs.data(), n, out);  // [n, H]
+  scratch.packed_x.resize(n * H);  // [n, H]
+  for (int64_t j = 0; j < n; ++j) std::copy_n(rows[j], H, scratch.packed_x.data() + j * H);
+  experts_[local].forward(scratch.packed_x.data(), n, out, scratch.mlp);  // [n, H]
 }
 
 void LocalExperts::forward_slots(const float* x, int64_t num_tokens, const int32_t* topk_ids,
-                                 float* y) const {
+                                 float* y, ExpertScratch& scratch) const {
   const int64_t H = hidden_size();
   const int64_t E = static_cast<int64_t>(experts_.size());
   // Group (token, slot) pairs by expert, in token order within each expert.
-  std::vector<std::vector<int64_t>> pairs(E);
+  scratch.pairs.resize(E);
+  for (auto& list : scratch.pairs) list.clear();
   for (int64_t i = 0; i < num_tokens * top_k_; ++i) {
     int64_t e = static_cast<int64_t>(topk_ids[i]) - first_id_;
-    if (e >= 0 && e < E) pairs[e].push_back(i);
+    if (e >= 0 && e < E) scratch.pairs[e].push_back(i);
   }
-  std::vector<const float*> rows;
-  std::vector<float> ys;
   for (int64_t e = 0; e < E; ++e) {
-    const auto& list = pairs[e];
+    const auto& list = scratch.pairs[e];
     if (list.empty()) continue;
     const int64_t n = static_cast<int64_t>(list.size());
-    rows.resize(n);
-    for (int64_t j = 0; j < n; ++j) rows[j] = x + (list[j] / top_k_) * H;
-    ys.resize(n * H);
-    run_expert(static_cast<int>(e), rows.data(), n, ys.data());
-    for (int64_t j = 0; j < n; ++j) std::copy_n(ys.data() + j * H, H, y + list[j] * H);
+    scratch.rows.resize(n);
+    for (int64_t j = 0; j < n; ++j) scratch.rows[j] = x + (list[j] / top_k_) * H;
+    scratch.packed_y.resize(n * H);
+    run_expert(static_cast<int>(e), scratch.rows.data(), n, scratch.packed_y.data(), scratch);
+    for (int64_t j = 0; j < n; ++j) {
+      std::copy_n(scratch.packed_y.data() + j * H, H, y + list[j] * H);
+    }
   }
 }
 
-void LocalExperts::forward(const float* x, int64_t num_tokens, const int32_t* topk_ids,
-                           const float* topk_weights, float* out) {
-  const int64_t H = hidden_size();
-  std::vector<float> y(num_tokens * top_k_ * H);  // [T * K, H]
-  forward_slots(x, num_tokens, topk_ids, y.data());
-  combine_reference(y.data(), topk_ids, topk_weights, num_tokens, top_k_, H, out);
+void LocalExperts::dispatch_wait_and_compute(MoeStageState& s) {
+  s.y.resize(s.num_tokens * top_k_ * hidden_size());  // [T * K, H]
+  forward_slots(s.x, s.num_tokens, s.topk_ids.data(), s.y.data(), s.scratch);
+}
+
+void LocalExperts::combine_wait(MoeStageState& s) {
+  combine_reference(s.y.data(), s.topk_ids.data(), s.topk_weights.data(), s.num_tokens, top_k_,
+                    hidden_size(), s.out);
 }
 
 std::vector<GatedMlp> load_experts(const ModelWeights& weights, const std::string& prefix,
@@ -83,26 +88,26 @@ MoeBlock::MoeBlock(const ModelConfig& config, const ModelWeights& weights,
       top_k_(config.moe.top_k),
       experts_(std::move(experts)),
       shared_(std::move(shared_experts)) {
-  gate_ = Linear::load(weights, prefix + ".gate.weight", config.moe.num_experts,
-                       config.hidden_size);
+  gate_ =
+      Linear::load(weights, prefix + ".gate.weight", config.moe.num_experts, config.hidden_size);
   const float* bias = nullptr;
   if (config.moe.has_correction_bias) {
     correction_bias_ =
         weights.get_f32(prefix + ".gate.e_score_correction_bias", {config.moe.num_experts});
     bias = correction_bias_.f32();
   }
-  routing_ = RoutingParams::from_config(config.moe, bias);
+  routing_ = routing_params(config.moe, bias);
 }
 
-void MoeBlock::set_pass_state(std::shared_ptr<PassState> pass, bool fake_routing) {
-  pass_ = std::move(pass);
+void MoeBlock::set_context(std::shared_ptr<MoeContext> moe, bool fake_routing) {
+  moe_ = std::move(moe);
   fake_routing_ = fake_routing;
 }
 
-void MoeBlock::route(const float* x, int64_t num_tokens, int32_t* topk_ids,
-                     float* topk_weights) const {
+void MoeBlock::route(const float* x, int64_t num_tokens, std::vector<float>& logits,
+                     int32_t* topk_ids, float* topk_weights) const {
   const int64_t E = routing_.num_experts;
-  std::vector<float> logits(num_tokens * E);  // [T, E]
+  logits.resize(num_tokens * E);  // [T, E]
   if (!fake_routing_) {
     gate_.forward(x, num_tokens, logits.data());
     route_topk(routing_, logits.data(), num_tokens, topk_ids, topk_weights);
@@ -110,7 +115,7 @@ void MoeBlock::route(const float* x, int64_t num_tokens, int32_t* topk_ids,
   }
   // SGLang's fake dispatch: logits uniform in [5, 10) and no correction bias. The draw depends
   // only on (pass, layer, token, expert), so every rank of a group routes a token alike.
-  const uint64_t pass_id = pass_ ? static_cast<uint64_t>(pass_->pass_id) : 0;
+  const uint64_t pass_id = moe_ ? static_cast<uint64_t>(moe_->pass.pass_id) : 0;
   for (int64_t t = 0; t < num_tokens; ++t) {
     for (int64_t e = 0; e < E; ++e) {
       uint64_t h = splitmix64(splitmix64(splitmix64(pass_id) ^ static_cast<uint64_t>(layer_)) ^
@@ -124,22 +129,42 @@ void MoeBlock::route(const float* x, int64_t num_tokens, int32_t* topk_ids,
 }
 
 void MoeBlock::forward(const float* x, int64_t num_tokens, float* out) {
-  std::vector<int32_t> topk_ids(num_tokens * top_k_);  // [T, K]
-  std::vector<float> topk_weights(num_tokens * top_k_);
-  route(x, num_tokens, topk_ids.data(), topk_weights.data());
+  EPS_CHECK(moe_ != nullptr, "MoE layer {} has no MoE context", layer_);
+  MoeStageState& s = moe_->pass.micro_batches[0];
+  begin(s, x, num_tokens, out);
+  route_stage(s);
+  dispatch_start(s);
+  dispatch_wait_and_compute(s);
+  combine_start(s);
+  combine_wait_and_shared(s);
+}
+
+void MoeBlock::begin(MoeStageState& s, const float* x, int64_t num_tokens, float* out) const {
+  s.x = x;
+  s.num_tokens = num_tokens;
+  s.out = out;
+}
+
+void MoeBlock::route_stage(MoeStageState& s) {
+  s.topk_ids.resize(s.num_tokens * top_k_);  // [T, K]
+  s.topk_weights.resize(s.num_tokens * top_k_);
+  route(s.x, s.num_tokens, s.router_logits, s.topk_ids.data(), s.topk_weights.data());
   if (observer_) {
-    observer_->on_routing(layer_, num_tokens, top_k_, topk_ids.data(), topk_weights.data());
+    observer_->on_routing(layer_, s.num_tokens, top_k_, s.topk_ids.data(), s.topk_weights.data());
   }
   // Alone, logical ids are the physical ones; under expert parallelism the slots report.
-  if (pass_ && pass_->expert_sink && experts_->slots() == nullptr) {
-    pass_->expert_sink->on_topk(layer_, topk_ids.data(), 0, num_tokens, top_k_);
+  if (moe_ && moe_->pass.expert_sink && experts_->slots() == nullptr) {
+    moe_->pass.expert_sink->on_topk(layer_, s.topk_ids.data(), 0, s.num_tokens, top_k_);
   }
-  experts_->forward(x, num_tokens, topk_ids.data(), topk_weights.data(), out);  // [T, H]
-  if (shared_) {
-    std::vector<float> shared_out(num_tokens * hidden_size_);  // [T, H]
-    shared_->forward(x, num_tokens, shared_out.data());
-    for (int64_t i = 0; i < num_tokens * hidden_size_; ++i) out[i] += shared_out[i];
-  }
+}
+
+void MoeBlock::combine_wait_and_shared(MoeStageState& s) {
+  experts_->combine_wait(s);  // s.out [T, H]
+  if (!shared_) return;
+  const int64_t n = s.num_tokens * hidden_size_;
+  s.shared_out.resize(n);  // [T, H]
+  shared_->forward(s.x, s.num_tokens, s.shared_out.data(), s.scratch.mlp);
+  for (int64_t i = 0; i < n; ++i) s.out[i] += s.shared_out[i];
 }
 
 }  // namespace epserve

@@ -1,7 +1,9 @@
-// The mixture-of-experts block, written in the order expert parallelism cuts it:
-//   router (gate GEMM, scores, top-k ids + weights) -> observer hook (the expert-distribution
-//   recorder) -> routed experts (all local here, or dispatched to their ranks) -> weighted
-//   combine in top-k slot order -> + shared experts.
+// The mixture-of-experts block as stages (model/moe_stage.h), in the order expert parallelism
+// cuts it: route (gate GEMM, scores, top-k ids + weights, observer and recorder hooks) ->
+// dispatch start -> dispatch wait + routed experts (all local here, or dispatched to their ranks)
+// -> combine start -> combine wait (weighted sum in top-k slot order) + shared experts.
+// MoeBlock::forward runs them back to back on one micro-batch; two-batch overlap interleaves the
+// stages of two.
 #pragma once
 
 #include <memory>
@@ -13,6 +15,8 @@
 #include "kernels/cpu/routing.h"
 #include "model/feed_forward.h"
 #include "model/layers.h"
+#include "model/moe_context.h"
+#include "model/moe_stage.h"
 #include "model/parallel.h"
 
 namespace epserve {
@@ -28,12 +32,21 @@ class MoeObserver {
                           const float* topk_weights) = 0;
 };
 
-// Runs the routed experts: out[t] = sum_k weights[t,k] * expert_{ids[t,k]}(x[t]).
+// The routed experts' stages: out[t] = sum_k weights[t,k] * expert_{ids[t,k]}(x[t]) from the
+// state's x, topk_ids and topk_weights (set by the route stage) into its out. Each stage is
+// called once per micro-batch and layer, in this order; collective stages are called by every
+// rank of the world in the same order.
 class RoutedExperts {
  public:
   virtual ~RoutedExperts() = default;
-  virtual void forward(const float* x, int64_t num_tokens, const int32_t* topk_ids,
-                       const float* topk_weights, float* out) = 0;
+  // Maps logical ids to physical slots; deepep: sends this rank's tokens to the experts' ranks.
+  virtual void dispatch_start(MoeStageState& s) = 0;
+  // deepep: waits for the tokens sent to this rank. Then runs the local experts.
+  virtual void dispatch_wait_and_compute(MoeStageState& s) = 0;
+  // deepep: sends the expert outputs back; all-reduce: sums them over the world (blocking).
+  virtual void combine_start(MoeStageState& s) = 0;
+  // Waits for the outputs and writes the weighted sum into s.out.
+  virtual void combine_wait(MoeStageState& s) = 0;
   // The expert slots of this rank under expert parallelism (null: every expert is local and
   // logical ids are physical ids).
   virtual ExpertSlots* slots() { return nullptr; }
@@ -44,13 +57,17 @@ class RoutedExperts {
 class LocalExperts : public RoutedExperts {
  public:
   LocalExperts(std::vector<GatedMlp> experts, int top_k, int first_id = 0);
-  void forward(const float* x, int64_t num_tokens, const int32_t* topk_ids,
-               const float* topk_weights, float* out) override;
+  void dispatch_start(MoeStageState&) override {}
+  void dispatch_wait_and_compute(MoeStageState& s) override;
+  void combine_start(MoeStageState&) override {}
+  void combine_wait(MoeStageState& s) override;
   // The outputs of the (token, slot) pairs whose id this object holds, into rows of
   // y [T * K, hidden]; other rows are left as they are.
-  void forward_slots(const float* x, int64_t num_tokens, const int32_t* topk_ids, float* y) const;
+  void forward_slots(const float* x, int64_t num_tokens, const int32_t* topk_ids, float* y,
+                     ExpertScratch& scratch) const;
   // out[i] = expert `local`(rows[i]) for n input rows; out is [n, hidden].
-  void run_expert(int local, const float* const* rows, int64_t n, float* out) const;
+  void run_expert(int local, const float* const* rows, int64_t n, float* out,
+                  ExpertScratch& scratch) const;
   int num_experts() const { return static_cast<int>(experts_.size()); }
   int64_t hidden_size() const;
   const GatedMlp& expert(int local) const { return experts_[local]; }
@@ -72,26 +89,35 @@ class MoeBlock : public FeedForward {
   MoeBlock(const ModelConfig& config, const ModelWeights& weights, const std::string& prefix,
            int layer, std::unique_ptr<RoutedExperts> experts,
            std::optional<GatedMlp> shared_experts);
+  // All stages back to back on the pass state's first micro-batch.
   void forward(const float* x, int64_t num_tokens, float* out) override;
+  // The stages, in order (model/moe_stage.h). begin points the state at the micro-batch.
+  void begin(MoeStageState& s, const float* x, int64_t num_tokens, float* out) const;
+  void route_stage(MoeStageState& s);
+  void dispatch_start(MoeStageState& s) { experts_->dispatch_start(s); }
+  void dispatch_wait_and_compute(MoeStageState& s) { experts_->dispatch_wait_and_compute(s); }
+  void combine_start(MoeStageState& s) { experts_->combine_start(s); }
+  void combine_wait_and_shared(MoeStageState& s);
   void set_observer(MoeObserver* observer) { observer_ = observer; }
-  // The model's pass state (its pass id and the recorder's sink); with fake_routing the router's
-  // logits are replaced by random ones (SGLang's --ep-dispatch-algorithm fake).
-  void set_pass_state(std::shared_ptr<PassState> pass, bool fake_routing);
+  // The model's MoE context (its pass id, the recorder's sink, the micro-batch states); with
+  // fake_routing the router's logits are replaced by random ones (--ep-dispatch-algorithm fake).
+  void set_context(std::shared_ptr<MoeContext> moe, bool fake_routing);
   RoutedExperts& routed_experts() { return *experts_; }
-  // Router only: topk_ids, topk_weights [T, K].
-  void route(const float* x, int64_t num_tokens, int32_t* topk_ids, float* topk_weights) const;
+  // Router only: topk_ids, topk_weights [T, K]; logits is the [T, E] scratch.
+  void route(const float* x, int64_t num_tokens, std::vector<float>& logits, int32_t* topk_ids,
+             float* topk_weights) const;
 
  private:
   int layer_;
   int64_t hidden_size_;
   int top_k_;
-  Linear gate_;                // [E, hidden]
-  Tensor correction_bias_;     // F32 [E] or undefined
+  Linear gate_;             // [E, hidden]
+  Tensor correction_bias_;  // F32 [E] or undefined
   RoutingParams routing_;
   std::unique_ptr<RoutedExperts> experts_;
   std::optional<GatedMlp> shared_;
   MoeObserver* observer_ = nullptr;
-  std::shared_ptr<PassState> pass_;
+  std::shared_ptr<MoeContext> moe_;
   bool fake_routing_ = false;
 };
 

@@ -22,7 +22,7 @@
 
 namespace epserve {
 
-namespace eplb {
+namespace ep {
 class ExpertLocation;
 }
 
@@ -31,24 +31,24 @@ class ExpertLocation;
 class ExpertSlots {
  public:
   ExpertSlots(const ModelConfig& config, const ModelWeights& weights, const std::string& prefix,
-              int layer, const ModelParallel& parallel);
+              int layer, const ModelParallel& parallel, std::shared_ptr<MoeContext> moe);
   int layer() const { return layer_; }
   int first_slot() const { return first_slot_; }
   int num_physical() const { return num_physical_; }
   LocalExperts& experts() { return *experts_; }
   const LocalExperts& experts() const { return *experts_; }
-  // The placement this layer routes with (only this layer's rows are current).
-  const eplb::ExpertLocation& location() const { return *location_; }
+  // The placement this layer routes with: the MoE context's.
+  const ep::ExpertLocation& location() const { return *moe_->location(); }
   // Physical ids for the top-k logical ids of tokens that world rank `owner` sends: its static
   // table (a replica on its expert-parallel rank when there is one), or a replica drawn from
   // (pass, layer, owner, entry) for dynamic/fake dispatch. Negative ids stay -1.
   void to_physical(const int32_t* logical, int64_t count, int owner, int32_t* physical) const;
-  // Switches this layer to `location`'s placement; `replacements` holds the new weights of the
-  // local slots (index from first_slot) whose expert changes.
-  void commit(std::shared_ptr<const eplb::ExpertLocation> location,
-              std::vector<std::pair<int, GatedMlp>> replacements);
+  // Switches this layer to the placement now in the MoE context (set_location first);
+  // `replacements` holds the new weights of the local slots (index from first_slot) whose expert
+  // changes.
+  void commit(std::vector<std::pair<int, GatedMlp>> replacements);
   // The recorder's sink of this pass, if it records.
-  ExpertCountSink* sink() const { return pass_->expert_sink; }
+  ExpertCountSink* sink() const { return moe_->pass.expert_sink; }
 
  private:
   void build_tables();
@@ -58,8 +58,7 @@ class ExpertSlots {
   int num_physical_;
   int moe_tp_size_;
   EpDispatchAlgorithm algorithm_;
-  std::shared_ptr<PassState> pass_;
-  std::shared_ptr<const eplb::ExpertLocation> location_;
+  std::shared_ptr<MoeContext> moe_;
   std::vector<std::vector<int32_t>> tables_;  // per expert-parallel rank: logical -> physical
   std::unique_ptr<LocalExperts> experts_;
 };
@@ -67,9 +66,14 @@ class ExpertSlots {
 class AllReduceExperts : public RoutedExperts {
  public:
   AllReduceExperts(const ModelConfig& config, const ModelWeights& weights,
-                   const std::string& prefix, int layer, const ModelParallel& parallel);
-  void forward(const float* x, int64_t num_tokens, const int32_t* topk_ids,
-               const float* topk_weights, float* out) override;
+                   const std::string& prefix, int layer, const ModelParallel& parallel,
+                   std::shared_ptr<MoeContext> moe);
+  // Under DP attention, gathers every group's tokens; maps them all as their owners would.
+  void dispatch_start(MoeStageState& s) override;
+  void dispatch_wait_and_compute(MoeStageState& s) override;
+  // The world all-reduce of the expert outputs (blocking: the communicator has no split form).
+  void combine_start(MoeStageState& s) override;
+  void combine_wait(MoeStageState& s) override;
   ExpertSlots* slots() override { return &slots_; }
 
  private:
@@ -85,9 +89,15 @@ class AllReduceExperts : public RoutedExperts {
 class DispatchedExperts : public RoutedExperts {
  public:
   DispatchedExperts(const ModelConfig& config, const ModelWeights& weights,
-                    const std::string& prefix, int layer, const ModelParallel& parallel);
-  void forward(const float* x, int64_t num_tokens, const int32_t* topk_ids,
-               const float* topk_weights, float* out) override;
+                    const std::string& prefix, int layer, const ModelParallel& parallel,
+                    std::shared_ptr<MoeContext> moe);
+  // Agrees the pass's dispatch mode at its first MoE layer, then dispatch_send of this rank's
+  // share of its group's tokens; dispatch_recv, combine_send and combine_recv in the next stages;
+  // combine_wait gathers the shares over the attention group.
+  void dispatch_start(MoeStageState& s) override;
+  void dispatch_wait_and_compute(MoeStageState& s) override;
+  void combine_start(MoeStageState& s) override;
+  void combine_wait(MoeStageState& s) override;
   ExpertSlots* slots() override { return &slots_; }
 
  private:
@@ -96,6 +106,7 @@ class DispatchedExperts : public RoutedExperts {
   int top_k_;
   int64_t hidden_;
   ModelParallel parallel_;
+  std::shared_ptr<MoeContext> moe_;
 };
 
 // The routed experts of one layer for the given layout: LocalExperts on one rank, else one of
@@ -103,6 +114,7 @@ class DispatchedExperts : public RoutedExperts {
 std::unique_ptr<RoutedExperts> make_routed_experts(const ModelConfig& config,
                                                    const ModelWeights& weights,
                                                    const std::string& prefix, int layer,
-                                                   const ModelParallel& parallel);
+                                                   const ModelParallel& parallel,
+                                                   std::shared_ptr<MoeContext> moe);
 
 }  // namespace epserve

@@ -1,10 +1,11 @@
-// How one rank's share of the model is cut: its attention heads (tensor parallel inside its
-// attention group), its expert slots (expert parallel over the whole world), and the
-// communicators and dispatchers that join the pieces. A single process uses the defaults.
+// How one rank's share of the model is cut, fixed for the life of the job: its attention heads
+// (tensor parallel inside its attention group), its expert slots (expert parallel over the whole
+// world), how the MoE layers reach the experts, and the communicators that join the pieces. A
+// single process uses the defaults. The live side of the MoE layers (placement, dispatchers, pass
+// state) is the runtime's MoeContext (model/moe_context.h).
 #pragma once
 
 #include <cstdint>
-#include <functional>
 #include <memory>
 
 #include "model/layers.h"
@@ -12,36 +13,6 @@
 namespace epserve {
 
 class Communicator;
-class Dispatcher;
-namespace eplb {
-class ExpertLocation;
-}
-
-// Sees which physical experts the tokens of this rank go to (the expert-distribution recorder).
-// Every rank reports only the tokens it sends: its share [first_token, first_token + num_tokens)
-// of its attention group's batch (the whole batch on one rank), so summing over ranks counts
-// every token once.
-class ExpertCountSink {
- public:
-  virtual ~ExpertCountSink() = default;
-  // physical_ids [num_tokens, top_k]; -1 entries are skipped.
-  virtual void on_topk(int layer, const int32_t* physical_ids, int64_t first_token,
-                       int64_t num_tokens, int top_k) = 0;
-  // Rows the dispatcher delivered to this rank's slots (first_slot .. first_slot + n - 1).
-  virtual void on_received(int layer, int first_slot, const int64_t* rows_per_slot, int n) = 0;
-};
-
-// State of the forward pass in progress, shared by the layers of one model: whether the batch
-// has prompt tokens (DeepEP's auto mode picks normal dispatch then) and the dispatch mode all
-// ranks agreed on for this pass (agreed once, at its first MoE layer). pass_id counts forward
-// passes; every rank of the world runs the same passes, so it is the same on all of them.
-struct PassState {
-  bool has_prefill = false;
-  bool mode_agreed = false;
-  bool low_latency = false;
-  int64_t pass_id = 0;
-  ExpertCountSink* expert_sink = nullptr;  // set while the recorder records
-};
 
 // SGLang's --moe-a2a-backend: "none" (every rank sees every token; expert outputs are summed
 // over ranks) or "deepep" (each rank sends its share of the tokens to the experts' ranks).
@@ -75,14 +46,6 @@ struct ModelParallel {
   DeepepMode deepep_mode = DeepepMode::kAuto;
   int num_max_dispatch_tokens_per_rank = 128;
   EpDispatchAlgorithm ep_dispatch_algorithm = EpDispatchAlgorithm::kStatic;
-  // Expert slots per layer; null: the trivial placement of the model's experts over ep_size.
-  std::shared_ptr<const eplb::ExpertLocation> expert_location;
-  // deepep: one dispatcher of each mode, shared by all MoE layers (made by load_causal_lm).
-  std::shared_ptr<Dispatcher> normal_dispatcher;
-  std::shared_ptr<Dispatcher> low_latency_dispatcher;
-  std::shared_ptr<PassState> pass = std::make_shared<PassState>();
-  // Called after each decoder layer is loaded (done, total), e.g. for a progress bar.
-  std::function<void(int, int)> on_layer_loaded;
 };
 
 }  // namespace epserve

@@ -10,10 +10,11 @@
 namespace epserve {
 
 std::unique_ptr<CausalLM> build_qwen3_moe(ModelConfig config, ModelWeights weights,
-                                          const ModelParallel& parallel) {
+                                          const ModelLoadOptions& options) {
+  const ModelParallel& parallel = options.parallel;
   KvLayout layout = GqaAttention::kv_layout(config, parallel.attention_heads.size);
-  auto model = std::make_unique<CausalLM>(std::move(config), std::move(weights), layout,
-                                          parallel);
+  auto model = std::make_unique<CausalLM>(std::move(config), std::move(weights), layout, parallel,
+                                          options.moe);
   const ModelConfig& c = model->config();
   const ModelWeights& w = model->weights();
   std::vector<DecoderLayer> layers;
@@ -28,8 +29,8 @@ std::unique_ptr<CausalLM> build_qwen3_moe(ModelConfig config, ModelWeights weigh
         std::make_unique<GqaAttention>(c, w, prefix + ".self_attn", parallel.attention_heads);
     std::string mlp = prefix + ".mlp";
     if (c.layer_is_moe[l]) {
-      auto moe = std::make_unique<MoeBlock>(c, w, mlp, l, make_routed_experts(c, w, mlp, l, parallel),
-                                            std::nullopt);
+      auto moe = std::make_unique<MoeBlock>(
+          c, w, mlp, l, make_routed_experts(c, w, mlp, l, parallel, options.moe), std::nullopt);
       layer.moe = moe.get();
       layer.feed_forward = std::move(moe);
     } else {
@@ -38,7 +39,7 @@ std::unique_ptr<CausalLM> build_qwen3_moe(ModelConfig config, ModelWeights weigh
       layer.feed_forward_is_partial = parallel.dense_mlp.size > 1;
     }
     layers.push_back(std::move(layer));
-    if (parallel.on_layer_loaded) parallel.on_layer_loaded(l + 1, c.num_layers);
+    if (options.on_layer_loaded) options.on_layer_loaded(l + 1, c.num_layers);
   }
   model->set_layers(std::move(layers));
   model->load_embeddings_and_head();

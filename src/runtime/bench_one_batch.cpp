@@ -51,7 +51,7 @@ BenchOneBatchResult bench_one_batch(const BenchOneBatchOptions& o) {
   BenchOneBatchResult result;
   auto start = std::chrono::steady_clock::now();
   RankContext ctx = setup_rank(o.parallel, o.model_path);
-  auto model = load_causal_lm(o.model_path, ctx.parallel);
+  auto model = load_causal_lm(o.model_path, ctx.model_load());
   std::unique_ptr<ExpertRuntime> experts = make_expert_runtime(*model, ctx, o.parallel, o.experts);
   result.load_seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();

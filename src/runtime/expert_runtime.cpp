@@ -9,7 +9,7 @@
 
 #include "comm/communicator.h"
 #include "core/error.h"
-#include "eplb/expert_location.h"
+#include "ep/expert_location.h"
 #include "eplb/recorder_dump.h"
 
 namespace epserve {
@@ -62,8 +62,7 @@ std::unique_ptr<ExpertRuntime> make_expert_runtime(CausalLM& model, const RankCo
   options.eplb.num_nodes = parallel.nnodes;
   const int n_group = model.config().moe.n_group;
   options.eplb.num_groups = n_group > 1 ? n_group : 0;
-  auto runtime = std::make_unique<ExpertRuntime>(model, ctx.world, ctx.parallel.expert_location,
-                                                 std::move(options));
+  auto runtime = std::make_unique<ExpertRuntime>(model, ctx.world, std::move(options));
   const char* fault = std::getenv("EPSERVE_EPLB_FAULT");
   if (fault != nullptr && *fault != '\0' && runtime->manager() != nullptr) {
     int rank = -1;
@@ -79,11 +78,9 @@ std::unique_ptr<ExpertRuntime> make_expert_runtime(CausalLM& model, const RankCo
 }
 
 ExpertRuntime::ExpertRuntime(CausalLM& model, std::shared_ptr<Communicator> world,
-                             std::shared_ptr<const eplb::ExpertLocation> location,
                              ExpertRuntimeOptions options)
     : model_(model),
       world_(std::move(world)),
-      location_(std::move(location)),
       options_(std::move(options)),
       last_log_(std::chrono::steady_clock::now()) {
   const ModelConfig& config = model_.config();
@@ -93,9 +90,10 @@ ExpertRuntime::ExpertRuntime(CausalLM& model, std::shared_ptr<Communicator> worl
   eplb::RecorderShape shape;
   shape.num_layers = config.num_layers;
   shape.num_logical = config.moe.num_experts;
-  shape.num_physical = location_ ? location_->num_physical() : config.moe.num_experts;
-  shape.ep_size = location_ ? location_->ep_size() : 1;
-  if (!location_) {
+  const ep::ExpertLocation* location = model_.moe_context().location().get();
+  shape.num_physical = location ? location->num_physical() : config.moe.num_experts;
+  shape.ep_size = location ? location->ep_size() : 1;
+  if (!location) {
     identity_.resize(static_cast<size_t>(shape.num_layers) * shape.num_physical);
     for (size_t i = 0; i < identity_.size(); ++i) {
       identity_[i] = static_cast<int32_t>(i % static_cast<size_t>(shape.num_physical));
@@ -108,7 +106,7 @@ ExpertRuntime::ExpertRuntime(CausalLM& model, std::shared_ptr<Communicator> worl
       mode, options_.recorder_buffer_size, shape, world_ ? world_->rank() : 0,
       options_.dispatcher_counts);
   if (options_.enable_eplb) {
-    manager_ = std::make_unique<eplb::EplbManager>(model_, world_, options_.eplb, location_);
+    manager_ = std::make_unique<eplb::EplbManager>(model_, world_, options_.eplb);
   }
   // As SGLang: EPLB and the metrics need the counts from the first pass on.
   if (options_.enable_eplb || options_.enable_metrics) recorder_->start();
@@ -120,19 +118,18 @@ ExpertRuntime::~ExpertRuntime() {
 }
 
 std::span<const int32_t> ExpertRuntime::physical_to_logical() const {
-  if (manager_) return manager_->location()->all_physical_to_logical();
-  if (location_) return location_->all_physical_to_logical();
-  return identity_;
+  const auto& location = model_.moe_context().location();
+  return location ? location->all_physical_to_logical() : std::span<const int32_t>(identity_);
 }
 
 void ExpertRuntime::on_pass_begin(const ForwardBatch& batch) {
-  PassState& pass = *model_.parallel().pass;
+  PassState& pass = model_.moe_context().pass;
   pass.expert_sink = recorder_->recording() ? recorder_.get() : nullptr;
   recorder_->begin_pass(pass.pass_id, batch);
 }
 
 void ExpertRuntime::on_pass_end() {
-  model_.parallel().pass->expert_sink = nullptr;
+  model_.moe_context().pass.expert_sink = nullptr;
   const bool recorded = recorder_->recording();
   recorder_->end_pass(physical_to_logical());
   if (options_.enable_metrics && recorded) queue_balancedness();

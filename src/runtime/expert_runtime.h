@@ -68,8 +68,8 @@ std::string expert_distribution_dump_dir(const std::string& flag);
 class ExpertRuntime : public PassObserver {
  public:
   // `world` may be null (one process). Installs itself as the model's pass observer.
-  ExpertRuntime(CausalLM& model, std::shared_ptr<Communicator> world,
-                std::shared_ptr<const eplb::ExpertLocation> location, ExpertRuntimeOptions options);
+  // The placement is the model's MoE context's.
+  ExpertRuntime(CausalLM& model, std::shared_ptr<Communicator> world, ExpertRuntimeOptions options);
   ~ExpertRuntime() override;
 
   void on_pass_begin(const ForwardBatch& batch) override;
@@ -95,7 +95,6 @@ class ExpertRuntime : public PassObserver {
 
   CausalLM& model_;
   std::shared_ptr<Communicator> world_;
-  std::shared_ptr<const eplb::ExpertLocation> location_;  // without EPLB: fixed
   ExpertRuntimeOptions options_;
   std::vector<int32_t> identity_;  // physical_to_logical of one process (slot = expert)
   std::unique_ptr<eplb::ExpertDistributionRecorder> recorder_;

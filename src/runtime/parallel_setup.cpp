@@ -8,7 +8,7 @@
 #include "comm/communicator.h"
 #include "core/thread_pool.h"
 #include "ep/dispatcher.h"
-#include "eplb/expert_location.h"
+#include "eplb/expert_location_io.h"
 #include "io/model_config.h"
 
 namespace epserve {
@@ -27,15 +27,15 @@ void ParallelOptions::validate() const {
   const int w = world_size();
   EPS_CHECK(tp_size >= 0 && ep_size >= 1 && dp_size >= 0,
             "--tp-size, --ep-size and --dp-size must be positive");
-  EPS_CHECK(w % ep_size == 0, "--ep-size {} must divide the world size {} (--tp-size)", ep_size,
-            w);
+  EPS_CHECK(w % ep_size == 0, "--ep-size {} must divide the world size {} (--tp-size)", ep_size, w);
   EPS_CHECK(moe_a2a_backend == "none" || moe_a2a_backend == "deepep",
             "--moe-a2a-backend '{}' is not one of none, deepep", moe_a2a_backend);
   EPS_CHECK(deepep_mode == "auto" || deepep_mode == "normal" || deepep_mode == "low_latency",
             "--deepep-mode '{}' is not one of auto, normal, low_latency", deepep_mode);
   EPS_CHECK(moe_a2a_backend != "deepep" || ep_size == w,
             "--moe-a2a-backend deepep needs --ep-size equal to the world size {} (SGLang sets "
-            "ep_size = tp_size for it)", w);
+            "ep_size = tp_size for it)",
+            w);
   EPS_CHECK(nnodes >= 1 && node_rank >= 0 && node_rank < nnodes,
             "--node-rank {} must be in [0, --nnodes {})", node_rank, nnodes);
   EPS_CHECK(w % nnodes == 0, "the world size {} must be a multiple of --nnodes {}", w, nnodes);
@@ -109,8 +109,17 @@ RankContext setup_rank(const ParallelOptions& o, const std::string& model_dir) {
     lo.ep_size = o.ep_size;
     lo.num_groups = config.moe.n_group > 1 ? config.moe.n_group : 0;
     lo.num_nodes = o.nnodes;
-    p.expert_location = std::make_shared<eplb::ExpertLocation>(
-        eplb::ExpertLocation::from_init_expert_location(o.init_expert_location, lo));
+    ctx.moe = std::make_shared<MoeContext>(std::make_shared<const ep::ExpertLocation>(
+        eplb::expert_location_from_init(o.init_expert_location, lo)));
+    if (p.moe_a2a_backend == MoeA2aBackend::kDeepep) {
+      DispatchConfig dc;
+      dc.hidden = config.hidden_size;
+      dc.num_topk = config.moe.top_k;
+      dc.num_physical_experts = ctx.moe->location()->num_physical();
+      dc.num_max_dispatch_tokens_per_rank = p.num_max_dispatch_tokens_per_rank;
+      ctx.moe->normal_dispatcher = make_dispatcher(DispatchMode::kNormal, *ctx.world, dc);
+      ctx.moe->low_latency_dispatcher = make_dispatcher(DispatchMode::kLowLatency, *ctx.world, dc);
+    }
   }
   return ctx;
 }

@@ -12,6 +12,8 @@
 #include <string>
 
 #include "comm/launcher.h"
+#include "model/causal_lm.h"
+#include "model/moe_context.h"
 #include "model/parallel.h"
 
 namespace epserve {
@@ -48,13 +50,20 @@ struct RankContext {
   RankInfo info;
   std::shared_ptr<Communicator> world;
   ModelParallel parallel;
-  int dp_rank = 0;  // this rank's attention group
+  // The live MoE objects this rank's model runs with: the placement (from
+  // --init-expert-location), the dispatchers (deepep), the pass state.
+  std::shared_ptr<MoeContext> moe = std::make_shared<MoeContext>();
+  int dp_rank = 0;     // this rank's attention group
   bool leader = true;  // rank 0 of its attention group (runs the scheduler)
   // The leaders of all attention groups (DP attention): they agree each step on whether to run.
   std::shared_ptr<Communicator> leaders;
+
+  // What load_causal_lm takes for this rank.
+  ModelLoadOptions model_load() const { return {parallel, moe, {}}; }
 };
 
-// In a rank process (or a single process): connects the data plane and cuts the layout.
+// In a rank process (or a single process): connects the data plane, cuts the layout and makes
+// the MoE context (placement and, for deepep, the dispatchers: collective over the world).
 RankContext setup_rank(const ParallelOptions& options, const std::string& model_dir);
 
 // With W > 1 and not yet a rank: starts this node's ranks and supervises them (returns the

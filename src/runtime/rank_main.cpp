@@ -14,7 +14,7 @@
 #include "comm/communicator.h"
 #include "core/log.h"
 #include "core/thread_pool.h"
-#include "eplb/expert_location.h"
+#include "ep/expert_location.h"
 #include "model/causal_lm.h"
 #include "runtime/group_runner.h"
 #include "runtime/protocol.h"
@@ -54,7 +54,8 @@ int64_t rank_weight_bytes(const CausalLM& model) {
     (name.find(".experts.") != std::string::npos ? experts : other) += n;
   }
   if (c.moe.num_experts <= 0) return static_cast<int64_t>(experts + other);
-  int num_physical = p.expert_location ? p.expert_location->num_physical() : c.moe.num_experts;
+  const auto& location = model.moe_context().location();
+  int num_physical = location ? location->num_physical() : c.moe.num_experts;
   double held = static_cast<double>(num_physical) / std::max(1, p.ep_size) / c.moe.num_experts;
   return static_cast<int64_t>(other + experts * held);
 }
@@ -84,10 +85,11 @@ int run_rank(const RankOptions& o) {
   // The leader reports loading progress to the frontend, which draws a progress bar.
   zmq::context_t context(1);
   zmq::socket_t outbox(context, zmq::socket_type::push);
+  ModelLoadOptions load = ctx.model_load();
   if (ctx.leader) {
     outbox.connect(fmt::format("{}-out", o.ipc_base));
     outbox.set(zmq::sockopt::linger, 1000);
-    ctx.parallel.on_layer_loaded = [&](int done, int total) {
+    load.on_layer_loaded = [&](int done, int total) {
       send(outbox,
            {{"type", "control"},
             {"id", 0},
@@ -95,7 +97,7 @@ int run_rank(const RankOptions& o) {
              {{"load_progress", {{"done", done}, {"total", total}}}, {"dp_rank", ctx.dp_rank}}}});
     };
   }
-  auto model = load_causal_lm(o.model_path, ctx.parallel);
+  auto model = load_causal_lm(o.model_path, load);
   int64_t bytes_per_slot =
       static_cast<int64_t>(KvCache::bytes_per_slot(model->config().num_layers, model->kv_layout()));
   int64_t slots = o.max_total_tokens > 0

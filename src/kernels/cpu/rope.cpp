@@ -19,9 +19,8 @@ double correction_dim(double num_rotations, int dim, double base, int max_positi
 
 }  // namespace
 
-RopeTable make_rope_table(const RopeConfig& config, int rotary_dim) {
-  EPS_CHECK(rotary_dim > 0 && rotary_dim % 2 == 0, "rotary dimension {} must be even",
-            rotary_dim);
+RopeTable make_rope_table(const RopeParams& config, int rotary_dim) {
+  EPS_CHECK(rotary_dim > 0 && rotary_dim % 2 == 0, "rotary dimension {} must be even", rotary_dim);
   RopeTable table;
   table.rotary_dim = rotary_dim;
   table.interleave = config.interleave;
@@ -33,7 +32,7 @@ RopeTable make_rope_table(const RopeConfig& config, int rotary_dim) {
     float exponent = static_cast<float>(2 * i) / static_cast<float>(rotary_dim);
     pos_freq[i] = static_cast<float>(std::pow(config.theta, static_cast<double>(exponent)));
   }
-  if (config.type != "yarn") {
+  if (!config.yarn) {
     for (int i = 0; i < half; ++i) table.inv_freq[i] = 1.0f / pos_freq[i];
     return table;
   }
@@ -60,17 +59,17 @@ RopeTable make_rope_table(const RopeConfig& config, int rotary_dim) {
   }
   double attention_factor = config.attention_factor;
   if (attention_factor == 0.0) {
-    attention_factor = (config.mscale != 0.0 && config.mscale_all_dim != 0.0)
-                           ? yarn_mscale(factor, config.mscale) /
-                                 yarn_mscale(factor, config.mscale_all_dim)
-                           : yarn_mscale(factor, 1.0);
+    attention_factor =
+        (config.mscale != 0.0 && config.mscale_all_dim != 0.0)
+            ? yarn_mscale(factor, config.mscale) / yarn_mscale(factor, config.mscale_all_dim)
+            : yarn_mscale(factor, 1.0);
   }
   table.attention_factor = static_cast<float>(attention_factor);
   return table;
 }
 
-double yarn_softmax_scale_multiplier(const RopeConfig& config) {
-  if (config.type == "default" || config.mscale_all_dim == 0.0) return 1.0;
+double yarn_softmax_scale_multiplier(const RopeParams& config) {
+  if (!config.yarn || config.mscale_all_dim == 0.0) return 1.0;
   double m = yarn_mscale(config.factor, config.mscale_all_dim);
   return m * m;
 }

@@ -8,9 +8,23 @@
 #include <cstdint>
 #include <vector>
 
-#include "io/model_config.h"
-
 namespace epserve {
+
+// The rotary embedding's parameters, as config.json's rope fields give them (the model fills
+// this from its RopeConfig). yarn = false is plain RoPE with base theta.
+struct RopeParams {
+  double theta = 10000.0;
+  bool yarn = false;
+  double factor = 1.0;
+  int original_max_position_embeddings = 0;
+  double beta_fast = 32.0;
+  double beta_slow = 1.0;
+  double mscale = 0.0;            // 0: absent
+  double mscale_all_dim = 0.0;    // 0: absent
+  double attention_factor = 0.0;  // 0: derived from factor and the mscales
+  bool truncate = true;
+  bool interleave = false;  // pairs (2i, 2i + 1) instead of (i, i + d/2)
+};
 
 struct RopeTable {
   int rotary_dim = 0;
@@ -19,10 +33,10 @@ struct RopeTable {
   std::vector<float> inv_freq;    // [rotary_dim / 2]
 };
 
-RopeTable make_rope_table(const RopeConfig& config, int rotary_dim);
+RopeTable make_rope_table(const RopeParams& params, int rotary_dim);
 
 // Softmax scale multiplier DeepSeek applies for YaRN: mscale(factor, mscale_all_dim)^2, else 1.
-double yarn_softmax_scale_multiplier(const RopeConfig& config);
+double yarn_softmax_scale_multiplier(const RopeParams& params);
 
 // Rotates x[num_heads, rotary_dim] (rows head_stride apart) in place for one position.
 void apply_rope(const RopeTable& table, int64_t position, float* x, int64_t num_heads,

@@ -10,19 +10,6 @@
 
 namespace epserve {
 
-RoutingParams RoutingParams::from_config(const MoeConfig& moe, const float* correction_bias) {
-  RoutingParams p;
-  p.scoring = moe.scoring;
-  p.num_experts = moe.num_experts;
-  p.top_k = moe.top_k;
-  p.n_group = moe.n_group;
-  p.topk_group = moe.topk_group;
-  p.norm_topk_prob = moe.norm_topk_prob;
-  p.routed_scaling_factor = static_cast<float>(moe.routed_scaling_factor);
-  p.correction_bias = correction_bias;
-  return p;
-}
-
 namespace {
 
 // Indices of the k largest values, largest first, ties to the lower index.
@@ -47,8 +34,8 @@ void softmax_inplace(float* x, int n) {
 
 }  // namespace
 
-void route_topk(const RoutingParams& p, const float* logits, int64_t num_tokens,
-                int32_t* topk_ids, float* topk_weights) {
+void route_topk(const RoutingParams& p, const float* logits, int64_t num_tokens, int32_t* topk_ids,
+                float* topk_weights) {
   const int E = p.num_experts;
   const int K = p.top_k;
   EPS_CHECK(K > 0 && K <= E && p.n_group > 0 && E % p.n_group == 0,
@@ -60,7 +47,7 @@ void route_topk(const RoutingParams& p, const float* logits, int64_t num_tokens,
     const float* row = logits + t * E;
     int32_t* ids = topk_ids + t * K;
     float* weights = topk_weights + t * K;
-    if (p.scoring == ScoringFunc::kSoftmax) {
+    if (!p.sigmoid) {
       std::copy_n(row, E, scores.begin());
       softmax_inplace(scores.data(), E);
     } else {
@@ -92,7 +79,7 @@ void route_topk(const RoutingParams& p, const float* logits, int64_t num_tokens,
       sum += weights[k];
     }
     if (p.norm_topk_prob) {
-      float denominator = p.scoring == ScoringFunc::kSigmoid ? sum + 1e-20f : sum;
+      float denominator = p.sigmoid ? sum + 1e-20f : sum;
       for (int k = 0; k < K; ++k) weights[k] /= denominator;
     }
     if (p.routed_scaling_factor != 1.0f) {

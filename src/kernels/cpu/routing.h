@@ -11,12 +11,10 @@
 
 #include <cstdint>
 
-#include "io/model_config.h"
-
 namespace epserve {
 
 struct RoutingParams {
-  ScoringFunc scoring = ScoringFunc::kSoftmax;
+  bool sigmoid = false;  // sigmoid scoring (DeepSeek-V3) instead of softmax (Qwen3-MoE)
   int num_experts = 0;
   int top_k = 0;
   int n_group = 1;
@@ -24,8 +22,6 @@ struct RoutingParams {
   bool norm_topk_prob = false;
   float routed_scaling_factor = 1.0f;
   const float* correction_bias = nullptr;  // [num_experts] or null
-
-  static RoutingParams from_config(const MoeConfig& moe, const float* correction_bias);
 };
 
 // logits [num_tokens, num_experts] -> topk_ids, topk_weights [num_tokens, top_k].

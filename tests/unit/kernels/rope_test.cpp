@@ -11,7 +11,7 @@ namespace {
 // Rotating pair j by angle pos * inv_freq[j] is multiplying the complex number (a + ib) by
 // e^{i angle}; checked here against std::complex in double.
 TEST(Rope, RotateHalfIsAComplexRotation) {
-  RopeConfig config;
+  RopeParams config;
   config.theta = 10000.0;
   RopeTable table = make_rope_table(config, 8);
   float x[8] = {1, 2, 3, 4, 5, 6, 7, 8};
@@ -28,7 +28,7 @@ TEST(Rope, RotateHalfIsAComplexRotation) {
 }
 
 TEST(Rope, InterleavedRotatesAdjacentPairsAndWritesHalves) {
-  RopeConfig config;
+  RopeParams config;
   config.interleave = true;
   RopeTable table = make_rope_table(config, 4);
   float x[4] = {1, 2, 3, 4};
@@ -47,8 +47,8 @@ TEST(Rope, YarnMatchesTransformersOnTheTinyFixture) {
   // tests/data/models/deepseek_v3_tiny: factor 4, original 1024, mscale 1.0,
   // mscale_all_dim 0.8, rotary dim 16. tools/reference/README.md records transformers' values:
   // correction range low 1, high 5, attention_factor 1.02496, softmax scale 0.218161.
-  RopeConfig config;
-  config.type = "yarn";
+  RopeParams config;
+  config.yarn = true;
   config.factor = 4.0;
   config.original_max_position_embeddings = 1024;
   config.mscale = 1.0;

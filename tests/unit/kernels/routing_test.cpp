@@ -31,8 +31,7 @@ std::set<int> brute_force_deepseek(const std::vector<float>& logits, const std::
     int g = group_score[i].second;
     for (int e = g * gs; e < (g + 1) * gs; ++e) candidates.push_back({choice[e], e});
   }
-  std::sort(candidates.begin(), candidates.end(),
-            [](auto a, auto b) { return a.first > b.first; });
+  std::sort(candidates.begin(), candidates.end(), [](auto a, auto b) { return a.first > b.first; });
   std::set<int> out;
   for (int k = 0; k < top_k; ++k) out.insert(candidates[k].second);
   return out;
@@ -46,15 +45,15 @@ TEST(Routing, DeepseekGroupLimitedMatchesBruteForce) {
     std::vector<float> logits(E), bias(E);
     for (auto& v : logits) v = normal(rng);
     for (auto& v : bias) v = normal(rng) * 0.1f;
-    MoeConfig moe;
-    moe.num_experts = E;
-    moe.top_k = K;
-    moe.n_group = G;
-    moe.topk_group = TG;
-    moe.scoring = ScoringFunc::kSigmoid;
-    moe.norm_topk_prob = true;
-    moe.routed_scaling_factor = 2.5;
-    RoutingParams p = RoutingParams::from_config(moe, bias.data());
+    RoutingParams p;
+    p.num_experts = E;
+    p.top_k = K;
+    p.n_group = G;
+    p.topk_group = TG;
+    p.sigmoid = true;
+    p.norm_topk_prob = true;
+    p.routed_scaling_factor = 2.5f;
+    p.correction_bias = bias.data();
     std::vector<int32_t> ids(K);
     std::vector<float> weights(K);
     route_topk(p, logits.data(), 1, ids.data(), weights.data());
@@ -80,12 +79,11 @@ TEST(Routing, DeepseekGroupLimitedMatchesBruteForce) {
 }
 
 TEST(Routing, SoftmaxTopKRenormalised) {
-  MoeConfig moe;
-  moe.num_experts = 4;
-  moe.top_k = 2;
-  moe.scoring = ScoringFunc::kSoftmax;
-  moe.norm_topk_prob = true;
-  RoutingParams p = RoutingParams::from_config(moe, nullptr);
+  RoutingParams p;
+  p.num_experts = 4;
+  p.top_k = 2;
+  p.sigmoid = false;
+  p.norm_topk_prob = true;
   float logits[4] = {0.0f, 2.0f, 1.0f, -1.0f};
   int32_t ids[2];
   float w[2];
@@ -101,10 +99,9 @@ TEST(Routing, SoftmaxTopKRenormalised) {
 }
 
 TEST(Routing, TiesGoToTheLowerExpertId) {
-  MoeConfig moe;
-  moe.num_experts = 4;
-  moe.top_k = 2;
-  RoutingParams p = RoutingParams::from_config(moe, nullptr);
+  RoutingParams p;
+  p.num_experts = 4;
+  p.top_k = 2;
   float logits[4] = {1.0f, 1.0f, 1.0f, 1.0f};
   int32_t ids[2];
   float w[2];

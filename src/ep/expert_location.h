@@ -7,12 +7,8 @@
 //   - trivial: slot p holds logical expert p % num_logical;
 //   - from a physical_to_logical map (SGLang's init_by_mapping): replicas listed by ascending
 //     slot;
-//   - from a planner result (SGLang's init_by_eplb): replicas in the planner's order;
-//   - from --init-expert-location: "trivial", a path to a .json file, or a JSON string, holding
-//     physical_to_logical_map (used as is; a logical_to_all_physical_map next to it, as our dumps
-//     write, keeps its replica order) or logical_count (token counts [layers][experts] or a
-//     recorder dump [buffer][layers][experts], summed over the buffer and planned with
-//     --eplb-algorithm, as SGLang does). SGLang also reads torch .pt files; we do not.
+//   - with a given replica order (a planner result, SGLang's init_by_eplb, or a JSON map):
+//     eplb/expert_location_io.h builds those and reads --init-expert-location.
 //
 // Routing a top-k id from logical to physical (the runtime's choice among replicas):
 //   - static (SGLang: a per-rank table computed once; a rank uses its own replica of the expert
@@ -22,44 +18,23 @@
 //     hash of a caller-given seed and the entry's position, so it is a pure function).
 #pragma once
 
-#include <nlohmann/json.hpp>
-
 #include <cstdint>
 #include <span>
-#include <string_view>
 #include <vector>
 
-#include "eplb/placement.h"
-
-namespace epserve::eplb {
-
-// What --init-expert-location needs besides its value: the model's MoE layout and the flags.
-struct ExpertLocationOptions {
-  int num_layers = 0;
-  int num_logical = 0;
-  int num_physical = 0;  // num_logical + --ep-num-redundant-experts
-  int ep_size = 1;
-  int num_groups = 0;                              // the model's n_group; 0 = none
-  int num_nodes = 1;                               // --nnodes
-  EplbAlgorithm algorithm = EplbAlgorithm::kAuto;  // --eplb-algorithm, for logical_count input
-};
+namespace epserve::ep {
 
 class ExpertLocation {
  public:
   static ExpertLocation trivial(int num_layers, int num_logical, int num_physical, int ep_size);
-  // physical_to_logical is [num_layers, num_physical] row-major.
+  // physical_to_logical is [num_layers, num_physical] row-major. ordered_replicas, when given, is
+  // the replica order of every logical expert, [num_layers, num_logical, width] padded with -1
+  // (it must list exactly the slots physical_to_logical gives each expert); when empty,
+  // replicas are listed by ascending slot.
   static ExpertLocation from_physical_to_logical(int num_logical, int ep_size, int num_physical,
-                                                 std::vector<int32_t> physical_to_logical);
-  static ExpertLocation from_placement(const Placement& placement, int ep_size);
-  static ExpertLocation from_json(const nlohmann::json& doc, const ExpertLocationOptions& options,
-                                  std::string_view source);
-  // The value of --init-expert-location.
-  static ExpertLocation from_init_expert_location(std::string_view value,
-                                                  const ExpertLocationOptions& options);
-
-  // physical_to_logical_map, logical_to_all_physical_map, logical_to_all_physical_map_num_valid
-  // and the sizes; from_json reads it back unchanged.
-  nlohmann::ordered_json to_json() const;
+                                                 std::vector<int32_t> physical_to_logical,
+                                                 std::vector<int32_t> ordered_replicas = {},
+                                                 int width = 0);
 
   int num_layers() const { return num_layers_; }
   int num_logical() const { return num_logical_; }
@@ -131,4 +106,4 @@ void logical_to_physical_dynamic(const ExpertLocation& location, int layer, uint
                                  std::span<const int32_t> topk_logical,
                                  std::span<int32_t> topk_physical);
 
-}  // namespace epserve::eplb
+}  // namespace epserve::ep

@@ -1,37 +1,11 @@
-#include "eplb/expert_location.h"
+#include "ep/expert_location.h"
 
 #include <algorithm>
-#include <string>
 
 #include "core/error.h"
-#include "eplb/planner_io.h"
 
-namespace epserve::eplb {
+namespace epserve::ep {
 namespace {
-
-using json = nlohmann::json;
-
-// Reads an array of arrays of integers with the given outer sizes into a flat vector; returns
-// the inner size (which must be the same for every row and, when expected_inner >= 0, equal it).
-int read_int_rows(const json& rows, std::string_view source, const char* key, int expected_rows,
-                  int expected_inner, std::vector<int32_t>& out) {
-  EPS_CHECK(rows.is_array() && static_cast<int>(rows.size()) == expected_rows,
-            "{}: {} must have {} rows, found {}", source, key, expected_rows,
-            rows.is_array() ? std::to_string(rows.size()) : std::string("no array"));
-  int inner = expected_inner;
-  for (int r = 0; r < expected_rows; ++r) {
-    const json& row = rows[r];
-    if (inner < 0 && row.is_array()) inner = static_cast<int>(row.size());
-    EPS_CHECK(row.is_array() && static_cast<int>(row.size()) == inner,
-              "{}: {} row {} must hold {} integers", source, key, r, inner);
-    for (const json& v : row) {
-      EPS_CHECK(v.is_number_integer(), "{}: {} row {} holds {}, expected an integer", source, key,
-                r, v.dump());
-      out.push_back(v.get<int32_t>());
-    }
-  }
-  return inner;
-}
 
 uint64_t splitmix64(uint64_t x) {
   x += 0x9e3779b97f4a7c15ULL;
@@ -56,7 +30,9 @@ ExpertLocation ExpertLocation::trivial(int num_layers, int num_logical, int num_
 
 ExpertLocation ExpertLocation::from_physical_to_logical(int num_logical, int ep_size,
                                                         int num_physical,
-                                                        std::vector<int32_t> physical_to_logical) {
+                                                        std::vector<int32_t> physical_to_logical,
+                                                        std::vector<int32_t> ordered_replicas,
+                                                        int width) {
   EPS_CHECK(num_physical > 0 && ep_size > 0 && num_physical % ep_size == 0,
             "{} physical experts do not split evenly over ep_size {}", num_physical, ep_size);
   EPS_CHECK(!physical_to_logical.empty() && physical_to_logical.size() % num_physical == 0,
@@ -68,21 +44,7 @@ ExpertLocation ExpertLocation::from_physical_to_logical(int num_logical, int ep_
   location.num_physical_ = num_physical;
   location.ep_size_ = ep_size;
   location.physical_to_logical_ = std::move(physical_to_logical);
-  location.build({}, 0);
-  return location;
-}
-
-ExpertLocation ExpertLocation::from_placement(const Placement& placement, int ep_size) {
-  EPS_CHECK(ep_size > 0 && placement.num_physical % ep_size == 0,
-            "{} physical experts do not split evenly over ep_size {}", placement.num_physical,
-            ep_size);
-  ExpertLocation location;
-  location.num_layers_ = placement.num_layers;
-  location.num_logical_ = placement.num_logical;
-  location.num_physical_ = placement.num_physical;
-  location.ep_size_ = ep_size;
-  location.physical_to_logical_ = placement.physical_to_logical;
-  location.build(placement.logical_to_physical, placement.max_replicas);
+  location.build(std::move(ordered_replicas), width);
   return location;
 }
 
@@ -139,55 +101,6 @@ void ExpertLocation::build(std::vector<int32_t> ordered_replicas, int width) {
   }
 }
 
-ExpertLocation ExpertLocation::from_json(const json& doc, const ExpertLocationOptions& o,
-                                         std::string_view source) {
-  EPS_CHECK(doc.is_object(), "{}: expected a JSON object", source);
-  if (doc.contains("physical_to_logical_map")) {
-    std::vector<int32_t> physical_to_logical;
-    read_int_rows(doc["physical_to_logical_map"], source, "physical_to_logical_map", o.num_layers,
-                  o.num_physical, physical_to_logical);
-    ExpertLocation location = from_physical_to_logical(o.num_logical, o.ep_size, o.num_physical,
-                                                       std::move(physical_to_logical));
-    if (doc.contains("logical_to_all_physical_map")) {
-      const json& layers = doc["logical_to_all_physical_map"];
-      EPS_CHECK(layers.is_array() && static_cast<int>(layers.size()) == o.num_layers,
-                "{}: logical_to_all_physical_map must have {} layers", source, o.num_layers);
-      std::vector<int32_t> ordered;
-      int width = -1;
-      for (int l = 0; l < o.num_layers; ++l) {
-        width = read_int_rows(layers[l], source, "logical_to_all_physical_map layer", o.num_logical,
-                              width, ordered);
-      }
-      location.build(std::move(ordered), width);
-    }
-    return location;
-  }
-  if (doc.contains("logical_count")) {
-    ExpertLoad load = expert_load_from_json(doc, source);
-    EPS_CHECK(load.num_layers == o.num_layers && load.num_logical == o.num_logical,
-              "{}: logical_count is {} layers x {} experts, the model has {} x {}", source,
-              load.num_layers, load.num_logical, o.num_layers, o.num_logical);
-    PlacementConfig config{o.num_physical, o.ep_size, o.num_nodes, o.num_groups};
-    return from_placement(plan_placement(load, config, o.algorithm), o.ep_size);
-  }
-  std::string keys;
-  for (const auto& [key, value] : doc.items()) keys += (keys.empty() ? "" : ", ") + key;
-  EPS_THROW("{}: expected physical_to_logical_map or logical_count, found keys [{}]", source, keys);
-}
-
-ExpertLocation ExpertLocation::from_init_expert_location(std::string_view value,
-                                                         const ExpertLocationOptions& o) {
-  if (value == "trivial") return trivial(o.num_layers, o.num_logical, o.num_physical, o.ep_size);
-  EPS_CHECK(!value.ends_with(".pt"),
-            "--init-expert-location {}: torch .pt files are not supported; pass JSON with "
-            "physical_to_logical_map or logical_count",
-            value);
-  if (value.ends_with(".json")) {
-    return from_json(read_json_file(std::string(value)), o, value);
-  }
-  return from_json(parse_json_text(value, "--init-expert-location"), o, "--init-expert-location");
-}
-
 ExpertLocation ExpertLocation::with_layers(const ExpertLocation& update,
                                            std::span<const int> layers) const {
   EPS_CHECK(update.num_layers_ == num_layers_ && update.num_logical_ == num_logical_ &&
@@ -210,7 +123,8 @@ ExpertLocation ExpertLocation::with_layers(const ExpertLocation& update,
     const ExpertLocation& src = take[l] ? update : *this;
     if (take[l]) {
       std::copy_n(src.physical_to_logical_.data() + static_cast<size_t>(l) * num_physical_,
-                  num_physical_, out.physical_to_logical_.data() + static_cast<size_t>(l) * num_physical_);
+                  num_physical_,
+                  out.physical_to_logical_.data() + static_cast<size_t>(l) * num_physical_);
     }
     for (int e = 0; e < num_logical_; ++e) {
       std::span<const int32_t> replicas = src.logical_to_all_physical(l, e);
@@ -226,35 +140,6 @@ bool ExpertLocation::same_layer(const ExpertLocation& other, int layer) const {
   std::span<const int32_t> a = layer_physical_to_logical(layer);
   std::span<const int32_t> b = other.layer_physical_to_logical(layer);
   return std::equal(a.begin(), a.end(), b.begin(), b.end());
-}
-
-nlohmann::ordered_json ExpertLocation::to_json() const {
-  using ordered = nlohmann::ordered_json;
-  ordered physical_to_logical = ordered::array();
-  ordered logical_to_all_physical = ordered::array();
-  ordered num_valid = ordered::array();
-  for (int l = 0; l < num_layers_; ++l) {
-    auto row = layer_physical_to_logical(l);
-    physical_to_logical.push_back(std::vector<int32_t>(row.begin(), row.end()));
-    ordered layer = ordered::array();
-    for (int e = 0; e < num_logical_; ++e) {
-      const int32_t* cells = logical_to_all_physical_.data() +
-                             (static_cast<size_t>(l) * num_logical_ + e) * max_replicas_;
-      layer.push_back(std::vector<int32_t>(cells, cells + max_replicas_));
-    }
-    logical_to_all_physical.push_back(std::move(layer));
-    const int32_t* counts = replica_count_.data() + static_cast<size_t>(l) * num_logical_;
-    num_valid.push_back(std::vector<int32_t>(counts, counts + num_logical_));
-  }
-  ordered out;
-  out["num_layers"] = num_layers_;
-  out["num_logical_experts"] = num_logical_;
-  out["num_physical_experts"] = num_physical_;
-  out["ep_size"] = ep_size_;
-  out["physical_to_logical_map"] = std::move(physical_to_logical);
-  out["logical_to_all_physical_map"] = std::move(logical_to_all_physical);
-  out["logical_to_all_physical_map_num_valid"] = std::move(num_valid);
-  return out;
 }
 
 std::vector<int32_t> static_dispatch_row(const ExpertLocation& location, int layer, int ep_rank) {
@@ -322,4 +207,4 @@ void logical_to_physical_dynamic(const ExpertLocation& location, int layer, uint
   }
 }
 
-}  // namespace epserve::eplb
+}  // namespace epserve::ep

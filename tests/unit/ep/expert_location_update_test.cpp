@@ -2,19 +2,22 @@
 #include <gtest/gtest.h>
 
 #include "core/error.h"
-#include "eplb/expert_location.h"
+#include "ep/expert_location.h"
 
-namespace epserve::eplb {
+namespace epserve::ep {
 namespace {
 
-std::vector<int32_t> to_vector(std::span<const int32_t> s) { return {s.begin(), s.end()}; }
+std::vector<int32_t> to_vector(std::span<const int32_t> s) {
+  return {s.begin(), s.end()};
+}
 
 TEST(EplbExpertLocationUpdate, WithLayersTakesOnlyTheGivenLayers) {
   ExpertLocation old_map = ExpertLocation::trivial(3, 4, 6, 2);  // slots 4, 5 replicate 0, 1
-  ExpertLocation update = ExpertLocation::from_physical_to_logical(
-      4, 2, 6, {3, 3, 2, 1, 0, 3,    // layer 0: expert 3 three times
-                0, 1, 2, 3, 2, 2,    // layer 1
-                1, 0, 3, 2, 1, 0});  // layer 2
+  ExpertLocation update =
+      ExpertLocation::from_physical_to_logical(4, 2, 6,
+                                               {3, 3, 2, 1, 0, 3,  // layer 0: expert 3 three times
+                                                0, 1, 2, 3, 2, 2,  // layer 1
+                                                1, 0, 3, 2, 1, 0});  // layer 2
   const std::vector<int> layers = {0, 2};
   ExpertLocation mixed = old_map.with_layers(update, layers);
   EXPECT_TRUE(mixed.same_layer(update, 0));
@@ -38,4 +41,4 @@ TEST(EplbExpertLocationUpdate, MismatchedSizesAndLayersAreErrors) {
 }
 
 }  // namespace
-}  // namespace epserve::eplb
+}  // namespace epserve::ep
