@@ -118,3 +118,66 @@ def test_client_error_types(client):
     assert "max_completion_tokens is too large" in str(e.value)
     with pytest.raises(openai.NotFoundError):
         client.models.retrieve("no-such-model")
+
+
+DEEP = 100_000
+NESTED = "[" * DEEP + "]" * DEEP  # a JSON value 100k levels deep
+
+
+@pytest.mark.parametrize("path,body", [
+    ("/generate", '{"input_ids": %s}' % NESTED),
+    ("/generate", '{"input_ids": [1, %s]}' % NESTED),
+    ("/generate", '{"text": "x", "sampling_params": {"stop_token_ids": %s}}' % NESTED),
+    ("/detokenize", '{"tokens": %s}' % NESTED),
+    ("/detokenize", '{"tokens": [1, %s]}' % NESTED),
+    (COMPLETIONS, '{"model": "m", "prompt": %s}' % NESTED),
+    (CHAT, '{"model": "m", "messages": [{"role": "user", "content": %s}]}' % NESTED),
+    (CHAT, '{"model": "m", "messages": [{"role": "user", "content": "x", "name": %s}]}' % NESTED),
+    (CHAT, '{"model": "m", "messages": [{"role": "assistant", "content": "x", "tool_calls": %s}]}'
+     % NESTED),
+    (CHAT, '{"model": "m", "messages": [{"role": "user", "content": "x"}], "chat_template_kwargs": '
+     '{"a": %s}}' % NESTED),
+    (CHAT, '{"model": "m", "messages": [{"role": "user", "content": "x"}], "x": '
+     + '{"a": ' * DEEP + "1" + "}" * DEEP + "}"),
+])
+def test_deeply_nested_json(server, path, body):
+    r = raw_post(server, path, body.encode())
+    assert_openai_error(r, 400, "nested")
+
+
+def test_nesting_within_the_limit(server):
+    # 60 levels: parsed, then refused for its type like any wrong value.
+    nested = "[" * 60 + "1" + "]" * 60
+    r = raw_post(server, "/generate", ('{"input_ids": [%s]}' % nested).encode())
+    assert_openai_error(r, 400, "input_ids")
+    body = '{"model": "m", "messages": [{"role": "user", "content": "x"}], "chat_template_kwargs": {"a": %s}}'
+    r = raw_post(server, CHAT, (body % nested).encode())
+    assert r.status_code == 200, r.text
+
+
+@pytest.mark.parametrize("path,fields,param", [
+    (CHAT, '"temperature": 1e400', "temperature"),
+    (CHAT, '"top_p": -1e400', "top_p"),
+    (CHAT, '"max_tokens": 1e400', "max_tokens"),
+    (CHAT, '"seed": 1e999', "seed"),
+    (CHAT, '"presence_penalty": 1e400', "presence_penalty"),
+    (CHAT, '"logit_bias": {"5": 1e400}', "logit_bias.5"),
+    (COMPLETIONS, '"frequency_penalty": 2e308', "frequency_penalty"),
+    ("/generate", '"sampling_params": {"temperature": 1e400}', "sampling_params.temperature"),
+    ("/generate", '"input_ids": [1, 1e400]', "input_ids[1]"),
+])
+def test_numbers_that_do_not_fit(server, path, fields, param):
+    base = {CHAT: '"model": "m", "messages": [{"role": "user", "content": "x"}]',
+            COMPLETIONS: '"model": "m", "prompt": "x"', "/generate": '"text": "x"'}[path]
+    if path == "/generate" and fields.startswith('"input_ids"'):
+        base = '"sampling_params": {}'
+    r = raw_post(server, path, ("{%s, %s}" % (base, fields)).encode())
+    assert_openai_error(r, 400, param)
+    assert r.json()["error"]["param"] == param
+
+
+def test_integers_that_do_not_fit(server):
+    body = '{"model": "m", "messages": [{"role": "user", "content": "x"}], "seed": 18446744073709551615}'
+    assert_openai_error(raw_post(server, CHAT, body.encode()), 400, "seed")
+    body = '{"model": "m", "prompt": "x", "max_tokens": 123456789012345678901234567890}'
+    assert_openai_error(raw_post(server, COMPLETIONS, body.encode()), 400, "max_tokens")
