@@ -59,7 +59,10 @@ struct HttpServerOptions {
   std::string host = "127.0.0.1";
   int port = 30000;  // 0: any free port (see HttpServer::port())
   size_t max_body_bytes = 8 << 20;
-  size_t threads = 256;  // each open streaming response holds one
+  size_t threads = 256;  // requests handled at once; each open streaming response holds one
+  // Connections open at once (handled, idle or sending headers); more are answered 503.
+  size_t max_connections = 4096;
+  int header_timeout_s = 10;  // a request's headers must arrive within this (else 408)
   int keep_alive_timeout_s = 5;
   bool access_log = false;  // one stderr line per request ("HTTP POST /generate -> 200")
 };

@@ -27,13 +27,94 @@ std::string json_type_name(const json& value) {
   }
 }
 
+namespace {
+
+// Builds the DOM like nlohmann's own parser, but stops at kMaxJsonDepth levels of nesting and
+// names the field (as a path: "messages[0].content") of a number that does not fit in a double.
+class BoundedJsonBuilder {
+ public:
+  explicit BoundedJsonBuilder(json& root) : dom_(root, false) {}
+
+  bool null() { return scalar(dom_.null()); }
+  bool boolean(bool v) { return scalar(dom_.boolean(v)); }
+  bool number_integer(json::number_integer_t v) { return scalar(dom_.number_integer(v)); }
+  bool number_unsigned(json::number_unsigned_t v) { return scalar(dom_.number_unsigned(v)); }
+  bool number_float(json::number_float_t v, const json::string_t& s) {
+    return scalar(dom_.number_float(v, s));
+  }
+  bool string(json::string_t& v) { return scalar(dom_.string(v)); }
+  bool binary(json::binary_t& v) { return scalar(dom_.binary(v)); }
+  bool start_object(std::size_t n) { return open(false) && dom_.start_object(n); }
+  bool start_array(std::size_t n) { return open(true) && dom_.start_array(n); }
+  bool key(json::string_t& k) {
+    levels_.back().key = k;
+    return dom_.key(k);
+  }
+  bool end_object() { return close(dom_.end_object()); }
+  bool end_array() { return close(dom_.end_array()); }
+  bool parse_error(std::size_t, const std::string& token, const nlohmann::detail::exception& e) {
+    if (e.id == 406) {  // out_of_range: number overflow
+      param_ = path();
+      message_ = fmt::format("{}: the number {} does not fit in a 64-bit float", param_, token);
+    } else {
+      message_ = fmt::format("the request body is not valid JSON: {}", e.what());
+    }
+    return false;
+  }
+
+  const std::string& message() const { return message_; }
+  const std::string& param() const { return param_; }
+
+ private:
+  struct Level {
+    bool array = false;
+    size_t index = 0;
+    std::string key;
+  };
+
+  bool open(bool array) {
+    if (levels_.size() >= kMaxJsonDepth) {
+      param_ = levels_.empty() || levels_[0].array ? "" : levels_[0].key;
+      message_ = fmt::format("{}{}the request body is nested more than {} levels deep", param_,
+                             param_.empty() ? "" : ": ", kMaxJsonDepth);
+      return false;
+    }
+    levels_.push_back(Level{array, 0, ""});
+    return true;
+  }
+  bool close(bool ok) {
+    levels_.pop_back();
+    return scalar(ok);
+  }
+  // A value ended: the next one of an enclosing array has the next index.
+  bool scalar(bool ok) {
+    if (!levels_.empty() && levels_.back().array) ++levels_.back().index;
+    return ok;
+  }
+  std::string path() const {
+    std::string out;
+    for (const Level& level : levels_) {
+      if (level.array) {
+        out += fmt::format("[{}]", level.index);
+      } else {
+        out += (out.empty() ? "" : ".") + level.key;
+      }
+    }
+    return out;
+  }
+
+  nlohmann::detail::json_sax_dom_parser<json> dom_;
+  std::vector<Level> levels_;
+  std::string message_;
+  std::string param_;
+};
+
+}  // namespace
+
 json parse_json_object(const std::string& body) {
   json value;
-  try {
-    value = json::parse(body);
-  } catch (const json::parse_error& e) {
-    bad_request(fmt::format("the request body is not valid JSON: {}", e.what()));
-  }
+  BoundedJsonBuilder builder(value);
+  if (!json::sax_parse(body, &builder)) bad_request(builder.message(), builder.param());
   if (!value.is_object()) {
     bad_request(
         fmt::format("the request body must be a JSON object, not {}", json_type_name(value)));
@@ -102,10 +183,12 @@ std::optional<int64_t> FieldReader::integer(const char* key, int64_t min, int64_
     bad_request(fmt::format("{}: expected an integer, got {}", name(key), json_type_name(v)),
                 name(key));
   }
-  int64_t i =
-      v.is_number_unsigned() && v.get<uint64_t>() > static_cast<uint64_t>(INT64_MAX)
-          ? INT64_MAX
-          : (v.is_number_float() ? static_cast<int64_t>(v.get<double>()) : v.get<int64_t>());
+  if (v.is_number_unsigned() && v.get<uint64_t>() > static_cast<uint64_t>(INT64_MAX)) {
+    bad_request(fmt::format("{} = {} is outside the allowed range [{}, {}]", name(key),
+                            v.get<uint64_t>(), min, max),
+                name(key));
+  }
+  int64_t i = v.is_number_float() ? static_cast<int64_t>(v.get<double>()) : v.get<int64_t>();
   if (i < min || i > max) {
     bad_request(
         fmt::format("{} = {} is outside the allowed range [{}, {}]", name(key), i, min, max),

@@ -2,6 +2,7 @@
 // rejects them, and typed field reads whose errors (400) name the field and what was expected.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <initializer_list>
 #include <optional>
@@ -14,7 +15,12 @@ namespace epserve {
 
 using nlohmann::json;
 
-// The body as a JSON object; 400 when it is not valid JSON or not an object.
+// Client JSON is nested at most this deep (objects and arrays), so that nothing that walks a
+// request's values recursively (dump, copies, the chat template) can run out of stack.
+constexpr size_t kMaxJsonDepth = 64;
+
+// The body as a JSON object; 400 when it is not valid JSON, not an object, nested deeper than
+// kMaxJsonDepth, or has a number that does not fit in a double (naming the field).
 json parse_json_object(const std::string& body);
 
 // 400 "Unrecognized request argument supplied: KEY" for a key not in `known`, and

@@ -33,6 +33,36 @@ TEST(JsonFields, MalformedBodies) {
   EXPECT_EQ(api_error([] { parse_json_object(""); }).status(), 400);
 }
 
+TEST(JsonFields, NestingIsBoundedAtParseTime) {
+  auto nested = [](size_t depth) {
+    return "{\"a\": " + std::string(depth, '[') + std::string(depth, ']') + "}";
+  };
+  EXPECT_NO_THROW(parse_json_object(nested(kMaxJsonDepth - 1)));
+  ApiError e = api_error([&] { parse_json_object(nested(kMaxJsonDepth)); });
+  EXPECT_THAT(e.what(), HasSubstr("nested more than 64 levels deep"));
+  EXPECT_EQ(e.param(), "a");
+  e = api_error([&] { parse_json_object(nested(100000)); });
+  EXPECT_EQ(e.status(), 400);
+  std::string objects;
+  for (int i = 0; i < 100000; ++i) objects += "{\"b\": ";
+  EXPECT_THAT(api_error([&] { parse_json_object(objects); }).what(), HasSubstr("nested more than"));
+}
+
+TEST(JsonFields, NumbersThatDoNotFitNameTheirField) {
+  ApiError e = api_error([] { parse_json_object(R"({"temperature": 1e400})"); });
+  EXPECT_EQ(e.param(), "temperature");
+  EXPECT_THAT(e.what(), HasSubstr("temperature: the number 1e400 does not fit"));
+  e = api_error([] { parse_json_object(R"({"a": [1, {"b": [2, 3, -1e999]}]})"); });
+  EXPECT_EQ(e.param(), "a[1].b[2]");
+  e = api_error([] { parse_json_object(R"({"logit_bias": {"5": 1e400}})"); });
+  EXPECT_EQ(e.param(), "logit_bias.5");
+  json body = parse_json_object(R"({"a": [1, [2], {"b": 1e-400}], "c": 1.5e308})");
+  EXPECT_EQ(body["a"][2]["b"].get<double>(), 0.0);
+  json big = parse_json_object(R"({"seed": 18446744073709551615})");
+  EXPECT_EQ(api_error([&] { FieldReader(big).integer("seed", INT64_MIN, INT64_MAX); }).param(),
+            "seed");
+}
+
 TEST(JsonFields, UnknownKeysAreRejectedLikeOpenAI) {
   json body = {{"model", "m"}, {"temprature", 1}};
   ApiError e = api_error([&] { check_keys(body, {"model", "temperature"}); });
