@@ -3,6 +3,7 @@
 #include <arpa/inet.h>
 #include <httplib.h>
 #include <poll.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 
 #include <algorithm>
@@ -172,12 +173,36 @@ class GatedServer : public httplib::Server {
   using httplib::Server::process_request;
   ConnectionGate* gate = nullptr;
 
+  // httplib listens with a backlog of 5, too few for a burst of clients; listen() again on the
+  // bound socket sets a new one.
+  void widen_backlog() { ::listen(svr_sock_, SOMAXCONN); }
+
  private:
   bool process_and_close_socket(socket_t sock) override {
     gate->accept(sock);
     return true;
   }
 };
+
+// Raises the soft limit on open files so that `connections` fit with room for the rest of the
+// process (ZeroMQ, model files); returns how many connections fit under the hard limit.
+size_t fit_open_file_limit(size_t connections) {
+  constexpr rlim_t kOtherFiles = 1024;
+  rlimit limit{};
+  if (::getrlimit(RLIMIT_NOFILE, &limit) != 0) return connections;
+  rlim_t wanted = static_cast<rlim_t>(connections) + kOtherFiles;
+  if (limit.rlim_cur < wanted && limit.rlim_cur != RLIM_INFINITY) {
+    limit.rlim_cur = limit.rlim_max == RLIM_INFINITY ? wanted : std::min(wanted, limit.rlim_max);
+    ::setrlimit(RLIMIT_NOFILE, &limit);
+    ::getrlimit(RLIMIT_NOFILE, &limit);
+  }
+  if (limit.rlim_cur == RLIM_INFINITY || limit.rlim_cur >= wanted) return connections;
+  size_t fit = limit.rlim_cur > 2 * kOtherFiles ? static_cast<size_t>(limit.rlim_cur - kOtherFiles)
+                                                : static_cast<size_t>(limit.rlim_cur / 2);
+  spdlog::warn("the open file limit ({}) allows {} HTTP connections, not {}", limit.rlim_cur, fit,
+               connections);
+  return fit;
+}
 
 bool is_chunked(const httplib::Request& req) {
   return iequals(req.get_header_value("Transfer-Encoding"), "chunked");
@@ -355,7 +380,7 @@ HttpServer::HttpServer(HttpServerOptions options) : impl_(std::make_unique<Impl>
   // Connections wait in the gate until their headers are in; then one worker thread serves the
   // request (and its stream). httplib's accept loop runs; its keep-alive loop does not.
   ConnectionLimits limits;
-  limits.max_connections = impl->options.max_connections;
+  limits.max_connections = fit_open_file_limit(impl->options.max_connections);
   limits.header_timeout = std::chrono::seconds(impl->options.header_timeout_s);
   limits.keep_alive_timeout = std::chrono::seconds(impl->options.keep_alive_timeout_s);
   impl->gate = std::make_unique<ConnectionGate>(limits, [impl](int fd, std::string buffered) {
@@ -432,6 +457,7 @@ void HttpServer::bind() {
               o.host, o.port);
     impl_->port = o.port;
   }
+  impl_->server.widen_backlog();
 }
 
 int HttpServer::port() const {

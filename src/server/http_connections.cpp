@@ -1,5 +1,6 @@
 #include "server/http_connections.h"
 
+#include <fmt/format.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
@@ -179,8 +180,8 @@ void ConnectionGate::Impl::sweep() {
     if (c.deadline > now) continue;
     if (c.state == State::kHeaders) {
       send_error(fd, 408, "Request Timeout",
-                 "the request headers did not arrive within " +
-                     std::to_string(limits.header_timeout.count() / 1000) + " s");
+                 fmt::format("the request headers did not arrive within {:g} s",
+                             static_cast<double>(limits.header_timeout.count()) / 1000));
     }
     expired.push_back(fd);
   }

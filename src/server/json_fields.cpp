@@ -247,9 +247,9 @@ std::vector<int32_t> parse_token_ids(const json& v, const std::string& name) {
   std::vector<int32_t> out;
   for (const auto& item : v) {
     if (!item.is_number_integer() || item.get<int64_t>() < 0 || item.get<int64_t>() > INT32_MAX) {
-      bad_request(
-          fmt::format("{}: expected non-negative integer token ids, got {}", name, item.dump()),
-          name);
+      bad_request(fmt::format("{}: expected non-negative integer token ids, got {}", name,
+                              item.is_number() ? item.dump() : json_type_name(item)),
+                  name);
     }
     out.push_back(static_cast<int32_t>(item.get<int64_t>()));
   }
