@@ -55,7 +55,8 @@ class BoundedJsonBuilder {
   bool parse_error(std::size_t, const std::string& token, const nlohmann::detail::exception& e) {
     if (e.id == 406) {  // out_of_range: number overflow
       param_ = path();
-      message_ = fmt::format("{}: the number {} does not fit in a 64-bit float", param_, token);
+      std::string number = token.size() > 40 ? token.substr(0, 37) + "..." : token;
+      message_ = fmt::format("{}: the number {} does not fit in a 64-bit float", param_, number);
     } else {
       message_ = fmt::format("the request body is not valid JSON: {}", e.what());
     }
