@@ -204,6 +204,10 @@ size_t fit_open_file_limit(size_t connections) {
   return fit;
 }
 
+std::string body_too_large(size_t max_body_bytes) {
+  return "request body too large (the limit is " + std::to_string(max_body_bytes) + " bytes)";
+}
+
 bool is_chunked(const httplib::Request& req) {
   return iequals(req.get_header_value("Transfer-Encoding"), "chunked");
 }
@@ -287,8 +291,7 @@ bool HttpServer::Impl::read_body(const httplib::Request& raw, const httplib::Con
   if (read) return true;
   too_large = too_large || out.status == 413 || (current_stream && current_stream->over_budget());
   if (too_large) {
-    return fail(413, "request body too large (the limit is " +
-                         std::to_string(options.max_body_bytes) + " bytes)");
+    return fail(413, body_too_large(options.max_body_bytes));
   }
   return fail(out.status >= 400 ? out.status : 400, "the request body could not be read");
 }
@@ -414,15 +417,26 @@ HttpServer::HttpServer(HttpServerOptions options) : impl_(std::make_unique<Impl>
   s.Delete(".*", with_body);
   s.Patch(".*", with_body);
   s.Options(".*", any);
+  // `Expect: 100-continue` with a Content-Length over the limit: 413 before the body is sent.
+  size_t max_body = impl->options.max_body_bytes;
+  s.set_expect_100_continue_handler(
+      [max_body](const httplib::Request& req, httplib::Response& res) {
+        if (req.get_header_value<uint64_t>("Content-Length") <= max_body) return 100;
+        if (current_stream != nullptr) current_stream->abandon();
+        res.status = 413;
+        res.set_header("Connection", "close");
+        res.set_content(error_body(413, body_too_large(max_body)), "application/json");
+        return 413;
+      });
   // Errors httplib produces itself (413 body too large, 400 malformed HTTP) get a JSON body.
-  s.set_error_handler(
-      httplib::Server::HandlerWithResponse([](const httplib::Request&, httplib::Response& res) {
+  s.set_error_handler(httplib::Server::HandlerWithResponse(
+      [max_body](const httplib::Request&, httplib::Response& res) {
         if (!res.body.empty()) return httplib::Server::HandlerResponse::Unhandled;
         if (current_stream != nullptr && current_stream->over_budget()) res.status = 413;
         if (current_stream != nullptr && current_stream->failed()) {
           res.set_header("Connection", "close");
         }
-        std::string message = res.status == 413 ? "request body too large" : "bad HTTP request";
+        std::string message = res.status == 413 ? body_too_large(max_body) : "bad HTTP request";
         res.set_content(error_body(res.status, message), "application/json");
         return httplib::Server::HandlerResponse::Handled;
       }));

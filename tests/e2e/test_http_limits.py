@@ -136,6 +136,15 @@ def test_content_length_over_limit_is_not_read(server):
     assert_413(status, body)
 
 
+def test_expect_continue_over_limit_is_refused_before_the_body(server):
+    with connect(server) as sock:
+        sock.sendall(b"POST /generate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: %d\r\nExpect: 100-continue\r\n\r\n" % (9 * MiB))
+        status, headers, body = read_response(sock)
+    assert_413(status, body)
+    assert headers["connection"] == "close"
+
+
 def test_post_without_body_or_length(server):
     # curl -X POST .../flush_cache sends neither a body nor Content-Length.
     with connect(server) as sock:
