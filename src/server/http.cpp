@@ -3,7 +3,6 @@
 #include <arpa/inet.h>
 #include <httplib.h>
 #include <poll.h>
-#include <sys/resource.h>
 #include <sys/socket.h>
 
 #include <algorithm>
@@ -184,26 +183,6 @@ class GatedServer : public httplib::Server {
   }
 };
 
-// Raises the soft limit on open files so that `connections` fit with room for the rest of the
-// process (ZeroMQ, model files); returns how many connections fit under the hard limit.
-size_t fit_open_file_limit(size_t connections) {
-  constexpr rlim_t kOtherFiles = 1024;
-  rlimit limit{};
-  if (::getrlimit(RLIMIT_NOFILE, &limit) != 0) return connections;
-  rlim_t wanted = static_cast<rlim_t>(connections) + kOtherFiles;
-  if (limit.rlim_cur < wanted && limit.rlim_cur != RLIM_INFINITY) {
-    limit.rlim_cur = limit.rlim_max == RLIM_INFINITY ? wanted : std::min(wanted, limit.rlim_max);
-    ::setrlimit(RLIMIT_NOFILE, &limit);
-    ::getrlimit(RLIMIT_NOFILE, &limit);
-  }
-  if (limit.rlim_cur == RLIM_INFINITY || limit.rlim_cur >= wanted) return connections;
-  size_t fit = limit.rlim_cur > 2 * kOtherFiles ? static_cast<size_t>(limit.rlim_cur - kOtherFiles)
-                                                : static_cast<size_t>(limit.rlim_cur / 2);
-  spdlog::warn("the open file limit ({}) allows {} HTTP connections, not {}", limit.rlim_cur, fit,
-               connections);
-  return fit;
-}
-
 std::string body_too_large(size_t max_body_bytes) {
   return "request body too large (the limit is " + std::to_string(max_body_bytes) + " bytes)";
 }
@@ -383,7 +362,7 @@ HttpServer::HttpServer(HttpServerOptions options) : impl_(std::make_unique<Impl>
   // Connections wait in the gate until their headers are in; then one worker thread serves the
   // request (and its stream). httplib's accept loop runs; its keep-alive loop does not.
   ConnectionLimits limits;
-  limits.max_connections = fit_open_file_limit(impl->options.max_connections);
+  limits.max_connections = impl->options.max_connections;
   limits.header_timeout = std::chrono::seconds(impl->options.header_timeout_s);
   limits.keep_alive_timeout = std::chrono::seconds(impl->options.keep_alive_timeout_s);
   impl->gate = std::make_unique<ConnectionGate>(limits, [impl](int fd, std::string buffered) {

@@ -1,8 +1,10 @@
 // The HTTP server under the API routes: a thin layer over cpp-httplib (the only file that
-// includes httplib.h is http.cpp). Handlers run on a pool of threads and must only parse, post
-// work and wait; a handler may answer at once (status + body) or hand back a stream function
-// that writes chunks (Server-Sent Events) until it returns. Every exception a handler throws
-// becomes an OpenAI-shaped error response (ApiError keeps its status; others are 500).
+// includes httplib.h is http.cpp). Connections wait in the ConnectionGate (http_connections.h)
+// until their request headers are in; then the request runs on a pool of threads. Handlers must
+// only parse, post work and wait; a handler may answer at once (status + body) or hand back a
+// stream function that writes chunks (Server-Sent Events) until it returns. Every exception a
+// handler throws becomes an OpenAI-shaped error response (ApiError keeps its status; others are
+// 500).
 #pragma once
 
 #include <cstddef>

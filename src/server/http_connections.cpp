@@ -3,9 +3,11 @@
 #include <fmt/format.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <mutex>
@@ -14,6 +16,7 @@
 #include <vector>
 
 #include "core/error.h"
+#include "core/log.h"
 #include "server/errors.h"
 
 namespace epserve {
@@ -40,6 +43,27 @@ struct Connection {
   Clock::time_point deadline;
   size_t drained = 0;
 };
+
+// Raises the soft limit on open files so that `connections` fit with room for the rest of the
+// process (ZeroMQ, model files); returns how many connections fit under the hard limit.
+size_t fit_open_file_limit(size_t connections) {
+  constexpr rlim_t kOtherFiles = 256;
+  rlimit limit{};
+  if (::getrlimit(RLIMIT_NOFILE, &limit) != 0) return connections;
+  rlim_t wanted = static_cast<rlim_t>(connections) + kOtherFiles;
+  if (limit.rlim_cur < wanted && limit.rlim_cur != RLIM_INFINITY) {
+    limit.rlim_cur = limit.rlim_max == RLIM_INFINITY ? wanted : std::min(wanted, limit.rlim_max);
+    ::setrlimit(RLIMIT_NOFILE, &limit);
+    ::getrlimit(RLIMIT_NOFILE, &limit);
+  }
+  if (limit.rlim_cur == RLIM_INFINITY || limit.rlim_cur >= wanted) return connections;
+  size_t fit = std::min(connections, static_cast<size_t>(limit.rlim_cur > 2 * kOtherFiles
+                                                             ? limit.rlim_cur - kOtherFiles
+                                                             : limit.rlim_cur / 2));
+  spdlog::warn("the open file limit ({}) allows {} HTTP connections, not {}", limit.rlim_cur, fit,
+               connections);
+  return fit;
+}
 
 bool has_complete_headers(const std::string& buffer, size_t searched_from) {
   size_t from = searched_from > 3 ? searched_from - 3 : 0;
@@ -222,6 +246,7 @@ void ConnectionGate::Impl::run() {
 ConnectionGate::ConnectionGate(ConnectionLimits limits, Dispatch dispatch)
     : impl_(std::make_unique<Impl>()) {
   impl_->limits = limits;
+  impl_->limits.max_connections = fit_open_file_limit(limits.max_connections);
   impl_->dispatch = std::move(dispatch);
   impl_->epoll_fd = ::epoll_create1(EPOLL_CLOEXEC);
   impl_->wake_fd = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
