@@ -2,10 +2,10 @@
 #include <cstdio>
 
 #include "cli/commands.h"
-#include "cli/parallel_flags.h"
 #include "core/thread_pool.h"
 #include "eplb/placement.h"
 #include "runtime/bench_one_batch.h"
+#include "server/parallel_flags.h"
 
 namespace epserve::cli {
 
@@ -14,7 +14,6 @@ namespace {
 struct Options {
   BenchOneBatchOptions bench;
   int num_threads = 0;
-  std::string eplb_algorithm = "auto";
 };
 
 int run(const Options& options) {
@@ -64,10 +63,9 @@ Command register_bench_one_batch(CLI::App& app) {
   sub->add_option("--seed", o->bench.seed);
   sub->add_option("--num-threads", o->num_threads);
   add_parallel_flags(*sub, o->bench.parallel);
-  add_expert_flags(*sub, o->bench.experts, o->eplb_algorithm);
+  add_expert_flags(*sub, o->bench.experts, RecorderDump::kNone);
   return Command{sub, [o] {
-                   check_offline_expert_flags(o->bench.experts, "bench-one-batch");
-                   o->bench.experts.eplb.algorithm = eplb::parse_eplb_algorithm(o->eplb_algorithm);
+                   resolve_offline_flags(o->bench.parallel, &o->bench.experts, "bench-one-batch");
                    return launch_or_run(o->bench.parallel, [o] { return run(*o); });
                  }};
 }

@@ -9,16 +9,17 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/commands.h"
-#include "cli/parallel_flags.h"
 #include "comm/communicator.h"
 #include "core/error.h"
 #include "core/log.h"
 #include "core/thread_pool.h"
 #include "eplb/placement.h"
 #include "model/causal_lm.h"
+#include "runtime/expert_runtime.h"
 #include "runtime/generator.h"
 #include "runtime/group_runner.h"
 #include "runtime/parallel_setup.h"
+#include "server/parallel_flags.h"
 #include "tokenizer/chat_template.h"
 #include "tokenizer/tokenizer.h"
 
@@ -43,7 +44,6 @@ struct GenerateOptions {
   std::string log_level = "warning";
   ParallelOptions parallel;
   ExpertRuntimeOptions experts;
-  std::string eplb_algorithm = "auto";
 };
 
 std::vector<int32_t> parse_ids(const std::string& text) {
@@ -117,7 +117,6 @@ int generate_rank(const GenerateOptions& o) {
   }
   auto model = load_causal_lm(o.model_path, ctx.model_load());
   ExpertRuntimeOptions expert_options = o.experts;
-  expert_options.eplb.algorithm = eplb::parse_eplb_algorithm(o.eplb_algorithm);
   std::unique_ptr<ExpertRuntime> experts =
       make_expert_runtime(*model, ctx, o.parallel, expert_options);
   std::vector<GenerateRequest> requests;
@@ -214,9 +213,9 @@ Command register_generate(CLI::App& app) {
                   "Compute threads (default: the cores this process may use)");
   sub->add_option("--log-level", options->log_level);
   add_parallel_flags(*sub, options->parallel);
-  add_expert_flags(*sub, options->experts, options->eplb_algorithm);
+  add_expert_flags(*sub, options->experts, RecorderDump::kNone);
   return Command{sub, [options] {
-                   check_offline_expert_flags(options->experts, "generate");
+                   resolve_offline_flags(options->parallel, &options->experts, "generate");
                    return run_generate(*options);
                  }};
 }

@@ -13,7 +13,6 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/commands.h"
-#include "cli/parallel_flags.h"
 #include "comm/communicator.h"
 #include "core/error.h"
 #include "core/log.h"
@@ -22,6 +21,7 @@
 #include "runtime/group_runner.h"
 #include "runtime/model_runner.h"
 #include "runtime/parallel_setup.h"
+#include "server/parallel_flags.h"
 #include "tokenizer/tokenizer.h"
 
 namespace epserve::cli {
@@ -165,6 +165,7 @@ Command register_perplexity(CLI::App& app) {
   sub->add_option("--log-level", options->log_level);
   add_parallel_flags(*sub, options->parallel);
   return Command{sub, [options] {
+                   resolve_offline_flags(options->parallel, nullptr, "perplexity");
                    return launch_or_run(options->parallel,
                                         [options] { return perplexity_rank(*options); });
                  }};

@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "ep/expert_location.h"
+#include "eplb/eplb_options.h"
 #include "eplb/placement.h"
 #include "eplb/weight_migration.h"
 
@@ -31,14 +32,6 @@ class Communicator;
 namespace epserve::eplb {
 
 class ExpertDistributionRecorder;
-
-struct EplbOptions {
-  int64_t rebalance_num_iterations = 1000;
-  int layers_per_chunk = 0;  // 0: every changing layer in one pass
-  EplbAlgorithm algorithm = EplbAlgorithm::kAuto;
-  int num_nodes = 1;
-  int num_groups = 0;  // the model's n_group (0: none)
-};
 
 struct EplbCounters {
   int64_t rebalances = 0;  // plans made

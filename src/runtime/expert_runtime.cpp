@@ -39,25 +39,11 @@ std::string expert_distribution_dump_dir(const std::string& flag) {
   return "/tmp";
 }
 
-void ExpertRuntimeOptions::resolve() {
-  if (recorder_mode.empty() && (enable_eplb || enable_metrics)) recorder_mode = "stat";
-  if (!recorder_mode.empty()) eplb::parse_recorder_mode(recorder_mode);  // checks the name
-  eplb::check_recorder_format(recorder_format);
-  if (recorder_buffer_size == 0) recorder_buffer_size = eplb.rebalance_num_iterations;
-  EPS_CHECK(recorder_buffer_size == -1 || recorder_buffer_size > 0,
-            "--expert-distribution-recorder-buffer-size {} must be -1 (unbounded) or positive",
-            recorder_buffer_size);
-  EPS_CHECK(eplb.rebalance_num_iterations >= 1,
-            "--eplb-rebalance-num-iterations {} must be at least 1", eplb.rebalance_num_iterations);
-}
-
 std::unique_ptr<ExpertRuntime> make_expert_runtime(CausalLM& model, const RankContext& ctx,
                                                    const ParallelOptions& parallel,
                                                    ExpertRuntimeOptions options) {
-  options.resolve();
+  options.resolve(parallel);
   if (!options.active()) return nullptr;
-  EPS_CHECK(!options.enable_eplb || (ctx.world && parallel.ep_size > 1),
-            "--enable-eplb needs expert parallelism over several ranks (--ep-size > 1)");
   options.dispatcher_counts = ctx.parallel.moe_a2a_backend == MoeA2aBackend::kDeepep;
   options.eplb.num_nodes = parallel.nnodes;
   const int n_group = model.config().moe.n_group;

@@ -25,27 +25,12 @@
 #include "eplb/eplb_manager.h"
 #include "eplb/recorder.h"
 #include "model/causal_lm.h"
+#include "runtime/expert_options.h"
 #include "runtime/parallel_setup.h"
 
 namespace epserve {
 
 class Communicator;
-
-struct ExpertRuntimeOptions {
-  std::string recorder_mode;         // empty: no recorder (and no commands)
-  int64_t recorder_buffer_size = 0;  // -1: unbounded; 0: eplb.rebalance_num_iterations
-  bool enable_metrics = false;       // --enable-expert-distribution-metrics
-  bool enable_eplb = false;
-  eplb::EplbOptions eplb;
-  bool dispatcher_counts = false;  // the MoE layers dispatch (DeepEP): stat_approx counts there
-  std::string recorder_dir;        // empty: expert_distribution_dump_dir()'s default
-  std::string recorder_format = "json";  // json, pt (torch.load) or both
-
-  bool active() const { return !recorder_mode.empty() || enable_eplb || enable_metrics; }
-  // SGLang's defaults: EPLB or the metrics without a mode record in stat; a buffer size of 0
-  // means --eplb-rebalance-num-iterations passes. Throws naming the flag on a bad value.
-  void resolve();
-};
 
 // The recorder commands, as the frontend names them (SGLang's endpoint names without the slash).
 // kRebalance (no endpoint; bench-one-batch uses it) plans and moves every layer at once.

@@ -13,53 +13,6 @@
 
 namespace epserve {
 
-int ParallelOptions::world_size() const {
-  if (tp_size > 0) return tp_size;
-  return std::max(ep_size, std::max(dp_size, 1));
-}
-
-int ParallelOptions::attention_groups() const {
-  if (!enable_dp_attention) return 1;
-  return dp_size > 0 ? dp_size : world_size();
-}
-
-void ParallelOptions::validate() const {
-  const int w = world_size();
-  EPS_CHECK(tp_size >= 0 && ep_size >= 1 && dp_size >= 0,
-            "--tp-size, --ep-size and --dp-size must be positive");
-  EPS_CHECK(w % ep_size == 0, "--ep-size {} must divide the world size {} (--tp-size)", ep_size, w);
-  EPS_CHECK(moe_a2a_backend == "none" || moe_a2a_backend == "deepep",
-            "--moe-a2a-backend '{}' is not one of none, deepep", moe_a2a_backend);
-  EPS_CHECK(deepep_mode == "auto" || deepep_mode == "normal" || deepep_mode == "low_latency",
-            "--deepep-mode '{}' is not one of auto, normal, low_latency", deepep_mode);
-  EPS_CHECK(moe_a2a_backend != "deepep" || ep_size == w,
-            "--moe-a2a-backend deepep needs --ep-size equal to the world size {} (SGLang sets "
-            "ep_size = tp_size for it)",
-            w);
-  EPS_CHECK(nnodes >= 1 && node_rank >= 0 && node_rank < nnodes,
-            "--node-rank {} must be in [0, --nnodes {})", node_rank, nnodes);
-  EPS_CHECK(w % nnodes == 0, "the world size {} must be a multiple of --nnodes {}", w, nnodes);
-  EPS_CHECK(nnodes == 1 || !dist_init_addr.empty(),
-            "--nnodes {} needs --dist-init-addr HOST:PORT (node 0's address)", nnodes);
-  EPS_CHECK(dist_timeout_seconds > 0, "--dist-timeout must be positive");
-  EPS_CHECK(ep_num_redundant_experts >= 0, "--ep-num-redundant-experts must not be negative");
-  EPS_CHECK(ep_dispatch_algorithm == "static" || ep_dispatch_algorithm == "dynamic" ||
-                ep_dispatch_algorithm == "fake",
-            "--ep-dispatch-algorithm '{}' is not one of static, dynamic, fake",
-            ep_dispatch_algorithm);
-  if (enable_dp_attention) {
-    EPS_CHECK(w % attention_groups() == 0,
-              "--enable-dp-attention needs --tp-size ({}) divisible by --dp-size ({})", w,
-              attention_groups());
-  }
-  EPS_CHECK(!enable_dp_lm_head || dp_attention(),
-            "--enable-dp-lm-head needs --enable-dp-attention with --dp-size above 1");
-  EPS_CHECK(moe_dense_tp_size == 0 || moe_dense_tp_size == 1,
-            "--moe-dense-tp-size {} is not supported: use 1 (dense layers whole on every rank) or "
-            "leave it unset (split like the attention heads), as SGLang allows",
-            moe_dense_tp_size);
-}
-
 RankContext setup_rank(const ParallelOptions& o, const std::string& model_dir) {
   o.validate();
   RankContext ctx;

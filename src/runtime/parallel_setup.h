@@ -15,36 +15,11 @@
 #include "model/causal_lm.h"
 #include "model/moe_context.h"
 #include "model/parallel.h"
+#include "runtime/parallel_options.h"
 
 namespace epserve {
 
 class Communicator;
-
-struct ParallelOptions {
-  int tp_size = 0;  // 0: absent
-  int ep_size = 1;
-  int dp_size = 0;  // 0: absent (with --enable-dp-attention: dp = W, which epserve says at start)
-  bool enable_dp_attention = false;
-  int moe_dense_tp_size = 0;  // 0: absent (dense layers split like the heads); 1: whole per rank
-  bool enable_dp_lm_head = false;
-  std::string moe_a2a_backend = "none";  // none | deepep
-  std::string deepep_mode = "auto";      // auto | normal | low_latency
-  int nnodes = 1;
-  int node_rank = 0;
-  std::string dist_init_addr;
-  int dist_timeout_seconds = 60;
-  std::string init_expert_location = "trivial";
-  int ep_num_redundant_experts = 0;
-  std::string ep_dispatch_algorithm = "static";  // static | dynamic | fake
-
-  int world_size() const;
-  // Attention groups: dp_size with DP attention (W when --dp-size is absent), else 1. SGLang
-  // turns DP attention off when dp is 1; so does epserve.
-  int attention_groups() const;
-  bool dp_attention() const { return attention_groups() > 1; }
-  // SGLang's consistency rules; throws epserve::Error naming the flag.
-  void validate() const;
-};
 
 struct RankContext {
   RankInfo info;

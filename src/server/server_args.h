@@ -15,6 +15,9 @@
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
+#include "runtime/expert_options.h"
+#include "runtime/parallel_options.h"
+
 namespace epserve {
 
 struct ServerArgs {
@@ -44,38 +47,13 @@ struct ServerArgs {
   bool skip_server_warmup = false;
   int64_t http_max_body_bytes = 8 << 20;  // epserve's own: larger bodies get 413
 
-  // Parallel layout (DESIGN.md "Processes")
-  int tp_size = 0;  // 0: absent; W = max(ep_size, dp_size) then
-  int ep_size = 1;
-  int dp_size = 0;  // 0: absent
-  bool enable_dp_attention = false;
-  int moe_dense_tp_size = 0;  // 0: absent
-  bool enable_dp_lm_head = false;
+  // Parallel layout and experts: the table every command shares (server/parallel_flags.h).
+  ParallelOptions parallel;
+  ExpertRuntimeOptions experts;
+  // Server-only layout flags.
   std::string load_balance_method = "round_robin";
-  std::string moe_a2a_backend = "none";
-  std::string deepep_mode = "auto";
   bool enable_two_batch_overlap = false;
   double tbo_token_distribution_threshold = 0.48;
-  int nnodes = 1;
-  int node_rank = 0;
-  std::string dist_init_addr;
-  int dist_timeout = 60;  // seconds a rank waits for another (SGLang's default: none)
-
-  // Expert placement and load balancing
-  bool enable_eplb = false;
-  std::string eplb_algorithm = "auto";
-  int64_t eplb_rebalance_num_iterations = 1000;
-  int eplb_rebalance_layers_per_chunk = 0;  // 0: all layers at once
-  int ep_num_redundant_experts = 0;
-  std::string ep_dispatch_algorithm;  // empty: static when EPLB or a non-trivial init location
-  std::string init_expert_location = "trivial";
-  std::string expert_distribution_recorder_mode;         // empty: none
-  int64_t expert_distribution_recorder_buffer_size = 0;  // 0: eplb_rebalance_num_iterations
-  bool enable_expert_distribution_metrics = false;
-  // Where dumps go; empty: $EPSERVE_EXPERT_DISTRIBUTION_RECORDER_DIR,
-  // $SGLANG_EXPERT_DISTRIBUTION_RECORDER_DIR, else /tmp (runtime/expert_runtime.h).
-  std::string expert_distribution_recorder_dir;
-  std::string expert_distribution_recorder_format = "json";  // json, pt or both
 
   // PD disaggregation
   std::string disaggregation_mode = "null";
@@ -88,11 +66,6 @@ struct ServerArgs {
   int64_t chunked_prefill_size = 0;
   int page_size = 0;
   bool disable_radix_cache = false;
-
-  // Resolved by resolve_server_args().
-  int world_size = 1;
-  int num_dp_groups = 1;         // schedulers: dp_size with DP attention, else 1
-  bool dp_size_implied = false;  // --enable-dp-attention without --dp-size took dp = W
 
   // SGLang's GPU-only flags that were given ("--disable-cuda-graph", ...): accepted, ignored.
   std::vector<std::string> ignored_gpu_flags;

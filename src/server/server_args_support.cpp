@@ -9,7 +9,7 @@
 namespace epserve {
 
 void check_supported(const ServerArgs& a) {
-  std::vector<std::string> missing;
+  std::vector<std::string> missing = a.parallel.not_implemented();
   auto not_yet = [&missing](bool asked, const char* what) {
     if (asked) missing.emplace_back(what);
   };
@@ -17,10 +17,9 @@ void check_supported(const ServerArgs& a) {
   // The frontend reaches the schedulers over ipc://, so every group leader (the first rank of
   // each attention group) must run on node 0; with groups of W / dp ranks and nodes of W / nnodes
   // that rules out DP attention (dp >= 2) over several nodes.
-  not_yet(a.nnodes > 1 && a.num_dp_groups > 1,
+  not_yet(a.parallel.nnodes > 1 && a.parallel.dp_attention(),
           "DP attention over several nodes (the frontend reaches each group's scheduler over "
           "local IPC, and group 1 would be led from node 1)");
-  not_yet(a.moe_dense_tp_size > 1, "--moe-dense-tp-size above 1");
   not_yet(a.enable_two_batch_overlap, "--enable-two-batch-overlap");
   not_yet(a.disaggregation_mode != "null", "--disaggregation-mode prefill/decode");
   if (!missing.empty()) {

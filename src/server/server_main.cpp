@@ -23,10 +23,10 @@ namespace {
 // This node's ranks: the serve command re-executed once per rank, told where the frontend is.
 LaunchOptions rank_launch(const ServerArgs& args, const std::string& ipc_base) {
   LaunchOptions launch;
-  launch.world_size = args.world_size;
-  launch.nnodes = args.nnodes;
-  launch.node_rank = args.node_rank;
-  launch.dist_init_addr = args.dist_init_addr;
+  launch.world_size = args.parallel.world_size();
+  launch.nnodes = args.parallel.nnodes;
+  launch.node_rank = args.parallel.node_rank;
+  launch.dist_init_addr = args.parallel.dist_init_addr;
   launch.args = args.argv;
   launch.extra_env.emplace_back(kEnvIpcBase, ipc_base);
   return launch;
@@ -102,19 +102,17 @@ void show_progress(int dp_rank, const nlohmann::json& status) {
 }
 
 void print_layout(const ServerArgs& a, const ModelConfig& config) {
-  int experts = config.moe.num_experts + a.ep_num_redundant_experts;
+  const ParallelOptions& p = a.parallel;
+  int experts = config.moe.num_experts + p.ep_num_redundant_experts;
   std::fprintf(stderr,
                "epserve serve: %s (%s), %d rank%s: tp %d, ep %d, dp %d%s; %d routed experts "
                "(+%d redundant) -> %d per rank\n",
-               a.model_path.c_str(), config.architecture.c_str(), a.world_size,
-               a.world_size == 1 ? "" : "s", a.tp_size, a.ep_size, a.dp_size,
-               a.enable_dp_attention ? " (DP attention)" : "", config.moe.num_experts,
-               a.ep_num_redundant_experts, experts / std::max(a.ep_size, 1));
-  if (a.dp_size_implied) {
-    std::fprintf(stderr,
-                 "epserve serve: --enable-dp-attention without --dp-size: using dp = %d (the "
-                 "world size); SGLang would turn DP attention off here\n",
-                 a.dp_size);
+               a.model_path.c_str(), config.architecture.c_str(), p.world_size(),
+               p.world_size() == 1 ? "" : "s", p.tp_size, p.ep_size, p.dp_size,
+               p.enable_dp_attention ? " (DP attention)" : "", config.moe.num_experts,
+               p.ep_num_redundant_experts, experts / std::max(p.ep_size, 1));
+  for (const std::string& note : p.notes) {
+    std::fprintf(stderr, "epserve serve: %s\n", note.c_str());
   }
 }
 
@@ -125,13 +123,14 @@ int run_server(const ServerArgs& args) {
   check_supported(args);
   ModelConfig config = load_model_config(args.model_path);
   print_layout(args, config);
-  if (args.node_rank > 0) {
+  const ParallelOptions& layout = args.parallel;
+  if (layout.node_rank > 0) {
     // Another node of a multi-node server: its ranks follow the group leaders on node 0, where
     // the frontend and the HTTP server run; this process only starts and supervises them.
-    const int per_node = args.world_size / args.nnodes;
+    const int per_node = layout.world_size() / layout.nnodes;
     std::fprintf(stderr, "epserve serve: node %d of %d: ranks %d-%d; the server runs on node 0\n",
-                 args.node_rank, args.nnodes, args.node_rank * per_node,
-                 (args.node_rank + 1) * per_node - 1);
+                 layout.node_rank, layout.nnodes, layout.node_rank * per_node,
+                 (layout.node_rank + 1) * per_node - 1);
     return run_launcher(rank_launch(args, "ipc:///tmp/epserve-" + std::to_string(getpid())));
   }
 
@@ -147,7 +146,7 @@ int run_server(const ServerArgs& args) {
   Metrics metrics(args.served_model_name);
   FrontendOptions frontend_options;
   frontend_options.ipc_base = "ipc:///tmp/epserve-" + std::to_string(getpid());
-  frontend_options.num_dp_groups = args.num_dp_groups;
+  frontend_options.num_dp_groups = args.parallel.attention_groups();
   frontend_options.load_balance_method = args.load_balance_method;
   Frontend frontend(frontend_options, &metrics);
   if (args.random_seed_set)

@@ -38,6 +38,8 @@ const std::vector<Layout> kLayouts = {
     {2, "--ep-size 2 --moe-a2a-backend deepep --deepep-mode normal"},
     {2, "--ep-size 2 --moe-a2a-backend deepep --deepep-mode low_latency"},
     {2, "--tp-size 2 --ep-size 1"},
+    // deepep spreads the experts over every rank (ep = W), in generate as in serve.
+    {2, "--tp-size 2 --moe-a2a-backend deepep"},
     {4, "--ep-size 4"},
     {4, "--ep-size 4 --moe-a2a-backend deepep"},
     {4, "--tp-size 4 --ep-size 2"},

@@ -77,30 +77,30 @@ TEST(ServerArgs, DefaultsAreSglangs) {
   EXPECT_EQ(a.model_path, "/models/m");
   EXPECT_EQ(a.host, "127.0.0.1");
   EXPECT_EQ(a.port, 30000);
-  EXPECT_EQ(a.world_size, 1);
+  EXPECT_EQ(a.parallel.world_size(), 1);
   EXPECT_EQ(a.served_model_name, "/models/m");
   EXPECT_EQ(a.tokenizer_path, "/models/m");
-  EXPECT_EQ(a.num_dp_groups, 1);
+  EXPECT_EQ(a.parallel.attention_groups(), 1);
   EXPECT_EQ(a.disaggregation_bootstrap_port, 8998);
-  EXPECT_EQ(a.expert_distribution_recorder_buffer_size, 1000);
+  EXPECT_EQ(a.experts.recorder_buffer_size, 1000);
 }
 
 TEST(ServerArgs, AliasesSetTheSameField) {
-  EXPECT_EQ(parse({"--tp", "4"}).tp_size, 4);
-  EXPECT_EQ(parse({"--tensor-parallel-size", "4"}).tp_size, 4);
-  EXPECT_EQ(parse({"--ep", "2"}).ep_size, 2);
-  EXPECT_EQ(parse({"--expert-parallel-size", "2"}).ep_size, 2);
-  EXPECT_EQ(parse({"--dp", "2"}).dp_size, 2);
+  EXPECT_EQ(parse({"--tp", "4"}).parallel.tp_size, 4);
+  EXPECT_EQ(parse({"--tensor-parallel-size", "4"}).parallel.tp_size, 4);
+  EXPECT_EQ(parse({"--ep", "2"}).parallel.ep_size, 2);
+  EXPECT_EQ(parse({"--expert-parallel-size", "2"}).parallel.ep_size, 2);
+  EXPECT_EQ(parse({"--dp", "2"}).parallel.dp_size, 2);
   EXPECT_EQ(parse({"--port=31000"}).port, 31000);
 }
 
 TEST(ServerArgs, WorldSizeIsTpOrTheLargestOfEpAndDp) {
   ServerArgs a = parse({"--ep-size", "4"});
   resolve_server_args(a);
-  EXPECT_EQ(a.world_size, 4);
+  EXPECT_EQ(a.parallel.world_size(), 4);
   ServerArgs b = parse({"--tp-size", "8", "--ep-size", "4"});
   resolve_server_args(b);
-  EXPECT_EQ(b.world_size, 8);
+  EXPECT_EQ(b.parallel.world_size(), 8);
 }
 
 TEST(ServerArgs, EpMustDivideTheWorldSize) {
@@ -116,16 +116,17 @@ TEST(ServerArgs, DpAttentionNeedsTpDivisibleByDp) {
 TEST(ServerArgs, DpAttentionWithoutDpSizeTakesTheWorldSize) {
   ServerArgs a = parse({"--ep-size", "8", "--enable-dp-attention"});
   resolve_server_args(a);
-  EXPECT_EQ(a.dp_size, 8);
-  EXPECT_TRUE(a.dp_size_implied);
-  EXPECT_EQ(a.num_dp_groups, 8);
+  EXPECT_EQ(a.parallel.dp_size, 8);
+  ASSERT_EQ(a.parallel.notes.size(), 1u);
+  EXPECT_THAT(a.parallel.notes[0], HasSubstr("SGLang would run without DP attention"));
+  EXPECT_EQ(a.parallel.attention_groups(), 8);
 }
 
 TEST(ServerArgs, DpOneTurnsDpAttentionOff) {
   ServerArgs a = parse({"--tp-size", "2", "--dp-size", "1", "--enable-dp-attention"});
   resolve_server_args(a);
-  EXPECT_FALSE(a.enable_dp_attention);
-  EXPECT_EQ(a.num_dp_groups, 1);
+  EXPECT_FALSE(a.parallel.enable_dp_attention);
+  EXPECT_EQ(a.parallel.attention_groups(), 1);
 }
 
 TEST(ServerArgs, PlainDataParallelismIsNotImplemented) {
@@ -135,7 +136,7 @@ TEST(ServerArgs, PlainDataParallelismIsNotImplemented) {
 TEST(ServerArgs, DeepepForcesEpToTheWorldSize) {
   ServerArgs a = parse({"--tp-size", "4", "--moe-a2a-backend", "deepep"});
   resolve_server_args(a);
-  EXPECT_EQ(a.ep_size, 4);
+  EXPECT_EQ(a.parallel.ep_size, 4);
 }
 
 TEST(ServerArgs, RulesBetweenFlags) {
@@ -152,8 +153,8 @@ TEST(ServerArgs, RulesBetweenFlags) {
 TEST(ServerArgs, EplbSetsTheRecorderMode) {
   ServerArgs a = parse({"--ep-size", "2", "--enable-eplb"});
   resolve_server_args(a);
-  EXPECT_EQ(a.expert_distribution_recorder_mode, "stat");
-  EXPECT_EQ(a.ep_dispatch_algorithm, "static");
+  EXPECT_EQ(a.experts.recorder_mode, "stat");
+  EXPECT_EQ(a.parallel.ep_dispatch_algorithm, "static");
 }
 
 TEST(ServerArgs, BadValuesNameTheFlag) {
@@ -240,12 +241,12 @@ TEST(ServerArgs, UnambiguousPrefixesAreTheFlag) {
   EXPECT_EQ(parse_abbreviated({"--max-total-token", "100"}).max_total_tokens, 100);
   EXPECT_EQ(parse_abbreviated({"--max-total=100"}).max_total_tokens, 100);
   EXPECT_EQ(parse_abbreviated({"--mem-frac", "0.5"}).mem_fraction_static, 0.5);
-  EXPECT_TRUE(parse_abbreviated({"--enable-dp-att"}).enable_dp_attention);
+  EXPECT_TRUE(parse_abbreviated({"--enable-dp-att"}).parallel.enable_dp_attention);
   EXPECT_EQ(parse_abbreviated({"--cuda-graph-max", "8"}).ignored_gpu_flags,
             std::vector<std::string>{"--cuda-graph-max-bs"});
   // An exact name wins over the longer names it starts.
-  EXPECT_EQ(parse_abbreviated({"--tp", "4"}).tp_size, 4);
-  EXPECT_EQ(parse_abbreviated({"--ep", "2"}).ep_size, 2);
+  EXPECT_EQ(parse_abbreviated({"--tp", "4"}).parallel.tp_size, 4);
+  EXPECT_EQ(parse_abbreviated({"--ep", "2"}).parallel.ep_size, 2);
   // A prefix of an SGLang flag epserve does not implement is that flag, and refused by name.
   std::vector<std::string> extras;
   parse_abbreviated({"--speculative-algo", "EAGLE"}, &extras);

@@ -1,15 +1,22 @@
-#include "cli/parallel_flags.h"
+#include "server/parallel_flags.h"
+
+#include <spdlog/spdlog.h>
 
 #include <string>
+#include <vector>
 
-namespace epserve::cli {
+#include "comm/launcher.h"
+#include "core/error.h"
+
+namespace epserve {
 
 void add_parallel_flags(CLI::App& sub, ParallelOptions& o) {
-  sub.add_option("--tp-size,--tp", o.tp_size,
+  sub.add_option("--tp-size,--tp,--tensor-parallel-size", o.tp_size,
                  "World size: ranks (attention heads are split over them); default: the "
                  "largest of --ep-size and --dp-size");
-  sub.add_option("--ep-size,--ep", o.ep_size, "Expert-parallel size (must divide the world)");
-  sub.add_option("--dp-size,--dp", o.dp_size,
+  sub.add_option("--ep-size,--ep,--expert-parallel-size", o.ep_size,
+                 "Expert-parallel size (must divide the world)");
+  sub.add_option("--dp-size,--dp,--data-parallel-size", o.dp_size,
                  "Attention data-parallel groups (with --enable-dp-attention)");
   sub.add_flag("--enable-dp-attention", o.enable_dp_attention,
                "Attention data-parallel: each group of W / dp ranks serves its own requests with "
@@ -19,41 +26,47 @@ void add_parallel_flags(CLI::App& sub, ParallelOptions& o) {
   sub.add_flag("--enable-dp-lm-head", o.enable_dp_lm_head,
                "Split the LM head's vocabulary over the attention group (needs DP attention)");
   sub.add_option("--moe-a2a-backend", o.moe_a2a_backend,
-                 "none (expert outputs summed over ranks) or deepep (token dispatch/combine)")
-      ->check(CLI::IsMember({"none", "deepep"}));
-  sub.add_option("--deepep-mode", o.deepep_mode, "auto, normal or low_latency")
-      ->check(CLI::IsMember({"auto", "normal", "low_latency"}));
+                 "none (expert outputs summed over ranks) or deepep (token dispatch/combine; "
+                 "sets ep = W)");
+  sub.add_option("--deepep-mode", o.deepep_mode, "auto, normal or low_latency");
   sub.add_option("--nnodes", o.nnodes, "Number of nodes");
   sub.add_option("--node-rank", o.node_rank, "This node's index");
-  sub.add_option("--dist-init-addr", o.dist_init_addr,
+  sub.add_option("--dist-init-addr,--nccl-init-addr", o.dist_init_addr,
                  "HOST:PORT of node 0's rendezvous store (default: a free loopback port)");
   sub.add_option("--dist-timeout", o.dist_timeout_seconds,
-                 "Seconds a rank waits for another before giving up (default 60)");
+                 "Seconds a rank waits for another before giving up (default 60; SGLang: none)");
   sub.add_option("--init-expert-location", o.init_expert_location,
                  "trivial, or a JSON file/string with physical_to_logical_map or logical_count");
   sub.add_option("--ep-num-redundant-experts", o.ep_num_redundant_experts,
                  "Extra physical expert slots (replicas) in total");
   sub.add_option("--ep-dispatch-algorithm", o.ep_dispatch_algorithm,
                  "static (a fixed replica per sending rank), dynamic (a random replica per "
-                 "token) or fake (random routing: perfect balance, changes outputs)")
-      ->check(CLI::IsMember({"static", "dynamic", "fake"}));
+                 "token) or fake (random routing: perfect balance, changes outputs)");
 }
 
-void add_expert_flags(CLI::App& sub, ExpertRuntimeOptions& x, std::string& algorithm) {
+void add_expert_flags(CLI::App& sub, ExpertRuntimeOptions& x, RecorderDump dump) {
   sub.add_flag("--enable-eplb", x.enable_eplb, "Rebalance the experts every N forward passes");
-  sub.add_option("--eplb-algorithm", algorithm, "auto, deepseek[_hierarchical|_global], minmax...");
+  sub.add_option("--eplb-algorithm", x.eplb_algorithm,
+                 "auto, deepseek[_hierarchical|_global] or minmax[_hierarchical|_global]");
   sub.add_option("--eplb-rebalance-num-iterations", x.eplb.rebalance_num_iterations,
                  "Forward passes between rebalances");
   sub.add_option("--eplb-rebalance-layers-per-chunk", x.eplb.layers_per_chunk,
                  "Layers moved per forward pass (default: all)");
   sub.add_option("--expert-distribution-recorder-mode", x.recorder_mode,
-                 "stat, stat_approx, per_pass or per_token")
-      ->check(CLI::IsMember({"stat", "stat_approx", "per_pass", "per_token"}));
+                 "stat, stat_approx, per_pass or per_token");
   sub.add_option("--expert-distribution-recorder-buffer-size", x.recorder_buffer_size,
                  "Passes the stat buffer keeps (-1: all; default: the rebalance interval)");
   sub.add_flag("--enable-expert-distribution-metrics", x.enable_metrics,
                "Balancedness of every pass (summed over ranks) in the log and the results");
+  if (dump == RecorderDump::kNone) return;
+  sub.add_option("--expert-distribution-recorder-dir", x.recorder_dir,
+                 "Folder of the dumps (default: $EPSERVE_EXPERT_DISTRIBUTION_RECORDER_DIR, "
+                 "$SGLANG_EXPERT_DISTRIBUTION_RECORDER_DIR, /tmp)");
+  sub.add_option("--expert-distribution-recorder-format", x.recorder_format,
+                 "json, pt (torch.load) or both");
 }
+
+namespace {
 
 void check_offline_expert_flags(const ExpertRuntimeOptions& x, const char* command) {
   if (x.recorder_mode.empty()) return;
@@ -70,4 +83,24 @@ void check_offline_expert_flags(const ExpertRuntimeOptions& x, const char* comma
             x.recorder_mode, command);
 }
 
-}  // namespace epserve::cli
+}  // namespace
+
+void resolve_offline_flags(ParallelOptions& parallel, ExpertRuntimeOptions* experts,
+                           const char* command) {
+  parallel.resolve();
+  std::vector<std::string> missing = parallel.not_implemented();
+  if (!missing.empty()) {
+    std::string list;
+    for (const std::string& m : missing) list += (list.empty() ? "" : " and ") + m;
+    EPS_THROW("{} {} not implemented in this build of epserve yet", list,
+              missing.size() == 1 ? "is" : "are");
+  }
+  if (!is_rank_process()) {
+    for (const std::string& note : parallel.notes) spdlog::info("{}", note);
+  }
+  if (experts == nullptr) return;
+  experts->resolve(parallel);
+  check_offline_expert_flags(*experts, command);
+}
+
+}  // namespace epserve
