@@ -7,126 +7,6 @@
 
 namespace epserve::tokenizer {
 
-namespace {
-
-// Unicode White_Space, which is what `\s` means in Oniguruma and in Rust's regex crate.
-constexpr std::string_view kWhiteSpaceItems =
-    "\\t-\\r\\x20\\x{85}\\x{A0}\\x{1680}\\x{2000}-\\x{200A}\\x{2028}\\x{2029}\\x{202F}\\x{205F}"
-    "\\x{3000}";
-
-// Returns the length of the escape starting at p[i] == '\\' (including \p{..} and \x{..}).
-size_t escape_length(std::string_view p, size_t i) {
-  if (i + 1 >= p.size()) return 1;
-  char c = p[i + 1];
-  if ((c == 'p' || c == 'P' || c == 'x') && i + 2 < p.size() && p[i + 2] == '{') {
-    size_t close = p.find('}', i + 3);
-    EPS_CHECK(close != std::string_view::npos, "regex: unterminated \\{}{{ in pattern", c);
-    return close - i + 1;
-  }
-  return 2;
-}
-
-// Translates the inside of a character class p[begin, end) (no surrounding brackets).
-std::string translate_class_items(std::string_view items) {
-  std::string out;
-  for (size_t i = 0; i < items.size();) {
-    if (items[i] == '\\') {
-      size_t n = escape_length(items, i);
-      std::string_view esc = items.substr(i, n);
-      if (esc == "\\s") {
-        out += kWhiteSpaceItems;
-      } else {
-        EPS_CHECK(esc != "\\S", "regex: \\S inside a character class is not supported");
-        out += esc;
-      }
-      i += n;
-    } else {
-      out.push_back(items[i]);
-      ++i;
-    }
-  }
-  return out;
-}
-
-// Finds the ']' closing the class that opens at p[open] == '['; handles escapes and nested
-// classes (used by intersections).
-size_t class_end(std::string_view p, size_t open) {
-  size_t i = open + 1;
-  if (i < p.size() && p[i] == '^') ++i;
-  if (i < p.size() && p[i] == ']') ++i;  // a literal ']' first
-  int depth = 0;
-  while (i < p.size()) {
-    char c = p[i];
-    if (c == '\\') {
-      i += escape_length(p, i);
-      continue;
-    }
-    if (c == '[') {
-      if (p.substr(i, 2) == "[:") {
-        size_t close = p.find(":]", i + 2);
-        if (close != std::string_view::npos) {
-          i = close + 2;
-          continue;
-        }
-      }
-      ++depth;
-    } else if (c == ']') {
-      if (depth == 0) return i;
-      --depth;
-    }
-    ++i;
-  }
-  EPS_THROW("regex: unterminated character class in pattern");
-}
-
-std::string translate_class(std::string_view cls) {
-  // cls includes the brackets.
-  std::string_view inner = cls.substr(1, cls.size() - 2);
-  size_t amp = inner.find("&&");
-  if (amp == std::string_view::npos) return "[" + translate_class_items(inner) + "]";
-  std::string_view left = inner.substr(0, amp);
-  std::string_view right = inner.substr(amp + 2);
-  EPS_CHECK(!left.empty() && left[0] != '^' && right.size() >= 2 && right.front() == '[' &&
-                right.back() == ']',
-            "regex: unsupported class intersection '{}'", cls);
-  std::string right_inner(right.substr(1, right.size() - 2));
-  bool negated = !right_inner.empty() && right_inner[0] == '^';
-  if (negated) right_inner.erase(0, 1);
-  std::string right_class = "[" + translate_class_items(right_inner) + "]";
-  return std::string("(?:(?") + (negated ? "!" : "=") + right_class + ")[" +
-         translate_class_items(left) + "])";
-}
-
-}  // namespace
-
-std::string translate_pattern(std::string_view p) {
-  std::string out;
-  out.reserve(p.size() + 64);
-  for (size_t i = 0; i < p.size();) {
-    char c = p[i];
-    if (c == '\\') {
-      size_t n = escape_length(p, i);
-      std::string_view esc = p.substr(i, n);
-      if (esc == "\\s") {
-        out += "[" + std::string(kWhiteSpaceItems) + "]";
-      } else if (esc == "\\S") {
-        out += "[^" + std::string(kWhiteSpaceItems) + "]";
-      } else {
-        out += esc;
-      }
-      i += n;
-    } else if (c == '[') {
-      size_t close = class_end(p, i);
-      out += translate_class(p.substr(i, close - i + 1));
-      i = close + 1;
-    } else {
-      out.push_back(c);
-      ++i;
-    }
-  }
-  return out;
-}
-
 struct Regex::Impl {
   pcre2_code* code = nullptr;
   bool jit = false;
@@ -161,9 +41,9 @@ ThreadMatchState& thread_match_state() {
 
 }  // namespace
 
-Regex::Regex(std::string_view pattern, std::string_view origin)
+Regex::Regex(std::string_view pattern, std::string_view origin, bool translate)
     : impl_(std::make_unique<Impl>()), pattern_(pattern) {
-  std::string translated = translate_pattern(pattern);
+  std::string translated = translate ? translate_pattern(pattern) : std::string(pattern);
   int error = 0;
   PCRE2_SIZE offset = 0;
   impl_->code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(translated.data()), translated.size(),

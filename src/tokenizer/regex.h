@@ -1,24 +1,36 @@
 // Unicode regular expressions for pre-tokenizers, through PCRE2 (UTF + UCP, JIT-compiled).
 // Patterns come in the dialects of Oniguruma (HF tokenizers) and Rust's regex/fancy-regex
 // (tiktoken); translate_pattern rewrites the parts whose meaning differs in PCRE2: `\s`/`\S`
-// become the Unicode White_Space set explicitly, and class intersections `[A&&[^B]]` (Kimi's
-// pattern) become a lookahead in front of the class.
+// become the Unicode White_Space set, `\p{..}`/`\P{..}` of a general category or script become
+// explicit code point ranges of the Unicode version the reference libraries use (unicode_tables.h;
+// PCRE2's own tables are those of its release, Unicode 14 in 10.42), and class intersections
+// `[A&&[^B]]` (Kimi's pattern) become a lookahead in front of the class.
 #pragma once
 
 #include <cstddef>
 #include <functional>
 #include <memory>
 #include <string>
+#include <optional>
 #include <string_view>
+
+#include "tokenizer/unicode_tables.h"
 
 namespace epserve::tokenizer {
 
-std::string translate_pattern(std::string_view pattern);
+// `native_properties` false writes every translated property out as ranges (slower to match;
+// tests compare the two forms).
+std::string translate_pattern(std::string_view pattern, bool native_properties = true);
+
+// The code points PCRE2's own tables match with a class item such as `\p{L}` (surrogates left
+// out), measured once per item; nullopt when PCRE2 does not know the item.
+std::optional<unicode::CodePointSet> pcre2_native_set(std::string_view item);
 
 class Regex {
  public:
-  // `origin` names where the pattern came from, for error messages.
-  Regex(std::string_view pattern, std::string_view origin);
+  // `origin` names where the pattern came from, for error messages. `translate` false compiles
+  // the pattern as PCRE2 reads it.
+  Regex(std::string_view pattern, std::string_view origin, bool translate = true);
   ~Regex();
   Regex(Regex&&) noexcept;
   Regex& operator=(Regex&&) noexcept;
