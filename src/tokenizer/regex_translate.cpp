@@ -36,10 +36,14 @@ size_t escape_length(std::string_view p, size_t i) {
 }
 
 // The set an escape stands for, when it is one whose meaning we fix ourselves: `\s`, `\S`,
-// `\p{..}` and `\P{..}` of a general category or script. nullopt: left to PCRE2.
+// `\d`, `\D`, `\p{..}` and `\P{..}` of a general category or script. nullopt: left to PCRE2.
 std::optional<CodePointSet> escape_set(std::string_view esc) {
   if (esc == "\\s") return unicode::white_space();
   if (esc == "\\S") return unicode::set_complement(unicode::white_space());
+  // \d is Nd in both dialects; \w differs between them (Oniguruma takes No, Rust takes
+  // Join_Control) and is left to PCRE2.
+  if (esc == "\\d") return unicode::property_set("Nd");
+  if (esc == "\\D") return unicode::set_complement(*unicode::property_set("Nd"));
   if (esc.size() < 3 || (esc[1] != 'p' && esc[1] != 'P')) return std::nullopt;
   std::string_view name = esc[2] == '{' ? esc.substr(3, esc.size() - 4) : esc.substr(2);
   bool negated = esc[1] == 'P';

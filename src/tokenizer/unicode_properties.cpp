@@ -118,6 +118,27 @@ const CodePointSet& white_space() {
   return set;
 }
 
+bool set_contains(const CodePointSet& set, char32_t cp) {
+  auto it = std::upper_bound(set.begin(), set.end(), cp,
+                             [](char32_t c, const CodePointRange& r) { return c < r.first; });
+  return it != set.begin() && cp <= std::prev(it)->last;
+}
+
+const CodePointSet& rust_word_chars() {
+  static const CodePointSet set = [] {
+    CodePointSet out;
+    for (const char* name : {"L", "M", "Nd", "Nl", "Pc"}) out = set_union(out, *property_set(name));
+    // Join_Control, and the symbols that are Other_Alphabetic (circled and squared Latin letters);
+    // the rest of Alphabetic is L, Nl and marks.
+    return set_union(out, {{0x200C, 0x200D},
+                           {0x24B6, 0x24E9},
+                           {0x1F130, 0x1F149},
+                           {0x1F150, 0x1F169},
+                           {0x1F170, 0x1F189}});
+  }();
+  return set;
+}
+
 std::optional<CodePointSet> property_set(std::string_view name) {
   std::string key = loose(name);
   if (key == "any") return CodePointSet{{0, 0x10FFFF}};

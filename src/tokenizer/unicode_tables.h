@@ -36,8 +36,14 @@ CodePointSet set_union(const CodePointSet& a, const CodePointSet& b);
 CodePointSet set_complement(const CodePointSet& set);
 CodePointSet set_difference(const CodePointSet& a, const CodePointSet& b);
 
+bool set_contains(const CodePointSet& set, char32_t cp);
+
 // Unicode White_Space: what `\s` means in Oniguruma and in Rust's regex crate.
 const CodePointSet& white_space();
+
+// What `\w` means in Rust's regex crate (HF tokenizers' single_word test): Alphabetic, marks,
+// decimal numbers, connector punctuation and Join_Control.
+const CodePointSet& rust_word_chars();
 
 // The set `\p{name}` stands for: a general category (Lu, Letter, LC / L&, ...), a script (Han,
 // Hani, ...), optionally written gc=.. / General_Category=.. / sc=.. / Script=.., or Any /

@@ -88,7 +88,12 @@ def main():
     args = ap.parse_args()
     cats, unassigned = new_code_points()
     rng = random.Random(20261203)
-    lines = ["I love you 🩷", "🩷🩵🩶", "a\U0001E4F0\U0001E4F1\U0001E4F22", "\U00031350\U0002EBF0中文"]
+    lines = ["I love you 🩷", "🩷🩵🩶", "a\U0001E4F0\U0001E4F1\U0001E4F22", "\U00031350\U0002EBF0中文",
+             # marks out of canonical order: HF's NFC knows the combining classes of Unicode 9.0
+             "x\u1DF6\u0334", "q\U00011F42\u0316 e\u0301", "\u0915\u093C\u094D\U000113CE a\u0308\u0323",
+             # next to single_word tokens HF tests Rust regex \w (variants/added has "hello")
+             "hello😀world", "hello²world", "hello\u200dworld", "hello\u24b6world", "hello½world",
+             "hello\u2160 world", "hello\U00010D4Aworld", "\U0001E4F1hello"]
     while len(lines) < args.count:
         text = "".join(piece(rng, cats, unassigned) for _ in range(rng.randint(1, 5)))
         lines.append(text)

@@ -15,9 +15,8 @@ import tiktoken
 import unicodedata2
 from tokenizers import Regex, pre_tokenizers
 
-# The same list is in tests/unit/tokenizer/tokenizer_test.cpp (Regex.ClassesMatchReference).
 CLASSES = [r"\p{L}", r"\p{Lu}", r"\p{Ll}", r"\p{Lt}", r"\p{Lm}", r"\p{Lo}", r"\p{M}", r"\p{N}",
-           r"\p{Nd}", r"\p{P}", r"\p{S}", r"\p{Z}", r"\p{C}", r"\p{Han}", r"\p{Latin}", r"\s", r"\S",
+           r"\p{Nd}", r"\p{P}", r"\p{S}", r"\p{Z}", r"\p{C}", r"\p{Han}", r"\p{Latin}", r"\s", r"\S", r"\d",
            r"\P{L}", r"[^\s\p{L}\p{N}]", r"[^\r\n\p{L}\p{P}\p{S}]", r"[\p{L}\p{M}]"]
 CODE_POINTS = [c for c in range(0x110000) if not 0xD800 <= c <= 0xDFFF]
 TEXT = "".join(map(chr, CODE_POINTS))
