@@ -3,15 +3,61 @@
 
 #include <pcre2.h>
 
+#include <bitset>
+
 #include "core/error.h"
+#include "tokenizer/utf8.h"
 
 namespace epserve::tokenizer {
 
-struct Regex::Impl {
+namespace {
+
+struct Compiled {
   pcre2_code* code = nullptr;
   bool jit = false;
-  ~Impl() {
+  Compiled() = default;
+  Compiled(const Compiled&) = delete;
+  Compiled& operator=(const Compiled&) = delete;
+  ~Compiled() {
     if (code) pcre2_code_free(code);
+  }
+};
+
+void compile(const std::string& translated, std::string_view pattern, std::string_view origin,
+             Compiled& out) {
+  int error = 0;
+  PCRE2_SIZE offset = 0;
+  out.code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(translated.data()), translated.size(),
+                           PCRE2_UTF | PCRE2_UCP | PCRE2_NO_UTF_CHECK, &error, &offset, nullptr);
+  if (!out.code) {
+    PCRE2_UCHAR message[256];
+    pcre2_get_error_message(error, message, sizeof(message));
+    EPS_THROW("{}: cannot compile regex '{}': {} at offset {}", origin, pattern,
+              reinterpret_cast<const char*>(message), offset);
+  }
+  out.jit = pcre2_jit_compile(out.code, PCRE2_JIT_COMPLETE) == 0;
+}
+
+}  // namespace
+
+// Two compiled forms when PCRE2's own tables lack code points the pattern's properties have:
+// `exact` adds them as ranges, `fast` leaves them out and is used on text without any of them
+// (almost all text), where both match alike.
+struct Regex::Impl {
+  Compiled exact, fast;
+  unicode::CodePointSet missing;
+  std::bitset<0x10000> missing_bmp;
+
+  bool touches_missing(std::string_view text) const {
+    for (size_t i = 0; i < text.size();) {
+      if (static_cast<unsigned char>(text[i]) < 0x80) {
+        ++i;
+        continue;
+      }
+      char32_t cp = utf8_next(text, i);
+      if (cp < 0x10000 ? missing_bmp[cp] : unicode::set_contains(missing, cp)) return true;
+    }
+    return false;
   }
 };
 
@@ -43,18 +89,17 @@ ThreadMatchState& thread_match_state() {
 
 Regex::Regex(std::string_view pattern, std::string_view origin, bool translate)
     : impl_(std::make_unique<Impl>()), pattern_(pattern) {
-  std::string translated = translate ? translate_pattern(pattern) : std::string(pattern);
-  int error = 0;
-  PCRE2_SIZE offset = 0;
-  impl_->code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(translated.data()), translated.size(),
-                              PCRE2_UTF | PCRE2_UCP | PCRE2_NO_UTF_CHECK, &error, &offset, nullptr);
-  if (!impl_->code) {
-    PCRE2_UCHAR message[256];
-    pcre2_get_error_message(error, message, sizeof(message));
-    EPS_THROW("{}: cannot compile regex '{}': {} at offset {}", origin, pattern,
-              reinterpret_cast<const char*>(message), offset);
+  if (!translate) {
+    compile(std::string(pattern), pattern, origin, impl_->exact);
+    return;
   }
-  impl_->jit = pcre2_jit_compile(impl_->code, PCRE2_JIT_COMPLETE) == 0;
+  compile(translate_pattern(pattern, PropertyForm::kNativePlusMissing, &impl_->missing), pattern,
+          origin, impl_->exact);
+  if (impl_->missing.empty()) return;
+  compile(translate_pattern(pattern, PropertyForm::kNativeOnly), pattern, origin, impl_->fast);
+  for (const auto& r : impl_->missing) {
+    for (char32_t cp = r.first; cp <= r.last && cp < 0x10000; ++cp) impl_->missing_bmp[cp] = true;
+  }
 }
 
 Regex::~Regex() = default;
@@ -64,13 +109,15 @@ Regex& Regex::operator=(Regex&&) noexcept = default;
 void Regex::find_all(std::string_view text,
                      const std::function<void(size_t, size_t)>& on_match) const {
   ThreadMatchState& state = thread_match_state();
+  const Compiled& c =
+      impl_->fast.code && !impl_->touches_missing(text) ? impl_->fast : impl_->exact;
   auto subject = reinterpret_cast<PCRE2_SPTR>(text.data());
   size_t pos = 0;
   while (pos <= text.size()) {
-    int rc = impl_->jit ? pcre2_jit_match(impl_->code, subject, text.size(), pos, 0, state.data,
-                                          state.context)
-                        : pcre2_match(impl_->code, subject, text.size(), pos, PCRE2_NO_UTF_CHECK,
-                                      state.data, state.context);
+    int rc = c.jit
+                 ? pcre2_jit_match(c.code, subject, text.size(), pos, 0, state.data, state.context)
+                 : pcre2_match(c.code, subject, text.size(), pos, PCRE2_NO_UTF_CHECK, state.data,
+                               state.context);
     if (rc == PCRE2_ERROR_NOMATCH) return;
     EPS_CHECK(rc >= 0, "regex '{}': match failed with PCRE2 error {}", pattern_, rc);
     PCRE2_SIZE* ov = pcre2_get_ovector_pointer(state.data);

@@ -10,17 +10,26 @@
 #include <cstddef>
 #include <functional>
 #include <memory>
-#include <string>
 #include <optional>
+#include <string>
 #include <string_view>
 
 #include "tokenizer/unicode_tables.h"
 
 namespace epserve::tokenizer {
 
-// `native_properties` false writes every translated property out as ranges (slower to match;
-// tests compare the two forms).
-std::string translate_pattern(std::string_view pattern, bool native_properties = true);
+// How translate_pattern writes a `\p{..}` item (or `\d`) whose set in PCRE2's own tables is a
+// subset of the reference's (otherwise the item is written out as ranges in every form).
+enum class PropertyForm {
+  kNativePlusMissing,  // PCRE2's item plus the code points it lacks: exact
+  kNativeOnly,         // PCRE2's item alone: exact on text with none of the lacking code points
+  kRanges,             // every item as ranges: exact, matches 2-3x slower
+};
+
+// `missing` (optional) receives the code points that PCRE2's native items lack.
+std::string translate_pattern(std::string_view pattern,
+                              PropertyForm form = PropertyForm::kNativePlusMissing,
+                              unicode::CodePointSet* missing = nullptr);
 
 // The code points PCRE2's own tables match with a class item such as `\p{L}` (surrogates left
 // out), measured once per item; nullopt when PCRE2 does not know the item.

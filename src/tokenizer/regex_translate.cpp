@@ -66,12 +66,21 @@ struct ItemSet {
   CodePointSet extra;
 };
 
-ItemSet item_set(std::string_view esc, const CodePointSet& ours, bool native_properties) {
-  if (!native_properties || esc[1] == 's' || esc[1] == 'S') return {"", ours};  // \s: 10 ranges
+// How one translation goes: the form of the items, and the code points PCRE2's native items lack.
+struct Translation {
+  PropertyForm form;
+  CodePointSet* missing;
+};
+
+ItemSet item_set(std::string_view esc, const CodePointSet& ours, const Translation& t) {
+  if (t.form == PropertyForm::kRanges || esc[1] == 's' || esc[1] == 'S') return {"", ours};
   std::optional<CodePointSet> native = pcre2_native_set(esc);
   CodePointSet want = without_surrogates(ours);
   if (!native || !unicode::set_difference(*native, want).empty()) return {"", want};
-  return {std::string(esc), unicode::set_difference(want, *native)};
+  CodePointSet added = unicode::set_difference(want, *native);
+  if (t.missing) *t.missing = unicode::set_union(*t.missing, added);
+  if (t.form == PropertyForm::kNativeOnly) added.clear();
+  return {std::string(esc), std::move(added)};
 }
 
 // Class items for a set of code points (surrogates left out: they are not characters in UTF-8).
@@ -86,7 +95,7 @@ std::string set_items(const CodePointSet& set) {
 
 // The items of a character class as PCRE2 reads them, from the inside of a class (no brackets,
 // no leading '^'): `\s`, `\S`, `\p{..}` and `\P{..}` become native items and one list of ranges.
-std::string translate_class_items(std::string_view items, bool native_properties) {
+std::string translate_class_items(std::string_view items, const Translation& t) {
   std::string text, natives;
   CodePointSet extra;
   bool translated = false;
@@ -104,7 +113,7 @@ std::string translate_class_items(std::string_view items, bool native_properties
       text += esc;
       continue;
     }
-    ItemSet item = item_set(esc, *ours, native_properties);
+    ItemSet item = item_set(esc, *ours, t);
     natives += item.native;
     extra = unicode::set_union(extra, item.extra);
     translated = true;
@@ -154,19 +163,19 @@ size_t class_end(std::string_view p, size_t open) {
 }
 
 // A class from its inside (without brackets, maybe with a leading '^').
-std::string make_class(std::string_view inner, bool native_properties) {
+std::string make_class(std::string_view inner, const Translation& t) {
   bool negated = !inner.empty() && inner[0] == '^';
   if (negated) inner.remove_prefix(1);
-  std::string items = translate_class_items(inner, native_properties);
+  std::string items = translate_class_items(inner, t);
   if (items.empty()) return negated ? "(?s:.)" : "(?!)";
   return std::string(negated ? "[^" : "[") + items + "]";
 }
 
-std::string translate_class(std::string_view cls, bool native_properties) {
+std::string translate_class(std::string_view cls, const Translation& t) {
   // cls includes the brackets.
   std::string_view inner = cls.substr(1, cls.size() - 2);
   size_t amp = inner.find("&&");
-  if (amp == std::string_view::npos) return make_class(inner, native_properties);
+  if (amp == std::string_view::npos) return make_class(inner, t);
   std::string_view left = inner.substr(0, amp);
   std::string_view right = inner.substr(amp + 2);
   EPS_CHECK(!left.empty() && left[0] != '^' && right.size() >= 2 && right.front() == '[' &&
@@ -175,8 +184,8 @@ std::string translate_class(std::string_view cls, bool native_properties) {
   std::string_view right_inner = right.substr(1, right.size() - 2);
   bool negated = !right_inner.empty() && right_inner[0] == '^';
   if (negated) right_inner.remove_prefix(1);
-  return std::string("(?:(?") + (negated ? "!" : "=") + make_class(right_inner, native_properties) +
-         ")" + make_class(left, native_properties) + ")";
+  return std::string("(?:(?") + (negated ? "!" : "=") + make_class(right_inner, t) + ")" +
+         make_class(left, t) + ")";
 }
 
 // Every code point but the surrogates, in order, as UTF-8.
@@ -219,7 +228,8 @@ std::optional<CodePointSet> pcre2_native_set(std::string_view item) {
   return result;
 }
 
-std::string translate_pattern(std::string_view p, bool native_properties) {
+std::string translate_pattern(std::string_view p, PropertyForm form, CodePointSet* missing) {
+  Translation t{form, missing};
   std::string out;
   out.reserve(p.size() + 64);
   for (size_t i = 0; i < p.size();) {
@@ -233,12 +243,20 @@ std::string translate_pattern(std::string_view p, bool native_properties) {
         out += esc;
         continue;
       }
-      ItemSet item = item_set(esc, *ours, native_properties);
+      if (esc == "\\S") {  // a negated class: the same as the ranges, shorter
+        out += "[^" + set_items(unicode::white_space()) + "]";
+        continue;
+      }
+      ItemSet item = item_set(esc, *ours, t);
+      if (!item.native.empty() && item.extra.empty()) {
+        out += item.native;
+        continue;
+      }
       std::string items = item.native + set_items(item.extra);
       out += items.empty() ? "(?!)" : "[" + items + "]";
     } else if (c == '[') {
       size_t close = class_end(p, i);
-      out += translate_class(p.substr(i, close - i + 1), native_properties);
+      out += translate_class(p.substr(i, close - i + 1), t);
       i = close + 1;
     } else {
       out.push_back(c);

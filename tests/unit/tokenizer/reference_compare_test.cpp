@@ -113,8 +113,8 @@ void check_encode(const Fixture& f, const std::string& corpus_name = "") {
                       << "': ours (" << ids.size() << " ids) " << join_ids(ids).substr(0, 300)
                       << "; reference has " << count
                       << " ids (tools/reference/tokenizer/make_expected.py --only " << f.name
-                      << (corpus_name.empty() ? "" : " --corpus " + corpus_name) << " --show "
-                      << i << ")";
+                      << (corpus_name.empty() ? "" : " --corpus " + corpus_name) << " --show " << i
+                      << ")";
       }
     }
   }

@@ -35,8 +35,8 @@ struct MatchedSet {
 
 // The code points a class matches, from the runs of `cls+` over every code point (a class or an
 // escape translates to one class).
-MatchedSet matched_set(const std::string& cls, bool native_properties) {
-  Regex regex(translate_pattern(cls, native_properties) + "+", cls, false);
+MatchedSet matched_set(const std::string& cls, PropertyForm form) {
+  Regex regex(translate_pattern(cls, form) + "+", cls, false);
   const std::string& text = all_code_points();
   MatchedSet out;
   regex.find_all(text, [&](size_t begin, size_t end) {
@@ -68,12 +68,14 @@ TEST(Regex, ClassesMatchReferenceOnEveryCodePoint) {
     std::string cls, hash;
     size_t count;
     ASSERT_TRUE(std::getline(fields, cls, '\t') && fields >> count >> hash) << line;
-    // Native PCRE2 properties with the missing code points added (what tokenizers use), and
-    // every property written out as ranges: both must be the reference's set.
-    for (bool native : {true, false}) {
-      MatchedSet ours = matched_set(cls, native);
-      EXPECT_EQ(ours.count, count) << cls << (native ? " (native + added)" : " (ranges)");
-      EXPECT_EQ(fnv1a(ours.ranges), hash) << cls << (native ? " (native + added)" : " (ranges)");
+    // Native PCRE2 properties with the missing code points added (what tokenizers use on text
+    // with such code points), and every property written out as ranges: both must be the
+    // reference's set.
+    for (PropertyForm form : {PropertyForm::kNativePlusMissing, PropertyForm::kRanges}) {
+      MatchedSet ours = matched_set(cls, form);
+      const char* name = form == PropertyForm::kRanges ? " (ranges)" : " (native + missing)";
+      EXPECT_EQ(ours.count, count) << cls << name;
+      EXPECT_EQ(fnv1a(ours.ranges), hash) << cls << name;
     }
     ++checked;
   }
@@ -88,16 +90,16 @@ TEST(Regex, KnowsUnicode16Characters) {
     regex.find_all(text, [&](size_t, size_t) { found = true; });
     return found;
   };
-  EXPECT_TRUE(matches("\\p{S}", "🩷"));          // U+1FA77 pink heart, Unicode 15.0
+  EXPECT_TRUE(matches("\\p{S}", "🩷"));              // U+1FA77 pink heart, Unicode 15.0
   EXPECT_TRUE(matches("[^\\s\\p{L}\\p{N}]", "🫩"));  // U+1FAE9 face with bags under eyes, 16.0
-  EXPECT_TRUE(matches("\\p{N}", "\U0001E4F1"));   // Nag Mundari digit one, 15.0
-  EXPECT_TRUE(matches("\\p{L}", "\U00010D4A"));   // Garay letter, 16.0
-  EXPECT_TRUE(matches("\\p{Han}", "\U00031350"));  // CJK Extension H, 15.0
-  EXPECT_TRUE(matches("\\p{Han}", "\U0002EBF0"));  // CJK Extension I, 15.1
-  EXPECT_TRUE(matches("\\p{M}", "\u0897"));        // Arabic pepet, 16.0
-  EXPECT_TRUE(matches("\\p{P}", "\u1B4E"));        // Balinese inverted carik siki, 16.0
-  EXPECT_FALSE(matches("\\p{Han}", "\u3001"));     // ideographic comma: script Common
-  EXPECT_FALSE(matches("\\p{L}", "\U0001FAEA"));   // unassigned in Unicode 16
+  EXPECT_TRUE(matches("\\p{N}", "\U0001E4F1"));        // Nag Mundari digit one, 15.0
+  EXPECT_TRUE(matches("\\p{L}", "\U00010D4A"));        // Garay letter, 16.0
+  EXPECT_TRUE(matches("\\p{Han}", "\U00031350"));      // CJK Extension H, 15.0
+  EXPECT_TRUE(matches("\\p{Han}", "\U0002EBF0"));      // CJK Extension I, 15.1
+  EXPECT_TRUE(matches("\\p{M}", "\u0897"));            // Arabic pepet, 16.0
+  EXPECT_TRUE(matches("\\p{P}", "\u1B4E"));            // Balinese inverted carik siki, 16.0
+  EXPECT_FALSE(matches("\\p{Han}", "\u3001"));         // ideographic comma: script Common
+  EXPECT_FALSE(matches("\\p{L}", "\U0001FAEA"));       // unassigned in Unicode 16
   EXPECT_TRUE(matches("\\P{L}", "\U00010D4A") == false);
 }
 
