@@ -1,6 +1,7 @@
 // `\p{..}`, `\s` and classes built from them match the code points that HF tokenizers and tiktoken
 // match (Unicode 16.0), not those of PCRE2's own tables (Unicode 14 in PCRE2 10.42), over every
-// code point; expected sets from tools/reference/tokenizer/probe_unicode.py.
+// code point, and the normalizers give HF's output (its Unicode 9.0 tables, not ICU's Unicode 15)
+// on every code point and on marks; expected values from tools/reference/tokenizer/probe_unicode.py.
 #include <fmt/format.h>
 #include <gtest/gtest.h>
 
@@ -9,6 +10,8 @@
 
 #include "reference_test_util.h"
 #include "tokenizer/regex.h"
+#include "tokenizer/tokenizer_parts.h"
+#include "tokenizer/unicode_tables.h"
 #include "tokenizer/utf8.h"
 
 namespace epserve::tokenizer {
@@ -80,6 +83,42 @@ TEST(Regex, ClassesMatchReferenceOnEveryCodePoint) {
     ++checked;
   }
   EXPECT_GE(checked, 20u);
+}
+
+TEST(Normalizers, MatchReferenceOnEveryCodePointAndMark) {
+  std::vector<std::string> texts;
+  for (char32_t cp = 0; cp <= 0x10FFFF; ++cp) {
+    if (cp >= 0xD800 && cp <= 0xDFFF) continue;
+    texts.emplace_back();
+    utf8_append(texts.back(), cp);
+  }
+  std::vector<std::string> marks;
+  const unicode::CodePointSet mark_set = *unicode::property_set("M");
+  for (const auto& r : mark_set) {
+    for (char32_t cp = r.first; cp <= r.last; ++cp) {
+      marks.emplace_back();
+      utf8_append(marks.back(), cp);
+    }
+  }
+  for (const auto& m : marks) texts.push_back("x" + m + "\u0334");
+  for (const auto& m : marks) texts.push_back("a" + m);
+  std::ifstream in(fixture_dir() + "/expected/unicode_normalizers.txt");
+  ASSERT_TRUE(in.good());
+  size_t checked = 0;
+  for (std::string form, hash; in >> form;) {
+    size_t count;
+    ASSERT_TRUE(in >> count >> hash);
+    ASSERT_EQ(texts.size(), count) << form;
+    auto normalizer = make_normalizer(nlohmann::json{{"type", form}}, "test");
+    std::string joined;
+    for (size_t i = 0; i < texts.size(); ++i) {
+      if (i) joined.push_back('\0');
+      joined += normalizer->normalize(texts[i]);
+    }
+    EXPECT_EQ(fnv1a(joined), hash) << form;
+    ++checked;
+  }
+  EXPECT_EQ(checked, 4u);
 }
 
 // A few characters by name, so a failure above has readable examples.

@@ -5,6 +5,9 @@ over every code point, and writes tests/data/tokenizers/expected/unicode_classes
 the number of code points and the FNV-1a 64 of its ranges ("first-last," in hex, e.g. "41-5a,").
 It fails when the two libraries disagree, and prints whether each general category is exactly
 that of the installed unicodedata2 (tokenizers 0.23.3 and tiktoken 0.14.0: Unicode 16.0.0).
+Also writes expected/unicode_normalizers.txt: per HF normalizer (NFC, NFD, NFKC, NFKD), the FNV-1a
+64 of its outputs, joined by NUL, on every code point alone and on "x" + M + U+0334 and "a" + M
+for every mark M (general category of unicodedata2, which must be 16.0.0 here).
 
 Usage: /tmp/tokref/bin/python tools/reference/tokenizer/probe_unicode.py [--no-write]
 """
@@ -13,7 +16,7 @@ import sys
 
 import tiktoken
 import unicodedata2
-from tokenizers import Regex, pre_tokenizers
+from tokenizers import Regex, normalizers, pre_tokenizers
 
 CLASSES = [r"\p{L}", r"\p{Lu}", r"\p{Ll}", r"\p{Lt}", r"\p{Lm}", r"\p{Lo}", r"\p{M}", r"\p{N}",
            r"\p{Nd}", r"\p{P}", r"\p{S}", r"\p{Z}", r"\p{C}", r"\p{Han}", r"\p{Latin}", r"\s", r"\S", r"\d",
@@ -53,6 +56,18 @@ def fnv1a(data: bytes) -> str:
     return f"{h:016x}"
 
 
+def normalizer_lines():
+    assert unicodedata2.unidata_version == "16.0.0", "install unicodedata2==16.0.0"
+    marks = [chr(c) for c in CODE_POINTS if unicodedata2.category(chr(c)).startswith("M")]
+    texts = list(TEXT) + ["x" + m + "\u0334" for m in marks] + ["a" + m for m in marks]
+    lines = []
+    for form in ("NFC", "NFD", "NFKC", "NFKD"):
+        normalizer = getattr(normalizers, form)()
+        out = "\0".join(normalizer.normalize_str(t) for t in texts)
+        lines.append(f"{form}\t{len(texts)}\t{fnv1a(out.encode())}")
+    return lines
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default="tests/data/tokenizers/expected/unicode_classes.txt")
@@ -73,6 +88,10 @@ def main():
         with open(args.out, "w") as f:
             f.write("\n".join(lines) + "\n")
         print(f"wrote {args.out}")
+        out = args.out.replace("unicode_classes", "unicode_normalizers")
+        with open(out, "w") as f:
+            f.write("\n".join(normalizer_lines()) + "\n")
+        print(f"wrote {out}")
 
 
 if __name__ == "__main__":
