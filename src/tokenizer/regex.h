@@ -1,10 +1,12 @@
 // Unicode regular expressions for pre-tokenizers, through PCRE2 (UTF + UCP, JIT-compiled).
 // Patterns come in the dialects of Oniguruma (HF tokenizers) and Rust's regex/fancy-regex
 // (tiktoken); translate_pattern rewrites the parts whose meaning differs in PCRE2: `\s`/`\S`
-// become the Unicode White_Space set, `\p{..}`/`\P{..}` of a general category or script become
-// explicit code point ranges of the Unicode version the reference libraries use (unicode_tables.h;
-// PCRE2's own tables are those of its release, Unicode 14 in 10.42), and class intersections
-// `[A&&[^B]]` (Kimi's pattern) become a lookahead in front of the class.
+// become the Unicode White_Space set, `\d` and `\p{..}`/`\P{..}` of a general category or script
+// match the sets of the Unicode version the reference libraries use (Unicode 16.0,
+// unicode_tables.h; PCRE2's own tables are those of its release, Unicode 14 in 10.42), and class
+// intersections `[A&&[^B]]` (Kimi's pattern) become a lookahead in front of the class.
+// regex_translate.cpp says how the sets are written; a Regex compiles the exact form and, when
+// that adds code points to PCRE2's items, a form without them for text that has none of them.
 #pragma once
 
 #include <cstddef>
