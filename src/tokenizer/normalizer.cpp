@@ -34,7 +34,6 @@ class UnicodeForm : public Normalizer {
       return set;
     }();
     filtered_ = std::make_unique<icu::FilteredNormalizer2>(*norm_, *unicode_9);
-    norm_ = filtered_.get();
   }
   std::string normalize(std::string_view text) const override {
     bool ascii = true;
@@ -42,11 +41,13 @@ class UnicodeForm : public Normalizer {
     if (ascii) return std::string(text);
     UErrorCode status = U_ZERO_ERROR;
     icu::StringPiece piece(text.data(), static_cast<int32_t>(text.size()));
+    // Text normalized by ICU's full tables is also normalized by the filtered ones (each span of
+    // old characters is then normalized too), and this test is the faster one.
     if (norm_->isNormalizedUTF8(piece, status) && U_SUCCESS(status)) return std::string(text);
     status = U_ZERO_ERROR;
     std::string out;
     icu::StringByteSink<std::string> sink(&out);
-    norm_->normalizeUTF8(0, piece, sink, nullptr, status);
+    filtered_->normalizeUTF8(0, piece, sink, nullptr, status);
     EPS_CHECK(U_SUCCESS(status), "Unicode normalization failed: {}", u_errorName(status));
     return out;
   }
