@@ -4,6 +4,7 @@
 #include <pcre2.h>
 
 #include <bitset>
+#include <cstring>
 
 #include "core/error.h"
 #include "tokenizer/utf8.h"
@@ -50,8 +51,17 @@ struct Regex::Impl {
 
   bool touches_missing(std::string_view text) const {
     for (size_t i = 0; i < text.size();) {
-      if (static_cast<unsigned char>(text[i]) < 0x80) {
-        ++i;
+      if (i + 8 <= text.size()) {  // eight ASCII bytes at a time
+        uint64_t word;
+        std::memcpy(&word, text.data() + i, 8);
+        if ((word & 0x8080808080808080ull) == 0) {
+          i += 8;
+          continue;
+        }
+      }
+      auto lead = static_cast<unsigned char>(text[i]);
+      if (lead < 0xE0 && missing.front().first >= 0x800) {  // ASCII or two bytes: below U+0800
+        i += lead < 0x80 ? 1 : 2;
         continue;
       }
       char32_t cp = utf8_next(text, i);
