@@ -1,18 +1,18 @@
 #include "tokenizer/tokenizer_parts.h"
 
+#include "tokenizer/unicode_tables.h"
 #include "tokenizer/utf8.h"
 
 namespace epserve::tokenizer {
 
 namespace {
 
+// Rust regex `\w`, which HF tokenizers tests single_word tokens' neighbours with.
 bool is_word_char(char32_t cp) {
-  // Rust regex `\w`: alphanumeric, marks, connector punctuation. ASCII fast path, else a broad
-  // approximation good for the tokens real tokenizers mark single_word.
   if (cp < 0x80)
     return (cp >= '0' && cp <= '9') || (cp >= 'a' && cp <= 'z') || (cp >= 'A' && cp <= 'Z') ||
            cp == '_';
-  return !python_isspace(cp);
+  return unicode::set_contains(unicode::rust_word_chars(), cp);
 }
 
 char32_t last_char(std::string_view s) {

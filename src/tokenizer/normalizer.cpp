@@ -1,6 +1,7 @@
 // Normalizers of tokenizer.json: Unicode normal forms through ICU, plus the simple string ones.
 #include <unicode/bytestream.h>
 #include <unicode/normalizer2.h>
+#include <unicode/uniset.h>
 
 #include "core/error.h"
 #include "tokenizer/tokenizer_parts.h"
@@ -22,6 +23,17 @@ class UnicodeForm : public Normalizer {
     else
       norm_ = icu::Normalizer2::getNFKDInstance(status);
     EPS_CHECK(U_SUCCESS(status), "{}: ICU cannot provide the {} normalizer", origin, form);
+    // HF tokenizers normalizes with Unicode 9.0 tables (its unicode-normalization-alignments
+    // crate): characters assigned later are left as they are and end a normalization segment,
+    // which is what ICU's filter on the characters of Unicode <= 9.0 does.
+    static const icu::UnicodeSet* const unicode_9 = [] {
+      UErrorCode set_status = U_ZERO_ERROR;
+      auto* set = new icu::UnicodeSet(icu::UnicodeString("[:age=9.0:]"), set_status);
+      EPS_CHECK(U_SUCCESS(set_status), "ICU cannot build the Unicode 9.0 character set");
+      set->freeze();
+      return set;
+    }();
+    filtered_ = std::make_unique<icu::FilteredNormalizer2>(*norm_, *unicode_9);
   }
   std::string normalize(std::string_view text) const override {
     bool ascii = true;
@@ -29,17 +41,20 @@ class UnicodeForm : public Normalizer {
     if (ascii) return std::string(text);
     UErrorCode status = U_ZERO_ERROR;
     icu::StringPiece piece(text.data(), static_cast<int32_t>(text.size()));
+    // Text normalized by ICU's full tables is also normalized by the filtered ones (each span of
+    // old characters is then normalized too), and this test is the faster one.
     if (norm_->isNormalizedUTF8(piece, status) && U_SUCCESS(status)) return std::string(text);
     status = U_ZERO_ERROR;
     std::string out;
     icu::StringByteSink<std::string> sink(&out);
-    norm_->normalizeUTF8(0, piece, sink, nullptr, status);
+    filtered_->normalizeUTF8(0, piece, sink, nullptr, status);
     EPS_CHECK(U_SUCCESS(status), "Unicode normalization failed: {}", u_errorName(status));
     return out;
   }
 
  private:
   const icu::Normalizer2* norm_ = nullptr;
+  std::unique_ptr<icu::FilteredNormalizer2> filtered_;
 };
 
 class Sequence : public Normalizer {

@@ -3,135 +3,71 @@
 
 #include <pcre2.h>
 
+#include <bitset>
+#include <cstring>
+
 #include "core/error.h"
+#include "tokenizer/utf8.h"
 
 namespace epserve::tokenizer {
 
 namespace {
 
-// Unicode White_Space, which is what `\s` means in Oniguruma and in Rust's regex crate.
-constexpr std::string_view kWhiteSpaceItems =
-    "\\t-\\r\\x20\\x{85}\\x{A0}\\x{1680}\\x{2000}-\\x{200A}\\x{2028}\\x{2029}\\x{202F}\\x{205F}"
-    "\\x{3000}";
-
-// Returns the length of the escape starting at p[i] == '\\' (including \p{..} and \x{..}).
-size_t escape_length(std::string_view p, size_t i) {
-  if (i + 1 >= p.size()) return 1;
-  char c = p[i + 1];
-  if ((c == 'p' || c == 'P' || c == 'x') && i + 2 < p.size() && p[i + 2] == '{') {
-    size_t close = p.find('}', i + 3);
-    EPS_CHECK(close != std::string_view::npos, "regex: unterminated \\{}{{ in pattern", c);
-    return close - i + 1;
+struct Compiled {
+  pcre2_code* code = nullptr;
+  bool jit = false;
+  Compiled() = default;
+  Compiled(const Compiled&) = delete;
+  Compiled& operator=(const Compiled&) = delete;
+  ~Compiled() {
+    if (code) pcre2_code_free(code);
   }
-  return 2;
-}
+};
 
-// Translates the inside of a character class p[begin, end) (no surrounding brackets).
-std::string translate_class_items(std::string_view items) {
-  std::string out;
-  for (size_t i = 0; i < items.size();) {
-    if (items[i] == '\\') {
-      size_t n = escape_length(items, i);
-      std::string_view esc = items.substr(i, n);
-      if (esc == "\\s") {
-        out += kWhiteSpaceItems;
-      } else {
-        EPS_CHECK(esc != "\\S", "regex: \\S inside a character class is not supported");
-        out += esc;
-      }
-      i += n;
-    } else {
-      out.push_back(items[i]);
-      ++i;
-    }
+void compile(const std::string& translated, std::string_view pattern, std::string_view origin,
+             Compiled& out) {
+  int error = 0;
+  PCRE2_SIZE offset = 0;
+  out.code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(translated.data()), translated.size(),
+                           PCRE2_UTF | PCRE2_UCP | PCRE2_NO_UTF_CHECK, &error, &offset, nullptr);
+  if (!out.code) {
+    PCRE2_UCHAR message[256];
+    pcre2_get_error_message(error, message, sizeof(message));
+    EPS_THROW("{}: cannot compile regex '{}': {} at offset {}", origin, pattern,
+              reinterpret_cast<const char*>(message), offset);
   }
-  return out;
-}
-
-// Finds the ']' closing the class that opens at p[open] == '['; handles escapes and nested
-// classes (used by intersections).
-size_t class_end(std::string_view p, size_t open) {
-  size_t i = open + 1;
-  if (i < p.size() && p[i] == '^') ++i;
-  if (i < p.size() && p[i] == ']') ++i;  // a literal ']' first
-  int depth = 0;
-  while (i < p.size()) {
-    char c = p[i];
-    if (c == '\\') {
-      i += escape_length(p, i);
-      continue;
-    }
-    if (c == '[') {
-      if (p.substr(i, 2) == "[:") {
-        size_t close = p.find(":]", i + 2);
-        if (close != std::string_view::npos) {
-          i = close + 2;
-          continue;
-        }
-      }
-      ++depth;
-    } else if (c == ']') {
-      if (depth == 0) return i;
-      --depth;
-    }
-    ++i;
-  }
-  EPS_THROW("regex: unterminated character class in pattern");
-}
-
-std::string translate_class(std::string_view cls) {
-  // cls includes the brackets.
-  std::string_view inner = cls.substr(1, cls.size() - 2);
-  size_t amp = inner.find("&&");
-  if (amp == std::string_view::npos) return "[" + translate_class_items(inner) + "]";
-  std::string_view left = inner.substr(0, amp);
-  std::string_view right = inner.substr(amp + 2);
-  EPS_CHECK(!left.empty() && left[0] != '^' && right.size() >= 2 && right.front() == '[' &&
-                right.back() == ']',
-            "regex: unsupported class intersection '{}'", cls);
-  std::string right_inner(right.substr(1, right.size() - 2));
-  bool negated = !right_inner.empty() && right_inner[0] == '^';
-  if (negated) right_inner.erase(0, 1);
-  std::string right_class = "[" + translate_class_items(right_inner) + "]";
-  return std::string("(?:(?") + (negated ? "!" : "=") + right_class + ")[" +
-         translate_class_items(left) + "])";
+  out.jit = pcre2_jit_compile(out.code, PCRE2_JIT_COMPLETE) == 0;
 }
 
 }  // namespace
 
-std::string translate_pattern(std::string_view p) {
-  std::string out;
-  out.reserve(p.size() + 64);
-  for (size_t i = 0; i < p.size();) {
-    char c = p[i];
-    if (c == '\\') {
-      size_t n = escape_length(p, i);
-      std::string_view esc = p.substr(i, n);
-      if (esc == "\\s") {
-        out += "[" + std::string(kWhiteSpaceItems) + "]";
-      } else if (esc == "\\S") {
-        out += "[^" + std::string(kWhiteSpaceItems) + "]";
-      } else {
-        out += esc;
-      }
-      i += n;
-    } else if (c == '[') {
-      size_t close = class_end(p, i);
-      out += translate_class(p.substr(i, close - i + 1));
-      i = close + 1;
-    } else {
-      out.push_back(c);
-      ++i;
-    }
-  }
-  return out;
-}
-
+// Two compiled forms when PCRE2's own tables lack code points the pattern's properties have:
+// `exact` adds them as ranges, `fast` leaves them out and is used on text without any of them
+// (almost all text), where both match alike.
 struct Regex::Impl {
-  pcre2_code* code = nullptr;
-  bool jit = false;
-  ~Impl() {
-    if (code) pcre2_code_free(code);
+  Compiled exact, fast;
+  unicode::CodePointSet missing;
+  std::bitset<0x10000> missing_bmp;
+
+  bool touches_missing(std::string_view text) const {
+    for (size_t i = 0; i < text.size();) {
+      if (i + 8 <= text.size()) {  // eight ASCII bytes at a time
+        uint64_t word;
+        std::memcpy(&word, text.data() + i, 8);
+        if ((word & 0x8080808080808080ull) == 0) {
+          i += 8;
+          continue;
+        }
+      }
+      auto lead = static_cast<unsigned char>(text[i]);
+      if (lead < 0xE0 && missing.front().first >= 0x800) {  // ASCII or two bytes: below U+0800
+        i += lead < 0x80 ? 1 : 2;
+        continue;
+      }
+      char32_t cp = utf8_next(text, i);
+      if (cp < 0x10000 ? missing_bmp[cp] : unicode::set_contains(missing, cp)) return true;
+    }
+    return false;
   }
 };
 
@@ -161,20 +97,19 @@ ThreadMatchState& thread_match_state() {
 
 }  // namespace
 
-Regex::Regex(std::string_view pattern, std::string_view origin)
+Regex::Regex(std::string_view pattern, std::string_view origin, bool translate)
     : impl_(std::make_unique<Impl>()), pattern_(pattern) {
-  std::string translated = translate_pattern(pattern);
-  int error = 0;
-  PCRE2_SIZE offset = 0;
-  impl_->code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(translated.data()), translated.size(),
-                              PCRE2_UTF | PCRE2_UCP | PCRE2_NO_UTF_CHECK, &error, &offset, nullptr);
-  if (!impl_->code) {
-    PCRE2_UCHAR message[256];
-    pcre2_get_error_message(error, message, sizeof(message));
-    EPS_THROW("{}: cannot compile regex '{}': {} at offset {}", origin, pattern,
-              reinterpret_cast<const char*>(message), offset);
+  if (!translate) {
+    compile(std::string(pattern), pattern, origin, impl_->exact);
+    return;
   }
-  impl_->jit = pcre2_jit_compile(impl_->code, PCRE2_JIT_COMPLETE) == 0;
+  compile(translate_pattern(pattern, PropertyForm::kNativePlusMissing, &impl_->missing), pattern,
+          origin, impl_->exact);
+  if (impl_->missing.empty()) return;
+  compile(translate_pattern(pattern, PropertyForm::kNativeOnly), pattern, origin, impl_->fast);
+  for (const auto& r : impl_->missing) {
+    for (char32_t cp = r.first; cp <= r.last && cp < 0x10000; ++cp) impl_->missing_bmp[cp] = true;
+  }
 }
 
 Regex::~Regex() = default;
@@ -184,13 +119,15 @@ Regex& Regex::operator=(Regex&&) noexcept = default;
 void Regex::find_all(std::string_view text,
                      const std::function<void(size_t, size_t)>& on_match) const {
   ThreadMatchState& state = thread_match_state();
+  const Compiled& c =
+      impl_->fast.code && !impl_->touches_missing(text) ? impl_->fast : impl_->exact;
   auto subject = reinterpret_cast<PCRE2_SPTR>(text.data());
   size_t pos = 0;
   while (pos <= text.size()) {
-    int rc = impl_->jit ? pcre2_jit_match(impl_->code, subject, text.size(), pos, 0, state.data,
-                                          state.context)
-                        : pcre2_match(impl_->code, subject, text.size(), pos, PCRE2_NO_UTF_CHECK,
-                                      state.data, state.context);
+    int rc = c.jit
+                 ? pcre2_jit_match(c.code, subject, text.size(), pos, 0, state.data, state.context)
+                 : pcre2_match(c.code, subject, text.size(), pos, PCRE2_NO_UTF_CHECK, state.data,
+                               state.context);
     if (rc == PCRE2_ERROR_NOMATCH) return;
     EPS_CHECK(rc >= 0, "regex '{}': match failed with PCRE2 error {}", pattern_, rc);
     PCRE2_SIZE* ov = pcre2_get_ovector_pointer(state.data);

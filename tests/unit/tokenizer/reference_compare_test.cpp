@@ -1,5 +1,6 @@
 // Token ids, decoded text and streaming output of our tokenizers against HF `tokenizers` and
-// `tiktoken` on the committed corpus (tests/data/tokenizers/corpus.jsonl, 12,000 strings) and
+// `tiktoken` on the committed corpus (tests/data/tokenizers/corpus.jsonl, 12,000 strings), and
+// ids on text with characters of Unicode 15-16 (corpus_unicode16.jsonl, 2,000 strings), with the
 // fixture tokenizers; expected values come from tools/reference/tokenizer/make_expected.py.
 #include <fmt/format.h>
 #include <gtest/gtest.h>
@@ -83,13 +84,22 @@ std::string nfc(const std::string& s) {
   return out;
 }
 
-void check_encode(const Fixture& f) {
+// Ids of every line of a corpus; `corpus_name` empty: the main corpus (the first f.lines lines),
+// else corpus_<name>.jsonl against expected/<fixture>.<name>.encode.txt.
+void check_encode(const Fixture& f, const std::string& corpus_name = "") {
   const Tokenizer& tok = load_fixture(f);
-  const auto& all_lines = corpus();
-  ASSERT_GE(all_lines.size(), 10000u);
-  std::vector<testing::CorpusLine> lines(
-      all_lines.begin(), all_lines.begin() + (f.lines ? f.lines : all_lines.size()));
-  std::ifstream expected(fixture_dir() + "/expected/" + f.name + ".encode.txt");
+  std::vector<testing::CorpusLine> lines;
+  std::string suffix;
+  if (corpus_name.empty()) {
+    const auto& all_lines = corpus();
+    ASSERT_GE(all_lines.size(), 10000u);
+    lines.assign(all_lines.begin(), all_lines.begin() + (f.lines ? f.lines : all_lines.size()));
+  } else {
+    lines = testing::load_corpus("corpus_" + corpus_name + ".jsonl");
+    ASSERT_GE(lines.size(), 1000u);
+    suffix = "." + corpus_name;
+  }
+  std::ifstream expected(fixture_dir() + "/expected/" + f.name + suffix + ".encode.txt");
   ASSERT_TRUE(expected.good()) << "missing expected file for " << f.name;
   size_t mismatches = 0;
   for (size_t i = 0; i < lines.size(); ++i) {
@@ -103,7 +113,8 @@ void check_encode(const Fixture& f) {
                       << "': ours (" << ids.size() << " ids) " << join_ids(ids).substr(0, 300)
                       << "; reference has " << count
                       << " ids (tools/reference/tokenizer/make_expected.py --only " << f.name
-                      << " --show " << i << ")";
+                      << (corpus_name.empty() ? "" : " --corpus " + corpus_name) << " --show " << i
+                      << ")";
       }
     }
   }
@@ -175,6 +186,12 @@ TEST_P(ReferenceCompare, MatchesReference) {
   check_encode(GetParam());
   check_decode(GetParam());
   check_round_trip(GetParam());
+}
+
+// Characters that Unicode 15.0-16.0 assigned split as in the reference libraries, whose `\p{..}`
+// classes know Unicode 16.0 (PCRE2 10.42's own tables stop at Unicode 14).
+TEST_P(ReferenceCompare, MatchesReferenceOnUnicode16Text) {
+  check_encode(GetParam(), "unicode16");
 }
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, ReferenceCompare, ::testing::ValuesIn(kFixtures),

@@ -40,8 +40,8 @@ struct CorpusLine {
   bool valid_utf8;
 };
 
-inline std::vector<CorpusLine> load_corpus() {
-  std::ifstream in(fixture_dir() + "/corpus.jsonl");
+inline std::vector<CorpusLine> load_corpus(const std::string& file = "corpus.jsonl") {
+  std::ifstream in(fixture_dir() + "/" + file);
   std::vector<CorpusLine> out;
   std::string line;
   while (std::getline(in, line)) {

@@ -8,9 +8,11 @@ For each fixture tokenizer (references.FIXTURES), into tests/data/tokenizers/exp
   <name>.decode.txt   random id sequences, one per line: "<ids>\t<hash of decode(ids)>\t<hash of
                       decode(ids, skip_special_tokens=True)>", hashes over the UTF-8 bytes
 Hashes keep the fixtures small; --show N prints the full reference ids of corpus line N.
+With --corpus unicode16 (text with characters of Unicode 15-16, make_corpus_unicode16.py) only
+<name>.unicode16.encode.txt is written, over every line of corpus_unicode16.jsonl.
 
 Usage (from the repository root, with tokenizers and tiktoken installed):
-  tools/reference/tokenizer/make_expected.py [--only NAME] [--show LINE]
+  tools/reference/tokenizer/make_expected.py [--only NAME] [--show LINE] [--corpus unicode16]
 """
 import argparse
 import os
@@ -54,8 +56,11 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--only")
     ap.add_argument("--show", type=int)
+    ap.add_argument("--corpus", choices=["main", "unicode16"], default="main")
     args = ap.parse_args()
-    texts = list(corpus_texts(os.path.join(ROOT, "corpus.jsonl")))
+    main_corpus = args.corpus == "main"
+    corpus_file = "corpus.jsonl" if main_corpus else f"corpus_{args.corpus}.jsonl"
+    texts = list(corpus_texts(os.path.join(ROOT, corpus_file)))
     os.makedirs(os.path.join(ROOT, "expected"), exist_ok=True)
     for name in FIXTURES:
         if args.only and name != args.only:
@@ -64,10 +69,15 @@ def main():
         if args.show is not None:
             print(name, ref.encode(texts[args.show]))
             continue
-        with open(os.path.join(ROOT, "expected", f"{name}.encode.txt"), "w") as f:
-            for text in texts[:LINE_LIMITS.get(name, len(texts))]:
+        suffix = "" if main_corpus else f".{args.corpus}"
+        limit = LINE_LIMITS.get(name, len(texts)) if main_corpus else len(texts)
+        with open(os.path.join(ROOT, "expected", f"{name}{suffix}.encode.txt"), "w") as f:
+            for text in texts[:limit]:
                 ids = ref.encode(text)
                 f.write(f"{len(ids)} {ids_hash(ids)}\n")
+        if not main_corpus:
+            print(f"{name}: encodings of {corpus_file} written")
+            continue
         rng = random.Random(7)
         with open(os.path.join(ROOT, "expected", f"{name}.decode.txt"), "w") as f:
             for ids in decode_cases(ref, rng, 2000 if name not in LINE_LIMITS else 500):
