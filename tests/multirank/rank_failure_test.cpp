@@ -11,11 +11,12 @@
 #include <chrono>
 #include <filesystem>
 #include <fstream>
-#include <sstream>
 #include <map>
+#include <sstream>
 #include <thread>
 
 #include <fmt/format.h>
+#include <nlohmann/json.hpp>
 
 #include "support/temp_dir.h"
 
@@ -56,6 +57,14 @@ TEST(RankFailure, KillingARankMidForwardStopsTheJob) {
                                     EPSERVE_BINARY, model)
                             .c_str()),
             0);
+  // A context long enough that the generation outlasts the test on any machine (the small model
+  // decodes thousands of tokens per second on a fast one).
+  {
+    std::ifstream in(model + "/config.json");
+    nlohmann::json config = nlohmann::json::parse(in);
+    config["max_position_embeddings"] = 131072;
+    std::ofstream(model + "/config.json") << config.dump(2);
+  }
   std::string prompt;
   for (int i = 0; i < 200; ++i) prompt += (i ? "," : "") + std::to_string(3 + i % 900);
   std::string log = dir.file("log");
@@ -64,9 +73,9 @@ TEST(RankFailure, KillingARankMidForwardStopsTheJob) {
     int fd = open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
     dup2(fd, 1);
     dup2(fd, 2);
-    execl(EPSERVE_BINARY, EPSERVE_BINARY, "generate", "--model-path", model.c_str(),
-          "--input-ids", prompt.c_str(), "--max-new-tokens", "3000", "--ignore-eos",
-          "--ep-size", "2", "--moe-a2a-backend", "deepep", "--dist-timeout", "20", nullptr);
+    execl(EPSERVE_BINARY, EPSERVE_BINARY, "generate", "--model-path", model.c_str(), "--input-ids",
+          prompt.c_str(), "--max-new-tokens", "120000", "--ignore-eos", "--ep-size", "2",
+          "--moe-a2a-backend", "deepep", "--dist-timeout", "20", nullptr);
     _exit(127);
   }
   // Wait until both ranks run, then let them get into the decode loop.
@@ -77,7 +86,13 @@ TEST(RankFailure, KillingARankMidForwardStopsTheJob) {
   }
   ASSERT_EQ(ranks.size(), 2u);
   std::this_thread::sleep_for(std::chrono::seconds(2));
-  ASSERT_EQ(kill(ranks[1], SIGKILL), 0);
+  if (kill(ranks[1], SIGKILL) != 0) {
+    kill(launcher, SIGKILL);
+    waitpid(launcher, nullptr, 0);
+    std::ifstream in(log);
+    FAIL() << "rank 1 was gone before the kill:\n"
+           << std::string(std::istreambuf_iterator<char>(in), {});
+  }
 
   auto start = std::chrono::steady_clock::now();
   int status = 0;
@@ -87,8 +102,7 @@ TEST(RankFailure, KillingARankMidForwardStopsTheJob) {
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
   ASSERT_EQ(done, launcher) << "the launcher did not stop within 30 s";
-  double seconds =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   EXPECT_LT(seconds, 25.0);
   ASSERT_TRUE(WIFEXITED(status));
   EXPECT_NE(WEXITSTATUS(status), 0);
