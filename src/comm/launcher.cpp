@@ -11,6 +11,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <csignal>
 #include <cstdio>
@@ -24,6 +25,7 @@
 
 #include "comm/rank_exec.h"
 #include "comm/store.h"
+#include "comm/store_secret.h"
 #include "core/error.h"
 
 namespace epserve {
@@ -80,8 +82,9 @@ bool status_ok(int status) {
 // Watches the store's abort key on its own connection and wakes the launcher loop.
 class AbortWatcher {
  public:
-  AbortWatcher(const std::string& addr, std::chrono::milliseconds timeout)
-      : client_(addr, timeout), event_fd_(eventfd(0, EFD_CLOEXEC)) {
+  AbortWatcher(const std::string& addr, const std::string& secret,
+               std::chrono::milliseconds timeout)
+      : client_(addr, secret, timeout), event_fd_(eventfd(0, EFD_CLOEXEC)) {
     thread_ = std::thread([this] {
       std::string message;
       try {
@@ -128,8 +131,9 @@ struct Child {
 
 class Supervisor {
  public:
-  Supervisor(const LaunchOptions& o, StoreClient& client, AbortWatcher& watcher)
-      : o_(o), client_(client), watcher_(watcher) {}
+  Supervisor(const LaunchOptions& o, StoreClient& client, AbortWatcher& watcher,
+             const StoreServer* server)
+      : o_(o), client_(client), watcher_(watcher), server_(server) {}
 
   int run(std::vector<Child>& children, int signal_fd);
 
@@ -143,10 +147,15 @@ class Supervisor {
   }
   // Starts the stop sequence; posts `reason` to the store so that other nodes stop too.
   void begin_stop(const std::string& reason, int exit_code);
+  // Node 0: tells on_silent_ranks when the set of silent heartbeats changed; returns when to
+  // look next.
+  Clock::time_point check_heartbeats(Clock::time_point now);
 
   const LaunchOptions& o_;
   StoreClient& client_;
   AbortWatcher& watcher_;
+  const StoreServer* server_;
+  std::vector<std::string> silent_labels_;
   std::vector<Child>* children_ = nullptr;
   size_t alive_ = 0;
   bool stopping_ = false;
@@ -184,13 +193,29 @@ void Supervisor::begin_stop(const std::string& reason, int exit_code) {
   }
 }
 
+Clock::time_point Supervisor::check_heartbeats(Clock::time_point now) {
+  if (server_ == nullptr || !o_.on_silent_ranks) return Clock::time_point::max();
+  std::vector<SilentPeer> silent =
+      stopping_ ? std::vector<SilentPeer>{} : server_->silent(o_.heartbeat_timeout);
+  std::vector<std::string> labels;
+  for (const auto& s : silent) labels.push_back(s.label);
+  std::sort(labels.begin(), labels.end());
+  if (labels != silent_labels_) {
+    silent_labels_ = std::move(labels);
+    o_.on_silent_ranks(silent);
+  }
+  return now + std::chrono::milliseconds(250);
+}
+
 int Supervisor::run(std::vector<Child>& children, int signal_fd) {
   children_ = &children;
   alive_ = children.size();
   constexpr auto kReportDelay = std::chrono::milliseconds(300);
+  auto next_heartbeat_check = Clock::now();
   while (alive_ > 0) {
     auto now = Clock::now();
-    auto next = Clock::time_point::max();
+    if (now >= next_heartbeat_check) next_heartbeat_check = check_heartbeats(now);
+    auto next = next_heartbeat_check;
     if (!pending_cause_.empty() && !reported_) {
       if (now >= pending_until_) {
         report(fmt::format("node {} stops its ranks: {}", o_.node_rank, pending_cause_));
@@ -292,17 +317,18 @@ int run_launcher(const LaunchOptions& o) {
   std::vector<std::string> args = o.args.empty() ? own_command_line() : o.args;
   EPS_CHECK(!args.empty(), "cannot read this process's command line to start the ranks");
 
+  const std::string secret = o.store_secret.empty() ? job_store_secret(o.nnodes) : o.store_secret;
   std::unique_ptr<StoreServer> server;
   std::string store_addr = o.dist_init_addr;
   if (o.node_rank == 0) {
     HostPort hp = o.dist_init_addr.empty() ? HostPort{"127.0.0.1", 0}
                                            : HostPort::parse(o.dist_init_addr, "--dist-init-addr");
-    server = std::make_unique<StoreServer>(hp.host, hp.port);
+    server = std::make_unique<StoreServer>(hp.host, hp.port, secret);
     store_addr = server->address();
   }
-  StoreClient client(store_addr, o.connect_timeout);
+  StoreClient client(store_addr, secret, o.connect_timeout);
   client.register_liveness(fmt::format("the launcher of node {}", o.node_rank));
-  AbortWatcher watcher(store_addr, o.connect_timeout);
+  AbortWatcher watcher(store_addr, secret, o.connect_timeout);
 
   std::vector<int> cores = allowed_cores();
   auto core_sets =
@@ -316,7 +342,8 @@ int run_launcher(const LaunchOptions& o) {
   try {
     for (int lr = 0; lr < local_ranks; ++lr) {
       int rank = o.node_rank * local_ranks + lr;
-      ExecPlan plan = make_plan(o, args, rank, lr, local_ranks, store_addr, core_sets[lr], threads);
+      ExecPlan plan =
+          make_plan(o, args, rank, lr, local_ranks, store_addr, secret, core_sets[lr], threads);
       pid_t parent = getpid();
       pid_t pid = fork();
       EPS_CHECK(pid >= 0, "fork failed for rank {}: {}", rank, std::strerror(errno));
@@ -329,7 +356,7 @@ int run_launcher(const LaunchOptions& o) {
       }
       children.push_back({rank, pid, pidfd});
     }
-    Supervisor supervisor(o, client, watcher);
+    Supervisor supervisor(o, client, watcher, server.get());
     exit_code = supervisor.run(children, signals.fd());
     if (exit_code == 0) {
       // Node 0 keeps the store up until every node's ranks are done.

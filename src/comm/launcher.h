@@ -6,11 +6,13 @@
 // flags; is_rank_process() tells it that it is a rank, rank_info_from_env() where it stands.
 //
 // Node 0's launcher serves the rendezvous store at --dist-init-addr (default: a free loopback
-// port). The launcher supervises: it forwards SIGINT/SIGTERM, and when a rank dies (non-zero exit
-// or a signal) it prints one line naming the rank and how it ended, posts that line to the store
-// (so ranks and launchers on other nodes stop too), gives the other ranks `grace` to stop on their
-// own, then SIGTERM, then SIGKILL, and returns non-zero. Ranks die with their launcher
-// (PR_SET_PDEATHSIG), so no process is left behind.
+// port); only processes that present the job's secret are heard there (comm/store_secret.h).
+// Ranks send it a heartbeat every second; node 0's launcher reports ranks that fall silent (a
+// stopped or hung process) through on_silent_ranks. The launcher supervises: it forwards
+// SIGINT/SIGTERM, and when a rank dies (non-zero exit or a signal) it prints one line naming the
+// rank and how it ended, posts that line to the store (so ranks and launchers on other nodes stop
+// too), gives the other ranks `grace` to stop on their own, then SIGTERM, then SIGKILL, and returns
+// non-zero. Ranks die with their launcher (PR_SET_PDEATHSIG), so no process is left behind.
 #pragma once
 
 #include <chrono>
@@ -18,6 +20,8 @@
 #include <string>
 #include <utility>
 #include <vector>
+
+#include "comm/store.h"
 
 namespace epserve {
 
@@ -31,6 +35,7 @@ inline constexpr const char* kEnvNodeRank = "EPSERVE_NODE_RANK";
 inline constexpr const char* kEnvStoreAddr = "EPSERVE_STORE_ADDR";
 inline constexpr const char* kEnvCpuCores = "EPSERVE_CPU_CORES";  // "0,1,2"; empty = not pinned
 inline constexpr const char* kEnvNumThreads = "EPSERVE_NUM_THREADS";
+// The store's secret (kEnvStoreSecret in comm/store_secret.h) is set for each rank as well.
 
 // Exit status of a rank that stops because another rank failed (it caught PeerFailure, see
 // world.h); the launcher does not name such a rank as the one that failed.
@@ -44,6 +49,7 @@ struct RankInfo {
   int node_rank = 0;
   int nnodes = 1;
   std::string store_addr;      // empty for a single process that was not launched
+  std::string store_secret;    // what the store asks of every connection
   std::vector<int> cpu_cores;  // the cores this rank is pinned to; empty when not pinned
   int num_threads = 1;         // suggested compute threads (cores / local ranks, at least 1)
 };
@@ -73,6 +79,12 @@ struct LaunchOptions {
   std::chrono::milliseconds connect_timeout{60000};
   // Receives the one-line report of a failure; default: "epserve: <line>" on stderr.
   std::function<void(const std::string&)> report;
+  // The store's secret; empty: job_store_secret(nnodes) (comm/store_secret.h).
+  std::string store_secret;
+  // Node 0 only: called on the launcher's thread with the ranks whose heartbeat has been silent
+  // for longer than heartbeat_timeout, whenever that set changes (empty: all answer again).
+  std::function<void(const std::vector<SilentPeer>&)> on_silent_ranks;
+  std::chrono::milliseconds heartbeat_timeout{5000};
 };
 
 // Starts this node's ranks and supervises them; returns 0 when all exit 0, 128+signal when

@@ -7,6 +7,8 @@
 #include <cstdlib>
 #include <fstream>
 
+#include "comm/store_secret.h"
+
 extern char** environ;
 
 namespace epserve {
@@ -21,12 +23,12 @@ std::vector<std::string> own_command_line() {
 
 ExecPlan make_plan(const LaunchOptions& o, const std::vector<std::string>& args, int rank,
                    int local_rank, int local_ranks, const std::string& store_addr,
-                   const std::vector<int>& cores, int threads) {
+                   const std::string& store_secret, const std::vector<int>& cores, int threads) {
   ExecPlan plan;
   plan.argv_storage = args;
-  static const char* kOwned[] = {kEnvRank,           kEnvLocalRank, kEnvWorldSize,
-                                 kEnvLocalWorldSize, kEnvNnodes,    kEnvNodeRank,
-                                 kEnvStoreAddr,      kEnvCpuCores,  kEnvNumThreads};
+  static const char* kOwned[] = {kEnvRank,       kEnvLocalRank,  kEnvWorldSize, kEnvLocalWorldSize,
+                                 kEnvNnodes,     kEnvNodeRank,   kEnvStoreAddr, kEnvCpuCores,
+                                 kEnvNumThreads, kEnvStoreSecret};
   for (char** e = environ; *e; ++e) {
     std::string entry = *e;
     bool owned = false;
@@ -44,6 +46,7 @@ ExecPlan make_plan(const LaunchOptions& o, const std::vector<std::string>& args,
                                                 {kEnvNnodes, std::to_string(o.nnodes)},
                                                 {kEnvNodeRank, std::to_string(o.node_rank)},
                                                 {kEnvStoreAddr, store_addr},
+                                                {kEnvStoreSecret, store_secret},
                                                 {kEnvCpuCores, core_list},
                                                 {kEnvNumThreads, std::to_string(threads)}};
   for (auto& [name, value] : vars) plan.env_storage.push_back(std::string(name) + "=" + value);

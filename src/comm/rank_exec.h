@@ -28,7 +28,7 @@ std::vector<std::string> own_command_line();
 // place variables, then the rank's place, then o.extra_env.
 ExecPlan make_plan(const LaunchOptions& o, const std::vector<std::string>& args, int rank,
                    int local_rank, int local_ranks, const std::string& store_addr,
-                   const std::vector<int>& cores, int threads);
+                   const std::string& store_secret, const std::vector<int>& cores, int threads);
 
 // In the forked child: only async-signal-safe calls until execve. Never returns.
 [[noreturn]] void exec_child(const ExecPlan& plan, const std::string& exe, pid_t parent);

@@ -5,6 +5,7 @@
 #include <sstream>
 
 #include "comm/launcher.h"
+#include "comm/store_secret.h"
 #include "core/error.h"
 
 namespace epserve {
@@ -62,6 +63,7 @@ RankInfo rank_info_from_env() {
   info.node_rank = env_int(kEnvNodeRank, 0);
   info.nnodes = env_int(kEnvNnodes, 1);
   if (const char* addr = std::getenv(kEnvStoreAddr)) info.store_addr = addr;
+  if (const char* secret = std::getenv(kEnvStoreSecret)) info.store_secret = secret;
   info.cpu_cores = parse_cores(std::getenv(kEnvCpuCores));
   info.num_threads = std::max(1, env_int(kEnvNumThreads, 1));
   EPS_CHECK(info.world_size >= 1 && info.rank >= 0 && info.rank < info.world_size,

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <cstring>
 #include <map>
@@ -17,8 +18,10 @@
 #include <thread>
 #include <vector>
 
+#include "comm/store_secret.h"
 #include "comm/store_wire.h"
 #include "core/error.h"
+#include "core/log.h"
 
 namespace epserve {
 
@@ -67,9 +70,31 @@ addrinfo* resolve(const HostPort& hp, bool passive) {
 // ---------------------------------------------------------------------------------------------
 // Server: one thread, poll() over the listening socket and the clients.
 
+namespace {
+
+// Rejected connections are logged one line each up to this many, then only counted.
+constexpr int64_t kMaxRejectLines = 20;
+
+std::string peer_name(int fd) {
+  sockaddr_storage addr{};
+  socklen_t len = sizeof(addr);
+  if (getpeername(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) return "an unknown peer";
+  char host[NI_MAXHOST], port[NI_MAXSERV];
+  if (getnameinfo(reinterpret_cast<sockaddr*>(&addr), len, host, sizeof(host), port, sizeof(port),
+                  NI_NUMERICHOST | NI_NUMERICSERV) != 0) {
+    return "an unknown peer";
+  }
+  return HostPort{host, std::atoi(port)}.str();
+}
+
+}  // namespace
+
 struct StoreServer::Impl {
   struct Conn {
     int fd;
+    std::string peer;
+    Clock::time_point accepted;
+    bool authenticated = false;
     std::string inbuf;
     std::string label;  // non-empty when registered for liveness
   };
@@ -77,24 +102,45 @@ struct StoreServer::Impl {
     int fd;
     Clock::time_point deadline;  // max() = forever
   };
+  struct Beat {
+    std::string label;
+    Clock::time_point last;
+  };
 
   HostPort bound;
+  std::string secret;
+  StoreServerOptions options;
   int listen_fd = -1;
   int wake_pipe[2] = {-1, -1};
   std::thread thread;
   std::map<int, Conn> conns;
   std::map<std::string, std::string> data;
   std::map<std::string, std::vector<Waiter>> waiters;
+  mutable std::mutex beats_mutex;  // beats and rejected are read by other threads
+  std::map<int, Beat> beats;       // by fd
+  std::atomic<int64_t> rejected{0};
 
   void run();
+  void accept_one();
+  void read_from(int fd);
+  // Drops a connection that did not present the secret, with one log line saying why.
+  void reject(int fd, const std::string& why);
   void handle_request(Conn& conn, const Request& req);
   void set_key(const std::string& key, std::string value);
   void drop(int fd);
   void expire_waiters();
+  void expire_hellos();
   int poll_timeout_ms() const;
 };
 
-StoreServer::StoreServer(const std::string& host, int port) : impl_(std::make_unique<Impl>()) {
+StoreServer::StoreServer(const std::string& host, int port, std::string secret,
+                         StoreServerOptions options)
+    : impl_(std::make_unique<Impl>()) {
+  EPS_CHECK(!secret.empty() && secret.size() <= kMaxSecretBytes,
+            "the rendezvous store's secret must have 1 to {} bytes, found {}", kMaxSecretBytes,
+            secret.size());
+  impl_->secret = std::move(secret);
+  impl_->options = options;
   HostPort hp{host, port};
   addrinfo* ai = resolve(hp, true);
   int fd = -1;
@@ -140,10 +186,29 @@ std::string StoreServer::address() const {
   return impl_->bound.str();
 }
 
+std::vector<SilentPeer> StoreServer::silent(std::chrono::milliseconds after) const {
+  std::vector<SilentPeer> out;
+  auto now = Clock::now();
+  std::lock_guard<std::mutex> lock(impl_->beats_mutex);
+  for (const auto& [fd, beat] : impl_->beats) {
+    if (now - beat.last > after) {
+      out.push_back({beat.label, std::chrono::duration<double>(now - beat.last).count()});
+    }
+  }
+  return out;
+}
+
+int64_t StoreServer::rejected() const {
+  return impl_->rejected.load();
+}
+
 int StoreServer::Impl::poll_timeout_ms() const {
   auto next = Clock::time_point::max();
   for (auto& [key, list] : waiters) {
     for (auto& w : list) next = std::min(next, w.deadline);
+  }
+  for (auto& [fd, conn] : conns) {
+    if (!conn.authenticated) next = std::min(next, conn.accepted + options.hello_timeout);
   }
   if (next == Clock::time_point::max()) return -1;
   auto ms = std::chrono::ceil<std::chrono::milliseconds>(next - Clock::now()).count();
@@ -159,37 +224,112 @@ void StoreServer::Impl::run() {
     int n = poll(fds.data(), fds.size(), poll_timeout_ms());
     if (n < 0 && errno != EINTR) return;
     if (fds[0].revents) return;
-    if (fds[1].revents & POLLIN) {
-      int fd = accept4(listen_fd, nullptr, nullptr, SOCK_CLOEXEC);
-      if (fd >= 0) {
-        int one = 1;
-        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-        timeval tv{10, 0};
-        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-        conns[fd] = Conn{fd, {}, {}};
-      }
-    }
     for (size_t i = 2; i < fds.size(); ++i) {
-      if (!fds[i].revents) continue;
-      int fd = fds[i].fd;
-      char buf[65536];
-      ssize_t got = recv(fd, buf, sizeof(buf), 0);
-      if (got <= 0) {
-        drop(fd);
-        continue;
-      }
-      Conn& conn = conns[fd];
-      conn.inbuf.append(buf, got);
-      Request req;
-      size_t used;
-      bool alive = true;
-      while (alive && (used = parse_request(conn.inbuf, req)) > 0) {
+      if (fds[i].revents) read_from(fds[i].fd);
+    }
+    if (fds[1].revents & POLLIN) accept_one();
+    expire_waiters();
+    expire_hellos();
+  }
+}
+
+void StoreServer::Impl::accept_one() {
+  int fd = accept4(listen_fd, nullptr, nullptr, SOCK_CLOEXEC);
+  if (fd < 0) return;
+  int one = 1;
+  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+  timeval tv{10, 0};
+  setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+  conns[fd] = Conn{fd, peer_name(fd), Clock::now()};
+  // Many connections that say nothing must not use up this process's descriptors.
+  std::vector<const Conn*> pending;
+  for (auto& [other, conn] : conns) {
+    if (!conn.authenticated) pending.push_back(&conn);
+  }
+  if (pending.size() > options.max_pending) {
+    auto oldest = std::min_element(pending.begin(), pending.end(),
+                                   [](auto* a, auto* b) { return a->accepted < b->accepted; });
+    reject((*oldest)->fd, fmt::format("more than {} connections had not presented the secret",
+                                      options.max_pending));
+  }
+}
+
+void StoreServer::Impl::read_from(int fd) {
+  auto it = conns.find(fd);
+  if (it == conns.end()) return;
+  char buf[65536];
+  ssize_t got = recv(fd, buf, sizeof(buf), 0);
+  if (got < 0 && (errno == EINTR || errno == EAGAIN)) return;
+  Conn& conn = it->second;
+  if (got <= 0) {
+    if (conn.authenticated) {
+      drop(fd);
+    } else {
+      reject(fd, "it closed without presenting the secret");
+    }
+    return;
+  }
+  conn.inbuf.append(buf, got);
+  if (!conn.authenticated) {
+    size_t used = 0;
+    switch (check_hello(conn.inbuf, secret, &used)) {
+      case Hello::kIncomplete:
+        return;
+      case Hello::kGarbage:
+        reject(fd, "it sent bytes that are not the store's hello");
+        return;
+      case Hello::kWrongSecret:
+        send_reply(fd, kDenied, {});
+        reject(fd, "it presented the wrong secret");
+        return;
+      case Hello::kAccepted: {
         conn.inbuf.erase(0, used);
-        handle_request(conn, req);
-        alive = conns.count(fd) > 0;
+        conn.authenticated = true;
+        uint8_t ok = kOk;
+        if (!send_all(fd, &ok, 1)) {
+          drop(fd);
+          return;
+        }
+        break;
       }
     }
-    expire_waiters();
+  }
+  Request req;
+  size_t used;
+  bool too_long = false;
+  while ((used = parse_request(conn.inbuf, req, &too_long)) > 0) {
+    conn.inbuf.erase(0, used);
+    handle_request(conn, req);
+    if (!conns.count(fd)) return;
+  }
+  if (too_long) {
+    spdlog::warn("rendezvous store {}: dropped {} ({}): a key or value over the size limit",
+                 bound.str(), conn.label.empty() ? "a connection" : conn.label, conn.peer);
+    drop(fd);
+  }
+}
+
+void StoreServer::Impl::reject(int fd, const std::string& why) {
+  auto it = conns.find(fd);
+  if (it == conns.end()) return;
+  int64_t count = ++rejected;
+  if (count <= kMaxRejectLines) {
+    spdlog::warn("rendezvous store {}: dropped a connection from {}: {}{}", bound.str(),
+                 it->second.peer, why,
+                 count == kMaxRejectLines ? " (further rejected connections are not logged)" : "");
+  }
+  drop(fd);
+}
+
+void StoreServer::Impl::expire_hellos() {
+  auto now = Clock::now();
+  std::vector<int> late;
+  for (auto& [fd, conn] : conns) {
+    if (!conn.authenticated && now >= conn.accepted + options.hello_timeout) late.push_back(fd);
+  }
+  for (int fd : late) {
+    reject(fd, fmt::format("it did not present the secret within {} ms",
+                           options.hello_timeout.count()));
   }
 }
 
@@ -199,6 +339,10 @@ void StoreServer::Impl::drop(int fd) {
   std::string label = it->second.label;
   close(fd);
   conns.erase(it);
+  {
+    std::lock_guard<std::mutex> lock(beats_mutex);
+    beats.erase(fd);
+  }
   for (auto& [key, list] : waiters) {
     std::erase_if(list, [fd](const Waiter& w) { return w.fd == fd; });
   }
@@ -286,6 +430,12 @@ void StoreServer::Impl::handle_request(Conn& conn, const Request& req) {
       conn.label.clear();
       ok = send_reply(fd, kOk, {});
       break;
+    case kBeat: {
+      std::lock_guard<std::mutex> lock(beats_mutex);
+      beats[fd] = Beat{req.key, Clock::now()};
+      ok = send_reply(fd, kOk, {});
+      break;
+    }
     default:
       ok = false;
   }
@@ -295,9 +445,14 @@ void StoreServer::Impl::handle_request(Conn& conn, const Request& req) {
 // ---------------------------------------------------------------------------------------------
 // Client.
 
-StoreClient::StoreClient(const std::string& address, std::chrono::milliseconds connect_timeout)
+StoreClient::StoreClient(const std::string& address, const std::string& secret,
+                         std::chrono::milliseconds connect_timeout)
     : address_(address) {
   HostPort hp = HostPort::parse(address, "rendezvous store address");
+  EPS_CHECK(!secret.empty() && secret.size() <= kMaxSecretBytes,
+            "the rendezvous store's secret must have 1 to {} bytes, found {}", kMaxSecretBytes,
+            secret.size());
+  const std::string hello = encode_hello(secret);
   auto deadline = Clock::now() + connect_timeout;
   std::string last_error;
   while (true) {
@@ -305,12 +460,27 @@ StoreClient::StoreClient(const std::string& address, std::chrono::milliseconds c
     for (addrinfo* p = ai; p && fd_ < 0; p = p->ai_next) {
       int fd = socket(p->ai_family, p->ai_socktype | SOCK_CLOEXEC, p->ai_protocol);
       if (fd < 0) continue;
-      if (connect(fd, p->ai_addr, p->ai_addrlen) == 0) {
-        fd_ = fd;
-      } else {
+      uint8_t answer = 0;
+      // Something else listening there must not hold us forever.
+      timeval hello_wait{10, 0}, forever{0, 0};
+      setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &hello_wait, sizeof(hello_wait));
+      if (connect(fd, p->ai_addr, p->ai_addrlen) != 0) {
         last_error = std::strerror(errno);
+      } else if (!send_all(fd, hello.data(), hello.size()) || !recv_all(fd, &answer, 1)) {
+        last_error = "the store closed the connection before accepting it";
+      } else if (answer == kOk) {
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &forever, sizeof(forever));
+        fd_ = fd;
+        continue;
+      } else {
         close(fd);
+        freeaddrinfo(ai);
+        EPS_THROW(
+            "the rendezvous store at {} refused this process's secret: every node of a job must "
+            "use the same one ({})",
+            address, kStoreSecretHint);
       }
+      close(fd);
     }
     freeaddrinfo(ai);
     if (fd_ >= 0) break;
@@ -384,6 +554,10 @@ void StoreClient::register_liveness(const std::string& label) {
 
 void StoreClient::bye() {
   call(kBye, {}, {}, 0);
+}
+
+void StoreClient::beat(const std::string& label) {
+  call(kBeat, label, {}, 0);
 }
 
 void StoreClient::interrupt() {

@@ -4,10 +4,17 @@
 // rank and every node's launcher connects a StoreClient. Ranks publish their UCX worker addresses
 // under keys and read the others' (get() waits until a key exists). Values are byte strings.
 //
+// Only the job's own processes are heard: every connection must first present the job's secret
+// (comm/store_secret.h). A connection that sends anything else, the wrong secret, or nothing
+// within StoreServerOptions::hello_timeout is dropped and logged; it never stops the job.
+//
 // Liveness: a client may register its connection under a label ("rank 3"). If that connection
 // closes without bye() (the process died, or its node went away), the server sets kAbortKey to a
 // line naming the label, so every other rank and launcher learns within milliseconds. Anyone may
 // set kAbortKey with set_if_absent(); the first reason wins.
+//
+// Heartbeats: a client may also beat() under a label about once a second; silent() lists the
+// labels not heard from for a while (a stopped or hung process whose connection is still open).
 #pragma once
 
 #include <chrono>
@@ -16,6 +23,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace epserve {
 
@@ -29,16 +37,35 @@ struct HostPort {
   std::string str() const;
 };
 
+struct StoreServerOptions {
+  // How long a new connection has to present the secret.
+  std::chrono::milliseconds hello_timeout{10000};
+  // Connections still to present it; past this many the oldest is dropped.
+  size_t max_pending = 64;
+};
+
+// A heartbeat label that has been silent for `seconds`.
+struct SilentPeer {
+  std::string label;
+  double seconds = 0;
+};
+
 class StoreServer {
  public:
-  // Binds host:port (port 0 picks a free port) and serves on a background thread.
-  StoreServer(const std::string& host, int port);
+  // Binds host:port (port 0 picks a free port) and serves on a background thread; only
+  // connections that present `secret` are heard.
+  StoreServer(const std::string& host, int port, std::string secret,
+              StoreServerOptions options = {});
   ~StoreServer();
   StoreServer(const StoreServer&) = delete;
   StoreServer& operator=(const StoreServer&) = delete;
 
   int port() const;
   std::string address() const;  // "host:port" with the bound port
+  // Heartbeat labels whose last beat is older than `after` (their connections still open).
+  std::vector<SilentPeer> silent(std::chrono::milliseconds after) const;
+  // Connections dropped so far for not presenting the secret.
+  int64_t rejected() const;
 
  private:
   struct Impl;
@@ -47,8 +74,10 @@ class StoreServer {
 
 class StoreClient {
  public:
-  // Connects, retrying until connect_timeout passes (the server may start later than us).
-  StoreClient(const std::string& address, std::chrono::milliseconds connect_timeout);
+  // Connects and presents `secret`, retrying until connect_timeout passes (the server may start
+  // later than us). A server that refuses the secret is an error at once.
+  StoreClient(const std::string& address, const std::string& secret,
+              std::chrono::milliseconds connect_timeout);
   ~StoreClient();
   StoreClient(const StoreClient&) = delete;
   StoreClient& operator=(const StoreClient&) = delete;
@@ -72,6 +101,8 @@ class StoreClient {
   void register_liveness(const std::string& label);
   // Ends the liveness registration (a clean exit).
   void bye();
+  // A heartbeat of `label`; see the note at the top.
+  void beat(const std::string& label);
   // Makes a call blocked in another thread fail at once (used to stop watcher threads).
   void interrupt();
 

@@ -22,6 +22,7 @@ using Clock = std::chrono::steady_clock;
 
 // Shutdown barrier tags use a communicator id that no Communicator gets.
 constexpr uint64_t kShutdownTag = 0xFFFFull << 48;
+constexpr std::chrono::milliseconds kHeartbeatPeriod{1000};
 
 void peer_error_callback(void* arg, ucp_ep_h, ucs_status_t status) {
   auto* a = static_cast<World::ErrorArg*>(arg);
@@ -64,12 +65,14 @@ World::World(const RankInfo& info, const CommOptions& options) : info_(info), op
   eps_.assign(info_.world_size, nullptr);
   error_args_.resize(info_.world_size);
   if (info_.world_size == 1) connect_self();
+  // A launched single rank still watches the store and beats (its launcher may serve HTTP).
+  if (info_.world_size == 1 && !info_.store_addr.empty()) start_abort_watcher();
   if (info_.world_size > 1) {
     EPS_CHECK(!info_.store_addr.empty(),
               "rank {} of {} has no rendezvous store address ({} is unset); start multi-rank runs "
               "through the launcher",
               info_.rank, info_.world_size, kEnvStoreAddr);
-    store_ = std::make_unique<StoreClient>(info_.store_addr, options_.timeout);
+    store_ = std::make_unique<StoreClient>(info_.store_addr, info_.store_secret, options_.timeout);
     store_->register_liveness(fmt::format("rank {}", info_.rank));
     start_abort_watcher();
     try {
@@ -90,13 +93,23 @@ void World::stop_abort_watcher() {
 }
 
 void World::start_abort_watcher() {
-  watch_store_ = std::make_unique<StoreClient>(info_.store_addr, options_.timeout);
+  watch_store_ =
+      std::make_unique<StoreClient>(info_.store_addr, info_.store_secret, options_.timeout);
   watcher_ = std::thread([this] {
+    // The same thread beats once a second: a stopped process falls silent, and node 0's
+    // launcher names it (LaunchOptions::on_silent_ranks).
+    const std::string label =
+        fmt::format("rank {} (pid {}, node {})", info_.rank, getpid(), info_.node_rank);
     std::string message;
     try {
-      auto value = watch_store_->wait(kAbortKey, std::chrono::milliseconds(-1));
-      if (!value) return;
-      message = *value;
+      while (true) {
+        watch_store_->beat(label);
+        auto value = watch_store_->wait(kAbortKey, kHeartbeatPeriod);
+        if (value) {
+          message = *value;
+          break;
+        }
+      }
     } catch (const Error& e) {
       if (closing_.load()) return;
       message = e.what();

@@ -90,6 +90,7 @@ TEST(Launcher, RunsRanksWithTheirEnvironment) {
   o.args = {"sh", "-c",
             "test \"$EPSERVE_WORLD_SIZE\" = 3 && test \"$EPSERVE_LOCAL_WORLD_SIZE\" = 3 && "
             "test \"$EPSERVE_RANK\" = \"$EPSERVE_LOCAL_RANK\" && test -n \"$EPSERVE_STORE_ADDR\" "
+            "&& test ${#EPSERVE_STORE_SECRET} = 64 "
             "&& test \"$EXTRA\" = yes"};
   o.extra_env = {{"EXTRA", "yes"}};
   EXPECT_EQ(run_launcher(o), 0);
