@@ -46,6 +46,7 @@ RankOptions rank_options(const ServerArgs& a) {
   if (a.page_size > 0) o.scheduler.page_size = a.page_size;
   o.scheduler.context_length = a.context_length;
   o.scheduler.enable_prefix_cache = !a.disable_radix_cache;
+  o.scheduler.decode_log_interval = a.decode_log_interval;
   o.max_total_tokens = a.max_total_tokens;
   o.mem_fraction_static = a.mem_fraction_static;
   o.num_threads = env_int("EPSERVE_NUM_THREADS", 0);

@@ -257,9 +257,22 @@ ModelConfig parse_model_config(const json& j, const std::string& source) {
   return c;
 }
 
+void check_model_dir(const std::string& model_dir) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  fs::file_status st = fs::status(model_dir, ec);
+  EPS_CHECK(fs::exists(st), "{}: model directory does not exist (--model-path)", model_dir);
+  if (fs::is_directory(st)) return;
+  fs::path parent = fs::absolute(model_dir, ec).parent_path();
+  bool in_model_dir = fs::exists(parent / "config.json", ec);
+  EPS_THROW(
+      "{}: is a file, not a directory; --model-path takes a model directory (the one with "
+      "config.json and the *.safetensors files){}",
+      model_dir, in_model_dir ? fmt::format(", such as {}", parent.string()) : "");
+}
+
 ModelConfig load_model_config(const std::string& model_dir) {
-  EPS_CHECK(std::filesystem::is_directory(model_dir),
-            "{}: model directory does not exist (--model-path)", model_dir);
+  check_model_dir(model_dir);
   std::string path = (std::filesystem::path(model_dir) / "config.json").string();
   EPS_CHECK(std::filesystem::exists(path), "{}: config.json not found", path);
   std::string text = read_text_file(path);

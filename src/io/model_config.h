@@ -84,5 +84,7 @@ ModelConfig parse_model_config(const nlohmann::json& json, const std::string& so
 ModelConfig load_model_config(const std::string& model_dir);
 // Adds generation_config.json's eos_token_id (an id or a list) to config.eos_token_ids.
 void add_generation_eos(ModelConfig& config, const std::string& model_dir);
+// Throws unless model_dir is a directory, saying what it is instead (missing, or a file).
+void check_model_dir(const std::string& model_dir);
 
 }  // namespace epserve

@@ -6,13 +6,15 @@
 
 #include <nlohmann/json.hpp>
 
+#include "io/model_config.h"
+
 namespace epserve {
 namespace fs = std::filesystem;
 
 ModelWeights ModelWeights::open(const std::string& model_dir) {
   ModelWeights w;
   w.model_dir_ = model_dir;
-  EPS_CHECK(fs::is_directory(model_dir), "{}: model directory does not exist", model_dir);
+  check_model_dir(model_dir);
   fs::path index_path = fs::path(model_dir) / "model.safetensors.index.json";
   std::vector<std::string> shard_names;
   nlohmann::json weight_map;

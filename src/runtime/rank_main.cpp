@@ -80,7 +80,11 @@ int64_t kv_slots_for_memory(double mem_fraction_static, int num_local_ranks, int
 
 int run_rank(const RankOptions& o) {
   set_log_level(o.log_level);
+  use_sglang_log_format(fmt::format(" TP{}", rank_info_from_env().rank));
   RankContext ctx = setup_rank(o.parallel, o.model_path);
+  if (o.parallel.enable_dp_attention) {
+    use_sglang_log_format(fmt::format(" DP{} TP{}", ctx.dp_rank, ctx.info.rank));
+  }
   if (o.num_threads > 0) ThreadPool::set_global_threads(o.num_threads);
   // The leader reports loading progress to the frontend, which draws a progress bar.
   zmq::context_t context(1);

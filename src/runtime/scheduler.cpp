@@ -12,8 +12,7 @@ namespace epserve {
 namespace {
 
 double now_seconds() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch())
-      .count();
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
 std::vector<TokenLogprob> top_logprobs(const std::vector<float>& logprobs, int n) {
@@ -37,7 +36,8 @@ Scheduler::Scheduler(ModelRunner& runner, SchedulerConfig config)
                                                  : runner.config().max_position_embeddings),
       vocab_size_(runner.vocab_size()),
       allocator_(runner.num_kv_slots(), config_.page_size),
-      prefix_cache_(allocator_, config_.enable_prefix_cache) {
+      prefix_cache_(allocator_, config_.enable_prefix_cache),
+      log_(config_.decode_log_interval) {
   if (config_.eos_token_ids.empty()) config_.eos_token_ids = runner.config().eos_token_ids;
   EPS_CHECK(config_.max_running_requests > 0, "--max-running-requests must be positive");
 }
@@ -51,13 +51,15 @@ std::string Scheduler::validate(const GenerateInput& in) const {
     }
   }
   if (n >= context_length_) {
-    return fmt::format("The input ({} tokens) is longer than the model's context length ({} tokens).",
-                       n, context_length_);
+    return fmt::format(
+        "The input ({} tokens) is longer than the model's context length ({} tokens).", n,
+        context_length_);
   }
   if (n + 1 > max_total_tokens()) {
-    return fmt::format("The input ({} tokens) does not fit in the KV cache ({} tokens); raise "
-                       "--max-total-tokens.",
-                       n, max_total_tokens());
+    return fmt::format(
+        "The input ({} tokens) does not fit in the KV cache ({} tokens); raise "
+        "--max-total-tokens.",
+        n, max_total_tokens());
   }
   if (in.max_new_tokens < 0) return "max_new_tokens must not be negative.";
   if (in.logprob_start_len >= n) {
@@ -197,8 +199,8 @@ std::vector<Scheduler::Entry> Scheduler::schedule() {
     SchedRequest& r = *waiting_.front();
     admit(r);
     // Keep a page per decoding request free so running requests are not starved.
-    bool fits = add_chunk(r) && (running_.empty() ||
-                                 allocator_.num_free_pages() >= static_cast<int64_t>(decodes.size()));
+    bool fits = add_chunk(r) && (running_.empty() || allocator_.num_free_pages() >=
+                                                         static_cast<int64_t>(decodes.size()));
     if (!fits) {
       if (!prefills.empty() && prefills.back().request == &r) {
         budget += prefills.back().num_new;
@@ -240,15 +242,29 @@ void Scheduler::step(std::vector<TokenOutput>& out, bool must_forward) {
     batch.add_sequence(r.tokens.data() + r.num_computed, e.num_new, r.num_computed,
                        allocator_.slots(r.pages, r.num_computed + e.num_new), wanted);
   }
+  int64_t decodes = 0, prefills = 0, prefill_tokens = 0, cached = 0;
   for (const Entry& e : entries) {
     bool decode = e.num_new == 1 && e.request->num_uncomputed() == 1;
     (decode ? stats_.decode_tokens : stats_.prefill_tokens) += e.num_new;
+    // For the log a prompt whose last token alone is left (the rest was cached) is a prefill.
+    if (e.num_new == 1 && e.request->num_generated() > 0) {
+      ++decodes;
+      continue;
+    }
+    ++prefills;
+    prefill_tokens += e.num_new;
+    // The prefix cache's tokens count once, with the request's first chunk.
+    if (e.request->num_computed == e.request->cached_tokens) cached += e.request->cached_tokens;
+  }
+  if (prefills > 0) {
+    log_.prefill(prefills, prefill_tokens, cached, num_running() - prefills, log_state());
   }
   std::vector<float> logits(batch.num_logit_rows() * vocab_size_);
   double t1 = now_seconds();
   runner_.forward(batch, logits.data());
   double t2 = now_seconds();
   process(entries, batch, logits, out);
+  if (decodes > 0) log_.decode(decodes, log_state());
   double t3 = now_seconds();
   ++stats_.steps;
   stats_.forward_seconds += t2 - t1;
@@ -303,9 +319,9 @@ void Scheduler::process(const std::vector<Entry>& entries, const ForwardBatch& b
     if (r.in.return_logprob) {
       log_softmax(raw, V, logprobs.data());
       r.pending.logprobs.push_back(logprobs[token]);
-      r.pending.top_logprobs.push_back(
-          r.in.top_logprobs_num > 0 ? top_logprobs(logprobs, r.in.top_logprobs_num)
-                                    : std::vector<TokenLogprob>{});
+      r.pending.top_logprobs.push_back(r.in.top_logprobs_num > 0
+                                           ? top_logprobs(logprobs, r.in.top_logprobs_num)
+                                           : std::vector<TokenLogprob>{});
     }
     const auto& eos = config_.eos_token_ids;
     bool is_eos = std::find(eos.begin(), eos.end(), token) != eos.end();
@@ -350,6 +366,10 @@ bool Scheduler::flush_cache() {
 int64_t Scheduler::used_tokens() const {
   return (allocator_.num_pages() - allocator_.num_free_pages() - prefix_cache_.cached_pages()) *
          allocator_.page_size();
+}
+
+BatchLogState Scheduler::log_state() const {
+  return {num_running(), num_waiting(), used_tokens(), max_total_tokens()};
 }
 
 nlohmann::json Scheduler::stats_json() const {

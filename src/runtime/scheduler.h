@@ -15,6 +15,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "runtime/batch_log.h"
 #include "runtime/model_runner.h"
 #include "runtime/prefix_cache.h"
 #include "runtime/protocol.h"
@@ -27,10 +28,11 @@ struct SchedulerConfig {
   int64_t max_running_requests = 256;
   int64_t chunked_prefill_size = 8192;  // <= 0: whole prompts in one step
   int64_t page_size = 1;
-  int64_t context_length = 0;           // 0: the model's max_position_embeddings
+  int64_t context_length = 0;  // 0: the model's max_position_embeddings
   bool enable_prefix_cache = true;
-  bool enable_mixed_chunk = false;      // prefill chunks and decodes in one batch
-  std::vector<int32_t> eos_token_ids;   // empty: the model config's
+  bool enable_mixed_chunk = false;     // prefill chunks and decodes in one batch
+  std::vector<int32_t> eos_token_ids;  // empty: the model config's
+  int64_t decode_log_interval = 40;    // a "Decode batch" log line every this many decode batches
 };
 
 struct SchedulerStats {
@@ -84,6 +86,7 @@ class Scheduler {
   void process(const std::vector<Entry>& entries, const ForwardBatch& batch,
                const std::vector<float>& logits, std::vector<TokenOutput>& out);
   void finish(SchedRequest& request, const std::string& reason, std::vector<TokenOutput>& out);
+  BatchLogState log_state() const;
 
   ModelRunner& runner_;
   SchedulerConfig config_;
@@ -95,6 +98,7 @@ class Scheduler {
   std::deque<std::unique_ptr<SchedRequest>> waiting_;
   uint64_t next_arrival_ = 0;
   SchedulerStats stats_;
+  BatchLog log_;
 };
 
 }  // namespace epserve

@@ -40,6 +40,7 @@ Frontend::Frontend(FrontendOptions options, Metrics* metrics)
 
 Frontend::~Frontend() {
   shutdown();
+  remove_socket_files();  // after a start() that failed part-way
 }
 
 void Frontend::start() {
@@ -49,10 +50,12 @@ void Frontend::start() {
   std::string out = options_.ipc_base + "-out";
   EPS_CHECK(zmq_bind(pull_, out.c_str()) == 0, "cannot bind {}: {}", out,
             zmq_strerror(zmq_errno()));
+  bound_.push_back(out);
   for (int g = 0; g < options_.num_dp_groups; ++g) {
     void* push = make_socket(context_, ZMQ_PUSH);
     std::string in = options_.ipc_base + "-in-" + std::to_string(g);
     EPS_CHECK(zmq_bind(push, in.c_str()) == 0, "cannot bind {}: {}", in, zmq_strerror(zmq_errno()));
+    bound_.push_back(in);
     push_.push_back(push);
   }
   wake_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
@@ -83,7 +86,6 @@ void Frontend::shutdown() {
   uint64_t one = 1;
   (void)!write(wake_fd_, &one, sizeof(one));
   if (io_thread_.joinable()) io_thread_.join();
-  // ipc:// endpoints are files; unbinding removes them.
   std::string out = options_.ipc_base + "-out";
   zmq_unbind(pull_, out.c_str());
   for (size_t g = 0; g < push_.size(); ++g) {
@@ -94,6 +96,16 @@ void Frontend::shutdown() {
   zmq_close(pull_);
   zmq_ctx_term(context_);
   close(wake_fd_);
+  remove_socket_files();
+}
+
+void Frontend::remove_socket_files() {
+  // ipc:// endpoints are socket files, which libzmq 4.3 leaves behind when it unbinds a named
+  // path; the frontend made them, so it removes them.
+  for (const std::string& endpoint : bound_) {
+    if (endpoint.rfind("ipc://", 0) == 0) ::unlink(endpoint.c_str() + 6);
+  }
+  bound_.clear();
 }
 
 std::shared_ptr<RequestGroup> Frontend::submit(std::vector<GenerateInput> inputs) {
@@ -226,6 +238,24 @@ bool Frontend::wait_ready(std::chrono::milliseconds timeout) {
     return stopping_ ||
            std::all_of(info_.begin(), info_.end(), [](const SchedulerInfo& s) { return s.ready; });
   }) && !stopping_;
+}
+
+void Frontend::set_silent_ranks(std::vector<std::string> ranks) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  silent_ranks_ = std::move(ranks);
+}
+
+std::string Frontend::health_problem() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (!silent_ranks_.empty()) {
+    std::string names;
+    for (const auto& r : silent_ranks_) names += (names.empty() ? "" : ", ") + r;
+    return fmt::format("{} stopped answering: its process is stopped or hung", names);
+  }
+  for (const SchedulerInfo& s : info_) {
+    if (!s.ready) return "the model is still loading";
+  }
+  return "";
 }
 
 std::vector<SchedulerInfo> Frontend::scheduler_info() const {

@@ -114,6 +114,11 @@ class Frontend {
                                       std::chrono::milliseconds timeout);
 
   bool ready() const;
+  // Ranks whose heartbeat has gone silent (comm/launcher.h: on_silent_ranks), by label.
+  void set_silent_ranks(std::vector<std::string> ranks);
+  // Why the server cannot serve now, for /health's 503; empty when it can (every group is ready
+  // and every rank answers).
+  std::string health_problem() const;
   // Blocks until every group is ready or `timeout` passes; false on timeout or shutdown.
   bool wait_ready(std::chrono::milliseconds timeout);
   std::vector<SchedulerInfo> scheduler_info() const;
@@ -149,12 +154,14 @@ class Frontend {
   int pick_group(int64_t tokens);
   void io_loop();
   void handle(const void* data, size_t size);
+  void remove_socket_files();
 
   FrontendOptions options_;
   Metrics* metrics_;
   void* context_ = nullptr;
   void* pull_ = nullptr;
   std::vector<void*> push_;
+  std::vector<std::string> bound_;  // endpoints bound so far (ipc:// ones are files)
   int wake_fd_ = -1;
   std::thread io_thread_;
   std::atomic<bool> stopping_{false};  // no new work; waits end
@@ -167,6 +174,7 @@ class Frontend {
   std::unordered_map<std::string, Route> routes_;
   std::vector<int64_t> group_requests_, group_tokens_;
   std::vector<SchedulerInfo> info_;
+  std::vector<std::string> silent_ranks_;
   std::unordered_map<uint64_t, PendingControl> controls_;  // by control() call
   std::unordered_map<uint64_t, ControlSlot> control_ids_;  // message id -> call and group
   uint64_t next_control_id_ = 1;

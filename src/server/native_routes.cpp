@@ -54,8 +54,8 @@ json server_info(ServerContext& ctx) {
 }
 
 void health_generate(ServerContext& ctx, HttpResponse& res) {
-  if (!ctx.frontend.ready()) {
-    res.json(503, error_body(503, "the model is still loading"));
+  if (std::string problem = ctx.frontend.health_problem(); !problem.empty()) {
+    res.json(503, error_body(503, problem));
     return;
   }
   GenerateInput in;
@@ -127,11 +127,11 @@ void detokenize(ServerContext& ctx, const HttpRequest& req, HttpResponse& res) {
 
 void register_native_routes(HttpServer& http, ServerContext& ctx) {
   http.route("GET", "/health", [&ctx](const HttpRequest&, HttpResponse& res) {
-    if (ctx.frontend.ready()) {
+    if (std::string problem = ctx.frontend.health_problem(); problem.empty()) {
       res.status = 200;
       res.content_type = "text/plain";
     } else {
-      res.json(503, error_body(503, "the model is still loading"));
+      res.json(503, error_body(503, problem));
     }
   });
   http.route("GET", "/health_generate",

@@ -58,6 +58,8 @@ void add_server_args(CLI::App& sub, ServerArgs& a) {
                  "but /health");
   sub.add_option("--log-level", a.log_level, "debug, info, warning, error or critical");
   sub.add_option("--log-level-http", a.log_level_http, "Level of the per-request HTTP log");
+  sub.add_option("--decode-log-interval", a.decode_log_interval,
+                 "Log a 'Decode batch' line every this many decode batches");
   sub.add_flag("--enable-metrics", a.enable_metrics, "Accepted; /metrics is always served");
   sub.add_flag("--enable-cache-report", a.enable_cache_report,
                "Report cached prompt tokens in OpenAI usage");
@@ -102,6 +104,8 @@ void resolve_server_args(ServerArgs& a) {
     check_choice("--log-level-http", a.log_level_http,
                  {"debug", "info", "warning", "error", "critical"});
   }
+  EPS_CHECK(a.decode_log_interval >= 1, "--decode-log-interval {} must be at least 1",
+            a.decode_log_interval);
   EPS_CHECK(a.port >= 1 && a.port <= 65535, "--port {} is not a TCP port (1..65535)", a.port);
   EPS_CHECK(!a.host.empty(), "--host is empty");
   EPS_CHECK(a.context_length >= 0, "--context-length {} is negative", a.context_length);
@@ -153,6 +157,7 @@ nlohmann::json server_args_to_json(const ServerArgs& a) {
       {"port", a.port},
       {"api_key_set", !a.api_key.empty()},
       {"log_level", a.log_level},
+      {"decode_log_interval", a.decode_log_interval},
       {"enable_cache_report", a.enable_cache_report},
       {"tp_size", p.tp_size},
       {"ep_size", p.ep_size},

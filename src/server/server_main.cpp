@@ -3,9 +3,12 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdio>
 #include <fstream>
+#include <functional>
+#include <map>
 #include <sstream>
 #include <thread>
 
@@ -88,17 +91,59 @@ void load_chat_template(const ServerArgs& args, ServerContext& ctx) {
   }
 }
 
-// Draws "loading weights [#####.....] 12/40" on stderr as ranks report progress.
-void show_progress(int dp_rank, const nlohmann::json& status) {
-  if (!status.is_object() || !status.contains("load_progress")) return;
-  const auto& p = status["load_progress"];
-  int64_t done = p.value("done", 0), total = std::max<int64_t>(p.value("total", 1), 1);
-  int width = 30, filled = static_cast<int>(width * done / total);
-  std::fprintf(stderr, "\rloading weights (group %d) [%s%s] %lld/%lld%s", dp_rank,
-               std::string(filled, '#').c_str(), std::string(width - filled, '.').c_str(),
-               static_cast<long long>(done), static_cast<long long>(total),
-               done >= total ? "\n" : "");
-  std::fflush(stderr);
+// Loading progress as ranks report it: on a terminal a bar redrawn in place ("loading weights
+// [#####.....] 12/40"); otherwise one plain line per quarter, so a log file gets a few lines.
+class ProgressPrinter {
+ public:
+  void operator()(int dp_rank, const nlohmann::json& status) {
+    if (!status.is_object() || !status.contains("load_progress")) return;
+    const auto& p = status["load_progress"];
+    int64_t done = p.value("done", 0), total = std::max<int64_t>(p.value("total", 1), 1);
+    if (!tty_) {
+      int64_t quarter = std::min<int64_t>(4, 4 * done / total);
+      auto [it, fresh] = printed_quarter_.try_emplace(dp_rank, -1);
+      if (quarter <= it->second) return;
+      it->second = quarter;
+      std::fprintf(stderr, "epserve serve: loading weights (group %d): %lld/%lld layers\n", dp_rank,
+                   static_cast<long long>(done), static_cast<long long>(total));
+      return;
+    }
+    int width = 30, filled = static_cast<int>(width * done / total);
+    std::fprintf(stderr, "\rloading weights (group %d) [%s%s] %lld/%lld%s", dp_rank,
+                 std::string(filled, '#').c_str(), std::string(width - filled, '.').c_str(),
+                 static_cast<long long>(done), static_cast<long long>(total),
+                 done >= total ? "\n" : "");
+    std::fflush(stderr);
+  }
+
+ private:
+  bool tty_ = isatty(STDERR_FILENO) != 0;
+  std::map<int, int64_t> printed_quarter_;  // by DP group
+};
+
+// Tells /health which ranks stopped answering, with one line each time one stops or resumes.
+std::function<void(const std::vector<SilentPeer>&)> report_silent_ranks(Frontend& frontend) {
+  return [&frontend,
+          previous = std::vector<std::string>()](const std::vector<SilentPeer>& silent) mutable {
+    std::vector<std::string> labels;
+    for (const SilentPeer& s : silent) {
+      labels.push_back(s.label);
+      if (std::find(previous.begin(), previous.end(), s.label) == previous.end()) {
+        std::fprintf(stderr,
+                     "epserve serve: %s has not answered for %.0f s (stopped or hung); /health "
+                     "answers 503\n",
+                     s.label.c_str(), s.seconds);
+      }
+    }
+    for (const std::string& label : previous) {
+      if (std::find(labels.begin(), labels.end(), label) == labels.end()) {
+        std::fprintf(stderr, "epserve serve: %s answers again\n", label.c_str());
+      }
+    }
+    std::fflush(stderr);
+    previous = labels;
+    frontend.set_silent_ranks(std::move(labels));
+  };
 }
 
 void print_layout(const ServerArgs& a, const ModelConfig& config) {
@@ -120,6 +165,7 @@ void print_layout(const ServerArgs& a, const ModelConfig& config) {
 
 int run_server(const ServerArgs& args) {
   set_log_level(args.log_level);
+  use_sglang_log_format("");
   check_supported(args);
   ModelConfig config = load_model_config(args.model_path);
   print_layout(args, config);
@@ -166,22 +212,24 @@ int run_server(const ServerArgs& args) {
   http_options.host = args.host;
   http_options.port = args.port;
   http_options.max_body_bytes = static_cast<size_t>(args.http_max_body_bytes);
-  // SGLang's --log-level-http (default: --log-level): info or debug logs every request.
+  // One line per request with --log-level-http info or debug, or --log-level debug; at the
+  // default level the log has SGLang's batch lines only.
   const std::string& http_level =
       args.log_level_http.empty() ? args.log_level : args.log_level_http;
-  http_options.access_log = http_level == "debug" || http_level == "info";
+  http_options.access_log = http_level == "debug" || args.log_level_http == "info";
   // Every open stream holds a thread; room for twice the running batch.
   http_options.threads = static_cast<size_t>(std::max(256, 2 * args.max_running_requests));
   HttpServer http(http_options);
   register_routes(http, ctx);
   http.bind();  // fail before loading anything when the port is taken
 
-  frontend.set_status_callback(show_progress);
+  frontend.set_status_callback(ProgressPrinter());
   frontend.start();
 
   // The ranks: started and supervised by the launcher on its own thread. SIGINT/SIGTERM stay
   // blocked there too, so they reach only the loop below, which stops the ranks in order.
   LaunchOptions launch = rank_launch(args, frontend_options.ipc_base);
+  launch.on_silent_ranks = report_silent_ranks(frontend);
   std::atomic<int> launcher_status{-1};
   std::thread launcher([&launch, &launcher_status] {
     int status = 1;

@@ -104,7 +104,6 @@ constexpr std::array kUnimplementedSglangFlags = std::to_array<std::string_view>
     "prompt-tokens-buckets",
     "generation-tokens-buckets",
     "gc-warning-threshold-secs",
-    "decode-log-interval",
     "enable-request-time-stats-logging",
     "kv-events-config",
     "enable-trace",
