@@ -472,6 +472,8 @@ StoreClient::StoreClient(const std::string& address, const std::string& secret,
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &forever, sizeof(forever));
         fd_ = fd;
         continue;
+      } else if (answer != kDenied) {
+        last_error = "something other than an epserve store answers there";
       } else {
         close(fd);
         freeaddrinfo(ai);
