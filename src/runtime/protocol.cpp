@@ -1,17 +1,72 @@
 #include "runtime/protocol.h"
 
+#include <type_traits>
+
+#include "core/error.h"
+
 namespace epserve {
 
 using nlohmann::json;
 
-std::string encode_message(const json& message) {
+namespace {
+
+std::string to_bytes(const json& message) {
   std::vector<uint8_t> bytes = json::to_cbor(message);
   return std::string(bytes.begin(), bytes.end());
 }
 
-json decode_message(const void* data, size_t size) {
-  const uint8_t* p = static_cast<const uint8_t*>(data);
-  return json::from_cbor(p, p + size);
+json from_bytes(const std::string& bytes) {
+  json message = json::from_cbor(bytes.begin(), bytes.end(), true, false);
+  EPS_CHECK(!message.is_discarded() && message.is_object() && message.contains("type"),
+            "malformed control-plane message ({} bytes)", bytes.size());
+  return message;
+}
+
+}  // namespace
+
+std::string encode(const SchedulerMessage& message) {
+  return to_bytes(std::visit(
+      [](const auto& m) -> json {
+        using T = std::decay_t<decltype(m)>;
+        if constexpr (std::is_same_v<T, GenerateInput>) {
+          return {{"type", "generate"}, {"input", m}};
+        } else if constexpr (std::is_same_v<T, AbortInput>) {
+          return {{"type", "abort"}, {"rid", m.rid}};
+        } else {
+          return {{"type", "control"}, {"command", m.command}, {"id", m.id}};
+        }
+      },
+      message));
+}
+
+std::string encode(const FrontendMessage& message) {
+  return to_bytes(std::visit(
+      [](const auto& m) -> json {
+        using T = std::decay_t<decltype(m)>;
+        if constexpr (std::is_same_v<T, OutputBatch>) {
+          return {{"type", "outputs"}, {"outputs", m.outputs}};
+        } else {
+          return {{"type", "control"}, {"id", m.id}, {"result", m.result}};
+        }
+      },
+      message));
+}
+
+SchedulerMessage decode_scheduler_message(const std::string& bytes) {
+  json m = from_bytes(bytes);
+  const std::string type = m.at("type").get<std::string>();
+  if (type == "generate") return m.at("input").get<GenerateInput>();
+  if (type == "abort") return AbortInput{m.at("rid").get<std::string>()};
+  EPS_CHECK(type == "control", "unknown message type '{}' from the frontend", type);
+  return ControlInput{m.at("command").get<std::string>(), m.at("id").get<uint64_t>()};
+}
+
+FrontendMessage decode_frontend_message(const std::string& bytes) {
+  json m = from_bytes(bytes);
+  const std::string type = m.at("type").get<std::string>();
+  if (type == "outputs") return OutputBatch{m.at("outputs").get<std::vector<TokenOutput>>()};
+  EPS_CHECK(type == "control", "unknown message type '{}' from a scheduler", type);
+  return ControlOutput{m.at("id").get<uint64_t>(), m.value("result", json())};
 }
 
 void to_json(json& j, const SamplingParams& p) {

@@ -1,11 +1,12 @@
 // Messages between the frontend process (HTTP, tokenizer, detokenizer) and the scheduler that
-// leads a group of rank processes. They travel over ZeroMQ as CBOR (nlohmann::json::to_cbor);
-// to_json/from_json below are the only (de)serialisers.
+// leads a group of rank processes, as types both ends share:
 //
-// frontend -> scheduler: GenerateInput, AbortInput, ControlInput
-// scheduler -> frontend: TokenOutput (a batch of new tokens of one request), ControlOutput
+// frontend -> scheduler (SchedulerMessage): GenerateInput, AbortInput, ControlInput
+// scheduler -> frontend (FrontendMessage): OutputBatch (the new tokens of one scheduler step),
+//                                          ControlOutput
 //
-// Each ZeroMQ message is one CBOR object with a "type":
+// They travel over ZeroMQ (runtime/ipc.h) as CBOR (nlohmann::json::to_cbor); encode/decode below
+// are the only (de)serialisers. Each message is one CBOR object with a "type":
 //   {"type": "generate", "input": GenerateInput}
 //   {"type": "abort", "rid": string}                 (empty rid: abort everything)
 //   {"type": "control", "command": string, "id": uint}
@@ -18,6 +19,7 @@
 #include <cstdint>
 #include <string>
 #include <utility>
+#include <variant>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -27,17 +29,17 @@
 namespace epserve {
 
 struct GenerateInput {
-  std::string rid;                  // unique per request (one per choice when n > 1)
+  std::string rid;  // unique per request (one per choice when n > 1)
   std::vector<int32_t> input_ids;
   SamplingParams sampling;
-  uint64_t seed = 0;                // sampling seed (the frontend draws one when absent)
+  uint64_t seed = 0;  // sampling seed (the frontend draws one when absent)
   int64_t max_new_tokens = 128;
   int64_t min_new_tokens = 0;
   std::vector<int32_t> stop_token_ids;  // besides the model's EOS ids
   bool ignore_eos = false;
   bool return_logprob = false;
   int top_logprobs_num = 0;
-  int64_t logprob_start_len = -1;   // -1: no input logprobs; else from this prompt position
+  int64_t logprob_start_len = -1;  // -1: no input logprobs; else from this prompt position
 };
 
 struct AbortInput {
@@ -57,28 +59,39 @@ struct TokenLogprob {
 
 struct TokenOutput {
   std::string rid;
-  std::vector<int32_t> token_ids;          // new tokens since the last output of this rid
-  std::vector<float> logprobs;             // per new token, when return_logprob
+  std::vector<int32_t> token_ids;  // new tokens since the last output of this rid
+  std::vector<float> logprobs;     // per new token, when return_logprob
   std::vector<std::vector<TokenLogprob>> top_logprobs;  // per new token, top_logprobs_num each
   // Sent once, with the first output of a request when logprob_start_len >= 0:
-  std::vector<float> input_logprobs;       // logprob of prompt token i given the prefix
+  std::vector<float> input_logprobs;  // logprob of prompt token i given the prefix
   std::vector<std::vector<TokenLogprob>> input_top_logprobs;
   int64_t prompt_tokens = 0;
-  int64_t cached_tokens = 0;               // prompt tokens served from the prefix cache
+  int64_t cached_tokens = 0;  // prompt tokens served from the prefix cache
   bool finished = false;
-  std::string finish_reason;               // "stop", "length", "abort" when finished
-  int32_t matched_stop_token = -1;         // the stop/EOS token that ended it, if any
-  std::string error;                       // non-empty: the request failed (finish_reason abort)
+  std::string finish_reason;        // "stop", "length", "abort" when finished
+  int32_t matched_stop_token = -1;  // the stop/EOS token that ended it, if any
+  std::string error;                // non-empty: the request failed (finish_reason abort)
 };
 
+// id 0: unsolicited (the "ready" message, load progress), with "dp_rank" in the result.
 struct ControlOutput {
   uint64_t id = 0;
   nlohmann::json result;  // flush_cache: {"ok": bool}; get_stats: scheduler statistics
 };
 
-// The message envelopes above, as CBOR bytes and back.
-std::string encode_message(const nlohmann::json& message);
-nlohmann::json decode_message(const void* data, size_t size);
+// All outputs of one scheduler step.
+struct OutputBatch {
+  std::vector<TokenOutput> outputs;
+};
+
+using SchedulerMessage = std::variant<GenerateInput, AbortInput, ControlInput>;
+using FrontendMessage = std::variant<OutputBatch, ControlOutput>;
+
+// The envelopes as CBOR bytes and back; decode throws epserve::Error on a malformed message.
+std::string encode(const SchedulerMessage& message);
+std::string encode(const FrontendMessage& message);
+SchedulerMessage decode_scheduler_message(const std::string& bytes);
+FrontendMessage decode_frontend_message(const std::string& bytes);
 
 void to_json(nlohmann::json& j, const SamplingParams& p);
 void from_json(const nlohmann::json& j, SamplingParams& p);

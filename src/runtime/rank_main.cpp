@@ -6,10 +6,11 @@
 #include <deque>
 #include <filesystem>
 #include <fstream>
+#include <optional>
+#include <variant>
 
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
-#include <zmq.hpp>
 
 #include "comm/communicator.h"
 #include "core/log.h"
@@ -17,6 +18,7 @@
 #include "ep/expert_location.h"
 #include "model/causal_lm.h"
 #include "runtime/group_runner.h"
+#include "runtime/ipc.h"
 #include "runtime/protocol.h"
 
 namespace epserve {
@@ -60,9 +62,8 @@ int64_t rank_weight_bytes(const CausalLM& model) {
   return static_cast<int64_t>(other + experts * held);
 }
 
-void send(zmq::socket_t& socket, const nlohmann::json& message) {
-  std::string bytes = encode_message(message);
-  socket.send(zmq::buffer(bytes), zmq::send_flags::none);
+void send(IpcSocket& socket, const FrontendMessage& message) {
+  socket.send(encode(message));
 }
 
 }  // namespace
@@ -87,18 +88,15 @@ int run_rank(const RankOptions& o) {
   }
   if (o.num_threads > 0) ThreadPool::set_global_threads(o.num_threads);
   // The leader reports loading progress to the frontend, which draws a progress bar.
-  zmq::context_t context(1);
-  zmq::socket_t outbox(context, zmq::socket_type::push);
+  IpcContext context;
+  IpcSocket outbox(context, IpcSocket::Kind::kPush);
   ModelLoadOptions load = ctx.model_load();
   if (ctx.leader) {
     outbox.connect(fmt::format("{}-out", o.ipc_base));
-    outbox.set(zmq::sockopt::linger, 1000);
     load.on_layer_loaded = [&](int done, int total) {
-      send(outbox,
-           {{"type", "control"},
-            {"id", 0},
-            {"result",
-             {{"load_progress", {{"done", done}, {"total", total}}}, {"dp_rank", ctx.dp_rank}}}});
+      send(outbox, ControlOutput{0,
+                                 {{"load_progress", {{"done", done}, {"total", total}}},
+                                  {"dp_rank", ctx.dp_rank}}});
     };
   }
   auto model = load_causal_lm(o.model_path, load);
@@ -122,19 +120,17 @@ int run_rank(const RankOptions& o) {
   Scheduler scheduler(runner, o.scheduler);
   const int dp_rank = ctx.dp_rank;
 
-  zmq::socket_t inbox(context, zmq::socket_type::pull);
+  IpcSocket inbox(context, IpcSocket::Kind::kPull);
   inbox.connect(fmt::format("{}-in-{}", o.ipc_base, dp_rank));
 
-  send(outbox, {{"type", "control"},
-                {"id", 0},
-                {"result",
-                 {{"ready", true},
-                  {"dp_rank", dp_rank},
-                  {"max_total_num_tokens", scheduler.max_total_tokens()},
-                  {"page_size", o.scheduler.page_size},
-                  {"kv_pages", scheduler.max_total_tokens() / o.scheduler.page_size},
-                  {"kv_bytes", runner.cache().bytes()},
-                  {"context_length", scheduler.context_length()}}}});
+  send(outbox, ControlOutput{0,
+                             {{"ready", true},
+                              {"dp_rank", dp_rank},
+                              {"max_total_num_tokens", scheduler.max_total_tokens()},
+                              {"page_size", o.scheduler.page_size},
+                              {"kv_pages", scheduler.max_total_tokens() / o.scheduler.page_size},
+                              {"kv_bytes", runner.cache().bytes()},
+                              {"context_length", scheduler.context_length()}}});
   spdlog::info("rank ready: {} KV slots ({:.1f} MiB), context length {}",
                scheduler.max_total_tokens(), runner.cache().bytes() / 1048576.0,
                scheduler.context_length());
@@ -143,7 +139,7 @@ int run_rank(const RankOptions& o) {
   // Recorder commands wait here until every group's leader has them (they are collective).
   struct PendingCommand {
     int64_t code;
-    nlohmann::json id;
+    uint64_t id;
   };
   std::deque<PendingCommand> commands;
   int64_t commands_received = 0, commands_run = 0;
@@ -152,24 +148,24 @@ int run_rank(const RankOptions& o) {
       PendingCommand c = std::move(commands.front());
       commands.pop_front();
       runner.send_control(c.code);
-      send(outbox, {{"type", "control"}, {"id", c.id}, {"result", experts->run_command(c.code)}});
+      send(outbox, ControlOutput{c.id, experts->run_command(c.code)});
     }
   };
   bool shutdown = false;
-  nlohmann::json shutdown_id;
+  uint64_t shutdown_id = 0;
   // Handles one message from the frontend.
-  auto handle = [&](const nlohmann::json& m) {
-    const std::string type = m.at("type").get<std::string>();
-    if (type == "generate") {
-      scheduler.add(m.at("input").get<GenerateInput>(), outputs);
-    } else if (type == "abort") {
-      scheduler.abort(m.at("rid").get<std::string>(), outputs);
-    } else if (type == "control") {
-      const std::string command = m.at("command").get<std::string>();
+  auto handle = [&](SchedulerMessage message) {
+    if (auto* input = std::get_if<GenerateInput>(&message)) {
+      scheduler.add(std::move(*input), outputs);
+    } else if (auto* abort = std::get_if<AbortInput>(&message)) {
+      scheduler.abort(abort->rid, outputs);
+    } else {
+      const ControlInput& control = std::get<ControlInput>(message);
+      const std::string& command = control.command;
       nlohmann::json result;
       if (command == "shutdown") {
         shutdown = true;
-        shutdown_id = m.at("id");
+        shutdown_id = control.id;
         return;
       } else if (command == "flush_cache") {
         result = {{"ok", scheduler.flush_cache()}};
@@ -183,22 +179,21 @@ int run_rank(const RankOptions& o) {
                      "--expert-distribution-recorder-mode stat|stat_approx|per_pass|per_token"},
                     {"status", 400}};
         } else {
-          commands.push_back({code, m.at("id")});
+          commands.push_back({code, control.id});
           ++commands_received;
           return;
         }
       } else {
         result = {{"error", "unknown command " + command}};
       }
-      send(outbox, {{"type", "control"}, {"id", m.at("id")}, {"result", result}});
+      send(outbox, ControlOutput{control.id, std::move(result)});
     }
   };
   auto drain = [&](int wait_ms) {
-    zmq::pollitem_t item{static_cast<void*>(inbox), 0, ZMQ_POLLIN, 0};
-    zmq::poll(&item, 1, std::chrono::milliseconds(wait_ms));
-    zmq::message_t msg;
-    while (inbox.recv(msg, zmq::recv_flags::dontwait))
-      handle(decode_message(msg.data(), msg.size()));
+    ipc_poll(inbox, -1, std::chrono::milliseconds(wait_ms));
+    while (std::optional<std::string> bytes = inbox.receive()) {
+      handle(decode_scheduler_message(*bytes));
+    }
   };
   while (true) {
     // Take every message waiting; block briefly only when there is nothing to compute.
@@ -227,18 +222,17 @@ int run_rank(const RankOptions& o) {
       scheduler.abort("", outputs);
     }
     if (!outputs.empty()) {
-      send(outbox, {{"type", "outputs"}, {"outputs", outputs}});
+      send(outbox, OutputBatch{std::move(outputs)});
       outputs.clear();
     }
     if (stop) {
       // Recorder commands that not every group received never run: answer them.
       for (const PendingCommand& c : commands) {
-        send(outbox, {{"type", "control"},
-                      {"id", c.id},
-                      {"result", {{"error", "the server is shutting down"}, {"status", 503}}}});
+        send(outbox,
+             ControlOutput{c.id, {{"error", "the server is shutting down"}, {"status", 503}}});
       }
       if (shutdown) {
-        send(outbox, {{"type", "control"}, {"id", shutdown_id}, {"result", {{"ok", true}}}});
+        send(outbox, ControlOutput{shutdown_id, {{"ok", true}}});
       }
       return 0;
     }

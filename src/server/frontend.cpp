@@ -2,7 +2,6 @@
 
 #include <sys/eventfd.h>
 #include <unistd.h>
-#include <zmq.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -15,20 +14,6 @@
 
 namespace epserve {
 
-namespace {
-
-void* make_socket(void* context, int type) {
-  void* socket = zmq_socket(context, type);
-  EPS_CHECK(socket != nullptr, "zmq_socket: {}", zmq_strerror(zmq_errno()));
-  int zero = 0, linger = 1000;
-  zmq_setsockopt(socket, ZMQ_SNDHWM, &zero, sizeof(zero));
-  zmq_setsockopt(socket, ZMQ_RCVHWM, &zero, sizeof(zero));
-  zmq_setsockopt(socket, ZMQ_LINGER, &linger, sizeof(linger));
-  return socket;
-}
-
-}  // namespace
-
 Frontend::Frontend(FrontendOptions options, Metrics* metrics)
     : options_(std::move(options)),
       metrics_(metrics),
@@ -40,23 +25,19 @@ Frontend::Frontend(FrontendOptions options, Metrics* metrics)
 
 Frontend::~Frontend() {
   shutdown();
-  remove_socket_files();  // after a start() that failed part-way
+  // After a start() that failed part-way: the sockets bound so far close (and remove their
+  // socket files) before their context.
+  push_.clear();
+  pull_.reset();
 }
 
 void Frontend::start() {
-  context_ = zmq_ctx_new();
-  EPS_CHECK(context_ != nullptr, "zmq_ctx_new: {}", zmq_strerror(zmq_errno()));
-  pull_ = make_socket(context_, ZMQ_PULL);
-  std::string out = options_.ipc_base + "-out";
-  EPS_CHECK(zmq_bind(pull_, out.c_str()) == 0, "cannot bind {}: {}", out,
-            zmq_strerror(zmq_errno()));
-  bound_.push_back(out);
+  context_ = std::make_unique<IpcContext>();
+  pull_.emplace(*context_, IpcSocket::Kind::kPull);
+  pull_->bind(options_.ipc_base + "-out");
   for (int g = 0; g < options_.num_dp_groups; ++g) {
-    void* push = make_socket(context_, ZMQ_PUSH);
-    std::string in = options_.ipc_base + "-in-" + std::to_string(g);
-    EPS_CHECK(zmq_bind(push, in.c_str()) == 0, "cannot bind {}: {}", in, zmq_strerror(zmq_errno()));
-    bound_.push_back(in);
-    push_.push_back(push);
+    push_.emplace_back(*context_, IpcSocket::Kind::kPush);
+    push_.back().bind(options_.ipc_base + "-in-" + std::to_string(g));
   }
   wake_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   EPS_CHECK(wake_fd_ >= 0, "eventfd: {}", std::strerror(errno));
@@ -74,10 +55,8 @@ void Frontend::shutdown() {
     }
     routes_.clear();
     for (int g = 0; g < options_.num_dp_groups; ++g) {
-      outbox_.emplace_back(g, encode_message({{"type", "abort"}, {"rid", ""}}));
-      outbox_.emplace_back(
-          g, encode_message(
-                 {{"type", "control"}, {"command", "shutdown"}, {"id", next_control_id_++}}));
+      outbox_.emplace_back(g, encode(AbortInput{""}));
+      outbox_.emplace_back(g, encode(ControlInput{"shutdown", next_control_id_++}));
     }
   }
   for (auto& g : groups) g->fail_all("the server is shutting down");
@@ -86,26 +65,10 @@ void Frontend::shutdown() {
   uint64_t one = 1;
   (void)!write(wake_fd_, &one, sizeof(one));
   if (io_thread_.joinable()) io_thread_.join();
-  std::string out = options_.ipc_base + "-out";
-  zmq_unbind(pull_, out.c_str());
-  for (size_t g = 0; g < push_.size(); ++g) {
-    std::string in = options_.ipc_base + "-in-" + std::to_string(g);
-    zmq_unbind(push_[g], in.c_str());
-  }
-  for (void* s : push_) zmq_close(s);
-  zmq_close(pull_);
-  zmq_ctx_term(context_);
+  push_.clear();  // closing removes the ipc:// socket files
+  pull_.reset();
+  context_.reset();
   close(wake_fd_);
-  remove_socket_files();
-}
-
-void Frontend::remove_socket_files() {
-  // ipc:// endpoints are socket files, which libzmq 4.3 leaves behind when it unbinds a named
-  // path; the frontend made them, so it removes them.
-  for (const std::string& endpoint : bound_) {
-    if (endpoint.rfind("ipc://", 0) == 0) ::unlink(endpoint.c_str() + 6);
-  }
-  bound_.clear();
 }
 
 std::shared_ptr<RequestGroup> Frontend::submit(std::vector<GenerateInput> inputs) {
@@ -140,7 +103,7 @@ std::shared_ptr<RequestGroup> Frontend::submit(std::vector<GenerateInput> inputs
       routes_[rids[i]] = Route{group, i, dp, t};
       group_requests_[dp] += 1;
       group_tokens_[dp] += t;
-      outbox_.emplace_back(dp, encode_message({{"type", "generate"}, {"input", inputs[i]}}));
+      outbox_.emplace_back(dp, encode(inputs[i]));
     }
   }
   uint64_t one = 1;
@@ -163,10 +126,10 @@ int Frontend::pick_group(int64_t tokens) {
   return static_cast<int>(round_robin_++ % static_cast<uint64_t>(n));
 }
 
-void Frontend::post(int dp_rank, const nlohmann::json& message) {
+void Frontend::post(int dp_rank, const SchedulerMessage& message) {
   {
     std::lock_guard<std::mutex> lock(mutex_);
-    outbox_.emplace_back(dp_rank, encode_message(message));
+    outbox_.emplace_back(dp_rank, encode(message));
   }
   uint64_t one = 1;
   (void)!write(wake_fd_, &one, sizeof(one));
@@ -181,12 +144,12 @@ void Frontend::unregister(const std::string& rid, int dp_rank, bool abort_at_sch
     group_tokens_[dp_rank] -= it->second.tokens;
     routes_.erase(it);
   }
-  if (abort_at_scheduler && !stopping_) post(dp_rank, {{"type", "abort"}, {"rid", rid}});
+  if (abort_at_scheduler && !stopping_) post(dp_rank, AbortInput{rid});
 }
 
 bool Frontend::abort_request(const std::string& rid) {
   if (rid.empty()) {
-    for (int g = 0; g < options_.num_dp_groups; ++g) post(g, {{"type", "abort"}, {"rid", ""}});
+    for (int g = 0; g < options_.num_dp_groups; ++g) post(g, AbortInput{""});
     return true;
   }
   int dp = -1;
@@ -196,7 +159,7 @@ bool Frontend::abort_request(const std::string& rid) {
     if (it == routes_.end()) return false;
     dp = it->second.dp_rank;
   }
-  post(dp, {{"type", "abort"}, {"rid", rid}});
+  post(dp, AbortInput{rid});
   return true;
 }
 
@@ -211,8 +174,7 @@ std::vector<nlohmann::json> Frontend::control(const std::string& command,
     for (int g = 0; g < options_.num_dp_groups; ++g) {
       uint64_t id = next_control_id_++;
       control_ids_[id] = ControlSlot{call, g};
-      outbox_.emplace_back(g,
-                           encode_message({{"type", "control"}, {"command", command}, {"id", id}}));
+      outbox_.emplace_back(g, encode(ControlInput{command, id}));
     }
   }
   uint64_t one = 1;
@@ -287,37 +249,43 @@ uint64_t Frontend::next_seed() {
   return (z ^ (z >> 31)) & 0x7fffffffffffffffull;
 }
 
-void Frontend::handle(const void* data, size_t size) {
-  nlohmann::json message = decode_message(data, size);
-  Clock::time_point now = Clock::now();
-  const std::string type = message.at("type").get<std::string>();
-  if (type == "outputs") {
-    for (const auto& item : message.at("outputs")) {
-      TokenOutput out = item.get<TokenOutput>();
-      std::shared_ptr<RequestGroup> group;
-      size_t index = 0;
-      int orphan_dp = -1;  // the group is being destroyed: abort the request here
-      {
-        std::lock_guard<std::mutex> lock(mutex_);
-        auto it = routes_.find(out.rid);
-        if (it == routes_.end()) continue;  // aborted or unknown: dropped
-        group = it->second.group.lock();
-        index = it->second.index;
-        if (out.finished || group == nullptr) {
-          if (group == nullptr && !out.finished) orphan_dp = it->second.dp_rank;
-          group_requests_[it->second.dp_rank] -= 1;
-          group_tokens_[it->second.dp_rank] -= it->second.tokens;
-          routes_.erase(it);
-        }
-      }
-      if (group != nullptr) group->push(index, std::move(out), now);
-      if (orphan_dp >= 0) post(orphan_dp, {{"type", "abort"}, {"rid", out.rid}});
-    }
-    return;
+void Frontend::handle(const std::string& bytes) {
+  FrontendMessage message = decode_frontend_message(bytes);
+  if (auto* batch = std::get_if<OutputBatch>(&message)) {
+    handle_outputs(std::move(*batch));
+  } else {
+    handle_control(std::get<ControlOutput>(std::move(message)));
   }
-  EPS_CHECK(type == "control", "unknown message type '{}' from a scheduler", type);
-  uint64_t id = message.at("id").get<uint64_t>();
-  nlohmann::json result = message.value("result", nlohmann::json());
+}
+
+void Frontend::handle_outputs(OutputBatch batch) {
+  Clock::time_point now = Clock::now();
+  for (TokenOutput& out : batch.outputs) {
+    std::shared_ptr<RequestGroup> group;
+    size_t index = 0;
+    int orphan_dp = -1;  // the group is being destroyed: abort the request here
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      auto it = routes_.find(out.rid);
+      if (it == routes_.end()) continue;  // aborted or unknown: dropped
+      group = it->second.group.lock();
+      index = it->second.index;
+      if (out.finished || group == nullptr) {
+        if (group == nullptr && !out.finished) orphan_dp = it->second.dp_rank;
+        group_requests_[it->second.dp_rank] -= 1;
+        group_tokens_[it->second.dp_rank] -= it->second.tokens;
+        routes_.erase(it);
+      }
+    }
+    const std::string rid = out.rid;
+    if (group != nullptr) group->push(index, std::move(out), now);
+    if (orphan_dp >= 0) post(orphan_dp, AbortInput{rid});
+  }
+}
+
+void Frontend::handle_control(ControlOutput answer) {
+  const uint64_t id = answer.id;
+  nlohmann::json result = std::move(answer.result);
   std::function<void(int, const nlohmann::json&)> callback;
   int dp = 0;
   {
@@ -350,7 +318,6 @@ void Frontend::handle(const void* data, size_t size) {
 }
 
 void Frontend::io_loop() {
-  zmq_pollitem_t items[2] = {{pull_, 0, ZMQ_POLLIN, 0}, {nullptr, wake_fd_, ZMQ_POLLIN, 0}};
   bool backlog = false;
   auto stop_deadline = Clock::time_point::max();
   while (true) {
@@ -358,8 +325,8 @@ void Frontend::io_loop() {
       stop_deadline = Clock::now() + std::chrono::seconds(1);
     }
     if (Clock::now() > stop_deadline) break;
-    zmq_poll(items, 2, backlog ? 5 : 100);
-    if (items[1].revents & ZMQ_POLLIN) {
+    IpcReady ready = ipc_poll(*pull_, wake_fd_, std::chrono::milliseconds(backlog ? 5 : 100));
+    if (ready.fd) {
       uint64_t count;
       (void)!read(wake_fd_, &count, sizeof(count));
     }
@@ -370,27 +337,19 @@ void Frontend::io_loop() {
       while (!outbox_.empty()) {
         auto item = std::move(outbox_.front());
         outbox_.pop_front();
-        int rc = zmq_send(push_[item.first], item.second.data(), item.second.size(), ZMQ_DONTWAIT);
-        if (rc < 0) kept.push_back(std::move(item));
+        if (!push_[item.first].send(item.second, /*wait=*/false)) kept.push_back(std::move(item));
       }
       backlog = !kept.empty();
       outbox_ = std::move(kept);
       if (io_stop_ && !backlog) break;
     }
-    if (items[0].revents & ZMQ_POLLIN) {
-      while (true) {
-        zmq_msg_t msg;
-        zmq_msg_init(&msg);
-        if (zmq_msg_recv(&msg, pull_, ZMQ_DONTWAIT) < 0) {
-          zmq_msg_close(&msg);
-          break;
-        }
+    if (ready.socket) {
+      while (std::optional<std::string> bytes = pull_->receive()) {
         try {
-          handle(zmq_msg_data(&msg), zmq_msg_size(&msg));
+          handle(*bytes);
         } catch (const std::exception& e) {
           spdlog::error("frontend: dropped a scheduler message: {}", e.what());
         }
-        zmq_msg_close(&msg);
       }
     }
   }

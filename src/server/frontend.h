@@ -15,6 +15,7 @@
 #include <deque>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <unordered_map>
@@ -22,6 +23,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "runtime/ipc.h"
 #include "runtime/protocol.h"
 
 namespace epserve {
@@ -147,21 +149,21 @@ class Frontend {
     int dp_rank = 0;
   };
 
-  void post(int dp_rank, const nlohmann::json& message);
+  void post(int dp_rank, const SchedulerMessage& message);
   // Forgets a request (called by its group, possibly from the group's destructor, so the DP
   // group is passed in) and, unless it finished, aborts it at the scheduler.
   void unregister(const std::string& rid, int dp_rank, bool abort_at_scheduler);
   int pick_group(int64_t tokens);
   void io_loop();
-  void handle(const void* data, size_t size);
-  void remove_socket_files();
+  void handle(const std::string& bytes);
+  void handle_outputs(OutputBatch batch);
+  void handle_control(ControlOutput answer);
 
   FrontendOptions options_;
   Metrics* metrics_;
-  void* context_ = nullptr;
-  void* pull_ = nullptr;
-  std::vector<void*> push_;
-  std::vector<std::string> bound_;  // endpoints bound so far (ipc:// ones are files)
+  std::unique_ptr<IpcContext> context_;
+  std::optional<IpcSocket> pull_;
+  std::vector<IpcSocket> push_;  // one per DP group
   int wake_fd_ = -1;
   std::thread io_thread_;
   std::atomic<bool> stopping_{false};  // no new work; waits end

@@ -2,12 +2,14 @@
 
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <thread>
+#include <variant>
 
 #include <fmt/format.h>
-#include <zmq.hpp>
 
 #include "runtime/generator.h"
+#include "runtime/ipc.h"
 #include "runtime/protocol.h"
 #include "support/temp_dir.h"
 
@@ -18,10 +20,18 @@ std::string fixture(const std::string& name) {
   return std::string(EPSERVE_SOURCE_DIR) + "/tests/data/models/" + name;
 }
 
-nlohmann::json receive(zmq::socket_t& socket) {
-  zmq::message_t msg;
-  EXPECT_TRUE(socket.recv(msg));
-  return decode_message(msg.data(), msg.size());
+// The next message from the rank (waiting up to 20 s).
+FrontendMessage receive(IpcSocket& socket) {
+  ipc_poll(socket, -1, std::chrono::seconds(20));
+  std::optional<std::string> bytes = socket.receive();
+  if (!bytes) throw std::runtime_error("no message from the rank within 20 s");
+  return decode_frontend_message(*bytes);
+}
+
+ControlOutput receive_control(IpcSocket& socket) {
+  FrontendMessage m = receive(socket);
+  if (!std::holds_alternative<ControlOutput>(m)) throw std::runtime_error("expected a control");
+  return std::get<ControlOutput>(std::move(m));
 }
 
 TEST(RankMain, ServesRequestsOverZeroMq) {
@@ -32,26 +42,24 @@ TEST(RankMain, ServesRequestsOverZeroMq) {
   options.max_total_tokens = 512;
   options.log_level = "warning";
 
-  zmq::context_t context(1);
-  zmq::socket_t to_rank(context, zmq::socket_type::push);
-  zmq::socket_t from_rank(context, zmq::socket_type::pull);
+  IpcContext context;
+  IpcSocket to_rank(context, IpcSocket::Kind::kPush);
+  IpcSocket from_rank(context, IpcSocket::Kind::kPull);
   to_rank.bind(options.ipc_base + "-in-0");
   from_rank.bind(options.ipc_base + "-out");
-  from_rank.set(zmq::sockopt::rcvtimeo, 20000);
   int rc = -1;
   std::thread rank([&] { rc = run_rank(options); });
 
   // Loading progress (one message per layer), then the ready message.
-  nlohmann::json ready = receive(from_rank);
+  ControlOutput ready = receive_control(from_rank);
   int progress = 0;
-  while (ready["result"].contains("load_progress")) {
-    EXPECT_EQ(ready["result"]["load_progress"]["done"], ++progress);
-    ready = receive(from_rank);
+  while (ready.result.contains("load_progress")) {
+    EXPECT_EQ(ready.result["load_progress"]["done"], ++progress);
+    ready = receive_control(from_rank);
   }
   EXPECT_EQ(progress, 3);
-  EXPECT_EQ(ready["type"], "control");
-  EXPECT_EQ(ready["id"], 0);
-  EXPECT_EQ(ready["result"]["max_total_num_tokens"], 512);
+  EXPECT_EQ(ready.id, 0u);
+  EXPECT_EQ(ready.result["max_total_num_tokens"], 512);
 
   GenerateInput in;
   in.rid = "x";
@@ -59,14 +67,13 @@ TEST(RankMain, ServesRequestsOverZeroMq) {
   in.max_new_tokens = 6;
   in.sampling.temperature = 0.0f;
   in.ignore_eos = true;
-  to_rank.send(zmq::buffer(encode_message({{"type", "generate"}, {"input", in}})));
+  to_rank.send(encode(in));
   std::vector<int32_t> tokens;
   bool finished = false;
   while (!finished) {
-    nlohmann::json m = receive(from_rank);
-    ASSERT_EQ(m["type"], "outputs");
-    for (const auto& o : m["outputs"]) {
-      TokenOutput out = o.get<TokenOutput>();
+    FrontendMessage m = receive(from_rank);
+    ASSERT_TRUE(std::holds_alternative<OutputBatch>(m));
+    for (const TokenOutput& out : std::get<OutputBatch>(m).outputs) {
       tokens.insert(tokens.end(), out.token_ids.begin(), out.token_ids.end());
       finished = out.finished;
     }
@@ -79,14 +86,12 @@ TEST(RankMain, ServesRequestsOverZeroMq) {
   auto model = load_causal_lm(options.model_path);
   EXPECT_EQ(tokens, generate(*model, {request})[0].output_ids);
 
-  to_rank.send(
-      zmq::buffer(encode_message({{"type", "control"}, {"command", "get_stats"}, {"id", 7}})));
-  nlohmann::json stats = receive(from_rank);
-  EXPECT_EQ(stats["id"], 7);
-  EXPECT_EQ(stats["result"]["kv_used_tokens"], 0);
-  to_rank.send(
-      zmq::buffer(encode_message({{"type", "control"}, {"command", "shutdown"}, {"id", 8}})));
-  EXPECT_EQ(receive(from_rank)["id"], 8);
+  to_rank.send(encode(ControlInput{"get_stats", 7}));
+  ControlOutput stats = receive_control(from_rank);
+  EXPECT_EQ(stats.id, 7u);
+  EXPECT_EQ(stats.result["kv_used_tokens"], 0);
+  to_rank.send(encode(ControlInput{"shutdown", 8}));
+  EXPECT_EQ(receive_control(from_rank).id, 8u);
   rank.join();
   EXPECT_EQ(rc, 0);
 }

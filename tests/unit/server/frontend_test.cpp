@@ -11,7 +11,9 @@
 #include <mutex>
 #include <set>
 #include <thread>
-#include <zmq.hpp>
+#include <variant>
+
+#include "runtime/ipc.h"
 
 #include "server/errors.h"
 #include "server/metrics.h"
@@ -31,9 +33,8 @@ std::string fresh_base() {
 class FakeScheduler {
  public:
   FakeScheduler(const std::string& base, int dp_rank, int tokens, bool hold = false)
-      : in_(context_, zmq::socket_type::pull), out_(context_, zmq::socket_type::push) {
+      : in_(context_, IpcSocket::Kind::kPull), out_(context_, IpcSocket::Kind::kPush, 0) {
     in_.connect(base + "-in-" + std::to_string(dp_rank));
-    out_.set(zmq::sockopt::linger, 0);
     out_.connect(base + "-out");
     thread_ = std::thread([=, this] { run(dp_rank, tokens, hold); });
   }
@@ -51,25 +52,21 @@ class FakeScheduler {
   }
 
  private:
-  void send(const nlohmann::json& m) {
-    std::string bytes = encode_message(m);
+  void send(const FrontendMessage& m) {
     // Never blocks: after the frontend has gone there is nobody to send to.
-    (void)out_.send(zmq::buffer(bytes), zmq::send_flags::dontwait);
+    (void)out_.send(encode(m), /*wait=*/false);
   }
   void run(int dp_rank, int tokens, bool hold) {
-    send({{"type", "control"},
-          {"id", 0},
-          {"result", {{"ready", true}, {"dp_rank", dp_rank}, {"max_total_num_tokens", 64}}}});
+    send(ControlOutput{0, {{"ready", true}, {"dp_rank", dp_rank}, {"max_total_num_tokens", 64}}});
     while (!stop_) {
-      zmq::message_t msg;
-      if (!in_.recv(msg, zmq::recv_flags::dontwait)) {
+      std::optional<std::string> bytes = in_.receive();
+      if (!bytes) {
         std::this_thread::sleep_for(1ms);
         continue;
       }
-      nlohmann::json m = decode_message(msg.data(), msg.size());
-      std::string type = m["type"];
-      if (type == "generate") {
-        GenerateInput in = m["input"].get<GenerateInput>();
+      SchedulerMessage m = decode_scheduler_message(*bytes);
+      if (auto* input = std::get_if<GenerateInput>(&m)) {
+        const GenerateInput& in = *input;
         for (int i = 0; i < tokens; ++i) {
           TokenOutput out;
           out.rid = in.rid;
@@ -77,25 +74,25 @@ class FakeScheduler {
           out.prompt_tokens = static_cast<int64_t>(in.input_ids.size());
           out.finished = !hold && i + 1 == tokens;
           if (out.finished) out.finish_reason = "length";
-          send({{"type", "outputs"}, {"outputs", nlohmann::json::array({out})}});
+          send(OutputBatch{{out}});
         }
-      } else if (type == "abort") {
+      } else if (auto* abort = std::get_if<AbortInput>(&m)) {
         std::lock_guard<std::mutex> lock(mutex_);
-        aborted_.insert(m["rid"].get<std::string>());
-      } else if (type == "control") {
+        aborted_.insert(abort->rid);
+      } else {
+        const ControlInput& control = std::get<ControlInput>(m);
         {
           std::lock_guard<std::mutex> lock(mutex_);
-          commands_.push_back(m["command"]);
+          commands_.push_back(control.command);
         }
-        send({{"type", "control"},
-              {"id", m["id"]},
-              {"result", {{"ok", true}, {"dp_rank", dp_rank}, {"num_running_reqs", dp_rank}}}});
+        send(ControlOutput{control.id,
+                           {{"ok", true}, {"dp_rank", dp_rank}, {"num_running_reqs", dp_rank}}});
       }
     }
   }
 
-  zmq::context_t context_;
-  zmq::socket_t in_, out_;
+  IpcContext context_;
+  IpcSocket in_, out_;
   std::thread thread_;
   std::atomic<bool> stop_{false};
   std::mutex mutex_;
