@@ -7,7 +7,7 @@ packages=(
   libfmt-dev libspdlog-dev nlohmann-json3-dev libcli11-dev libpcre2-dev libicu-dev
   libucx-dev ucx-utils libzmq3-dev libcpp-httplib-dev
   libopenblas-dev libdnnl-dev openmpi-bin libopenmpi-dev
-  clang libclang-rt-14-dev iproute2 python3 python3-venv python3-pip
+  clang clang-format libclang-rt-14-dev iproute2 python3 python3-venv python3-pip
 )
 missing=()
 for p in "${packages[@]}"; do

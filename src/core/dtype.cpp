@@ -28,9 +28,13 @@ constexpr std::array<DTypeInfo, 11> kDTypes = {{
 
 }  // namespace
 
-size_t dtype_size(DType dtype) { return kDTypes[static_cast<size_t>(dtype)].size; }
+size_t dtype_size(DType dtype) {
+  return kDTypes[static_cast<size_t>(dtype)].size;
+}
 
-std::string_view dtype_name(DType dtype) { return kDTypes[static_cast<size_t>(dtype)].name; }
+std::string_view dtype_name(DType dtype) {
+  return kDTypes[static_cast<size_t>(dtype)].name;
+}
 
 bool dtype_from_name(std::string_view name, DType* out) {
   for (const auto& info : kDTypes) {

@@ -26,9 +26,9 @@ class Error : public std::runtime_error {
 
 #define EPS_THROW(...) throw ::epserve::Error(fmt::format(__VA_ARGS__), __FILE__, __LINE__)
 
-#define EPS_CHECK(cond, ...)      \
-  do {                            \
-    if (!(cond)) [[unlikely]] {   \
-      EPS_THROW(__VA_ARGS__);     \
-    }                             \
+#define EPS_CHECK(cond, ...)    \
+  do {                          \
+    if (!(cond)) [[unlikely]] { \
+      EPS_THROW(__VA_ARGS__);   \
+    }                           \
   } while (0)

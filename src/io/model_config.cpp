@@ -28,9 +28,7 @@ class Fields {
               v.dump());
     return v.get<int>();
   }
-  int integer_or(const char* key, int fallback) const {
-    return has(key) ? integer(key) : fallback;
-  }
+  int integer_or(const char* key, int fallback) const { return has(key) ? integer(key) : fallback; }
   double number(const char* key) const {
     const json& v = require(key);
     EPS_CHECK(v.is_number(), "{}: field '{}' must be a number, found {}", source_, key, v.dump());
@@ -82,8 +80,8 @@ RopeConfig parse_rope(const Fields& f, const json& j, const std::string& source)
   rope.theta = r.number_or("rope_theta", rope.theta);
   std::string type = r.string_or("rope_type", r.string_or("type", "default"));
   if (type == "default") return rope;
-  EPS_CHECK(type == "yarn", "{}: {} type '{}' is not supported (supported: default, yarn)",
-            source, key, type);
+  EPS_CHECK(type == "yarn", "{}: {} type '{}' is not supported (supported: default, yarn)", source,
+            key, type);
   rope.type = type;
   rope.original_max_position_embeddings = r.integer("original_max_position_embeddings");
   rope.factor = r.has("factor") ? r.number("factor")
@@ -144,9 +142,10 @@ void parse_deepseek_v3(const Fields& f, ModelConfig& c) {
             "{}: scoring_func '{}' is not supported (sigmoid, softmax)", c.source, scoring);
   m.scoring = scoring == "sigmoid" ? ScoringFunc::kSigmoid : ScoringFunc::kSoftmax;
   std::string topk_method = f.string_or("topk_method", "noaux_tc");
-  EPS_CHECK(topk_method == "noaux_tc" || topk_method == "greedy" || topk_method == "group_limited_greedy",
-            "{}: topk_method '{}' is not supported (noaux_tc, greedy, group_limited_greedy)",
-            c.source, topk_method);
+  EPS_CHECK(
+      topk_method == "noaux_tc" || topk_method == "greedy" || topk_method == "group_limited_greedy",
+      "{}: topk_method '{}' is not supported (noaux_tc, greedy, group_limited_greedy)", c.source,
+      topk_method);
   m.has_correction_bias = topk_method == "noaux_tc";
   int first_dense = f.integer_or("first_k_dense_replace", 0);
   int freq = f.integer_or("moe_layer_freq", 1);
@@ -238,18 +237,19 @@ ModelConfig parse_model_config(const json& j, const std::string& source) {
               "{}: num_attention_heads {} is not a multiple of num_key_value_heads {}", source,
               c.num_heads, c.num_kv_heads);
   } else {
-    EPS_THROW("{}: architecture '{}' is not supported (DeepseekV3ForCausalLM, "
-              "Qwen3MoeForCausalLM)", source, c.architecture);
+    EPS_THROW(
+        "{}: architecture '{}' is not supported (DeepseekV3ForCausalLM, "
+        "Qwen3MoeForCausalLM)",
+        source, c.architecture);
   }
   const MoeConfig& m = c.moe;
   if (m.num_experts > 0) {
     check_positive(source, "num_experts_per_tok", m.top_k);
     check_positive(source, "moe_intermediate_size", m.moe_intermediate_size);
-    EPS_CHECK(m.top_k <= m.num_experts, "{}: num_experts_per_tok {} exceeds the {} experts",
-              source, m.top_k, m.num_experts);
+    EPS_CHECK(m.top_k <= m.num_experts, "{}: num_experts_per_tok {} exceeds the {} experts", source,
+              m.top_k, m.num_experts);
     EPS_CHECK(m.n_group > 0 && m.num_experts % m.n_group == 0,
-              "{}: n_group {} must divide the {} routed experts", source, m.n_group,
-              m.num_experts);
+              "{}: n_group {} must divide the {} routed experts", source, m.n_group, m.num_experts);
     EPS_CHECK(m.topk_group > 0 && m.topk_group <= m.n_group,
               "{}: topk_group {} must be between 1 and n_group {}", source, m.topk_group,
               m.n_group);

@@ -19,8 +19,8 @@ struct RopeConfig {
   int original_max_position_embeddings = 0;
   double beta_fast = 32.0;
   double beta_slow = 1.0;
-  double mscale = 0.0;          // 0: absent
-  double mscale_all_dim = 0.0;  // 0: absent
+  double mscale = 0.0;            // 0: absent
+  double mscale_all_dim = 0.0;    // 0: absent
   double attention_factor = 0.0;  // 0: derived from factor and the mscales
   bool truncate = true;
   // DeepSeek-V3 stores rotary dims interleaved (x0, y0, x1, y1, ...); Qwen3 uses halves.
@@ -68,10 +68,10 @@ struct ModelConfig {
   int bos_token_id = -1;
   std::vector<int> eos_token_ids;
   RopeConfig rope;
-  MlaConfig mla;    // DeepSeek-V3 only
+  MlaConfig mla;  // DeepSeek-V3 only
   MoeConfig moe;
   std::vector<bool> layer_is_moe;  // per layer: routed experts (true) or a dense MLP (false)
-  std::string source;  // the config.json path, for messages
+  std::string source;              // the config.json path, for messages
 
   bool is_mla() const { return arch == Arch::kDeepseekV3; }
   int num_moe_layers() const;

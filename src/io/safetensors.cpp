@@ -31,8 +31,8 @@ SafetensorsEntry parse_entry(const nlohmann::json& value, const std::string& ten
             name, tensor, dtype_name_str);
   uint64_t numel = 1;
   for (const auto& d : *shape_it) {
-    EPS_CHECK(d.is_number_unsigned(), "{}: tensor '{}': shape entries must be non-negative integers",
-              name, tensor);
+    EPS_CHECK(d.is_number_unsigned(),
+              "{}: tensor '{}': shape entries must be non-negative integers", name, tensor);
     uint64_t dim = d.get<uint64_t>();
     EPS_CHECK(dim <= (1ull << 40) && !__builtin_mul_overflow(numel, dim, &numel),
               "{}: tensor '{}': shape is too large", name, tensor);
@@ -47,10 +47,11 @@ SafetensorsEntry parse_entry(const nlohmann::json& value, const std::string& ten
   uint64_t expected_bytes = 0;
   EPS_CHECK(!__builtin_mul_overflow(numel, dtype_size(entry.dtype), &expected_bytes),
             "{}: tensor '{}': shape is too large", name, tensor);
-  EPS_CHECK(entry.begin <= entry.end && entry.end - entry.begin == expected_bytes,
-            "{}: tensor '{}': data_offsets [{}, {}] hold {} bytes but dtype {} and shape {} need {}",
-            name, tensor, entry.begin, entry.end, entry.end - entry.begin,
-            dtype_name(entry.dtype), shape_str(entry.shape), expected_bytes);
+  EPS_CHECK(
+      entry.begin <= entry.end && entry.end - entry.begin == expected_bytes,
+      "{}: tensor '{}': data_offsets [{}, {}] hold {} bytes but dtype {} and shape {} need {}",
+      name, tensor, entry.begin, entry.end, entry.end - entry.begin, dtype_name(entry.dtype),
+      shape_str(entry.shape), expected_bytes);
   return entry;
 }
 

@@ -19,7 +19,7 @@ struct GenerateRequest {
   SamplingParams sampling;
   uint64_t seed = 0;
   bool ignore_eos = false;
-  bool return_logits = false;  // the distribution behind each generated token
+  bool return_logits = false;         // the distribution behind each generated token
   bool return_prompt_logits = false;  // logits at every prompt position
 };
 

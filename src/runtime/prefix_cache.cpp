@@ -11,7 +11,7 @@ struct PrefixCache::Node {
   Node* parent = nullptr;
   std::vector<int32_t> key;  // the page_size tokens this page holds
   int32_t page = -1;
-  int64_t pins = 0;          // requests using this node (or a descendant)
+  int64_t pins = 0;  // requests using this node (or a descendant)
   uint64_t last_use = 0;
   bool in_evictable = false;
   std::map<std::vector<int32_t>, std::unique_ptr<Node>> children;

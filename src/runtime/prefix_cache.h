@@ -33,8 +33,7 @@ class PrefixCache {
   void release(void* node);
   // Offers a request's pages for tokens[0..num_tokens): the whole pages become cached (pages the
   // tree already has are returned to the allocator), and the request's pages vector is emptied.
-  void insert(const std::vector<int32_t>& tokens, int64_t num_tokens,
-              std::vector<int32_t>& pages);
+  void insert(const std::vector<int32_t>& tokens, int64_t num_tokens, std::vector<int32_t>& pages);
   // Frees unpinned cached pages, least recently used first, until `pages` are free or nothing
   // evictable is left. Returns true if the allocator now has that many free pages.
   bool evict(int64_t pages);

@@ -17,12 +17,12 @@ namespace epserve {
 struct RankOptions {
   std::string model_path;
   ParallelOptions parallel;
-  std::string ipc_base;            // EPSERVE_IPC_BASE
+  std::string ipc_base;  // EPSERVE_IPC_BASE
   SchedulerConfig scheduler;
-  ExpertRuntimeOptions experts;    // recorder, its metrics, live EPLB
-  int64_t max_total_tokens = 0;    // KV slots; 0: from mem_fraction_static
+  ExpertRuntimeOptions experts;      // recorder, its metrics, live EPLB
+  int64_t max_total_tokens = 0;      // KV slots; 0: from mem_fraction_static
   double mem_fraction_static = 0.0;  // 0: the default (see kv_slots_for_memory)
-  int num_threads = 0;             // 0: the cores this process may use
+  int num_threads = 0;               // 0: the cores this process may use
   std::string log_level = "info";
 };
 

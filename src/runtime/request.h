@@ -23,10 +23,10 @@ struct SchedRequest {
   GenerateInput in;
   std::vector<int32_t> tokens;  // prompt + generated
   int64_t prompt_len;
-  int64_t num_computed = 0;     // positions 0..num_computed-1 have KV in the cache
-  std::vector<int32_t> pages;   // cached-prefix pages first, then the request's own
+  int64_t num_computed = 0;    // positions 0..num_computed-1 have KV in the cache
+  std::vector<int32_t> pages;  // cached-prefix pages first, then the request's own
   void* prefix_pin = nullptr;
-  int64_t cached_tokens = 0;    // prompt tokens the prefix cache supplied (first admission)
+  int64_t cached_tokens = 0;  // prompt tokens the prefix cache supplied (first admission)
   bool admitted_once = false;
   Sampler sampler;
   uint64_t arrival;

@@ -42,8 +42,8 @@ int32_t Sampler::sample(float* logits, int64_t vocab, const std::vector<int32_t>
     for (int32_t t : generated) seen[t] = true;
     for (int64_t i = 0; i < vocab; ++i) {
       if (!seen[i]) continue;
-      logits[i] = logits[i] > 0 ? logits[i] / p.repetition_penalty
-                                : logits[i] * p.repetition_penalty;
+      logits[i] =
+          logits[i] > 0 ? logits[i] / p.repetition_penalty : logits[i] * p.repetition_penalty;
     }
   }
   if (p.greedy()) return argmax(logits, vocab);

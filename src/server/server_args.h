@@ -43,7 +43,7 @@ struct ServerArgs {
   std::string log_level = "info";
   std::string log_level_http;
   int decode_log_interval = 40;  // scheduler's "Decode batch" line every this many decode batches
-  bool enable_metrics = false;       // /metrics is always served; accepted for compatibility
+  bool enable_metrics = false;   // /metrics is always served; accepted for compatibility
   bool enable_cache_report = false;  // usage.prompt_tokens_details.cached_tokens in OpenAI replies
   bool skip_server_warmup = false;
   int64_t http_max_body_bytes = 8 << 20;  // epserve's own: larger bodies get 413

@@ -24,7 +24,9 @@ constexpr float kWeightTolerance = 1e-5f;
 constexpr int kPrompts = 4;
 constexpr int kDecodeSteps = 8;
 
-std::string data_dir() { return std::string(EPSERVE_SOURCE_DIR) + "/tests/data"; }
+std::string data_dir() {
+  return std::string(EPSERVE_SOURCE_DIR) + "/tests/data";
+}
 
 // Records the routing of every MoE layer, one entry per forward pass.
 class RoutingRecorder : public MoeObserver {

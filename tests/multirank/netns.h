@@ -5,9 +5,9 @@
 // iproute2; when `ip netns add` is not permitted, run_nodes returns kSkipped with the reason.
 #pragma once
 
+#include <unistd.h>
 #include <functional>
 #include <string>
-#include <unistd.h>
 #include <vector>
 
 #include "harness.h"
@@ -96,9 +96,6 @@ class Namespaces {
   std::string node0_addr_;
   std::string veth_a_;
 };
-
-
-
 
 // In the test process: creates the namespaces, runs nnodes launchers of world_size ranks in
 // total, removes the namespaces, returns the worst exit code (or kSkipped, reason in *why);

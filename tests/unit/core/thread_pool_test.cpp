@@ -11,7 +11,8 @@ namespace epserve {
 namespace {
 
 // Every index of [0, n) is visited exactly once, in chunks of at least min_chunk, with one to
-// four chunks per thread, over many back-to-back calls (a worker that wakes late must never run a chunk of a later call).
+// four chunks per thread, over many back-to-back calls (a worker that wakes late must never run a
+// chunk of a later call).
 TEST(ThreadPool, CoversEveryIndexOnceAcrossManyCalls) {
   ThreadPool pool(3);
   for (int call = 0; call < 3000; ++call) {

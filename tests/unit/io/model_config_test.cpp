@@ -12,8 +12,8 @@
 namespace epserve {
 namespace {
 
-using ::testing::HasSubstr;
 using nlohmann::json;
+using ::testing::HasSubstr;
 
 std::string fixture(const std::string& name) {
   return std::string(EPSERVE_SOURCE_DIR) + "/tests/data/models/" + name;
@@ -58,7 +58,7 @@ TEST(ModelConfig, TransformersFiveSpellings) {
   EXPECT_EQ(ds.moe.num_shared_experts, 2);
   ModelConfig qw = load_model_config(fixture("qwen3_moe_tiny"));
   EXPECT_EQ(qw.arch, Arch::kQwen3Moe);
-  EXPECT_EQ(qw.moe.num_experts, 16);  // from num_local_experts
+  EXPECT_EQ(qw.moe.num_experts, 16);     // from num_local_experts
   EXPECT_DOUBLE_EQ(qw.rope.theta, 1e6);  // from rope_parameters
   EXPECT_FALSE(qw.rope.interleave);
   ModelConfig tied = load_model_config(fixture("qwen3_moe_tiny_sharded"));

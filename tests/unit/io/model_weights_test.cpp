@@ -70,9 +70,11 @@ TEST(ModelWeights, WrongShapeAndDtypeNameFileTensorExpectedAndFound) {
       {"ids", DType::I32, {4}, [](void* p, size_t n) { std::memset(p, 0, n); }}};
   write_model_safetensors(dir.path(), tensors, 1 << 20);
   ModelWeights w = ModelWeights::open(dir.path());
-  EXPECT_THAT(error_of([&] { w.get("w", {8, 4}); }),
-              AllOf(HasSubstr("model.safetensors"), HasSubstr("'w'"), HasSubstr("expected shape [8, 4]"),
-                    HasSubstr("found [4, 8]")));
+  EXPECT_THAT(error_of([&] {
+                w.get("w", {8, 4});
+              }),
+              AllOf(HasSubstr("model.safetensors"), HasSubstr("'w'"),
+                    HasSubstr("expected shape [8, 4]"), HasSubstr("found [4, 8]")));
   EXPECT_THAT(error_of([&] { w.get("ids", {4}); }),
               AllOf(HasSubstr("'ids'"), HasSubstr("expected dtype"), HasSubstr("found I32")));
   EXPECT_THAT(error_of([&] { w.get("nope", {1}); }), HasSubstr("'nope' not found"));

@@ -36,11 +36,17 @@ std::string parse_error(const std::string& bytes) {
 TEST(Safetensors, WriteThenReadRoundTrips) {
   TempDir dir;
   std::vector<TensorToWrite> tensors = {
-      {"a", DType::F32, {2, 3}, [](void* p, size_t n) {
+      {"a",
+       DType::F32,
+       {2, 3},
+       [](void* p, size_t n) {
          float* f = static_cast<float*>(p);
          for (int i = 0; i < 6; ++i) f[i] = i * 0.5f;
        }},
-      {"b", DType::BF16, {4}, [](void* p, size_t) {
+      {"b",
+       DType::BF16,
+       {4},
+       [](void* p, size_t) {
          bf16_t* b = static_cast<bf16_t*>(p);
          for (int i = 0; i < 4; ++i) b[i] = f32_to_bf16(i + 1.0f);
        }},
@@ -101,10 +107,11 @@ TEST(Safetensors, RejectsUnknownDtypeAndBadFields) {
       HasSubstr("non-negative"));
   EXPECT_THAT(parse_error(image(R"({"w": {"dtype": "F32", "shape": [1]}})", 4)),
               HasSubstr("data_offsets"));
-  EXPECT_THAT(parse_error(image(
-                  R"({"w": {"dtype": "F32", "shape": [4294967296, 4294967296], "data_offsets": [0, 4]}})",
-                  4)),
-              HasSubstr("too large"));
+  EXPECT_THAT(
+      parse_error(image(
+          R"({"w": {"dtype": "F32", "shape": [4294967296, 4294967296], "data_offsets": [0, 4]}})",
+          4)),
+      HasSubstr("too large"));
 }
 
 TEST(Safetensors, RejectsOverlappingTensors) {

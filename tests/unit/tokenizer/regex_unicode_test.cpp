@@ -1,7 +1,8 @@
 // `\p{..}`, `\s` and classes built from them match the code points that HF tokenizers and tiktoken
 // match (Unicode 16.0), not those of PCRE2's own tables (Unicode 14 in PCRE2 10.42), over every
 // code point, and the normalizers give HF's output (its Unicode 9.0 tables, not ICU's Unicode 15)
-// on every code point and on marks; expected values from tools/reference/tokenizer/probe_unicode.py.
+// on every code point and on marks; expected values from
+// tools/reference/tokenizer/probe_unicode.py.
 #include <fmt/format.h>
 #include <gtest/gtest.h>
 
