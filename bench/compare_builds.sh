@@ -14,10 +14,10 @@ if [ $# -lt 3 ]; then
 fi
 old=$1 new=$2 model=$3 repeats=${4:-3}
 LAYOUTS=(
-  "|--batch-size 1 --input-len 256 --output-len 16"
-  "|--batch-size 8 --input-len 256 --output-len 16"
-  "--ep-size 2|--batch-size 2 --input-len 256 --output-len 16"
-  "--ep-size 2 --enable-dp-attention --moe-a2a-backend deepep|--batch-size 2 --input-len 256 --output-len 16"
+  "|--batch-size 1 --input-len 256 --output-len 64"
+  "|--batch-size 8 --input-len 256 --output-len 64"
+  "--ep-size 2|--batch-size 2 --input-len 256 --output-len 64"
+  "--ep-size 2 --enable-dp-attention --moe-a2a-backend deepep|--batch-size 2 --input-len 256 --output-len 64"
 )
 
 # Prints "prefill_tok_s decode_tok_s" of one run.
