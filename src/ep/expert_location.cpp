@@ -3,18 +3,9 @@
 #include <algorithm>
 
 #include "core/error.h"
+#include "core/splitmix.h"
 
 namespace epserve::ep {
-namespace {
-
-uint64_t splitmix64(uint64_t x) {
-  x += 0x9e3779b97f4a7c15ULL;
-  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
-  x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
-  return x ^ (x >> 31);
-}
-
-}  // namespace
 
 ExpertLocation ExpertLocation::trivial(int num_layers, int num_logical, int num_physical,
                                        int ep_size) {

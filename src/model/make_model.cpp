@@ -6,6 +6,7 @@
 #include <functional>
 
 #include "core/error.h"
+#include "core/splitmix.h"
 #include "core/thread_pool.h"
 #include "io/model_config.h"
 #include "io/safetensors_writer.h"
@@ -39,15 +40,8 @@ Preset preset_for(const std::string& arch, const std::string& name) {
   EPS_THROW("--preset '{}' is not one of tiny, small, bench", name);
 }
 
-uint64_t splitmix64(uint64_t& state) {
-  uint64_t z = (state += 0x9e3779b97f4a7c15ull);
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-  return z ^ (z >> 31);
-}
-
 double uniform01(uint64_t& state) {
-  return (static_cast<double>(splitmix64(state) >> 11) + 0.5) * (1.0 / 9007199254740992.0);
+  return (static_cast<double>(splitmix64_next(state) >> 11) + 0.5) * (1.0 / 9007199254740992.0);
 }
 
 uint64_t name_seed(const std::string& name, uint64_t seed) {
@@ -201,7 +195,7 @@ void make_model(const MakeModelOptions& o, const std::string& dir) {
           for (int64_t i = 0; i < n; ++i) rank[i] = i;
           uint64_t state = perm_seed;
           for (int64_t i = n - 1; i > 0; --i) {
-            std::swap(rank[i], rank[splitmix64(state) % static_cast<uint64_t>(i + 1)]);
+            std::swap(rank[i], rank[splitmix64_next(state) % static_cast<uint64_t>(i + 1)]);
           }
           float* b = static_cast<float*>(dst);
           for (int64_t e = 0; e < n; ++e) {

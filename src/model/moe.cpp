@@ -5,20 +5,10 @@
 #include <algorithm>
 
 #include "core/error.h"
+#include "core/splitmix.h"
 #include "ep/dispatcher.h"
 
 namespace epserve {
-namespace {
-
-uint64_t splitmix64(uint64_t x) {
-  x += 0x9e3779b97f4a7c15ULL;
-  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
-  x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
-  return x ^ (x >> 31);
-}
-
-}  // namespace
-
 LocalExperts::LocalExperts(std::vector<GatedMlp> experts, int top_k, int first_id)
     : experts_(std::move(experts)), top_k_(top_k), first_id_(first_id) {}
 

@@ -9,6 +9,7 @@
 
 #include "core/error.h"
 #include "core/log.h"
+#include "core/splitmix.h"
 #include "server/errors.h"
 #include "server/metrics.h"
 
@@ -242,11 +243,7 @@ void Frontend::seed_random(uint64_t seed) {
 
 uint64_t Frontend::next_seed() {
   std::lock_guard<std::mutex> lock(mutex_);
-  // splitmix64
-  uint64_t z = (seed_state_ += 0x9e3779b97f4a7c15ull);
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-  return (z ^ (z >> 31)) & 0x7fffffffffffffffull;
+  return splitmix64_next(seed_state_) & 0x7fffffffffffffffULL;
 }
 
 void Frontend::handle(const std::string& bytes) {
