@@ -4,8 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if ! command -v clang-format >/dev/null; then
-  echo "clang-format is not installed (scripts/install_deps.sh installs it)" >&2
-  exit 1
+  echo "clang-format is not installed (scripts/install_deps.sh installs it): skipped" >&2
+  exit 77  # CTest reports the test as skipped, not passed
 fi
 bad=0
 while IFS= read -r file; do

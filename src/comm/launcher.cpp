@@ -194,9 +194,9 @@ void Supervisor::begin_stop(const std::string& reason, int exit_code) {
 }
 
 Clock::time_point Supervisor::check_heartbeats(Clock::time_point now) {
-  if (server_ == nullptr || !o_.on_silent_ranks) return Clock::time_point::max();
-  std::vector<SilentPeer> silent =
-      stopping_ ? std::vector<SilentPeer>{} : server_->silent(o_.heartbeat_timeout);
+  // While the job stops, ranks go quiet on purpose: nothing to report (and no "answers again").
+  if (server_ == nullptr || !o_.on_silent_ranks || stopping_) return Clock::time_point::max();
+  std::vector<SilentPeer> silent = server_->silent(o_.heartbeat_timeout);
   std::vector<std::string> labels;
   for (const auto& s : silent) labels.push_back(s.label);
   std::sort(labels.begin(), labels.end());

@@ -96,7 +96,8 @@ RopeConfig parse_rope(const Fields& f, const json& j, const std::string& source)
   return rope;
 }
 
-std::vector<int> parse_eos(const json& j, const std::string& source) {
+// The EOS ids of a config file; an id outside the vocabulary is an error naming the file.
+std::vector<int> parse_eos(const json& j, const std::string& source, int vocab_size) {
   std::vector<int> out;
   auto it = j.find("eos_token_id");
   if (it == j.end() || it->is_null()) return out;
@@ -108,6 +109,11 @@ std::vector<int> parse_eos(const json& j, const std::string& source) {
       EPS_CHECK(v.is_number_integer(), "{}: 'eos_token_id' entries must be integers", source);
       out.push_back(v.get<int>());
     }
+  }
+  for (int id : out) {
+    EPS_CHECK(id >= 0 && id < vocab_size,
+              "{}: eos_token_id {} is outside the vocabulary (0..{}); fix the file", source, id,
+              vocab_size - 1);
   }
   return out;
 }
@@ -219,7 +225,7 @@ ModelConfig parse_model_config(const json& j, const std::string& source) {
   c.max_position_embeddings = f.integer("max_position_embeddings");
   c.tie_word_embeddings = f.boolean_or("tie_word_embeddings", false);
   c.bos_token_id = f.integer_or("bos_token_id", -1);
-  c.eos_token_ids = parse_eos(j, source);
+  c.eos_token_ids = parse_eos(j, source, c.vocab_size);
   std::string act = f.string_or("hidden_act", "silu");
   EPS_CHECK(act == "silu", "{}: hidden_act '{}' is not supported (silu)", source, act);
   check_positive(source, "vocab_size", c.vocab_size);
@@ -293,7 +299,7 @@ void add_generation_eos(ModelConfig& config, const std::string& model_dir) {
   // Like transformers (and so SGLang), a generation config that is not valid JSON is ignored.
   json j = json::parse(read_text_file(path.string()), nullptr, false);
   if (!j.is_object()) return;
-  for (int id : parse_eos(j, path.string())) {
+  for (int id : parse_eos(j, path.string(), config.vocab_size)) {
     auto& ids = config.eos_token_ids;
     if (std::find(ids.begin(), ids.end(), id) == ids.end()) ids.push_back(id);
   }

@@ -26,6 +26,7 @@ Frontend::Frontend(FrontendOptions options, Metrics* metrics)
 
 Frontend::~Frontend() {
   shutdown();
+  if (wake_fd_ >= 0) close(wake_fd_);
   // After a start() that failed part-way: the sockets bound so far close (and remove their
   // socket files) before their context.
   push_.clear();
@@ -63,13 +64,18 @@ void Frontend::shutdown() {
   for (auto& g : groups) g->fail_all("the server is shutting down");
   cv_.notify_all();
   io_stop_ = true;
-  uint64_t one = 1;
-  (void)!write(wake_fd_, &one, sizeof(one));
+  wake();
   if (io_thread_.joinable()) io_thread_.join();
   push_.clear();  // closing removes the ipc:// socket files
   pull_.reset();
   context_.reset();
-  close(wake_fd_);
+  // wake_fd_ stays open until the destructor: HTTP handlers may still post until the HTTP
+  // server has stopped, and a closed descriptor's number could by then be another client's.
+}
+
+void Frontend::wake() {
+  uint64_t one = 1;
+  (void)!write(wake_fd_, &one, sizeof(one));
 }
 
 std::shared_ptr<RequestGroup> Frontend::submit(std::vector<GenerateInput> inputs) {
@@ -107,8 +113,7 @@ std::shared_ptr<RequestGroup> Frontend::submit(std::vector<GenerateInput> inputs
       outbox_.emplace_back(dp, encode(inputs[i]));
     }
   }
-  uint64_t one = 1;
-  (void)!write(wake_fd_, &one, sizeof(one));
+  wake();
   return group;
 }
 
@@ -132,8 +137,7 @@ void Frontend::post(int dp_rank, const SchedulerMessage& message) {
     std::lock_guard<std::mutex> lock(mutex_);
     outbox_.emplace_back(dp_rank, encode(message));
   }
-  uint64_t one = 1;
-  (void)!write(wake_fd_, &one, sizeof(one));
+  wake();
 }
 
 void Frontend::unregister(const std::string& rid, int dp_rank, bool abort_at_scheduler) {
@@ -178,8 +182,7 @@ std::vector<nlohmann::json> Frontend::control(const std::string& command,
       outbox_.emplace_back(g, encode(ControlInput{command, id}));
     }
   }
-  uint64_t one = 1;
-  (void)!write(wake_fd_, &one, sizeof(one));
+  wake();
   std::unique_lock<std::mutex> lock(mutex_);
   cv_.wait_for(lock, timeout, [&] {
     return stopping_ || controls_[call].answered >= static_cast<size_t>(options_.num_dp_groups);
@@ -213,7 +216,8 @@ std::string Frontend::health_problem() const {
   if (!silent_ranks_.empty()) {
     std::string names;
     for (const auto& r : silent_ranks_) names += (names.empty() ? "" : ", ") + r;
-    return fmt::format("{} stopped answering: its process is stopped or hung", names);
+    return fmt::format(
+        "{} stopped answering: its process is stopped or frozen, or its node unreachable", names);
   }
   for (const SchedulerInfo& s : info_) {
     if (!s.ready) return "the model is still loading";
@@ -334,7 +338,11 @@ void Frontend::io_loop() {
       while (!outbox_.empty()) {
         auto item = std::move(outbox_.front());
         outbox_.pop_front();
-        if (!push_[item.first].send(item.second, /*wait=*/false)) kept.push_back(std::move(item));
+        try {
+          if (!push_[item.first].send(item.second, /*wait=*/false)) kept.push_back(std::move(item));
+        } catch (const std::exception& e) {
+          spdlog::error("frontend: dropped a message to DP group {}: {}", item.first, e.what());
+        }
       }
       backlog = !kept.empty();
       outbox_ = std::move(kept);

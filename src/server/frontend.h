@@ -155,6 +155,8 @@ class Frontend {
   void unregister(const std::string& rid, int dp_rank, bool abort_at_scheduler);
   int pick_group(int64_t tokens);
   void io_loop();
+  // Tells the IO thread there is something to send.
+  void wake();
   void handle(const std::string& bytes);
   void handle_outputs(OutputBatch batch);
   void handle_control(ControlOutput answer);

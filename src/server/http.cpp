@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cctype>
 #include <cerrno>
+#include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <regex>
@@ -58,11 +59,16 @@ constexpr int kSocketTimeoutMs = 5000;
 // compressed or not); past that, reads fail and over_budget() says why.
 class ConnectionStream : public httplib::Stream {
  public:
-  ConnectionStream(int fd, std::string buffered, size_t budget)
-      : fd_(fd), buffer_(std::move(buffered)), budget_(budget) {}
+  // The request must be read by read_deadline: a body that trickles in holds a handler thread
+  // for a bounded time only.
+  ConnectionStream(int fd, std::string buffered, size_t budget,
+                   std::chrono::steady_clock::time_point read_deadline)
+      : fd_(fd), buffer_(std::move(buffered)), budget_(budget), read_deadline_(read_deadline) {}
 
-  bool is_readable() const override { return pos_ < buffer_.size() || wait(POLLIN); }
-  bool is_writable() const override { return wait(POLLOUT); }
+  bool is_readable() const override {
+    return pos_ < buffer_.size() || wait(POLLIN, read_wait_ms());
+  }
+  bool is_writable() const override { return wait(POLLOUT, kSocketTimeoutMs); }
 
   ssize_t read(char* ptr, size_t size) override {
     if (pos_ == buffer_.size()) {
@@ -70,7 +76,7 @@ class ConnectionStream : public httplib::Stream {
       buffer_.resize(16384);
       pos_ = 0;
       ssize_t n = -1;
-      if (wait(POLLIN)) {
+      if (wait(POLLIN, read_wait_ms())) {
         do {
           n = ::recv(fd_, buffer_.data(), buffer_.size(), 0);
         } while (n < 0 && errno == EINTR);
@@ -119,11 +125,18 @@ class ConnectionStream : public httplib::Stream {
   std::string leftover() const { return buffer_.substr(pos_); }
 
  private:
-  bool wait(short events) const {
+  // How long the next read may wait: the socket timeout, cut short by the request's deadline.
+  int read_wait_ms() const {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+                    read_deadline_ - std::chrono::steady_clock::now())
+                    .count();
+    return static_cast<int>(std::clamp<int64_t>(left, 0, kSocketTimeoutMs));
+  }
+  bool wait(short events, int timeout_ms) const {
     pollfd p{fd_, events, 0};
     int r;
     do {
-      r = ::poll(&p, 1, kSocketTimeoutMs);
+      r = ::poll(&p, 1, timeout_ms);
     } while (r < 0 && errno == EINTR);
     return r > 0 && (p.revents & (events | POLLHUP)) != 0;
   }
@@ -154,6 +167,7 @@ class ConnectionStream : public httplib::Stream {
   size_t used_ = 0;
   bool failed_ = false;
   bool over_budget_ = false;
+  std::chrono::steady_clock::time_point read_deadline_;
 };
 
 // The stream of the request this thread is handling, for httplib's error handler.
@@ -227,7 +241,9 @@ struct HttpServer::Impl {
 // then goes back to the gate (kept alive, or closed when its request was not read whole).
 void HttpServer::Impl::serve_request(int fd, std::string buffered) {
   size_t budget = options.max_body_bytes + options.max_body_bytes / 8 + (64 << 10);
-  ConnectionStream stream(fd, std::move(buffered), budget);
+  ConnectionStream stream(
+      fd, std::move(buffered), budget,
+      std::chrono::steady_clock::now() + std::chrono::seconds(options.request_read_timeout_s));
   bool connection_closed = false;
   current_stream = &stream;
   bool ok = server.process_request(stream, false, connection_closed, nullptr);
@@ -383,6 +399,14 @@ HttpServer::HttpServer(HttpServerOptions options) : impl_(std::make_unique<Impl>
     setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));
   });
   auto any = [impl](const httplib::Request& req, httplib::Response& res) {
+    // httplib reads no body for GET, HEAD and OPTIONS: one that came anyway is still on the
+    // socket, and must not be read as the next request. Answer, then close the connection.
+    if ((req.has_header("Content-Length") &&
+         req.get_header_value<uint64_t>("Content-Length") > 0) ||
+        req.has_header("Transfer-Encoding")) {
+      if (current_stream != nullptr) current_stream->abandon();
+      res.set_header("Connection", "close");
+    }
     impl->dispatch(req, "", res);
   };
   auto with_body = [impl](const httplib::Request& req, httplib::Response& res,

@@ -65,6 +65,9 @@ struct HttpServerOptions {
   // Connections open at once (handled, idle or sending headers); more are answered 503.
   size_t max_connections = 4096;
   int header_timeout_s = 10;  // a request's headers must arrive within this (else 408)
+  // The whole request must be read within this once its headers are in (a trickling body then
+  // fails, 400, and frees its handler thread).
+  int request_read_timeout_s = 30;
   int keep_alive_timeout_s = 5;
   bool access_log = false;  // one stderr line per request ("HTTP POST /generate -> 200")
 };

@@ -35,15 +35,19 @@ class BoundedJsonBuilder {
  public:
   explicit BoundedJsonBuilder(json& root) : dom_(root, false) {}
 
-  bool null() { return scalar(dom_.null()); }
-  bool boolean(bool v) { return scalar(dom_.boolean(v)); }
-  bool number_integer(json::number_integer_t v) { return scalar(dom_.number_integer(v)); }
-  bool number_unsigned(json::number_unsigned_t v) { return scalar(dom_.number_unsigned(v)); }
-  bool number_float(json::number_float_t v, const json::string_t& s) {
-    return scalar(dom_.number_float(v, s));
+  bool null() { return count(1) && scalar(dom_.null()); }
+  bool boolean(bool v) { return count(1) && scalar(dom_.boolean(v)); }
+  bool number_integer(json::number_integer_t v) {
+    return count(1) && scalar(dom_.number_integer(v));
   }
-  bool string(json::string_t& v) { return scalar(dom_.string(v)); }
-  bool binary(json::binary_t& v) { return scalar(dom_.binary(v)); }
+  bool number_unsigned(json::number_unsigned_t v) {
+    return count(1) && scalar(dom_.number_unsigned(v));
+  }
+  bool number_float(json::number_float_t v, const json::string_t& s) {
+    return count(1) && scalar(dom_.number_float(v, s));
+  }
+  bool string(json::string_t& v) { return count(1) && scalar(dom_.string(v)); }
+  bool binary(json::binary_t& v) { return count(1) && scalar(dom_.binary(v)); }
   bool start_object(std::size_t n) { return open(false) && dom_.start_object(n); }
   bool start_array(std::size_t n) { return open(true) && dom_.start_array(n); }
   bool key(json::string_t& k) {
@@ -74,6 +78,7 @@ class BoundedJsonBuilder {
   };
 
   bool open(bool array) {
+    if (!count(kJsonContainerWeight)) return false;
     if (levels_.size() >= kMaxJsonDepth) {
       param_ = levels_.empty() || levels_[0].array ? "" : levels_[0].key;
       message_ = fmt::format("{}{}the request body is nested more than {} levels deep", param_,
@@ -92,6 +97,14 @@ class BoundedJsonBuilder {
     if (!levels_.empty() && levels_.back().array) ++levels_.back().index;
     return ok;
   }
+  bool count(size_t weight) {
+    values_ += weight;
+    if (values_ <= kMaxJsonValues) return true;
+    param_ = levels_.empty() || levels_[0].array ? "" : levels_[0].key;
+    message_ = fmt::format("{}{}the request body holds more than {} JSON values", param_,
+                           param_.empty() ? "" : ": ", kMaxJsonValues);
+    return false;
+  }
   std::string path() const {
     std::string out;
     for (const Level& level : levels_) {
@@ -106,6 +119,7 @@ class BoundedJsonBuilder {
 
   nlohmann::detail::json_sax_dom_parser<json> dom_;
   std::vector<Level> levels_;
+  size_t values_ = 0;
   std::string message_;
   std::string param_;
 };

@@ -18,6 +18,10 @@ using nlohmann::json;
 // Client JSON is nested at most this deep (objects and arrays), so that nothing that walks a
 // request's values recursively (dump, copies, the chat template) can run out of stack.
 constexpr size_t kMaxJsonDepth = 64;
+// Values in one request body, containers counting kJsonContainerWeight each (they cost several
+// times a scalar in memory): a few million empty arrays in an 8 MiB body would take ~200 MB.
+constexpr size_t kMaxJsonValues = size_t{1} << 20;
+constexpr size_t kJsonContainerWeight = 4;
 
 // The body as a JSON object; 400 when it is not valid JSON, not an object, nested deeper than
 // kMaxJsonDepth, or has a number that does not fit in a double (naming the field).

@@ -14,7 +14,8 @@ namespace epserve {
 
 namespace {
 
-void handle_chat(ServerContext& ctx, const HttpRequest& req, HttpResponse& res) {
+void handle_chat(ServerContext& ctx, ChatContentFormat content_format, const HttpRequest& req,
+                 HttpResponse& res) {
   json body = parse_json_object(req.body);
   check_keys(body,
              {"model",
@@ -95,8 +96,7 @@ void handle_chat(ServerContext& ctx, const HttpRequest& req, HttpResponse& res) 
     bad_request("this model has no chat template (" + ctx.chat_template_error +
                 "); start the server with --chat-template FILE, or use /v1/completions");
   }
-  nlohmann::ordered_json messages =
-      template_messages(r.raw("messages"), detect_chat_content_format(ctx.chat_template->source()));
+  nlohmann::ordered_json messages = template_messages(r.raw("messages"), content_format);
   std::string prompt;
   try {
     prompt = ctx.chat_template->render_json(messages, true, kwargs);
@@ -204,8 +204,14 @@ void handle_chat(ServerContext& ctx, const HttpRequest& req, HttpResponse& res) 
 }  // namespace
 
 void register_openai_chat(HttpServer& http, ServerContext& ctx) {
+  // The template is the server's for its whole life: its content format is read once.
+  const ChatContentFormat content_format =
+      ctx.chat_template ? detect_chat_content_format(ctx.chat_template->source())
+                        : ChatContentFormat::kString;
   http.route("POST", "/v1/chat/completions",
-             [&ctx](const HttpRequest& req, HttpResponse& res) { handle_chat(ctx, req, res); });
+             [&ctx, content_format](const HttpRequest& req, HttpResponse& res) {
+               handle_chat(ctx, content_format, req, res);
+             });
 }
 
 }  // namespace epserve

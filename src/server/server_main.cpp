@@ -130,7 +130,8 @@ std::function<void(const std::vector<SilentPeer>&)> report_silent_ranks(Frontend
       labels.push_back(s.label);
       if (std::find(previous.begin(), previous.end(), s.label) == previous.end()) {
         std::fprintf(stderr,
-                     "epserve serve: %s has not answered for %.0f s (stopped or hung); /health "
+                     "epserve serve: %s has not answered for %.0f s (stopped, frozen or "
+                     "unreachable); /health "
                      "answers 503\n",
                      s.label.c_str(), s.seconds);
       }

@@ -127,6 +127,18 @@ TEST(ModelConfig, GenerationConfigEosIdsJoinTheConfigs) {
   EXPECT_EQ(load_model_config(dir.path()).eos_token_ids, std::vector<int>({2}));
   dir.write("generation_config.json", R"({"eos_token_id": "x"})");
   EXPECT_THROW(load_model_config(dir.path()), Error);
+  // An id outside the vocabulary would index past the logits: an error naming the file.
+  for (const char* bad : {R"({"eos_token_id": -1})", R"({"eos_token_id": [2, 1000000]})"}) {
+    dir.write("generation_config.json", bad);
+    try {
+      load_model_config(dir.path());
+      ADD_FAILURE() << bad;
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("generation_config.json: eos_token_id"),
+                std::string::npos)
+          << e.what();
+    }
+  }
 }
 
 }  // namespace

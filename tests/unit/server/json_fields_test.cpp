@@ -48,6 +48,20 @@ TEST(JsonFields, NestingIsBoundedAtParseTime) {
   EXPECT_THAT(api_error([&] { parse_json_object(objects); }).what(), HasSubstr("nested more than"));
 }
 
+TEST(JsonFields, ValueCountIsBoundedAtParseTime) {
+  // A long list of token ids is fine; millions of empty arrays (~200 MB of DOM from 8 MiB) are not.
+  std::string ids = "{\"input_ids\": [";
+  for (int i = 0; i < 200000; ++i) ids += (i ? ",7" : "7");
+  EXPECT_NO_THROW(parse_json_object(ids + "]}"));
+  std::string empties = "{\"input_ids\": [";
+  for (size_t i = 0; i < kMaxJsonValues / kJsonContainerWeight + 1; ++i)
+    empties += i ? ",[]" : "[]";
+  ApiError e = api_error([&] { parse_json_object(empties + "]}"); });
+  EXPECT_EQ(e.status(), 400);
+  EXPECT_EQ(e.param(), "input_ids");
+  EXPECT_THAT(e.what(), HasSubstr("more than 1048576 JSON values"));
+}
+
 TEST(JsonFields, NumbersThatDoNotFitNameTheirField) {
   ApiError e = api_error([] { parse_json_object(R"({"temperature": 1e400})"); });
   EXPECT_EQ(e.param(), "temperature");
