@@ -188,18 +188,6 @@ std::string translate_class(std::string_view cls, const Translation& t) {
          make_class(left, t) + ")";
 }
 
-// Every code point but the surrogates, in order, as UTF-8.
-const std::string& all_code_points() {
-  static const std::string text = [] {
-    std::string s;
-    for (char32_t cp = 0; cp <= 0x10FFFF; ++cp) {
-      if (cp < 0xD800 || cp > 0xDFFF) utf8_append(s, cp);
-    }
-    return s;
-  }();
-  return text;
-}
-
 }  // namespace
 
 std::optional<CodePointSet> pcre2_native_set(std::string_view item) {
@@ -211,7 +199,7 @@ std::optional<CodePointSet> pcre2_native_set(std::string_view item) {
   std::optional<CodePointSet> result;
   try {
     Regex regex(fmt::format("[{}]+", item), "native property", /*translate=*/false);
-    const std::string& text = all_code_points();
+    const std::string& text = all_code_points_utf8();
     CodePointSet set;  // runs are maximal, so in order and not adjacent
     regex.find_all(text, [&](size_t begin, size_t end) {
       size_t i = begin;

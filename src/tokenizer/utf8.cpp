@@ -145,4 +145,15 @@ bool python_isspace(char32_t cp) {
   }
 }
 
+const std::string& all_code_points_utf8() {
+  static const std::string text = [] {
+    std::string s;
+    for (char32_t cp = 0; cp <= 0x10FFFF; ++cp) {
+      if (cp < 0xD800 || cp > 0xDFFF) utf8_append(s, cp);
+    }
+    return s;
+  }();
+  return text;
+}
+
 }  // namespace epserve::tokenizer

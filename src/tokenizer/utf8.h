@@ -35,4 +35,8 @@ size_t utf8_length(std::string_view s);  // number of code points (s valid)
 // Python's str.isspace() for one code point.
 bool python_isspace(char32_t cp);
 
+// Every Unicode scalar value (all code points but the surrogates), in order, as UTF-8; built once.
+// For probing what a regex or normalizer does with each code point.
+const std::string& all_code_points_utf8();
+
 }  // namespace epserve::tokenizer

@@ -21,17 +21,6 @@ namespace {
 using testing::fixture_dir;
 using testing::fnv1a;
 
-const std::string& all_code_points() {
-  static const std::string text = [] {
-    std::string s;
-    for (char32_t cp = 0; cp <= 0x10FFFF; ++cp) {
-      if (cp < 0xD800 || cp > 0xDFFF) utf8_append(s, cp);
-    }
-    return s;
-  }();
-  return text;
-}
-
 struct MatchedSet {
   size_t count = 0;
   std::string ranges;  // "first-last," in hex, as probe_unicode.py writes them
@@ -41,7 +30,7 @@ struct MatchedSet {
 // escape translates to one class).
 MatchedSet matched_set(const std::string& cls, PropertyForm form) {
   Regex regex(translate_pattern(cls, form) + "+", cls, false);
-  const std::string& text = all_code_points();
+  const std::string& text = all_code_points_utf8();
   MatchedSet out;
   regex.find_all(text, [&](size_t begin, size_t end) {
     size_t i = begin;
