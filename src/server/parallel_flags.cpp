@@ -85,16 +85,20 @@ void check_offline_expert_flags(const ExpertRuntimeOptions& x, const char* comma
 
 }  // namespace
 
+void refuse_not_implemented(const std::vector<std::string>& missing) {
+  if (missing.empty()) return;
+  std::string list;
+  for (size_t i = 0; i < missing.size(); ++i) {
+    list += (i == 0 ? "" : i + 1 == missing.size() ? " and " : ", ") + missing[i];
+  }
+  EPS_THROW("{} {} not implemented in this build of epserve yet", list,
+            missing.size() == 1 ? "is" : "are");
+}
+
 void resolve_offline_flags(ParallelOptions& parallel, ExpertRuntimeOptions* experts,
                            const char* command) {
   parallel.resolve();
-  std::vector<std::string> missing = parallel.not_implemented();
-  if (!missing.empty()) {
-    std::string list;
-    for (const std::string& m : missing) list += (list.empty() ? "" : " and ") + m;
-    EPS_THROW("{} {} not implemented in this build of epserve yet", list,
-              missing.size() == 1 ? "is" : "are");
-  }
+  refuse_not_implemented(parallel.not_implemented());
   if (!is_rank_process()) {
     for (const std::string& note : parallel.notes) spdlog::info("{}", note);
   }

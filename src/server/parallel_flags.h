@@ -5,6 +5,9 @@
 
 #include <CLI/CLI.hpp>
 
+#include <string>
+#include <vector>
+
 #include "runtime/expert_options.h"
 #include "runtime/parallel_options.h"
 
@@ -16,6 +19,11 @@ void add_parallel_flags(CLI::App& sub, ParallelOptions& options);
 // format flags exist too.
 enum class RecorderDump { kNone, kServed };
 void add_expert_flags(CLI::App& sub, ExpertRuntimeOptions& experts, RecorderDump dump);
+
+// Throws one epserve::Error naming every setting in `missing` ("a, b and c are not implemented in
+// this build of epserve yet"); nothing when it is empty. serve and the offline commands say it
+// alike.
+void refuse_not_implemented(const std::vector<std::string>& missing);
 
 // The offline commands (generate, bench-one-batch, perplexity) after parsing: resolves and
 // validates the layout (and the expert flags when given), refuses what this build cannot run

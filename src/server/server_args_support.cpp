@@ -4,6 +4,7 @@
 #include <spdlog/spdlog.h>
 
 #include "core/error.h"
+#include "server/parallel_flags.h"
 #include "server/server_args.h"
 
 namespace epserve {
@@ -22,14 +23,7 @@ void check_supported(const ServerArgs& a) {
           "local IPC, and group 1 would be led from node 1)");
   not_yet(a.enable_two_batch_overlap, "--enable-two-batch-overlap");
   not_yet(a.disaggregation_mode != "null", "--disaggregation-mode prefill/decode");
-  if (!missing.empty()) {
-    std::string list;
-    for (size_t i = 0; i < missing.size(); ++i) {
-      list += (i == 0 ? "" : i + 1 == missing.size() ? " and " : ", ") + missing[i];
-    }
-    EPS_THROW("{} {} not implemented in this build of epserve yet", list,
-              missing.size() == 1 ? "is" : "are");
-  }
+  refuse_not_implemented(missing);
   const std::string warning = ignored_flags_warning(a);
   if (!warning.empty()) spdlog::warn("{}", warning);
 }
