@@ -3,7 +3,8 @@
 # a stand-in for two CPU nodes on Ethernet (two-batch-overlap benchmarks, docs/benchmarks.md).
 # Nothing leaves the namespaces: the veth has no route outside them.
 #
-#   sudo scripts/netns_link.sh up [RATE] [DELAY]   # default 25gbit 30us (each direction)
+#   sudo scripts/netns_link.sh up [RATE] [DELAY]   # default 25gbit 30us (each direction; tbf
+#                                                  # and no delay where the kernel lacks netem)
 #   sudo ip netns exec eps-node0 CMD ...           # node 0 is 10.77.0.1, node 1 is 10.77.0.2
 #   sudo scripts/netns_link.sh down
 set -euo pipefail
@@ -28,10 +29,18 @@ up() {
   done
   ip -n "$NS0" link set eps-veth0 up
   ip -n "$NS1" link set eps-veth1 up
-  # netem shapes egress: the delay and the rate apply in each direction.
-  ip netns exec "$NS0" tc qdisc add dev eps-veth0 root netem delay "$delay" rate "$rate" limit 100000
-  ip netns exec "$NS1" tc qdisc add dev eps-veth1 root netem delay "$delay" rate "$rate" limit 100000
-  echo "up: $NS0 ($ADDR0) <-> $NS1 ($ADDR1), $rate, $delay each way"
+  # netem shapes egress: the delay and the rate apply in each direction. Kernels without
+  # sch_netem (some containers) get tbf: the rate only, and the script says so.
+  local ns dev shaped="$rate, $delay each way"
+  for ns in "$NS0" "$NS1"; do
+    dev=eps-veth${ns: -1}
+    if ! ip netns exec "$ns" tc qdisc add dev "$dev" root netem delay "$delay" rate "$rate" \
+        limit 100000 2>/dev/null; then
+      ip netns exec "$ns" tc qdisc add dev "$dev" root tbf rate "$rate" burst 4mb latency 10ms
+      shaped="$rate (tbf; no netem in this kernel: delay not applied)"
+    fi
+  done
+  echo "up: $NS0 ($ADDR0) <-> $NS1 ($ADDR1), $shaped"
 }
 
 down() {
