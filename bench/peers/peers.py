@@ -31,6 +31,16 @@ def pinned(args, cmd):
     return ["taskset", "-c", cpus(args.threads)] + cmd
 
 
+def llama_env(args):
+    # llama.cpp's OpenMP threads spin at barriers (OMP_WAIT_POLICY=active by default); on a shared
+    # machine whose cores other jobs also use, a descheduled spinner stalls every step (10-50x
+    # slower measured on the 2-core VM at load 5). --llama-omp-wait-policy passive avoids that.
+    env = dict(os.environ)
+    if args.llama_omp_wait_policy:
+        env["OMP_WAIT_POLICY"] = args.llama_omp_wait_policy
+    return env
+
+
 def run(cmd, **kw):
     r = subprocess.run(cmd, capture_output=True, text=True, **kw)
     if r.returncode != 0:
@@ -47,11 +57,11 @@ def free_port():
 # ---------------------------------------------------------------------------- servers
 
 class Server:
-    def __init__(self, name, cmd, port):
+    def __init__(self, name, cmd, port, env=None):
         self.name, self.port = name, port
         self.url = f"http://127.0.0.1:{port}"
         self.log = open(f"/tmp/peers_{name}_{port}.log", "w")
-        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, env=env)
         deadline = time.time() + 600
         while time.time() < deadline:
             if self.proc.poll() is not None:
@@ -86,8 +96,11 @@ def start_llama(args, gguf):
     ctx = args.max_concurrency_top * (args.input_len + args.output_len + 64)
     cmd = pinned(args, [str(args.llama_bin / "llama-server"), "-m", gguf, "--port", str(port),
                         "-t", str(args.threads), "-tb", str(args.threads), "-np",
-                        str(args.max_concurrency_top), "-c", str(max(ctx, 4096)), "--no-webui"])
-    return Server("llama", cmd, port)
+                        str(args.max_concurrency_top), "-c", str(max(ctx, 4096)), "--no-webui",
+                        # one HTTP thread per streamed request (the default follows the core
+                        # count, which on 2 cores serializes concurrent streams)
+                        "--threads-http", str(args.max_concurrency_top + 4)])
+    return Server("llama", cmd, port, env=llama_env(args))
 
 
 async def post_json(url, body):
@@ -150,7 +163,7 @@ async def load(url, prompts, concurrency, output_len):
     limit = asyncio.Semaphore(concurrency)
     timeout = aiohttp.ClientTimeout(total=None, sock_read=600)
     async with aiohttp.ClientSession(timeout=timeout,
-                                     connector=aiohttp.TCPConnector(limit=0)) as session:
+                                     connector=aiohttp.TCPConnector(limit=0, force_close=True)) as session:
         async def gated(p, res):
             async with limit:
                 await one_request(session, url, p, output_len, res)
@@ -181,7 +194,7 @@ def epserve_one_batch(args, model, batch, input_len, output_len):
 
 def llama_bench(args, gguf, n_prompt, n_gen):
     out = run(pinned(args, [str(args.llama_bin / "llama-bench"), "-m", gguf, "-t", str(args.threads),
-                            "-p", str(n_prompt), "-n", str(n_gen), "-r", "1", "-o", "json"]))
+                            "-p", str(n_prompt), "-n", str(n_gen), "-r", "1", "-o", "json"]), env=llama_env(args))
     rows = json.loads(out)
     return rows[0]["avg_ts"]
 
@@ -190,7 +203,7 @@ def llama_batched(args, gguf, batch, input_len, output_len):
     ctx = batch * (input_len + output_len) + 256
     out = run(pinned(args, [str(args.llama_bin / "llama-batched-bench"), "-m", gguf, "-t",
                             str(args.threads), "-tb", str(args.threads), "-c", str(ctx), "-npp",
-                            str(input_len), "-ntg", str(output_len), "-npl", str(batch)]))
+                            str(input_len), "-ntg", str(output_len), "-npl", str(batch)]), env=llama_env(args))
     for line in out.splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
         if len(cells) >= 8 and cells[0] == str(input_len) and cells[2] == str(batch):
@@ -247,6 +260,8 @@ def main():
     p.add_argument("--concurrency", default="1,4,16")
     p.add_argument("--serving-model", choices=["default", "bench"], default="default")
     p.add_argument("--epserve-server-args", default="")
+    p.add_argument("--llama-omp-wait-policy", default="",
+                   help="OMP_WAIT_POLICY for llama.cpp's processes (passive on a shared machine)")
     p.add_argument("--skip-engine", action="store_true")
     p.add_argument("--skip-serving", action="store_true")
     p.add_argument("--out", default="peers_results")
@@ -255,7 +270,8 @@ def main():
     args.max_concurrency_top = max(concurrencies)
     out_dir = pathlib.Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
-    results = {"threads": args.threads, "repeats": args.repeats, "uptime_before": run(["uptime"]).strip()}
+    results = {"threads": args.threads, "repeats": args.repeats,
+               "llama_omp_wait_policy": args.llama_omp_wait_policy or "default (active)", "uptime_before": run(["uptime"]).strip()}
     print("load:", results["uptime_before"], flush=True)
 
     # 1. Greedy agreement on the default model.
