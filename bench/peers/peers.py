@@ -112,16 +112,20 @@ async def post_json(url, body):
             return json.loads(text)
 
 
-def greedy_epserve(server, ids, n):
-    body = {"input_ids": ids, "sampling_params": {"max_new_tokens": n, "temperature": 0,
-                                                  "ignore_eos": True}}
-    return asyncio.run(post_json(server.url + "/generate", body))["output_ids"]
+# Without ignore_eos: llama-server's ignore_eos also bans the end-of-generation tokens (a -inf
+# logit bias) while SGLang's and epserve's only keep generating, so greedy runs would part at the
+# first position where EOS is the argmax. Both stop at EOS; a trailing EOS is not compared.
+def greedy_epserve(server, ids, n, eos):
+    body = {"input_ids": ids, "sampling_params": {"max_new_tokens": n, "temperature": 0}}
+    out = asyncio.run(post_json(server.url + "/generate", body))["output_ids"]
+    return out[:-1] if out and out[-1] in eos else out
 
 
-def greedy_llama(server, ids, n):
-    body = {"prompt": ids, "n_predict": n, "temperature": 0, "ignore_eos": True,
-            "return_tokens": True, "cache_prompt": False}
-    return asyncio.run(post_json(server.url + "/completion", body))["tokens"]
+def greedy_llama(server, ids, n, eos):
+    body = {"prompt": ids, "n_predict": n, "temperature": 0, "return_tokens": True,
+            "cache_prompt": False}
+    out = asyncio.run(post_json(server.url + "/completion", body))["tokens"]
+    return out[:-1] if out and out[-1] in eos else out
 
 
 def prompts_for(seed, count, length, vocab):
@@ -275,17 +279,23 @@ def main():
     print("load:", results["uptime_before"], flush=True)
 
     # 1. Greedy agreement on the default model.
-    vocab = json.loads((pathlib.Path(args.default_model) / "config.json").read_text())["vocab_size"]
+    config = json.loads((pathlib.Path(args.default_model) / "config.json").read_text())
+    vocab = config["vocab_size"]
+    eos = config.get("eos_token_id", [])
+    eos = set(eos if isinstance(eos, list) else [eos])
     ep = start_epserve(args, args.default_model)
     ll = start_llama(args, args.default_gguf)
     try:
         agree = []
-        for i, n in enumerate([8, 33, 100]):
+        for i, n in enumerate([8, 33, 100, 17, 64]):
             ids = prompts_for(7 + i, 1, n, vocab)[0]
-            a, b = greedy_epserve(ep, ids, 32), greedy_llama(ll, ids, 32)
+            a, b = greedy_epserve(ep, ids, 32, eos), greedy_llama(ll, ids, 32, eos)
             first = next((k for k, (x, y) in enumerate(zip(a, b)) if x != y), None)
-            status = "agree" if first is None and len(a) == len(b) else f"disagree at {first}"
-            print(f"greedy, prompt of {n} tokens, 32 new: {status}", flush=True)
+            if first is None and len(a) != len(b):
+                first = min(len(a), len(b))
+            status = "agree" if first is None else f"disagree at position {first}"
+            print(f"greedy, prompt of {n} tokens, up to 32 new ({len(a)} / {len(b)} before EOS): "
+                  f"{status}", flush=True)
             agree.append({"prompt_len": n, "epserve": a, "llama": b, "first_diff": first})
         results["greedy"] = agree
 
