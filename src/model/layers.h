@@ -3,7 +3,9 @@
 // (dense layers, shared experts and routed experts all use it).
 #pragma once
 
+#include <span>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "io/model_config.h"
@@ -30,11 +32,19 @@ struct Shard {
 class Linear {
  public:
   Linear() = default;
-  // The whole weight [out_features, in_features] named `name`.
+  // The whole weight [out_features, in_features] named `name` (ending in ".weight"). A block-scaled
+  // checkpoint's weight stays quantized: FP8 when `name` is float8_e4m3fn with a sibling
+  // `name`_scale_inv, INT4 when `prefix`.weight_packed exists (with weight_scale, weight_shape).
   static Linear load(const ModelWeights& weights, const std::string& name, int64_t out_features,
                      int64_t in_features);
   // A 2-D BF16 or F32 tensor [out_features, in_features] (e.g. weights copied from another rank).
   static Linear of(Tensor weight);
+  // Weights of the same format and shape as `like` over new buffers (EPLB's migrated experts):
+  // `values` holds the quantized values, `scales` the scales (undefined for BF16/F32).
+  static Linear of(const WeightView& like, Tensor values, Tensor scales);
+  // The bytes that hold this layer's whole matrix: values, then scales (empty for BF16/F32).
+  // Only for a whole (unsliced) weight.
+  std::pair<std::span<const uint8_t>, std::span<const uint8_t>> stored_bytes() const;
   // Only output rows [begin, end) or input columns [begin, end).
   Linear rows(int64_t begin, int64_t end) const;
   Linear cols(int64_t begin, int64_t end) const;
@@ -48,7 +58,8 @@ class Linear {
   }
 
  private:
-  Tensor storage_;  // keeps the mapped bytes alive
+  Tensor storage_;        // keeps the mapped bytes alive
+  Tensor scale_storage_;  // block-scaled formats: the scales
   WeightView view_;
 };
 

@@ -6,6 +6,7 @@
 
 #include "core/thread_pool.h"
 #include "kernels/cpu/matmul_internal.h"
+#include "kernels/cpu/matmul_quant.h"
 #include "kernels/cpu/vector_paths.h"
 
 namespace epserve {
@@ -21,8 +22,12 @@ WeightView WeightView::row_slice(int64_t begin, int64_t end) const {
   EPS_CHECK(0 <= begin && begin <= end && end <= rows, "row slice [{}, {}) of {} rows", begin, end,
             rows);
   WeightView v = *this;
-  v.data = static_cast<const char*>(data) + begin * row_stride * dtype_size(dtype);
   v.rows = end - begin;
+  if (format != WeightFormat::kDense) {
+    v.row0 += begin;
+    return v;
+  }
+  v.data = static_cast<const char*>(data) + begin * row_stride * dtype_size(dtype);
   return v;
 }
 
@@ -30,12 +35,17 @@ WeightView WeightView::col_slice(int64_t begin, int64_t end) const {
   EPS_CHECK(0 <= begin && begin <= end && end <= cols, "column slice [{}, {}) of {} columns", begin,
             end, cols);
   WeightView v = *this;
-  v.data = static_cast<const char*>(data) + begin * dtype_size(dtype);
   v.cols = end - begin;
+  if (format != WeightFormat::kDense) {
+    v.col0 += begin;
+    return v;
+  }
+  v.data = static_cast<const char*>(data) + begin * dtype_size(dtype);
   return v;
 }
 
 float WeightView::at(int64_t row, int64_t col) const {
+  if (format != WeightFormat::kDense) return quant_weight_at(*this, row, col);
   int64_t i = row * row_stride + col;
   return dtype == DType::BF16 ? bf16_to_f32(static_cast<const bf16_t*>(data)[i])
                               : static_cast<const float*>(data)[i];
@@ -70,6 +80,10 @@ void matmul_untransposed_reference(const float* x, int64_t x_stride, int64_t num
 
 void matmul_untransposed(const float* x, int64_t x_stride, int64_t num_tokens, const WeightView& w,
                          float* y, int64_t y_stride) {
+  if (w.format != WeightFormat::kDense) {
+    matmul_untransposed_reference(x, x_stride, num_tokens, w, y, y_stride);
+    return;
+  }
   EPS_CHECK(w.dtype == DType::BF16 || w.dtype == DType::F32,
             "matmul weight must be BF16 or F32, found {}", dtype_name(w.dtype));
   if (matmul_detail::avx2_available()) {
@@ -146,6 +160,10 @@ void rows_scalar(const float* x, int64_t num_tokens, const WeightView& w, float*
 
 void matmul_with_path(const float* x, int64_t num_tokens, const WeightView& w, float* y,
                       MatmulPath path) {
+  if (w.format != WeightFormat::kDense) {
+    quant_matmul(x, num_tokens, w, y, path == MatmulPath::kScalar);
+    return;
+  }
   EPS_CHECK(w.dtype == DType::BF16 || w.dtype == DType::F32,
             "matmul weight must be BF16 or F32, found {}", dtype_name(w.dtype));
   EPS_CHECK(num_tokens >= 0 && w.rows >= 0 && w.cols >= 0,

@@ -11,12 +11,27 @@
 
 namespace epserve {
 
+// How the weight values are stored: plain BF16/F32, or one of the block-scaled formats of
+// kernels/cpu/matmul_quant.h (decoded inside the kernel; the fields below the line apply).
+enum class WeightFormat : uint8_t { kDense, kFp8Block, kInt4Group };
+
 struct WeightView {
-  DType dtype = DType::F32;  // BF16 or F32
+  DType dtype = DType::F32;  // BF16 or F32 (kDense); F8_E4M3 (kFp8Block); I32 (kInt4Group)
   const void* data = nullptr;
   int64_t rows = 0;        // N: output features
   int64_t cols = 0;        // K: input features
-  int64_t row_stride = 0;  // elements between consecutive rows (>= cols)
+  int64_t row_stride = 0;  // elements between consecutive rows (>= cols; nibbles for kInt4Group)
+  // Block-scaled formats only: data and scales describe the whole stored matrix, and the view is
+  // its rows [row0, row0 + rows) and columns [col0, col0 + cols); element (r, c) has the scale
+  // scales[(row0 + r) / block_rows, (col0 + c) / block_cols] (scale_stride apart per block row).
+  WeightFormat format = WeightFormat::kDense;
+  const void* scales = nullptr;
+  DType scale_dtype = DType::F32;  // F32 (FP8 scale_inv) or BF16/F32 (INT4 weight_scale)
+  int64_t scale_stride = 0;
+  int64_t block_rows = 1;
+  int64_t block_cols = 1;
+  int64_t row0 = 0;
+  int64_t col0 = 0;
 
   // The whole 2-D tensor [N, K].
   static WeightView of(const Tensor& t);
