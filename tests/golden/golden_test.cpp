@@ -3,7 +3,10 @@
 // BF16-rounded weights). Tolerances: logits 1e-4 absolute (transformers' own fp32-vs-fp64 error
 // on these models is up to 1.4e-5, so both fp32 implementations sit within ~3e-5 of the exact
 // value; logits are up to ~14), top-k weights 1e-5; router top-k ids and greedy tokens exact
-// (every golden margin is at least 1e-3, far above fp32 error).
+// (every golden margin is at least 1e-3, far above fp32 error). The quantized models
+// (deepseek_v3_tiny_fp8, kimi_k2_tiny_int4) run from their FP8 / packed INT4 weights; their
+// goldens are transformers on the dequantised weights (tools/reference/make_quant_models.py), with
+// the same tolerances.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -189,7 +192,8 @@ TEST_P(Golden, BatchedEqualsOneByOneBitwise) {
 
 INSTANTIATE_TEST_SUITE_P(Models, Golden,
                          ::testing::Values("deepseek_v3_tiny", "deepseek_v3_tiny_noqlora",
-                                           "qwen3_moe_tiny", "qwen3_moe_tiny_sharded"));
+                                           "qwen3_moe_tiny", "qwen3_moe_tiny_sharded",
+                                           "deepseek_v3_tiny_fp8", "kimi_k2_tiny_int4"));
 
 }  // namespace
 }  // namespace epserve
