@@ -93,6 +93,28 @@ TEST(EplbLive, RebalancesDoNotChangeTheTokens) {
   }
 }
 
+// Quantized experts move with their scales (FP8 values + F32 block scales; packed INT4 + BF16
+// group scales), over the network and by local copies.
+TEST(EplbLive, QuantizedExpertsMoveWithTheirScales) {
+  for (const char* name : {"deepseek_v3_tiny_fp8", "kimi_k2_tiny_int4"}) {
+    SCOPED_TRACE(name);
+    const std::string model = data_dir() + "/models/" + name;
+    const std::string prompts = golden_prompts(name);
+    testing::TempDir dir;
+    const nlohmann::json single = run_generate(model, prompts, "", dir);
+    for (const char* layout : {"--ep-size 2 --ep-num-redundant-experts 2",
+                               "--ep-size 4 --enable-dp-attention --dp-size 2 --moe-a2a-backend "
+                               "deepep --ep-num-redundant-experts 4"}) {
+      SCOPED_TRACE(layout);
+      nlohmann::json result = run_generate(model, prompts, std::string(layout) + kEplb, dir);
+      expect_same_outputs(single, result);
+      const nlohmann::json& x = result["experts"];
+      EXPECT_GT(x.value("eplb_layers_moved", 0), 0) << "no expert moved: the test proves nothing";
+      EXPECT_EQ(x.value("eplb_chunks_failed", -1), 0);
+    }
+  }
+}
+
 TEST(EplbLive, DynamicDispatchOverReplicasKeepsTheTokens) {
   const std::string model = data_dir() + "/models/qwen3_moe_tiny";
   const std::string prompts = golden_prompts("qwen3_moe_tiny");

@@ -4,7 +4,9 @@
 // single-rank run's, logits must agree within 1e-4 (the only difference is the order in which
 // tensor-parallel partial sums of attention are added: about 6e-6 here), and for a given world
 // size and attention-group size every layout must give bit-identical logits (expert
-// parallelism itself is exact; DP attention with groups of one rank is exact too).
+// parallelism itself is exact; DP attention with groups of one rank is exact too). The quantized
+// fixtures (FP8 blocks everywhere, INT4 routed experts) keep their formats in every layout: the
+// experts' packed weights and scales stay on their ranks and only activations travel.
 #include <gtest/gtest.h>
 
 #include <sys/wait.h>
@@ -121,7 +123,8 @@ TEST(DpAttention, IdleGroupsJoinWithEmptyBatches) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Models, LayoutInvariance,
-                         ::testing::Values("deepseek_v3_tiny", "qwen3_moe_tiny"));
+                         ::testing::Values("deepseek_v3_tiny", "qwen3_moe_tiny",
+                                           "deepseek_v3_tiny_fp8", "kimi_k2_tiny_int4"));
 
 }  // namespace
 }  // namespace epserve

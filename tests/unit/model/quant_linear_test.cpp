@@ -144,5 +144,18 @@ TEST(QuantLinear, BadInputIsOneLineNamingTheTensor) {
   }
 }
 
+// The rank's weight bytes (rank_weight_bytes, which sizes the KV cache) sum ModelWeights::nbytes
+// over the checkpoint's tensors: for a quantized expert that is its packed values and scales.
+TEST(QuantLinear, WeightBytesAreTheQuantizedBytes) {
+  ModelWeights w =
+      ModelWeights::open(std::string(EPSERVE_SOURCE_DIR) + "/tests/data/models/kimi_k2_tiny_int4");
+  const std::string e = "model.layers.1.mlp.experts.3.gate_proj";
+  EXPECT_FALSE(w.has(e + ".weight"));
+  EXPECT_EQ(w.nbytes(e + ".weight_packed") + w.nbytes(e + ".weight_scale"),
+            32u * 64 / 2 + 32 * 2 * 2);
+  Linear l = Linear::load(w, e + ".weight", 32, 64);
+  EXPECT_EQ(weight_bytes(l.view()), 32 * 64 / 2 + 32 * 2 * 2);
+}
+
 }  // namespace
 }  // namespace epserve
