@@ -159,3 +159,41 @@ TEST(CliMakeModel, WritesAModelThatLoadsAndCarriesItsTokenizer) {
 
 }  // namespace
 }  // namespace epserve
+
+namespace epserve {
+namespace {
+
+// --quantization as SGLang reads it: the checkpoint's own method (or none) runs; another method,
+// or online quantization of a BF16 checkpoint, is one error line.
+TEST(CliErrors, QuantizationFlag) {
+  const std::string fp8 = fixture("deepseek_v3_tiny_fp8");
+  EXPECT_EQ(run("generate --model-path " + fp8 + " --input-ids 5 --quantization fp8").exit_code, 0);
+  EXPECT_EQ(run("generate --model-path " + fixture("kimi_k2_tiny_int4") +
+                " --input-ids 5 --quantization compressed-tensors")
+                .exit_code,
+            0);
+  expect_one_line_error(
+      run("generate --model-path " + fp8 + " --input-ids 5 --quantization compressed-tensors"),
+      "the quantization method specified in the model config (fp8) does not match");
+  expect_one_line_error(run("generate --model-path " + fixture("deepseek_v3_tiny") +
+                            " --input-ids 5 --quantization fp8"),
+                        "the checkpoint is not quantized");
+  expect_one_line_error(run("generate --model-path " + fp8 + " --input-ids 5 --quantization int3"),
+                        "unknown quantization method");
+  // A config whose group size disagrees with the packed tensors: the error names the tensor.
+  testing::TempDir dir;
+  std::string model = copy_fixture(dir, "kimi_k2_tiny_int4");
+  std::string config = model + "/config.json";
+  std::string text;
+  {
+    std::ifstream in(config);
+    text.assign(std::istreambuf_iterator<char>(in), {});
+  }
+  text.replace(text.find("\"group_size\": 32"), 16, "\"group_size\": 16");
+  std::ofstream(config) << text;
+  expect_one_line_error(run("generate --model-path " + model + " --input-ids 5"),
+                        "model.layers.1.mlp.experts.0.gate_proj");
+}
+
+}  // namespace
+}  // namespace epserve
