@@ -45,17 +45,20 @@ uint8_t f32_to_fp8_e4m3(float v) {
   if (std::isnan(v)) return 0x7f;
   const uint8_t sign = std::signbit(v) ? 0x80 : 0;
   const float a = std::min(std::fabs(v), 448.0f);
-  // Nearest of the 127 non-negative finite codes, ties to the even code (as torch's cast).
-  int best = 0;
-  float best_err = a;
-  for (int code = 1; code <= 0x7e; ++code) {
-    const float err = std::fabs(decode_e4m3(static_cast<uint8_t>(code)) - a);
-    if (err < best_err || (err == best_err && (code & 1) == 0)) {
-      best = code;
-      best_err = err;
-    }
+  // Round to nearest, ties to even (std::nearbyint in the default rounding mode), as torch.
+  if (a < std::ldexp(1.0f, -6)) {  // subnormal: multiples of 2^-9 (8 * 2^-9 is the first normal)
+    return static_cast<uint8_t>(sign | static_cast<int>(std::nearbyint(std::ldexp(a, 9))));
   }
-  return static_cast<uint8_t>(sign | best);
+  int e = 0;
+  const float m = std::frexp(a, &e);  // a = m * 2^e, m in [0.5, 1)
+  int exponent = e - 1 + 7;           // biased, a = (2m) * 2^(e-1)
+  int mantissa = static_cast<int>(std::nearbyint((2.0f * m - 1.0f) * 8.0f));
+  if (mantissa == 8) {
+    mantissa = 0;
+    exponent += 1;
+  }
+  const int code = std::min((exponent << 3) | mantissa, 0x7e);
+  return static_cast<uint8_t>(sign | code);
 }
 
 WeightView fp8_block_view(const Tensor& weight, const Tensor& scale_inv, int64_t block_rows,

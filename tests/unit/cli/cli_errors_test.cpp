@@ -197,3 +197,32 @@ TEST(CliErrors, QuantizationFlag) {
 
 }  // namespace
 }  // namespace epserve
+
+namespace epserve {
+namespace {
+
+// make-model writes DeepSeek-V3's FP8 and Kimi-K2-Thinking's INT4 formats, which load and run;
+// tools/reference/check_make_model_quant.py checks their bytes against torch and
+// compressed-tensors.
+TEST(CliMakeModel, WritesFp8AndInt4Checkpoints) {
+  testing::TempDir dir;
+  for (const char* q : {"fp8", "int4"}) {
+    SCOPED_TRACE(q);
+    const std::string out = dir.file(q);
+    RunResult r = run(std::string("make-model --arch deepseek_v3 --preset tiny --quantization ") +
+                      q + " --output " + out);
+    ASSERT_EQ(r.exit_code, 0) << r.output;
+    std::ifstream in(out + "/config.json");
+    std::string config((std::istreambuf_iterator<char>(in)), {});
+    EXPECT_THAT(config, HasSubstr(std::string(q) == "fp8" ? "\"weight_block_size\""
+                                                          : "\"pack-quantized\""));
+    RunResult g = run("generate --model-path " + out + " --input-ids 5,6 --max-new-tokens 3");
+    EXPECT_EQ(g.exit_code, 0) << g.output;
+  }
+  expect_one_line_error(
+      run("make-model --arch deepseek_v3 --quantization int8 --output " + dir.file("bad")),
+      "--quantization 'int8' is not one of fp8");
+}
+
+}  // namespace
+}  // namespace epserve

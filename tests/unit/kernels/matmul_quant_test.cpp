@@ -96,6 +96,18 @@ TEST(MatmulQuant, E4m3DecodesEveryCodeAsTorchDoes) {
     if ((code & 0x7f) == 0x7f) continue;
     EXPECT_EQ(f32_to_fp8_e4m3(fp8_e4m3_to_f32(static_cast<uint8_t>(code))), code) << code;
   }
+  // Random values go to the nearest code (ties aside).
+  std::mt19937 rng(3);
+  std::uniform_real_distribution<float> dist(-9.0f, 9.0f);
+  for (int i = 0; i < 20000; ++i) {
+    const float v = std::ldexp(dist(rng), static_cast<int>(rng() % 20) - 12);
+    const float got = fp8_e4m3_to_f32(f32_to_fp8_e4m3(v));
+    for (int code = 0; code < 256; ++code) {
+      if ((code & 0x7f) == 0x7f) continue;
+      ASSERT_LE(std::fabs(got - v), std::fabs(fp8_e4m3_to_f32(static_cast<uint8_t>(code)) - v))
+          << v << " -> " << got;
+    }
+  }
   EXPECT_EQ(f32_to_fp8_e4m3(1000.0f), 0x7e);  // saturates
   EXPECT_EQ(f32_to_fp8_e4m3(1.0625f), 0x38);  // tie between 1 and 1.125 goes to the even code
 }
