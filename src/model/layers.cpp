@@ -155,6 +155,14 @@ std::pair<std::span<const uint8_t>, std::span<const uint8_t>> Linear::stored_byt
           {static_cast<const uint8_t*>(view_.scales), scale_storage_.nbytes()}};
 }
 
+Linear Linear::dequantized() const {
+  if (view_.format == WeightFormat::kDense) return *this;
+  Tensor t = Tensor::empty(DType::F32, {view_.rows, view_.cols});
+  for (int64_t r = 0; r < view_.rows; ++r)
+    for (int64_t c = 0; c < view_.cols; ++c) t.f32()[r * view_.cols + c] = view_.at(r, c);
+  return of(std::move(t));
+}
+
 Linear Linear::rows(int64_t begin, int64_t end) const {
   Linear l = *this;
   l.view_ = view_.row_slice(begin, end);

@@ -45,6 +45,9 @@ class Linear {
   // The bytes that hold this layer's whole matrix: values, then scales (empty for BF16/F32).
   // Only for a whole (unsliced) weight.
   std::pair<std::span<const uint8_t>, std::span<const uint8_t>> stored_bytes() const;
+  // This layer with BF16/F32 weights as they are, block-scaled ones as an owned F32 copy of their
+  // dequantised values.
+  Linear dequantized() const;
   // Only output rows [begin, end) or input columns [begin, end).
   Linear rows(int64_t begin, int64_t end) const;
   Linear cols(int64_t begin, int64_t end) const;
