@@ -11,7 +11,8 @@
   are quantized by the compressed-tensors package (W4A16 symmetric, group 32, pack-quantized:
   its calculate_qparams, quantize and pack_to_int32), with a config.json quantization_config
   written by its QuantizationConfig and Kimi's ignore list; attention, shared experts, the
-  dense layer and lm_head stay BF16.
+  dense layer and lm_head stay BF16. It carries the small Kimi-K2 tiktoken tokenizer
+  (tiktoken.model, tokenizer_config.json, chat_template.jinja; [BOS] 766, [EOS] 767).
 
 The goldens are make_golden.py's, run in transformers on a copy of each model whose quantized
 weights are replaced by their dequantised fp32 values (fp8 value * scale; (q) * scale as
@@ -49,6 +50,7 @@ from compressed_tensors.quantization.utils import calculate_qparams  # noqa: E40
 
 REPO = make_models.REPO
 MODELS_DIR = REPO / "tests/data/models"
+TOKENIZERS = REPO / "tests/data/tokenizers/small"
 FP8_BLOCK = 128
 FP8_MAX = 448.0
 INT4_GROUP = 32
@@ -58,7 +60,9 @@ KIMI_IGNORE = ["lm_head", "re:.*self_attn.*", "re:.*shared_experts.*",
 KIMI_SPEC = dict(
     cls=DeepseekV3ForCausalLM,
     config=DeepseekV3Config(
-        **{**make_models.DEEPSEEK_COMMON, "routed_scaling_factor": 2.827},
+        # Kimi's ids in the small kimi_k2 tiktoken tokenizer: [BOS] 766, [EOS] 767.
+        **{**make_models.DEEPSEEK_COMMON, "routed_scaling_factor": 2.827, "bos_token_id": 766,
+           "eos_token_id": 767},
         num_hidden_layers=3,
         q_lora_rank=48,
         n_shared_experts=1,
@@ -208,9 +212,10 @@ def main():
         ref_root = tmp / "dequantised"
         for name, src, fn, _ in jobs:
             n = fn(src, MODELS_DIR / name, ref_root / name)
-            for f in ("tokenizer.json", "tokenizer_config.json"):  # the tiny models' tokenizer
-                if not (MODELS_DIR / name / f).exists():
-                    shutil.copy(MODELS_DIR / "deepseek_v3_tiny" / f, MODELS_DIR / name / f)
+            # Kimi's tiktoken format: the small kimi_k2 tokenizer epserve embeds (1024 ids).
+            if name.startswith("kimi"):
+                for f in (TOKENIZERS / "kimi_k2").iterdir():
+                    shutil.copy(f, MODELS_DIR / name / f.name)
             size = sum(p.stat().st_size for p in (MODELS_DIR / name).iterdir())
             print(f"{name}: {n} quantized matrices, {size} bytes")
         # The goldens: make_golden on the dequantised copies, written under the real names.

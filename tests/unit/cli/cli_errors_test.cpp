@@ -226,3 +226,17 @@ TEST(CliMakeModel, WritesFp8AndInt4Checkpoints) {
 
 }  // namespace
 }  // namespace epserve
+
+namespace epserve {
+namespace {
+
+// The tiny Kimi-K2-shaped INT4 model carries Kimi's tiktoken tokenizer and chat template.
+TEST(CliGenerate, KimiTinyChatsThroughItsTiktokenTokenizer) {
+  RunResult r = run("generate --model-path " + fixture("kimi_k2_tiny_int4") +
+                    " --chat '[{\"role\":\"user\",\"content\":\"Hi\"}]' --max-new-tokens 2");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_THAT(r.output, HasSubstr(",768,"));  // <|im_end|> closes the rendered system turn
+}
+
+}  // namespace
+}  // namespace epserve
