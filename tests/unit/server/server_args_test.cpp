@@ -182,6 +182,11 @@ TEST(ServerArgs, UnimplementedSglangFlagsSaySo) {
   EXPECT_FALSE(is_unimplemented_sglang_flag("ep-size"));
 }
 
+TEST(ServerArgs, QuantizationIsAServeFlag) {
+  EXPECT_EQ(parse({"--quantization", "fp8"}).parallel.quantization, "fp8");
+  EXPECT_EQ(parse({}).parallel.quantization, "");
+}
+
 TEST(ServerArgs, EveryRefusedFlagIsNamedInOneMessage) {
   std::vector<std::string> extras;
   parse({"--kv-cache-dtype", "fp8_e5m2", "--quantization-param-path=x.json", "--enable-lora",
