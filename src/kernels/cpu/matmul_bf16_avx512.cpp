@@ -92,8 +92,41 @@ void token_group(const bf16_t* xb, int64_t x_stride, const WeightView& w, float*
 
 }  // namespace
 
+// The GEMM order: a block of tokens stays in L2 while each chunk of six rows (24 KB at
+// K = 2048) stays in L1 and every group of four tokens passes over it.
+void gemm_rows(const bf16_t* xb, int64_t x_stride, int64_t num_tokens, const WeightView& w,
+               float* y, int64_t n_begin, int64_t n_end, int64_t token_block) {
+  const bf16_t* data = static_cast<const bf16_t*>(w.data);
+  for (int64_t tb = 0; tb < num_tokens; tb += token_block) {
+    const int64_t te = std::min(num_tokens, tb + token_block);
+    for (int64_t n = n_begin; n < n_end; n += 6) {
+      const int64_t rows = std::min<int64_t>(6, n_end - n);
+      const bf16_t* wn = data + n * w.row_stride;
+      for (int64_t t = tb; t < te; t += 4) {
+        const bf16_t* xt = xb + t * x_stride;
+        float* yt = y + t * w.rows + n;
+        const int64_t group = std::min<int64_t>(4, te - t);
+        if (rows == 6 && group == 4) {
+          tile<4, 6, false>(xt, x_stride, wn, w.row_stride, w.cols, yt, w.rows);
+          continue;
+        }
+        for (int64_t r = 0; r < rows; ++r) {
+          for (int64_t i = 0; i < group; ++i) {
+            tile<1, 1, false>(xt + i * x_stride, x_stride, wn + r * w.row_stride, w.row_stride,
+                              w.cols, yt + i * w.rows + r, w.rows);
+          }
+        }
+      }
+    }
+  }
+}
+
 void bf16_rows_avx512(const bf16_t* xb, int64_t x_stride, int64_t num_tokens, const WeightView& w,
                       float* y, int64_t n_begin, int64_t n_end, int64_t row_block) {
+  if (row_block > kGemvRowChunk) {
+    gemm_rows(xb, x_stride, num_tokens, w, y, n_begin, n_end, 64);
+    return;
+  }
   for (int64_t n0 = n_begin; n0 < n_end; n0 += row_block) {
     const int64_t n1 = std::min(n_end, n0 + row_block);
     // The first group of tokens reads the block from memory (prefetching ahead in each row);
