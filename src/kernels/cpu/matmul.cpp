@@ -57,6 +57,15 @@ void matmul(const float* x, int64_t num_tokens, const WeightView& w, float* y) {
   matmul_detail::matmul_with_path(x, num_tokens, w, y, matmul_detail::MatmulPath::kAuto);
 }
 
+void matmul_fp32_order(const float* x, int64_t num_tokens, const WeightView& w, float* y) {
+  using matmul_detail::MatmulPath;
+  MatmulPath path = MatmulPath::kScalar;
+  if (matmul_detail::avx2_available()) {
+    path = num_tokens <= matmul_detail::kGemvMaxTokens ? MatmulPath::kGemv : MatmulPath::kGemm;
+  }
+  matmul_detail::matmul_with_path(x, num_tokens, w, y, path);
+}
+
 void matmul_untransposed_reference(const float* x, int64_t x_stride, int64_t num_tokens,
                                    const WeightView& w, float* y, int64_t y_stride) {
   for (int64_t t = 0; t < num_tokens; ++t) {

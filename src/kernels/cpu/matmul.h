@@ -30,6 +30,9 @@ struct WeightView {
 // y[T, N] = x[T, K] · W^T. x is contiguous with row stride K; y contiguous with row stride N.
 void matmul(const float* x, int64_t num_tokens, const WeightView& w, float* y);
 void matmul_reference(const float* x, int64_t num_tokens, const WeightView& w, float* y);
+// matmul in the fp32 canonical order whatever the CPU (no rounding of x to bf16): for the small
+// MoE router, whose outputs pick experts, a discrete choice that bf16 rounding would flip.
+void matmul_fp32_order(const float* x, int64_t num_tokens, const WeightView& w, float* y);
 
 // y[T, K] = x[T, N] · W[N, K]: W used without transposing (each output is a sum of W's rows
 // scaled by x). MLA uses it to absorb W_uk into the query, one head at a time. Each output is
