@@ -375,7 +375,7 @@ int run(int argc, char** argv) {
     std::vector<int64_t> batches = {1, 2, 4, 8, 16};
     if (quick) {
       shapes.resize(2);
-      batches = {1, 4};
+      batches = {1, 4, 16};
     }
     Bandwidth bandwidth;
     bench_gemv(shapes, batches, bandwidth, quick ? 3 : 5);

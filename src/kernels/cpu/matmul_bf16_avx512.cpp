@@ -53,6 +53,9 @@ inline void tile(const bf16_t* xb, int64_t x_stride, const bf16_t* w, int64_t ro
       const bf16_t* row = w + n * row_stride + k;
       if constexpr (kPrefetch) {
         _mm_prefetch(reinterpret_cast<const char*>(row) + kPrefetchBytes<MT>, _MM_HINT_T0);
+        // The same columns of the next tile's rows, into L2: the tile streams only MN rows
+        // (three for four tokens), too few to keep DRAM busy on their own.
+        _mm_prefetch(reinterpret_cast<const char*>(row + MN * row_stride), _MM_HINT_T1);
       }
       __m512bh wv = (__m512bh)_mm512_loadu_si512(row);
 #pragma GCC unroll 16
