@@ -84,5 +84,25 @@ TEST(CpuFeatures, EpserveChecksTheOverrideAtStartup) {
   EXPECT_EQ(scalar.output.find("EPSERVE_CPU_FEATURES"), std::string::npos) << scalar.output;
 }
 
+// The override reaches the kernels of a real run: bench-one-batch names the matmul path it took.
+TEST(CpuFeatures, OverrideChangesTheMatmulPathOfARun) {
+  const std::string args =
+      "bench-one-batch --model-path " + std::string(EPSERVE_SOURCE_DIR) +
+      "/tests/data/models/deepseek_v3_tiny --batch-size 1 --input-len 4 --output-len 2";
+  auto avx2 = testing::run_epserve(args, "EPSERVE_CPU_FEATURES=avx2");
+  ASSERT_EQ(avx2.exit_code, 0) << avx2.output;
+  EXPECT_NE(avx2.output.find("kernels: matmul BF16 weights avx2,"), std::string::npos)
+      << avx2.output;
+  auto scalar = testing::run_epserve(args, "EPSERVE_CPU_FEATURES=scalar");
+  ASSERT_EQ(scalar.exit_code, 0) << scalar.output;
+  EXPECT_NE(scalar.output.find("kernels: matmul BF16 weights scalar,"), std::string::npos)
+      << scalar.output;
+  if (detect_cpu_features().avx512_bf16) {
+    auto native = testing::run_epserve(args);
+    EXPECT_NE(native.output.find("kernels: matmul BF16 weights avx512-bf16,"), std::string::npos)
+        << native.output;
+  }
+}
+
 }  // namespace
 }  // namespace epserve
