@@ -59,6 +59,10 @@ class Linear {
   void forward(const float* x, int64_t num_tokens, float* y) const {
     matmul(x, num_tokens, view_, y);
   }
+  // The same in fp32 whatever the CPU (matmul_fp32_order): for the MoE router.
+  void forward_fp32(const float* x, int64_t num_tokens, float* y) const {
+    matmul_fp32_order(x, num_tokens, view_, y);
+  }
 
  private:
   Tensor storage_;        // keeps the mapped bytes alive

@@ -1,8 +1,10 @@
 // Matrix multiplication of fp32 activations with stored weights: y[T, N] = x[T, K] · W[N, K]^T.
 // W is BF16 or F32 (the dtypes the loader returns for matmul weights), row-major with a row
 // stride, so a tensor-parallel shard of W (a range of rows, or a range of columns) is a view,
-// not a copy. matmul picks the fastest path for the CPU at run time; matmul_reference is the
-// scalar definition every path is tested against.
+// not a copy. matmul picks the fastest path for the CPU at run time (cpu_features.h): BF16 weights
+// on a CPU with AVX512-BF16 take vdpbf16ps, which rounds x to bf16 first (the BF16 order of
+// matmul_internal.h), everything else the fp32 order; matmul_reference is the exact product in
+// double that every path is held to within its rounding bound.
 #pragma once
 
 #include <cstdint>
@@ -45,6 +47,9 @@ struct WeightView {
 // y[T, N] = x[T, K] · W^T. x is contiguous with row stride K; y contiguous with row stride N.
 void matmul(const float* x, int64_t num_tokens, const WeightView& w, float* y);
 void matmul_reference(const float* x, int64_t num_tokens, const WeightView& w, float* y);
+// matmul in the fp32 canonical order whatever the CPU (no rounding of x to bf16): for the small
+// MoE router, whose outputs pick experts, a discrete choice that bf16 rounding would flip.
+void matmul_fp32_order(const float* x, int64_t num_tokens, const WeightView& w, float* y);
 
 // y[T, K] = x[T, N] · W[N, K]: W used without transposing (each output is a sum of W's rows
 // scaled by x). MLA uses it to absorb W_uk into the query, one head at a time. Each output is

@@ -7,7 +7,7 @@
 
 namespace epserve {
 
-// AVX2 and FMA, checked once at run time.
+// AVX2 and FMA, as cpu_features() reports them (EPSERVE_CPU_FEATURES can turn them off).
 bool cpu_has_avx2_fma();
 
 void silu_mul_avx2(const float* gate, const float* up, int64_t n, float* out);
