@@ -8,6 +8,7 @@
 
 #include "core/error.h"
 #include "support/run_epserve.h"
+#include "support/temp_dir.h"
 
 namespace epserve {
 namespace {
@@ -67,20 +68,19 @@ TEST(CpuFeatures, ProcessSeesTheDetectedFeaturesRestrictedByTheEnvironment) {
 
 // epserve refuses a bad value before doing anything, in one line, and takes a good one.
 TEST(CpuFeatures, EpserveChecksTheOverrideAtStartup) {
-  auto bad = testing::run_epserve("make-model --preset tiny --output /nonexistent/x",
-                                  "EPSERVE_CPU_FEATURES=avx3");
+  testing::TempDir dir;
+  const std::string make = "make-model --preset tiny --output " + dir.file("model");
+  auto bad = testing::run_epserve(make, "EPSERVE_CPU_FEATURES=avx3");
   EXPECT_EQ(bad.exit_code, 1);
   EXPECT_EQ(bad.output.rfind("epserve: error: EPSERVE_CPU_FEATURES='avx3': unknown feature", 0), 0u)
       << bad.output;
   EXPECT_EQ(std::count(bad.output.begin(), bad.output.end(), '\n'), 1) << bad.output;
   if (!detect_cpu_features().amx) {
-    auto missing = testing::run_epserve("make-model --preset tiny --output /nonexistent/x",
-                                        "EPSERVE_CPU_FEATURES=amx");
+    auto missing = testing::run_epserve(make, "EPSERVE_CPU_FEATURES=amx");
     EXPECT_NE(missing.output.find("asks for amx, which this CPU lacks"), std::string::npos)
         << missing.output;
   }
-  auto scalar = testing::run_epserve("make-model --preset tiny --output /nonexistent/x",
-                                     "EPSERVE_CPU_FEATURES=scalar");
+  auto scalar = testing::run_epserve(make, "EPSERVE_CPU_FEATURES=scalar");
   EXPECT_EQ(scalar.output.find("EPSERVE_CPU_FEATURES"), std::string::npos) << scalar.output;
 }
 
