@@ -22,12 +22,6 @@
 namespace epserve::matmul_detail {
 namespace {
 
-inline float scale_value(const WeightView& w, int64_t block_row, int64_t block_col) {
-  const int64_t i = block_row * w.scale_stride + block_col;
-  return w.scale_dtype == DType::BF16 ? bf16_to_f32(static_cast<const bf16_t*>(w.scales)[i])
-                                      : static_cast<const float*>(w.scales)[i];
-}
-
 inline __m512 two_halves(float a, float b) {
   return _mm512_insertf32x8(_mm512_set1_ps(a), _mm256_set1_ps(b), 1);
 }
@@ -134,16 +128,28 @@ bool tile(const float* x, const WeightView& w, const D& dec, int64_t n, bool las
     ra[p] = dec.row(w.row0 + row_a[p], w.col0);
     rb[p] = dec.row(w.row0 + row_b[p], w.col0);
   }
+  // Scale rows are found once per tile; the block column advances without a division.
+  int64_t scale_a[MP], scale_b[MP];
+#pragma GCC unroll 16
+  for (int p = 0; p < MP; ++p) {
+    scale_a[p] = (w.row0 + row_a[p]) / w.block_rows * w.scale_stride;
+    scale_b[p] = (w.row0 + row_b[p]) / w.block_rows * w.scale_stride;
+  }
+  const bool bf16_scales = w.scale_dtype == DType::BF16;
+  auto scale_at = [&](int64_t i) {
+    return bf16_scales ? bf16_to_f32(static_cast<const bf16_t*>(w.scales)[i])
+                       : static_cast<const float*>(w.scales)[i];
+  };
   const int64_t full = w.cols / 8 * 8;
   int64_t k = 0;
-  while (k < full) {
-    const int64_t bc = (w.col0 + k) / w.block_cols;
-    const int64_t block_end = std::min(full, (bc + 1) * w.block_cols - w.col0);
+  int64_t bc = w.col0 / w.block_cols;
+  int64_t block_end = std::min(full, (bc + 1) * w.block_cols - w.col0);
+  for (; k < full; ++bc, block_end = std::min(full, block_end + w.block_cols)) {
     typename D::Scale scale[MP];
 #pragma GCC unroll 16
     for (int p = 0; p < MP; ++p) {
-      const float sa = scale_value(w, (w.row0 + row_a[p]) / w.block_rows, bc);
-      const float sb = scale_value(w, (w.row0 + row_b[p]) / w.block_rows, bc);
+      const float sa = scale_at(scale_a[p] + bc);
+      const float sb = scale_at(scale_b[p] + bc);
       if (!D::scale_ok(sa) || !D::scale_ok(sb)) return false;
       scale[p] = D::make_scale(sa, sb);
     }
