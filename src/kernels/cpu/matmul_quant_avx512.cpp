@@ -6,7 +6,8 @@
 //    moved to fp16 bits (shift, mask), widened by vcvtph2ps zmm and multiplied by scale x 2^8;
 //  - INT4: a 32-entry table of (q - 8) x scale for the two rows (one multiply per row and group)
 //    is indexed by each nibble with vpermt2ps, after a variable shift and a ternary-logic mask.
-// Both give one rounding of the exact dequantised value, so the bits of quant_rows_scalar.
+// Tiles: one token x 2 row pairs (more pairs ran slower at batch 1), 2 tokens x 4 pairs, 3-4
+// tokens x 2 pairs. Both give one rounding of the exact dequantised value, so the bits of quant_rows_scalar.
 // GCC 12's AVX-512 headers build their "undefined" vectors from themselves, which -Wuninitialized
 // reports at every inlined use.
 #pragma GCC diagnostic ignored "-Wuninitialized"
@@ -247,7 +248,7 @@ void rows(const float* x, int64_t num_tokens, const WeightView& w, const D& dec,
     const int64_t nt = std::min<int64_t>(4, num_tokens - t0);
     switch (nt) {
       case 1:
-        token_group<1, 4>(xt, nt, w, dec, yt, n_begin, n_end);
+        token_group<1, 2>(xt, nt, w, dec, yt, n_begin, n_end);
         break;
       case 2:
         token_group<2, 4>(xt, nt, w, dec, yt, n_begin, n_end);
