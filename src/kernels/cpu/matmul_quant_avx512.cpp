@@ -7,9 +7,9 @@
 //  - INT4: a 32-entry table of (q - 8) x scale for the two rows (one multiply per row and group)
 //    is indexed by each nibble with vpermt2ps, after a variable shift and a ternary-logic mask.
 // Tiles: one token x 2 row pairs (more pairs ran slower at batch 1), 2 tokens x 4 pairs, 3-4
-// tokens x 2 pairs. Both give one rounding of the exact dequantised value, so the bits of quant_rows_scalar.
-// GCC 12's AVX-512 headers build their "undefined" vectors from themselves, which -Wuninitialized
-// reports at every inlined use.
+// tokens x 2 pairs. Both give one rounding of the exact dequantised value, so the bits of
+// quant_rows_scalar. GCC 12's AVX-512 headers build their "undefined" vectors from themselves,
+// which -Wuninitialized reports at every inlined use.
 #pragma GCC diagnostic ignored "-Wuninitialized"
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #include <immintrin.h>
