@@ -17,6 +17,7 @@
 #include "core/thread_pool.h"
 #include "kernels/cpu/matmul.h"
 #include "kernels/cpu/matmul_quant.h"
+#include "kernels/cpu/vector_paths.h"
 
 using namespace epserve;
 
@@ -46,6 +47,7 @@ struct Format {
   std::vector<WeightView> views;
   double bytes = 0;
   std::vector<double> seconds;
+  matmul_detail::QuantRowsFn kernel = nullptr;  // nullptr: what matmul() picks
 };
 
 }  // namespace
@@ -66,7 +68,8 @@ int main(int argc, char** argv) {
   const int64_t count = std::max<int64_t>(1, (mb << 20) / (rows * cols * 2));
   std::mt19937 rng(1);
   std::uniform_int_distribution<int> byte(0, 255);
-  Format formats[3] = {{"bf16"}, {"fp8"}, {"int4"}};
+  // fp8 and int4 twice: the AVX2 kernel, then the AVX-512 one (the default where the CPU has it).
+  Format formats[5] = {{"bf16"}, {"fp8 avx2"}, {"fp8 avx512"}, {"int4 avx2"}, {"int4 avx512"}};
   for (int64_t m = 0; m < count; ++m) {
     Tensor b = Tensor::empty(DType::BF16, {rows, cols});
     for (int64_t i = 0; i < b.numel(); ++i)
@@ -86,20 +89,34 @@ int main(int argc, char** argv) {
       p.ptr<uint8_t>()[i] = static_cast<uint8_t>(byte(rng));
     Tensor g = Tensor::empty(DType::BF16, {rows, cols / 32});
     for (int64_t i = 0; i < g.numel(); ++i) g.ptr<bf16_t>()[i] = f32_to_bf16(1e-2f);
-    formats[2].views.push_back(int4_group_view(p, g, rows, cols, 32));
-    formats[2].values.push_back(p);
-    formats[2].scales.push_back(g);
+    formats[3].views.push_back(int4_group_view(p, g, rows, cols, 32));
+    formats[3].values.push_back(p);
+    formats[3].scales.push_back(g);
   }
-  for (Format& f : formats) {
+  formats[2].views = formats[1].views;
+  formats[4].views = formats[3].views;
+  formats[1].kernel = formats[3].kernel = matmul_detail::quant_rows_avx2;
+  formats[2].kernel = formats[4].kernel = matmul_detail::quant_rows_avx512;
+  const int num_formats = cpu_has_avx512() ? 5 : 4;
+  if (num_formats == 4) formats[2] = std::move(formats[3]);  // no AVX-512: bf16, fp8, int4 on AVX2
+  for (int i = 0; i < num_formats; ++i) {
+    Format& f = formats[i];
     for (const WeightView& v : f.views) f.bytes += static_cast<double>(weight_bytes(v));
   }
   std::vector<float> x(static_cast<size_t>(tokens * cols), 0.5f),
       y(static_cast<size_t>(tokens * rows));
   const double triad = triad_gb_per_s();
   for (int64_t rep = 0; rep <= reps; ++rep) {
-    for (Format& f : formats) {
+    for (int i = 0; i < num_formats; ++i) {
+      Format& f = formats[i];
       auto t = std::chrono::steady_clock::now();
-      for (const WeightView& v : f.views) matmul(x.data(), tokens, v, y.data());
+      for (const WeightView& v : f.views) {
+        if (f.kernel == nullptr) {
+          matmul(x.data(), tokens, v, y.data());
+        } else {
+          matmul_detail::quant_matmul_with(x.data(), tokens, v, y.data(), f.kernel);
+        }
+      }
       if (rep > 0) f.seconds.push_back(seconds_since(t));  // rep 0 warms up
     }
   }
@@ -109,7 +126,8 @@ int main(int argc, char** argv) {
   std::printf("| format | bytes per pass | ms per pass | GB/s | / triad | speed-up over bf16 |\n");
   std::printf("|---|---|---|---|---|---|\n");
   double bf16_s = 0;
-  for (Format& f : formats) {
+  for (int i = 0; i < num_formats; ++i) {
+    Format& f = formats[i];
     std::sort(f.seconds.begin(), f.seconds.end());
     const double s = f.seconds[f.seconds.size() / 2];
     if (bf16_s == 0) bf16_s = s;

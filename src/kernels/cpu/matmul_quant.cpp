@@ -176,8 +176,20 @@ void quant_matmul(const float* x, int64_t num_tokens, const WeightView& w, float
     std::fill(y, y + num_tokens * w.rows, 0.0f);
     return;
   }
-  auto kernel = !scalar && matmul_detail::quant_vector_ok(w) ? matmul_detail::quant_rows_avx2
-                                                             : matmul_detail::quant_rows_scalar;
+  matmul_detail::QuantRowsFn kernel = matmul_detail::quant_rows_scalar;
+  if (!scalar && matmul_detail::quant_vector_ok(w)) {
+    kernel = cpu_has_avx512() ? matmul_detail::quant_rows_avx512 : matmul_detail::quant_rows_avx2;
+  }
+  matmul_detail::quant_matmul_with(x, num_tokens, w, y, kernel);
+}
+
+void matmul_detail::quant_matmul_with(const float* x, int64_t num_tokens, const WeightView& w,
+                                      float* y, QuantRowsFn kernel) {
+  if (num_tokens == 0 || w.rows == 0) return;
+  if (w.cols == 0) {
+    std::fill(y, y + num_tokens * w.rows, 0.0f);
+    return;
+  }
   // Row chunks of 16 (a multiple of every tile height), about 64K multiply-adds per chunk.
   constexpr int64_t kRowChunk = 16;
   const int64_t work_per_row = std::max<int64_t>(1, num_tokens * w.cols);

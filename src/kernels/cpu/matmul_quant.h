@@ -11,7 +11,7 @@
 // The canonical order (matmul_internal.h) is kept with w[n, k] replaced by that fp32 value: a
 // quantized matmul gives the same bits as a plain F32 matmul over the dequantised matrix, on every
 // path, for any token count, thread count or row/column slice. quant_rows_scalar is the
-// definition; the AVX2 path is tested against it bit for bit.
+// definition; the AVX2 and AVX-512 paths are tested against it bit for bit.
 //
 // FP8 e4m3fn has no infinities; its NaN codes (0x7f, 0xff) decode as +-480 on every path (the
 // block cast DeepSeek describes never writes them: |w / scale| <= 448).
@@ -55,6 +55,16 @@ void quant_rows_scalar(const float* x, int64_t num_tokens, const WeightView& w, 
 bool quant_vector_ok(const WeightView& w);
 void quant_rows_avx2(const float* x, int64_t num_tokens, const WeightView& w, float* y,
                      int64_t n_begin, int64_t n_end);
+// AVX-512 F/BW/VL/DQ: two weight rows per zmm. Call only when cpu_has_avx512() and
+// quant_vector_ok(w).
+void quant_rows_avx512(const float* x, int64_t num_tokens, const WeightView& w, float* y,
+                       int64_t n_begin, int64_t n_end);
+
+using QuantRowsFn = void (*)(const float* x, int64_t num_tokens, const WeightView& w, float* y,
+                             int64_t n_begin, int64_t n_end);
+// quant_matmul with a chosen row kernel, on the global thread pool (tests, benchmark).
+void quant_matmul_with(const float* x, int64_t num_tokens, const WeightView& w, float* y,
+                       QuantRowsFn kernel);
 
 }  // namespace matmul_detail
 }  // namespace epserve

@@ -9,6 +9,7 @@
 
 #include "core/thread_pool.h"
 #include "kernels/cpu/matmul_internal.h"
+#include "kernels/cpu/vector_paths.h"
 
 namespace epserve {
 namespace {
@@ -169,6 +170,86 @@ TEST(MatmulQuant, EveryPathMatchesTheDequantisedMatmulBitForBit) {
       for (int64_t r = 0; r < r1 - r0; r += 3)
         for (int64_t col = 0; col < c1 - c0; col += 7) ASSERT_EQ(q.at(r, col), d.at(r, col));
     }
+  }
+}
+
+// One row kernel over rows [n_begin, n_end) of a view, single-threaded; rows outside stay -1.
+std::vector<float> run_rows(matmul_detail::QuantRowsFn kernel, const std::vector<float>& x,
+                            int64_t num_tokens, const WeightView& w, int64_t n_begin,
+                            int64_t n_end) {
+  std::vector<float> y(static_cast<size_t>(num_tokens * w.rows), -1.0f);
+  kernel(x.data(), num_tokens, w, y.data(), n_begin, n_end);
+  return y;
+}
+
+// The AVX-512 kernel (two rows per zmm, 16-column steps, odd 8-column blocks, odd row counts,
+// partial last blocks) against the scalar definition and the AVX2 kernel, bit for bit.
+TEST(MatmulQuant, Avx512PathMatchesTheScalarDefinitionBitForBit) {
+  if (!cpu_has_avx512()) GTEST_SKIP() << "no AVX-512 F/BW/VL/DQ on this CPU";
+  std::mt19937 rng(13);
+  struct Case {
+    WeightFormat format;
+    int64_t rows, cols, br, bc;
+  };
+  const Case cases[] = {
+      {WeightFormat::kFp8Block, 37, 300, 128, 128},  {WeightFormat::kFp8Block, 19, 136, 16, 24},
+      {WeightFormat::kFp8Block, 130, 259, 128, 128}, {WeightFormat::kFp8Block, 11, 40, 3, 8},
+      {WeightFormat::kInt4Group, 33, 256, 1, 32},    {WeightFormat::kInt4Group, 17, 100, 1, 32},
+      {WeightFormat::kInt4Group, 9, 72, 1, 8},       {WeightFormat::kInt4Group, 21, 200, 1, 24},
+  };
+  for (const Case& c : cases) {
+    QuantMatrix m(c.format, c.rows, c.cols, c.br, c.bc, rng);
+    for (int64_t tokens = 1; tokens <= 9; ++tokens) {
+      auto x = random_vector(tokens * c.cols, rng);
+      for (auto [n0, n1] : {std::array<int64_t, 2>{0, c.rows}, std::array<int64_t, 2>{1, c.rows},
+                            std::array<int64_t, 2>{3, c.rows - 2}}) {
+        const std::string what =
+            fmt::format("format {} [{}x{}] blocks {}x{} tokens {} rows [{}, {})",
+                        static_cast<int>(c.format), c.rows, c.cols, c.br, c.bc, tokens, n0, n1);
+        auto want = run_rows(matmul_detail::quant_rows_scalar, x, tokens, m.view(), n0, n1);
+        expect_bits_equal(run_rows(matmul_detail::quant_rows_avx512, x, tokens, m.view(), n0, n1),
+                          want, what + " avx512");
+        if (cpu_has_avx2_fma()) {
+          expect_bits_equal(run_rows(matmul_detail::quant_rows_avx2, x, tokens, m.view(), n0, n1),
+                            want, what + " avx2");
+        }
+      }
+    }
+    // Row and column slices keep the blocks (column starts at multiples of 8, as the vector
+    // paths require; the kernels also take FP8 rows whose stride is not a multiple of 8).
+    for (auto [r0, r1, c0, c1] : {std::array<int64_t, 4>{3, c.rows - 2, 0, c.cols},
+                                  std::array<int64_t, 4>{1, c.rows, 8, c.cols - 5},
+                                  std::array<int64_t, 4>{2, c.rows / 2 + 1, 16, c.cols / 2 + 3}}) {
+      WeightView q = m.view().row_slice(r0, r1).col_slice(c0, c1);
+      for (int64_t tokens : {1, 2, 3, 4, 5, 7}) {
+        auto x = random_vector(tokens * (c1 - c0), rng);
+        const std::string what = fmt::format("slice [{}:{}, {}:{}] of [{}x{}] tokens {}", r0, r1,
+                                             c0, c1, c.rows, c.cols, tokens);
+        expect_bits_equal(run_rows(matmul_detail::quant_rows_avx512, x, tokens, q, 0, q.rows),
+                          run_rows(matmul_detail::quant_rows_scalar, x, tokens, q, 0, q.rows),
+                          what);
+      }
+    }
+  }
+}
+
+// Scales too large for the folded FP8 decode (scale x 2^8) fall back to the scalar definition;
+// subnormal and NaN codes decode as on the scalar path.
+TEST(MatmulQuant, Avx512Fp8EdgeScalesAndCodes) {
+  if (!cpu_has_avx512()) GTEST_SKIP() << "no AVX-512 F/BW/VL/DQ on this CPU";
+  std::mt19937 rng(17);
+  QuantMatrix m(WeightFormat::kFp8Block, 20, 64, 8, 32, rng);
+  auto* q = m.values.ptr<uint8_t>();
+  for (int64_t i = 0; i < 64; ++i) q[i] = static_cast<uint8_t>(i % 8 | (i & 8 ? 0x80 : 0));
+  q[64] = 0x7f;
+  q[65] = 0xff;
+  m.scales.f32()[1] = 0x1p110f;
+  m.scales.f32()[2] = 0x1p-120f;
+  for (int64_t tokens : {1, 2, 4}) {
+    auto x = random_vector(tokens * 64, rng);
+    expect_bits_equal(run_rows(matmul_detail::quant_rows_avx512, x, tokens, m.view(), 0, 20),
+                      run_rows(matmul_detail::quant_rows_scalar, x, tokens, m.view(), 0, 20),
+                      fmt::format("edge scales and codes, tokens {}", tokens));
   }
 }
 
