@@ -124,7 +124,8 @@ std::string kernel_paths_summary() {
   const char* vector = f.avx2_fma ? "avx2" : "scalar";
   const char* env = std::getenv("EPSERVE_CPU_FEATURES");
   return std::string("kernels: matmul BF16 weights ") + (f.avx512_bf16 ? "avx512-bf16" : vector) +
-         ", F32 weights " + vector + "; attention and elementwise " + vector +
+         ", F32 weights " + vector + ", FP8/INT4 weights " + (f.avx512 ? "avx512" : vector) +
+         "; attention and elementwise " + vector +
          "; CPU features used: " + cpu_features_string(f) +
          " (EPSERVE_CPU_FEATURES=" + (env ? env : "native") +
          ", CPU has: " + cpu_features_string(detect_cpu_features()) + ")";

@@ -9,11 +9,7 @@ bool cpu_has_avx2_fma() {
 }
 
 bool cpu_has_avx512() {
-  static const bool available = cpu_has_avx2_fma() && __builtin_cpu_supports("avx512f") &&
-                                __builtin_cpu_supports("avx512bw") &&
-                                __builtin_cpu_supports("avx512vl") &&
-                                __builtin_cpu_supports("avx512dq");
-  return available;
+  return cpu_features().avx512;
 }
 
 }  // namespace epserve
