@@ -26,6 +26,9 @@ struct ParallelOptions {
   std::string init_expert_location = "trivial";
   int ep_num_redundant_experts = 0;
   std::string ep_dispatch_algorithm = "static";  // static | dynamic | fake
+  // --quantization: empty means the checkpoint's own (io/quant_config.h:
+  // resolve_quantization_flag).
+  std::string quantization;
 
   // What resolve() decided that the flags did not say (one line each, for the start-up log).
   std::vector<std::string> notes;

@@ -42,6 +42,9 @@ void add_parallel_flags(CLI::App& sub, ParallelOptions& o) {
   sub.add_option("--ep-dispatch-algorithm", o.ep_dispatch_algorithm,
                  "static (a fixed replica per sending rank), dynamic (a random replica per "
                  "token) or fake (random routing: perfect balance, changes outputs)");
+  sub.add_option("--quantization", o.quantization,
+                 "The checkpoint's quantization method (fp8 or compressed-tensors); read from "
+                 "config.json when absent. Online quantization is not implemented");
 }
 
 void add_expert_flags(CLI::App& sub, ExpertRuntimeOptions& x, RecorderDump dump) {
