@@ -29,6 +29,7 @@
 
 #include "core/thread_pool.h"
 #include "kernels/cpu/attention_internal.h"
+#include "kernels/cpu/cpu_features.h"
 
 namespace epserve {
 namespace {
@@ -247,6 +248,7 @@ int main(int argc, char** argv) {
   }
   std::printf("threads %d, clock %s, best of %d passes\n", ThreadPool::global().num_threads(),
               g_cpu_time ? "cpu-time/threads" : "wall", passes);
+  std::printf("%s\n", kernel_paths_summary().c_str());
   const Shape mla{"MLA 16 heads, 256 + 32", true, 16, 1, 256, 32};
   const Shape gqa{"GQA 16 / 4 heads x 128", false, 16, 4, 128, 0};
   Triad triad;

@@ -6,7 +6,9 @@
 #   bench/compare_builds.sh OLD_EPSERVE NEW_EPSERVE MODEL [REPEATS]
 #
 # MODEL: e.g. `epserve make-model --preset bench --output /tmp/bench_ds`. The layouts and batch
-# shapes are the LAYOUTS lines below ("flags|bench-one-batch shape").
+# shapes are the LAYOUTS lines below ("flags|bench-one-batch shape"), or with COMPARE_SHAPES=kernels
+# the single-rank shapes of the kernel comparison in docs/benchmarks.md (prefill 512 and 2048,
+# decode at batch 1 and 16).
 set -euo pipefail
 if [ $# -lt 3 ]; then
   echo "usage: $0 OLD_EPSERVE NEW_EPSERVE MODEL [REPEATS]" >&2
@@ -19,6 +21,17 @@ LAYOUTS=(
   "--ep-size 2|--batch-size 2 --input-len 256 --output-len 64"
   "--ep-size 2 --enable-dp-attention --moe-a2a-backend deepep|--batch-size 2 --input-len 256 --output-len 64"
 )
+if [ "${COMPARE_SHAPES:-}" = kernels ]; then
+  LAYOUTS=(
+    "|--batch-size 1 --input-len 512 --output-len 2"
+    "|--batch-size 1 --input-len 2048 --output-len 2"
+    "|--batch-size 1 --input-len 128 --output-len 64"
+    "|--batch-size 16 --input-len 128 --output-len 32"
+  )
+elif [ -n "${COMPARE_SHAPES:-}" ]; then
+  echo "COMPARE_SHAPES must be 'kernels' or unset" >&2
+  exit 2
+fi
 
 # Prints "prefill_tok_s decode_tok_s" of one run.
 run_once() {

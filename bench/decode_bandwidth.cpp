@@ -12,7 +12,6 @@
 
 #include "core/thread_pool.h"
 #include "model/causal_lm.h"
-#include "model/tensor_specs.h"
 #include "runtime/generator.h"
 
 using namespace epserve;
@@ -39,20 +38,20 @@ double triad_gb_per_s() {
   return best;
 }
 
-// Weight bytes a batch-1 decode step reads: everything but the embedding table and the routed
-// experts, plus top_k experts in each MoE layer.
-double decode_weight_bytes(const CausalLM& model) {
+// Weight bytes a batch-1 decode step reads, as stored (BF16, or FP8 / packed INT4 with their
+// scales): everything but the embedding table and the routed experts, plus on average top_k of
+// the num_experts routed experts in each MoE layer. `expert_bytes` gets the routed part.
+double decode_weight_bytes(const CausalLM& model, double* expert_bytes) {
   const ModelConfig& c = model.config();
-  double bytes = 0;
-  for (const TensorSpec& spec : model_tensor_specs(c)) {
-    if (spec.name == "model.embed_tokens.weight") continue;
-    if (spec.name.find(".experts.") != std::string::npos) continue;
-    bytes += static_cast<double>(shape_numel(spec.shape)) * 2.0;  // BF16
+  double other = 0, experts = 0;
+  for (const std::string& name : model.weights().names()) {
+    if (name == "model.embed_tokens.weight") continue;
+    const double n = static_cast<double>(model.weights().nbytes(name));
+    (name.find(".mlp.experts.") != std::string::npos ? experts : other) += n;
   }
-  if (c.tie_word_embeddings) bytes += 2.0 * c.vocab_size * c.hidden_size;
-  double expert = 3.0 * c.hidden_size * c.moe.moe_intermediate_size * 2.0;
-  bytes += c.num_moe_layers() * c.moe.top_k * expert;
-  return bytes;
+  if (c.tie_word_embeddings) other += model.weights().nbytes("model.embed_tokens.weight");
+  *expert_bytes = c.moe.num_experts > 0 ? experts * c.moe.top_k / c.moe.num_experts : 0;
+  return other + *expert_bytes;
 }
 
 }  // namespace
@@ -82,11 +81,15 @@ int main(int argc, char** argv) {
   GenerateTimings timings;
   generate(*model, {request}, &timings);
   double step_s = timings.decode_seconds / timings.decode_tokens;
-  double bytes = decode_weight_bytes(*model);
+  double expert_bytes = 0;
+  double bytes = decode_weight_bytes(*model, &expert_bytes);
   double gbs = bytes / step_s / 1e9;
   std::printf("model %s, threads %d, context %d, %lld decode steps\n", dir.c_str(),
               ThreadPool::global().num_threads(), context, (long long)timings.decode_tokens);
-  std::printf("decode step: %.3f ms, weight bytes per step %.1f MB\n", step_s * 1e3, bytes / 1e6);
+  std::printf("quantization: %s\n", model->config().quant.describe().c_str());
+  std::printf(
+      "decode step: %.3f ms (%.1f tok/s), weight bytes per step %.1f MB (routed experts %.1f MB)\n",
+      step_s * 1e3, 1.0 / step_s, bytes / 1e6, expert_bytes / 1e6);
   std::printf("decode weight bandwidth: %.2f GB/s\n", gbs);
   std::printf("triad bandwidth (same threads): %.2f GB/s\n", triad);
   std::printf("ratio: %.1f%%\n", 100.0 * gbs / triad);

@@ -1,5 +1,7 @@
-// Matmul benchmark: decode GEMV against memory bandwidth and prefill GEMM against the fp32 FMA
-// peak, both limits measured in the same run with the same threads.
+// Matmul benchmark: decode GEMV against memory bandwidth and prefill GEMM against the peak of
+// its instruction (fp32 FMA for the AVX2 path, vdpbf16ps for the AVX512-BF16 path), both
+// limits measured in the same run with the same threads. Every path the CPU has (after
+// EPSERVE_CPU_FEATURES) is measured: fp32 (AVX2) and, for BF16 weights, bf16 (AVX512-BF16).
 //   matmul_bench [--threads N] [--quick] [--skip-gemm] [--skip-gemv] [--cpu-time]
 // The machine may be shared, so every pass of a kernel is paired with a pass of its limit run
 // just before it (STREAM triad and a read-only sum for GEMV, a register-only FMA loop for GEMM),
@@ -21,6 +23,7 @@
 
 #include "core/dtype.h"
 #include "core/thread_pool.h"
+#include "kernels/cpu/cpu_features.h"
 #include "kernels/cpu/matmul.h"
 #include "kernels/cpu/matmul_internal.h"
 
@@ -157,6 +160,37 @@ double fma_peak_gflops() {
   return static_cast<double>(iters) * 12 * 16.0 * threads / seconds_since(start) / 1e9;
 }
 
+// Twelve independent register-only chains of 16-lane vdpbf16ps: 64 flops per instruction.
+__attribute__((target("avx512f,avx512bf16"))) float dpbf16_chains(int64_t iters) {
+  __m512 a[12];
+#pragma GCC unroll 12
+  for (int j = 0; j < 12; ++j) a[j] = _mm512_set1_ps(1.0f + j * 1e-3f);
+  const __m512bh m = (__m512bh)_mm512_set1_epi32(0x3f803f80), c = m;
+  for (int64_t i = 0; i < iters; ++i) {
+#pragma GCC unroll 12
+    for (int j = 0; j < 12; ++j) a[j] = _mm512_dpbf16_ps(a[j], m, c);
+    __asm__ volatile(""
+                     : "+v"(a[0]), "+v"(a[1]), "+v"(a[2]), "+v"(a[3]), "+v"(a[4]), "+v"(a[5]),
+                       "+v"(a[6]), "+v"(a[7]), "+v"(a[8]), "+v"(a[9]), "+v"(a[10]), "+v"(a[11]));
+  }
+  __m512 s = a[0];
+#pragma GCC unroll 12
+  for (int j = 1; j < 12; ++j) s = _mm512_add_ps(s, a[j]);
+  return _mm512_reduce_add_ps(s);
+}
+
+// vdpbf16ps peak of all threads (~50 ms). GFLOP/s.
+double dpbf16_peak_gflops() {
+  const int64_t iters = 1'000'000;
+  int threads = ThreadPool::global().num_threads();
+  std::vector<float> sinks(threads);
+  double start = now_seconds();
+  ThreadPool::global().parallel_for(threads, [&](int64_t lo, int64_t hi) {
+    for (int64_t r = lo; r < hi; ++r) sinks[r] = dpbf16_chains(iters);
+  });
+  return static_cast<double>(iters) * 12 * 64.0 * threads / seconds_since(start) / 1e9;
+}
+
 // The 1-minute load average, so that a reader can tell whether the machine was shared.
 std::string load_average() {
   FILE* f = std::fopen("/proc/loadavg", "r");
@@ -205,58 +239,91 @@ struct WeightSet {
   }
 };
 
+using matmul_detail::MatmulPath;
+
+// The path families to measure for weights of this dtype: "fp32" (AVX2, or scalar) always,
+// "bf16" (AVX512-BF16) for BF16 weights where the CPU has it.
+std::vector<const char*> families(DType dtype) {
+  std::vector<const char*> out = {"fp32"};
+  if (dtype == DType::BF16 && matmul_detail::bf16_available()) out.push_back("bf16");
+  return out;
+}
+
+MatmulPath family_path(const char* family, int64_t num_tokens) {
+  if (std::string(family) == "bf16") {
+    return num_tokens <= matmul_detail::kBf16GemvMaxTokens ? MatmulPath::kBf16Gemv
+                                                           : MatmulPath::kBf16Gemm;
+  }
+  if (!matmul_detail::avx2_available()) return MatmulPath::kScalar;
+  return num_tokens <= matmul_detail::kGemvMaxTokens ? MatmulPath::kGemv : MatmulPath::kGemm;
+}
+
 void bench_gemv(const std::vector<Shape>& shapes, const std::vector<int64_t>& batches,
                 Bandwidth& bandwidth, int passes) {
   std::printf("\n## Decode (weights streamed from DRAM; GB/s = weight bytes / time)\n");
-  std::printf("%-34s %5s %9s %8s %8s %8s %7s %7s\n", "shape [N, K] dtype", "batch", "us/call",
-              "GB/s", "triad", "read", "/triad", "/read");
+  std::printf("%-34s %-17s %5s %9s %8s %8s %8s %7s %7s\n", "shape [N, K] dtype", "path", "batch",
+              "us/call", "GB/s", "triad", "read", "/triad", "/read");
   for (const Shape& s : shapes) {
     WeightSet set(s, int64_t{256} << 20);
     for (int64_t batch : batches) {
-      auto x = filled<float>(batch * s.cols, 5);
-      std::vector<float> y(static_cast<size_t>(batch * s.rows));
-      for (auto& v : set.views) matmul(x.data(), batch, v, y.data());  // warm-up pass
-      std::vector<double> gbps, triad, read, vs_triad, vs_read;
-      for (int pass = 0; pass < passes; ++pass) {
-        triad.push_back(bandwidth.triad());
-        read.push_back(bandwidth.read());
-        double start = now_seconds();
-        for (auto& v : set.views) matmul(x.data(), batch, v, y.data());
-        double secs = seconds_since(start);
-        gbps.push_back(static_cast<double>(set.bytes_each) * set.views.size() / secs / 1e9);
-        vs_triad.push_back(gbps.back() / triad.back());
-        vs_read.push_back(gbps.back() / read.back());
+      for (const char* family : families(s.dtype)) {
+        const MatmulPath path = family_path(family, batch);
+        auto x = filled<float>(batch * s.cols, 5);
+        std::vector<float> y(static_cast<size_t>(batch * s.rows));
+        auto pass_over = [&] {
+          for (auto& v : set.views) {
+            matmul_detail::matmul_with_path(x.data(), batch, v, y.data(), path);
+          }
+        };
+        pass_over();  // warm-up
+        std::vector<double> gbps, triad, read, vs_triad, vs_read;
+        for (int pass = 0; pass < passes; ++pass) {
+          triad.push_back(bandwidth.triad());
+          read.push_back(bandwidth.read());
+          double start = now_seconds();
+          pass_over();
+          double secs = seconds_since(start);
+          gbps.push_back(static_cast<double>(set.bytes_each) * set.views.size() / secs / 1e9);
+          vs_triad.push_back(gbps.back() / triad.back());
+          vs_read.push_back(gbps.back() / read.back());
+        }
+        std::printf("%-34s %-17s %5ld %9.0f %8.2f %8.2f %8.2f %6.0f%% %6.0f%%\n", label(s).c_str(),
+                    matmul_detail::path_name(path), static_cast<long>(batch),
+                    set.bytes_each / median(gbps) / 1e3, median(gbps), median(triad), median(read),
+                    100 * median(vs_triad), 100 * median(vs_read));
       }
-      std::printf("%-34s %5ld %9.0f %8.2f %8.2f %8.2f %6.0f%% %6.0f%%\n", label(s).c_str(),
-                  static_cast<long>(batch), set.bytes_each / median(gbps) / 1e3, median(gbps),
-                  median(triad), median(read), 100 * median(vs_triad), 100 * median(vs_read));
     }
   }
 }
 
 void bench_gemm(const std::vector<Shape>& shapes, const std::vector<int64_t>& token_counts,
                 int passes) {
-  std::printf("\n## Prefill (GFLOP/s = 2 T N K / time)\n");
-  std::printf("%-34s %6s %9s %9s %9s %7s\n", "shape [N, K] dtype", "T", "ms/call", "GFLOP/s",
-              "FMA peak", "/peak");
+  std::printf("\n## Prefill (GFLOP/s = 2 T N K / time; peak: of the path's instruction)\n");
+  std::printf("%-34s %-17s %6s %9s %9s %9s %7s\n", "shape [N, K] dtype", "path", "T", "ms/call",
+              "GFLOP/s", "peak", "/peak");
   for (const Shape& s : shapes) {
     WeightSet set(s, 0);
     const WeightView& w = set.views[0];
     for (int64_t T : token_counts) {
-      auto x = filled<float>(T * s.cols, 6);
-      std::vector<float> y(static_cast<size_t>(T * s.rows));
-      double flops = 2.0 * T * s.rows * s.cols;
-      matmul(x.data(), T, w, y.data());
-      std::vector<double> rate, peak, ratio;
-      for (int pass = 0; pass < passes; ++pass) {
-        peak.push_back(fma_peak_gflops());
-        double start = now_seconds();
-        matmul(x.data(), T, w, y.data());
-        rate.push_back(flops / seconds_since(start) / 1e9);
-        ratio.push_back(rate.back() / peak.back());
+      for (const char* family : families(s.dtype)) {
+        const MatmulPath path = family_path(family, T);
+        const bool bf16 = std::string(family) == "bf16";
+        auto x = filled<float>(T * s.cols, 6);
+        std::vector<float> y(static_cast<size_t>(T * s.rows));
+        double flops = 2.0 * T * s.rows * s.cols;
+        matmul_detail::matmul_with_path(x.data(), T, w, y.data(), path);
+        std::vector<double> rate, peak, ratio;
+        for (int pass = 0; pass < passes; ++pass) {
+          peak.push_back(bf16 ? dpbf16_peak_gflops() : fma_peak_gflops());
+          double start = now_seconds();
+          matmul_detail::matmul_with_path(x.data(), T, w, y.data(), path);
+          rate.push_back(flops / seconds_since(start) / 1e9);
+          ratio.push_back(rate.back() / peak.back());
+        }
+        std::printf("%-34s %-17s %6ld %9.2f %9.1f %9.1f %6.0f%%\n", label(s).c_str(),
+                    matmul_detail::path_name(path), static_cast<long>(T),
+                    flops / median(rate) / 1e6, median(rate), median(peak), 100 * median(ratio));
       }
-      std::printf("%-34s %6ld %9.1f %9.1f %9.1f %6.0f%%\n", label(s).c_str(), static_cast<long>(T),
-                  flops / median(rate) / 1e6, median(rate), median(peak), 100 * median(ratio));
     }
   }
 }
@@ -286,13 +353,17 @@ int run(int argc, char** argv) {
   bool avx2 = matmul_detail::avx2_available();
   if (!avx2) std::fprintf(stderr, "matmul_bench: no AVX2+FMA, the figures are the scalar path\n");
   ThreadPool::set_global_threads(threads);
-  std::printf("# matmul_bench: %d threads; path for T <= %ld: %s, above: %s\n", threads,
+  std::printf("# matmul_bench: %d threads; fp32 path for T <= %ld: %s, above: %s\n", threads,
               static_cast<long>(matmul_detail::kGemvMaxTokens), avx2 ? "gemv-avx2" : "scalar",
               avx2 ? "gemm-avx2" : "scalar");
+  std::printf("# %s\n", kernel_paths_summary().c_str());
   std::printf("# load average at start: %s (cores: %d); clock: %s\n", load_average().c_str(),
               available_cores(), g_cpu_time ? "process CPU time / threads" : "wall");
   if (gemv) {
     std::vector<Shape> shapes = {
+        {"bench expert gate/up", 768, 2048, DType::BF16},
+        {"bench dense up", 5632, 2048, DType::BF16},
+        {"bench lm_head", 32768, 2048, DType::BF16},
         {"dsv3 7168x7168", 7168, 7168, DType::BF16},
         {"dsv3 expert gate/up", 2048, 7168, DType::BF16},
         {"dsv3 expert down", 7168, 2048, DType::BF16},
@@ -304,22 +375,26 @@ int run(int argc, char** argv) {
     std::vector<int64_t> batches = {1, 2, 4, 8, 16};
     if (quick) {
       shapes.resize(2);
-      batches = {1, 4};
+      batches = {1, 4, 16};
     }
     Bandwidth bandwidth;
     bench_gemv(shapes, batches, bandwidth, quick ? 3 : 5);
   }
   if (gemm) {
     std::vector<Shape> shapes = {
+        {"bench expert gate/up", 768, 2048, DType::BF16},
+        {"bench expert down", 2048, 768, DType::BF16},
+        {"bench dense up", 5632, 2048, DType::BF16},
+        {"bench dense down", 2048, 5632, DType::BF16},
         {"dsv3 expert gate/up", 2048, 7168, DType::BF16},
         {"dsv3 7168x7168", 7168, 7168, DType::BF16},
         {"qwen3 expert down", 4096, 1536, DType::BF16},
         {"f32 4096x4096", 4096, 4096, DType::F32},
     };
-    std::vector<int64_t> tokens = {512, 2048};
+    std::vector<int64_t> tokens = {64, 512, 2048};
     if (quick) {
-      shapes.resize(1);
-      tokens = {512};
+      shapes.resize(3);
+      tokens = {64, 512};
     }
     bench_gemm(shapes, tokens, 3);
   }

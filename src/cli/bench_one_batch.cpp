@@ -4,6 +4,7 @@
 #include "cli/commands.h"
 #include "core/thread_pool.h"
 #include "eplb/placement.h"
+#include "kernels/cpu/cpu_features.h"
 #include "runtime/bench_one_batch.h"
 #include "server/parallel_flags.h"
 
@@ -33,6 +34,7 @@ int run(const Options& options) {
       "per rank %d\n",
       b.model_path.c_str(), (long long)b.batch_size, (long long)b.input_len,
       (long long)b.output_len, b.parallel.world_size(), ThreadPool::global().num_threads());
+  std::printf("%s\n", kernel_paths_summary().c_str());
   std::printf("load: %.2f s\n", r.load_seconds);
   std::printf("prefill: %.3f s, %.1f tokens/s, communication %.1f%%\n", r.prefill_seconds,
               r.prefill_tokens_per_second, 100.0 * t.prefill_comm_seconds / t.prefill_seconds);

@@ -17,6 +17,7 @@ std::vector<Command> all_commands(CLI::App& app) {
   commands.push_back(register_serve(app));
   commands.push_back(register_tokenize(app));
   commands.push_back(register_perplexity(app));
+  commands.push_back(register_plan(app));
   return commands;
 }
 

@@ -7,6 +7,7 @@
 
 #include "cli/commands.h"
 #include "core/error.h"
+#include "kernels/cpu/cpu_features.h"
 
 int main(int argc, char** argv) {
   CLI::App app{"epserve: an expert-parallel serving engine for Mixture-of-Experts models"};
@@ -29,6 +30,8 @@ int main(int argc, char** argv) {
     return app.exit(e);
   }
   try {
+    // A bad EPSERVE_CPU_FEATURES fails here, before any work, in one line.
+    epserve::cpu_features();
     for (auto& command : commands) {
       if (command.app->parsed()) return command.run();
     }

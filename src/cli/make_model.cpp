@@ -34,6 +34,10 @@ Command register_make_model(CLI::App& app) {
   sub->add_option("--router-skew", o->model.router_skew,
                   "Zipf-like skew of expert popularity via e_score_correction_bias (deepseek_v3)");
   sub->add_option("--seed", o->model.seed);
+  sub->add_option("--quantization", o->model.quantization,
+                  "fp8 (DeepSeek-V3's 128x128 block FP8, every linear layer but the router and "
+                  "lm_head) or int4 (Kimi-K2-Thinking's compressed-tensors W4A16 routed experts); "
+                  "BF16 when absent");
   sub->add_option("--max-shard-bytes", o->model.max_shard_bytes,
                   "Split the weights into shards of at most this many bytes");
   sub->add_option("--num-threads", o->num_threads);

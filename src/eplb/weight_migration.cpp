@@ -3,9 +3,11 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <array>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
+#include <span>
 
 #include "comm/communicator.h"
 #include "core/error.h"
@@ -52,37 +54,82 @@ Source source_of(std::span<const int32_t> old_row, std::span<const int32_t> new_
   return Source::kRemote;
 }
 
-// The three matrices of an expert as one owned buffer: gate, up, down back to back.
-struct ExpertBuffer {
-  std::shared_ptr<uint8_t[]> bytes;
-  size_t matrix_bytes = 0;
+// The matrices of an expert (gate, up, down) as one owned buffer: each matrix's stored values,
+// then its scales for block-scaled formats (the scales travel with their weights), each part
+// starting at a multiple of 64 bytes.
+struct ExpertParts {
+  std::array<std::span<const uint8_t>, 6> parts;  // values, scales of gate, up, down
 };
 
-void check_contiguous(const GatedMlp& mlp, DType dtype, size_t matrix_bytes) {
-  for (const Linear* l : {&mlp.gate_proj(), &mlp.up_proj(), &mlp.down_proj()}) {
-    const WeightView& v = l->view();
-    EPS_CHECK(v.dtype == dtype && v.row_stride == v.cols &&
-                  static_cast<size_t>(v.rows * v.cols) * dtype_size(v.dtype) == matrix_bytes,
-              "expert weights are not whole {} matrices of {} bytes (live EPLB moves BF16/F32 "
-              "experts only)",
-              dtype_name(dtype), matrix_bytes);
-  }
-}
-
-GatedMlp mlp_of(const ExpertBuffer& buffer, const GatedMlp& like) {
-  auto tensor = [&](int index, const Linear& shape_of) {
-    const WeightView& v = shape_of.view();
-    void* data = buffer.bytes.get() + index * buffer.matrix_bytes;
-    return Linear::of(Tensor(v.dtype, {v.rows, v.cols}, data, buffer.bytes));
-  };
-  return GatedMlp::of(tensor(0, like.gate_proj()), tensor(1, like.up_proj()),
-                      tensor(2, like.down_proj()));
-}
-
-void copy_expert(const GatedMlp& src, const ExpertBuffer& dst) {
-  const Linear* parts[3] = {&src.gate_proj(), &src.up_proj(), &src.down_proj()};
+ExpertParts parts_of(const GatedMlp& mlp) {
+  ExpertParts out;
+  const Linear* m[3] = {&mlp.gate_proj(), &mlp.up_proj(), &mlp.down_proj()};
   for (int i = 0; i < 3; ++i) {
-    std::memcpy(dst.bytes.get() + i * dst.matrix_bytes, parts[i]->view().data, dst.matrix_bytes);
+    auto [values, scales] = m[i]->stored_bytes();
+    out.parts[2 * i] = values;
+    out.parts[2 * i + 1] = scales;
+  }
+  return out;
+}
+
+struct ExpertLayout {
+  std::array<size_t, 6> sizes{};
+  std::array<size_t, 6> offsets{};
+  size_t total = 0;
+  bool dense = true;  // no scales: the three matrices are sent as they are, without packing
+};
+
+ExpertLayout layout_of(const GatedMlp& mlp) {
+  ExpertLayout l;
+  ExpertParts p = parts_of(mlp);
+  for (int i = 0; i < 6; ++i) {
+    l.offsets[i] = l.total;
+    l.sizes[i] = p.parts[i].size();
+    l.total += (l.sizes[i] + 63) / 64 * 64;
+    if (i % 2 == 1 && l.sizes[i] > 0) l.dense = false;
+  }
+  return l;
+}
+
+struct ExpertBuffer {
+  std::shared_ptr<uint8_t[]> bytes;
+};
+
+void check_same_layout(const GatedMlp& mlp, const GatedMlp& first, const ExpertLayout& layout) {
+  ExpertLayout l = layout_of(mlp);
+  const Linear* a[3] = {&mlp.gate_proj(), &mlp.up_proj(), &mlp.down_proj()};
+  const Linear* b[3] = {&first.gate_proj(), &first.up_proj(), &first.down_proj()};
+  bool same = l.sizes == layout.sizes;
+  for (int i = 0; i < 3; ++i) {
+    same = same && a[i]->view().format == b[i]->view().format &&
+           a[i]->view().dtype == b[i]->view().dtype && a[i]->view().rows == b[i]->view().rows &&
+           a[i]->view().cols == b[i]->view().cols;
+  }
+  EPS_CHECK(same, "the local experts of a layer are not stored alike (formats or sizes differ)");
+}
+
+GatedMlp mlp_of(const ExpertBuffer& buffer, const GatedMlp& like, const ExpertLayout& layout) {
+  auto linear = [&](int index, const Linear& shape_of) {
+    const WeightView& v = shape_of.view();
+    uint8_t* values = buffer.bytes.get() + layout.offsets[2 * index];
+    if (v.format == WeightFormat::kDense) {
+      return Linear::of(Tensor(v.dtype, {v.rows, v.cols}, values, buffer.bytes));
+    }
+    uint8_t* scales = buffer.bytes.get() + layout.offsets[2 * index + 1];
+    return Linear::of(
+        v, Tensor(DType::U8, {static_cast<int64_t>(layout.sizes[2 * index])}, values, buffer.bytes),
+        Tensor(DType::U8, {static_cast<int64_t>(layout.sizes[2 * index + 1])}, scales,
+               buffer.bytes));
+  };
+  return GatedMlp::of(linear(0, like.gate_proj()), linear(1, like.up_proj()),
+                      linear(2, like.down_proj()));
+}
+
+void copy_expert(const GatedMlp& src, uint8_t* dst, const ExpertLayout& layout) {
+  ExpertParts p = parts_of(src);
+  for (int i = 0; i < 6; ++i) {
+    if (layout.sizes[i] > 0)
+      std::memcpy(dst + layout.offsets[i], p.parts[i].data(), layout.sizes[i]);
   }
 }
 
@@ -131,6 +178,7 @@ std::optional<StagedChunk> migrate_chunk(const std::vector<LayerMove>& layers, C
                                          MigrationStats& stats, const MigrationFault& fault) {
   // 1. Allocate the new weights of every changing slot.
   std::vector<std::vector<std::pair<int, ExpertBuffer>>> buffers(layers.size());
+  std::vector<ExpertLayout> layouts(layers.size());
   std::string error;
   try {
     for (size_t k = 0; k < layers.size(); ++k) {
@@ -138,15 +186,13 @@ std::optional<StagedChunk> migrate_chunk(const std::vector<LayerMove>& layers, C
       EPS_CHECK(move.experts != nullptr && move.experts->num_experts() > 0,
                 "layer {} has no local experts to migrate", move.layer);
       const GatedMlp& first = move.experts->expert(0);
-      const WeightView& v = first.gate_proj().view();
-      const size_t matrix_bytes = static_cast<size_t>(v.rows * v.cols) * dtype_size(v.dtype);
+      layouts[k] = layout_of(first);
       for (int e = 0; e < move.experts->num_experts(); ++e) {
-        check_contiguous(move.experts->expert(e), v.dtype, matrix_bytes);
+        check_same_layout(move.experts->expert(e), first, layouts[k]);
       }
       auto add = [&](int local) {
         ExpertBuffer b;
-        b.matrix_bytes = matrix_bytes;
-        b.bytes = std::shared_ptr<uint8_t[]>(new uint8_t[3 * matrix_bytes]);
+        b.bytes = std::shared_ptr<uint8_t[]>(new uint8_t[layouts[k].total]);
         buffers[k].emplace_back(local, std::move(b));
       };
       for (const auto& c : move.plan.copies) add(c.dst_local);
@@ -167,23 +213,32 @@ std::optional<StagedChunk> migrate_chunk(const std::vector<LayerMove>& layers, C
     EPS_THROW("no staging buffer for local slot {}", local);
   };
   std::vector<Request> requests;
+  std::vector<std::shared_ptr<uint8_t[]>> send_buffers;  // packed experts, alive until sent
   world.set_context("EPLB expert weight exchange");
   for (size_t k = 0; k < layers.size(); ++k) {
     for (const auto& r : layers[k].plan.recvs) {
       ExpertBuffer& b = buffer_of(k, r.dst_local);
-      requests.push_back(world.irecv(r.peer, b.bytes.get(), 3 * b.matrix_bytes, r.tag));
+      requests.push_back(world.irecv(r.peer, b.bytes.get(), layouts[k].total, r.tag));
       stats.slots_received += 1;
-      stats.bytes_received += static_cast<int64_t>(3 * b.matrix_bytes);
+      stats.bytes_received += static_cast<int64_t>(layouts[k].total);
     }
   }
   for (size_t k = 0; k < layers.size(); ++k) {
     for (const auto& s : layers[k].plan.sends) {
       const GatedMlp& mlp = layers[k].experts->expert(s.src_local);
-      const void* rows[3] = {mlp.gate_proj().view().data, mlp.up_proj().view().data,
-                             mlp.down_proj().view().data};
-      const WeightView& v = mlp.gate_proj().view();
-      const size_t matrix_bytes = static_cast<size_t>(v.rows * v.cols) * dtype_size(v.dtype);
-      requests.push_back(world.isend_rows(s.peer, rows, 3, matrix_bytes, s.tag));
+      const ExpertLayout& layout = layouts[k];
+      if (layout.dense && layout.sizes[0] % 64 == 0 && layout.sizes[0] == layout.sizes[2] &&
+          layout.sizes[0] == layout.sizes[4]) {
+        // BF16/F32 matrices of equal, 64-byte multiple sizes: sent in place.
+        const void* rows[3] = {mlp.gate_proj().view().data, mlp.up_proj().view().data,
+                               mlp.down_proj().view().data};
+        requests.push_back(world.isend_rows(s.peer, rows, 3, layout.sizes[0], s.tag));
+      } else {
+        std::shared_ptr<uint8_t[]> packed(new uint8_t[layout.total]());
+        copy_expert(mlp, packed.get(), layout);
+        requests.push_back(world.isend(s.peer, packed.get(), layout.total, s.tag));
+        send_buffers.push_back(std::move(packed));
+      }
       stats.slots_sent += 1;
     }
   }
@@ -197,12 +252,13 @@ std::optional<StagedChunk> migrate_chunk(const std::vector<LayerMove>& layers, C
       const GatedMlp& like = move.experts->expert(0);
       for (const auto& c : move.plan.copies) {
         const ExpertBuffer& b = buffer_of(k, c.dst_local);
-        copy_expert(move.experts->expert(c.src_local), b);
+        copy_expert(move.experts->expert(c.src_local), b.bytes.get(), layouts[k]);
         stats.slots_copied_locally += 1;
       }
-      for (auto& [local, b] : buffers[k]) staged[k].emplace_back(local, mlp_of(b, like));
+      for (auto& [local, b] : buffers[k])
+        staged[k].emplace_back(local, mlp_of(b, like, layouts[k]));
       for (const auto& a : move.plan.aliases) {
-        staged[k].emplace_back(a.dst_local, mlp_of(buffer_of(k, a.from_local), like));
+        staged[k].emplace_back(a.dst_local, mlp_of(buffer_of(k, a.from_local), like, layouts[k]));
         stats.slots_aliased += 1;
       }
     }

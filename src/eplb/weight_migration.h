@@ -10,7 +10,8 @@
 // plan, so each send has its receive without any negotiation.
 //
 // migrate_chunk runs the plans of a chunk of layers on every rank, in three steps with a vote
-// after the first and the last: allocate the new weights (owned buffers, BF16/F32 as stored),
+// after the first and the last: allocate the new weights (owned buffers, as stored: BF16/F32,
+// or block-scaled values followed by their scales),
 // exchange them (point-to-point over the world communicator; a peer failing here fails the job
 // as any collective does), then do the local copies. If any rank failed a step (or a test hook
 // said so), every rank drops what it staged and the old placement stays in force everywhere;

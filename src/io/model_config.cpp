@@ -234,6 +234,7 @@ ModelConfig parse_model_config(const json& j, const std::string& source) {
   check_positive(source, "num_attention_heads", c.num_heads);
   check_positive(source, "num_key_value_heads", c.num_kv_heads);
   c.rope = parse_rope(f, j, source);
+  c.quant = parse_quant_config(j, source);
 
   if (c.architecture == "DeepseekV3ForCausalLM") {
     parse_deepseek_v3(f, c);

@@ -8,6 +8,8 @@
 
 #include <nlohmann/json_fwd.hpp>
 
+#include "io/quant_config.h"
+
 namespace epserve {
 
 enum class Arch { kDeepseekV3, kQwen3Moe };
@@ -70,6 +72,7 @@ struct ModelConfig {
   RopeConfig rope;
   MlaConfig mla;  // DeepSeek-V3 only
   MoeConfig moe;
+  QuantConfig quant;               // quantization_config (none for BF16 checkpoints)
   std::vector<bool> layer_is_moe;  // per layer: routed experts (true) or a dense MLP (false)
   std::string source;              // the config.json path, for messages
 

@@ -15,6 +15,7 @@ ModelWeights ModelWeights::open(const std::string& model_dir) {
   ModelWeights w;
   w.model_dir_ = model_dir;
   check_model_dir(model_dir);
+  w.quant_ = load_quant_config(model_dir);
   fs::path index_path = fs::path(model_dir) / "model.safetensors.index.json";
   std::vector<std::string> shard_names;
   nlohmann::json weight_map;
@@ -102,6 +103,21 @@ Tensor ModelWeights::get(const std::string& name, const Shape& shape) const {
             "{}: tensor '{}': expected dtype BF16, F16 or F32, found {}",
             files_[it->second]->path(), name, dtype_name(t.dtype()));
   return t;
+}
+
+Tensor ModelWeights::raw(const std::string& name, const Shape& shape) const {
+  auto it = location_.find(name);
+  EPS_CHECK(it != location_.end(), "{}: tensor '{}' not found", model_dir_, name);
+  Tensor t = files_[it->second]->get(name);
+  EPS_CHECK(shape.empty() || t.shape() == shape, "{}: tensor '{}': expected shape {}, found {}",
+            files_[it->second]->path(), name, shape_str(shape), shape_str(t.shape()));
+  return t;
+}
+
+DType ModelWeights::dtype_of(const std::string& name) const {
+  auto it = location_.find(name);
+  EPS_CHECK(it != location_.end(), "{}: tensor '{}' not found", model_dir_, name);
+  return files_[it->second]->header().tensors.at(name).dtype;
 }
 
 Tensor ModelWeights::matrix(const std::string& name, const Shape& shape) const {

@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "io/quant_config.h"
 #include "io/safetensors.h"
 
 namespace epserve {
@@ -25,6 +26,11 @@ class ModelWeights {
   Tensor matrix(const std::string& name, const Shape& shape) const;
   // The tensor converted to an owned F32 tensor (norm weights, biases, small vectors).
   Tensor get_f32(const std::string& name, const Shape& shape) const;
+  // The tensor as stored, any dtype; its shape is checked when `shape` is not empty.
+  Tensor raw(const std::string& name, const Shape& shape = {}) const;
+  DType dtype_of(const std::string& name) const;
+  // config.json's quantization_config (Linear::load reads the block and group sizes from it).
+  const QuantConfig& quantization() const { return quant_; }
   // Where a tensor is stored, for error messages.
   std::string file_of(const std::string& name) const;
   std::vector<std::string> names() const;
@@ -35,6 +41,7 @@ class ModelWeights {
   std::string model_dir_;
   std::vector<std::shared_ptr<SafetensorsFile>> files_;
   std::map<std::string, size_t> location_;  // tensor name -> index into files_
+  QuantConfig quant_;
 };
 
 // Converts F32, F16 or BF16 data to F32.

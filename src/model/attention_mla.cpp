@@ -46,6 +46,7 @@ MlaAttention::MlaAttention(const ModelConfig& config, const ModelWeights& weight
   kv_b_proj_ = Linear::load(weights, prefix + ".kv_b_proj.weight", config.num_heads * nope_v,
                             mla_.kv_lora_rank)
                    .rows(h0 * nope_v, h1 * nope_v);
+  kv_b_absorb_ = kv_b_proj_.dequantized();
   o_proj_ = Linear::load(weights, prefix + ".o_proj.weight", H, config.num_heads * mla_.v_head_dim)
                 .cols(h0 * mla_.v_head_dim, h1 * mla_.v_head_dim);
   rope_ = make_rope_table(rope_params(config.rope), mla_.qk_rope_head_dim);
@@ -98,7 +99,7 @@ void MlaAttention::forward(const float* x, const ForwardBatch& batch, KvCache& c
   std::vector<float> q_latent(T * nh * lora);
   ThreadPool::global().parallel_for(nh, [&](int64_t h0, int64_t h1) {
     for (int64_t h = h0; h < h1; ++h) {
-      WeightView w_uk = kv_b_proj_.view().row_slice(h * nope_v, h * nope_v + nope);
+      WeightView w_uk = kv_b_absorb_.view().row_slice(h * nope_v, h * nope_v + nope);
       matmul_untransposed(q.data() + h * qk, nh * qk, T, w_uk, q_latent.data() + h * lora,
                           nh * lora);
     }

@@ -33,7 +33,10 @@ class MlaAttention : public Attention {
   Linear kv_a_proj_;
   RmsNorm kv_a_layernorm_;
   Linear kv_b_proj_;  // this rank's heads: [local_heads * (nope + v), kv_lora]
-  Linear o_proj_;     // this rank's head columns
+  // The same as F32 when kv_b_proj is block-scaled (the absorbed W_uk multiplies it untransposed,
+  // which has no quantized vector path; the values, hence the bits, are the same).
+  Linear kv_b_absorb_;
+  Linear o_proj_;  // this rank's head columns
 };
 
 }  // namespace epserve

@@ -3,6 +3,7 @@
 #include <vector>
 
 #include "kernels/cpu/activation.h"
+#include "kernels/cpu/matmul_quant.h"
 #include "kernels/cpu/norm.h"
 
 namespace epserve {
@@ -36,9 +37,81 @@ RoutingParams routing_params(const MoeConfig& moe, const float* correction_bias)
   return p;
 }
 
+namespace {
+
+bool ends_with(const std::string& s, const std::string& suffix) {
+  return s.size() >= suffix.size() &&
+         s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+void load_int4(const ModelWeights& weights, const std::string& prefix, int64_t out_features,
+               int64_t in_features, Tensor& values, Tensor& scales) {
+  const QuantConfig& q = weights.quantization();
+  const std::string packed_name = prefix + ".weight_packed";
+  EPS_CHECK(q.method == QuantMethod::kInt4Pack,
+            "{}: tensor '{}' is packed INT4 but config.json has no compressed-tensors "
+            "quantization_config",
+            weights.file_of(packed_name), packed_name);
+  const std::string shape_name = prefix + ".weight_shape";
+  Tensor shape = weights.raw(shape_name);
+  EPS_CHECK(shape.ndim() == 1 && shape.dim(0) == 2 &&
+                (shape.dtype() == DType::I32 || shape.dtype() == DType::I64),
+            "{}: tensor '{}' must be an integer [2], found {} {}", weights.file_of(shape_name),
+            shape_name, dtype_name(shape.dtype()), shape_str(shape.shape()));
+  int64_t dims[2];
+  for (int i = 0; i < 2; ++i) {
+    dims[i] =
+        shape.dtype() == DType::I32 ? shape.ptr<const int32_t>()[i] : shape.ptr<const int64_t>()[i];
+  }
+  EPS_CHECK(dims[0] == out_features && dims[1] == in_features,
+            "{}: tensor '{}' says [{}, {}], expected [{}, {}]", weights.file_of(shape_name),
+            shape_name, dims[0], dims[1], out_features, in_features);
+  values = weights.raw(packed_name);
+  const std::string scale_name = prefix + ".weight_scale";
+  scales = weights.raw(scale_name);
+  if (scales.dtype() == DType::F16) {
+    Tensor f32 = Tensor::empty(DType::F32, scales.shape());
+    convert_to_f32(scales, f32.f32());
+    scales = f32;
+  }
+}
+
+}  // namespace
+
 Linear Linear::load(const ModelWeights& weights, const std::string& name, int64_t out_features,
                     int64_t in_features) {
   Linear l;
+  if (ends_with(name, ".weight")) {
+    const std::string prefix = name.substr(0, name.size() - 7);
+    if (weights.has(prefix + ".weight_packed")) {
+      load_int4(weights, prefix, out_features, in_features, l.storage_, l.scale_storage_);
+      try {
+        l.view_ = int4_group_view(l.storage_, l.scale_storage_, out_features, in_features,
+                                  weights.quantization().group_size);
+      } catch (const Error& e) {
+        EPS_THROW("{}: '{}.weight_packed' / '.weight_scale': {}",
+                  weights.file_of(prefix + ".weight_packed"), prefix, e.what());
+      }
+      return l;
+    }
+    if (weights.has(name) && weights.dtype_of(name) == DType::F8_E4M3) {
+      const QuantConfig& q = weights.quantization();
+      EPS_CHECK(q.method == QuantMethod::kFp8Block,
+                "{}: tensor '{}' is float8_e4m3fn but config.json has no fp8 quantization_config",
+                weights.file_of(name), name);
+      const std::string scale_name = name + "_scale_inv";
+      EPS_CHECK(weights.has(scale_name), "{}: tensor '{}' is float8_e4m3fn but '{}' is missing",
+                weights.file_of(name), name, scale_name);
+      l.storage_ = weights.raw(name, {out_features, in_features});
+      l.scale_storage_ = weights.raw(scale_name);
+      try {
+        l.view_ = fp8_block_view(l.storage_, l.scale_storage_, q.block_rows, q.block_cols);
+      } catch (const Error& e) {
+        EPS_THROW("{}: tensor '{}': {}", weights.file_of(scale_name), scale_name, e.what());
+      }
+      return l;
+    }
+  }
   l.storage_ = weights.matrix(name, {out_features, in_features});
   l.view_ = WeightView::of(l.storage_);
   return l;
@@ -52,6 +125,42 @@ Linear Linear::of(Tensor weight) {
   l.storage_ = std::move(weight);
   l.view_ = WeightView::of(l.storage_);
   return l;
+}
+
+Linear Linear::of(const WeightView& like, Tensor values, Tensor scales) {
+  if (like.format == WeightFormat::kDense) return of(std::move(values));
+  EPS_CHECK(like.row0 == 0 && like.col0 == 0, "Linear::of needs a whole block-scaled matrix");
+  Linear l;
+  l.storage_ = std::move(values);
+  l.scale_storage_ = std::move(scales);
+  l.view_ = like;
+  l.view_.data = l.storage_.data();
+  l.view_.scales = l.scale_storage_.data();
+  return l;
+}
+
+std::pair<std::span<const uint8_t>, std::span<const uint8_t>> Linear::stored_bytes() const {
+  const auto* values = static_cast<const uint8_t*>(view_.data);
+  if (view_.format == WeightFormat::kDense) {
+    EPS_CHECK(view_.row_stride == view_.cols, "stored_bytes of a column slice");
+    return {{values, static_cast<size_t>(view_.rows * view_.cols) * dtype_size(view_.dtype)}, {}};
+  }
+  const int64_t value_bytes = view_.format == WeightFormat::kInt4Group
+                                  ? view_.rows * view_.row_stride / 2
+                                  : view_.rows * view_.row_stride;
+  EPS_CHECK(
+      view_.row0 == 0 && view_.col0 == 0 && static_cast<int64_t>(storage_.nbytes()) == value_bytes,
+      "stored_bytes of a sliced block-scaled weight");
+  return {{values, storage_.nbytes()},
+          {static_cast<const uint8_t*>(view_.scales), scale_storage_.nbytes()}};
+}
+
+Linear Linear::dequantized() const {
+  if (view_.format == WeightFormat::kDense) return *this;
+  Tensor t = Tensor::empty(DType::F32, {view_.rows, view_.cols});
+  for (int64_t r = 0; r < view_.rows; ++r)
+    for (int64_t c = 0; c < view_.cols; ++c) t.f32()[r * view_.cols + c] = view_.at(r, c);
+  return of(std::move(t));
 }
 
 Linear Linear::rows(int64_t begin, int64_t end) const {

@@ -3,7 +3,9 @@
 // (dense layers, shared experts and routed experts all use it).
 #pragma once
 
+#include <span>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "io/model_config.h"
@@ -30,11 +32,22 @@ struct Shard {
 class Linear {
  public:
   Linear() = default;
-  // The whole weight [out_features, in_features] named `name`.
+  // The whole weight [out_features, in_features] named `name` (ending in ".weight"). A block-scaled
+  // checkpoint's weight stays quantized: FP8 when `name` is float8_e4m3fn with a sibling
+  // `name`_scale_inv, INT4 when `prefix`.weight_packed exists (with weight_scale, weight_shape).
   static Linear load(const ModelWeights& weights, const std::string& name, int64_t out_features,
                      int64_t in_features);
   // A 2-D BF16 or F32 tensor [out_features, in_features] (e.g. weights copied from another rank).
   static Linear of(Tensor weight);
+  // Weights of the same format and shape as `like` over new buffers (EPLB's migrated experts):
+  // `values` holds the quantized values, `scales` the scales (undefined for BF16/F32).
+  static Linear of(const WeightView& like, Tensor values, Tensor scales);
+  // The bytes that hold this layer's whole matrix: values, then scales (empty for BF16/F32).
+  // Only for a whole (unsliced) weight.
+  std::pair<std::span<const uint8_t>, std::span<const uint8_t>> stored_bytes() const;
+  // This layer with BF16/F32 weights as they are, block-scaled ones as an owned F32 copy of their
+  // dequantised values.
+  Linear dequantized() const;
   // Only output rows [begin, end) or input columns [begin, end).
   Linear rows(int64_t begin, int64_t end) const;
   Linear cols(int64_t begin, int64_t end) const;
@@ -46,9 +59,14 @@ class Linear {
   void forward(const float* x, int64_t num_tokens, float* y) const {
     matmul(x, num_tokens, view_, y);
   }
+  // The same in fp32 whatever the CPU (matmul_fp32_order): for the MoE router.
+  void forward_fp32(const float* x, int64_t num_tokens, float* y) const {
+    matmul_fp32_order(x, num_tokens, view_, y);
+  }
 
  private:
-  Tensor storage_;  // keeps the mapped bytes alive
+  Tensor storage_;        // keeps the mapped bytes alive
+  Tensor scale_storage_;  // block-scaled formats: the scales
   WeightView view_;
 };
 

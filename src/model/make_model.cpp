@@ -10,6 +10,7 @@
 #include "core/thread_pool.h"
 #include "io/model_config.h"
 #include "io/safetensors_writer.h"
+#include "model/make_model_quant.h"
 #include "model/tensor_specs.h"
 #include "tokenizer/family_files.h"
 
@@ -142,6 +143,8 @@ json make_model_config(const MakeModelOptions& o) {
   EPS_CHECK(c["vocab_size"].get<int>() >= 1024,
             "--vocab-size {} is smaller than the family tokenizer's 1024 ids",
             c["vocab_size"].get<int>());
+  check_make_model_quantization(o.quantization);
+  if (!o.quantization.empty()) c["quantization_config"] = make_model_quant_config(o.quantization);
   parse_model_config(c, "make-model");  // the same checks a load would make
   return c;
 }
@@ -172,6 +175,12 @@ void make_model(const MakeModelOptions& o, const std::string& dir) {
         t.fill = [n, std, seed](void* dst, size_t) {
           fill_normal_bf16(static_cast<bf16_t*>(dst), n, 0.0, std, seed);
         };
+        if (make_model_quantizes(o.quantization, spec.name)) {
+          add_quantized_matrix(tensors, o.quantization, spec, [fill = t.fill, n](bf16_t* dst) {
+            fill(dst, static_cast<size_t>(n) * 2);
+          });
+          continue;
+        }
         break;
       }
       case TensorRole::kEmbedding:

@@ -22,6 +22,8 @@ struct MakeModelOptions {
   // chosen far more often (0: no skew). DeepSeek-V3 only: Qwen3 has no correction bias.
   double router_skew = 0.0;
   size_t max_shard_bytes = size_t{4} << 30;
+  // "" (BF16), "fp8" or "int4": see model/make_model_quant.h.
+  std::string quantization;
 };
 
 // The config.json the options describe (validated by parsing it as epserve would).

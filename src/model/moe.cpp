@@ -99,7 +99,7 @@ void MoeBlock::route(const float* x, int64_t num_tokens, std::vector<float>& log
   const int64_t E = routing_.num_experts;
   logits.resize(num_tokens * E);  // [T, E]
   if (!fake_routing_) {
-    gate_.forward(x, num_tokens, logits.data());
+    gate_.forward_fp32(x, num_tokens, logits.data());
     route_topk(routing_, logits.data(), num_tokens, topk_ids, topk_weights);
     return;
   }

@@ -31,6 +31,9 @@ struct ParallelOptions {
   double tbo_token_distribution_threshold = 0.48;
   // --trace-file: a Chrome/Perfetto trace of the forward passes (runtime/pass_trace.h).
   std::string trace_file;
+  // --quantization: empty means the checkpoint's own (io/quant_config.h:
+  // resolve_quantization_flag).
+  std::string quantization;
 
   // What resolve() decided that the flags did not say (one line each, for the start-up log).
   std::vector<std::string> notes;

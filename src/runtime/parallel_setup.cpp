@@ -22,6 +22,7 @@ RankContext setup_rank(const ParallelOptions& o, const std::string& model_dir) {
   EPS_CHECK(ctx.info.world_size == w, "rank started with world size {} but the flags say {}",
             ctx.info.world_size, w);
   if (is_rank_process()) ThreadPool::set_global_threads(ctx.info.num_threads);
+  resolve_quantization_flag(load_quant_config(model_dir), o.quantization);
   ctx.parallel.ep_dispatch_algorithm =
       o.ep_dispatch_algorithm == "dynamic" ? EpDispatchAlgorithm::kDynamic
       : o.ep_dispatch_algorithm == "fake"  ? EpDispatchAlgorithm::kFake

@@ -16,6 +16,7 @@
 #include "core/log.h"
 #include "core/thread_pool.h"
 #include "ep/expert_location.h"
+#include "kernels/cpu/cpu_features.h"
 #include "model/causal_lm.h"
 #include "runtime/group_runner.h"
 #include "runtime/ipc.h"
@@ -137,6 +138,7 @@ int run_rank(const RankOptions& o) {
   spdlog::info("rank ready: {} KV slots ({:.1f} MiB), context length {}",
                scheduler.max_total_tokens(), runner.cache().bytes() / 1048576.0,
                scheduler.context_length());
+  if (dp_rank == 0) spdlog::info("{}", kernel_paths_summary());
 
   std::vector<TokenOutput> outputs;
   // Recorder commands wait here until every group's leader has them (they are collective).

@@ -26,7 +26,12 @@ namespace epserve {
 
 struct SchedulerConfig {
   int64_t max_running_requests = 256;
-  int64_t chunked_prefill_size = 8192;  // <= 0: whole prompts in one step
+  // Prompt tokens per step (<= 0: whole prompts in one step). The budget is shared by the prompts
+  // of one step and every prompt of a step gets its first token only when the step ends, so on a
+  // CPU, where a token costs far more time than on a GPU, a GPU-sized budget (SGLang's 8192) makes
+  // every request of a burst wait for the whole burst's prefill. 512 tokens (llama.cpp's physical
+  // batch) keep each step's GEMMs large while the first prompts of a burst start decoding early.
+  int64_t chunked_prefill_size = 512;
   int64_t page_size = 1;
   int64_t context_length = 0;  // 0: the model's max_position_embeddings
   bool enable_prefix_cache = true;

@@ -51,6 +51,9 @@ void add_parallel_flags(CLI::App& sub, ParallelOptions& o) {
   sub.add_option("--trace-file", o.trace_file,
                  "Write a Chrome/Perfetto trace JSON of the forward passes here (per rank: "
                  "compute and communication spans per micro-batch)");
+  sub.add_option("--quantization", o.quantization,
+                 "The checkpoint's quantization method (fp8 or compressed-tensors); read from "
+                 "config.json when absent. Online quantization is not implemented");
 }
 
 void add_expert_flags(CLI::App& sub, ExpertRuntimeOptions& x, RecorderDump dump) {

@@ -169,6 +169,11 @@ int run_server(const ServerArgs& args) {
   use_sglang_log_format("");
   check_supported(args);
   ModelConfig config = load_model_config(args.model_path);
+  resolve_quantization_flag(config.quant, args.parallel.quantization);
+  if (config.quant.quantized()) {
+    std::fprintf(stderr, "epserve serve: quantization %s (weights kept quantized in memory)\n",
+                 config.quant.describe().c_str());
+  }
   print_layout(args, config);
   const ParallelOptions& layout = args.parallel;
   if (layout.node_rank > 0) {

@@ -34,7 +34,6 @@ constexpr std::array kUnimplementedSglangFlags = std::to_array<std::string_view>
     "nccl-port",
     "checkpoint-engine-wait-weights-before-ready",
     // Quantization and data types
-    "quantization",
     "quantization-param-path",
     "kv-cache-dtype",
     "enable-fp32-lm-head",

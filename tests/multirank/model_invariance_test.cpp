@@ -4,11 +4,20 @@
 // single-rank run's, logits must agree within 1e-4 (the only difference is the order in which
 // tensor-parallel partial sums of attention are added: about 6e-6 here), and for a given world
 // size and attention-group size every layout must give bit-identical logits (expert
-// parallelism itself is exact; DP attention with groups of one rank is exact too).
+// parallelism itself is exact; DP attention with groups of one rank is exact too). The quantized
+// fixtures (FP8 blocks everywhere, INT4 routed experts) keep their formats in every layout: the
+// experts' packed weights and scales stay on their ranks and only activations travel.
+// On a CPU with AVX512-BF16, BF16 weights take the BF16 order, which rounds each matmul's input
+// to bf16: a partial-sum difference of one fp32 ulp can move an input across a bf16 rounding
+// boundary (2^-8 relative), so layouts that split heads differ from one rank by up to
+// kLogitToleranceBf16 (measured on Zen 5: up to 0.06 on deepseek_v3_tiny, where the heads are
+// split; qwen3_moe_tiny stays exact); the other checks are unchanged.
 #include <gtest/gtest.h>
 
 #include <sys/wait.h>
 
+#include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <fstream>
 #include <map>
@@ -17,6 +26,7 @@
 #include <nlohmann/json.hpp>
 
 #include "io/safetensors.h"
+#include "support/matmul_order.h"
 #include "support/run_epserve.h"
 #include "support/temp_dir.h"
 
@@ -25,6 +35,13 @@ namespace {
 
 std::string data_dir() {
   return std::string(EPSERVE_SOURCE_DIR) + "/tests/data";
+}
+
+constexpr double kLogitTolerance = 1e-4;
+constexpr double kLogitToleranceBf16 = 0.2;
+
+double logit_tolerance() {
+  return testing::bf16_matmul_order() ? kLogitToleranceBf16 : kLogitTolerance;
 }
 
 struct Layout {
@@ -89,11 +106,17 @@ TEST_P(LayoutInvariance, EveryLayoutGivesTheTokensOfOneRank) {
       const auto& a = single["sequences"][s];
       const auto& b = result["sequences"][s];
       EXPECT_EQ(a["output_ids"], b["output_ids"]) << "prompt " << s;
+      double max_diff = 0.0;
       for (size_t step = 0; step < a["logits"].size(); ++step) {
         for (size_t v = 0; v < a["logits"][step].size(); ++v) {
-          ASSERT_NEAR(a["logits"][step][v].get<double>(), b["logits"][step][v].get<double>(), 1e-4);
+          double d =
+              std::fabs(a["logits"][step][v].get<double>() - b["logits"][step][v].get<double>());
+          max_diff = std::max(max_diff, d);
         }
       }
+      EXPECT_LE(max_diff, logit_tolerance()) << "prompt " << s;
+      if (max_diff > 0)
+        std::printf("%s prompt %zu: max |logit diff| %.3g\n", layout.flags.c_str(), s, max_diff);
     }
     // Logits depend only on how the heads are split: the size of the attention group.
     int group = layout.world;
@@ -121,7 +144,8 @@ TEST(DpAttention, IdleGroupsJoinWithEmptyBatches) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Models, LayoutInvariance,
-                         ::testing::Values("deepseek_v3_tiny", "qwen3_moe_tiny"));
+                         ::testing::Values("deepseek_v3_tiny", "qwen3_moe_tiny",
+                                           "deepseek_v3_tiny_fp8", "kimi_k2_tiny_int4"));
 
 }  // namespace
 }  // namespace epserve

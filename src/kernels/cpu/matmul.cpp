@@ -5,7 +5,9 @@
 #include <cstring>
 
 #include "core/thread_pool.h"
+#include "kernels/cpu/cpu_features.h"
 #include "kernels/cpu/matmul_internal.h"
+#include "kernels/cpu/matmul_quant.h"
 #include "kernels/cpu/vector_paths.h"
 
 namespace epserve {
@@ -21,8 +23,12 @@ WeightView WeightView::row_slice(int64_t begin, int64_t end) const {
   EPS_CHECK(0 <= begin && begin <= end && end <= rows, "row slice [{}, {}) of {} rows", begin, end,
             rows);
   WeightView v = *this;
-  v.data = static_cast<const char*>(data) + begin * row_stride * dtype_size(dtype);
   v.rows = end - begin;
+  if (format != WeightFormat::kDense) {
+    v.row0 += begin;
+    return v;
+  }
+  v.data = static_cast<const char*>(data) + begin * row_stride * dtype_size(dtype);
   return v;
 }
 
@@ -30,12 +36,17 @@ WeightView WeightView::col_slice(int64_t begin, int64_t end) const {
   EPS_CHECK(0 <= begin && begin <= end && end <= cols, "column slice [{}, {}) of {} columns", begin,
             end, cols);
   WeightView v = *this;
-  v.data = static_cast<const char*>(data) + begin * dtype_size(dtype);
   v.cols = end - begin;
+  if (format != WeightFormat::kDense) {
+    v.col0 += begin;
+    return v;
+  }
+  v.data = static_cast<const char*>(data) + begin * dtype_size(dtype);
   return v;
 }
 
 float WeightView::at(int64_t row, int64_t col) const {
+  if (format != WeightFormat::kDense) return quant_weight_at(*this, row, col);
   int64_t i = row * row_stride + col;
   return dtype == DType::BF16 ? bf16_to_f32(static_cast<const bf16_t*>(data)[i])
                               : static_cast<const float*>(data)[i];
@@ -56,6 +67,15 @@ void matmul(const float* x, int64_t num_tokens, const WeightView& w, float* y) {
   matmul_detail::matmul_with_path(x, num_tokens, w, y, matmul_detail::MatmulPath::kAuto);
 }
 
+void matmul_fp32_order(const float* x, int64_t num_tokens, const WeightView& w, float* y) {
+  using matmul_detail::MatmulPath;
+  MatmulPath path = MatmulPath::kScalar;
+  if (matmul_detail::avx2_available()) {
+    path = num_tokens <= matmul_detail::kGemvMaxTokens ? MatmulPath::kGemv : MatmulPath::kGemm;
+  }
+  matmul_detail::matmul_with_path(x, num_tokens, w, y, path);
+}
+
 void matmul_untransposed_reference(const float* x, int64_t x_stride, int64_t num_tokens,
                                    const WeightView& w, float* y, int64_t y_stride) {
   for (int64_t t = 0; t < num_tokens; ++t) {
@@ -70,6 +90,10 @@ void matmul_untransposed_reference(const float* x, int64_t x_stride, int64_t num
 
 void matmul_untransposed(const float* x, int64_t x_stride, int64_t num_tokens, const WeightView& w,
                          float* y, int64_t y_stride) {
+  if (w.format != WeightFormat::kDense) {
+    matmul_untransposed_reference(x, x_stride, num_tokens, w, y, y_stride);
+    return;
+  }
   EPS_CHECK(w.dtype == DType::BF16 || w.dtype == DType::F32,
             "matmul weight must be BF16 or F32, found {}", dtype_name(w.dtype));
   if (matmul_detail::avx2_available()) {
@@ -85,6 +109,19 @@ bool avx2_available() {
   return cpu_has_avx2_fma();
 }
 
+bool bf16_available() {
+  return cpu_features().avx512_bf16;
+}
+
+MatmulPath canonical_path(DType dtype) {
+  return dtype == DType::BF16 && bf16_available() ? MatmulPath::kBf16Scalar : MatmulPath::kScalar;
+}
+
+bool in_bf16_family(MatmulPath path) {
+  return path == MatmulPath::kBf16Scalar || path == MatmulPath::kBf16Gemv ||
+         path == MatmulPath::kBf16Gemm;
+}
+
 const char* path_name(MatmulPath path) {
   switch (path) {
     case MatmulPath::kAuto:
@@ -95,6 +132,12 @@ const char* path_name(MatmulPath path) {
       return "gemv-avx2";
     case MatmulPath::kGemm:
       return "gemm-avx2";
+    case MatmulPath::kBf16Scalar:
+      return "bf16-scalar";
+    case MatmulPath::kBf16Gemv:
+      return "bf16-gemv-avx512";
+    case MatmulPath::kBf16Gemm:
+      return "bf16-gemm-avx512";
   }
   return "?";
 }
@@ -146,6 +189,10 @@ void rows_scalar(const float* x, int64_t num_tokens, const WeightView& w, float*
 
 void matmul_with_path(const float* x, int64_t num_tokens, const WeightView& w, float* y,
                       MatmulPath path) {
+  if (w.format != WeightFormat::kDense) {
+    quant_matmul(x, num_tokens, w, y, path == MatmulPath::kScalar);
+    return;
+  }
   EPS_CHECK(w.dtype == DType::BF16 || w.dtype == DType::F32,
             "matmul weight must be BF16 or F32, found {}", dtype_name(w.dtype));
   EPS_CHECK(num_tokens >= 0 && w.rows >= 0 && w.cols >= 0,
@@ -156,6 +203,13 @@ void matmul_with_path(const float* x, int64_t num_tokens, const WeightView& w, f
   if (num_tokens == 0 || w.rows == 0) return;
   if (w.cols == 0) {
     std::fill(y, y + num_tokens * w.rows, 0.0f);
+    return;
+  }
+  if (path == MatmulPath::kAuto && canonical_path(w.dtype) == MatmulPath::kBf16Scalar) {
+    path = num_tokens <= kBf16GemvMaxTokens ? MatmulPath::kBf16Gemv : MatmulPath::kBf16Gemm;
+  }
+  if (in_bf16_family(path)) {
+    matmul_bf16(x, num_tokens, w, y, path);
     return;
   }
   if (path == MatmulPath::kAuto) {

@@ -1,10 +1,15 @@
 #include "kernels/cpu/vector_paths.h"
 
+#include "kernels/cpu/cpu_features.h"
+
 namespace epserve {
 
 bool cpu_has_avx2_fma() {
-  static const bool available = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  return available;
+  return cpu_features().avx2_fma;
+}
+
+bool cpu_has_avx512() {
+  return cpu_features().avx512;
 }
 
 }  // namespace epserve

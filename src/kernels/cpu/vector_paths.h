@@ -7,8 +7,11 @@
 
 namespace epserve {
 
-// AVX2 and FMA, checked once at run time.
+// AVX2 and FMA, as cpu_features() reports them (EPSERVE_CPU_FEATURES can turn them off).
 bool cpu_has_avx2_fma();
+// AVX-512 F, BW, VL and DQ (and AVX2 + FMA), as cpu_features() reports them: the *_avx512.cpp
+// paths.
+bool cpu_has_avx512();
 
 void silu_mul_avx2(const float* gate, const float* up, int64_t n, float* out);
 

@@ -159,3 +159,84 @@ TEST(CliMakeModel, WritesAModelThatLoadsAndCarriesItsTokenizer) {
 
 }  // namespace
 }  // namespace epserve
+
+namespace epserve {
+namespace {
+
+// --quantization as SGLang reads it: the checkpoint's own method (or none) runs; another method,
+// or online quantization of a BF16 checkpoint, is one error line.
+TEST(CliErrors, QuantizationFlag) {
+  const std::string fp8 = fixture("deepseek_v3_tiny_fp8");
+  EXPECT_EQ(run("generate --model-path " + fp8 + " --input-ids 5 --quantization fp8").exit_code, 0);
+  EXPECT_EQ(run("generate --model-path " + fixture("kimi_k2_tiny_int4") +
+                " --input-ids 5 --quantization compressed-tensors")
+                .exit_code,
+            0);
+  expect_one_line_error(
+      run("generate --model-path " + fp8 + " --input-ids 5 --quantization compressed-tensors"),
+      "the quantization method specified in the model config (fp8) does not match");
+  expect_one_line_error(run("generate --model-path " + fixture("deepseek_v3_tiny") +
+                            " --input-ids 5 --quantization fp8"),
+                        "the checkpoint is not quantized");
+  expect_one_line_error(run("generate --model-path " + fp8 + " --input-ids 5 --quantization int3"),
+                        "unknown quantization method");
+  // A config whose group size disagrees with the packed tensors: the error names the tensor.
+  testing::TempDir dir;
+  std::string model = copy_fixture(dir, "kimi_k2_tiny_int4");
+  std::string config = model + "/config.json";
+  std::string text;
+  {
+    std::ifstream in(config);
+    text.assign(std::istreambuf_iterator<char>(in), {});
+  }
+  text.replace(text.find("\"group_size\": 32"), 16, "\"group_size\": 16");
+  std::ofstream(config) << text;
+  expect_one_line_error(run("generate --model-path " + model + " --input-ids 5"),
+                        "model.layers.1.mlp.experts.0.gate_proj");
+}
+
+}  // namespace
+}  // namespace epserve
+
+namespace epserve {
+namespace {
+
+// make-model writes DeepSeek-V3's FP8 and Kimi-K2-Thinking's INT4 formats, which load and run;
+// tools/reference/check_make_model_quant.py checks their bytes against torch and
+// compressed-tensors.
+TEST(CliMakeModel, WritesFp8AndInt4Checkpoints) {
+  testing::TempDir dir;
+  for (const char* q : {"fp8", "int4"}) {
+    SCOPED_TRACE(q);
+    const std::string out = dir.file(q);
+    RunResult r = run(std::string("make-model --arch deepseek_v3 --preset tiny --quantization ") +
+                      q + " --output " + out);
+    ASSERT_EQ(r.exit_code, 0) << r.output;
+    std::ifstream in(out + "/config.json");
+    std::string config((std::istreambuf_iterator<char>(in)), {});
+    EXPECT_THAT(config, HasSubstr(std::string(q) == "fp8" ? "\"weight_block_size\""
+                                                          : "\"pack-quantized\""));
+    RunResult g = run("generate --model-path " + out + " --input-ids 5,6 --max-new-tokens 3");
+    EXPECT_EQ(g.exit_code, 0) << g.output;
+  }
+  expect_one_line_error(
+      run("make-model --arch deepseek_v3 --quantization int8 --output " + dir.file("bad")),
+      "--quantization 'int8' is not one of fp8");
+}
+
+}  // namespace
+}  // namespace epserve
+
+namespace epserve {
+namespace {
+
+// The tiny Kimi-K2-shaped INT4 model carries Kimi's tiktoken tokenizer and chat template.
+TEST(CliGenerate, KimiTinyChatsThroughItsTiktokenTokenizer) {
+  RunResult r = run("generate --model-path " + fixture("kimi_k2_tiny_int4") +
+                    " --chat '[{\"role\":\"user\",\"content\":\"Hi\"}]' --max-new-tokens 2");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_THAT(r.output, HasSubstr(",768,"));  // <|im_end|> closes the rendered system turn
+}
+
+}  // namespace
+}  // namespace epserve

@@ -13,6 +13,7 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include "support/matmul_order.h"
 #include "support/run_epserve.h"
 #include "support/temp_dir.h"
 
@@ -32,7 +33,10 @@ nlohmann::json reference_cases() {
   return nlohmann::json::parse(in)["cases"];
 }
 
+// With the BF16 order of matmul (a CPU with AVX512-BF16: activations rounded to bf16 before
+// each product) the tiny models' mean NLL moves by up to 9.2e-4 relative (measured on Zen 5).
 TEST(Perplexity, TinyModelsMatchTransformers) {
+  const double tolerance = testing::bf16_matmul_order() ? 2e-3 : 1e-5;
   int checked = 0;
   for (const auto& ref : reference_cases()) {
     const std::string model = ref["model_path"];
@@ -51,7 +55,7 @@ TEST(Perplexity, TinyModelsMatchTransformers) {
     EXPECT_EQ(got["windows"], ref["windows"]);
     EXPECT_EQ(got["scored_tokens"], ref["scored_tokens"]);
     const double nll = got["nll"], expected = ref["nll"];
-    EXPECT_NEAR(nll, expected, 1e-5 * expected);
+    EXPECT_NEAR(nll, expected, tolerance * expected);
     EXPECT_NEAR(got["perplexity"].get<double>(), std::exp(nll), 1e-9 * std::exp(nll));
     ++checked;
   }

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <map>
+#include <set>
 
 #include "runtime/generator.h"
 
@@ -252,6 +253,43 @@ TEST_F(SchedulerTest, MaxNewTokensZeroOnlyPrefills) {
   EXPECT_TRUE(last.error.empty());
   EXPECT_EQ(last.input_logprobs.size(), requests_[1].input_ids.size());
   EXPECT_FALSE(s.has_work());
+}
+
+// A burst of prompts (16 clients sending at once) shares the default per-step prompt budget:
+// the oldest prompts that fit get their first token after the first step instead of every
+// prompt waiting for the whole burst's prefill, and the tokens stay those of offline generation.
+TEST_F(SchedulerTest, ABurstOfPromptsGetsItsFirstTokensStepByStep) {
+  std::vector<GenerateRequest> burst;
+  for (int i = 0; i < 8; ++i) {
+    GenerateRequest r;
+    r.input_ids = prompt(128, 20 + i);
+    r.max_new_tokens = 4;
+    r.sampling.temperature = 0.0f;
+    r.ignore_eos = true;
+    burst.push_back(r);
+  }
+  std::vector<GenerateResult> expected = generate(*reference_model_, burst);
+  LocalModelRunner runner(load_causal_lm(fixture("deepseek_v3_tiny")), 4096);
+  Scheduler s(runner, SchedulerConfig{});
+  std::vector<TokenOutput> out;
+  for (size_t i = 0; i < burst.size(); ++i) {
+    s.add(make_input("b" + std::to_string(i), burst[i].input_ids, 4), out);
+  }
+  ASSERT_TRUE(out.empty());
+  auto rids = [](const std::vector<TokenOutput>& outputs) {
+    std::set<std::string> r;
+    for (const TokenOutput& o : outputs) r.insert(o.rid);
+    return r;
+  };
+  Collected c;
+  std::vector<TokenOutput> step_out;
+  s.step(step_out);
+  EXPECT_EQ(rids(step_out), (std::set<std::string>{"b0", "b1", "b2", "b3"}));
+  EXPECT_EQ(s.stats().prefill_tokens, 512);
+  drain(s, c, step_out);
+  for (size_t i = 0; i < burst.size(); ++i) {
+    EXPECT_EQ(c.tokens["b" + std::to_string(i)], expected[i].output_ids) << i;
+  }
 }
 
 }  // namespace

@@ -182,14 +182,20 @@ TEST(ServerArgs, UnimplementedSglangFlagsSaySo) {
   EXPECT_FALSE(is_unimplemented_sglang_flag("ep-size"));
 }
 
+TEST(ServerArgs, QuantizationIsAServeFlag) {
+  EXPECT_EQ(parse({"--quantization", "fp8"}).parallel.quantization, "fp8");
+  EXPECT_EQ(parse({}).parallel.quantization, "");
+}
+
 TEST(ServerArgs, EveryRefusedFlagIsNamedInOneMessage) {
   std::vector<std::string> extras;
-  parse({"--kv-cache-dtype", "fp8_e5m2", "--quantization=fp8", "--enable-lora", "--bogus", "1",
-         "--typo"},
+  parse({"--kv-cache-dtype", "fp8_e5m2", "--quantization-param-path=x.json", "--enable-lora",
+         "--bogus", "1", "--typo"},
         &extras);
   const std::string message = unknown_flags_error(extras);
-  EXPECT_THAT(message, HasSubstr("--kv-cache-dtype, --quantization, --enable-lora are SGLang "
-                                 "flags that epserve does not implement yet; remove them"));
+  EXPECT_THAT(message,
+              HasSubstr("--kv-cache-dtype, --quantization-param-path, --enable-lora are SGLang "
+                        "flags that epserve does not implement yet; remove them"));
   EXPECT_THAT(message, HasSubstr("unknown flags --bogus, --typo"));
   EXPECT_THAT(message, Not(HasSubstr("unexpected argument"))) << "values are not stray arguments";
   EXPECT_THAT(unknown_flags_error({"stray"}), HasSubstr("unexpected argument 'stray'"));
