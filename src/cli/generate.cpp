@@ -19,6 +19,7 @@
 #include "runtime/generator.h"
 #include "runtime/group_runner.h"
 #include "runtime/parallel_setup.h"
+#include "runtime/pass_trace.h"
 #include "server/parallel_flags.h"
 #include "tokenizer/chat_template.h"
 #include "tokenizer/tokenizer.h"
@@ -116,6 +117,8 @@ int generate_rank(const GenerateOptions& o) {
     }
   }
   auto model = load_causal_lm(o.model_path, ctx.model_load());
+  auto trace =
+      make_pass_trace(*model, o.parallel.trace_file, ctx.info.rank, o.parallel.world_size());
   ExpertRuntimeOptions expert_options = o.experts;
   std::unique_ptr<ExpertRuntime> experts =
       make_expert_runtime(*model, ctx, o.parallel, expert_options);

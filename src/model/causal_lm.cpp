@@ -9,6 +9,7 @@
 #include "ep/expert_location.h"
 #include "io/model_weights.h"
 #include "model/moe_parallel.h"
+#include "model/tbo_split.h"
 
 namespace epserve {
 
@@ -84,20 +85,20 @@ void CausalLM::forward_pass(const ForwardBatch& batch, KvCache& cache, float* lo
   std::vector<float> hidden(T * H), normed(T * H), delta(T * H);  // [T, H] each
   PassState& pass = moe_->pass;
   pass.mode_agreed = false;
-  pass.has_prefill = std::any_of(batch.seqs.begin(), batch.seqs.end(), [](const SequenceInput& s) {
-    return s.num_new > 1 || s.num_past == 0;
-  });
+  pass.has_prefill = batch_is_extend(batch);
+  pass.num_tokens = T;
   embed(batch, hidden.data());
-  for (size_t l = 0; l < layers_.size(); ++l) {
-    DecoderLayer& layer = layers_[l];
-    layer.input_norm.forward(hidden.data(), T, normed.data());
-    layer.attention->forward(normed.data(), batch, cache, static_cast<int64_t>(l), delta.data());
-    reduce_over_heads(delta.data(), T * H, "attention", l);
-    for (int64_t i = 0; i < T * H; ++i) hidden[i] += delta[i];
-    layer.post_attention_norm.forward(hidden.data(), T, normed.data());
-    layer.feed_forward->forward(normed.data(), T, delta.data());
-    if (layer.feed_forward_is_partial) reduce_over_heads(delta.data(), T * H, "mlp", l);
-    for (int64_t i = 0; i < T * H; ++i) hidden[i] += delta[i];
+  bool extend = false;
+  const bool overlapped = agree_two_batch_overlap(batch, extend);
+  if (overlapped || op_observer_) {
+    if (!overlapped) extend = pass.has_prefill;
+    forward_layers_staged(batch, cache, extend, overlapped, hidden.data(), normed.data(),
+                          delta.data());
+  } else {
+    for (size_t l = 0; l < layers_.size(); ++l) {
+      attention_block(l, batch, cache, hidden.data(), normed.data(), delta.data());
+      feed_forward_block(l, T, normed.data(), delta.data(), hidden.data());
+    }
   }
   // Final norm and LM head only for the rows whose logits are wanted.
   std::vector<float> rows;  // [R, H]
@@ -141,6 +142,27 @@ void CausalLM::forward_pass(const ForwardBatch& batch, KvCache& cache, float* lo
     }
     offset += R * (v1 - v0);
   }
+}
+
+void CausalLM::attention_block(size_t l, const ForwardBatch& batch, KvCache& cache, float* hidden,
+                               float* normed, float* delta) {
+  const int64_t T = batch.num_tokens();
+  const int64_t H = config_.hidden_size;
+  DecoderLayer& layer = layers_[l];
+  layer.input_norm.forward(hidden, T, normed);
+  layer.attention->forward(normed, batch, cache, static_cast<int64_t>(l), delta);
+  reduce_over_heads(delta, T * H, "attention", l);
+  for (int64_t i = 0; i < T * H; ++i) hidden[i] += delta[i];
+  layer.post_attention_norm.forward(hidden, T, normed);
+}
+
+void CausalLM::feed_forward_block(size_t l, int64_t T, const float* normed, float* delta,
+                                  float* hidden) {
+  const int64_t H = config_.hidden_size;
+  DecoderLayer& layer = layers_[l];
+  layer.feed_forward->forward(normed, T, delta);
+  if (layer.feed_forward_is_partial) reduce_over_heads(delta, T * H, "mlp", l);
+  for (int64_t i = 0; i < T * H; ++i) hidden[i] += delta[i];
 }
 
 std::unique_ptr<CausalLM> load_causal_lm(const std::string& model_dir,

@@ -18,6 +18,7 @@
 #include "model/moe.h"
 #include "model/moe_context.h"
 #include "model/parallel.h"
+#include "model/tbo_scheduler.h"
 
 namespace epserve {
 
@@ -60,6 +61,10 @@ class CausalLM {
   void forward(const ForwardBatch& batch, KvCache& cache, float* logits);
   void set_moe_observer(MoeObserver* observer);
   void set_pass_observer(PassObserver* observer) { pass_observer_ = observer; }
+  // Called around each two-batch-overlap operation (op, micro-batch, begin?); for the trace.
+  void set_tbo_op_observer(std::function<void(const TboOperation&, int, bool)> observer) {
+    op_observer_ = std::move(observer);
+  }
   // The expert slots of layer `layer` under expert parallelism; null for dense layers and when
   // every expert is local.
   ExpertSlots* expert_slots(int layer);
@@ -70,6 +75,19 @@ class CausalLM {
 
  private:
   void forward_pass(const ForwardBatch& batch, KvCache& cache, float* logits);
+  // Layer l's attention half on a batch whose rows start at hidden/normed/delta [T, H]:
+  // norm, attention (KV written), head all-reduce, residual, post-attention norm into normed.
+  void attention_block(size_t l, const ForwardBatch& batch, KvCache& cache, float* hidden,
+                       float* normed, float* delta);
+  // Layer l's feed-forward half on T rows: MLP or MoE into delta, reduce, residual.
+  void feed_forward_block(size_t l, int64_t T, const float* normed, float* delta, float* hidden);
+  // Two-batch overlap (model/tbo_split.h, model/tbo_scheduler.h; causal_lm_tbo.cpp): whether
+  // this pass runs it, agreed by every rank of the world (extend: the agreed mode), and the
+  // layers run as two micro-batches.
+  bool agree_two_batch_overlap(const ForwardBatch& batch, bool& extend);
+  // overlapped = false: the whole batch as one micro-batch (traced passes without overlap).
+  void forward_layers_staged(const ForwardBatch& batch, KvCache& cache, bool extend,
+                             bool overlapped, float* hidden, float* normed, float* delta);
   void embed(const ForwardBatch& batch, float* hidden) const;
   // The vocabulary rows [begin, end) of rank `rank` of `size` (vocab-parallel LM head).
   std::pair<int64_t, int64_t> vocab_share(int rank, int size) const;
@@ -87,6 +105,8 @@ class CausalLM {
   RmsNorm final_norm_;
   Linear lm_head_;
   PassObserver* pass_observer_ = nullptr;
+  // Sees every two-batch-overlap operation begin and end (the trace); may be empty.
+  std::function<void(const TboOperation&, int, bool)> op_observer_;
 };
 
 // What a rank loads its model with besides the directory: how its share is cut, the MoE context

@@ -95,7 +95,7 @@ void MoeBlock::set_context(std::shared_ptr<MoeContext> moe, bool fake_routing) {
 }
 
 void MoeBlock::route(const float* x, int64_t num_tokens, std::vector<float>& logits,
-                     int32_t* topk_ids, float* topk_weights) const {
+                     int32_t* topk_ids, float* topk_weights, int64_t token_offset) const {
   const int64_t E = routing_.num_experts;
   logits.resize(num_tokens * E);  // [T, E]
   if (!fake_routing_) {
@@ -109,7 +109,7 @@ void MoeBlock::route(const float* x, int64_t num_tokens, std::vector<float>& log
   for (int64_t t = 0; t < num_tokens; ++t) {
     for (int64_t e = 0; e < E; ++e) {
       uint64_t h = splitmix64(splitmix64(splitmix64(pass_id) ^ static_cast<uint64_t>(layer_)) ^
-                              static_cast<uint64_t>(t * E + e));
+                              static_cast<uint64_t>((token_offset + t) * E + e));
       logits[t * E + e] = 5.0f + 5.0f * static_cast<float>(h >> 40) / static_cast<float>(1 << 24);
     }
   }
@@ -129,16 +129,19 @@ void MoeBlock::forward(const float* x, int64_t num_tokens, float* out) {
   combine_wait_and_shared(s);
 }
 
-void MoeBlock::begin(MoeStageState& s, const float* x, int64_t num_tokens, float* out) const {
+void MoeBlock::begin(MoeStageState& s, const float* x, int64_t num_tokens, float* out,
+                     int64_t token_offset) const {
   s.x = x;
   s.num_tokens = num_tokens;
   s.out = out;
+  s.token_offset = token_offset;
 }
 
 void MoeBlock::route_stage(MoeStageState& s) {
   s.topk_ids.resize(s.num_tokens * top_k_);  // [T, K]
   s.topk_weights.resize(s.num_tokens * top_k_);
-  route(s.x, s.num_tokens, s.router_logits, s.topk_ids.data(), s.topk_weights.data());
+  route(s.x, s.num_tokens, s.router_logits, s.topk_ids.data(), s.topk_weights.data(),
+        s.token_offset);
   if (observer_) {
     observer_->on_routing(layer_, s.num_tokens, top_k_, s.topk_ids.data(), s.topk_weights.data());
   }
@@ -151,9 +154,21 @@ void MoeBlock::route_stage(MoeStageState& s) {
 void MoeBlock::combine_wait_and_shared(MoeStageState& s) {
   experts_->combine_wait(s);  // s.out [T, H]
   if (!shared_) return;
+  shared_stage(s);
   const int64_t n = s.num_tokens * hidden_size_;
-  s.shared_out.resize(n);  // [T, H]
+  for (int64_t i = 0; i < n; ++i) s.out[i] += s.shared_out[i];
+}
+
+void MoeBlock::shared_stage(MoeStageState& s) {
+  if (!shared_) return;
+  s.shared_out.resize(s.num_tokens * hidden_size_);  // [T, H]
   shared_->forward(s.x, s.num_tokens, s.shared_out.data(), s.scratch.mlp);
+}
+
+void MoeBlock::combine_wait_and_add_shared(MoeStageState& s) {
+  experts_->combine_wait(s);  // s.out [T, H]
+  if (!shared_) return;
+  const int64_t n = s.num_tokens * hidden_size_;
   for (int64_t i = 0; i < n; ++i) s.out[i] += s.shared_out[i];
 }
 

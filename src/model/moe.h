@@ -43,6 +43,8 @@ class RoutedExperts {
   virtual void dispatch_start(MoeStageState& s) = 0;
   // deepep: waits for the tokens sent to this rank. Then runs the local experts.
   virtual void dispatch_wait_and_compute(MoeStageState& s) = 0;
+  // The wait alone (then dispatch_wait_and_compute only computes); a no-op without dispatch.
+  virtual void dispatch_wait(MoeStageState&) {}
   // deepep: sends the expert outputs back; all-reduce: sums them over the world (blocking).
   virtual void combine_start(MoeStageState& s) = 0;
   // Waits for the outputs and writes the weighted sum into s.out.
@@ -92,20 +94,27 @@ class MoeBlock : public FeedForward {
   // All stages back to back on the pass state's first micro-batch.
   void forward(const float* x, int64_t num_tokens, float* out) override;
   // The stages, in order (model/moe_stage.h). begin points the state at the micro-batch.
-  void begin(MoeStageState& s, const float* x, int64_t num_tokens, float* out) const;
+  void begin(MoeStageState& s, const float* x, int64_t num_tokens, float* out,
+             int64_t token_offset = 0) const;
   void route_stage(MoeStageState& s);
   void dispatch_start(MoeStageState& s) { experts_->dispatch_start(s); }
   void dispatch_wait_and_compute(MoeStageState& s) { experts_->dispatch_wait_and_compute(s); }
+  void dispatch_wait(MoeStageState& s) { experts_->dispatch_wait(s); }
   void combine_start(MoeStageState& s) { experts_->combine_start(s); }
   void combine_wait_and_shared(MoeStageState& s);
+  // The same, split for two-batch overlap: the shared experts into s.shared_out (while the
+  // combine is in flight), then the combine's wait and out += shared_out (the same sum).
+  void shared_stage(MoeStageState& s);
+  void combine_wait_and_add_shared(MoeStageState& s);
   void set_observer(MoeObserver* observer) { observer_ = observer; }
   // The model's MoE context (its pass id, the recorder's sink, the micro-batch states); with
   // fake_routing the router's logits are replaced by random ones (--ep-dispatch-algorithm fake).
   void set_context(std::shared_ptr<MoeContext> moe, bool fake_routing);
   RoutedExperts& routed_experts() { return *experts_; }
   // Router only: topk_ids, topk_weights [T, K]; logits is the [T, E] scratch.
+  // token_offset: the first token's index in the pass's batch (fake routing draws by it).
   void route(const float* x, int64_t num_tokens, std::vector<float>& logits, int32_t* topk_ids,
-             float* topk_weights) const;
+             float* topk_weights, int64_t token_offset = 0) const;
 
  private:
   int layer_;

@@ -45,6 +45,9 @@ struct PassState {
   bool mode_agreed = false;
   bool low_latency = false;
   int64_t pass_id = 0;
+  // Tokens of this rank's batch in the pass (both micro-batches): the dispatch mode is agreed on
+  // it, so that splitting the batch never changes the mode.
+  int64_t num_tokens = 0;
   ExpertCountSink* expert_sink = nullptr;  // set while the recorder records
   std::array<MoeStageState, 2> micro_batches;
 };

@@ -2,6 +2,8 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
+
 #include "comm/communicator.h"
 #include "core/phase_timer.h"
 #include "ep/dispatcher.h"
@@ -214,7 +216,7 @@ void DispatchedExperts::dispatch_start(MoeStageState& s) {
   slots_.to_physical(s.topk_ids.data() + t0 * K, n * K, parallel_.world->rank(),
                      s.physical_ids.data());
   if (ExpertCountSink* sink = slots_.sink()) {
-    sink->on_topk(layer_, s.physical_ids.data(), t0, n, top_k_);
+    sink->on_topk(layer_, s.physical_ids.data(), s.token_offset + t0, n, top_k_);
   }
 
   PassState& pass = moe_->pass;
@@ -228,10 +230,14 @@ void DispatchedExperts::dispatch_start(MoeStageState& s) {
       case DeepepMode::kLowLatency:
         pass.low_latency = true;
         break;
-      case DeepepMode::kAuto:
-        pass.low_latency = agree_dispatch_mode(*parallel_.world, pass.has_prefill, n, cap) ==
+      case DeepepMode::kAuto: {
+        // On the whole batch's share, so that two-batch overlap keeps the mode of the unsplit
+        // batch.
+        auto [b0, b1] = token_share(pass.num_tokens, group.rank(), group.size());
+        const int64_t share = std::max(n, b1 - b0);
+        pass.low_latency = agree_dispatch_mode(*parallel_.world, pass.has_prefill, share, cap) ==
                            DispatchMode::kLowLatency;
-        break;
+      } break;
     }
     pass.mode_agreed = true;
   }
@@ -239,16 +245,20 @@ void DispatchedExperts::dispatch_start(MoeStageState& s) {
       pass.low_latency ? moe_->low_latency_dispatcher.get() : moe_->normal_dispatcher.get();
   parallel_.world->set_context(fmt::format("layer {} moe dispatch", layer_));
   PhaseTimer timer("comm");
+  s.received = false;
   s.handle = s.dispatcher->dispatch_send(
       {s.x + t0 * H, s.physical_ids.data(), s.topk_weights.data() + t0 * K, n, nullptr});
 }
 
+void DispatchedExperts::dispatch_wait(MoeStageState& s) {
+  PhaseTimer timer("comm");
+  s.dispatcher->dispatch_recv(s.handle);
+  s.received = true;
+}
+
 void DispatchedExperts::dispatch_wait_and_compute(MoeStageState& s) {
   const int64_t H = hidden_;
-  {
-    PhaseTimer timer("comm");
-    s.dispatcher->dispatch_recv(s.handle);
-  }
+  if (!s.received) dispatch_wait(s);
   const DispatchOutput& received = s.handle.output();
   if (ExpertCountSink* sink = slots_.sink()) {
     sink->on_received(layer_, slots_.first_slot(), received.num_recv_tokens_per_expert.data(),

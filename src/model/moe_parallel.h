@@ -96,6 +96,7 @@ class DispatchedExperts : public RoutedExperts {
   // combine_wait gathers the shares over the attention group.
   void dispatch_start(MoeStageState& s) override;
   void dispatch_wait_and_compute(MoeStageState& s) override;
+  void dispatch_wait(MoeStageState& s) override;
   void combine_start(MoeStageState& s) override;
   void combine_wait(MoeStageState& s) override;
   ExpertSlots* slots() override { return &slots_; }

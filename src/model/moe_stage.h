@@ -38,6 +38,7 @@ struct MoeStageState {
   const float* x = nullptr;
   int64_t num_tokens = 0;
   float* out = nullptr;
+  int64_t token_offset = 0;  // the micro-batch's first token in the pass's batch
 
   // route
   std::vector<float> router_logits;  // [num_tokens, E]
@@ -66,6 +67,7 @@ struct MoeStageState {
 
   Dispatcher* dispatcher = nullptr;  // deepep: the mode this pass agreed on
   DispatchHandle handle;             // deepep: between dispatch_start and combine_wait
+  bool received = false;             // deepep: dispatch_wait ran (the trace times it alone)
   std::vector<float> combined;       // deepep: [share_size, H] back from combine
 
   std::vector<float> shared_out;  // [num_tokens, H]

@@ -46,6 +46,9 @@ struct ModelParallel {
   DeepepMode deepep_mode = DeepepMode::kAuto;
   int num_max_dispatch_tokens_per_rank = 128;
   EpDispatchAlgorithm ep_dispatch_algorithm = EpDispatchAlgorithm::kStatic;
+  // --enable-two-batch-overlap and its split threshold (model/tbo_split.h).
+  bool two_batch_overlap = false;
+  double tbo_token_distribution_threshold = 0.48;
 };
 
 }  // namespace epserve

@@ -13,6 +13,7 @@
 #include "model/tensor_specs.h"
 #include "runtime/generator.h"
 #include "runtime/group_runner.h"
+#include "runtime/pass_trace.h"
 
 namespace epserve {
 
@@ -52,6 +53,8 @@ BenchOneBatchResult bench_one_batch(const BenchOneBatchOptions& o) {
   auto start = std::chrono::steady_clock::now();
   RankContext ctx = setup_rank(o.parallel, o.model_path);
   auto model = load_causal_lm(o.model_path, ctx.model_load());
+  auto trace =
+      make_pass_trace(*model, o.parallel.trace_file, ctx.info.rank, o.parallel.world_size());
   std::unique_ptr<ExpertRuntime> experts = make_expert_runtime(*model, ctx, o.parallel, o.experts);
   result.load_seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();

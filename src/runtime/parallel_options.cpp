@@ -73,6 +73,13 @@ void ParallelOptions::validate() const {
                 ep_dispatch_algorithm == "fake",
             "--ep-dispatch-algorithm '{}' is not one of static, dynamic, fake",
             ep_dispatch_algorithm);
+  EPS_CHECK(tbo_token_distribution_threshold >= 0 && tbo_token_distribution_threshold <= 0.5,
+            "--tbo-token-distribution-threshold {} is outside [0, 0.5]",
+            tbo_token_distribution_threshold);
+  // SGLang's check_server_args: the overlap hides dispatch and combine, so it needs them.
+  EPS_CHECK(!enable_two_batch_overlap || moe_a2a_backend != "none",
+            "When enabling two batch overlap, moe_a2a_backend cannot be 'none' (add "
+            "--moe-a2a-backend deepep)");
   if (enable_dp_attention) {
     EPS_CHECK(w % attention_groups() == 0,
               "--enable-dp-attention needs --tp-size ({}) divisible by --dp-size ({})", w,

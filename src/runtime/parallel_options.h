@@ -26,6 +26,11 @@ struct ParallelOptions {
   std::string init_expert_location = "trivial";
   int ep_num_redundant_experts = 0;
   std::string ep_dispatch_algorithm = "static";  // static | dynamic | fake
+  // Two-batch overlap (SGLang's flags and defaults; model/tbo_split.h).
+  bool enable_two_batch_overlap = false;
+  double tbo_token_distribution_threshold = 0.48;
+  // --trace-file: a Chrome/Perfetto trace of the forward passes (runtime/pass_trace.h).
+  std::string trace_file;
   // --quantization: empty means the checkpoint's own (io/quant_config.h:
   // resolve_quantization_flag).
   std::string quantization;

@@ -10,6 +10,7 @@
 #include "ep/dispatcher.h"
 #include "eplb/expert_location_io.h"
 #include "io/model_config.h"
+#include "runtime/pass_trace.h"
 
 namespace epserve {
 
@@ -26,6 +27,8 @@ RankContext setup_rank(const ParallelOptions& o, const std::string& model_dir) {
       o.ep_dispatch_algorithm == "dynamic" ? EpDispatchAlgorithm::kDynamic
       : o.ep_dispatch_algorithm == "fake"  ? EpDispatchAlgorithm::kFake
                                            : EpDispatchAlgorithm::kStatic;
+  ctx.parallel.two_batch_overlap = o.enable_two_batch_overlap;
+  ctx.parallel.tbo_token_distribution_threshold = o.tbo_token_distribution_threshold;
   if (w == 1) return ctx;
 
   CommOptions comm_options;
@@ -87,7 +90,9 @@ int launch_or_run(const ParallelOptions& o, const std::function<int()>& rank_mai
     launch.nnodes = o.nnodes;
     launch.node_rank = o.node_rank;
     launch.dist_init_addr = o.dist_init_addr;
-    return run_launcher(launch);
+    const int code = run_launcher(launch);
+    if (!o.trace_file.empty()) merge_rank_traces(o.trace_file, w);
+    return code;
   }
   try {
     return rank_main();

@@ -20,6 +20,7 @@
 #include "model/causal_lm.h"
 #include "runtime/group_runner.h"
 #include "runtime/ipc.h"
+#include "runtime/pass_trace.h"
 #include "runtime/protocol.h"
 
 namespace epserve {
@@ -101,6 +102,8 @@ int run_rank(const RankOptions& o) {
     };
   }
   auto model = load_causal_lm(o.model_path, load);
+  auto trace =
+      make_pass_trace(*model, o.parallel.trace_file, ctx.info.rank, o.parallel.world_size());
   int64_t bytes_per_slot =
       static_cast<int64_t>(KvCache::bytes_per_slot(model->config().num_layers, model->kv_layout()));
   int64_t slots = o.max_total_tokens > 0

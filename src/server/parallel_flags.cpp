@@ -42,6 +42,15 @@ void add_parallel_flags(CLI::App& sub, ParallelOptions& o) {
   sub.add_option("--ep-dispatch-algorithm", o.ep_dispatch_algorithm,
                  "static (a fixed replica per sending rank), dynamic (a random replica per "
                  "token) or fake (random routing: perfect balance, changes outputs)");
+  sub.add_flag("--enable-two-batch-overlap", o.enable_two_batch_overlap,
+               "Two-batch overlap: split each batch in two micro-batches and run one's MoE "
+               "dispatch/combine while the other computes (needs --moe-a2a-backend deepep)");
+  sub.add_option("--tbo-token-distribution-threshold", o.tbo_token_distribution_threshold,
+                 "Split one prompt in two when the best split by sequences leaves either "
+                 "micro-batch under this share of the tokens (default 0.48)");
+  sub.add_option("--trace-file", o.trace_file,
+                 "Write a Chrome/Perfetto trace JSON of the forward passes here (per rank: "
+                 "compute and communication spans per micro-batch)");
   sub.add_option("--quantization", o.quantization,
                  "The checkpoint's quantization method (fp8 or compressed-tensors); read from "
                  "config.json when absent. Online quantization is not implemented");

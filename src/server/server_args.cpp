@@ -70,8 +70,6 @@ void add_server_args(CLI::App& sub, ServerArgs& a) {
   add_expert_flags(sub, a.experts, RecorderDump::kServed);
   sub.add_option("--load-balance-method", a.load_balance_method,
                  "round_robin, total_requests or total_tokens");
-  sub.add_flag("--enable-two-batch-overlap", a.enable_two_batch_overlap, "Two-batch overlap");
-  sub.add_option("--tbo-token-distribution-threshold", a.tbo_token_distribution_threshold);
 
   // PD disaggregation
   sub.add_option("--disaggregation-mode", a.disaggregation_mode, "null, prefill or decode");
@@ -116,9 +114,6 @@ void resolve_server_args(ServerArgs& a) {
   check_choice("--load-balance-method", a.load_balance_method,
                {"auto", "round_robin", "total_requests", "total_tokens"});
   if (a.load_balance_method == "auto") a.load_balance_method = "round_robin";
-  EPS_CHECK(a.tbo_token_distribution_threshold >= 0 && a.tbo_token_distribution_threshold <= 0.5,
-            "--tbo-token-distribution-threshold {} is outside [0, 0.5]",
-            a.tbo_token_distribution_threshold);
 
   // Disaggregation
   check_choice("--disaggregation-mode", a.disaggregation_mode, {"null", "prefill", "decode"});
@@ -169,8 +164,8 @@ nlohmann::json server_args_to_json(const ServerArgs& a) {
       {"load_balance_method", a.load_balance_method},
       {"moe_a2a_backend", p.moe_a2a_backend},
       {"deepep_mode", p.deepep_mode},
-      {"enable_two_batch_overlap", a.enable_two_batch_overlap},
-      {"tbo_token_distribution_threshold", a.tbo_token_distribution_threshold},
+      {"enable_two_batch_overlap", p.enable_two_batch_overlap},
+      {"tbo_token_distribution_threshold", p.tbo_token_distribution_threshold},
       {"nnodes", p.nnodes},
       {"node_rank", p.node_rank},
       {"dist_init_addr",

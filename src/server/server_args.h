@@ -53,8 +53,6 @@ struct ServerArgs {
   ExpertRuntimeOptions experts;
   // Server-only layout flags.
   std::string load_balance_method = "round_robin";
-  bool enable_two_batch_overlap = false;
-  double tbo_token_distribution_threshold = 0.48;
 
   // PD disaggregation
   std::string disaggregation_mode = "null";

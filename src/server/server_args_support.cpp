@@ -21,7 +21,10 @@ void check_supported(const ServerArgs& a) {
   not_yet(a.parallel.nnodes > 1 && a.parallel.dp_attention(),
           "DP attention over several nodes (the frontend reaches each group's scheduler over "
           "local IPC, and group 1 would be led from node 1)");
-  not_yet(a.enable_two_batch_overlap, "--enable-two-batch-overlap");
+  // The per-token record keeps one contiguous token range per rank and layer; with two-batch
+  // overlap a rank's tokens are two ranges.
+  not_yet(a.parallel.enable_two_batch_overlap && a.experts.recorder_mode == "per_token",
+          "--expert-distribution-recorder-mode per_token with --enable-two-batch-overlap");
   not_yet(a.disaggregation_mode != "null", "--disaggregation-mode prefill/decode");
   refuse_not_implemented(missing);
   const std::string warning = ignored_flags_warning(a);

@@ -1,6 +1,6 @@
 """Greedy output through the server equals `epserve generate` for the same prompt, with one rank,
 with two (tensor-parallel attention, experts split), and with two DP attention groups (requests
-spread over both schedulers)."""
+spread over both schedulers), and with two-batch overlap (SGLang's flags) in both."""
 
 import json
 import subprocess
@@ -16,6 +16,12 @@ LAYOUTS = {
     "w1": [],
     "w2-tp": ["--tp-size", "2"],
     "w2-ep-dp-attention": ["--ep-size", "2", "--enable-dp-attention"],
+    # SGLang's two-batch-overlap flags: batches split in two micro-batches whose dispatch and
+    # combine overlap the other's compute; the tokens stay those of one rank.
+    "w2-deepep-tbo": ["--tp-size", "2", "--moe-a2a-backend", "deepep", "--enable-two-batch-overlap",
+                      "--tbo-token-distribution-threshold", "0.48"],
+    "w2-dp-attention-tbo": ["--ep-size", "2", "--enable-dp-attention", "--moe-a2a-backend", "deepep",
+                            "--enable-two-batch-overlap"],
 }
 
 

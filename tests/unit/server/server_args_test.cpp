@@ -200,13 +200,15 @@ TEST(ServerArgs, EveryRefusedFlagIsNamedInOneMessage) {
   EXPECT_THAT(message, Not(HasSubstr("unexpected argument"))) << "values are not stray arguments";
   EXPECT_THAT(unknown_flags_error({"stray"}), HasSubstr("unexpected argument 'stray'"));
 
-  ServerArgs a = parse({"--device", "cuda", "--enable-two-batch-overlap"});
+  ServerArgs a = parse({"--device", "cuda", "--enable-two-batch-overlap", "--moe-a2a-backend",
+                        "deepep", "--expert-distribution-recorder-mode", "per_token"});
   resolve_server_args(a);
   try {
     check_supported(a);
     FAIL() << "accepted --device cuda";
   } catch (const Error& e) {
     EXPECT_THAT(e.what(), HasSubstr("--device cuda (the CUDA backend) and "
+                                    "--expert-distribution-recorder-mode per_token with "
                                     "--enable-two-batch-overlap are not implemented"));
   }
 }
@@ -303,9 +305,27 @@ TEST(ServerArgs, ThisBuildRefusesWhatHasNotLanded) {
   ServerArgs a = parse({"--device", "cuda"});
   resolve_server_args(a);
   EXPECT_THROW(check_supported(a), Error);
-  ServerArgs tbo = parse({"--enable-two-batch-overlap"});
+  // Two-batch overlap: SGLang's flags with SGLang's meaning (default off, threshold 0.48); like
+  // SGLang, it needs an all-to-all backend.
+  ServerArgs plain = parse({});
+  resolve_server_args(plain);
+  EXPECT_FALSE(plain.parallel.enable_two_batch_overlap);
+  EXPECT_DOUBLE_EQ(plain.parallel.tbo_token_distribution_threshold, 0.48);
+  ServerArgs tbo = parse({"--enable-two-batch-overlap", "--moe-a2a-backend", "deepep",
+                          "--tbo-token-distribution-threshold", "0.4"});
   resolve_server_args(tbo);
-  EXPECT_THROW(check_supported(tbo), Error);
+  EXPECT_NO_THROW(check_supported(tbo));
+  EXPECT_DOUBLE_EQ(tbo.parallel.tbo_token_distribution_threshold, 0.4);
+  ServerArgs tbo_none = parse({"--enable-two-batch-overlap"});
+  try {
+    resolve_server_args(tbo_none);
+    FAIL() << "accepted --enable-two-batch-overlap with --moe-a2a-backend none";
+  } catch (const Error& e) {
+    EXPECT_THAT(e.what(), HasSubstr("moe_a2a_backend cannot be 'none'"));
+  }
+  ServerArgs high = parse({"--enable-two-batch-overlap", "--moe-a2a-backend", "deepep",
+                           "--tbo-token-distribution-threshold", "0.6"});
+  EXPECT_THROW(resolve_server_args(high), Error);
   ServerArgs b = parse({"--tp-size", "2", "--enable-dp-attention"});
   resolve_server_args(b);
   EXPECT_NO_THROW(check_supported(b));

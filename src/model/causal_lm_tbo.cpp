@@ -1,0 +1,110 @@
+// Two-batch overlap in the decoder stack: the world's agreement on whether a pass runs it, and
+// the layers as the stage program of model/tbo_scheduler.h over the two micro-batches of
+// model/tbo_split.h. Embedding, final norm and LM head run on the whole batch. Without overlap
+// but with an operation observer (the trace), the same program runs on the whole batch as one
+// micro-batch: its operations in order are MoeBlock::forward's stages, so the bits are the same.
+#include <fmt/format.h>
+
+#include <array>
+#include <tuple>
+
+#include "comm/communicator.h"
+#include "core/phase_timer.h"
+#include "model/causal_lm.h"
+#include "model/tbo_scheduler.h"
+#include "model/tbo_split.h"
+
+namespace epserve {
+
+bool CausalLM::agree_two_batch_overlap(const ForwardBatch& batch, bool& extend) {
+  if (!parallel_.two_batch_overlap) return false;
+  const bool low_latency_forced = parallel_.moe_a2a_backend == MoeA2aBackend::kDeepep &&
+                                  parallel_.deepep_mode == DeepepMode::kLowLatency;
+  std::vector<int64_t> votes = tbo_vote(batch, low_latency_forced);
+  // Every group's ranks hold the same batch; under DP attention the groups differ and vote
+  // (SGLang's TboDPAttentionPreparer over its global-info all-gather).
+  Communicator* world = parallel_.world.get();
+  Communicator* group = parallel_.attention_group.get();
+  const int group_size = group ? group->size() : 1;
+  if (world != nullptr && world->size() > group_size) {
+    PhaseTimer timer("comm");
+    world->set_context("two-batch overlap agreement");
+    world->allreduce(votes.data(), votes.size(), ReduceOp::kMax);
+  }
+  extend = votes[1] != 0;
+  return tbo_agreed(votes);
+}
+
+void CausalLM::forward_layers_staged(const ForwardBatch& batch, KvCache& cache, bool extend,
+                                     bool overlapped, float* hidden, float* normed, float* delta) {
+  const int64_t H = config_.hidden_size;
+  struct MicroBatch {
+    const ForwardBatch* batch;
+    int64_t first;  // first row in the pass's buffers
+    int64_t rows;
+  };
+  ForwardBatch batch_a, batch_b;
+  std::array<MicroBatch, 2> micro = {MicroBatch{&batch, 0, batch.num_tokens()}, MicroBatch{}};
+  if (overlapped) {
+    const TboSplit split = compute_tbo_split(batch, parallel_.tbo_token_distribution_threshold);
+    std::tie(batch_a, batch_b) = split_forward_batch(batch, split);
+    micro = {MicroBatch{&batch_a, 0, batch_a.num_tokens()},
+             MicroBatch{&batch_b, batch_a.num_tokens(), batch_b.num_tokens()}};
+  }
+  auto at = [H](float* buffer, const MicroBatch& m) { return buffer + m.first * H; };
+  PassState& pass = moe_->pass;
+
+  TboProgram program;
+  for (size_t l = 0; l < layers_.size(); ++l) {
+    const int layer = static_cast<int>(l);
+    MoeBlock* moe = layers_[l].moe;
+    program.add({"attn", layer, false, [&, l](int i) {
+                   const MicroBatch& m = micro[i];
+                   attention_block(l, *m.batch, cache, at(hidden, m), at(normed, m), at(delta, m));
+                 }});
+    if (moe == nullptr) {
+      program.add({"mlp", layer, false, [&, l](int i) {
+                     const MicroBatch& m = micro[i];
+                     feed_forward_block(l, m.rows, at(normed, m), at(delta, m), at(hidden, m));
+                   }});
+      continue;
+    }
+    auto state = [&pass](int i) -> MoeStageState& { return pass.micro_batches[i]; };
+    if (!extend) program.yield();
+    program.add({"route", layer, false, [&, moe](int i) {
+                   const MicroBatch& m = micro[i];
+                   moe->begin(state(i), at(normed, m), m.rows, at(delta, m), m.first);
+                   moe->route_stage(state(i));
+                 }});
+    if (!extend) program.yield();
+    program.add(
+        {"dispatch_start", layer, true, [&, moe](int i) { moe->dispatch_start(state(i)); }});
+    if (!extend) {
+      program.add({"shared", layer, false, [&, moe](int i) { moe->shared_stage(state(i)); }});
+    }
+    program.yield();
+    program.add({"dispatch_wait", layer, true, [&, moe](int i) { moe->dispatch_wait(state(i)); }});
+    program.add(
+        {"experts", layer, false, [&, moe](int i) { moe->dispatch_wait_and_compute(state(i)); }});
+    program.add({"combine_start", layer, true, [&, moe](int i) { moe->combine_start(state(i)); }});
+    program.yield();
+    if (extend) {
+      program.add({"shared", layer, false, [&, moe](int i) { moe->shared_stage(state(i)); }});
+    }
+    program.add({"combine_wait", layer, true, [&, moe](int i) {
+                   const MicroBatch& m = micro[i];
+                   moe->combine_wait_and_add_shared(state(i));
+                   float* h = at(hidden, m);
+                   const float* d = at(delta, m);
+                   for (int64_t j = 0; j < m.rows * H; ++j) h[j] += d[j];
+                 }});
+    if (!extend) program.yield();
+  }
+  if (overlapped) {
+    run_overlapped(program.finish(), tbo_delta_stages(extend), op_observer_);
+  } else {
+    run_single(program.finish(), op_observer_);
+  }
+}
+
+}  // namespace epserve
