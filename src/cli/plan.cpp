@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/commands.h"
+#include "core/error.h"
 #include "core/mapped_file.h"
 #include "io/model_config.h"
 #include "model/memory_plan.h"
@@ -27,6 +28,9 @@ Command register_plan(CLI::App& app) {
   sub->add_option("--ep-num-redundant-experts", o->redundant, "Extra expert slots per layer");
   return Command{
       sub, [o] {
+        for (int w : o->world_sizes) EPS_CHECK(w > 0, "--world-sizes: {} is not a rank count", w);
+        EPS_CHECK(o->redundant >= 0, "--ep-num-redundant-experts must be >= 0, got {}",
+                  o->redundant);
         const ModelConfig c = load_model_config(o->model_path);
         const WeightBytes b = checkpoint_weight_bytes(c);
         const double gib = 1024.0 * 1024.0 * 1024.0;

@@ -58,8 +58,17 @@ RankMemory rank_memory(const ModelConfig& config, int world_size, int redundant)
       experts > 0 ? static_cast<double>(experts + redundant) / experts / world_size : 0.0;
   RankMemory m;
   m.world_size = world_size;
-  m.dp_attention_bytes = b.replicated + b.sharded + b.routed_experts * slot_share;
-  m.tp_attention_bytes = b.replicated + b.sharded / world_size + b.routed_experts * slot_share;
+  // MLA absorbs W_uk from an F32 copy of a block-scaled kv_b_proj (attention_mla.cpp), split
+  // like the heads.
+  double absorb_copy = 0;
+  if (config.is_mla() && config.quant.method == QuantMethod::kFp8Block) {
+    absorb_copy = static_cast<double>(config.num_heads) *
+                  (config.mla.qk_nope_head_dim + config.mla.v_head_dim) * config.mla.kv_lora_rank *
+                  4.0 * config.num_layers;
+  }
+  m.dp_attention_bytes = b.replicated + b.sharded + absorb_copy + b.routed_experts * slot_share;
+  m.tp_attention_bytes =
+      b.replicated + (b.sharded + absorb_copy) / world_size + b.routed_experts * slot_share;
   return m;
 }
 

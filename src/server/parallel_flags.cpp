@@ -48,9 +48,11 @@ void add_parallel_flags(CLI::App& sub, ParallelOptions& o) {
   sub.add_option("--tbo-token-distribution-threshold", o.tbo_token_distribution_threshold,
                  "Split one prompt in two when the best split by sequences leaves either "
                  "micro-batch under this share of the tokens (default 0.48)");
-  sub.add_option("--trace-file", o.trace_file,
-                 "Write a Chrome/Perfetto trace JSON of the forward passes here (per rank: "
-                 "compute and communication spans per micro-batch)");
+  sub.add_option(
+      "--trace-file", o.trace_file,
+      "Write a Chrome/Perfetto trace JSON of the forward passes here (per rank: "
+      "compute and communication spans per micro-batch; kept in memory until the job ends: for "
+      "short runs)");
   sub.add_option("--quantization", o.quantization,
                  "The checkpoint's quantization method (fp8 or compressed-tensors); read from "
                  "config.json when absent. Online quantization is not implemented");

@@ -53,7 +53,8 @@ CpuFeatures detect_cpu_features() {
   CpuFeatures f;
   uint32_t a, b, c, d;
   if (!__get_cpuid(1, &a, &b, &c, &d)) return f;
-  const bool osxsave = bit(c, 27), fma = bit(c, 12);
+  // F16C comes with every AVX2 CPU but a VM can hide it; the FP8 decoders use vcvtph2ps.
+  const bool osxsave = bit(c, 27), fma = bit(c, 12) && bit(c, 29);
   if (!osxsave) return f;
   const uint64_t xcr0 = read_xcr0();
   const bool ymm_state = (xcr0 & 0x6) == 0x6;           // SSE and AVX state

@@ -69,7 +69,9 @@ void matmul_bf16(const float* x, int64_t num_tokens, const WeightView& w, float*
   static thread_local int64_t capacity = 0;
   const int64_t needed = num_tokens * x_stride;
   if (needed > capacity) {
-    buffer.reset(static_cast<bf16_t*>(std::aligned_alloc(64, sizeof(bf16_t) * needed)));
+    auto* p = static_cast<bf16_t*>(std::aligned_alloc(64, sizeof(bf16_t) * needed));
+    EPS_CHECK(p != nullptr, "matmul: out of memory for {} bf16 activations", needed);
+    buffer.reset(p);
     capacity = needed;
   }
   bf16_t* xb = buffer.get();

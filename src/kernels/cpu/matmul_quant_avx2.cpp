@@ -47,7 +47,8 @@ struct Int4Decoder {
     return reinterpret_cast<const uint8_t*>(data + (r * row_stride + c) / 8);
   }
   static float prepare_scale(float s) { return s; }
-  static bool scale_ok(float) { return true; }
+  // -8 s must not overflow (|s| >= 2^124 takes the scalar definition).
+  static bool scale_ok(float s) { return std::fabs(s) < 0x1p124f; }
   // (nibble - 8) * s as fma(nibble, s, -8 s): both exact, so one rounding of an exact value.
   static __m256 decode(const uint8_t* p, __m256 scale) {
     int word;

@@ -238,5 +238,14 @@ TEST(CliGenerate, KimiTinyChatsThroughItsTiktokenTokenizer) {
   EXPECT_THAT(r.output, HasSubstr(",768,"));  // <|im_end|> closes the rendered system turn
 }
 
+// plan refuses rank counts and redundant-expert counts that mean nothing, in one line.
+TEST(CliErrors, PlanRefusesBadCounts) {
+  const std::string config = std::string(EPSERVE_SOURCE_DIR) + "/tests/data/configs/deepseek_v3";
+  expect_one_line_error(run("plan --model-path " + config + " --world-sizes 8 0"),
+                        "--world-sizes: 0 is not a rank count");
+  expect_one_line_error(run("plan --model-path " + config + " --ep-num-redundant-experts -1"),
+                        "--ep-num-redundant-experts must be >= 0");
+}
+
 }  // namespace
 }  // namespace epserve

@@ -39,5 +39,25 @@ TEST(MemoryPlan, RealCheckpointsPerRank) {
   EXPECT_GT(rank_memory(ds, 8, 32).dp_attention_bytes, rank_memory(ds, 8, 0).dp_attention_bytes);
 }
 
+// A rank also holds MLA's F32 copy of the FP8 kv_b_proj (61 layers x 128 heads x 256 rows x 512
+// columns x 4 bytes = 3.81 GiB per attention group), split like the heads; INT4 Kimi-K2 keeps
+// kv_b_proj in BF16 and has none.
+TEST(MemoryPlan, RankMemoryCountsTheAbsorbedCopyOfAnFp8KvB) {
+  const ModelConfig ds = load_model_config(data_dir() + "/configs/deepseek_v3");
+  const ModelConfig kimi = load_model_config(data_dir() + "/configs/kimi_k2_thinking");
+  const double gib = 1024.0 * 1024.0 * 1024.0;
+  for (int w : {8, 16}) {
+    const WeightBytes b = checkpoint_weight_bytes(ds);
+    const double experts = b.routed_experts / w;
+    const RankMemory m = rank_memory(ds, w, 0);
+    EXPECT_NEAR((m.dp_attention_bytes - b.replicated - b.sharded - experts) / gib, 3.8125, 1e-3);
+    EXPECT_NEAR((m.tp_attention_bytes - b.replicated - b.sharded / w - experts) / gib, 3.8125 / w,
+                1e-3);
+    const WeightBytes k = checkpoint_weight_bytes(kimi);
+    EXPECT_NEAR(rank_memory(kimi, w, 0).dp_attention_bytes,
+                k.replicated + k.sharded + k.routed_experts / w, 1.0);
+  }
+}
+
 }  // namespace
 }  // namespace epserve
