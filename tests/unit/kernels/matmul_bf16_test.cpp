@@ -12,6 +12,7 @@
 #include "core/thread_pool.h"
 #include "kernels/cpu/matmul.h"
 #include "kernels/cpu/matmul_internal.h"
+#include "support/matmul_run.h"
 
 namespace epserve {
 namespace {
@@ -36,19 +37,7 @@ struct Bf16Weights {
   WeightView view() const { return WeightView{DType::BF16, data.data(), rows, cols, row_stride}; }
 };
 
-std::vector<float> random_vector(int64_t n, std::mt19937& rng) {
-  std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
-  std::vector<float> v(static_cast<size_t>(n));
-  for (auto& e : v) e = dist(rng);
-  return v;
-}
-
-std::vector<float> run(const std::vector<float>& x, int64_t num_tokens, const WeightView& w,
-                       MatmulPath path) {
-  std::vector<float> y(static_cast<size_t>(num_tokens * w.rows), -1.0f);
-  matmul_detail::matmul_with_path(x.data(), num_tokens, w, y.data(), path);
-  return y;
-}
+using testing::random_vector;
 
 int64_t first_bit_difference(const float* a, const float* b, int64_t n) {
   for (int64_t i = 0; i < n; ++i) {
@@ -70,7 +59,7 @@ TEST(MatmulBf16, ScalarOrderIsCloseToTheExactProduct) {
   for (auto [T, N, K] : {std::tuple{1, 5, 1}, {2, 9, 33}, {3, 17, 700}, {5, 4, 2049}}) {
     Bf16Weights w(N, K, K + 7, rng);
     auto x = random_vector(int64_t{T} * K, rng);
-    auto y = run(x, T, w.view(), MatmulPath::kBf16Scalar);
+    auto y = testing::run_matmul(x, T, w.view(), MatmulPath::kBf16Scalar);
     std::vector<float> ref(y.size());
     matmul_reference(x.data(), T, w.view(), ref.data());
     double unit = std::ldexp(1.0, -8) + std::ldexp(1.0, -24) * ((K + 31) / 32 * 2 + 4);
@@ -148,8 +137,8 @@ TEST(MatmulBf16, ScalarStepsAreTheInstructionsSteps) {
       wd[0] = f32_to_bf16(c.w0);
       wd[1] = f32_to_bf16(c.w1);
       WeightView w{DType::BF16, wd.data(), 1, K, K};
-      auto scalar = run(x, 1, w, MatmulPath::kBf16Scalar);
-      auto gemv = run(x, 1, w, MatmulPath::kBf16Gemv);
+      auto scalar = testing::run_matmul(x, 1, w, MatmulPath::kBf16Scalar);
+      auto gemv = testing::run_matmul(x, 1, w, MatmulPath::kBf16Gemv);
       EXPECT_EQ(first_bit_difference(scalar.data(), gemv.data(), 1), -1)
           << c.what << " K=" << K << ": scalar " << scalar[0] << " hardware " << gemv[0];
     }
@@ -157,7 +146,8 @@ TEST(MatmulBf16, ScalarStepsAreTheInstructionsSteps) {
   // Two roundings: 1 + 2^-24 + 2^-24 stays 1 (one rounding would give 1 + 2^-23).
   std::vector<float> x = {e24, e24};
   std::vector<bf16_t> wd = {f32_to_bf16(1.0f), f32_to_bf16(1.0f)};
-  EXPECT_EQ(run(x, 1, WeightView{DType::BF16, wd.data(), 1, 2, 2}, MatmulPath::kBf16Scalar)[0],
+  EXPECT_EQ(testing::run_matmul(x, 1, WeightView{DType::BF16, wd.data(), 1, 2, 2},
+                                MatmulPath::kBf16Scalar)[0],
             2 * e24);
 }
 
@@ -189,13 +179,13 @@ TEST_P(MatmulBf16Path, BitsOfTheScalarOrderForAnyBatch) {
       ThreadCount one(1);
       for (int64_t t = 0; t < T; ++t) {
         std::vector<float> xt(x.begin() + t * K, x.begin() + (t + 1) * K);
-        auto yt = run(xt, 1, w.view(), MatmulPath::kBf16Scalar);
+        auto yt = testing::run_matmul(xt, 1, w.view(), MatmulPath::kBf16Scalar);
         std::copy(yt.begin(), yt.end(), alone.begin() + t * N);
       }
     }
     for (int threads : {1, 2}) {
       ThreadCount count(threads);
-      auto y = run(x, T, w.view(), path);
+      auto y = testing::run_matmul(x, T, w.view(), path);
       int64_t diff = first_bit_difference(y.data(), alone.data(), T * N);
       ASSERT_EQ(diff, -1) << "T=" << T << " N=" << N << " K=" << K << " threads=" << threads
                           << " at t=" << diff / N << " n=" << diff % N;
@@ -207,7 +197,7 @@ TEST_P(MatmulBf16Path, BitsOfTheScalarOrderForAnyBatch) {
         mixed.insert(mixed.end(), x.begin() + t * K, x.begin() + (t + 1) * K);
         if (t % 3 == 0) mixed.insert(mixed.end(), noise.begin(), noise.begin() + K);
       }
-      auto y = run(mixed, static_cast<int64_t>(mixed.size()) / K, w.view(), path);
+      auto y = testing::run_matmul(mixed, static_cast<int64_t>(mixed.size()) / K, w.view(), path);
       int64_t r = 0;
       for (int64_t t = T - 1; t >= 0; --t) {
         ASSERT_EQ(first_bit_difference(y.data() + r * N, alone.data() + t * N, N), -1)
@@ -228,10 +218,10 @@ TEST_P(MatmulBf16Path, BlockedAndSlicedShapesKeepBits) {
   for (WeightView view : {w.view(), w.view().row_slice(7, 290), w.view().col_slice(5, 1990)}) {
     for (int64_t T : {1, 4, 17, 131}) {
       std::vector<float> x = random_vector(T * view.cols, rng);
-      auto scalar = run(x, T, view, MatmulPath::kBf16Scalar);
+      auto scalar = testing::run_matmul(x, T, view, MatmulPath::kBf16Scalar);
       for (int threads : {1, 2}) {
         ThreadCount count(threads);
-        auto y = run(x, T, view, path);
+        auto y = testing::run_matmul(x, T, view, path);
         EXPECT_EQ(first_bit_difference(y.data(), scalar.data(), T * view.rows), -1)
             << "T=" << T << " threads=" << threads << " rows=" << view.rows
             << " cols=" << view.cols;

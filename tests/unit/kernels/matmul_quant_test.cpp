@@ -10,6 +10,7 @@
 #include "core/thread_pool.h"
 #include "kernels/cpu/matmul_internal.h"
 #include "kernels/cpu/vector_paths.h"
+#include "support/matmul_run.h"
 
 namespace epserve {
 namespace {
@@ -62,19 +63,7 @@ struct QuantMatrix {
   WeightView dense_view() const { return WeightView{DType::F32, dense.data(), rows, cols, cols}; }
 };
 
-std::vector<float> random_vector(int64_t n, std::mt19937& rng) {
-  std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
-  std::vector<float> v(static_cast<size_t>(n));
-  for (auto& e : v) e = dist(rng);
-  return v;
-}
-
-std::vector<float> run(const std::vector<float>& x, int64_t num_tokens, const WeightView& w,
-                       MatmulPath path) {
-  std::vector<float> y(static_cast<size_t>(num_tokens * w.rows), -1.0f);
-  matmul_detail::matmul_with_path(x.data(), num_tokens, w, y.data(), path);
-  return y;
-}
+using testing::random_vector;
 
 void expect_bits_equal(const std::vector<float>& a, const std::vector<float>& b,
                        const std::string& what) {
@@ -145,11 +134,13 @@ TEST(MatmulQuant, EveryPathMatchesTheDequantisedMatmulBitForBit) {
       const std::string what =
           fmt::format("format {} [{}x{}] blocks {}x{} tokens {}", static_cast<int>(c.format),
                       c.rows, c.cols, c.br, c.bc, tokens);
-      auto want = run(x, tokens, m.dense_view(), MatmulPath::kScalar);
-      expect_bits_equal(run(x, tokens, m.view(), MatmulPath::kScalar), want, what + " scalar");
-      expect_bits_equal(run(x, tokens, m.view(), MatmulPath::kAuto), want, what + " auto");
+      auto want = testing::run_matmul(x, tokens, m.dense_view(), MatmulPath::kScalar);
+      expect_bits_equal(testing::run_matmul(x, tokens, m.view(), MatmulPath::kScalar), want,
+                        what + " scalar");
+      expect_bits_equal(testing::run_matmul(x, tokens, m.view(), MatmulPath::kAuto), want,
+                        what + " auto");
       if (matmul_detail::avx2_available()) {
-        expect_bits_equal(run(x, tokens, m.dense_view(), MatmulPath::kGemv), want,
+        expect_bits_equal(testing::run_matmul(x, tokens, m.dense_view(), MatmulPath::kGemv), want,
                           what + " dense gemv");
       }
     }
@@ -163,9 +154,11 @@ TEST(MatmulQuant, EveryPathMatchesTheDequantisedMatmulBitForBit) {
         std::vector<float> x = random_vector(tokens * (c1 - c0), rng);
         const std::string what = fmt::format("slice [{}:{}, {}:{}] of [{}x{}] tokens {}", r0, r1,
                                              c0, c1, c.rows, c.cols, tokens);
-        auto want = run(x, tokens, d, MatmulPath::kScalar);
-        expect_bits_equal(run(x, tokens, q, MatmulPath::kScalar), want, what + " scalar");
-        expect_bits_equal(run(x, tokens, q, MatmulPath::kAuto), want, what + " auto");
+        auto want = testing::run_matmul(x, tokens, d, MatmulPath::kScalar);
+        expect_bits_equal(testing::run_matmul(x, tokens, q, MatmulPath::kScalar), want,
+                          what + " scalar");
+        expect_bits_equal(testing::run_matmul(x, tokens, q, MatmulPath::kAuto), want,
+                          what + " auto");
       }
       for (int64_t r = 0; r < r1 - r0; r += 3)
         for (int64_t col = 0; col < c1 - c0; col += 7) ASSERT_EQ(q.at(r, col), d.at(r, col));
@@ -258,9 +251,9 @@ TEST(MatmulQuant, ThreadCountDoesNotChangeBits) {
   QuantMatrix m(WeightFormat::kInt4Group, 200, 512, 1, 32, rng);
   auto x = random_vector(3 * 512, rng);
   ThreadPool::set_global_threads(1);
-  auto one = run(x, 3, m.view(), MatmulPath::kAuto);
+  auto one = testing::run_matmul(x, 3, m.view(), MatmulPath::kAuto);
   ThreadPool::set_global_threads(4);
-  auto four = run(x, 3, m.view(), MatmulPath::kAuto);
+  auto four = testing::run_matmul(x, 3, m.view(), MatmulPath::kAuto);
   ThreadPool::set_global_threads(available_cores());
   expect_bits_equal(one, four, "1 vs 4 threads");
 }

@@ -9,6 +9,7 @@
 
 #include "core/thread_pool.h"
 #include "kernels/cpu/matmul_internal.h"
+#include "support/matmul_run.h"
 
 namespace epserve {
 namespace {
@@ -40,19 +41,7 @@ struct Weights {
   }
 };
 
-std::vector<float> random_vector(int64_t n, std::mt19937& rng) {
-  std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
-  std::vector<float> v(static_cast<size_t>(n));
-  for (auto& e : v) e = dist(rng);
-  return v;
-}
-
-std::vector<float> run(const std::vector<float>& x, int64_t num_tokens, const WeightView& w,
-                       MatmulPath path) {
-  std::vector<float> y(static_cast<size_t>(num_tokens * w.rows), -1.0f);
-  matmul_detail::matmul_with_path(x.data(), num_tokens, w, y.data(), path);
-  return y;
-}
+using testing::random_vector;
 
 // The fp32-order paths for weights of this dtype; kAuto among them unless it takes BF16 weights
 // to the BF16 order (matmul_bf16_test.cpp).
@@ -113,7 +102,7 @@ TEST(Matmul, MatchesReferenceWithinRoundingBound) {
       Weights w(dtype, N, K, K + 3, rng);
       auto x = random_vector(int64_t{T} * K, rng);
       for (MatmulPath path : paths(dtype)) {
-        auto y = run(x, T, w.view(), path);
+        auto y = testing::run_matmul(x, T, w.view(), path);
         expect_close_to_reference(x, T, w.view(), y, matmul_detail::path_name(path));
       }
     }
@@ -139,14 +128,14 @@ TEST(Matmul, OutputBitsIndependentOfBatchThreadsAndPath) {
       ThreadCount one(1);
       for (int64_t t = 0; t < T; ++t) {
         std::vector<float> xt(x.begin() + t * K, x.begin() + (t + 1) * K);
-        auto yt = run(xt, 1, w.view(), MatmulPath::kScalar);
+        auto yt = testing::run_matmul(xt, 1, w.view(), MatmulPath::kScalar);
         std::copy(yt.begin(), yt.end(), alone.begin() + t * N);
       }
     }
     for (int threads : {1, 2}) {
       ThreadCount count(threads);
       for (MatmulPath path : paths(dtype)) {
-        auto y = run(x, T, w.view(), path);
+        auto y = testing::run_matmul(x, T, w.view(), path);
         int64_t diff = first_bit_difference(y.data(), alone.data(), T * N);
         ASSERT_EQ(diff, -1) << "T=" << T << " N=" << N << " K=" << K << " threads=" << threads
                             << " path=" << matmul_detail::path_name(path) << " at t=" << diff / N
@@ -163,7 +152,7 @@ TEST(Matmul, OutputBitsIndependentOfBatchThreadsAndPath) {
       }
       int64_t rows = static_cast<int64_t>(mixed.size()) / K;
       for (MatmulPath path : paths(dtype)) {
-        auto y = run(mixed, rows, w.view(), path);
+        auto y = testing::run_matmul(mixed, rows, w.view(), path);
         int64_t r = 0;
         for (int64_t t = T - 1; t >= 0; --t) {
           ASSERT_EQ(first_bit_difference(y.data() + r * N, alone.data() + t * N, N), -1)
@@ -184,11 +173,11 @@ TEST(Matmul, BlockedShapesKeepBits) {
     Weights w(dtype, N, K, K, rng);
     for (int64_t T : {1, 3, 17, 200}) {
       auto x = random_vector(T * K, rng);
-      auto scalar = run(x, T, w.view(), MatmulPath::kScalar);
+      auto scalar = testing::run_matmul(x, T, w.view(), MatmulPath::kScalar);
       for (int threads : {1, 2}) {
         ThreadCount count(threads);
         for (MatmulPath path : paths(dtype)) {
-          auto y = run(x, T, w.view(), path);
+          auto y = testing::run_matmul(x, T, w.view(), path);
           EXPECT_EQ(first_bit_difference(y.data(), scalar.data(), T * N), -1)
               << matmul_detail::path_name(path) << " T=" << T << " threads=" << threads;
         }
@@ -206,7 +195,7 @@ TEST(Matmul, SlicedViewsKeepBits) {
       const int64_t N = 57, K = 203;
       Weights w(dtype, N, K, K + 5, rng);
       auto x = random_vector(T * K, rng);
-      auto full = run(x, T, w.view(), MatmulPath::kScalar);
+      auto full = testing::run_matmul(x, T, w.view(), MatmulPath::kScalar);
       WeightView rows = w.view().row_slice(11, 46);
       int64_t c0 = 13, c1 = 190;
       WeightView cols = w.view().col_slice(c0, c1);
@@ -224,16 +213,16 @@ TEST(Matmul, SlicedViewsKeepBits) {
       for (int64_t t = 0; t < T; ++t) {
         xc.insert(xc.end(), x.begin() + t * K + c0, x.begin() + t * K + c1);
       }
-      auto cols_expected = run(xc, T, copy.view(), MatmulPath::kScalar);
+      auto cols_expected = testing::run_matmul(xc, T, copy.view(), MatmulPath::kScalar);
       for (int threads : {1, 2}) {
         ThreadCount count(threads);
         for (MatmulPath path : paths(dtype)) {
-          auto yr = run(x, T, rows, path);
+          auto yr = testing::run_matmul(x, T, rows, path);
           for (int64_t t = 0; t < T; ++t) {
             ASSERT_EQ(first_bit_difference(yr.data() + t * 35, full.data() + t * N + 11, 35), -1)
                 << "row slice T=" << T << " " << matmul_detail::path_name(path);
           }
-          auto yc = run(xc, T, cols, path);
+          auto yc = testing::run_matmul(xc, T, cols, path);
           ASSERT_EQ(first_bit_difference(yc.data(), cols_expected.data(), T * N), -1)
               << "column slice T=" << T << " " << matmul_detail::path_name(path);
         }
@@ -247,7 +236,7 @@ TEST(Matmul, EmptyShapes) {
   Weights w(DType::F32, 5, 0, 0, rng);
   std::vector<float> x;
   for (MatmulPath path : paths(DType::F32)) {
-    auto y = run(x, 3, w.view(), path);
+    auto y = testing::run_matmul(x, 3, w.view(), path);
     for (float v : y) EXPECT_EQ(v, 0.0f);
   }
   Weights w2(DType::BF16, 4, 9, 9, rng);
