@@ -15,6 +15,7 @@
 #include <nlohmann/json.hpp>
 
 #include "io/safetensors.h"
+#include "support/golden_prompts.h"
 #include "support/matmul_order.h"
 #include "support/run_epserve.h"
 #include "support/temp_dir.h"
@@ -40,19 +41,7 @@ nlohmann::json run_generate(const std::string& model, const std::string& prompts
   return in ? nlohmann::json::parse(in) : nlohmann::json::object();
 }
 
-std::string golden_prompts(const std::string& name) {
-  auto golden = SafetensorsFile::open(data_dir() + "/golden/" + name + ".safetensors");
-  std::string prompts;
-  for (int p = 0; p < 4; ++p) {
-    Tensor ids = golden->get(fmt::format("prompt{}.input_ids", p));
-    std::string list;
-    for (int64_t i = 0; i < ids.numel(); ++i) {
-      list += (i ? "," : "") + std::to_string(ids.ptr<int32_t>()[i]);
-    }
-    prompts += " --input-ids " + list;
-  }
-  return prompts;
-}
+using testing::golden_prompts;
 
 // Same tokens; logits equal up to the order of the ranks' partial sums (--moe-a2a-backend none
 // adds each rank's experts' outputs, and which experts a rank holds changes). With the BF16

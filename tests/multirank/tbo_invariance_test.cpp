@@ -16,6 +16,7 @@
 #include <nlohmann/json.hpp>
 
 #include "io/safetensors.h"
+#include "support/golden_prompts.h"
 #include "support/run_epserve.h"
 #include "support/temp_dir.h"
 
@@ -39,19 +40,7 @@ nlohmann::json run_generate(const std::string& model, const std::string& prompts
   return in ? nlohmann::json::parse(in) : nlohmann::json::object();
 }
 
-std::string golden_prompts(const std::string& name) {
-  auto golden = SafetensorsFile::open(data_dir() + "/golden/" + name + ".safetensors");
-  std::string prompts;
-  for (int p = 0; p < 4; ++p) {
-    Tensor ids = golden->get(fmt::format("prompt{}.input_ids", p));
-    std::string list;
-    for (int64_t i = 0; i < ids.numel(); ++i) {
-      list += (i ? "," : "") + std::to_string(ids.ptr<int32_t>()[i]);
-    }
-    prompts += " --input-ids " + list;
-  }
-  return prompts;
-}
+using testing::golden_prompts;
 
 // One long prompt and a short one: the best split by sequences leaves 3 of 27 tokens on one
 // side (under 0.48), so the long prompt is cut in two; decode then splits 1 / 1.
