@@ -3,9 +3,9 @@
 Hugging Face transformers, for prompts with no image, one image and two images.
 
 The model is loaded in float32 (fp32 compute on the bf16-rounded weights) with eager attention.
-Images are small synthetic RGB pictures of different sizes, preprocessed by transformers'
-Qwen2-VL image processor with Qwen3-VL's settings (patch 16, temporal patch 2, 2x2 merge, mean
-and std 0.5); their pixel values are saved with the golden so epserve's tests need no image
+Images are small synthetic RGB pictures of different sizes, preprocessed by the model's HF image
+processor (its preprocessor_config.json: Qwen2VLImageProcessorFast, patch 16, temporal patch 2,
+2x2 merge, smart resize); their pixel values are saved with the golden so epserve's tests need no image
 decoding. Each prompt is text tokens around <|vision_start|> <|image_pad|> x N <|vision_end|>
 runs. Recorded per case: input ids, each image's grid and pixel values, the vision tower's
 output per image (merger output then each DeepStack feature, [tokens, hidden * (1 + D)]), the
@@ -27,7 +27,7 @@ import numpy as np
 import torch
 import transformers
 from safetensors.torch import save_file
-from transformers import Qwen2VLImageProcessor, Qwen3VLMoeForConditionalGeneration
+from transformers import AutoImageProcessor, Qwen3VLMoeForConditionalGeneration
 
 REPO = Path(__file__).resolve().parents[2]
 NAME = "qwen3_vl_moe_tiny"
@@ -46,10 +46,7 @@ CASES = [
 
 
 def processor():
-    return Qwen2VLImageProcessor(
-        patch_size=16, temporal_patch_size=2, merge_size=2, image_mean=[0.5, 0.5, 0.5],
-        image_std=[0.5, 0.5, 0.5], size={"shortest_edge": 32 * 32, "longest_edge": 256 * 256},
-    )
+    return AutoImageProcessor.from_pretrained(str(MODEL_DIR))
 
 
 def synthetic_image(rng, height, width):
