@@ -1,6 +1,7 @@
 // epserve generate: offline generation from token ids (and, with a tokenizer, text), writing
 // {"sequences": [{"input_ids", "output_ids", "logits"?, "finish_reason"}]} as JSON.
 #include <fstream>
+#include <functional>
 #include <iostream>
 #include <numeric>
 #include <optional>
@@ -14,6 +15,7 @@
 #include "core/log.h"
 #include "core/thread_pool.h"
 #include "eplb/placement.h"
+#include "io/safetensors.h"
 #include "model/causal_lm.h"
 #include "runtime/expert_runtime.h"
 #include "runtime/generator.h"
@@ -32,6 +34,7 @@ struct GenerateOptions {
   std::vector<std::string> input_ids;
   std::vector<std::string> prompts;
   std::vector<std::string> chats;
+  std::vector<std::string> image_tensors;
   std::string chat_template_kwargs = "{}";
   int64_t max_new_tokens = 16;
   float temperature = 0.0f;
@@ -98,6 +101,26 @@ void gather_results(Communicator& leaders, int groups, std::vector<GenerateResul
   }
 }
 
+// --image-tensors FILE:PREFIX: PREFIX.grid_thw (I32 [3]) and PREFIX.pixel_values (F32) of a
+// safetensors file, an image as the frontend's image processor gives it.
+ImageInput load_image_tensors(const std::string& spec) {
+  const size_t colon = spec.rfind(':');
+  EPS_CHECK(colon != std::string::npos, "--image-tensors takes FILE:PREFIX, got '{}'", spec);
+  auto file = SafetensorsFile::open(spec.substr(0, colon));
+  const std::string prefix = spec.substr(colon + 1);
+  Tensor grid = file->get(prefix + ".grid_thw");
+  Tensor pixels = file->get(prefix + ".pixel_values");
+  EPS_CHECK(grid.dtype() == DType::I32 && grid.numel() == 3 && pixels.dtype() == DType::F32,
+            "{}: '{}.grid_thw' must be I32 [3] and '{}.pixel_values' F32", spec, prefix, prefix);
+  ImageInput im;
+  im.grid_t = grid.ptr<int32_t>()[0];
+  im.grid_h = grid.ptr<int32_t>()[1];
+  im.grid_w = grid.ptr<int32_t>()[2];
+  im.pixel_values.assign(pixels.ptr<float>(), pixels.ptr<float>() + pixels.numel());
+  im.content_hash = std::hash<std::string>{}(spec);
+  return im;
+}
+
 int generate_rank(const GenerateOptions& o) {
   set_log_level(o.log_level);
   RankContext ctx = setup_rank(o.parallel, o.model_path);
@@ -122,10 +145,21 @@ int generate_rank(const GenerateOptions& o) {
   ExpertRuntimeOptions expert_options = o.experts;
   std::unique_ptr<ExpertRuntime> experts =
       make_expert_runtime(*model, ctx, o.parallel, expert_options);
+  std::vector<ImageInput> images;
+  for (const auto& spec : o.image_tensors) images.push_back(load_image_tensors(spec));
+  size_t next_image = 0;
   std::vector<GenerateRequest> requests;
   for (auto& ids : prompts) {
     GenerateRequest r;
     r.input_ids = std::move(ids);
+    const int32_t image_token = model->config().vision.image_token_id;
+    for (size_t t = 0; t < r.input_ids.size(); ++t) {
+      bool run_start =
+          r.input_ids[t] == image_token && (t == 0 || r.input_ids[t - 1] != image_token);
+      if (!run_start || !model->config().has_vision()) continue;
+      EPS_CHECK(next_image < images.size(), "the prompts have more images than --image-tensors");
+      r.images.push_back(images[next_image++]);
+    }
     for (int32_t id : r.input_ids) {
       EPS_CHECK(id < model->vocab_size(),
                 "--input-ids: token id {} is outside the vocabulary (0..{})", id,
@@ -140,6 +174,8 @@ int generate_rank(const GenerateOptions& o) {
     r.return_logits = o.return_logits;
     requests.push_back(std::move(r));
   }
+  EPS_CHECK(next_image == images.size(), "{} --image-tensors for {} images in the prompts",
+            images.size(), next_image);
   // With DP attention each group generates every D-th request; results come back to rank 0.
   const int groups = o.parallel.attention_groups();
   std::vector<size_t> mine;
@@ -201,6 +237,11 @@ Command register_generate(CLI::App& app) {
       ->allow_extra_args(false);  // keep CLI11 from splitting a JSON list at its commas
   sub->add_option("--chat-template-kwargs", options->chat_template_kwargs,
                   "Extra template variables as JSON, e.g. '{\"enable_thinking\": false}'");
+  sub->add_option(
+      "--image-tensors", options->image_tensors,
+      "A preprocessed image as FILE:PREFIX (safetensors PREFIX.grid_thw, "
+      "PREFIX.pixel_values), for Qwen3-VL; repeat; images go to the prompts' image-token "
+      "runs in order");
   sub->add_option("--max-new-tokens", options->max_new_tokens, "Tokens to generate per prompt")
       ->check(CLI::NonNegativeNumber);
   sub->add_option("--temperature", options->temperature, "0 means greedy")

@@ -6,6 +6,7 @@
 #include "comm/communicator.h"
 #include "core/phase_timer.h"
 #include "runtime/slot_allocator.h"
+#include "runtime/vision_inputs.h"
 
 namespace epserve {
 namespace {
@@ -54,7 +55,11 @@ class OfflineGenerator {
     EPS_CHECK(model.num_kv_slots() >= kv_slots_needed(requests, page_size),
               "the KV cache holds {} slots; these requests need {}", model.num_kv_slots(),
               kv_slots_needed(requests, page_size));
+    vision_.resize(requests.size());
     for (size_t i = 0; i < requests.size(); ++i) {
+      const std::string error =
+          prepare_vision(model.config(), requests[i].input_ids, requests[i].images, vision_[i]);
+      EPS_CHECK(error.empty(), "prompt {}: {}", i, error);
       samplers_.emplace_back(requests[i].sampling, requests[i].seed);
       Running r{i, {}, requests[i].input_ids};
       r.done = requests[i].max_new_tokens == 0;
@@ -82,6 +87,7 @@ class OfflineGenerator {
   std::vector<GenerateResult> results_;
   std::vector<Sampler> samplers_;
   std::vector<Running> running_;
+  std::vector<RequestVision> vision_;  // per request
   bool prefilled_ = false;
 };
 
@@ -102,6 +108,8 @@ void OfflineGenerator::step() {
         prefill && req.return_prompt_logits ? LogitsWanted::kAll : LogitsWanted::kLast;
     batch.add_sequence(r.tokens.data() + len - num_new, num_new, len - num_new,
                        allocator_.slots(r.pages, len), wanted);
+    add_vision_rows(batch, len - num_new, num_new, req.images, vision_[r.index], model_);
+    if (prefill) release_vision_embeds(vision_[r.index]);
     members.push_back(&r);
   }
   std::vector<float> logits(batch.num_logit_rows() * V);

@@ -9,6 +9,7 @@
 
 #include "model/causal_lm.h"
 #include "runtime/model_runner.h"
+#include "runtime/protocol.h"
 #include "runtime/sampler.h"
 
 namespace epserve {
@@ -21,6 +22,7 @@ struct GenerateRequest {
   bool ignore_eos = false;
   bool return_logits = false;         // the distribution behind each generated token
   bool return_prompt_logits = false;  // logits at every prompt position
+  std::vector<ImageInput> images;     // Qwen3-VL: one per image-token run of input_ids
 };
 
 struct GenerateResult {

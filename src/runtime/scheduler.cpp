@@ -72,7 +72,8 @@ std::string Scheduler::validate(const GenerateInput& in) const {
 void Scheduler::add(GenerateInput input, std::vector<TokenOutput>& out) {
   std::string error = validate(input);
   RequestVision vision;
-  if (error.empty()) error = prepare_vision(runner_.config(), input, vision);
+  if (error.empty())
+    error = prepare_vision(runner_.config(), input.input_ids, input.images, vision);
   if (!error.empty()) {
     TokenOutput o;
     o.rid = input.rid;
@@ -91,7 +92,7 @@ void Scheduler::add(GenerateInput input, std::vector<TokenOutput>& out) {
 }
 
 std::vector<int32_t> Scheduler::cache_key(const SchedRequest& r) const {
-  return r.in.images.empty() ? r.tokens : prefix_cache_key(r.tokens, r.in, r.vision);
+  return r.in.images.empty() ? r.tokens : prefix_cache_key(r.tokens, r.in.images, r.vision);
 }
 
 void Scheduler::abort(const std::string& rid, std::vector<TokenOutput>& out) {
@@ -248,7 +249,7 @@ void Scheduler::step(std::vector<TokenOutput>& out, bool must_forward) {
     if (r.wants_input_logprobs()) wanted = LogitsWanted::kAll;
     batch.add_sequence(r.tokens.data() + r.num_computed, e.num_new, r.num_computed,
                        allocator_.slots(r.pages, r.num_computed + e.num_new), wanted);
-    add_vision_rows(batch, r.num_computed, e.num_new, r.in, r.vision, runner_);
+    add_vision_rows(batch, r.num_computed, e.num_new, r.in.images, r.vision, runner_);
   }
   int64_t decodes = 0, prefills = 0, prefill_tokens = 0, cached = 0;
   for (const Entry& e : entries) {

@@ -7,19 +7,19 @@
 
 namespace epserve {
 
-std::string prepare_vision(const ModelConfig& config, const GenerateInput& in,
-                           RequestVision& vision) {
+std::string prepare_vision(const ModelConfig& config, const std::vector<int32_t>& input_ids,
+                           const std::vector<ImageInput>& images, RequestVision& vision) {
   vision = RequestVision{};
   const VisionConfig& vc = config.vision;
   if (!config.has_vision()) {
-    if (in.images.empty()) return "";
+    if (images.empty()) return "";
     return fmt::format("{} does not take images.", config.architecture);
   }
   vision.active = true;
   const int64_t merge = vc.spatial_merge_size;
   std::vector<std::array<int64_t, 3>> grids;
-  for (size_t i = 0; i < in.images.size(); ++i) {
-    const ImageInput& im = in.images[i];
+  for (size_t i = 0; i < images.size(); ++i) {
+    const ImageInput& im = images[i];
     if (im.grid_t <= 0 || im.grid_h <= 0 || im.grid_w <= 0 || im.grid_h % merge != 0 ||
         im.grid_w % merge != 0) {
       return fmt::format("Image {}: grid {}x{}x{} is not whole {}x{} merge windows.", i, im.grid_t,
@@ -33,29 +33,31 @@ std::string prepare_vision(const ModelConfig& config, const GenerateInput& in,
     grids.push_back({im.grid_t, im.grid_h, im.grid_w});
   }
   try {
-    vision.mrope = qwen3_vl_mrope_positions(in.input_ids.data(),
-                                            static_cast<int64_t>(in.input_ids.size()), grids, vc);
+    vision.mrope = qwen3_vl_mrope_positions(input_ids.data(),
+                                            static_cast<int64_t>(input_ids.size()), grids, vc);
   } catch (const Error& e) {
     return fmt::format("The prompt's image tokens do not match its images: {}", e.what());
   }
-  vision.embeds.resize(in.images.size());
+  vision.embeds.resize(images.size());
   return "";
 }
 
-std::vector<int32_t> prefix_cache_key(const std::vector<int32_t>& tokens, const GenerateInput& in,
+std::vector<int32_t> prefix_cache_key(const std::vector<int32_t>& tokens,
+                                      const std::vector<ImageInput>& images,
                                       const RequestVision& vision) {
   std::vector<int32_t> key = tokens;
   const auto& runs = vision.mrope.runs;
   for (size_t i = 0; i < runs.size(); ++i) {
-    const uint64_t hash = in.images[i].content_hash;
+    const uint64_t hash = images[i].content_hash;
     const auto pad = static_cast<int32_t>((uint64_t{1} << 30) | (hash & ((uint64_t{1} << 30) - 1)));
     for (int64_t t = runs[i].first; t < runs[i].first + runs[i].num_tokens; ++t) key[t] = pad;
   }
   return key;
 }
 
-void add_vision_rows(ForwardBatch& batch, int64_t begin, int64_t count, const GenerateInput& in,
-                     RequestVision& vision, ModelRunner& runner) {
+void add_vision_rows(ForwardBatch& batch, int64_t begin, int64_t count,
+                     const std::vector<ImageInput>& images, RequestVision& vision,
+                     ModelRunner& runner) {
   if (!vision.active) return;
   const SequenceInput& seq = batch.seqs.back();
   EPS_CHECK(static_cast<int64_t>(batch.mrope_positions.size()) == 3 * seq.token_offset,
@@ -79,7 +81,7 @@ void add_vision_rows(ForwardBatch& batch, int64_t begin, int64_t count, const Ge
     if (lo >= hi) continue;
     std::vector<float>& embeds = vision.embeds[i];
     if (embeds.empty()) {
-      const ImageInput& im = in.images[i];
+      const ImageInput& im = images[i];
       embeds.resize(runs[i].num_tokens * width);
       runner.encode_image(im.grid_t, im.grid_h, im.grid_w, im.pixel_values.data(), embeds.data());
     }

@@ -27,19 +27,21 @@ struct RequestVision {
 
 // Checks the request's images against the model and its prompt and fills `vision`; returns an
 // error message for the client, or "" when the request is fine.
-std::string prepare_vision(const ModelConfig& config, const GenerateInput& in,
-                           RequestVision& vision);
+std::string prepare_vision(const ModelConfig& config, const std::vector<int32_t>& input_ids,
+                           const std::vector<ImageInput>& images, RequestVision& vision);
 
 // The tokens the prefix cache keys this request by: `tokens` with each image token replaced by
 // a key from its image's content hash, outside the vocabulary (>= 2^30).
-std::vector<int32_t> prefix_cache_key(const std::vector<int32_t>& tokens, const GenerateInput& in,
+std::vector<int32_t> prefix_cache_key(const std::vector<int32_t>& tokens,
+                                      const std::vector<ImageInput>& images,
                                       const RequestVision& vision);
 
 // Appends the 3-D positions of tokens [begin, begin + count) of the request to the batch's last
 // sequence, and the vision-tower rows of its image tokens there (encoding the images they fall
 // in that are not encoded yet, with runner.encode_image).
-void add_vision_rows(ForwardBatch& batch, int64_t begin, int64_t count, const GenerateInput& in,
-                     RequestVision& vision, ModelRunner& runner);
+void add_vision_rows(ForwardBatch& batch, int64_t begin, int64_t count,
+                     const std::vector<ImageInput>& images, RequestVision& vision,
+                     ModelRunner& runner);
 
 // Drops the kept embeddings once the prompt is fully computed.
 void release_vision_embeds(RequestVision& vision);

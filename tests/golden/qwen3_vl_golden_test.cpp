@@ -114,7 +114,7 @@ TEST_P(Qwen3VlGolden, MropePositionsMatchGetRopeIndex) {
   const GenerateInput in = input();
   if (in.images.empty()) GTEST_SKIP() << "no image in this case";
   RequestVision vision;
-  ASSERT_EQ(prepare_vision(model_->config(), in, vision), "");
+  ASSERT_EQ(prepare_vision(model_->config(), in.input_ids, in.images, vision), "");
   auto expected = values<int32_t>(golden("mrope_positions"));  // [3, n]
   const auto n = static_cast<int64_t>(in.input_ids.size());
   for (int64_t p = 0; p < n; ++p) {
@@ -128,7 +128,7 @@ TEST_P(Qwen3VlGolden, MropePositionsMatchGetRopeIndex) {
 TEST_P(Qwen3VlGolden, LogitsAndGreedyTokensMatchTransformers) {
   const GenerateInput in = input();
   RequestVision vision;
-  ASSERT_EQ(prepare_vision(model_->config(), in, vision), "");
+  ASSERT_EQ(prepare_vision(model_->config(), in.input_ids, in.images, vision), "");
   const auto n = static_cast<int64_t>(in.input_ids.size());
   const int64_t V = model_->vocab_size();
   const int steps = (*meta_)["decode_steps"].get<int>();
@@ -137,7 +137,7 @@ TEST_P(Qwen3VlGolden, LogitsAndGreedyTokensMatchTransformers) {
   for (int64_t i = 0; i < n; ++i) slots.push_back(static_cast<int32_t>(i));
   ForwardBatch prefill;
   prefill.add_sequence(in.input_ids.data(), n, 0, slots, LogitsWanted::kAll);
-  add_vision_rows(prefill, 0, n, in, vision, runner);
+  add_vision_rows(prefill, 0, n, in.images, vision, runner);
   ASSERT_EQ(prefill.num_image_rows(), std::count(in.input_ids.begin(), in.input_ids.end(),
                                                  model_->config().vision.image_token_id));
   std::vector<float> logits(n * V);
@@ -163,7 +163,7 @@ TEST_P(Qwen3VlGolden, LogitsAndGreedyTokensMatchTransformers) {
     slots.push_back(static_cast<int32_t>(pos));
     ForwardBatch decode;
     decode.add_sequence(&greedy[s], 1, pos, slots, LogitsWanted::kLast);
-    add_vision_rows(decode, pos, 1, in, vision, runner);
+    add_vision_rows(decode, pos, 1, in.images, vision, runner);
     runner.forward(decode, last.data());
   }
   EXPECT_LE(decode_diff, logit_tolerance());

@@ -130,6 +130,61 @@ TEST_P(LayoutInvariance, EveryLayoutGivesTheTokensOfOneRank) {
   }
 }
 
+// Qwen3-VL-MoE with images (prompts with none, one and two images, their pixel values from the
+// golden through --image-tensors): every layout gives one rank's tokens and logits within the
+// tolerance, and with one rank transformers' greedy tokens. The vision tower runs on the leader
+// of the group that owns each request; under DP attention the prompts are spread over groups.
+TEST(LayoutInvarianceWithImages, Qwen3VlMoe) {
+  const std::string name = "qwen3_vl_moe_tiny";
+  const std::string model = data_dir() + "/models/" + name;
+  const std::string file = data_dir() + "/golden/" + name + ".safetensors";
+  auto golden = SafetensorsFile::open(file);
+  const std::vector<std::string> cases = {"text", "one_image", "two_images"};
+  std::string prompts;
+  for (const std::string& c : cases) {
+    Tensor ids = golden->get(c + ".input_ids");
+    std::string list;
+    for (int64_t i = 0; i < ids.numel(); ++i) {
+      list += (i ? "," : "") + std::to_string(ids.ptr<int32_t>()[i]);
+    }
+    prompts += " --input-ids " + list;
+    for (int i = 0; golden->has(fmt::format("{}.image{}.grid_thw", c, i)); ++i) {
+      prompts += fmt::format(" --image-tensors {}:{}.image{}", file, c, i);
+    }
+  }
+  testing::TempDir dir;
+  nlohmann::json single = run_generate(model, prompts, "", dir);
+  ASSERT_EQ(single["sequences"].size(), cases.size());
+  if (!testing::bf16_matmul_order()) {
+    for (size_t s = 0; s < cases.size(); ++s) {
+      Tensor greedy = golden->get(cases[s] + ".greedy_tokens");
+      std::vector<int32_t> expected(greedy.ptr<int32_t>(), greedy.ptr<int32_t>() + 6);
+      auto got = single["sequences"][s]["output_ids"].get<std::vector<int32_t>>();
+      got.resize(6);
+      EXPECT_EQ(got, expected) << cases[s];
+    }
+  }
+  for (const Layout& layout : kLayouts) {
+    if (layout.world == 1) continue;
+    SCOPED_TRACE(layout.flags);
+    nlohmann::json result = run_generate(model, prompts, layout.flags, dir);
+    ASSERT_EQ(result["sequences"].size(), cases.size());
+    for (size_t s = 0; s < cases.size(); ++s) {
+      const auto& a = single["sequences"][s];
+      const auto& b = result["sequences"][s];
+      EXPECT_EQ(a["output_ids"], b["output_ids"]) << cases[s];
+      double max_diff = 0.0;
+      for (size_t step = 0; step < a["logits"].size(); ++step) {
+        for (size_t v = 0; v < a["logits"][step].size(); ++v) {
+          max_diff = std::max(max_diff, std::fabs(a["logits"][step][v].get<double>() -
+                                                  b["logits"][step][v].get<double>()));
+        }
+      }
+      EXPECT_LE(max_diff, logit_tolerance()) << cases[s];
+    }
+  }
+}
+
 // One request over four attention groups: three groups have nothing to do and join every
 // forward with an empty batch; the request still gets one rank's tokens.
 TEST(DpAttention, IdleGroupsJoinWithEmptyBatches) {
