@@ -278,8 +278,6 @@ ModelConfig parse_qwen3_vl_moe(const json& j, const std::string& source) {
     EPS_CHECK(idx >= 0 && idx < vc.depth, "{}: deepstack_visual_indexes entry {} is not a block",
               source, idx);
   }
-  EPS_CHECK(static_cast<int>(vc.deepstack_visual_indexes.size()) <= c.num_layers,
-            "{}: more DeepStack features than language-model layers", source);
   vc.image_token_id = top.integer("image_token_id");
   vc.video_token_id = top.integer_or("video_token_id", -1);
   vc.vision_start_token_id = top.integer("vision_start_token_id");
