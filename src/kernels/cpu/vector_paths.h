@@ -14,6 +14,7 @@ bool cpu_has_avx2_fma();
 bool cpu_has_avx512();
 
 void silu_mul_avx2(const float* gate, const float* up, int64_t n, float* out);
+void gelu_tanh_avx2(float* x, int64_t n);
 
 // One row of rmsnorm: the sum of squares in double, then y = weight * (x * inv_rms) in fp32.
 void rmsnorm_row_avx2(const float* x, const float* weight, int64_t dim, double eps, float* out);

@@ -2,6 +2,8 @@
 
 #include <cmath>
 
+#include "kernels/cpu/vector_paths.h"
+
 namespace epserve {
 
 void layernorm(const float* x, const float* weight, const float* bias, int64_t rows, int64_t dim,
@@ -24,6 +26,14 @@ void layernorm(const float* x, const float* weight, const float* bias, int64_t r
 }
 
 void gelu_tanh(float* x, int64_t n) {
+  if (cpu_has_avx2_fma()) {
+    gelu_tanh_avx2(x, n);
+  } else {
+    gelu_tanh_reference(x, n);
+  }
+}
+
+void gelu_tanh_reference(float* x, int64_t n) {
   constexpr float kAlpha = 0.7978845608028654f;  // sqrt(2 / pi)
   for (int64_t i = 0; i < n; ++i) {
     const float v = x[i];

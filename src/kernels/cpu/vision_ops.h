@@ -1,7 +1,8 @@
 // The vision tower's elementwise kernels (Qwen3-VL's ViT and patch mergers), in fp32 as
 // PyTorch computes them: LayerNorm with a bias, GELU with the tanh approximation
 // (gelu_pytorch_tanh, the ViT MLP) and the exact erf GELU (nn.GELU, the patch mergers). Each is
-// its own scalar definition; the vision tower is a small part of a request's time (bench).
+// its own scalar definition; GELU-tanh (the ViT MLP's, a third of the tower's non-GEMM time) also
+// has an AVX2 path chosen at run time, tested against its reference.
 #pragma once
 
 #include <cstdint>
@@ -11,8 +12,10 @@ namespace epserve {
 // out[r] = (x[r] - mean) / sqrt(var + eps) * weight + bias over rows of dim; out may alias x.
 void layernorm(const float* x, const float* weight, const float* bias, int64_t rows, int64_t dim,
                double eps, float* out);
-// x * 0.5 * (1 + tanh(sqrt(2/pi) * (x + 0.044715 x^3))), in place over n values.
+// x * 0.5 * (1 + tanh(sqrt(2/pi) * (x + 0.044715 x^3))), in place over n values. Uses AVX2
+// when the CPU has it.
 void gelu_tanh(float* x, int64_t n);
+void gelu_tanh_reference(float* x, int64_t n);
 // x * 0.5 * (1 + erf(x / sqrt(2))), in place over n values.
 void gelu_erf(float* x, int64_t n);
 // y[r] += bias over rows of dim.

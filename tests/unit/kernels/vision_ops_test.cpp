@@ -36,7 +36,7 @@ TEST(VisionOps, LayerNormMatchesDefinition) {
 TEST(VisionOps, GeluVariantsMatchDefinitions) {
   auto x = ramp(64, 4.0f);
   auto tanh_x = x, erf_x = x;
-  gelu_tanh(tanh_x.data(), 64);
+  gelu_tanh_reference(tanh_x.data(), 64);
   gelu_erf(erf_x.data(), 64);
   for (int i = 0; i < 64; ++i) {
     double v = x[i];
@@ -46,6 +46,18 @@ TEST(VisionOps, GeluVariantsMatchDefinitions) {
     EXPECT_NEAR(erf_x[i], e, 1e-5);
   }
   EXPECT_NE(tanh_x, erf_x);  // the two approximations differ
+}
+
+TEST(VisionOps, GeluTanhVectorPathMatchesReference) {
+  auto x = ramp(1003, 9.0f);  // a tail of 3 past the last full vector
+  x[5] = -90.0f;              // exp's clamp
+  x[6] = 90.0f;
+  auto fast = x, ref = x;
+  gelu_tanh(fast.data(), static_cast<int64_t>(x.size()));
+  gelu_tanh_reference(ref.data(), static_cast<int64_t>(x.size()));
+  for (size_t i = 0; i < x.size(); ++i) {
+    EXPECT_NEAR(fast[i], ref[i], 2e-6f * (1.0f + std::fabs(ref[i]))) << i << " x=" << x[i];
+  }
 }
 
 TEST(VisionOps, RopeByEqualAnglesIsPlainRope) {
