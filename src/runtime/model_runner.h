@@ -22,8 +22,9 @@ class ModelRunner {
   virtual int64_t vocab_size() const { return config().vocab_size; }
   // One image through the model's vision tower (Qwen3-VL), on this rank alone: pixels
   // [t * h * w, patch_dim] -> out [tokens, config().vision.embed_width()].
+  // Runners without a vision tower refuse.
   virtual void encode_image(int64_t grid_t, int64_t grid_h, int64_t grid_w, const float* pixels,
-                            float* out) = 0;
+                            float* out);
 };
 
 // Runs the model in this process, with a KV cache of num_kv_slots token slots. It either owns
