@@ -1,0 +1,362 @@
+#include "router/router.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <random>
+#include <thread>
+
+#include "core/log.h"
+#include "router/logprob_merge.h"
+#include "router/upstream.h"
+#include "server/errors.h"
+#include "server/sse.h"
+
+namespace epserve {
+
+using json = nlohmann::json;
+
+namespace {
+
+bool is_success(int status) {
+  return status >= 200 && status < 300;
+}
+
+// SGLang's router retries these statuses.
+bool is_retryable(int status) {
+  return status == 408 || status == 429 || status == 500 || status == 502 || status == 503 ||
+         status == 504;
+}
+
+uint64_t random_room() {
+  thread_local std::mt19937_64 engine(std::random_device{}());
+  return engine() & 0x7fffffffffffffffULL;  // [0, 2^63 - 1], as SGLang's router draws it
+}
+
+// The request headers SGLang's router passes on to the workers.
+std::vector<std::pair<std::string, std::string>> forwarded_headers(const HttpRequest& req) {
+  std::vector<std::pair<std::string, std::string>> out;
+  for (const auto& [name, value] : req.headers) {
+    std::string lower = name;
+    for (char& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    if (lower == "authorization" || lower == "x-request-id" || lower == "x-correlation-id" ||
+        lower.rfind("x-request-id-", 0) == 0) {
+      out.emplace_back(name, value);
+    }
+  }
+  return out;
+}
+
+void error_response(HttpResponse& res, int status, const std::string& message,
+                    const std::string& code = "") {
+  res = HttpResponse{};
+  res.json(status, error_body(status, message, "", code));
+}
+
+// A worker's non-2xx answer, passed on as it came.
+void pass_through(HttpResponse& res, int status, const std::string& content_type,
+                  std::string body) {
+  res = HttpResponse{};
+  res.status = status;
+  res.content_type = content_type.empty() ? "application/json" : content_type;
+  res.body = std::move(body);
+}
+
+// The event a stream ends with when its worker fails mid-way (the client sees an error, never a
+// silent end or a hang).
+std::string stream_error_event(const std::string& message) {
+  return sse_event(json::parse(error_body(502, message)));
+}
+
+}  // namespace
+
+Router::Router(RouterArgs args) : args_(std::move(args)) {
+  CircuitBreakerOptions breaker;
+  breaker.failure_threshold = args_.cb_failure_threshold;
+  breaker.success_threshold = args_.cb_success_threshold;
+  breaker.timeout_s = args_.cb_timeout_duration_secs;
+  breaker.disabled = args_.disable_circuit_breaker;
+  for (const auto& p : args_.prefill) {
+    prefill_.push_back(
+        std::make_shared<Worker>(p.url, WorkerKind::prefill, p.bootstrap_port, breaker));
+  }
+  for (const auto& url : args_.decode_urls) {
+    decode_.push_back(std::make_shared<Worker>(url, WorkerKind::decode, std::nullopt, breaker));
+  }
+  for (const auto& url : args_.worker_urls) {
+    regular_.push_back(std::make_shared<Worker>(url, WorkerKind::regular, std::nullopt, breaker));
+  }
+  policy_ = make_policy(args_.policy);
+  prefill_policy_ = make_policy(args_.prefill_policy.empty() ? args_.policy : args_.prefill_policy);
+  decode_policy_ = make_policy(args_.decode_policy.empty() ? args_.policy : args_.decode_policy);
+}
+
+Router::~Router() {
+  stop_background();
+}
+
+WorkerList Router::all_workers() const {
+  WorkerList all = prefill_;
+  all.insert(all.end(), decode_.begin(), decode_.end());
+  all.insert(all.end(), regular_.begin(), regular_.end());
+  return all;
+}
+
+void Router::inject_bootstrap(json& body, const Worker& prefill, size_t batch_size) {
+  const std::string host = worker_hostname(prefill.url);
+  const json port = prefill.bootstrap_port ? json(*prefill.bootstrap_port) : json(nullptr);
+  if (batch_size > 0) {
+    json hosts = json::array(), ports = json::array(), rooms = json::array();
+    for (size_t i = 0; i < batch_size; ++i) {
+      hosts.push_back(host);
+      ports.push_back(port);
+      rooms.push_back(random_room());
+    }
+    body["bootstrap_host"] = std::move(hosts);
+    body["bootstrap_port"] = std::move(ports);
+    body["bootstrap_room"] = std::move(rooms);
+  } else {
+    body["bootstrap_host"] = host;
+    body["bootstrap_port"] = port;
+    body["bootstrap_room"] = random_room();
+  }
+}
+
+Router::Traits Router::request_traits(const std::string& route, const json& body) {
+  Traits t;
+  t.stream = body.value("stream", false) == true;
+  auto is_list = [](const json& v) { return v.is_array() && !v.empty(); };
+  if (route == "/generate") {
+    t.return_logprob = body.contains("return_logprob") && body["return_logprob"] == true;
+    // A batch: a list of texts, or a list of token-id lists.
+    if (body.contains("text") && is_list(body["text"])) t.batch_size = body["text"].size();
+    if (body.contains("input_ids") && is_list(body["input_ids"]) &&
+        body["input_ids"][0].is_array()) {
+      t.batch_size = body["input_ids"].size();
+    }
+  } else if (route == "/v1/chat/completions") {
+    t.return_logprob = body.contains("logprobs") && body["logprobs"] == true;
+    if (body.contains("n") && body["n"].is_number_integer() && body["n"].get<int64_t>() > 1) {
+      t.batch_size = body["n"].get<size_t>();
+    }
+  } else if (route == "/v1/completions") {
+    t.return_logprob = body.contains("logprobs") && !body["logprobs"].is_null();
+    // A list of prompts (strings or token-id lists); a flat list of ids is one prompt.
+    if (body.contains("prompt") && is_list(body["prompt"]) &&
+        (body["prompt"][0].is_string() || body["prompt"][0].is_array())) {
+      t.batch_size = body["prompt"].size();
+    }
+  }
+  return t;
+}
+
+std::shared_ptr<Worker> Router::pick(const WorkerList& workers, Policy& policy, const char* kind,
+                                     std::string& why) {
+  WorkerList available;
+  for (const auto& w : workers) {
+    if (w->available()) available.push_back(w);
+  }
+  if (available.empty()) {
+    why = fmt::format("No available {} workers (all circuits open or unhealthy)", kind);
+    return nullptr;
+  }
+  return policy.select(available, "");
+}
+
+int Router::backoff_ms(int attempt) const {
+  double delay = args_.retry_initial_backoff_ms * std::pow(args_.retry_backoff_multiplier, attempt);
+  delay = std::min(delay, static_cast<double>(args_.retry_max_backoff_ms));
+  double jitter = std::clamp(args_.retry_jitter_factor, 0.0, 1.0);
+  if (jitter > 0) {
+    thread_local std::mt19937_64 engine(std::random_device{}());
+    delay += delay * std::uniform_real_distribution<double>(-jitter, jitter)(engine);
+  }
+  return static_cast<int>(std::max(0.0, delay));
+}
+
+void Router::route_inference(const std::string& route, const HttpRequest& req, HttpResponse& res) {
+  json body = json::parse(req.body, nullptr, false);
+  if (body.is_discarded() || !body.is_object())
+    bad_request("the request body must be a JSON object");
+  const Traits traits = request_traits(route, body);
+  const auto headers = forwarded_headers(req);
+  const int attempts = args_.disable_retries ? 1 : std::max(1, args_.retry_max_retries);
+  for (int attempt = 0;; ++attempt) {
+    res = HttpResponse{};
+    if (args_.pd_disaggregation) {
+      dispatch_pd(route, body, traits, headers, res);
+    } else {
+      dispatch_regular(route, req.body, traits, headers, res);
+    }
+    if (!is_retryable(res.status) || attempt + 1 >= attempts) return;
+    int delay = backoff_ms(attempt);
+    spdlog::warn("{}: attempt {} answered {}; retrying in {} ms", route, attempt + 1, res.status,
+                 delay);
+    std::this_thread::sleep_for(std::chrono::milliseconds(delay));
+  }
+}
+
+void Router::dispatch_pd(const std::string& route, const json& body, const Traits& traits,
+                         const std::vector<std::pair<std::string, std::string>>& headers,
+                         HttpResponse& res) {
+  std::string why;
+  auto prefill = pick(prefill_, *prefill_policy_, "prefill", why);
+  auto decode = prefill ? pick(decode_, *decode_policy_, "decode", why) : nullptr;
+  if (!prefill || !decode) {
+    error_response(res, 503, "No available servers: " + why, "server_selection_failed");
+    return;
+  }
+  json request = body;
+  inject_bootstrap(request, *prefill, traits.batch_size);
+  ClientRequest creq;
+  creq.method = "POST";
+  creq.path = route;
+  creq.body = request.dump(-1, ' ', false, json::error_handler_t::replace);
+  creq.headers = headers;
+  creq.timeout_s = args_.request_timeout_secs;
+  auto guard = std::make_shared<LoadGuard>(WorkerList{prefill, decode});
+  auto record = [prefill, decode](int status) {
+    bool ok = is_success(status) || (status >= 400 && status < 500);
+    prefill->breaker.record(ok);
+    decode->breaker.record(ok);
+  };
+
+  // Both at once. Without logprobs the prefill answer is only drained (its failure shows on the
+  // decode side, which cannot get the KV cache); with them it is needed for the merge.
+  std::shared_ptr<Upstream> prefill_call;
+  if (traits.return_logprob) {
+    prefill_call = Upstream::start(prefill->url, creq);
+  } else {
+    std::thread([url = prefill->url, creq, guard] {
+      ClientResponse r = http_send(url, creq);
+      if (!r.error.empty() || !is_success(r.status)) {
+        spdlog::error("prefill {} {}: {}", url, creq.path,
+                      r.error.empty() ? "status " + std::to_string(r.status) : r.error);
+      }
+    }).detach();
+  }
+  auto decode_call = Upstream::start(decode->url, creq);
+  int status = decode_call->wait_status();
+  if (status == 0) {
+    spdlog::error("decode {} {}: {}", decode->url, route, decode_call->error());
+    error_response(res, 502, "Decode server error: " + decode_call->error());
+    record(502);
+    return;
+  }
+  if (!is_success(status)) {
+    spdlog::error("decode {} {} answered {}", decode->url, route, status);
+    pass_through(res, status, decode_call->content_type(), decode_call->wait_body());
+    record(status);
+    return;
+  }
+  json prefill_logprobs;
+  if (prefill_call) {
+    int prefill_status = prefill_call->wait_status();
+    std::string prefill_body = prefill_call->wait_body();
+    if (prefill_status == 0) {
+      decode_call->cancel();
+      error_response(
+          res, 502,
+          "Prefill server error: " + prefill_call->error() + ". This will cause decode timeout.");
+      record(502);
+      return;
+    }
+    if (!is_success(prefill_status)) {
+      decode_call->cancel();
+      error_response(res, prefill_status,
+                     fmt::format("Prefill server error ({}): {}", prefill_status, prefill_body));
+      record(prefill_status);
+      return;
+    }
+    json parsed = json::parse(prefill_body, nullptr, false);
+    if (parsed.is_object() && parsed.contains("meta_info") && parsed["meta_info"].is_object()) {
+      prefill_logprobs = parsed["meta_info"].value("input_token_logprobs", json());
+    }
+  }
+  record(status);
+  if (traits.stream) {
+    res.status = status;
+    res.content_type = kSseContentType;
+    auto merger = std::make_shared<SseLogprobMerger>(prefill_logprobs);
+    bool merge = prefill_logprobs.is_array();
+    res.stream = [decode_call, guard, merger, merge](StreamWriter& writer) {
+      while (auto chunk = decode_call->next_chunk()) {
+        if (!writer.write(merge ? merger->feed(*chunk) : *chunk)) {
+          decode_call->cancel();
+          return;
+        }
+      }
+      if (merge) writer.write(merger->finish());
+      if (std::string error = decode_call->error(); !error.empty()) {
+        spdlog::error("decode stream: {}", error);
+        writer.write(stream_error_event("Decode server error: " + error));
+      }
+    };
+    return;
+  }
+  std::string text = decode_call->wait_body();
+  if (!decode_call->error().empty()) {
+    error_response(res, 500, "Failed to read response: " + decode_call->error());
+    return;
+  }
+  if (prefill_logprobs.is_array()) {
+    json parsed = json::parse(text, nullptr, false);
+    if (merge_input_logprobs(prefill_logprobs, parsed)) text = dump_json(parsed);
+  }
+  res.status = status;
+  res.content_type =
+      decode_call->content_type().empty() ? "application/json" : decode_call->content_type();
+  res.body = std::move(text);
+}
+
+void Router::dispatch_regular(const std::string& route, const std::string& body,
+                              const Traits& traits,
+                              const std::vector<std::pair<std::string, std::string>>& headers,
+                              HttpResponse& res) {
+  std::string why;
+  auto worker = pick(regular_, *policy_, "regular", why);
+  if (!worker) {
+    error_response(res, 503, "No available servers: " + why, "server_selection_failed");
+    return;
+  }
+  ClientRequest creq;
+  creq.method = "POST";
+  creq.path = route;
+  creq.body = body;
+  creq.headers = headers;
+  creq.timeout_s = args_.request_timeout_secs;
+  auto guard = std::make_shared<LoadGuard>(WorkerList{worker});
+  auto call = Upstream::start(worker->url, creq);
+  int status = call->wait_status();
+  if (status == 0) {
+    spdlog::error("worker {} {}: {}", worker->url, route, call->error());
+    error_response(res, 502, "Worker error: " + call->error());
+    worker->breaker.record(false);
+    return;
+  }
+  worker->breaker.record(is_success(status) || (status >= 400 && status < 500));
+  if (is_success(status) && traits.stream) {
+    res.status = status;
+    res.content_type = kSseContentType;
+    res.stream = [call, guard](StreamWriter& writer) {
+      while (auto chunk = call->next_chunk()) {
+        if (!writer.write(*chunk)) {
+          call->cancel();
+          return;
+        }
+      }
+      if (std::string error = call->error(); !error.empty()) {
+        writer.write(stream_error_event("Worker error: " + error));
+      }
+    };
+    return;
+  }
+  std::string text = call->wait_body();
+  if (!call->error().empty()) {
+    error_response(res, 500, "Failed to read response: " + call->error());
+    return;
+  }
+  pass_through(res, status, call->content_type(), std::move(text));
+}
+
+}  // namespace epserve

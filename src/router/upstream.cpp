@@ -1,0 +1,79 @@
+#include "router/upstream.h"
+
+#include <thread>
+
+namespace epserve {
+
+std::shared_ptr<Upstream> Upstream::start(std::string base_url, ClientRequest request) {
+  auto upstream = std::make_shared<Upstream>();
+  std::thread([upstream, base_url = std::move(base_url), request = std::move(request)] {
+    upstream->run(base_url, request);
+  }).detach();
+  return upstream;
+}
+
+void Upstream::run(const std::string& base_url, const ClientRequest& request) {
+  ClientResponse response = http_send(
+      base_url, request,
+      [this](int status, const std::string& content_type) {
+        std::lock_guard<std::mutex> lock(mutex_);
+        status_ = status;
+        content_type_ = content_type;
+        have_status_ = true;
+        changed_.notify_all();
+      },
+      [this](std::string_view chunk) {
+        std::lock_guard<std::mutex> lock(mutex_);
+        if (cancelled_) return false;
+        chunks_.emplace_back(chunk);
+        changed_.notify_all();
+        return true;
+      });
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (!response.error.empty() && !cancelled_) error_ = response.error;
+  if (!have_status_) status_ = 0;
+  have_status_ = true;
+  done_ = true;
+  changed_.notify_all();
+}
+
+int Upstream::wait_status() {
+  std::unique_lock<std::mutex> lock(mutex_);
+  changed_.wait(lock, [this] { return have_status_; });
+  return status_;
+}
+
+const std::string& Upstream::content_type() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return content_type_;
+}
+
+std::string Upstream::wait_body() {
+  std::unique_lock<std::mutex> lock(mutex_);
+  changed_.wait(lock, [this] { return done_; });
+  std::string body;
+  for (auto& c : chunks_) body += c;
+  chunks_.clear();
+  return body;
+}
+
+std::optional<std::string> Upstream::next_chunk() {
+  std::unique_lock<std::mutex> lock(mutex_);
+  changed_.wait(lock, [this] { return done_ || !chunks_.empty(); });
+  if (chunks_.empty()) return std::nullopt;
+  std::string chunk = std::move(chunks_.front());
+  chunks_.pop_front();
+  return chunk;
+}
+
+std::string Upstream::error() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return error_;
+}
+
+void Upstream::cancel() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  cancelled_ = true;
+}
+
+}  // namespace epserve
