@@ -3,6 +3,7 @@
 #include <random>
 
 #include "core/error.h"
+#include "router/cache_aware.h"
 
 namespace epserve {
 
@@ -56,14 +57,12 @@ int64_t policy_load(const Worker& worker) {
   return reported >= 0 ? reported : worker.load.load();
 }
 
-std::unique_ptr<Policy> make_policy(const std::string& name) {
+std::unique_ptr<Policy> make_policy(const std::string& name, const CacheAwareOptions& cache_aware) {
   if (name == "random") return std::make_unique<RandomPolicy>();
   if (name == "round_robin") return std::make_unique<RoundRobinPolicy>();
   if (name == "power_of_two") return std::make_unique<PowerOfTwoPolicy>();
-  EPS_CHECK(name != "cache_aware",
-            "policy cache_aware (SGLang's default) is not implemented by epserve router; choose "
-            "random, round_robin or power_of_two (--policy, --prefill-policy, --decode-policy)");
-  EPS_THROW("unknown policy '{}' (random, round_robin, power_of_two)", name);
+  if (name == "cache_aware") return std::make_unique<CacheAwarePolicy>(cache_aware);
+  EPS_THROW("unknown policy '{}' (random, round_robin, cache_aware, power_of_two)", name);
 }
 
 }  // namespace epserve

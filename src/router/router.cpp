@@ -68,6 +68,35 @@ std::string stream_error_event(const std::string& message) {
   return sse_event(json::parse(error_body(502, message)));
 }
 
+// The text cache_aware routes a chat request by, as SGLang's router extracts it: the text of the
+// system and user messages (text parts of a list), joined by spaces.
+std::string chat_routing_text(const json& body) {
+  std::string out;
+  auto add = [&](const std::string& piece) {
+    if (piece.empty()) return;
+    if (!out.empty()) out += ' ';
+    out += piece;
+  };
+  if (!body.contains("messages") || !body["messages"].is_array()) return out;
+  for (const auto& m : body["messages"]) {
+    if (!m.is_object()) continue;
+    std::string role = m.value("role", "");
+    if (role != "system" && role != "user") continue;
+    const json content = m.value("content", json());
+    if (content.is_string()) {
+      add(content.get<std::string>());
+    } else if (content.is_array()) {
+      for (const auto& part : content) {
+        if (part.is_object() && part.value("type", "") == "text" && part.contains("text") &&
+            part["text"].is_string()) {
+          add(part["text"].get<std::string>());
+        }
+      }
+    }
+  }
+  return out;
+}
+
 }  // namespace
 
 Router::Router(RouterArgs args) : args_(std::move(args)) {
@@ -86,9 +115,12 @@ Router::Router(RouterArgs args) : args_(std::move(args)) {
   for (const auto& url : args_.worker_urls) {
     regular_.push_back(std::make_shared<Worker>(url, WorkerKind::regular, std::nullopt, breaker));
   }
-  policy_ = make_policy(args_.policy);
-  prefill_policy_ = make_policy(args_.prefill_policy.empty() ? args_.policy : args_.prefill_policy);
-  decode_policy_ = make_policy(args_.decode_policy.empty() ? args_.policy : args_.decode_policy);
+  const CacheAwareOptions& ca = args_.cache_aware;
+  policy_ = make_policy(args_.policy, ca);
+  prefill_policy_ =
+      make_policy(args_.prefill_policy.empty() ? args_.policy : args_.prefill_policy, ca);
+  decode_policy_ =
+      make_policy(args_.decode_policy.empty() ? args_.policy : args_.decode_policy, ca);
 }
 
 Router::~Router() {
@@ -134,7 +166,12 @@ Router::Traits Router::request_traits(const std::string& route, const json& body
         body["input_ids"][0].is_array()) {
       t.batch_size = body["input_ids"].size();
     }
+    if (body.contains("text") && body["text"].is_string()) t.text = body["text"];
+    if (t.batch_size > 0 && body.contains("text") && body["text"][0].is_string()) {
+      t.text = body["text"][0];
+    }
   } else if (route == "/v1/chat/completions") {
+    t.text = chat_routing_text(body);
     t.return_logprob = body.contains("logprobs") && body["logprobs"] == true;
     if (body.contains("n") && body["n"].is_number_integer() && body["n"].get<int64_t>() > 1) {
       t.batch_size = body["n"].get<size_t>();
@@ -146,12 +183,14 @@ Router::Traits Router::request_traits(const std::string& route, const json& body
         (body["prompt"][0].is_string() || body["prompt"][0].is_array())) {
       t.batch_size = body["prompt"].size();
     }
+    if (body.contains("prompt") && body["prompt"].is_string()) t.text = body["prompt"];
+    if (t.batch_size > 0 && body["prompt"][0].is_string()) t.text = body["prompt"][0];
   }
   return t;
 }
 
 std::shared_ptr<Worker> Router::pick(const WorkerList& workers, Policy& policy, const char* kind,
-                                     std::string& why) {
+                                     const std::string& text, std::string& why) {
   WorkerList available;
   for (const auto& w : workers) {
     if (w->available()) available.push_back(w);
@@ -160,7 +199,7 @@ std::shared_ptr<Worker> Router::pick(const WorkerList& workers, Policy& policy, 
     why = fmt::format("No available {} workers (all circuits open or unhealthy)", kind);
     return nullptr;
   }
-  return policy.select(available, "");
+  return policy.select(available, text);
 }
 
 int Router::backoff_ms(int attempt) const {
@@ -200,8 +239,8 @@ void Router::dispatch_pd(const std::string& route, const json& body, const Trait
                          const std::vector<std::pair<std::string, std::string>>& headers,
                          HttpResponse& res) {
   std::string why;
-  auto prefill = pick(prefill_, *prefill_policy_, "prefill", why);
-  auto decode = prefill ? pick(decode_, *decode_policy_, "decode", why) : nullptr;
+  auto prefill = pick(prefill_, *prefill_policy_, "prefill", traits.text, why);
+  auto decode = prefill ? pick(decode_, *decode_policy_, "decode", traits.text, why) : nullptr;
   if (!prefill || !decode) {
     error_response(res, 503, "No available servers: " + why, "server_selection_failed");
     return;
@@ -314,7 +353,7 @@ void Router::dispatch_regular(const std::string& route, const std::string& body,
                               const std::vector<std::pair<std::string, std::string>>& headers,
                               HttpResponse& res) {
   std::string why;
-  auto worker = pick(regular_, *policy_, "regular", why);
+  auto worker = pick(regular_, *policy_, "regular", traits.text, why);
   if (!worker) {
     error_response(res, 503, "No available servers: " + why, "server_selection_failed");
     return;

@@ -47,6 +47,7 @@ class Router {
     bool stream = false;
     bool return_logprob = false;
     size_t batch_size = 0;  // 0: not a batch
+    std::string text;       // what cache_aware matches on
   };
   static Traits request_traits(const std::string& route, const nlohmann::json& body);
 
@@ -59,7 +60,7 @@ class Router {
                         HttpResponse& res);
   // One of `workers` by `policy` among the available ones; nullptr and `why` when none is.
   std::shared_ptr<Worker> pick(const WorkerList& workers, Policy& policy, const char* kind,
-                               std::string& why);
+                               const std::string& text, std::string& why);
   void proxy_get(const std::string& path, HttpResponse& res);
   void health_generate(HttpResponse& res);
   void readiness(HttpResponse& res);

@@ -17,11 +17,6 @@ namespace {
 const std::vector<std::pair<std::string, std::string>>& refused_flags() {
   static const std::vector<std::pair<std::string, std::string>> flags = {
       {"mini-lb", "the Python mini load balancer is not part of epserve"},
-      {"cache-threshold", "the cache_aware policy is not implemented"},
-      {"balance-abs-threshold", "the cache_aware policy is not implemented"},
-      {"balance-rel-threshold", "the cache_aware policy is not implemented"},
-      {"eviction-interval-secs", "the cache_aware policy is not implemented"},
-      {"max-tree-size", "the cache_aware policy is not implemented"},
       {"dp-aware", "DP-aware routing to a server's DP ranks is not implemented"},
       {"enable-igw", "the multi-model gateway mode is not implemented"},
       {"api-key", "API keys toward the workers are not implemented"},
@@ -93,13 +88,28 @@ void add_router_args(CLI::App& sub, RouterArgs& a) {
       ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll)
       ->type_name("URL");
   sub.add_option("--policy", a.policy,
-                 "Load-balancing policy (random, round_robin, power_of_two; SGLang's default "
-                 "cache_aware is not implemented and round_robin is used when none is given)")
+                 "Load-balancing policy; in PD mode for both sides unless overridden")
+      ->capture_default_str()
       ->check(CLI::IsMember(kPolicies));
   sub.add_option("--prefill-policy", a.prefill_policy, "Policy for the prefill servers in PD mode")
       ->check(CLI::IsMember(kPolicies));
   sub.add_option("--decode-policy", a.decode_policy, "Policy for the decode servers in PD mode")
       ->check(CLI::IsMember(kPolicies));
+  sub.add_option("--cache-threshold", a.cache_aware.cache_threshold,
+                 "cache_aware: the prefix match ratio above which the matching worker is chosen")
+      ->capture_default_str();
+  sub.add_option("--balance-abs-threshold", a.cache_aware.balance_abs_threshold,
+                 "cache_aware: loads are imbalanced when max - min exceeds this ...")
+      ->capture_default_str();
+  sub.add_option("--balance-rel-threshold", a.cache_aware.balance_rel_threshold,
+                 "cache_aware: ... and max exceeds min times this")
+      ->capture_default_str();
+  sub.add_option("--eviction-interval-secs", a.cache_aware.eviction_interval_secs,
+                 "cache_aware: seconds between evictions of least recently used tree leaves")
+      ->capture_default_str();
+  sub.add_option("--max-tree-size", a.cache_aware.max_tree_size,
+                 "cache_aware: characters per worker kept in the tree")
+      ->capture_default_str();
   sub.add_option("--worker-startup-timeout-secs", a.worker_startup_timeout_secs,
                  "How long to wait at start-up for every worker to be healthy")
       ->capture_default_str();
@@ -190,10 +200,12 @@ void resolve_router_args(RouterArgs& a, const std::vector<std::string>& extras) 
   for (const auto& url : a.decode_urls) parse_worker_url(url);
   for (const auto& url : a.worker_urls) parse_worker_url(url);
 
-  if (a.policy.empty()) a.policy = "round_robin";
-  make_policy(a.policy);
-  if (!a.prefill_policy.empty()) make_policy(a.prefill_policy);
-  if (!a.decode_policy.empty()) make_policy(a.decode_policy);
+  EPS_CHECK(a.cache_aware.cache_threshold >= 0 && a.cache_aware.cache_threshold <= 1,
+            "--cache-threshold must be in [0, 1] (got {})", a.cache_aware.cache_threshold);
+  EPS_CHECK(a.cache_aware.balance_abs_threshold >= 0 && a.cache_aware.balance_rel_threshold >= 0 &&
+                a.cache_aware.eviction_interval_secs >= 0 && a.cache_aware.max_tree_size >= 0,
+            "--balance-abs-threshold, --balance-rel-threshold, --eviction-interval-secs and "
+            "--max-tree-size must not be negative");
   EPS_CHECK(a.pd_disaggregation || (a.prefill_policy.empty() && a.decode_policy.empty()),
             "--prefill-policy and --decode-policy are for --pd-disaggregation");
 

@@ -9,6 +9,8 @@
 #include <utility>
 #include <vector>
 
+#include "router/cache_aware.h"
+
 namespace epserve {
 
 struct PrefillServer {
@@ -25,9 +27,10 @@ struct RouterArgs {
   std::vector<std::string> decode_urls;
   std::vector<PrefillServer> prefill;  // resolved from prefill_raw
 
-  std::string policy;  // "" = not given
+  std::string policy = "cache_aware";
   std::string prefill_policy;
   std::string decode_policy;
+  CacheAwareOptions cache_aware;  // --cache-threshold, --balance-*, --eviction-interval-secs, ...
 
   int worker_startup_timeout_secs = 600;
   int worker_startup_check_interval = 30;

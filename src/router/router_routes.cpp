@@ -85,10 +85,10 @@ void Router::health_generate(HttpResponse& res) {
   std::string why;
   std::vector<std::shared_ptr<Worker>> targets;
   if (args_.pd_disaggregation) {
-    auto p = pick(prefill_, *prefill_policy_, "prefill", why);
-    auto d = p ? pick(decode_, *decode_policy_, "decode", why) : nullptr;
+    auto p = pick(prefill_, *prefill_policy_, "prefill", "", why);
+    auto d = p ? pick(decode_, *decode_policy_, "decode", "", why) : nullptr;
     if (p && d) targets = {p, d};
-  } else if (auto w = pick(regular_, *policy_, "regular", why)) {
+  } else if (auto w = pick(regular_, *policy_, "regular", "", why)) {
     targets = {w};
   }
   if (targets.empty()) {

@@ -390,6 +390,26 @@ def test_power_of_two_prefers_the_less_loaded_server(fakes, router):
     assert len(decodes[0].inference_bodies()) == 0 and len(decodes[1].inference_bodies()) == 6
 
 
+def test_cache_aware_sends_a_shared_prefix_to_the_same_worker(fakes, router):
+    workers = fakes("regular", 2)
+    r = router(["--worker-urls"] + [w.url for w in workers])  # cache_aware: SGLang's default
+    prefixes = ["You are a helpful assistant. Answer briefly. ", "Translate into French: "]
+    for i in range(3):
+        for prefix in prefixes:
+            resp = requests.post(r.url("/generate"), json={"text": prefix + f"question {i}"}, timeout=30)
+            assert resp.status_code == 200, resp.text
+    owners = [{w.url for w in workers for b in w.inference_bodies() if b["text"].startswith(p)}
+              for p in prefixes]
+    # Each prefix stayed on one worker, and the second went to the worker with the smaller tree.
+    assert all(len(o) == 1 for o in owners) and owners[0] != owners[1], owners
+    # Chat: the system and user texts are what is matched.
+    chat = {"model": "m", "messages": [{"role": "system", "content": prefixes[1]},
+                                       {"role": "user", "content": "question 9"}]}
+    assert requests.post(r.url("/v1/chat/completions"), json=chat, timeout=30).status_code == 200
+    (owner,) = [w.url for w in workers if any("messages" in b for b in w.inference_bodies())]
+    assert {owner} == owners[1]
+
+
 def test_info_routes_health_generate_and_flush(fakes, router):
     prefills, decodes = fakes("prefill", 1), fakes("decode", 1)
     r = router(pd_args(prefills, decodes))
@@ -403,7 +423,8 @@ def test_info_routes_health_generate_and_flush(fakes, router):
 
 @pytest.mark.parametrize("args,needle", [
     (["--pd-disaggregation", "--prefill", "http://127.0.0.1:1", "--decode", "http://127.0.0.1:2",
-      "--policy", "cache_aware"], "cache_aware"),
+      "--dp-aware"], "--dp-aware is an SGLang router flag"),
+    (["--worker-urls", "http://127.0.0.1:1", "--policy", "least_load"], "least_load"),
     (["--worker-urls", "http://127.0.0.1:1", "--max-concurrent-requests", "8"],
      "--max-concurrent-requests is an SGLang router flag"),
     (["--pd-disaggregation", "--prefill", "http://127.0.0.1:1"], "requires --decode"),
