@@ -18,6 +18,8 @@ using json = nlohmann::json;
 
 namespace {
 
+constexpr int64_t kMaxBootstrapItems = 65536;
+
 bool is_success(int status) {
   return status >= 200 && status < 300;
 }
@@ -156,7 +158,7 @@ void Router::inject_bootstrap(json& body, const Worker& prefill, size_t batch_si
 
 Router::Traits Router::request_traits(const std::string& route, const json& body) {
   Traits t;
-  t.stream = body.value("stream", false) == true;
+  t.stream = body.contains("stream") && body["stream"] == true;
   auto is_list = [](const json& v) { return v.is_array() && !v.empty(); };
   if (route == "/generate") {
     t.return_logprob = body.contains("return_logprob") && body["return_logprob"] == true;
@@ -174,6 +176,11 @@ Router::Traits Router::request_traits(const std::string& route, const json& body
     t.text = chat_routing_text(body);
     t.return_logprob = body.contains("logprobs") && body["logprobs"] == true;
     if (body.contains("n") && body["n"].is_number_integer() && body["n"].get<int64_t>() > 1) {
+      // One room per choice; a bound so that a huge n cannot make the router allocate rooms
+      // without end (the server refuses such an n anyway).
+      if (body["n"].get<int64_t>() > kMaxBootstrapItems) {
+        bad_request(fmt::format("n must be at most {}", kMaxBootstrapItems), "n");
+      }
       t.batch_size = body["n"].get<size_t>();
     }
   } else if (route == "/v1/completions") {

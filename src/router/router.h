@@ -8,6 +8,7 @@
 
 #include <atomic>
 #include <condition_variable>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -28,9 +29,10 @@ class Router {
   explicit Router(RouterArgs args);
   ~Router();
 
-  // Waits until every worker answers its health endpoint (--worker-startup-timeout-secs);
-  // throws naming those that do not.
-  void wait_for_workers();
+  // Waits until every worker answers GET /health (--worker-startup-timeout-secs); throws naming
+  // those that do not. `sleep(seconds)` waits between rounds and returns false to give up (a
+  // signal): then wait_for_workers returns false.
+  bool wait_for_workers(const std::function<bool(int)>& sleep);
   // The health checker (and, for power_of_two, the load monitor) threads.
   void start_background();
   void stop_background();

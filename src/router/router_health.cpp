@@ -30,7 +30,7 @@ bool health_ok(const std::string& url, const std::string& endpoint, int timeout_
 
 }  // namespace
 
-void Router::wait_for_workers() {
+bool Router::wait_for_workers(const std::function<bool(int)>& sleep) {
   const auto deadline =
       std::chrono::steady_clock::now() + std::chrono::seconds(args_.worker_startup_timeout_secs);
   WorkerList pending = all_workers();
@@ -42,14 +42,13 @@ void Router::wait_for_workers() {
       if (!health_ok(w->url, "/health", args_.health_check_timeout_secs)) still.push_back(w);
     }
     pending = std::move(still);
-    if (pending.empty()) return;
+    if (pending.empty()) return true;
     std::vector<std::string> urls;
     for (const auto& w : pending) urls.push_back(w->url);
     EPS_CHECK(std::chrono::steady_clock::now() < deadline,
               "workers not healthy after {} s (--worker-startup-timeout-secs): {}",
               args_.worker_startup_timeout_secs, fmt::join(urls, ", "));
-    std::unique_lock<std::mutex> lock(stop_mutex_);
-    stop_changed_.wait_for(lock, std::chrono::seconds(args_.worker_startup_check_interval));
+    if (!sleep(args_.worker_startup_check_interval)) return false;
   }
 }
 

@@ -1,4 +1,5 @@
 #include <signal.h>
+#include <time.h>
 
 #include <thread>
 
@@ -26,7 +27,16 @@ int run_router(RouterArgs args) {
   } else {
     spdlog::info("router: {} worker(s); policy {}", a.worker_urls.size(), a.policy);
   }
-  router.wait_for_workers();
+  // Signals stay blocked in every thread; the main thread takes them here and below.
+  auto sleep = [&signals](int seconds) {
+    timespec wait{seconds, 0};
+    int sig = sigtimedwait(&signals, nullptr, &wait);
+    return sig != SIGINT && sig != SIGTERM;
+  };
+  if (!router.wait_for_workers(sleep)) {
+    spdlog::info("stopped while waiting for the workers");
+    return 0;
+  }
 
   HttpServerOptions options;
   options.host = a.host;

@@ -444,6 +444,12 @@ def test_startup_waits_for_workers_and_gives_up(fakes):
                         "--worker-startup-timeout-secs", "1", "--worker-startup-check-interval", "1"],
                        capture_output=True, text=True, timeout=30)
     assert p.returncode != 0 and "not healthy" in p.stderr and w.url in p.stderr, p.stderr
+    # SIGTERM while it waits stops it at once.
+    proc = subprocess.Popen([BINARY, "router", "--worker-urls", w.url, "--port", str(free_port())],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=20) == 0, proc.stderr.read()
 
 
 def test_plain_mode_over_two_epserve_servers(router):
