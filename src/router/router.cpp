@@ -64,6 +64,47 @@ void pass_through(HttpResponse& res, int status, const std::string& content_type
   res.body = std::move(body);
 }
 
+// A decode server's error answer as SGLang's router gives it: the message of its error body, with
+// the status kept for 400, 404, 500, 502 and 503 (others become 500) when not streaming; a stream
+// request keeps decode's status as it was.
+void decode_error_response(HttpResponse& res, int status, const std::string& body, bool stream) {
+  json parsed = json::parse(body, nullptr, false);
+  std::string message = body;
+  if (parsed.is_object() && parsed.contains("error") && parsed["error"].is_object() &&
+      parsed["error"].contains("message") && parsed["error"]["message"].is_string()) {
+    message = parsed["error"]["message"];
+  } else if (parsed.is_object() && parsed.contains("message") && parsed["message"].is_string()) {
+    message = parsed["message"];
+  }
+  std::string code = "decode_error";
+  int out = stream ? status : 500;
+  switch (status) {
+    case 400:
+      code = "decode_bad_request";
+      out = status;
+      break;
+    case 404:
+      code = "decode_not_found";
+      out = status;
+      break;
+    case 500:
+      code = "decode_internal_error";
+      out = status;
+      break;
+    case 502:
+      code = "decode_bad_gateway";
+      out = status;
+      break;
+    case 503:
+      code = "decode_unavailable";
+      out = status;
+      break;
+    default:
+      break;
+  }
+  error_response(res, out, message, code);
+}
+
 // The event a stream ends with when its worker fails mid-way (the client sees an error, never a
 // silent end or a hang).
 std::string stream_error_event(const std::string& message) {
@@ -267,21 +308,35 @@ void Router::dispatch_pd(const std::string& route, const json& body, const Trait
     decode->breaker.record(ok);
   };
 
-  // Both at once. Without logprobs the prefill answer is only drained (its failure shows on the
-  // decode side, which cannot get the KV cache); with them it is needed for the merge.
-  std::shared_ptr<Upstream> prefill_call;
-  if (traits.return_logprob) {
-    prefill_call = Upstream::start(prefill->url, creq);
-  } else {
-    std::thread([url = prefill->url, creq, guard] {
-      ClientResponse r = http_send(url, creq);
-      if (!r.error.empty() || !is_success(r.status)) {
-        spdlog::error("prefill {} {}: {}", url, creq.path,
-                      r.error.empty() ? "status " + std::to_string(r.status) : r.error);
-      }
-    }).detach();
-  }
-  auto decode_call = Upstream::start(decode->url, creq);
+  // Both at once. As in SGLang's router the client gets decode's answer, once the prefill server
+  // has answered too: a failed prefill is the client's error (at once, without waiting for a
+  // decode server that can no longer get the KV cache: its request is closed).
+  auto signal = std::make_shared<UpstreamSignal>();
+  auto prefill_call = Upstream::start(prefill->url, creq, signal);
+  auto decode_call = Upstream::start(decode->url, creq, signal);
+  auto prefill_failed = [&] {
+    if (!prefill_call->done()) return false;
+    int s = prefill_call->wait_status();
+    return s == 0 || !is_success(s) || !prefill_call->error().empty();
+  };
+  signal->wait([&] { return decode_call->has_status() || prefill_call->done(); });
+  auto answer_prefill_error = [&] {
+    decode_call->cancel();
+    int s = prefill_call->wait_status();
+    std::string body = prefill_call->wait_body();
+    spdlog::error("prefill {} {}: {}", prefill->url, route,
+                  s == 0 ? prefill_call->error() : "status " + std::to_string(s));
+    if (s == 0 || is_success(s)) {
+      error_response(
+          res, 502,
+          "Prefill server error: " + prefill_call->error() + ". This will cause decode timeout.");
+      record(502);
+    } else {
+      error_response(res, s, fmt::format("Prefill server error ({}): {}", s, body));
+      record(s);
+    }
+  };
+  if (!decode_call->has_status() && prefill_failed()) return answer_prefill_error();
   int status = decode_call->wait_status();
   if (status == 0) {
     spdlog::error("decode {} {}: {}", decode->url, route, decode_call->error());
@@ -291,29 +346,14 @@ void Router::dispatch_pd(const std::string& route, const json& body, const Trait
   }
   if (!is_success(status)) {
     spdlog::error("decode {} {} answered {}", decode->url, route, status);
-    pass_through(res, status, decode_call->content_type(), decode_call->wait_body());
+    decode_error_response(res, status, decode_call->wait_body(), traits.stream);
     record(status);
     return;
   }
+  std::string prefill_body = prefill_call->wait_body();
+  if (prefill_failed()) return answer_prefill_error();
   json prefill_logprobs;
-  if (prefill_call) {
-    int prefill_status = prefill_call->wait_status();
-    std::string prefill_body = prefill_call->wait_body();
-    if (prefill_status == 0) {
-      decode_call->cancel();
-      error_response(
-          res, 502,
-          "Prefill server error: " + prefill_call->error() + ". This will cause decode timeout.");
-      record(502);
-      return;
-    }
-    if (!is_success(prefill_status)) {
-      decode_call->cancel();
-      error_response(res, prefill_status,
-                     fmt::format("Prefill server error ({}): {}", prefill_status, prefill_body));
-      record(prefill_status);
-      return;
-    }
+  if (traits.return_logprob) {
     json parsed = json::parse(prefill_body, nullptr, false);
     if (parsed.is_object() && parsed.contains("meta_info") && parsed["meta_info"].is_object()) {
       prefill_logprobs = parsed["meta_info"].value("input_token_logprobs", json());

@@ -5,6 +5,7 @@
 
 #include <condition_variable>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -14,10 +15,27 @@
 
 namespace epserve {
 
+// Wakes one waiter on any change of several upstreams (the PD router waits for whichever of
+// its prefill and decode calls moves first).
+class UpstreamSignal {
+ public:
+  void notify();
+  // Waits until `ready()` holds; it is checked after every notify.
+  void wait(const std::function<bool()>& ready);
+
+ private:
+  std::mutex mutex_;
+  std::condition_variable changed_;
+};
+
 class Upstream {
  public:
-  // Starts sending `request` to `base_url` on a new thread.
-  static std::shared_ptr<Upstream> start(std::string base_url, ClientRequest request);
+  // Starts sending `request` to `base_url` on a new thread; `signal` (optional) is notified on
+  // every change too.
+  static std::shared_ptr<Upstream> start(std::string base_url, ClientRequest request,
+                                         std::shared_ptr<UpstreamSignal> signal = nullptr);
+  bool has_status();
+  bool done();
 
   // Waits until the status line is in, or the exchange failed: the status (0 on failure).
   int wait_status();
@@ -32,6 +50,9 @@ class Upstream {
 
  private:
   void run(const std::string& base_url, const ClientRequest& request);
+  void changed();
+
+  std::shared_ptr<UpstreamSignal> signal_;
 
   std::mutex mutex_;
   std::condition_variable changed_;

@@ -38,6 +38,8 @@ class FakeWorker:
         self.die_mid_stream = False
         self.hold_stream = None
         self.released_in_time = None
+        self.stall = None  # an Event a non-streamed decode answer waits for
+        self.answered = 0
         self.lock = threading.Lock()
         worker = self
 
@@ -90,6 +92,9 @@ class FakeWorker:
                 elif body.get("stream"):
                     self.stream(body)
                 else:
+                    if worker.stall is not None:
+                        worker.stall.wait(20)
+                    worker.answered += 1
                     self.send_json(200, {"text": "decoded", "meta_info": {
                         "room": body.get("bootstrap_room"),
                         "input_token_logprobs": [[-2.0, 2, None]]}})
@@ -315,6 +320,22 @@ def test_pd_decode_errors_reach_the_client_and_retryable_ones_are_retried(fakes,
     assert len(decodes[0].inference_bodies()) == 4
     rooms = {b["bootstrap_room"] for b in decodes[0].inference_bodies()[1:]}
     assert len(rooms) == 3
+
+
+def test_pd_failed_prefill_is_the_clients_error_at_once(fakes, router):
+    prefills, decodes = fakes("prefill", 1), fakes("decode", 1)
+    r = router(pd_args(prefills, decodes) + ["--disable-retries"])
+    prefills[0].status = 500
+    # The decode server would wait for KV that never comes; the client hears of the prefill failure
+    # without waiting for it, and the decode request is closed.
+    decodes[0].stall = threading.Event()
+    resp = requests.post(r.url("/generate"), json={"text": "x"}, timeout=30)
+    assert_openai_error(resp, 500, "Prefill server error (500)")
+    assert decodes[0].answered == 0
+    decodes[0].stall.set()
+    prefills[0].stop()  # unreachable: 502
+    resp = requests.post(r.url("/v1/completions"), json={"model": "m", "prompt": "x"}, timeout=30)
+    assert_openai_error(resp, 502, "Prefill server error")
 
 
 def test_pd_decode_dying_mid_stream_ends_the_stream_with_an_error(fakes, router):
