@@ -3,8 +3,9 @@
 // checked (GET --health-check-endpoint within --health-check-timeout-secs), and a worker leaves
 // the rotation after --health-failure-threshold consecutive failures and comes back after
 // --health-success-threshold consecutive passes. With power_of_two, GET /get_load is polled
-// every --worker-startup-check-interval seconds ({"load": N}; a worker that does not answer it
-// is compared by the requests the router has in flight there).
+// every --worker-startup-check-interval seconds ({"load": N} as SGLang's router first read it, or
+// today's list of DP ranks, whose num_tokens add up; a worker that does not answer it is compared
+// by the requests the router has in flight there).
 #include <chrono>
 #include <future>
 
@@ -102,6 +103,15 @@ void Router::load_monitor_loop() {
       int64_t load = -1;
       if (body.is_object() && body.contains("load") && body["load"].is_number_integer()) {
         load = body["load"].get<int64_t>();
+      } else if (body.is_array()) {
+        // SGLang's servers today: one entry per DP rank; the load is their tokens.
+        load = 0;
+        for (const auto& rank : body) {
+          if (rank.is_object() && rank.contains("num_tokens") &&
+              rank["num_tokens"].is_number_integer()) {
+            load += rank["num_tokens"].get<int64_t>();
+          }
+        }
       }
       w->reported_load = load;
     }

@@ -66,6 +66,9 @@ class FakeWorker:
                     worker.load_polls += 1
                     if worker.load is None:
                         self.send_json(404, {"error": {"message": "no route"}})
+                    elif isinstance(worker.load, list):  # SGLang today: per DP rank
+                        self.send_json(200, [{"dp_rank": i, "num_tokens": n}
+                                             for i, n in enumerate(worker.load)])
                     else:
                         self.send_json(200, {"load": worker.load})
                 elif self.path in ("/v1/models", "/get_model_info", "/get_server_info"):
@@ -401,9 +404,10 @@ def test_health_checks_take_a_server_out_and_back(fakes, router):
     assert requests.get(r.url("/health"), timeout=5).status_code == 200  # the router's liveness
 
 
-def test_power_of_two_prefers_the_less_loaded_server(fakes, router):
+@pytest.mark.parametrize("loads", [(100, 0), ([60, 40], [0, 3])])
+def test_power_of_two_prefers_the_less_loaded_server(fakes, router, loads):
     prefills, decodes = fakes("prefill", 1), fakes("decode", 2)
-    decodes[0].load, decodes[1].load = 100, 0
+    decodes[0].load, decodes[1].load = loads
     r = router(pd_args(prefills, decodes, policy="power_of_two"))
     wait_until(lambda: all(d.load_polls > 0 for d in decodes), "the load monitor")
     for _ in range(6):
