@@ -48,6 +48,29 @@ WorkerAddress parse_worker_url(const std::string& url) {
   return address;
 }
 
+void CancelHandle::cancel() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  cancelled_ = true;
+  if (stop_) stop_();
+}
+
+bool CancelHandle::cancelled() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return cancelled_;
+}
+
+bool CancelHandle::attach(std::function<void()> stop) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (cancelled_) return false;
+  stop_ = std::move(stop);
+  return true;
+}
+
+void CancelHandle::detach() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  stop_ = nullptr;
+}
+
 ClientResponse http_send(const std::string& base_url, const ClientRequest& request,
                          const std::function<void(int, const std::string&)>& on_headers,
                          const std::function<bool(std::string_view)>& on_body) {
@@ -95,9 +118,17 @@ ClientResponse http_send(const std::string& base_url, const ClientRequest& reque
     out.body.append(data, size);
     return true;
   };
+  if (request.cancel && !request.cancel->attach([&client] { client.stop(); })) {
+    out.error = "cancelled";
+    return out;
+  }
   httplib::Response res;
   httplib::Error error = httplib::Error::Success;
   bool ok = client.send(req, res, error);
+  if (request.cancel) {
+    request.cancel->detach();
+    stopped = stopped || request.cancel->cancelled();
+  }
   if (timed_out) {
     out.error = "timed out after " + std::to_string(request.timeout_s) + " s";
   } else if (!ok && !stopped) {

@@ -5,6 +5,8 @@
 #pragma once
 
 #include <functional>
+#include <memory>
+#include <mutex>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -19,6 +21,22 @@ struct WorkerAddress {
 };
 WorkerAddress parse_worker_url(const std::string& url);
 
+// Lets another thread abort an exchange in flight: cancel() closes its connection at once (a
+// worker waiting to answer sees the client gone).
+class CancelHandle {
+ public:
+  void cancel();
+  bool cancelled();
+  // http_send's side: `stop` closes the connection; false when already cancelled.
+  bool attach(std::function<void()> stop);
+  void detach();
+
+ private:
+  std::mutex mutex_;
+  bool cancelled_ = false;
+  std::function<void()> stop_;
+};
+
 struct ClientRequest {
   std::string method = "GET";
   std::string path;  // "/generate"
@@ -28,6 +46,7 @@ struct ClientRequest {
   // How long the whole exchange may take (each read waits at most this long, and the body
   // reader gives up once it is past).
   int timeout_s = 1800;
+  std::shared_ptr<CancelHandle> cancel;  // optional
 };
 
 struct ClientResponse {

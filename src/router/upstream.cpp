@@ -18,6 +18,7 @@ std::shared_ptr<Upstream> Upstream::start(std::string base_url, ClientRequest re
                                           std::shared_ptr<UpstreamSignal> signal) {
   auto upstream = std::make_shared<Upstream>();
   upstream->signal_ = std::move(signal);
+  request.cancel = upstream->cancel_;
   std::thread([upstream, base_url = std::move(base_url), request = std::move(request)] {
     upstream->run(base_url, request);
   }).detach();
@@ -110,8 +111,11 @@ std::string Upstream::error() {
 }
 
 void Upstream::cancel() {
-  std::lock_guard<std::mutex> lock(mutex_);
-  cancelled_ = true;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    cancelled_ = true;
+  }
+  cancel_->cancel();
 }
 
 }  // namespace epserve

@@ -53,6 +53,7 @@ class Upstream {
   void changed();
 
   std::shared_ptr<UpstreamSignal> signal_;
+  std::shared_ptr<CancelHandle> cancel_ = std::make_shared<CancelHandle>();
 
   std::mutex mutex_;
   std::condition_variable changed_;

@@ -6,6 +6,7 @@ import json
 import os
 import pathlib
 import signal
+import socket
 import subprocess
 import tempfile
 import threading
@@ -40,6 +41,7 @@ class FakeWorker:
         self.released_in_time = None
         self.stall = None  # an Event a non-streamed decode answer waits for
         self.answered = 0
+        self.disconnected = False
         self.lock = threading.Lock()
         worker = self
 
@@ -96,7 +98,16 @@ class FakeWorker:
                     self.stream(body)
                 else:
                     if worker.stall is not None:
-                        worker.stall.wait(20)
+                        # Wait, noticing a client that closes the connection meanwhile.
+                        self.connection.settimeout(0.05)
+                        while not worker.stall.is_set():
+                            try:
+                                if self.connection.recv(1, socket.MSG_PEEK) == b"":
+                                    worker.disconnected = True
+                                    return
+                            except (socket.timeout, BlockingIOError):
+                                pass
+                        self.connection.settimeout(None)
                     worker.answered += 1
                     self.send_json(200, {"text": "decoded", "meta_info": {
                         "room": body.get("bootstrap_room"),
@@ -335,6 +346,7 @@ def test_pd_failed_prefill_is_the_clients_error_at_once(fakes, router):
     resp = requests.post(r.url("/generate"), json={"text": "x"}, timeout=30)
     assert_openai_error(resp, 500, "Prefill server error (500)")
     assert decodes[0].answered == 0
+    wait_until(lambda: decodes[0].disconnected, "the decode request to be closed")
     decodes[0].stall.set()
     prefills[0].stop()  # unreachable: 502
     resp = requests.post(r.url("/v1/completions"), json={"model": "m", "prompt": "x"}, timeout=30)
