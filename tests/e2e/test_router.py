@@ -264,6 +264,26 @@ def test_pd_injects_bootstrap_and_pairs_one_prefill_with_one_decode(fakes, route
     assert len(set(rooms)) == 4
 
 
+def test_pd_pairs_concurrent_streams(fakes, router):
+    from concurrent.futures import ThreadPoolExecutor
+
+    prefills, decodes = fakes("prefill", 2), fakes("decode", 2)
+    r = router(pd_args(prefills, decodes))
+
+    def one(i):
+        with requests.post(r.url("/generate"), json={"text": f"c{i}", "stream": True}, stream=True,
+                           timeout=60) as resp:
+            assert resp.status_code == 200
+            return [e if e == "[DONE]" else e["text"] for e in sse_events(resp)]
+
+    with ThreadPoolExecutor(32) as pool:
+        results = list(pool.map(one, range(64)))
+    assert all(x == ["t0", "t1", "t2", "[DONE]"] for x in results)
+    sent_p = {b["bootstrap_room"]: b["text"] for p in prefills for b in p.inference_bodies()}
+    sent_d = {b["bootstrap_room"]: b["text"] for d in decodes for b in d.inference_bodies()}
+    assert len(sent_d) == 64 and sent_p == sent_d
+
+
 @pytest.mark.parametrize("route,body,n", [
     ("/generate", {"text": ["a", "b", "c"]}, 3),
     ("/generate", {"input_ids": [[1, 2], [3]]}, 2),
