@@ -77,7 +77,7 @@ void check_order(const Case& c, QuantPath scalar, std::initializer_list<QuantPat
     if (!available(path)) continue;
     for (int threads : {1, 2}) {
       ThreadPool::set_global_threads(threads);
-      for (int64_t tokens = 1; tokens <= 70; tokens += (tokens < 12 ? 1 : 13)) {
+      for (int64_t tokens : {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 16, 17, 31, 33, 47, 64, 70}) {
         std::vector<float> xt(x.begin(), x.begin() + tokens * c.cols);
         expect_bits_equal(
             run(xt, tokens, w, path),
