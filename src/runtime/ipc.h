@@ -5,8 +5,9 @@
 // Over tcp:// (DP groups led from other nodes) the sockets are secured with CURVE: the frontend's
 // sockets are CURVE servers, the schedulers' CURVE clients, and both key pairs are derived from
 // the job's secret (comm/store_secret.h) with a keyed hash, so no key is ever sent or stored.
-// CURVE alone admits any client that knows the server's public key; the context's ZAP handler
-// (admit_job) also requires the client key derived from the same secret, and refuses the rest.
+// A client with another secret fails the handshake (it encrypts to the wrong server key); CURVE
+// alone would still admit any client that knows the server's public key, so the context's ZAP
+// handler (admit_job) also requires the client key derived from the same secret.
 // Traffic is encrypted as well.
 #pragma once
 
@@ -55,9 +56,14 @@ class IpcSocket {
   IpcSocket& operator=(const IpcSocket&) = delete;
 
   // CURVE with keys derived from the job's secret (see the top of this file): the binding end
-  // is the server, the connecting end the client. Call before bind / connect.
+  // is the server, the connecting end the client. Call before bind / connect. A server socket's
+  // context must run admit_job first: libzmq 4.3 admits every CURVE client when no ZAP handler
+  // is there.
   void secure_as_server(const std::string& job_secret);
   void secure_as_client(const std::string& job_secret);
+  // A client that knows job_secret's server key but holds client_secret's client key (what a
+  // stranger who learned the server's public key would be): for tests of the ZAP handler.
+  void secure_as_client(const std::string& job_secret, const std::string& client_secret);
 
   // Throws epserve::Error naming the endpoint when it cannot be bound (e.g. taken). A tcp://
   // endpoint may end in :* (a free port); last_endpoint() then says which.

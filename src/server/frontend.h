@@ -82,12 +82,12 @@ class RequestGroup {
 
 struct FrontendOptions {
   std::string ipc_base;  // e.g. ipc:///tmp/epserve-<pid>
+  int num_dp_groups = 1;
+  std::string load_balance_method = "round_robin";  // round_robin, total_requests, total_tokens
   // DP groups led from other nodes (runtime/control_plane.h): every socket also binds here (e.g.
   // tcp://10.0.0.1:*), and all of them take only CURVE clients holding job_secret's key.
   std::string tcp_bind;
   std::string job_secret;
-  int num_dp_groups = 1;
-  std::string load_balance_method = "round_robin";  // round_robin, total_requests, total_tokens
 };
 
 // What a scheduler said in its ready message.

@@ -183,9 +183,17 @@ int run_server(const ServerArgs& args) {
     // node's ranks follow their groups' leaders (with DP attention some lead groups themselves,
     // reaching the frontend over tcp://); this process only starts and supervises them.
     const int per_node = layout.world_size() / layout.nnodes;
-    std::fprintf(stderr, "epserve serve: node %d of %d: ranks %d-%d; the server runs on node 0\n",
-                 layout.node_rank, layout.nnodes, layout.node_rank * per_node,
-                 (layout.node_rank + 1) * per_node - 1);
+    const int first = layout.node_rank * per_node, last = first + per_node - 1;
+    std::string leads;
+    const int groups = layout.attention_groups(), per_group = layout.world_size() / groups;
+    for (int g = 0; g < groups; ++g) {
+      if (g * per_group >= first && g * per_group <= last) {
+        leads += (leads.empty() ? " (leads DP group " : ", ") + std::to_string(g);
+      }
+    }
+    if (!leads.empty()) leads += ")";
+    std::fprintf(stderr, "epserve serve: node %d of %d: ranks %d-%d%s; the server runs on node 0\n",
+                 layout.node_rank, layout.nnodes, first, last, leads.c_str());
     return run_launcher(rank_launch(args, "ipc:///tmp/epserve-" + std::to_string(getpid())));
   }
 
