@@ -1,5 +1,6 @@
 #include "runtime/protocol.h"
 
+#include <cstring>
 #include <type_traits>
 
 #include "core/error.h"
@@ -94,6 +95,28 @@ void from_json(const json& j, SamplingParams& p) {
   for (const auto& [id, b] : j.at("logit_bias").items()) p.logit_bias[std::stoi(id)] = b;
 }
 
+// Pixel values travel as one CBOR byte string of little-endian float32 (x86 only).
+void to_json(json& j, const ImageInput& m) {
+  const auto* bytes = reinterpret_cast<const uint8_t*>(m.pixel_values.data());
+  j = json{{"grid_thw", {m.grid_t, m.grid_h, m.grid_w}},
+           {"pixel_values", json::binary(std::vector<uint8_t>(
+                                bytes, bytes + m.pixel_values.size() * sizeof(float)))},
+           {"content_hash", m.content_hash}};
+}
+
+void from_json(const json& j, ImageInput& m) {
+  const auto& grid = j.at("grid_thw");
+  EPS_CHECK(grid.is_array() && grid.size() == 3, "image grid_thw is not three integers");
+  m.grid_t = grid[0].get<int64_t>();
+  m.grid_h = grid[1].get<int64_t>();
+  m.grid_w = grid[2].get<int64_t>();
+  const auto& bytes = j.at("pixel_values").get_binary();
+  EPS_CHECK(bytes.size() % sizeof(float) == 0, "image pixel_values is not a float32 array");
+  m.pixel_values.resize(bytes.size() / sizeof(float));
+  if (!bytes.empty()) std::memcpy(m.pixel_values.data(), bytes.data(), bytes.size());
+  j.at("content_hash").get_to(m.content_hash);
+}
+
 void to_json(json& j, const GenerateInput& m) {
   j = json{{"rid", m.rid},
            {"input_ids", m.input_ids},
@@ -106,6 +129,7 @@ void to_json(json& j, const GenerateInput& m) {
            {"return_logprob", m.return_logprob},
            {"top_logprobs_num", m.top_logprobs_num},
            {"logprob_start_len", m.logprob_start_len}};
+  if (!m.images.empty()) j["images"] = m.images;
 }
 
 void from_json(const json& j, GenerateInput& m) {
@@ -120,6 +144,8 @@ void from_json(const json& j, GenerateInput& m) {
   j.at("return_logprob").get_to(m.return_logprob);
   j.at("top_logprobs_num").get_to(m.top_logprobs_num);
   j.at("logprob_start_len").get_to(m.logprob_start_len);
+  m.images.clear();
+  if (j.contains("images")) j.at("images").get_to(m.images);
 }
 
 namespace {

@@ -28,6 +28,20 @@
 
 namespace epserve {
 
+// One image of a request, decoded and preprocessed by the frontend as the model's
+// preprocessor_config.json says (Qwen2-VL/Qwen3-VL image processor: smart resize, rescale,
+// normalise, patchify): the vision tower's input for that image.
+struct ImageInput {
+  int64_t grid_t = 1;  // patches along time (a still image: 1, its frame repeated)
+  int64_t grid_h = 0;  // patches along height
+  int64_t grid_w = 0;  // patches along width
+  // [grid_t * grid_h * grid_w, channels * temporal_patch * patch * patch], row-major, rows in
+  // the order of HF's image processor (merge-window blocks of spatial_merge^2 patches), as
+  // its `pixel_values` for this image.
+  std::vector<float> pixel_values;
+  uint64_t content_hash = 0;  // of the decoded image; keys the prefix cache
+};
+
 struct GenerateInput {
   std::string rid;  // unique per request (one per choice when n > 1)
   std::vector<int32_t> input_ids;
@@ -40,6 +54,9 @@ struct GenerateInput {
   bool return_logprob = false;
   int top_logprobs_num = 0;
   int64_t logprob_start_len = -1;  // -1: no input logprobs; else from this prompt position
+  // Images, in the order of their runs of image tokens in input_ids: image i is
+  // <vision_start> then grid_t*grid_h*grid_w / spatial_merge^2 image tokens then <vision_end>.
+  std::vector<ImageInput> images;
 };
 
 struct AbortInput {
@@ -95,6 +112,8 @@ FrontendMessage decode_frontend_message(const std::string& bytes);
 
 void to_json(nlohmann::json& j, const SamplingParams& p);
 void from_json(const nlohmann::json& j, SamplingParams& p);
+void to_json(nlohmann::json& j, const ImageInput& m);
+void from_json(const nlohmann::json& j, ImageInput& m);
 void to_json(nlohmann::json& j, const GenerateInput& m);
 void from_json(const nlohmann::json& j, GenerateInput& m);
 void to_json(nlohmann::json& j, const TokenOutput& m);

@@ -5,6 +5,8 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <cstring>
+
 #include "core/error.h"
 
 namespace epserve {
@@ -43,6 +45,34 @@ TEST(Protocol, SchedulerMessagesRoundTrip) {
   ASSERT_TRUE(std::holds_alternative<ControlInput>(back));
   EXPECT_EQ(std::get<ControlInput>(back).command, "flush_cache");
   EXPECT_EQ(std::get<ControlInput>(back).id, 17u);
+}
+
+TEST(Protocol, ImagesTravelWithTheirPixelsBitForBit) {
+  GenerateInput in;
+  in.rid = "img";
+  in.input_ids = {1, 2, 3};
+  ImageInput image;
+  image.grid_t = 1;
+  image.grid_h = 4;
+  image.grid_w = 6;
+  image.pixel_values = {0.5f, -1.0f, 3.25e-8f, -0.0f, 1e30f};
+  image.content_hash = 0xfedcba9876543210ull;
+  in.images = {image, ImageInput{}};
+  SchedulerMessage back = decode_scheduler_message(encode(in));
+  const GenerateInput& g = std::get<GenerateInput>(back);
+  ASSERT_EQ(g.images.size(), 2u);
+  EXPECT_EQ(g.images[0].grid_t, 1);
+  EXPECT_EQ(g.images[0].grid_h, 4);
+  EXPECT_EQ(g.images[0].grid_w, 6);
+  ASSERT_EQ(g.images[0].pixel_values.size(), image.pixel_values.size());
+  EXPECT_EQ(std::memcmp(g.images[0].pixel_values.data(), image.pixel_values.data(),
+                        image.pixel_values.size() * sizeof(float)),
+            0);
+  EXPECT_EQ(g.images[0].content_hash, image.content_hash);
+  EXPECT_TRUE(g.images[1].pixel_values.empty());
+
+  in.images.clear();  // a text request carries no "images" key and decodes with none
+  EXPECT_TRUE(std::get<GenerateInput>(decode_scheduler_message(encode(in))).images.empty());
 }
 
 TEST(Protocol, FrontendMessagesRoundTrip) {
