@@ -40,7 +40,7 @@ ALLOWED = {
 CONFINED = [
     (re.compile(r"[<\"]httplib\.h[>\"]"), ("src/server/http.cpp", "src/router/http_client.cpp")),
     (re.compile(r"[<\"](ucp|ucs)/"), ("src/comm/",)),
-    (re.compile(r"[<\"](zmq\.h|zmq\.hpp)[>\"]"), ("src/runtime/ipc.cpp",)),
+    (re.compile(r"[<\"](zmq\.h|zmq\.hpp|sodium\.h)[>\"]"), ("src/runtime/ipc.cpp",)),
     (re.compile(r"[<\"]pcre2\.h[>\"]"), ("src/tokenizer/",)),
 ]
 
