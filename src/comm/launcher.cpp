@@ -327,6 +327,9 @@ int run_launcher(const LaunchOptions& o) {
     store_addr = server->address();
   }
   StoreClient client(store_addr, secret, o.connect_timeout);
+  if (o.node_rank == 0) {
+    for (const auto& [key, value] : o.store_values) client.set(key, value);
+  }
   client.register_liveness(fmt::format("the launcher of node {}", o.node_rank));
   AbortWatcher watcher(store_addr, secret, o.connect_timeout);
 

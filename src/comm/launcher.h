@@ -81,6 +81,8 @@ struct LaunchOptions {
   std::function<void(const std::string&)> report;
   // The store's secret; empty: job_store_secret(nnodes) (comm/store_secret.h).
   std::string store_secret;
+  // Node 0 only: keys set in the store before any rank starts (e.g. where the frontend listens).
+  std::vector<std::pair<std::string, std::string>> store_values;
   // Node 0 only: called on the launcher's thread with the ranks whose heartbeat has been silent
   // for longer than heartbeat_timeout, whenever that set changes (empty: all answer again).
   std::function<void(const std::vector<SilentPeer>&)> on_silent_ranks;

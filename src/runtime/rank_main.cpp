@@ -18,6 +18,7 @@
 #include "ep/expert_location.h"
 #include "kernels/cpu/cpu_features.h"
 #include "model/causal_lm.h"
+#include "runtime/control_plane.h"
 #include "runtime/group_runner.h"
 #include "runtime/ipc.h"
 #include "runtime/pass_trace.h"
@@ -101,8 +102,14 @@ int run_rank(const RankOptions& o) {
   IpcContext context;
   IpcSocket outbox(context, IpcSocket::Kind::kPush);
   ModelLoadOptions load = ctx.model_load();
+  // Across nodes the frontend takes only CURVE clients holding the job's key (runtime/ipc.h).
+  const bool secured = control_plane_over_tcp(o.parallel);
+  ControlPlaneEndpoints frontend;
   if (ctx.leader) {
-    outbox.connect(fmt::format("{}-out", o.ipc_base));
+    frontend = find_control_plane(o.ipc_base, o.parallel.attention_groups(), ctx.info,
+                                  std::chrono::seconds(60));
+    if (secured) outbox.secure_as_client(ctx.info.store_secret);
+    outbox.connect(frontend.out);
     load.on_layer_loaded = [&](int done, int total) {
       send(outbox, ControlOutput{0,
                                  {{"load_progress", {{"done", done}, {"total", total}}},
@@ -133,7 +140,8 @@ int run_rank(const RankOptions& o) {
   const int dp_rank = ctx.dp_rank;
 
   IpcSocket inbox(context, IpcSocket::Kind::kPull);
-  inbox.connect(fmt::format("{}-in-{}", o.ipc_base, dp_rank));
+  if (secured) inbox.secure_as_client(ctx.info.store_secret);
+  inbox.connect(frontend.in[dp_rank]);
 
   send(outbox, ControlOutput{0,
                              {{"ready", true},

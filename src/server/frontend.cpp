@@ -35,11 +35,26 @@ Frontend::~Frontend() {
 
 void Frontend::start() {
   context_ = std::make_unique<IpcContext>();
+  const bool tcp = !options_.tcp_bind.empty();
+  if (tcp) context_->admit_job(options_.job_secret);
+  // Each socket on this node's ipc:// path and, for leaders on other nodes, on tcp://.
+  auto bind = [&](IpcSocket& socket, const std::string& ipc_endpoint) -> std::string {
+    if (!tcp) {
+      socket.bind(ipc_endpoint);
+      return "";
+    }
+    socket.secure_as_server(options_.job_secret);
+    socket.bind(ipc_endpoint);
+    socket.bind(options_.tcp_bind);
+    return socket.last_endpoint();
+  };
+  const ControlPlaneEndpoints local =
+      ControlPlaneEndpoints::ipc(options_.ipc_base, options_.num_dp_groups);
   pull_.emplace(*context_, IpcSocket::Kind::kPull);
-  pull_->bind(options_.ipc_base + "-out");
+  tcp_endpoints_.out = bind(*pull_, local.out);
   for (int g = 0; g < options_.num_dp_groups; ++g) {
     push_.emplace_back(*context_, IpcSocket::Kind::kPush);
-    push_.back().bind(options_.ipc_base + "-in-" + std::to_string(g));
+    tcp_endpoints_.in.push_back(bind(push_.back(), local.in[g]));
   }
   wake_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   EPS_CHECK(wake_fd_ >= 0, "eventfd: {}", std::strerror(errno));

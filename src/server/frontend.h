@@ -23,6 +23,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "runtime/control_plane.h"
 #include "runtime/ipc.h"
 #include "runtime/protocol.h"
 
@@ -83,6 +84,10 @@ struct FrontendOptions {
   std::string ipc_base;  // e.g. ipc:///tmp/epserve-<pid>
   int num_dp_groups = 1;
   std::string load_balance_method = "round_robin";  // round_robin, total_requests, total_tokens
+  // DP groups led from other nodes (runtime/control_plane.h): every socket also binds here (e.g.
+  // tcp://10.0.0.1:*), and all of them take only CURVE clients holding job_secret's key.
+  std::string tcp_bind;
+  std::string job_secret;
 };
 
 // What a scheduler said in its ready message.
@@ -100,6 +105,9 @@ class Frontend {
 
   // Binds the sockets and starts the I/O thread. Throws epserve::Error naming the endpoint.
   void start();
+  // After start() with a tcp_bind: the tcp:// endpoints the sockets got (published in the store
+  // for leaders on other nodes).
+  ControlPlaneEndpoints tcp_endpoints() const { return tcp_endpoints_; }
   // Aborts every request, tells the schedulers to shut down, stops the I/O thread.
   void shutdown();
 
@@ -165,7 +173,8 @@ class Frontend {
   Metrics* metrics_;
   std::unique_ptr<IpcContext> context_;
   std::optional<IpcSocket> pull_;
-  std::vector<IpcSocket> push_;  // one per DP group
+  std::vector<IpcSocket> push_;          // one per DP group
+  ControlPlaneEndpoints tcp_endpoints_;  // with options_.tcp_bind
   int wake_fd_ = -1;
   std::thread io_thread_;
   std::atomic<bool> stopping_{false};  // no new work; waits end

@@ -15,12 +15,6 @@ void check_supported(const ServerArgs& a) {
     if (asked) missing.emplace_back(what);
   };
   not_yet(a.device == "cuda", "--device cuda (the CUDA backend)");
-  // The frontend reaches the schedulers over ipc://, so every group leader (the first rank of
-  // each attention group) must run on node 0; with groups of W / dp ranks and nodes of W / nnodes
-  // that rules out DP attention (dp >= 2) over several nodes.
-  not_yet(a.parallel.nnodes > 1 && a.parallel.dp_attention(),
-          "DP attention over several nodes (the frontend reaches each group's scheduler over "
-          "local IPC, and group 1 would be led from node 1)");
   // The per-token record keeps one contiguous token range per rank and layer; with two-batch
   // overlap a rank's tokens are two ranges.
   not_yet(a.parallel.enable_two_batch_overlap && a.experts.recorder_mode == "per_token",

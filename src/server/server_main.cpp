@@ -13,9 +13,11 @@
 #include <thread>
 
 #include "comm/launcher.h"
+#include "comm/store_secret.h"
 #include "core/error.h"
 #include "core/log.h"
 #include "io/model_config.h"
+#include "runtime/control_plane.h"
 #include "server/http.h"
 #include "server/server_context.h"
 
@@ -177,12 +179,21 @@ int run_server(const ServerArgs& args) {
   print_layout(args, config);
   const ParallelOptions& layout = args.parallel;
   if (layout.node_rank > 0) {
-    // Another node of a multi-node server: its ranks follow the group leaders on node 0, where
-    // the frontend and the HTTP server run; this process only starts and supervises them.
+    // Another node of a multi-node server: the frontend and the HTTP server run on node 0; this
+    // node's ranks follow their groups' leaders (with DP attention some lead groups themselves,
+    // reaching the frontend over tcp://); this process only starts and supervises them.
     const int per_node = layout.world_size() / layout.nnodes;
-    std::fprintf(stderr, "epserve serve: node %d of %d: ranks %d-%d; the server runs on node 0\n",
-                 layout.node_rank, layout.nnodes, layout.node_rank * per_node,
-                 (layout.node_rank + 1) * per_node - 1);
+    const int first = layout.node_rank * per_node, last = first + per_node - 1;
+    std::string leads;
+    const int groups = layout.attention_groups(), per_group = layout.world_size() / groups;
+    for (int g = 0; g < groups; ++g) {
+      if (g * per_group >= first && g * per_group <= last) {
+        leads += (leads.empty() ? " (leads DP group " : ", ") + std::to_string(g);
+      }
+    }
+    if (!leads.empty()) leads += ")";
+    std::fprintf(stderr, "epserve serve: node %d of %d: ranks %d-%d%s; the server runs on node 0\n",
+                 layout.node_rank, layout.nnodes, first, last, leads.c_str());
     return run_launcher(rank_launch(args, "ipc:///tmp/epserve-" + std::to_string(getpid())));
   }
 
@@ -198,6 +209,13 @@ int run_server(const ServerArgs& args) {
   Metrics metrics(args.served_model_name);
   FrontendOptions frontend_options;
   frontend_options.ipc_base = "ipc:///tmp/epserve-" + std::to_string(getpid());
+  // Group leaders on other nodes reach the frontend over tcp:// at the address this node uses for
+  // the job (--dist-init-addr), secured with the job's secret (runtime/control_plane.h).
+  const std::string job_secret = job_store_secret(layout.nnodes);
+  if (control_plane_over_tcp(layout)) {
+    frontend_options.tcp_bind = control_plane_tcp_bind(layout.dist_init_addr);
+    frontend_options.job_secret = job_secret;
+  }
   frontend_options.num_dp_groups = args.parallel.attention_groups();
   frontend_options.load_balance_method = args.load_balance_method;
   Frontend frontend(frontend_options, &metrics);
@@ -236,6 +254,10 @@ int run_server(const ServerArgs& args) {
   // blocked there too, so they reach only the loop below, which stops the ranks in order.
   LaunchOptions launch = rank_launch(args, frontend_options.ipc_base);
   launch.on_silent_ranks = report_silent_ranks(frontend);
+  launch.store_secret = job_secret;
+  if (control_plane_over_tcp(layout)) {
+    launch.store_values.emplace_back(kControlPlaneKey, frontend.tcp_endpoints().to_json());
+  }
   std::atomic<int> launcher_status{-1};
   std::thread launcher([&launch, &launcher_status] {
     int status = 1;

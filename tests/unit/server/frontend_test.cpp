@@ -38,6 +38,16 @@ class FakeScheduler {
     out_.connect(base + "-out");
     thread_ = std::thread([=, this] { run(dp_rank, tokens, hold); });
   }
+  // A scheduler on another node: CURVE with the job's secret, over the given endpoints.
+  FakeScheduler(const ControlPlaneEndpoints& frontend, const std::string& job_secret, int dp_rank,
+                int tokens)
+      : in_(context_, IpcSocket::Kind::kPull), out_(context_, IpcSocket::Kind::kPush, 0) {
+    in_.secure_as_client(job_secret);
+    in_.connect(frontend.in[dp_rank]);
+    out_.secure_as_client(job_secret);
+    out_.connect(frontend.out);
+    thread_ = std::thread([=, this] { run(dp_rank, tokens, false); });
+  }
   ~FakeScheduler() {
     stop_ = true;
     thread_.join();
@@ -115,6 +125,39 @@ bool eventually(Pred pred) {
     std::this_thread::sleep_for(1ms);
   }
   return false;
+}
+
+// DP groups led from other nodes: the sockets also listen on tcp:// (CURVE with the job's
+// secret); a group's scheduler there and one on this node's ipc:// both serve.
+TEST(Frontend, GroupsOnOtherNodesReachItOverTcp) {
+  Metrics metrics("m");
+  const std::string secret = "frontend-test-secret-0123456789";
+  std::string base = fresh_base();
+  FrontendOptions options{base, 2, "round_robin"};
+  options.tcp_bind = "tcp://127.0.0.1:*";
+  options.job_secret = secret;
+  Frontend f(options, &metrics);
+  f.start();
+  ControlPlaneEndpoints tcp = f.tcp_endpoints();
+  ASSERT_EQ(tcp.in.size(), 2u);
+  EXPECT_EQ(tcp.out.rfind("tcp://127.0.0.1:", 0), 0u) << tcp.out;
+  ControlPlaneEndpoints local = ControlPlaneEndpoints::ipc(base, 2);
+  FakeScheduler here(local, secret, 0, 2);  // node 0's leader: ipc://, secured too
+  FakeScheduler there(tcp, secret, 1, 2);   // another node's leader: tcp://
+  ASSERT_TRUE(f.wait_ready(10s));
+  for (const char* rid : {"a", "b"}) {  // round robin: one request per group
+    auto g = f.submit({input(rid)});
+    OutputEvent ev;
+    size_t tokens = 0;
+    bool finished = false;
+    while (!finished && g->next(ev, 5s)) {
+      tokens += ev.output.token_ids.size();
+      finished = ev.output.finished;
+    }
+    EXPECT_TRUE(finished) << rid;
+    EXPECT_EQ(tokens, 2u) << rid;
+  }
+  EXPECT_EQ(ControlPlaneEndpoints::from_json(tcp.to_json()).in, tcp.in);
 }
 
 TEST(Frontend, NotReadyRequestsGet503) {
