@@ -23,7 +23,7 @@ bicubic resize with antialias on float32, rounded back to uint8. Images reach it
 as SGLang hands them over (its load_image applies no EXIF orientation, nor does HF's processor).
 
 Usage: /work/venv-torch/bin/python tools/reference/make_image_fixture.py
-(needs pillow and torchvision in the venv).
+(needs pillow, torchvision and pypng, for an interlaced PNG, in the venv).
 """
 
 import io
@@ -33,6 +33,7 @@ import zlib
 from pathlib import Path
 
 import numpy as np
+import png
 import torch
 from PIL import Image
 from safetensors.torch import save_file
@@ -103,6 +104,10 @@ def make_images():
     images["rgb16_19x17.png"] = raw_png(17, 19, 2, 16, [r.tobytes() for r in rgb16])
     gray16 = rng.randint(0, 400, (17, 19)).astype(">u2")  # PIL clips 16-bit gray to 255
     images["gray16_17x19.png"] = raw_png(19, 17, 0, 16, [r.tobytes() for r in gray16])
+    buf = io.BytesIO()
+    rgb = pattern(23, 29, 18)
+    png.Writer(29, 23, greyscale=False, interlace=True).write(buf, rgb.reshape(23, -1).tolist())
+    images["interlaced_23x29.png"] = buf.getvalue()
     images["rgb_40x31.jpg"] = jpeg_bytes(Image.fromarray(pattern(31, 40, 11)), quality=90)
     images["rgb444_27x35.jpg"] = jpeg_bytes(Image.fromarray(pattern(35, 27, 12)), quality=85,
                                             subsampling=0)
@@ -131,6 +136,7 @@ CASES = [
     ("gray_alpha_png", "gray_alpha_18x21.png", SMALL),
     ("rgb16_png", "rgb16_19x17.png", SMALL),
     ("gray16_png", "gray16_17x19.png", SMALL),
+    ("interlaced_png", "interlaced_23x29.png", SMALL),
     ("rgb_jpeg", "rgb_40x31.jpg", SMALL),
     ("rgb444_jpeg", "rgb444_27x35.jpg", SMALL),
     ("gray_jpeg", "gray_30x22.jpg", SMALL),
