@@ -79,6 +79,16 @@ RopeConfig parse_rope(const Fields& f, const json& j, const std::string& source)
   Fields r(*it, source);
   rope.theta = r.number_or("rope_theta", rope.theta);
   std::string type = r.string_or("rope_type", r.string_or("type", "default"));
+  if (auto m = it->find("mrope_section"); m != it->end() && !m->is_null()) {
+    EPS_CHECK(m->is_array() && m->size() == 3, "{}: {}.mrope_section must be a list of 3 integers",
+              source, key);
+    for (const auto& v : *m) {
+      EPS_CHECK(v.is_number_integer() && v.get<int>() >= 0,
+                "{}: {}.mrope_section entries must be non-negative integers", source, key);
+      rope.mrope_section.push_back(v.get<int>());
+    }
+    rope.mrope_interleaved = r.boolean_or("mrope_interleaved", false);
+  }
   if (type == "default") return rope;
   EPS_CHECK(type == "yarn", "{}: {} type '{}' is not supported (supported: default, yarn)", source,
             key, type);
@@ -191,6 +201,96 @@ void parse_qwen3_moe(const Fields& f, const json& j, ModelConfig& c) {
   }
 }
 
+std::vector<int> int_list(const json& j, const char* key, const std::string& source) {
+  std::vector<int> out;
+  auto it = j.find(key);
+  if (it == j.end() || it->is_null()) return out;
+  EPS_CHECK(it->is_array(), "{}: '{}' must be a list of integers", source, key);
+  for (const auto& v : *it) {
+    EPS_CHECK(v.is_number_integer(), "{}: '{}' must be a list of integers", source, key);
+    out.push_back(v.get<int>());
+  }
+  return out;
+}
+
+// Qwen3VLMoeForConditionalGeneration: text_config is a Qwen3-MoE language model (the router
+// always renormalises its top-k, as transformers' Qwen3VLMoeTextTopKRouter does), vision_config
+// the vision tower; the vision token ids sit at the top level.
+ModelConfig parse_qwen3_vl_moe(const json& j, const std::string& source) {
+  Fields top(j, source);
+  const json& text = top.require("text_config");
+  const json& vision = top.require("vision_config");
+  EPS_CHECK(text.is_object() && vision.is_object(),
+            "{}: 'text_config' and 'vision_config' must be objects", source);
+  json lm = text;
+  lm["architectures"] = json::array({"Qwen3MoeForCausalLM"});
+  if (!lm.contains("norm_topk_prob")) lm["norm_topk_prob"] = true;
+  if (!lm.contains("tie_word_embeddings") && j.contains("tie_word_embeddings")) {
+    lm["tie_word_embeddings"] = j["tie_word_embeddings"];
+  }
+  ModelConfig c = parse_model_config(lm, source + " (text_config)");
+  c.source = source;
+  c.arch = Arch::kQwen3VlMoe;
+  c.architecture = "Qwen3VLMoeForConditionalGeneration";
+  c.model_type = top.string_or("model_type", "qwen3_vl_moe");
+  const RopeConfig& rope = c.rope;
+  EPS_CHECK(rope.mrope_section.size() == 3 && rope.mrope_interleaved,
+            "{}: text_config.rope_scaling must have mrope_section (3 integers) and "
+            "mrope_interleaved true (Qwen3-VL's interleaved MRoPE)",
+            source);
+  EPS_CHECK(rope.mrope_section[0] + rope.mrope_section[1] + rope.mrope_section[2] == c.head_dim / 2,
+            "{}: mrope_section {}+{}+{} must add up to head_dim / 2 = {}", source,
+            rope.mrope_section[0], rope.mrope_section[1], rope.mrope_section[2], c.head_dim / 2);
+  Fields v(vision, source + " (vision_config)");
+  VisionConfig& vc = c.vision;
+  vc.depth = v.integer("depth");
+  vc.hidden_size = v.integer("hidden_size");
+  vc.intermediate_size = v.integer("intermediate_size");
+  vc.num_heads = v.integer("num_heads");
+  vc.in_channels = v.integer_or("in_channels", 3);
+  vc.patch_size = v.integer("patch_size");
+  vc.temporal_patch_size = v.integer_or("temporal_patch_size", 2);
+  vc.spatial_merge_size = v.integer_or("spatial_merge_size", 2);
+  vc.out_hidden_size = v.integer("out_hidden_size");
+  vc.num_position_embeddings = v.integer("num_position_embeddings");
+  vc.rope_theta = 10000.0;
+  if (auto p = vision.find("rope_parameters"); p != vision.end() && p->is_object()) {
+    vc.rope_theta = Fields(*p, source).number_or("rope_theta", vc.rope_theta);
+  }
+  vc.deepstack_visual_indexes = int_list(vision, "deepstack_visual_indexes", source);
+  std::string act = v.string_or("hidden_act", "gelu_pytorch_tanh");
+  EPS_CHECK(act == "gelu_pytorch_tanh",
+            "{}: vision_config.hidden_act '{}' is not supported (gelu_pytorch_tanh)", source, act);
+  check_positive(source, "vision_config.depth", vc.depth);
+  check_positive(source, "vision_config.num_heads", vc.num_heads);
+  EPS_CHECK(vc.hidden_size % vc.num_heads == 0 && (vc.hidden_size / vc.num_heads) % 4 == 0,
+            "{}: vision hidden_size {} must split into heads of a multiple of 4", source,
+            vc.hidden_size);
+  EPS_CHECK(vc.out_hidden_size == c.hidden_size,
+            "{}: vision_config.out_hidden_size {} must equal the language model's hidden_size {}",
+            source, vc.out_hidden_size, c.hidden_size);
+  int side = 0;
+  while ((side + 1) * (side + 1) <= vc.num_position_embeddings) ++side;
+  EPS_CHECK(side * side == vc.num_position_embeddings,
+            "{}: vision_config.num_position_embeddings {} is not a square", source,
+            vc.num_position_embeddings);
+  for (int idx : vc.deepstack_visual_indexes) {
+    EPS_CHECK(idx >= 0 && idx < vc.depth, "{}: deepstack_visual_indexes entry {} is not a block",
+              source, idx);
+  }
+  EPS_CHECK(static_cast<int>(vc.deepstack_visual_indexes.size()) <= c.num_layers,
+            "{}: more DeepStack features than language-model layers", source);
+  vc.image_token_id = top.integer("image_token_id");
+  vc.video_token_id = top.integer_or("video_token_id", -1);
+  vc.vision_start_token_id = top.integer("vision_start_token_id");
+  vc.vision_end_token_id = top.integer_or("vision_end_token_id", -1);
+  for (int id : {vc.image_token_id, vc.vision_start_token_id}) {
+    EPS_CHECK(id >= 0 && id < c.vocab_size, "{}: vision token id {} is outside the vocabulary",
+              source, id);
+  }
+  return c;
+}
+
 }  // namespace
 
 int ModelConfig::num_moe_layers() const {
@@ -215,6 +315,7 @@ ModelConfig parse_model_config(const json& j, const std::string& source) {
   EPS_CHECK(archs.is_array() && !archs.empty() && archs[0].is_string(),
             "{}: 'architectures' must be a non-empty list of names", source);
   c.architecture = archs[0].get<std::string>();
+  if (c.architecture == "Qwen3VLMoeForConditionalGeneration") return parse_qwen3_vl_moe(j, source);
   c.model_type = f.string_or("model_type", "");
   c.vocab_size = f.integer("vocab_size");
   c.hidden_size = f.integer("hidden_size");
@@ -246,7 +347,7 @@ ModelConfig parse_model_config(const json& j, const std::string& source) {
   } else {
     EPS_THROW(
         "{}: architecture '{}' is not supported (DeepseekV3ForCausalLM, "
-        "Qwen3MoeForCausalLM)",
+        "Qwen3MoeForCausalLM, Qwen3VLMoeForConditionalGeneration)",
         source, c.architecture);
   }
   const MoeConfig& m = c.moe;

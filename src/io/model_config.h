@@ -1,6 +1,8 @@
 // config.json of a Hugging Face model directory, parsed into one typed struct for the
-// architectures epserve runs: DeepseekV3ForCausalLM (DeepSeek-V3/R1, Kimi-K2) and
-// Qwen3MoeForCausalLM. Unknown architectures and missing fields are errors naming them.
+// architectures epserve runs: DeepseekV3ForCausalLM (DeepSeek-V3/R1, Kimi-K2),
+// Qwen3MoeForCausalLM and Qwen3VLMoeForConditionalGeneration (its text_config fills the language
+// model's fields, its vision_config VisionConfig). Unknown architectures and missing fields are
+// errors naming them.
 #pragma once
 
 #include <string>
@@ -12,7 +14,7 @@
 
 namespace epserve {
 
-enum class Arch { kDeepseekV3, kQwen3Moe };
+enum class Arch { kDeepseekV3, kQwen3Moe, kQwen3VlMoe };
 
 struct RopeConfig {
   double theta = 10000.0;
@@ -27,6 +29,41 @@ struct RopeConfig {
   bool truncate = true;
   // DeepSeek-V3 stores rotary dims interleaved (x0, y0, x1, y1, ...); Qwen3 uses halves.
   bool interleave = false;
+  // Qwen3-VL's multimodal rotary (rope_scaling.mrope_section): the rotary frequencies split
+  // into t/h/w parts; empty for 1-D rotary. Interleaved: frequency i takes h when i % 3 == 1
+  // and i < 3 * section[1], w when i % 3 == 2 and i < 3 * section[2], else t.
+  std::vector<int> mrope_section;
+  bool mrope_interleaved = false;
+};
+
+// Qwen3-VL's vision tower (vision_config) and the token ids that place images in a prompt.
+struct VisionConfig {
+  int depth = 0;
+  int hidden_size = 0;
+  int intermediate_size = 0;
+  int num_heads = 0;
+  int in_channels = 3;
+  int patch_size = 16;
+  int temporal_patch_size = 2;
+  int spatial_merge_size = 2;
+  int out_hidden_size = 0;
+  int num_position_embeddings = 0;
+  double rope_theta = 10000.0;
+  std::vector<int> deepstack_visual_indexes;  // vision blocks feeding language layers 0, 1, ...
+  int image_token_id = -1;
+  int video_token_id = -1;
+  int vision_start_token_id = -1;
+  int vision_end_token_id = -1;
+  // Floats per image token out of the vision tower: the merger's row, then one per DeepStack
+  // feature.
+  int64_t embed_width() const {
+    return static_cast<int64_t>(out_hidden_size) *
+           (1 + static_cast<int64_t>(deepstack_visual_indexes.size()));
+  }
+  // Floats in one row of pixel values: channels * temporal_patch * patch * patch.
+  int64_t patch_dim() const {
+    return static_cast<int64_t>(in_channels) * temporal_patch_size * patch_size * patch_size;
+  }
 };
 
 struct MlaConfig {
@@ -72,11 +109,13 @@ struct ModelConfig {
   RopeConfig rope;
   MlaConfig mla;  // DeepSeek-V3 only
   MoeConfig moe;
+  VisionConfig vision;             // Qwen3-VL only (depth 0 otherwise)
   QuantConfig quant;               // quantization_config (none for BF16 checkpoints)
   std::vector<bool> layer_is_moe;  // per layer: routed experts (true) or a dense MLP (false)
   std::string source;              // the config.json path, for messages
 
   bool is_mla() const { return arch == Arch::kDeepseekV3; }
+  bool has_vision() const { return vision.depth > 0; }
   int num_moe_layers() const;
   int first_moe_layer() const;
 };

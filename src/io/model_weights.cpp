@@ -1,6 +1,7 @@
 #include "io/model_weights.h"
 
 #include <algorithm>
+#include <cstring>
 #include <filesystem>
 #include <set>
 
@@ -75,7 +76,8 @@ ModelWeights ModelWeights::open(const std::string& model_dir) {
 }
 
 std::string ModelWeights::file_of(const std::string& name) const {
-  auto it = location_.find(name);
+  auto d = derived_.find(name);
+  auto it = location_.find(d == derived_.end() ? stored_name(name) : d->second.stored);
   return it == location_.end() ? model_dir_ : files_[it->second]->path();
 }
 
@@ -85,39 +87,89 @@ std::vector<std::string> ModelWeights::names() const {
   return out;
 }
 
-uint64_t ModelWeights::nbytes(const std::string& name) const {
-  auto it = location_.find(name);
+void ModelWeights::add_alias(const std::string& name, const std::string& stored) {
+  EPS_CHECK(location_.count(stored) != 0, "{}: tensor '{}' not found", model_dir_, stored);
+  alias_[name] = stored;
+}
+
+void ModelWeights::add_slice(const std::string& name, const std::string& stored, int64_t index,
+                             int64_t begin, int64_t end, bool transpose) {
+  EPS_CHECK(location_.count(stored) != 0, "{}: tensor '{}' not found", model_dir_, stored);
+  derived_[name] = Slice{stored, index, begin, end, transpose};
+}
+
+Tensor ModelWeights::fetch(const std::string& name, std::string& path) const {
+  auto d = derived_.find(name);
+  const std::string& stored = d == derived_.end() ? stored_name(name) : d->second.stored;
+  auto it = location_.find(stored);
   EPS_CHECK(it != location_.end(), "{}: tensor '{}' not found", model_dir_, name);
-  const SafetensorsEntry& e = files_[it->second]->header().tensors.at(name);
+  path = files_[it->second]->path();
+  Tensor t = files_[it->second]->get(stored);
+  if (d == derived_.end()) return t;
+  const Slice& s = d->second;
+  EPS_CHECK(t.ndim() == 3 && s.index < t.dim(0), "{}: tensor '{}' {} has no matrix {}", path,
+            stored, shape_str(t.shape()), s.index);
+  const int64_t A = t.dim(1), B = t.dim(2);
+  Tensor m = t.slice_rows(s.index, s.index + 1).reshape({A, B});
+  if (!s.transpose) {
+    EPS_CHECK(s.end <= A, "{}: tensor '{}' {} has no rows {}..{}", path, stored,
+              shape_str(t.shape()), s.begin, s.end);
+    return m.slice_rows(s.begin, s.end);
+  }
+  EPS_CHECK(s.end <= B, "{}: tensor '{}' {} has no columns {}..{}", path, stored,
+            shape_str(t.shape()), s.begin, s.end);
+  const int64_t R = s.end - s.begin;
+  Tensor out = Tensor::empty(t.dtype(), {R, A});
+  const size_t elem = dtype_size(t.dtype());
+  const auto* src = static_cast<const uint8_t*>(m.data());
+  auto* dst = static_cast<uint8_t*>(out.data());
+  for (int64_t a = 0; a < A; ++a) {
+    for (int64_t r = 0; r < R; ++r) {
+      std::memcpy(dst + (r * A + a) * elem, src + (a * B + s.begin + r) * elem, elem);
+    }
+  }
+  return out;
+}
+
+uint64_t ModelWeights::nbytes(const std::string& name) const {
+  if (derived_.count(name) != 0) {
+    std::string path;
+    return fetch(name, path).nbytes();
+  }
+  const std::string& stored = stored_name(name);
+  auto it = location_.find(stored);
+  EPS_CHECK(it != location_.end(), "{}: tensor '{}' not found", model_dir_, name);
+  const SafetensorsEntry& e = files_[it->second]->header().tensors.at(stored);
   return e.end - e.begin;
 }
 
 Tensor ModelWeights::get(const std::string& name, const Shape& shape) const {
-  auto it = location_.find(name);
-  EPS_CHECK(it != location_.end(), "{}: tensor '{}' not found (expected shape {})", model_dir_,
-            name, shape_str(shape));
-  Tensor t = files_[it->second]->get(name);
-  EPS_CHECK(t.shape() == shape, "{}: tensor '{}': expected shape {}, found {}",
-            files_[it->second]->path(), name, shape_str(shape), shape_str(t.shape()));
+  EPS_CHECK(has(name), "{}: tensor '{}' not found (expected shape {})", model_dir_, name,
+            shape_str(shape));
+  std::string path;
+  Tensor t = fetch(name, path);
+  EPS_CHECK(t.shape() == shape, "{}: tensor '{}': expected shape {}, found {}", path, name,
+            shape_str(shape), shape_str(t.shape()));
   EPS_CHECK(t.dtype() == DType::F32 || t.dtype() == DType::F16 || t.dtype() == DType::BF16,
-            "{}: tensor '{}': expected dtype BF16, F16 or F32, found {}",
-            files_[it->second]->path(), name, dtype_name(t.dtype()));
+            "{}: tensor '{}': expected dtype BF16, F16 or F32, found {}", path, name,
+            dtype_name(t.dtype()));
   return t;
 }
 
 Tensor ModelWeights::raw(const std::string& name, const Shape& shape) const {
-  auto it = location_.find(name);
-  EPS_CHECK(it != location_.end(), "{}: tensor '{}' not found", model_dir_, name);
-  Tensor t = files_[it->second]->get(name);
+  std::string path;
+  Tensor t = fetch(name, path);
   EPS_CHECK(shape.empty() || t.shape() == shape, "{}: tensor '{}': expected shape {}, found {}",
-            files_[it->second]->path(), name, shape_str(shape), shape_str(t.shape()));
+            path, name, shape_str(shape), shape_str(t.shape()));
   return t;
 }
 
 DType ModelWeights::dtype_of(const std::string& name) const {
-  auto it = location_.find(name);
+  auto d = derived_.find(name);
+  const std::string& stored = d == derived_.end() ? stored_name(name) : d->second.stored;
+  auto it = location_.find(stored);
   EPS_CHECK(it != location_.end(), "{}: tensor '{}' not found", model_dir_, name);
-  return files_[it->second]->header().tensors.at(name).dtype;
+  return files_[it->second]->header().tensors.at(stored).dtype;
 }
 
 Tensor ModelWeights::matrix(const std::string& name, const Shape& shape) const {

@@ -49,6 +49,9 @@ GqaAttention::GqaAttention(const ModelConfig& config, const ModelWeights& weight
   q_norm_ = RmsNorm::load(weights, prefix + ".q_norm.weight", hd, config.rms_norm_eps);
   k_norm_ = RmsNorm::load(weights, prefix + ".k_norm.weight", hd, config.rms_norm_eps);
   rope_ = make_rope_table(rope_params(config.rope), static_cast<int>(hd));
+  mrope_section_ = config.rope.mrope_section;
+  EPS_CHECK(mrope_section_.empty() || config.rope.mrope_interleaved,
+            "only interleaved MRoPE (Qwen3-VL) is supported");
   scale_ = static_cast<float>(std::pow(static_cast<double>(hd), -0.5));
 }
 
@@ -73,11 +76,21 @@ void GqaAttention::forward(const float* x, const ForwardBatch& batch, KvCache& c
   float* k_cache = cache.k(layer);
   float* v_cache = cache.v(layer);
   const int64_t kv_row = nkv * hd;
+  const bool mrope = !mrope_section_.empty() && !batch.mrope_positions.empty();
+  std::vector<float> angle(hd / 2);
   for (const SequenceInput& s : batch.seqs) {
     for (int64_t i = 0; i < s.num_new; ++i) {
       int64_t t = s.token_offset + i;
-      apply_rope(rope_, batch.positions[t], q.data() + t * nh * hd, nh, hd);
-      apply_rope(rope_, batch.positions[t], k.data() + t * kv_row, nkv, hd);
+      if (mrope) {
+        const int half = static_cast<int>(hd / 2);
+        mrope_interleaved_angles(rope_, batch.mrope_positions.data() + 3 * t, mrope_section_.data(),
+                                 angle.data());
+        apply_rope_angles(angle.data(), half, q.data() + t * nh * hd, nh, hd);
+        apply_rope_angles(angle.data(), half, k.data() + t * kv_row, nkv, hd);
+      } else {
+        apply_rope(rope_, batch.positions[t], q.data() + t * nh * hd, nh, hd);
+        apply_rope(rope_, batch.positions[t], k.data() + t * kv_row, nkv, hd);
+      }
       int64_t slot = s.slots[s.num_past + i];
       std::copy_n(k.data() + t * kv_row, kv_row, k_cache + slot * kv_row);
       std::copy_n(v.data() + t * kv_row, kv_row, v_cache + slot * kv_row);

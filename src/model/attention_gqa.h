@@ -4,6 +4,7 @@
 #pragma once
 
 #include <string>
+#include <vector>
 
 #include "io/model_config.h"
 #include "kernels/cpu/rope.h"
@@ -28,6 +29,7 @@ class GqaAttention : public Attention {
   int64_t num_local_kv_heads_;
   float scale_;
   RopeTable rope_;
+  std::vector<int> mrope_section_;  // Qwen3-VL's interleaved MRoPE; empty: 1-D rotary
   Linear q_proj_, k_proj_, v_proj_, o_proj_;
   RmsNorm q_norm_, k_norm_;
 };

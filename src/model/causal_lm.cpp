@@ -67,6 +67,33 @@ void CausalLM::embed(const ForwardBatch& batch, float* hidden) const {
   }
 }
 
+void CausalLM::add_image_embeds(const ForwardBatch& batch, int64_t part, float* hidden) const {
+  const int64_t H = config_.hidden_size;
+  const int64_t W = batch.image_embed_width;
+  EPS_CHECK(vision_ != nullptr, "a batch with image tokens for a model without a vision tower");
+  EPS_CHECK(W == vision_->embed_width() &&
+                static_cast<int64_t>(batch.image_embeds.size()) == batch.num_image_rows() * W,
+            "image embeddings of width {} ({} floats for {} rows), the vision tower gives {}", W,
+            batch.image_embeds.size(), batch.num_image_rows(), vision_->embed_width());
+  for (int64_t j = 0; j < batch.num_image_rows(); ++j) {
+    const int64_t row = batch.image_rows[j];
+    EPS_CHECK(row >= 0 && row < batch.num_tokens(), "image row {} outside the batch", row);
+    const float* src = batch.image_embeds.data() + j * W + part * H;
+    float* dst = hidden + row * H;
+    if (part == 0) {
+      std::copy_n(src, H, dst);
+    } else {
+      for (int64_t i = 0; i < H; ++i) dst[i] += src[i];
+    }
+  }
+}
+
+void CausalLM::encode_image(int64_t grid_t, int64_t grid_h, int64_t grid_w, const float* pixels,
+                            float* out) const {
+  EPS_CHECK(vision_ != nullptr, "{} has no vision tower", config_.architecture);
+  vision_->forward(grid_t, grid_h, grid_w, pixels, out);
+}
+
 ExpertSlots* CausalLM::expert_slots(int layer) {
   MoeBlock* moe = layers_.at(layer).moe;
   return moe ? moe->routed_experts().slots() : nullptr;
@@ -88,9 +115,12 @@ void CausalLM::forward_pass(const ForwardBatch& batch, KvCache& cache, float* lo
   pass.has_prefill = batch_is_extend(batch);
   pass.num_tokens = T;
   embed(batch, hidden.data());
+  const bool images = batch.num_image_rows() > 0;
+  if (images) add_image_embeds(batch, 0, hidden.data());
   bool extend = false;
   const bool overlapped = agree_two_batch_overlap(batch, extend);
-  if (overlapped || op_observer_) {
+  // The staged program has no DeepStack step: a traced pass of a vision model runs plainly.
+  if (overlapped || (op_observer_ && vision_ == nullptr)) {
     if (!overlapped) extend = pass.has_prefill;
     forward_layers_staged(batch, cache, extend, overlapped, hidden.data(), normed.data(),
                           delta.data());
@@ -98,6 +128,10 @@ void CausalLM::forward_pass(const ForwardBatch& batch, KvCache& cache, float* lo
     for (size_t l = 0; l < layers_.size(); ++l) {
       attention_block(l, batch, cache, hidden.data(), normed.data(), delta.data());
       feed_forward_block(l, T, normed.data(), delta.data(), hidden.data());
+      const int64_t deepstack = vision_ ? vision_->embed_width() / config_.hidden_size - 1 : 0;
+      if (images && static_cast<int64_t>(l) < deepstack) {
+        add_image_embeds(batch, static_cast<int64_t>(l) + 1, hidden.data());
+      }
     }
   }
   // Final norm and LM head only for the rows whose logits are wanted.
@@ -194,6 +228,13 @@ std::unique_ptr<CausalLM> load_causal_lm(const std::string& model_dir,
       break;
     case Arch::kQwen3Moe:
       model = build_qwen3_moe(std::move(config), std::move(weights), options);
+      break;
+    case Arch::kQwen3VlMoe:
+      EPS_CHECK(!parallel.two_batch_overlap,
+                "--enable-two-batch-overlap is not supported for {} (its DeepStack layers are not "
+                "in the overlapped program)",
+                config.architecture);
+      model = build_qwen3_vl_moe(std::move(config), std::move(weights), options);
       break;
   }
   EPS_CHECK(model != nullptr, "unsupported architecture");

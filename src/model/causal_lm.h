@@ -19,6 +19,7 @@
 #include "model/moe_context.h"
 #include "model/parallel.h"
 #include "model/tbo_scheduler.h"
+#include "model/vision_qwen3_vl.h"
 
 namespace epserve {
 
@@ -69,8 +70,17 @@ class CausalLM {
   // every expert is local.
   ExpertSlots* expert_slots(int layer);
 
+  // Qwen3-VL's vision tower, or null. A batch's image rows (ForwardBatch::image_rows) take the
+  // first hidden_size floats of their image_embeds row as their input embedding, and after
+  // decoder layer l < the number of DeepStack features, feature l is added to them.
+  const VisionTower* vision() const { return vision_.get(); }
+  // One image through the vision tower: pixels [t * h * w, patch_dim] -> out [tokens, width].
+  void encode_image(int64_t grid_t, int64_t grid_h, int64_t grid_w, const float* pixels,
+                    float* out) const;
+
   // Set by the architecture builders.
   void set_layers(std::vector<DecoderLayer> layers) { layers_ = std::move(layers); }
+  void set_vision(std::unique_ptr<VisionTower> vision) { vision_ = std::move(vision); }
   void load_embeddings_and_head();
 
  private:
@@ -89,6 +99,9 @@ class CausalLM {
   void forward_layers_staged(const ForwardBatch& batch, KvCache& cache, bool extend,
                              bool overlapped, float* hidden, float* normed, float* delta);
   void embed(const ForwardBatch& batch, float* hidden) const;
+  // Adds part `part` of the batch's image embeddings to its image rows (part 0 replaces them:
+  // the vision tower's output is the input embedding of an image token).
+  void add_image_embeds(const ForwardBatch& batch, int64_t part, float* hidden) const;
   // The vocabulary rows [begin, end) of rank `rank` of `size` (vocab-parallel LM head).
   std::pair<int64_t, int64_t> vocab_share(int rank, int size) const;
 
@@ -102,6 +115,7 @@ class CausalLM {
   std::shared_ptr<MoeContext> moe_;
   Tensor embed_tokens_;  // [vocab, hidden], BF16/F32/F16 as stored
   std::vector<DecoderLayer> layers_;
+  std::unique_ptr<VisionTower> vision_;
   RmsNorm final_norm_;
   Linear lm_head_;
   PassObserver* pass_observer_ = nullptr;
@@ -128,5 +142,7 @@ std::unique_ptr<CausalLM> build_deepseek_v3(ModelConfig config, ModelWeights wei
                                             const ModelLoadOptions& options);
 std::unique_ptr<CausalLM> build_qwen3_moe(ModelConfig config, ModelWeights weights,
                                           const ModelLoadOptions& options);
+std::unique_ptr<CausalLM> build_qwen3_vl_moe(ModelConfig config, ModelWeights weights,
+                                             const ModelLoadOptions& options);
 
 }  // namespace epserve

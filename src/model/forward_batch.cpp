@@ -1,8 +1,16 @@
 #include "model/forward_batch.h"
 
+#include <cstring>
+
 #include "core/error.h"
 
 namespace epserve {
+namespace {
+
+// Marks the optional vision section after the sequences.
+constexpr int32_t kVisionSection = 0x56495331;
+
+}  // namespace
 
 int64_t ForwardBatch::num_logit_rows() const {
   int64_t rows = 0;
@@ -42,6 +50,17 @@ std::vector<int32_t> ForwardBatch::serialize() const {
     out.insert(out.end(), token_ids.begin() + s.token_offset,
                token_ids.begin() + s.token_offset + s.num_new);
   }
+  if (mrope_positions.empty() && image_rows.empty()) return out;
+  // [tag, has mrope, mrope [T, 3]..., rows, width, rows..., embeds as bits...]
+  out.push_back(kVisionSection);
+  out.push_back(mrope_positions.empty() ? 0 : 1);
+  out.insert(out.end(), mrope_positions.begin(), mrope_positions.end());
+  out.push_back(static_cast<int32_t>(image_rows.size()));
+  out.push_back(static_cast<int32_t>(image_embed_width));
+  out.insert(out.end(), image_rows.begin(), image_rows.end());
+  const size_t at = out.size();
+  out.resize(at + image_embeds.size());
+  std::memcpy(out.data() + at, image_embeds.data(), image_embeds.size() * sizeof(float));
   return out;
 }
 
@@ -63,6 +82,24 @@ ForwardBatch ForwardBatch::deserialize(const std::vector<int32_t>& data) {
     pos += num_past + num_new;
     batch.add_sequence(data.data() + pos, num_new, num_past, std::move(slots), logits);
     pos += num_new;
+  }
+  if (pos < data.size() && data[pos] == kVisionSection) {
+    ++pos;
+    const int64_t T = batch.num_tokens();
+    if (next() != 0) {
+      EPS_CHECK(pos + 3 * T <= data.size(), "malformed forward batch message");
+      batch.mrope_positions.assign(data.begin() + pos, data.begin() + pos + 3 * T);
+      pos += 3 * T;
+    }
+    const int64_t rows = next();
+    batch.image_embed_width = next();
+    const auto floats = static_cast<size_t>(rows * batch.image_embed_width);
+    EPS_CHECK(rows >= 0 && pos + rows + floats <= data.size(), "malformed forward batch message");
+    batch.image_rows.assign(data.begin() + pos, data.begin() + pos + rows);
+    pos += rows;
+    batch.image_embeds.resize(floats);
+    std::memcpy(batch.image_embeds.data(), data.data() + pos, floats * sizeof(float));
+    pos += floats;
   }
   EPS_CHECK(pos == data.size(), "forward batch message has {} trailing values", data.size() - pos);
   return batch;

@@ -24,6 +24,12 @@ class GroupLeaderRunner : public ModelRunner {
   void send_control(int64_t code);
   const ModelConfig& config() const override { return local_.config(); }
   int64_t num_kv_slots() const override { return local_.num_kv_slots(); }
+  // The leader alone runs the vision tower; its output reaches the other ranks of the group
+  // inside the forward batch (ForwardBatch::image_embeds) with the chunk that needs it.
+  void encode_image(int64_t grid_t, int64_t grid_h, int64_t grid_w, const float* pixels,
+                    float* out) override {
+    local_.encode_image(grid_t, grid_h, grid_w, pixels, out);
+  }
   const KvCache& cache() const { return local_.cache(); }
 
  private:

@@ -20,6 +20,10 @@ class ModelRunner {
   virtual const ModelConfig& config() const = 0;
   virtual int64_t num_kv_slots() const = 0;
   virtual int64_t vocab_size() const { return config().vocab_size; }
+  // One image through the model's vision tower (Qwen3-VL), on this rank alone: pixels
+  // [t * h * w, patch_dim] -> out [tokens, config().vision.embed_width()].
+  virtual void encode_image(int64_t grid_t, int64_t grid_h, int64_t grid_w, const float* pixels,
+                            float* out) = 0;
 };
 
 // Runs the model in this process, with a KV cache of num_kv_slots token slots. It either owns
@@ -33,6 +37,10 @@ class LocalModelRunner : public ModelRunner {
   }
   const ModelConfig& config() const override { return model_.config(); }
   int64_t num_kv_slots() const override { return cache_.num_slots(); }
+  void encode_image(int64_t grid_t, int64_t grid_h, int64_t grid_w, const float* pixels,
+                    float* out) override {
+    model_.encode_image(grid_t, grid_h, grid_w, pixels, out);
+  }
   CausalLM& model() { return model_; }
   const KvCache& cache() const { return cache_; }
 

@@ -8,6 +8,7 @@
 
 #include "runtime/protocol.h"
 #include "runtime/sampler.h"
+#include "runtime/vision_inputs.h"
 
 namespace epserve {
 
@@ -32,6 +33,7 @@ struct SchedRequest {
   uint64_t arrival;
   TokenOutput pending;          // output gathered this step, sent after it
   bool input_logprobs_pending;  // prompt logprobs asked for and not yet sent
+  RequestVision vision;         // 3-D positions and image embeddings (Qwen3-VL)
 
   int64_t num_generated() const { return static_cast<int64_t>(tokens.size()) - prompt_len; }
   // Positions the next forward must compute before a token can be sampled.

@@ -71,6 +71,8 @@ std::string Scheduler::validate(const GenerateInput& in) const {
 
 void Scheduler::add(GenerateInput input, std::vector<TokenOutput>& out) {
   std::string error = validate(input);
+  RequestVision vision;
+  if (error.empty()) error = prepare_vision(runner_.config(), input, vision);
   if (!error.empty()) {
     TokenOutput o;
     o.rid = input.rid;
@@ -85,6 +87,11 @@ void Scheduler::add(GenerateInput input, std::vector<TokenOutput>& out) {
   int64_t room = context_length_ - static_cast<int64_t>(input.input_ids.size());
   input.max_new_tokens = std::min(input.max_new_tokens, room);
   waiting_.push_back(std::make_unique<SchedRequest>(std::move(input), next_arrival_++));
+  waiting_.back()->vision = std::move(vision);
+}
+
+std::vector<int32_t> Scheduler::cache_key(const SchedRequest& r) const {
+  return r.in.images.empty() ? r.tokens : prefix_cache_key(r.tokens, r.in, r.vision);
 }
 
 void Scheduler::abort(const std::string& rid, std::vector<TokenOutput>& out) {
@@ -118,7 +125,7 @@ bool Scheduler::reserve(SchedRequest& r, int64_t num_tokens) {
 }
 
 void Scheduler::release_pages(SchedRequest& r) {
-  prefix_cache_.insert(r.tokens, r.num_computed, r.pages);
+  prefix_cache_.insert(cache_key(r), r.num_computed, r.pages);
   prefix_cache_.release(r.prefix_pin);
   r.prefix_pin = nullptr;
   r.num_computed = 0;
@@ -127,7 +134,7 @@ void Scheduler::release_pages(SchedRequest& r) {
 bool Scheduler::admit(SchedRequest& r) {
   // Input logprobs need the logits of every prompt position: no prefix reuse for those.
   int64_t limit = r.wants_input_logprobs() ? 0 : static_cast<int64_t>(r.tokens.size()) - 1;
-  PrefixCache::Match match = prefix_cache_.match(r.tokens, limit);
+  PrefixCache::Match match = prefix_cache_.match(cache_key(r), limit);
   r.pages = match.pages;
   r.num_computed = match.num_tokens;
   r.prefix_pin = match.node;
@@ -241,6 +248,7 @@ void Scheduler::step(std::vector<TokenOutput>& out, bool must_forward) {
     if (r.wants_input_logprobs()) wanted = LogitsWanted::kAll;
     batch.add_sequence(r.tokens.data() + r.num_computed, e.num_new, r.num_computed,
                        allocator_.slots(r.pages, r.num_computed + e.num_new), wanted);
+    add_vision_rows(batch, r.num_computed, e.num_new, r.in, r.vision, runner_);
   }
   int64_t decodes = 0, prefills = 0, prefill_tokens = 0, cached = 0;
   for (const Entry& e : entries) {
@@ -282,6 +290,7 @@ void Scheduler::process(const std::vector<Entry>& entries, const ForwardBatch& b
     const SequenceInput& seq = batch.seqs[i];
     int64_t first_pos = r.num_computed;
     r.num_computed += e.num_new;
+    if (r.num_computed >= r.prompt_len) release_vision_embeds(r.vision);
     if (seq.logits == LogitsWanted::kNone) continue;
     if (seq.logits == LogitsWanted::kAll) {
       // Row of position p predicts the token at p + 1.

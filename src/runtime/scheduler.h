@@ -83,6 +83,8 @@ class Scheduler {
   };
 
   std::string validate(const GenerateInput& input) const;
+  // The tokens the prefix cache knows the request by (image tokens keyed by content).
+  std::vector<int32_t> cache_key(const SchedRequest& request) const;
   bool admit(SchedRequest& request);
   bool reserve(SchedRequest& request, int64_t num_tokens);
   void release_pages(SchedRequest& request);

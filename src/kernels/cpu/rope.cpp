@@ -107,4 +107,35 @@ void apply_rope(const RopeTable& table, int64_t position, float* x, int64_t num_
   }
 }
 
+void apply_rope_angles(const float* angle, int half, float* x, int64_t num_heads,
+                       int64_t head_stride) {
+  float cos_v[256];
+  float sin_v[256];
+  EPS_CHECK(half <= 256, "rotary dimension {} is larger than supported", 2 * half);
+  for (int i = 0; i < half; ++i) {
+    cos_v[i] = std::cos(angle[i]);
+    sin_v[i] = std::sin(angle[i]);
+  }
+  for (int64_t h = 0; h < num_heads; ++h) {
+    float* v = x + h * head_stride;
+    for (int i = 0; i < half; ++i) {
+      float a = v[i];
+      float b = v[half + i];
+      v[i] = a * cos_v[i] - b * sin_v[i];
+      v[half + i] = b * cos_v[i] + a * sin_v[i];
+    }
+  }
+}
+
+void mrope_interleaved_angles(const RopeTable& table, const int32_t* thw, const int* section,
+                              float* angle) {
+  const int half = table.rotary_dim / 2;
+  for (int i = 0; i < half; ++i) {
+    int axis = 0;
+    if (i % 3 == 1 && i < 3 * section[1]) axis = 1;
+    if (i % 3 == 2 && i < 3 * section[2]) axis = 2;
+    angle[i] = static_cast<float>(thw[axis]) * table.inv_freq[i];
+  }
+}
+
 }  // namespace epserve

@@ -42,4 +42,15 @@ double yarn_softmax_scale_multiplier(const RopeParams& params);
 void apply_rope(const RopeTable& table, int64_t position, float* x, int64_t num_heads,
                 int64_t head_stride);
 
+// Rotate-half rotary with one angle per frequency (angle[i] for the pair (i, i + half)), for
+// rotaries whose frequencies read different positions: Qwen3-VL's interleaved MRoPE and its
+// ViT's 2-D (h, w) rotary. x[num_heads, 2 * half], rows head_stride apart, in place.
+void apply_rope_angles(const float* angle, int half, float* x, int64_t num_heads,
+                       int64_t head_stride);
+// Interleaved MRoPE's angles: frequency i takes position t, h or w as section says
+// (h when i % 3 == 1 and i < 3 * section[1], w when i % 3 == 2 and i < 3 * section[2], else t),
+// angle[i] = position * inv_freq[i] in fp32, as transformers' Qwen3-VL text rotary.
+void mrope_interleaved_angles(const RopeTable& table, const int32_t* thw, const int* section,
+                              float* angle);
+
 }  // namespace epserve
