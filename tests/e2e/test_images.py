@@ -1,16 +1,12 @@
 """Images in requests (issue 17): OpenAI chat image_url parts through the official `openai` client
 and SGLang's image_data on /generate.
 
-Three servers:
+Two servers:
   - the text model (conftest's `server`): image content is a 400, the server stays up;
-  - `vision_frontend`: qwen3_moe_tiny dressed as a vision-language model (the vision_config,
-    image_token_id, preprocessor_config.json and chat template of qwen3_vl_moe_tiny, whose
-    tokenizer is qwen3_moe_tiny's). Its ranks run the text model and ignore the images, so this
-    checks the frontend alone: decoding, the 400s, and the prompt as the HF processor builds it
-    (usage.prompt_tokens equals the length of Qwen3VLProcessor's input_ids, from
-    tests/data/images/chat_cases.json);
-  - `vl_server`: the real qwen3_vl_moe_tiny, skipped while the model side of issue 17 is not
-    merged (the server cannot load it yet).
+  - `vl_server`: qwen3_vl_moe_tiny (--context-length 256). The prompt is the one
+    Qwen3VLProcessor builds (usage.prompt_tokens equals the length of its input_ids, in
+    tests/data/images/chat_cases.json, with the greedy tokens transformers generates from it);
+    bad, unsupported, remote and too many images are 400s and the server stays up.
 """
 
 import base64
@@ -47,28 +43,9 @@ def chat(server, messages, **extra):
 
 
 @pytest.fixture(scope="module")
-def vision_frontend(tmp_path_factory):
-    model = tmp_path_factory.mktemp("dressed") / "qwen3_moe_tiny_with_vision"
-    shutil.copytree(MODEL, model)
-    config = json.loads((model / "config.json").read_text())
-    vl_config = json.loads((VL_MODEL / "config.json").read_text())
-    for key in ("vision_config", "image_token_id", "vision_start_token_id", "vision_end_token_id"):
-        config[key] = vl_config[key]
-    (model / "config.json").write_text(json.dumps(config))
-    for name in ("preprocessor_config.json", "chat_template.jinja"):
-        shutil.copy(VL_MODEL / name, model / name)
-    s = Server(["--context-length", "256", "--allowed-local-media-path", str(IMAGES)],
-               model=str(model))
-    yield s
-    assert s.stop() == 0, s.output()
-
-
-@pytest.fixture(scope="module")
 def vl_server():
-    try:
-        s = Server(["--allowed-local-media-path", str(IMAGES)], model=str(VL_MODEL))
-    except RuntimeError as e:
-        pytest.skip(f"epserve cannot serve qwen3_vl_moe_tiny yet (issue 17's model side): {e}")
+    s = Server(["--context-length", "256", "--allowed-local-media-path", str(IMAGES)],
+               model=str(VL_MODEL))
     yield s
     assert s.stop() == 0, s.output()
 
@@ -92,10 +69,10 @@ def test_text_model_refuses_images(server, client):
 
 
 @pytest.mark.parametrize("case", CHAT_CASES, ids=[c["name"] for c in CHAT_CASES])
-def test_chat_prompt_is_the_hf_processors(vision_frontend, case):
+def test_chat_prompt_is_the_hf_processors(vl_server, case):
     import openai
 
-    client = openai.OpenAI(base_url=vision_frontend.url("/v1"), api_key="EMPTY", max_retries=0)
+    client = openai.OpenAI(base_url=vl_server.url("/v1"), api_key="EMPTY", max_retries=0)
     messages = json.loads(json.dumps(case["messages"]))
     for part in messages[1]["content"]:
         if part["type"] == "image_url":
@@ -105,17 +82,17 @@ def test_chat_prompt_is_the_hf_processors(vision_frontend, case):
     assert out.usage.prompt_tokens == len(case["input_ids"])
 
 
-def test_generate_image_data_expands_the_placeholder(vision_frontend):
+def test_generate_image_data_expands_the_placeholder(vl_server):
     case = CHAT_CASES[0]
     prompt = case["text"]
     for image in (data_url(case["images"][0]), [str(IMAGES / case["images"][0])],
                   base64.b64encode((IMAGES / case["images"][0]).read_bytes()).decode()):
-        r = post(vision_frontend, "/generate", {"text": prompt, "image_data": image,
+        r = post(vl_server, "/generate", {"text": prompt, "image_data": image,
                                                  "sampling_params": {"max_new_tokens": 2}})
         assert r.status_code == 200, r.text
         assert r.json()["meta_info"]["prompt_tokens"] == len(case["input_ids"])
     # The prompt as HF's input_ids (already expanded) is taken as it is.
-    r = post(vision_frontend, "/generate", {"input_ids": case["input_ids"], "image_data": [data_url(case["images"][0])],
+    r = post(vl_server, "/generate", {"input_ids": case["input_ids"], "image_data": [data_url(case["images"][0])],
                                             "sampling_params": {"max_new_tokens": 2}})
     assert r.status_code == 200, r.text
     assert r.json()["meta_info"]["prompt_tokens"] == len(case["input_ids"])
@@ -131,8 +108,8 @@ def test_generate_image_data_expands_the_placeholder(vision_frontend):
     ("not-an-image!", "neither a data: URL"),
     ("bm90IGFuIGltYWdl", "cannot identify the image"),
 ])
-def test_bad_image_sources(vision_frontend, url, needle):
-    r = chat(vision_frontend, user_message(image_part(url)))
+def test_bad_image_sources(vl_server, url, needle):
+    r = chat(vl_server, user_message(image_part(url)))
     assert_openai_error(r, 400, needle)
     assert r.json()["error"]["param"] == "messages"
 
@@ -142,55 +119,52 @@ def test_bad_image_sources(vision_frontend, url, needle):
     ("refused.bmp", "the image is bmp"),
     ("refused_cmyk.jpg", "CMYK"),
 ])
-def test_unsupported_images(vision_frontend, name, needle):
-    assert_openai_error(chat(vision_frontend, user_message(image_part(data_url(name)))), 400, needle)
+def test_unsupported_images(vl_server, name, needle):
+    assert_openai_error(chat(vl_server, user_message(image_part(data_url(name)))), 400, needle)
 
 
-def test_corrupt_and_truncated_images(vision_frontend):
+def test_corrupt_and_truncated_images(vl_server):
     png = (IMAGES / "rgb_37x53.png").read_bytes()
     jpg = (IMAGES / "rgb_40x31.jpg").read_bytes()
     for data, needle in ((png[: len(png) // 2], "PNG is truncated"),
                          (jpg[: len(jpg) // 2], "JPEG is truncated"),
                          (png[:40] + bytes(b ^ 0x5A for b in png[40:80]) + png[80:], "PNG is corrupt")):
         url = "data:image/png;base64," + base64.b64encode(data).decode()
-        assert_openai_error(chat(vision_frontend, user_message(image_part(url))), 400, needle)
-    assert_serving(vision_frontend)
+        assert_openai_error(chat(vl_server, user_message(image_part(url))), 400, needle)
+    assert_serving(vl_server)
 
 
-def test_placeholders_must_match_images(vision_frontend):
-    r = post(vision_frontend, "/generate", {"text": "no placeholder here", "image_data": data_url("rgb_20x30.png")})
+def test_placeholders_must_match_images(vl_server):
+    r = post(vl_server, "/generate", {"text": "no placeholder here", "image_data": data_url("rgb_20x30.png")})
     assert_openai_error(r, 400, "0 image placeholder(s)")
-    r = post(vision_frontend, "/generate", {"text": ["a", "b"], "image_data": [data_url("rgb_20x30.png")]})
+    r = post(vl_server, "/generate", {"text": ["a", "b"], "image_data": [data_url("rgb_20x30.png")]})
     assert_openai_error(r, 400, "a list of 2 entries")
 
 
-def test_too_many_image_tokens_for_the_context(vision_frontend):
+def test_too_many_image_tokens_for_the_context(vl_server):
     # --context-length 256; rgb_37x53 becomes 64x96 under Qwen3-VL's processor (6 tokens), so 60
     # copies take 360 image tokens.
     parts = [image_part(data_url("rgb_37x53.png"))] * 60
-    r = chat(vision_frontend, user_message(*parts))
+    r = chat(vl_server, user_message(*parts))
     assert_openai_error(r, 400, "of them for 60 image(s)) is longer than the model's context length")
-    assert_serving(vision_frontend)
+    assert_serving(vl_server)
 
 
-def test_images_only_in_user_messages(vision_frontend):
+def test_images_only_in_user_messages(vl_server):
     messages = [{"role": "system", "content": [image_part(data_url("rgb_20x30.png"))]},
                 {"role": "user", "content": "hi"}]
-    assert_openai_error(chat(vision_frontend, messages), 400, "user messages only")
+    assert_openai_error(chat(vl_server, messages), 400, "user messages only")
 
 
-def test_vl_model_generates_with_images(vl_server):
-    import openai
-
-    client = openai.OpenAI(base_url=vl_server.url("/v1"), api_key="EMPTY", max_retries=0)
-    case = CHAT_CASES[1]
-    messages = json.loads(json.dumps(case["messages"]))
-    for part in messages[1]["content"]:
-        if part["type"] == "image_url":
-            part["image_url"]["url"] = data_url(part["image_url"]["url"])
-    out = client.chat.completions.create(model="m", messages=messages, max_tokens=4, temperature=0)
-    assert out.usage.prompt_tokens == len(case["input_ids"])
-    r = post(vl_server, "/generate", {"text": CHAT_CASES[0]["text"],
-                                      "image_data": data_url(CHAT_CASES[0]["images"][0]),
-                                      "sampling_params": {"max_new_tokens": 4, "temperature": 0}})
+@pytest.mark.parametrize("case", CHAT_CASES, ids=[c["name"] for c in CHAT_CASES])
+def test_greedy_tokens_are_transformers(vl_server, case):
+    """The image through the whole server (decode, preprocess, placeholder, vision tower, MRoPE,
+    DeepStack) gives the greedy tokens transformers generates from Qwen3VLProcessor's inputs."""
+    images = [data_url(name, "image/jpeg" if name.endswith(".jpg") else "image/png")
+              for name in case["images"]]
+    r = post(vl_server, "/generate", {"text": case["text"], "image_data": images,
+                                      "sampling_params": {"max_new_tokens": len(case["greedy"]),
+                                                          "temperature": 0, "ignore_eos": True}})
     assert r.status_code == 200, r.text
+    assert r.json()["output_ids"] == case["greedy"]
+    assert r.json()["meta_info"]["prompt_tokens"] == len(case["input_ids"])

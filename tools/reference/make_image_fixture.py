@@ -15,7 +15,9 @@ Writes tests/data/images/:
                              other mean/std (the OpenAI CLIP defaults).
   chat_cases.json            the Qwen3-VL chat template applied by Qwen3VLProcessor with the
                              qwen3_vl_moe_tiny tokenizer and processor to messages with one and two
-                             images: HF's input_ids (image pads expanded) and image_grid_thw.
+                             images: HF's input_ids (image pads expanded) and image_grid_thw, and
+                             the greedy tokens qwen3_vl_moe_tiny generates from them in
+                             transformers (float32), with the smallest top-1/top-2 logit margin.
 
 HF's processor is the one AutoImageProcessor gives for Qwen3-VL's preprocessor_config.json
 (image_processor_type Qwen2VLImageProcessorFast): in transformers 5 the torchvision backend,
@@ -37,10 +39,11 @@ import png
 import torch
 from PIL import Image
 from safetensors.torch import save_file
-from transformers import AutoProcessor
+from transformers import AutoProcessor, Qwen3VLMoeForConditionalGeneration
 from transformers.models.qwen2_vl.image_processing_qwen2_vl import Qwen2VLImageProcessor
 
 REPO = Path(__file__).resolve().parents[2]
+GREEDY_STEPS = 6
 OUT = REPO / "tests/data/images"
 VL_MODEL = REPO / "tests/data/models/qwen3_vl_moe_tiny"
 
@@ -178,6 +181,7 @@ def main():
 
     # Chat template + image pad expansion as Qwen3VLProcessor does it.
     processor = AutoProcessor.from_pretrained(VL_MODEL)
+    model = Qwen3VLMoeForConditionalGeneration.from_pretrained(VL_MODEL, dtype=torch.float32).eval()
     template = (REPO / "tools/reference/qwen3_vl_chat_template.jinja").read_text()
     chats = []
     for name, files in (("one_image", ["rgb_20x30.png"]),
@@ -190,10 +194,17 @@ def main():
                                              add_generation_prompt=True)
         pil = [Image.open(OUT / f) for f in files]
         enc = processor(text=[text], images=pil, return_tensors="pt")
+        with torch.no_grad():
+            gen = model.generate(**enc, max_new_tokens=GREEDY_STEPS, do_sample=False,
+                                 output_logits=True, return_dict_in_generate=True)
+        margins = [float(t.topk(2).values[0, 0] - t.topk(2).values[0, 1]) for t in gen.logits]
         chats.append({"name": name, "images": files, "messages": messages, "text": text,
                       "input_ids": enc["input_ids"][0].tolist(),
-                      "image_grid_thw": enc["image_grid_thw"].tolist()})
-        print(name, len(enc["input_ids"][0]), enc["image_grid_thw"].tolist())
+                      "image_grid_thw": enc["image_grid_thw"].tolist(),
+                      "greedy": gen.sequences[0, enc["input_ids"].shape[1]:].tolist(),
+                      "min_greedy_margin": min(margins)})
+        print(name, len(enc["input_ids"][0]), enc["image_grid_thw"].tolist(), chats[-1]["greedy"],
+              min(margins))
     (OUT / "chat_cases.json").write_text(json.dumps(chats, indent=1) + "\n")
 
 
