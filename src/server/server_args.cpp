@@ -41,6 +41,9 @@ void add_server_args(CLI::App& sub, ServerArgs& a) {
   sub.add_option("--chat-template", a.chat_template, "A Jinja chat template file");
   sub.add_option("--hf-chat-template-name", a.hf_chat_template_name,
                  "Which named template of tokenizer_config.json to use");
+  sub.add_flag("--enable-multimodal", a.enable_multimodal,
+               "Accepted: as SGLang's default, a model with a vision_config takes images and "
+               "another model is unchanged");
   sub.add_option("--allowed-local-media-path", a.allowed_local_media_path,
                  "Directory whose image files requests may name (as vLLM's flag; SGLang has "
                  "none); default: local files refused");

@@ -29,6 +29,7 @@ struct ServerArgs {
   std::string chat_template;   // a Jinja file; default: the tokenizer's own template
   std::string hf_chat_template_name;
   std::string allowed_local_media_path;  // images may be read from files under it; empty: none
+  bool enable_multimodal = false;        // SGLang's; images are taken whenever the model has vision
   std::string served_model_name;         // default: model_path
   std::string device = "cpu";
   std::string dtype = "auto";

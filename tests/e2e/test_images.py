@@ -44,7 +44,8 @@ def chat(server, messages, **extra):
 
 @pytest.fixture(scope="module")
 def vl_server():
-    s = Server(["--context-length", "256", "--allowed-local-media-path", str(IMAGES)],
+    s = Server(["--context-length", "256", "--allowed-local-media-path", str(IMAGES),
+                "--enable-multimodal"],
                model=str(VL_MODEL))
     yield s
     assert s.stop() == 0, s.output()
