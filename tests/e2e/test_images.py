@@ -12,7 +12,8 @@ Two servers:
 import base64
 import json
 import pathlib
-import shutil
+import struct
+import zlib
 
 import pytest
 import requests
@@ -132,6 +133,19 @@ def test_corrupt_and_truncated_images(vl_server):
                          (png[:40] + bytes(b ^ 0x5A for b in png[40:80]) + png[80:], "PNG is corrupt")):
         url = "data:image/png;base64," + base64.b64encode(data).decode()
         assert_openai_error(chat(vl_server, user_message(image_part(url))), 400, needle)
+    assert_serving(vl_server)
+
+
+def test_decompression_bomb_is_refused(vl_server):
+    # A PNG whose header claims 20000 x 10000 pixels (over PIL's error limit of 178956970); the
+    # check reads the header, before any pixel is decoded.
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    bomb = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 20000, 10000, 8, 2, 0, 0, 0)) +
+            chunk(b"IDAT", zlib.compress(b"\0" * 1000)) + chunk(b"IEND", b""))
+    url = "data:image/png;base64," + base64.b64encode(bomb).decode()
+    assert_openai_error(chat(vl_server, user_message(image_part(url))), 400,
+                        "200000000 pixels (20000x10000), more than the 178956970 allowed")
     assert_serving(vl_server)
 
 
