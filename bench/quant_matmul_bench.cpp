@@ -6,15 +6,19 @@
 // the speed-up over BF16 and the weight bandwidth beside a STREAM triad measured in the same run.
 //
 //   quant_matmul_bench [--rows R] [--cols C] [--mb BF16_MB] [--reps N] [--threads T] [--tokens T]
+//                      [--cpu-time 1]
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <ctime>
 #include <random>
 #include <string>
 #include <vector>
 
 #include "core/thread_pool.h"
+#include "kernels/cpu/cpu_features.h"
 #include "kernels/cpu/matmul.h"
 #include "kernels/cpu/matmul_quant.h"
 #include "kernels/cpu/vector_paths.h"
@@ -23,8 +27,22 @@ using namespace epserve;
 
 namespace {
 
-double seconds_since(std::chrono::steady_clock::time_point t) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
+// With --cpu-time 1 (one thread: parallel_for then runs on the calling thread) times are the
+// calling thread's CPU time, which the other processes of a shared machine do not inflate by
+// descheduling it (they still share the memory bandwidth and caches).
+bool g_cpu_time = false;
+
+double now_seconds() {
+  if (g_cpu_time) {
+    timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return static_cast<double>(ts.tv_sec) + 1e-9 * static_cast<double>(ts.tv_nsec);
+  }
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+double seconds_since(double t) {
+  return now_seconds() - t;
 }
 
 double triad_gb_per_s() {
@@ -32,7 +50,7 @@ double triad_gb_per_s() {
   std::vector<float> a(n), b(n, 1.0f), c(n, 2.0f);
   double best = 0;
   for (int rep = 0; rep < 5; ++rep) {
-    auto t = std::chrono::steady_clock::now();
+    const double t = now_seconds();
     ThreadPool::global().parallel_for(n, [&](int64_t i0, int64_t i1) {
       for (int64_t i = i0; i < i1; ++i) a[i] = b[i] + 3.0f * c[i];
     });
@@ -42,13 +60,33 @@ double triad_gb_per_s() {
 }
 
 struct Format {
-  const char* name;
+  std::string name;
   std::vector<Tensor> values, scales;
   std::vector<WeightView> views;
   double bytes = 0;
   std::vector<double> seconds;
-  matmul_detail::QuantRowsFn kernel = nullptr;  // nullptr: what matmul() picks
+  bool dense = false;
+  matmul_detail::QuantPath path = matmul_detail::QuantPath::kFp32Scalar;
 };
+
+bool path_available(matmul_detail::QuantPath path) {
+  using matmul_detail::QuantPath;
+  const CpuFeatures& f = cpu_features();
+  switch (path) {
+    case QuantPath::kFp32Avx2:
+      return f.avx2_fma;
+    case QuantPath::kFp32Avx512:
+      return f.avx512;
+    case QuantPath::kFp8Bf16Avx512:
+      return f.avx512_bf16;
+    case QuantPath::kInt4A8Avx512Vnni:
+      return f.avx512_vnni;
+    case QuantPath::kInt4A8AvxVnni:
+      return f.avx_vnni;
+    default:
+      return true;
+  }
+}
 
 }  // namespace
 
@@ -63,66 +101,99 @@ int main(int argc, char** argv) {
     if (f == "--reps") reps = v;
     if (f == "--threads") threads = v;
     if (f == "--tokens") tokens = v;
+    if (f == "--cpu-time") g_cpu_time = v != 0;
+  }
+  if (g_cpu_time && threads != 1) {
+    std::fprintf(stderr, "--cpu-time 1 needs --threads 1\n");
+    return 2;
   }
   if (threads > 0) ThreadPool::set_global_threads(static_cast<int>(threads));
   const int64_t count = std::max<int64_t>(1, (mb << 20) / (rows * cols * 2));
   std::mt19937 rng(1);
   std::uniform_int_distribution<int> byte(0, 255);
-  // fp8 and int4 twice: the AVX2 kernel, then the AVX-512 one (the default where the CPU has it).
-  Format formats[5] = {{"bf16"}, {"fp8 avx2"}, {"fp8 avx512"}, {"int4 avx2"}, {"int4 avx512"}};
+  std::normal_distribution<float> normal(0.0f, 0.02f);
+  // Weights drawn as a checkpoint's are (normal), quantized as DeepSeek's block cast and
+  // compressed-tensors do (codes of the block's amax / 448, of the group's amax / 7.5), so the
+  // FP8 codes are as rare subnormal as in a real checkpoint.
+  std::vector<float> dense(static_cast<size_t>(rows * cols));
+  Tensor b, q, s, p, g;
+  std::vector<Format> bf16(1), fp8(1), int4(1);
   for (int64_t m = 0; m < count; ++m) {
-    Tensor b = Tensor::empty(DType::BF16, {rows, cols});
-    for (int64_t i = 0; i < b.numel(); ++i)
-      b.ptr<bf16_t>()[i] = f32_to_bf16((byte(rng) - 128) / 512.0f);
-    formats[0].views.push_back(WeightView::of(b));
-    formats[0].values.push_back(b);
-    Tensor q = Tensor::empty(DType::F8_E4M3, {rows, cols});
-    for (int64_t i = 0; i < q.numel(); ++i)
-      q.ptr<uint8_t>()[i] = static_cast<uint8_t>(byte(rng) & 0x7e);
-    Tensor s = Tensor::empty(DType::F32, {(rows + 127) / 128, (cols + 127) / 128});
-    for (int64_t i = 0; i < s.numel(); ++i) s.f32()[i] = 1e-3f;
-    formats[1].views.push_back(fp8_block_view(q, s, 128, 128));
-    formats[1].values.push_back(q);
-    formats[1].scales.push_back(s);
-    Tensor p = Tensor::empty(DType::I32, {rows, cols / 8});
+    for (float& v : dense) v = normal(rng);
+    b = Tensor::empty(DType::BF16, {rows, cols});
+    for (int64_t i = 0; i < b.numel(); ++i) b.ptr<bf16_t>()[i] = f32_to_bf16(dense[i]);
+    bf16[0].views.push_back(WeightView::of(b));
+    bf16[0].values.push_back(b);
+    q = Tensor::empty(DType::F8_E4M3, {rows, cols});
+    s = Tensor::empty(DType::F32, {(rows + 127) / 128, (cols + 127) / 128});
+    for (int64_t br = 0; br < s.dim(0); ++br) {
+      for (int64_t bc = 0; bc < s.dim(1); ++bc) {
+        float amax = 0;
+        for (int64_t r = br * 128; r < std::min(rows, br * 128 + 128); ++r)
+          for (int64_t c = bc * 128; c < std::min(cols, bc * 128 + 128); ++c)
+            amax = std::max(amax, std::fabs(dense[r * cols + c]));
+        const float scale = amax / 448.0f;
+        s.f32()[br * s.dim(1) + bc] = scale;
+        for (int64_t r = br * 128; r < std::min(rows, br * 128 + 128); ++r)
+          for (int64_t c = bc * 128; c < std::min(cols, bc * 128 + 128); ++c)
+            q.ptr<uint8_t>()[r * cols + c] = f32_to_fp8_e4m3(dense[r * cols + c] / scale);
+      }
+    }
+    fp8[0].views.push_back(fp8_block_view(q, s, 128, 128));
+    fp8[0].values.push_back(q);
+    fp8[0].scales.push_back(s);
+    p = Tensor::empty(DType::I32, {rows, cols / 8});
     for (int64_t i = 0; i < p.numel() * 4; ++i)
       p.ptr<uint8_t>()[i] = static_cast<uint8_t>(byte(rng));
-    Tensor g = Tensor::empty(DType::BF16, {rows, cols / 32});
-    for (int64_t i = 0; i < g.numel(); ++i) g.ptr<bf16_t>()[i] = f32_to_bf16(1e-2f);
-    formats[3].views.push_back(int4_group_view(p, g, rows, cols, 32));
-    formats[3].values.push_back(p);
-    formats[3].scales.push_back(g);
+    g = Tensor::empty(DType::BF16, {rows, cols / 32});
+    for (int64_t i = 0; i < g.numel(); ++i) g.ptr<bf16_t>()[i] = f32_to_bf16(0.02f / 3.0f);
+    int4[0].views.push_back(int4_group_view(p, g, rows, cols, 32));
+    int4[0].values.push_back(p);
+    int4[0].scales.push_back(g);
   }
-  formats[2].views = formats[1].views;
-  formats[4].views = formats[3].views;
-  formats[1].kernel = formats[3].kernel = matmul_detail::quant_rows_avx2;
-  formats[2].kernel = formats[4].kernel = matmul_detail::quant_rows_avx512;
-  const int num_formats = cpu_has_avx512() ? 5 : 4;
-  if (num_formats == 4) formats[2] = std::move(formats[3]);  // no AVX-512: bf16, fp8, int4 on AVX2
-  for (int i = 0; i < num_formats; ++i) {
-    Format& f = formats[i];
+  using matmul_detail::QuantPath;
+  std::vector<Format> formats;
+  formats.push_back(bf16[0]);
+  formats.back().name = "bf16 (matmul)";
+  formats.back().dense = true;
+  for (QuantPath path : {QuantPath::kFp32Avx2, QuantPath::kFp32Avx512, QuantPath::kFp8Bf16Avx512}) {
+    if (!path_available(path)) continue;
+    formats.push_back(fp8[0]);
+    formats.back().name = std::string("fp8 ") + matmul_detail::quant_path_name(path);
+    formats.back().path = path;
+  }
+  for (QuantPath path : {QuantPath::kFp32Avx2, QuantPath::kFp32Avx512, QuantPath::kInt4A8AvxVnni,
+                         QuantPath::kInt4A8Avx512Vnni}) {
+    if (!path_available(path)) continue;
+    formats.push_back(int4[0]);
+    formats.back().name = std::string("int4 ") + matmul_detail::quant_path_name(path);
+    formats.back().path = path;
+  }
+  const int num_formats = static_cast<int>(formats.size());
+  for (Format& f : formats) {
     for (const WeightView& v : f.views) f.bytes += static_cast<double>(weight_bytes(v));
   }
-  std::vector<float> x(static_cast<size_t>(tokens * cols), 0.5f),
-      y(static_cast<size_t>(tokens * rows));
+  std::vector<float> x(static_cast<size_t>(tokens * cols)), y(static_cast<size_t>(tokens * rows));
+  for (float& v : x) v = normal(rng) * 50.0f;  // activations of unit scale
   const double triad = triad_gb_per_s();
   for (int64_t rep = 0; rep <= reps; ++rep) {
     for (int i = 0; i < num_formats; ++i) {
       Format& f = formats[i];
-      auto t = std::chrono::steady_clock::now();
+      const double t = now_seconds();
       for (const WeightView& v : f.views) {
-        if (f.kernel == nullptr) {
+        if (f.dense) {
           matmul(x.data(), tokens, v, y.data());
         } else {
-          matmul_detail::quant_matmul_with(x.data(), tokens, v, y.data(), f.kernel);
+          matmul_detail::quant_matmul_path(x.data(), tokens, v, y.data(), f.path);
         }
       }
       if (rep > 0) f.seconds.push_back(seconds_since(t));  // rep 0 warms up
     }
   }
-  std::printf("%lld matrices [%lld, %lld], %lld token(s), %d threads, %lld reps (median)\n",
+  std::printf("%lld matrices [%lld, %lld], %lld token(s), %d threads, %lld reps (median), %s\n",
               (long long)count, (long long)rows, (long long)cols, (long long)tokens,
-              ThreadPool::global().num_threads(), (long long)reps);
+              ThreadPool::global().num_threads(), (long long)reps,
+              g_cpu_time ? "thread CPU time" : "wall time");
   std::printf("| format | bytes per pass | ms per pass | GB/s | / triad | speed-up over bf16 |\n");
   std::printf("|---|---|---|---|---|---|\n");
   double bf16_s = 0;
@@ -132,9 +203,10 @@ int main(int argc, char** argv) {
     const double s = f.seconds[f.seconds.size() / 2];
     if (bf16_s == 0) bf16_s = s;
     const double gbs = f.bytes / s / 1e9;
-    std::printf("| %s | %.1f MB | %.2f | %.2f | %.0f%% | %.2fx |\n", f.name, f.bytes / 1e6, s * 1e3,
-                gbs, 100.0 * gbs / triad, bf16_s / s);
+    std::printf("| %s | %.1f MB | %.2f | %.2f | %.0f%% | %.2fx |\n", f.name.c_str(), f.bytes / 1e6,
+                s * 1e3, gbs, 100.0 * gbs / triad, bf16_s / s);
   }
   std::printf("triad (same threads, same run): %.2f GB/s\n", triad);
+  std::printf("CPU features used: %s\n", cpu_features_string(cpu_features()).c_str());
   return 0;
 }

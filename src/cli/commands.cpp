@@ -18,6 +18,7 @@ std::vector<Command> all_commands(CLI::App& app) {
   commands.push_back(register_tokenize(app));
   commands.push_back(register_perplexity(app));
   commands.push_back(register_plan(app));
+  commands.push_back(register_router(app));
   return commands;
 }
 

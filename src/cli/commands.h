@@ -28,6 +28,7 @@ Command register_serve(CLI::App& app);
 Command register_tokenize(CLI::App& app);
 Command register_perplexity(CLI::App& app);
 Command register_plan(CLI::App& app);
+Command register_router(CLI::App& app);
 
 std::vector<Command> all_commands(CLI::App& app);
 

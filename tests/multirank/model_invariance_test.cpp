@@ -40,8 +40,8 @@ std::string data_dir() {
 constexpr double kLogitTolerance = 1e-4;
 constexpr double kLogitToleranceBf16 = 0.2;
 
-double logit_tolerance() {
-  return testing::bf16_matmul_order() ? kLogitToleranceBf16 : kLogitTolerance;
+double logit_tolerance(const std::string& model) {
+  return testing::activations_rounded(model) ? kLogitToleranceBf16 : kLogitTolerance;
 }
 
 struct Layout {
@@ -114,7 +114,7 @@ TEST_P(LayoutInvariance, EveryLayoutGivesTheTokensOfOneRank) {
           max_diff = std::max(max_diff, d);
         }
       }
-      EXPECT_LE(max_diff, logit_tolerance()) << "prompt " << s;
+      EXPECT_LE(max_diff, logit_tolerance(GetParam())) << "prompt " << s;
       if (max_diff > 0)
         std::printf("%s prompt %zu: max |logit diff| %.3g\n", layout.flags.c_str(), s, max_diff);
     }

@@ -12,7 +12,8 @@
   its calculate_qparams, quantize and pack_to_int32), with a config.json quantization_config
   written by its QuantizationConfig and Kimi's ignore list; attention, shared experts, the
   dense layer and lm_head stay BF16. It carries the small Kimi-K2 tiktoken tokenizer
-  (tiktoken.model, tokenizer_config.json, chat_template.jinja; [BOS] 766, [EOS] 767).
+  (tiktoken.model, tokenizer_config.json; [BOS] 766, [EOS] 767) and Kimi-K2-Thinking's chat template
+  (tests/data/tokenizers/templates/kimi_k2_thinking.jinja, as chat_template.jinja).
 
 The goldens are make_golden.py's, run in transformers on a copy of each model whose quantized
 weights are replaced by their dequantised fp32 values (fp8 value * scale; (q) * scale as
@@ -216,6 +217,9 @@ def main():
             if name.startswith("kimi"):
                 for f in (TOKENIZERS / "kimi_k2").iterdir():
                     shutil.copy(f, MODELS_DIR / name / f.name)
+                # ... with Kimi-K2-Thinking's own chat template (thinking history, reasoning_content).
+                shutil.copy(TOKENIZERS.parent / "templates/kimi_k2_thinking.jinja",
+                            MODELS_DIR / name / "chat_template.jinja")
             size = sum(p.stat().st_size for p in (MODELS_DIR / name).iterdir())
             print(f"{name}: {n} quantized matrices, {size} bytes")
         # The goldens: make_golden on the dequantised copies, written under the real names.

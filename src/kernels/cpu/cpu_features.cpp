@@ -125,7 +125,15 @@ std::string kernel_paths_summary() {
   const char* vector = f.avx2_fma ? "avx2" : "scalar";
   const char* env = std::getenv("EPSERVE_CPU_FEATURES");
   return std::string("kernels: matmul BF16 weights ") + (f.avx512_bf16 ? "avx512-bf16" : vector) +
-         ", F32 weights " + vector + ", FP8/INT4 weights " + (f.avx512 ? "avx512" : vector) +
+         ", F32 weights " + vector + ", FP8 weights " +
+         (f.avx512_bf16 ? "fp8-bf16-avx512"
+          : f.avx512    ? "fp32-avx512"
+                        : vector) +
+         ", INT4 weights " +
+         (f.avx512_vnni ? "int4-a8-avx512-vnni"
+          : f.avx_vnni  ? "int4-a8-avx-vnni"
+          : f.avx512    ? "fp32-avx512"
+                        : vector) +
          "; attention and elementwise " + vector +
          "; CPU features used: " + cpu_features_string(f) +
          " (EPSERVE_CPU_FEATURES=" + (env ? env : "native") +

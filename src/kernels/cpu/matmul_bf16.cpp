@@ -12,16 +12,6 @@
 namespace epserve::matmul_detail {
 namespace {
 
-float daz(float v) {
-  return std::fabs(v) < FLT_MIN ? 0.0f : v;
-}
-
-// One of vdpbf16ps's two steps: fma with denormal inputs read as zero, the result flushed.
-float dp_step(float a, float b, float acc) {
-  float r = std::fma(daz(a), daz(b), daz(acc));
-  return std::fabs(r) < FLT_MIN ? 0.0f * r : r;
-}
-
 // GEMM row blocks: 48 rows of K = 2048 bf16 (192 KB) stay in L2 while every group of four
 // tokens passes over them.
 int64_t gemm_row_block(int64_t k_cols) {
@@ -44,7 +34,7 @@ void bf16_rows_scalar(const bf16_t* xb, int64_t x_stride, int64_t num_tokens, co
           for (int64_t k : {k0 + 2 * l + 1, k0 + 2 * l}) {
             float xv = k < w.cols ? bf16_to_f32(xt[k]) : 0.0f;
             float wv = k < w.cols ? bf16_to_f32(row[k]) : 0.0f;
-            acc[l] = dp_step(xv, wv, acc[l]);
+            acc[l] = bf16_dp_step(xv, wv, acc[l]);
           }
         }
       }

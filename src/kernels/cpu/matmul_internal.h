@@ -25,6 +25,8 @@
 // of the two products, odd first, and flushes as the SDM says.
 #pragma once
 
+#include <cfloat>
+#include <cmath>
 #include <cstdint>
 
 #include "core/dtype.h"
@@ -59,6 +61,13 @@ inline bf16_t bf16_from_f32_rne_daz(float v) {
   if ((bits & 0x7f800000u) == 0) return static_cast<bf16_t>((bits >> 16) & 0x8000u);
   if ((bits & 0x7fffffffu) > 0x7f800000u) return static_cast<bf16_t>((bits >> 16) | 0x40u);
   return static_cast<bf16_t>((bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16);
+}
+
+// One of vdpbf16ps's two steps: fma with denormal inputs read as zero, the result flushed.
+inline float bf16_dp_step(float a, float b, float acc) {
+  auto daz = [](float v) { return std::fabs(v) < FLT_MIN ? 0.0f : v; };
+  const float r = std::fma(daz(a), daz(b), daz(acc));
+  return std::fabs(r) < FLT_MIN ? 0.0f * r : r;
 }
 
 // Tokens that share one pass over the weights in the GEMV path.

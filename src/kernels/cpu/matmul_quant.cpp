@@ -176,11 +176,7 @@ void quant_matmul(const float* x, int64_t num_tokens, const WeightView& w, float
     std::fill(y, y + num_tokens * w.rows, 0.0f);
     return;
   }
-  matmul_detail::QuantRowsFn kernel = matmul_detail::quant_rows_scalar;
-  if (!scalar && matmul_detail::quant_vector_ok(w)) {
-    kernel = cpu_has_avx512() ? matmul_detail::quant_rows_avx512 : matmul_detail::quant_rows_avx2;
-  }
-  matmul_detail::quant_matmul_with(x, num_tokens, w, y, kernel);
+  matmul_detail::quant_matmul_path(x, num_tokens, w, y, matmul_detail::quant_auto_path(w, scalar));
 }
 
 void matmul_detail::quant_matmul_with(const float* x, int64_t num_tokens, const WeightView& w,

@@ -8,10 +8,13 @@
 //    (n, k) is nibble k % 8 of word n * row_stride / 8 + k / 8; scales [N, ceil(K / group)] BF16
 //    or F32 (block_rows = 1, block_cols = group); w[n, k] = (nibble - 8) * scale (exact in fp32).
 //
-// The canonical order (matmul_internal.h) is kept with w[n, k] replaced by that fp32 value: a
-// quantized matmul gives the same bits as a plain F32 matmul over the dequantised matrix, on every
-// path, for any token count, thread count or row/column slice. quant_rows_scalar is the
-// definition; the AVX2 and AVX-512 paths are tested against it bit for bit.
+// The fp32 order (matmul_internal.h) with w[n, k] replaced by that fp32 value gives the same bits
+// as a plain F32 matmul over the dequantised matrix, on every path, for any token count, thread
+// count or row/column slice. quant_rows_scalar is its definition; the AVX2 and AVX-512 paths are
+// tested against it bit for bit. It is what EPSERVE_CPU_FEATURES=scalar/avx2/avx512 runs. On a
+// CPU with AVX512-BF16 (FP8) or AVX512-VNNI / AVX-VNNI (INT4) quant_matmul takes a faster order
+// of its own instead (below: FP8-BF16, INT4-A8), each with a scalar definition its vector paths
+// match bit for bit, and each independent of token count, thread count and slice in the same way.
 //
 // FP8 e4m3fn has no infinities; its NaN codes (0x7f, 0xff) decode as +-480 on every path (the
 // block cast DeepSeek describes never writes them: |w / scale| <= 448).
@@ -43,7 +46,8 @@ float quant_weight_at(const WeightView& w, int64_t row, int64_t col);
 // Bytes the view's rows take in memory: quantized values plus their scales.
 int64_t weight_bytes(const WeightView& w);
 
-// y[T, N] = x[T, K] · W^T for a block-scaled W; `scalar` forces the scalar definition.
+// y[T, N] = x[T, K] · W^T for a block-scaled W, in the order cpu_features() selects for the view
+// (quant_order below); `scalar` forces the fp32 order's scalar definition.
 void quant_matmul(const float* x, int64_t num_tokens, const WeightView& w, float* y, bool scalar);
 
 namespace matmul_detail {
@@ -62,6 +66,72 @@ void quant_rows_avx512(const float* x, int64_t num_tokens, const WeightView& w, 
 
 using QuantRowsFn = void (*)(const float* x, int64_t num_tokens, const WeightView& w, float* y,
                              int64_t n_begin, int64_t n_end);
+
+// ---- The faster orders (matmul_quant_fast.cpp), chosen from cpu_features() ----
+//
+// FP8 on an AVX512-BF16 CPU: the "FP8-BF16 order". x is rounded to bf16 as in the BF16 order
+// (matmul_internal.h); each weight is its exact bf16 value times 2^8 (e4m3 fits bf16 exactly);
+// per block of block_cols columns, sixteen lane sums p[0..15] start at +0 and take the
+// vdpbf16ps steps of the BF16 order over the block's 32-column chunks (lane l: columns 2l + 1
+// then 2l, dp with DAZ/FTZ); after the block, acc[l] = fma(p[l], scale * 2^-8, acc[l]) (the
+// product scale * 2^-8 rounded once in fp32); y is the BF16 order's reduction of acc. The view
+// needs cols, col0 and block_cols multiples of 32 (else the fp32 order).
+//
+// INT4 on an AVX512-VNNI or AVX-VNNI CPU: the "INT4-A8 order" (W4A8, activations quantized per
+// token in groups of 32 columns of the view, as llama.cpp's Q8_0): amax = max |x| over the group
+// (the last group may be shorter), d = amax / 127 (fp32 division), inv = amax > 0 ? 127 / amax :
+// 0, q[k] = clamp(nearbyint(x[k] * inv), -127, 127) (the product rounded to fp32 first; NaN
+// gives 0). Per chunk of 128 columns, lane l (0..15) covers the 8 columns 8l..8l+7 (one packed
+// int32 word): s = sum over them of (nibble - 8) * q (exact int32), then
+// acc[l] = fma(float(s), w_scale(column 8l) * d(group of 8l), acc[l]) (the scale product rounded
+// once in fp32); lanes past cols are left alone. y is the BF16 order's reduction of acc. The view
+// needs cols, col0 and block_cols multiples of 8 (else the fp32 order).
+
+enum class QuantOrder { kFp32, kFp8Bf16, kInt4A8 };
+enum class QuantPath {
+  kFp32Scalar,
+  kFp32Avx2,
+  kFp32Avx512,
+  kFp8Bf16Scalar,
+  kFp8Bf16Avx512,
+  kInt4A8Scalar,
+  kInt4A8Avx512Vnni,  // 512-bit vpdpbusd
+  kInt4A8AvxVnni,     // 256-bit (VEX) vpdpbusd
+};
+const char* quant_path_name(QuantPath path);
+// The order quant_matmul uses for this view with cpu_features().
+QuantOrder quant_order(const WeightView& w);
+// The path quant_matmul uses for this view (scalar: the fp32 scalar definition).
+QuantPath quant_auto_path(const WeightView& w, bool scalar);
+bool fp8_bf16_view_ok(const WeightView& w);
+bool int4_a8_view_ok(const WeightView& w);
+// quant_matmul on a chosen path; throws when the CPU or the view does not allow it.
+void quant_matmul_path(const float* x, int64_t num_tokens, const WeightView& w, float* y,
+                       QuantPath path);
+
+// x quantized for the INT4-A8 order, padded to whole 128-column chunks. `q` and `group_scale`
+// are the definition's values; `packed`, `offset` and `lane_scale` are the same in the layout
+// of the vector kernels (per token and chunk: 64 bytes holding q[8l + 2i] at byte 4l + i, then
+// 64 bytes holding q[8l + 2i + 1]; -8 x the lane's sum of q; d of the lane's group, 0 past cols).
+struct Int8Activations {
+  int64_t num_tokens = 0, cols = 0, chunks = 0;
+  const int8_t* q = nullptr;           // [T][chunks * 128]
+  const float* group_scale = nullptr;  // [T][ceil(cols / 32)]
+  const int8_t* packed = nullptr;      // [T][chunks][128]
+  const int32_t* offset = nullptr;     // [T][chunks][16]
+  const float* lane_scale = nullptr;   // [T][chunks][16]
+};
+
+void fp8_bf16_rows_scalar(const bf16_t* xb, int64_t x_stride, int64_t num_tokens,
+                          const WeightView& w, float* y, int64_t n_begin, int64_t n_end);
+void fp8_bf16_rows_avx512(const bf16_t* xb, int64_t x_stride, int64_t num_tokens,
+                          const WeightView& w, float* y, int64_t n_begin, int64_t n_end);
+void int4_a8_rows_scalar(const Int8Activations& xa, const WeightView& w, float* y, int64_t n_begin,
+                         int64_t n_end);
+void int4_a8_rows_avx512vnni(const Int8Activations& xa, const WeightView& w, float* y,
+                             int64_t n_begin, int64_t n_end);
+void int4_a8_rows_avxvnni(const Int8Activations& xa, const WeightView& w, float* y, int64_t n_begin,
+                          int64_t n_end);
 // quant_matmul with a chosen row kernel, on the global thread pool (tests, benchmark).
 void quant_matmul_with(const float* x, int64_t num_tokens, const WeightView& w, float* y,
                        QuantRowsFn kernel);

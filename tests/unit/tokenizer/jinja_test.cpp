@@ -74,6 +74,40 @@ TEST(Jinja, RuntimeErrorsNameTheLine) {
   EXPECT_THROW(raise.render(jinja::Dict{}), Error);
 }
 
+// The tiny Kimi-K2-Thinking-shaped INT4 fixture ships Kimi-K2-Thinking's template (the file that
+// ChatTemplateReference checks against jinja2): earlier turns' reasoning becomes <think></think>,
+// the turns after the last plain assistant answer keep reasoning_content. Expected strings:
+// jinja2 with transformers' settings (tools/reference/tokenizer/render_templates.py).
+TEST(ChatTemplate, KimiK2TinyInt4CarriesTheThinkingTemplate) {
+  const std::string model = fixture_dir() + "/../models/kimi_k2_tiny_int4";
+  std::ifstream thinking(fixture_dir() + "/templates/kimi_k2_thinking.jinja");
+  const std::string source(std::istreambuf_iterator<char>(thinking), {});
+  auto kimi = ChatTemplate::load(model);
+  EXPECT_EQ(kimi.source(), source);
+  const std::string sys =
+      "<|im_system|>system<|im_middle|>You are Kimi, an AI assistant created by Moonshot "
+      "AI.<|im_end|>";
+  EXPECT_EQ(kimi.render(R"([{"role":"user","content":"hi"},
+      {"role":"assistant","content":"A","reasoning_content":"r1"},
+      {"role":"user","content":"q"}])",
+                        true),
+            sys +
+                "<|im_user|>user<|im_middle|>hi<|im_end|><|im_assistant|>assistant<|im_middle|>"
+                "<think></think>A<|im_end|><|im_user|>user<|im_middle|>q<|im_end|>"
+                "<|im_assistant|>assistant<|im_middle|>");
+  EXPECT_EQ(kimi.render(R"([{"role":"user","content":"q"},
+      {"role":"assistant","content":"B","reasoning_content":"r2","tool_calls":[{"id":"functions.f:0",
+       "type":"function","function":{"name":"f","arguments":"{}"}}]},
+      {"role":"tool","tool_call_id":"functions.f:0","content":"ok"}])",
+                        true),
+            sys +
+                "<|im_user|>user<|im_middle|>q<|im_end|><|im_assistant|>assistant<|im_middle|>"
+                "<think>r2</think>B<|tool_calls_section_begin|><|tool_call_begin|>functions.f:0"
+                "<|tool_call_argument_begin|>{}<|tool_call_end|><|tool_calls_section_end|>"
+                "<|im_end|><|im_system|>tool<|im_middle|>## Return of functions.f:0\nok<|im_end|>"
+                "<|im_assistant|>assistant<|im_middle|>");
+}
+
 TEST(ChatTemplate, LoadsFromEachPlaceModelsShipIt) {
   // tokenizer_config.json "chat_template" string
   auto qwen = ChatTemplate::load(fixture_dir() + "/small/qwen3");

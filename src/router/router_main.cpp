@@ -1,0 +1,62 @@
+#include <signal.h>
+#include <time.h>
+
+#include <thread>
+
+#include "core/log.h"
+#include "router/router.h"
+#include "server/http.h"
+
+namespace epserve {
+
+int run_router(RouterArgs args) {
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+
+  Router router(std::move(args));
+  const RouterArgs& a = router.args();
+  if (a.pd_disaggregation) {
+    spdlog::info("PD router: {} prefill, {} decode server(s); policies prefill {}, decode {}",
+                 a.prefill.size(), a.decode_urls.size(),
+                 a.prefill_policy.empty() ? a.policy : a.prefill_policy,
+                 a.decode_policy.empty() ? a.policy : a.decode_policy);
+  } else {
+    spdlog::info("router: {} worker(s); policy {}", a.worker_urls.size(), a.policy);
+  }
+  // Signals stay blocked in every thread; the main thread takes them here and below.
+  auto sleep = [&signals](int seconds) {
+    timespec wait{seconds, 0};
+    int sig = sigtimedwait(&signals, nullptr, &wait);
+    return sig != SIGINT && sig != SIGTERM;
+  };
+  if (!router.wait_for_workers(sleep)) {
+    spdlog::info("stopped while waiting for the workers");
+    return 0;
+  }
+
+  HttpServerOptions options;
+  options.host = a.host;
+  options.port = a.port;
+  options.max_body_bytes = static_cast<size_t>(a.max_payload_size);
+  options.threads = 512;
+  HttpServer http(options);
+  router.register_routes(http);
+  http.bind();
+  router.start_background();
+  std::thread server([&http] { http.serve(); });
+  spdlog::info("router listening on http://{}:{}", a.host, http.port());
+
+  int sig = 0;
+  sigwait(&signals, &sig);
+  spdlog::info("signal {}: stopping", sig);
+  http.stop();
+  server.join();
+  router.stop_background();
+  return 0;
+}
+
+}  // namespace epserve
