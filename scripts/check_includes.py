@@ -23,17 +23,18 @@ ALLOWED = {
     "kernels": {"core"},
     "comm": {"core"},
     "tokenizer": {"core", "io"},
+    "media": {"core", "io"},
     "ep": {"core", "comm", "kernels"},
     # make_model writes a whole model directory, tokenizer files included.
     "model": {"core", "io", "kernels", "comm", "ep", "tokenizer"},
     "eplb": {"core", "io", "kernels", "comm", "ep", "model"},
     "runtime": {"core", "io", "kernels", "comm", "ep", "eplb", "model", "tokenizer"},
-    "server": {"core", "io", "comm", "eplb", "runtime", "tokenizer"},
+    "server": {"core", "io", "comm", "eplb", "runtime", "tokenizer", "media"},
     "disagg": {"core", "io", "comm", "runtime", "server"},
     # The router routes HTTP requests over servers; it reuses the server's HTTP layer.
     "router": {"core", "server"},
     "cli": {"core", "io", "kernels", "comm", "ep", "eplb", "model", "runtime", "server",
-            "tokenizer", "disagg", "router"},
+            "tokenizer", "disagg", "router", "media"},
 }
 
 # Third-party headers that only the files wrapping them may include: (pattern, allowed prefixes).
@@ -42,6 +43,8 @@ CONFINED = [
     (re.compile(r"[<\"](ucp|ucs)/"), ("src/comm/",)),
     (re.compile(r"[<\"](zmq\.h|zmq\.hpp|sodium\.h)[>\"]"), ("src/runtime/ipc.cpp",)),
     (re.compile(r"[<\"]pcre2\.h[>\"]"), ("src/tokenizer/",)),
+    (re.compile(r"[<\"]png\.h[>\"]"), ("src/media/png_decode.cpp",)),
+    (re.compile(r"[<\"](jpeglib|jerror)\.h[>\"]"), ("src/media/jpeg_decode.cpp",)),
 ]
 
 INCLUDE = re.compile(r'^\s*#\s*include\s+([<"][^>"]+[>"])', re.M)

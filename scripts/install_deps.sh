@@ -5,7 +5,7 @@ packages=(
   build-essential cmake ninja-build ccache pkg-config git
   libgtest-dev libgmock-dev libbenchmark-dev
   libfmt-dev libspdlog-dev nlohmann-json3-dev libcli11-dev libpcre2-dev libicu-dev
-  libucx-dev ucx-utils libzmq3-dev libsodium-dev libcpp-httplib-dev
+  libucx-dev ucx-utils libzmq3-dev libsodium-dev libcpp-httplib-dev libjpeg62-turbo-dev libpng-dev
   libopenblas-dev libdnnl-dev openmpi-bin libopenmpi-dev
   clang clang-format libclang-rt-14-dev iproute2 python3 python3-venv python3-pip
 )

@@ -24,31 +24,60 @@ ChatContentFormat detect_chat_content_format(std::string_view source) {
 
 namespace {
 
-// The text parts of a list content; 400 for any other part.
-std::vector<std::string> text_parts(const json& content, const std::string& where) {
-  std::vector<std::string> parts;
-  for (const auto& part : content) {
-    if (!part.is_object() || part.value("type", "") != "text" || !part.contains("text") ||
-        !part["text"].is_string()) {
+// A list content's parts: text, or (in user messages) images, whose URLs go to `image_urls`;
+// 400 for any other part.
+struct Part {
+  bool image = false;
+  std::string text;
+};
+
+std::vector<Part> content_parts(const json& content, const std::string& where, bool user,
+                                std::vector<std::string>* image_urls) {
+  std::vector<Part> parts;
+  for (size_t i = 0; i < content.size(); ++i) {
+    const json& part = content[i];
+    std::string type = part.is_object() ? part.value("type", "") : "";
+    if (type == "image_url") {
+      std::string at = fmt::format("{}.content[{}]", where, i);
+      if (!image_urls) {
+        bad_request(at + ": this model does not take images (its config.json has no "
+                         "vision_config)",
+                    "messages");
+      }
+      if (!user) bad_request(at + ": images are accepted in user messages only", "messages");
+      const json* url = part.contains("image_url") && part["image_url"].is_object() &&
+                                part["image_url"].contains("url")
+                            ? &part["image_url"]["url"]
+                            : nullptr;
+      if (!url || !url->is_string()) {
+        bad_request(at + ": an image_url part needs {\"image_url\": {\"url\": \"data:...\"}}",
+                    "messages");
+      }
+      image_urls->push_back(url->get<std::string>());
+      parts.push_back({true, ""});
+      continue;
+    }
+    if (type != "text" || !part.contains("text") || !part["text"].is_string()) {
       bad_request(where +
-                      ".content: only text parts ({\"type\": \"text\", \"text\": ...}) are "
-                      "supported",
+                      ".content: only text parts ({\"type\": \"text\", \"text\": ...}) and "
+                      "image_url parts are supported",
                   "messages");
     }
-    parts.push_back(part["text"].get<std::string>());
+    parts.push_back({false, part["text"].get<std::string>()});
   }
   return parts;
 }
 
-std::string join_with_spaces(const std::vector<std::string>& parts) {
+std::string join_with_spaces(const std::vector<Part>& parts) {
   std::string out;
-  for (size_t i = 0; i < parts.size(); ++i) out += (i > 0 ? " " : "") + parts[i];
+  for (size_t i = 0; i < parts.size(); ++i) out += (i > 0 ? " " : "") + parts[i].text;
   return out;
 }
 
 }  // namespace
 
-nlohmann::ordered_json template_messages(const json& messages, ChatContentFormat format) {
+nlohmann::ordered_json template_messages(const json& messages, ChatContentFormat format,
+                                         std::vector<std::string>* image_urls) {
   if (!messages.is_array() || messages.empty()) {
     bad_request("messages must be a non-empty list", "messages");
   }
@@ -74,12 +103,26 @@ nlohmann::ordered_json template_messages(const json& messages, ChatContentFormat
       if (*role != "assistant") bad_request(where + ".content is required", "messages");
       message["content"] = "";
     } else if (m["content"].is_array()) {
-      std::vector<std::string> parts = text_parts(m["content"], where);
+      size_t images_before = image_urls ? image_urls->size() : 0;
+      std::vector<Part> parts = content_parts(m["content"], where, *role == "user", image_urls);
+      bool has_images = image_urls && image_urls->size() > images_before;
+      if (has_images && format == ChatContentFormat::kString) {
+        bad_request(where +
+                        ".content: the chat template takes string content, so it cannot "
+                        "place images",
+                    "messages");
+      }
       if (format == ChatContentFormat::kString || *role == "tool") {
         message["content"] = join_with_spaces(parts);
       } else {
         nlohmann::ordered_json list = nlohmann::ordered_json::array();
-        for (const auto& text : parts) list.push_back({{"type", "text"}, {"text", text}});
+        for (const auto& part : parts) {
+          if (part.image) {
+            list.push_back({{"type", "image"}});
+          } else {
+            list.push_back({{"type", "text"}, {"text", part.text}});
+          }
+        }
         message["content"] = std::move(list);
       }
     } else if (!m["content"].is_string()) {

@@ -4,7 +4,9 @@
 // parts as a list of {"type": "text", "text": ...} (tool messages still get a joined string).
 #pragma once
 
+#include <string>
 #include <string_view>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -17,6 +19,10 @@ enum class ChatContentFormat { kString, kOpenai };
 ChatContentFormat detect_chat_content_format(std::string_view template_source);
 
 // Checks the request's messages (400 naming the message) and returns them for the template.
-nlohmann::ordered_json template_messages(const nlohmann::json& messages, ChatContentFormat format);
+// Image parts ({"type": "image_url", "image_url": {"url": ...}}) of user messages become
+// {"type": "image"} for the template, as SGLang passes them, and their URLs are appended to
+// `image_urls` in order; with `image_urls` null (a model without vision) they are a 400.
+nlohmann::ordered_json template_messages(const nlohmann::json& messages, ChatContentFormat format,
+                                         std::vector<std::string>* image_urls = nullptr);
 
 }  // namespace epserve

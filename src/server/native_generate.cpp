@@ -7,6 +7,7 @@
 #include "server/errors.h"
 #include "server/http.h"
 #include "server/openai_common.h"
+#include "server/request_images.h"
 #include "server/sampling.h"
 #include "server/sse.h"
 
@@ -86,12 +87,13 @@ json choice_json(const tokenizer::Tokenizer& tok, const NativeOptions& o, const 
 
 void handle_generate(ServerContext& ctx, const HttpRequest& req, HttpResponse& res) {
   json body = parse_json_object(req.body);
-  check_keys(body,
-             {"text", "input_ids", "sampling_params", "stream", "rid", "return_logprob",
-              "logprob_start_len", "top_logprobs_num", "return_text_in_logprobs", "log_metrics"},
-             {"image_data", "audio_data", "video_data", "input_embeds", "lora_path",
-              "custom_logit_processor", "return_hidden_states", "token_ids_logprob",
-              "session_params", "bootstrap_host", "bootstrap_port", "bootstrap_room"});
+  check_keys(
+      body,
+      {"text", "input_ids", "image_data", "sampling_params", "stream", "rid", "return_logprob",
+       "logprob_start_len", "top_logprobs_num", "return_text_in_logprobs", "log_metrics"},
+      {"audio_data", "video_data", "input_embeds", "lora_path", "custom_logit_processor",
+       "return_hidden_states", "token_ids_logprob", "session_params", "bootstrap_host",
+       "bootstrap_port", "bootstrap_room"});
   FieldReader r(body);
   if (r.has("text") == r.has("input_ids")) {
     bad_request("give exactly one of text and input_ids");
@@ -121,6 +123,17 @@ void handle_generate(ServerContext& ctx, const HttpRequest& req, HttpResponse& r
       }
     } else {
       prompts.push_back(*r.token_ids("input_ids"));
+    }
+  }
+
+  // Images: decoded per prompt, each prompt's placeholders expanded to its images' tokens.
+  std::vector<std::vector<ImageInput>> images(prompts.size());
+  if (r.has("image_data")) {
+    std::vector<std::vector<std::string>> sources =
+        read_image_data(r.raw("image_data"), prompts.size(), batch);
+    for (size_t p = 0; p < prompts.size(); ++p) {
+      images[p] = load_request_images(ctx.vision, ctx.media_policy, sources[p], "image_data");
+      place_images(ctx.vision, images[p], ctx.model.context_length, prompts[p]);
     }
   }
 
@@ -182,6 +195,10 @@ void handle_generate(ServerContext& ctx, const HttpRequest& req, HttpResponse& r
                   "rid");
     }
     for (size_t i = 0; i < rids.size(); ++i) plan.inputs[i].rid = rids[i];
+  }
+  const size_t choices_per_prompt = plan.inputs.size() / prompts.size();
+  for (size_t i = 0; i < plan.inputs.size(); ++i) {
+    plan.inputs[i].images = images[i / choices_per_prompt];
   }
   batch = batch || plan.inputs.size() > 1;
   std::vector<std::vector<int32_t>> choice_prompts;

@@ -7,6 +7,7 @@
 #include "server/errors.h"
 #include "server/http.h"
 #include "server/openai_common.h"
+#include "server/request_images.h"
 #include "server/sampling.h"
 #include "server/sse.h"
 
@@ -64,7 +65,12 @@ void handle_chat(ServerContext& ctx, ChatContentFormat content_format, const Htt
   }
   if (auto modalities = r.strings("modalities")) {
     for (const auto& m : *modalities) {
-      if (m != "text") bad_request("only the text modality is supported", "modalities");
+      bool image = ctx.vision && (m == "image" || m == "multi-images");
+      if (m != "text" && !image) {
+        bad_request(ctx.vision ? "only the text and image modalities are supported"
+                               : "only the text modality is supported",
+                    "modalities");
+      }
     }
   }
   SamplingRequest s;
@@ -96,15 +102,21 @@ void handle_chat(ServerContext& ctx, ChatContentFormat content_format, const Htt
     bad_request("this model has no chat template (" + ctx.chat_template_error +
                 "); start the server with --chat-template FILE, or use /v1/completions");
   }
-  nlohmann::ordered_json messages = template_messages(r.raw("messages"), content_format);
+  std::vector<std::string> image_urls;
+  nlohmann::ordered_json messages =
+      template_messages(r.raw("messages"), content_format, ctx.vision ? &image_urls : nullptr);
   std::string prompt;
   try {
     prompt = ctx.chat_template->render_json(messages, true, kwargs);
   } catch (const std::exception& e) {
     bad_request(fmt::format("the chat template rejected the messages: {}", e.what()), "messages");
   }
+  std::vector<ImageInput> images =
+      load_request_images(ctx.vision, ctx.media_policy, image_urls, "messages");
   std::vector<std::vector<int32_t>> prompts = {ctx.tokenizer.encode(prompt, false)};
+  place_images(ctx.vision, images, ctx.model.context_length, prompts[0]);
   GenerationPlan plan = plan_generation(ctx, prompts, s, -1, id);
+  for (GenerateInput& input : plan.inputs) input.images = images;
   auto gen = std::make_shared<Generation>(ctx.frontend, ctx.tokenizer, &ctx.metrics,
                                           std::move(plan.inputs), std::move(plan.options));
   const int top_n = s.top_logprobs_num;

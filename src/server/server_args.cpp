@@ -41,6 +41,12 @@ void add_server_args(CLI::App& sub, ServerArgs& a) {
   sub.add_option("--chat-template", a.chat_template, "A Jinja chat template file");
   sub.add_option("--hf-chat-template-name", a.hf_chat_template_name,
                  "Which named template of tokenizer_config.json to use");
+  sub.add_flag("--enable-multimodal", a.enable_multimodal,
+               "Accepted: as SGLang's default, a model with a vision_config takes images and "
+               "another model is unchanged");
+  sub.add_option("--allowed-local-media-path", a.allowed_local_media_path,
+                 "Directory whose image files requests may name (as vLLM's flag; SGLang has "
+                 "none); default: local files refused");
   sub.add_option("--served-model-name", a.served_model_name,
                  "Model name in the OpenAI API (default: --model-path)");
   sub.add_option("--device", a.device, "cpu");
@@ -145,6 +151,9 @@ nlohmann::json server_args_to_json(const ServerArgs& a) {
       {"chat_template",
        a.chat_template.empty() ? nlohmann::json() : nlohmann::json(a.chat_template)},
       {"served_model_name", a.served_model_name},
+      {"allowed_local_media_path", a.allowed_local_media_path.empty()
+                                       ? nlohmann::json()
+                                       : nlohmann::json(a.allowed_local_media_path)},
       {"device", a.device},
       {"dtype", a.dtype},
       {"random_seed", a.random_seed_set ? nlohmann::json(a.random_seed) : nlohmann::json()},

@@ -28,7 +28,9 @@ struct ServerArgs {
   int64_t context_length = 0;  // 0: the model's max_position_embeddings
   std::string chat_template;   // a Jinja file; default: the tokenizer's own template
   std::string hf_chat_template_name;
-  std::string served_model_name;  // default: model_path
+  std::string allowed_local_media_path;  // images may be read from files under it; empty: none
+  bool enable_multimodal = false;        // SGLang's; images are taken whenever the model has vision
+  std::string served_model_name;         // default: model_path
   std::string device = "cpu";
   std::string dtype = "auto";
   std::string load_format = "auto";

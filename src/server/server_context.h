@@ -7,8 +7,10 @@
 #include <string>
 #include <vector>
 
+#include "media/image_source.h"
 #include "server/frontend.h"
 #include "server/metrics.h"
+#include "server/request_images.h"
 #include "server/server_args.h"
 #include "tokenizer/chat_template.h"
 #include "tokenizer/tokenizer.h"
@@ -36,6 +38,8 @@ struct ServerContext {
   std::string chat_template_error;  // why there is none
   Frontend& frontend;
   Metrics& metrics;
+  std::optional<VisionInfo> vision = std::nullopt;  // set for a vision-language model
+  media::ImageSourcePolicy media_policy = {};       // --allowed-local-media-path
 };
 
 // Registers every route (OpenAI, SGLang native, metrics) and the API-key filter.

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <functional>
 #include <map>
@@ -231,6 +232,11 @@ int run_server(const ServerArgs& args) {
                     frontend,
                     metrics};
   load_chat_template(args, ctx);
+  ctx.vision = load_vision_info(args.model_path);
+  ctx.media_policy.allowed_local_media_path = args.allowed_local_media_path;
+  EPS_CHECK(args.allowed_local_media_path.empty() ||
+                std::filesystem::is_directory(args.allowed_local_media_path),
+            "--allowed-local-media-path {} is not a directory", args.allowed_local_media_path);
 
   HttpServerOptions http_options;
   http_options.host = args.host;

@@ -26,7 +26,6 @@ constexpr std::array kUnimplementedSglangFlags = std::to_array<std::string_view>
     "skip-tokenizer-init",
     "model-loader-extra-config",
     "is-embedding",
-    "enable-multimodal",
     "model-impl",
     "fastapi-root-path",
     "grpc-mode",

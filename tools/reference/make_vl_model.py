@@ -12,7 +12,8 @@ which transformers transposes on load (its qwen3_vl_moe conversion mapping) and 
 does not transpose back. The reload check shows transformers reads the file into the same model.
 config.json is rewritten with the key names of the published config (rope_theta and rope_scaling
 in text_config, num_experts). The tokenizer is qwen3_moe_tiny's, whose added tokens include the
-vision tokens; preprocessor_config.json is Qwen3-VL's with smaller pixel limits.
+vision tokens; preprocessor_config.json is Qwen3-VL's with smaller pixel limits; chat_template.jinja
+is Qwen3-VL-Instruct's (tools/reference/qwen3_vl_chat_template.jinja), which places the images.
 
 Usage: /work/venv-torch/bin/python tools/reference/make_vl_model.py [--out tests/data/models]
 """
@@ -229,6 +230,7 @@ def main():
     for name in ("tokenizer.json", "tokenizer_config.json"):
         shutil.copy(tokenizer_dir / name, out_dir / name)
     (out_dir / "preprocessor_config.json").write_text(json.dumps(PREPROCESSOR, indent=2) + "\n")
+    shutil.copy(REPO / "tools/reference/qwen3_vl_chat_template.jinja", out_dir / "chat_template.jinja")
     size = sum(p.stat().st_size for p in out_dir.iterdir())
     print(f"{NAME}: {len(keys)} tensors, {size} bytes in {sorted(p.name for p in out_dir.iterdir())}")
 

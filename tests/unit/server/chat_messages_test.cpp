@@ -54,7 +54,7 @@ TEST(ChatMessages, TextPartsKeptAsAListForOpenaiTemplates) {
   EXPECT_EQ(out[1]["content"], "Hello world");  // tool results are joined for every template
 }
 
-TEST(ChatMessages, OtherPartsAreRefused) {
+TEST(ChatMessages, ImagePartsAreRefusedWithoutVision) {
   json image = {{"role", "user"},
                 {"content", json::array({{{"type", "image_url"}, {"image_url", "x"}}})}};
   EXPECT_THROW(template_messages(json::array({image}), ChatContentFormat::kString), ApiError);

@@ -1,0 +1,121 @@
+#include "media/image_source.h"
+
+#include <algorithm>
+#include <array>
+#include <cctype>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "core/error.h"
+
+namespace epserve::media {
+
+namespace {
+
+constexpr size_t kMaxShown = 40;
+
+std::string shown(std::string_view s) {
+  return s.size() <= kMaxShown ? std::string(s) : std::string(s.substr(0, kMaxShown)) + "...";
+}
+
+bool has_image_extension(std::string_view s) {
+  std::string lower(s);
+  std::transform(lower.begin(), lower.end(), lower.begin(),
+                 [](unsigned char c) { return std::tolower(c); });
+  for (const char* ext : {".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".tif", ".tiff"}) {
+    if (lower.ends_with(ext)) return true;
+  }
+  return false;
+}
+
+std::string read_local_file(std::string_view source, const ImageSourcePolicy& policy) {
+  namespace fs = std::filesystem;
+  std::string path(source.starts_with("file://") ? source.substr(7) : source);
+  EPS_CHECK(!policy.allowed_local_media_path.empty(),
+            "local image files are not allowed (got '{}'); send the image as a data: URL with "
+            "base64, or start the server with --allowed-local-media-path DIR",
+            shown(path));
+  std::error_code ec;
+  fs::path file = fs::weakly_canonical(fs::path(path), ec);
+  fs::path root = fs::weakly_canonical(fs::path(policy.allowed_local_media_path), ec);
+  auto [root_end, file_it] = std::mismatch(root.begin(), root.end(), file.begin(), file.end());
+  EPS_CHECK(!ec && fs::path(path).is_absolute() && root_end == root.end(),
+            "the image path '{}' is not an absolute path under --allowed-local-media-path {}",
+            shown(path), policy.allowed_local_media_path);
+  EPS_CHECK(fs::is_regular_file(file, ec), "the image file '{}' does not exist", shown(path));
+  std::ifstream in(file, std::ios::binary);
+  EPS_CHECK(in.good(), "cannot read the image file '{}'", shown(path));
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+}  // namespace
+
+std::optional<std::string> base64_decode(std::string_view text) {
+  static const std::array<int8_t, 256> table = [] {
+    std::array<int8_t, 256> t{};
+    t.fill(-1);
+    const char* alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    for (int i = 0; i < 64; ++i)
+      t[static_cast<unsigned char>(alphabet[i])] = static_cast<int8_t>(i);
+    return t;
+  }();
+  std::string out;
+  out.reserve(text.size() / 4 * 3);
+  uint32_t acc = 0;
+  int bits = 0, digits = 0, padding = 0;
+  for (char ch : text) {
+    if (ch == ' ' || ch == '\n' || ch == '\r' || ch == '\t') continue;
+    if (ch == '=') {
+      ++padding;
+      continue;
+    }
+    int v = table[static_cast<unsigned char>(ch)];
+    if (v < 0 || padding > 0) return std::nullopt;
+    acc = (acc << 6) | static_cast<uint32_t>(v);
+    bits += 6;
+    ++digits;
+    if (bits >= 8) {
+      bits -= 8;
+      out.push_back(static_cast<char>((acc >> bits) & 0xff));
+    }
+  }
+  if (digits % 4 == 1 || padding > 2 || (padding > 0 && (digits + padding) % 4 != 0)) {
+    return std::nullopt;
+  }
+  return out;
+}
+
+std::string read_image_source(std::string_view source, const ImageSourcePolicy& policy) {
+  EPS_CHECK(!source.empty(), "the image URL is empty");
+  if (source.starts_with("http://") || source.starts_with("https://")) {
+    EPS_THROW(
+        "image URLs over http(s) are not supported: this server does not reach the network "
+        "(got '{}'); send the image as a data: URL with base64",
+        shown(source));
+  }
+  if (source.starts_with("data:")) {
+    size_t comma = source.find(',');
+    EPS_CHECK(comma != std::string_view::npos, "the data: URL has no ',' before its data");
+    std::string_view header = source.substr(5, comma - 5);
+    EPS_CHECK(header.ends_with(";base64"),
+              "the data: URL must be base64 (data:image/png;base64,...), got 'data:{}'",
+              shown(header));
+    auto bytes = base64_decode(source.substr(comma + 1));
+    EPS_CHECK(bytes, "the data: URL's base64 is not valid");
+    return std::move(*bytes);
+  }
+  if (source.starts_with("file://") || has_image_extension(source)) {
+    return read_local_file(source, policy);
+  }
+  auto bytes = base64_decode(source);
+  EPS_CHECK(bytes && !bytes->empty(),
+            "the image is neither a data: URL, base64 data, nor a local file path with an "
+            "image extension (got '{}')",
+            shown(source));
+  return std::move(*bytes);
+}
+
+}  // namespace epserve::media
