@@ -128,8 +128,10 @@ class Dispatcher {
   const DispatchConfig& config() const { return config_; }
   int num_local_experts() const;
 
-  // Split halves (DeepEP's return_recv_hook): dispatch_send issues this rank's sends and returns;
-  // dispatch_recv waits for what arrives. Likewise combine_send / combine_recv. At most two
+  // Split halves (DeepEP's return_recv_hook / async_finish): dispatch_send issues this rank's
+  // sends and returns without waiting for them; dispatch_recv waits for what arrives and for this
+  // rank's own sends to complete (so input.x must stay valid until it returns). Likewise
+  // combine_send / combine_recv (y must stay valid until combine_recv returns). At most two
   // batches may be between dispatch_send and combine_recv at a time.
   virtual DispatchHandle dispatch_send(const DispatchInput& input) = 0;
   virtual void dispatch_recv(DispatchHandle& handle) = 0;
