@@ -17,7 +17,7 @@
 namespace epserve {
 namespace {
 
-constexpr bool kDefaultLowLatencyExpand = true;
+constexpr bool kDefaultLowLatencyExpand = false;
 
 // EPSERVE_LOW_LATENCY_LAYOUT: the low-latency receive layout. "expand" is DeepEP's (the receiver
 // copies each (token, slot) row into [local experts, capacity x ranks, hidden]); "rows" (the
