@@ -28,10 +28,11 @@ bool CausalLM::agree_two_batch_overlap(const ForwardBatch& batch, bool& extend) 
   const int world_size = world ? world->size() : 1;
   // epserve's rule (model/tbo_split.h): a fourth vote, "splitting this group's batch cannot pay".
   static const TboPolicy policy = tbo_policy_from_env();
+  const bool multi_node = world != nullptr && world->world().info().nnodes > 1;
   const int num_physical = moe_ && moe_->location() ? moe_->location()->num_physical() : 0;
-  const bool small =
-      !batch.seqs.empty() && !tbo_split_pays(policy, batch.num_tokens(), world_size / group_size,
-                                             config_.moe.top_k, num_physical);
+  const bool small = !batch.seqs.empty() &&
+                     !tbo_split_pays(policy, multi_node, batch.num_tokens(),
+                                     world_size / group_size, config_.moe.top_k, num_physical);
   votes.push_back(small ? 1 : 0);
   // Every group's ranks hold the same batch; under DP attention the groups differ and vote
   // (SGLang's TboDPAttentionPreparer over its global-info all-gather).

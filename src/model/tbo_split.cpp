@@ -155,9 +155,11 @@ TboPolicy tbo_policy_from_env() {
   return policy;
 }
 
-bool tbo_split_pays(const TboPolicy& policy, int64_t group_tokens, int num_groups, int top_k,
-                    int num_physical_experts) {
-  if (policy.always || num_physical_experts <= 0) return true;
+bool tbo_split_pays(const TboPolicy& policy, bool multi_node, int64_t group_tokens, int num_groups,
+                    int top_k, int num_physical_experts) {
+  if (policy.always) return true;
+  if (!multi_node) return false;
+  if (num_physical_experts <= 0) return true;
   // Rows per routed expert of one micro-batch: half the step's (token, slot) pairs over experts.
   const int64_t pairs = group_tokens * num_groups * top_k;
   return pairs >= 2 * policy.min_rows_per_expert * num_physical_experts;

@@ -138,19 +138,21 @@ TEST(TboSplit, TheWorldAgreesLikeSglang) {
 }
 
 // epserve's per-step rule: the bench model (32 routed experts, top-4) at W = 2 with two DP groups.
-// A micro-batch of G * T * K / 2 (token, slot) pairs over 32 experts: decode at 32 sequences per
-// rank gives 4 rows per expert (kept whole at 16), decode at 128 gives 16 and prefill at 2048
-// tokens per rank 256 (split).
-TEST(TboSplit, TheSplitPaysOnlyWithEnoughRowsPerExpert) {
+// A micro-batch of G * T * K / 2 (token, slot) pairs over 32 experts: decode at 32 and 128
+// sequences per rank gives 4 and 16 rows per expert (kept whole at 64), prefill at 2048 tokens
+// per rank 256 (split, but only across nodes).
+TEST(TboSplit, TheSplitPaysOnlyAcrossNodesWithEnoughRowsPerExpert) {
   TboPolicy policy;
-  policy.min_rows_per_expert = 16;
-  EXPECT_FALSE(tbo_split_pays(policy, 32, 2, 4, 32));
-  EXPECT_TRUE(tbo_split_pays(policy, 128, 2, 4, 32));  // exactly 16 rows
-  EXPECT_FALSE(tbo_split_pays(policy, 127, 2, 4, 32));
-  EXPECT_TRUE(tbo_split_pays(policy, 2048, 2, 4, 32));
-  EXPECT_FALSE(tbo_split_pays(policy, 128, 1, 4, 32));  // one group: half the rows
+  policy.min_rows_per_expert = 64;
+  EXPECT_FALSE(tbo_split_pays(policy, true, 32, 2, 4, 32));
+  EXPECT_FALSE(tbo_split_pays(policy, true, 128, 2, 4, 32));
+  EXPECT_TRUE(tbo_split_pays(policy, true, 2048, 2, 4, 32));
+  EXPECT_TRUE(tbo_split_pays(policy, true, 512, 2, 4, 32));  // exactly 64 rows
+  EXPECT_FALSE(tbo_split_pays(policy, true, 511, 2, 4, 32));
+  EXPECT_FALSE(tbo_split_pays(policy, true, 512, 1, 4, 32));    // one group: half the rows
+  EXPECT_FALSE(tbo_split_pays(policy, false, 2048, 2, 4, 32));  // one node
   policy.always = true;
-  EXPECT_TRUE(tbo_split_pays(policy, 1, 2, 4, 32));
+  EXPECT_TRUE(tbo_split_pays(policy, false, 1, 2, 4, 32));
 }
 
 TEST(TboSplit, ThePolicyComesFromTheEnvironment) {
