@@ -48,9 +48,10 @@ struct DispatchConfig {
   int num_physical_experts = 0;                // over all ranks; a multiple of the number of ranks
   int num_max_dispatch_tokens_per_rank = 128;  // low-latency capacity
   // Low-latency only. true: recv_x is the [local experts, capacity * ranks, hidden] layout (the
-  // receiver copies each (token, slot) row into it). false (opt-in): no receive-side copy;
-  // recv_x is null and experts read their input rows through expert_input_rows, which point into
-  // the receive buffers (and into this rank's x, which must then stay valid until combine_send).
+  // receiver copies each (token, slot) row into it). false (the engine's default,
+  // EPSERVE_LOW_LATENCY_LAYOUT=rows): no receive-side copy; recv_x is null and experts read their
+  // input rows through expert_input_rows, which point into the receive buffers (and into this
+  // rank's x, which must then stay valid until combine_send).
   bool low_latency_expand = true;
 };
 
