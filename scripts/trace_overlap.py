@@ -7,28 +7,53 @@ run without and with --enable-two-batch-overlap:
 where comm is the time a rank's thread spends in "comm" spans (sending, or waiting for peers) and
 step time is the sum of all spans; figures are the mean over ranks.
 
-    scripts/trace_overlap.py plain.json tbo.json
+    scripts/trace_overlap.py [--phase all|prefill|decode] plain.json tbo.json
+
+--phase prefill keeps the last prefill pass of each rank (bench-one-batch's measured one; earlier
+ones are warm-up), --phase decode the decode passes after it. Traces written before the
+"prefill" argument existed only support --phase all.
 """
+import argparse
 import json
-import sys
 from collections import defaultdict
 
 
-def per_rank(path):
+def keep_passes(events, phase):
+    if phase == "all":
+        return lambda e: True
+    last_prefill = defaultdict(lambda: -1)
+    for e in events:
+        if e["args"].get("prefill"):
+            last_prefill[e["pid"]] = max(last_prefill[e["pid"]], e["args"]["pass"])
+    if phase == "prefill":
+        return lambda e: e["args"]["pass"] == last_prefill[e["pid"]]
+    return lambda e: e["args"]["pass"] > last_prefill[e["pid"]] and not e["args"].get("prefill")
+
+
+def per_rank(path, phase):
+    events = [e for e in json.load(open(path))["traceEvents"] if e.get("ph") == "X"]
+    keep = keep_passes(events, phase)
     comm, total = defaultdict(float), defaultdict(float)
-    for e in json.load(open(path))["traceEvents"]:
-        if e.get("ph") != "X":
+    for e in events:
+        if not keep(e):
             continue
         total[e["pid"]] += e["dur"]
         if e["cat"] == "comm":
             comm[e["pid"]] += e["dur"]
     ranks = sorted(total)
+    if not ranks:
+        raise SystemExit(f"{path}: no span of phase {phase}")
     return (sum(comm[r] for r in ranks) / len(ranks), sum(total[r] for r in ranks) / len(ranks))
 
 
 def main():
-    plain_comm, plain_total = per_rank(sys.argv[1])
-    tbo_comm, tbo_total = per_rank(sys.argv[2])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--phase", choices=["all", "prefill", "decode"], default="all")
+    parser.add_argument("plain")
+    parser.add_argument("tbo")
+    args = parser.parse_args()
+    plain_comm, plain_total = per_rank(args.plain, args.phase)
+    tbo_comm, tbo_total = per_rank(args.tbo, args.phase)
     print(f"without TBO: comm {plain_comm / 1e3:.1f} ms of {plain_total / 1e3:.1f} ms "
           f"({100 * plain_comm / plain_total:.0f}% of step time)")
     print(f"with TBO:    exposed comm {tbo_comm / 1e3:.1f} ms of {tbo_total / 1e3:.1f} ms")

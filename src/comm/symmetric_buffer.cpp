@@ -72,7 +72,6 @@ SymmetricBuffer::SymmetricBuffer(Communicator& comm, size_t bytes) : comm_(comm)
   comm_.allgatherv(blob.data(), blob.size(), all.data(), recv_bytes);
 
   peers_.resize(n);
-  signal_src_.assign(n, 0);
   size_t off = 0;
   for (int r = 0; r < n; ++r) {
     Peer& p = peers_[r];
@@ -136,19 +135,12 @@ void SymmetricBuffer::signal(int peer, uint64_t value) {
     if (bell[1].load(std::memory_order_seq_cst)) futex_wake(bell);
     return;
   }
-  // The previous signal to this peer must have left signal_src_ before it is overwritten.
-  for (auto& [req, who] : pending_) {
-    if (who == peer) {
-      flush("signal");
-      break;
-    }
-  }
   World& world = comm_.world();
   ucs_status_t st = ucp_worker_fence(world.worker());
   EPS_CHECK(st == UCS_OK, "UCX fence failed: {}", ucs_status_string(st));
-  signal_src_[peer] = value;
+  uint64_t& src = signal_src_.emplace_back(value);
   ucp_request_param_t param{};
-  track(ucp_put_nbx(world.ep(comm_.world_rank_of(peer)), &signal_src_[peer], 8,
+  track(ucp_put_nbx(world.ep(comm_.world_rank_of(peer)), &src, 8,
                     p.remote_base + size_t(comm_.rank()) * 64, p.rkey, &param),
         peer);
 }
@@ -204,6 +196,7 @@ void SymmetricBuffer::flush(const char* op) {
     return true;
   });
   pending_.clear();
+  signal_src_.clear();
 }
 
 }  // namespace epserve

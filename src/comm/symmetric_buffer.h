@@ -9,9 +9,11 @@
 // Same-node peers map each other's buffers (UCX shared memory, ucp_rkey_ptr): a put is a memcpy
 // and a signal a release store plus a futex wake, so a blocked receiver wakes at once. Other peers
 // (another node, or UCX_TLS without shared memory) get ucp_put_nbx, and a signal is a fence plus
-// an 8-byte put. Signal values must grow from one use to the next (a step counter); nothing is
-// reset. The caller's protocol decides when a region may be rewritten (see the dispatchers).
-// Destroy a buffer only when no rank will write into it any more.
+// an 8-byte put. Puts and signals do not wait for the transfer: the caller flushes later (the
+// dispatchers in the wait that consumes the data), so a transfer can move under other work (see
+// World's progress thread). Signal values must grow from one use to the next (a step counter);
+// nothing is reset. The caller's protocol decides when a region may be rewritten (see the
+// dispatchers). Destroy a buffer only when no rank will write into it any more.
 #pragma once
 
 #include <ucp/api/ucp.h>
@@ -19,6 +21,7 @@
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <deque>
 #include <vector>
 
 #include "comm/communicator.h"
@@ -53,8 +56,10 @@ class SymmetricBuffer {
   uint64_t signal_value(int from) const;
   // Waits until every rank of the communicator signalled at least value; `op` names the wait.
   void wait_signals(uint64_t value, const char* op);
-  // Waits until earlier puts no longer read their source buffers.
+  // Waits until earlier puts (and signals) no longer read their source buffers.
   void flush(const char* op = "put");
+  // Whether puts or signals are still outstanding (flush() has work to do).
+  bool has_pending() const { return !pending_.empty(); }
 
  private:
   struct Peer {
@@ -77,7 +82,8 @@ class SymmetricBuffer {
   char* local_ = nullptr;
   std::vector<Peer> peers_;
   bool all_direct_ = true;
-  std::vector<uint64_t> signal_src_;            // sources of remote signal puts, one per peer
+  // Sources of remote signal puts since the last flush (a deque: elements never move).
+  std::deque<uint64_t> signal_src_;
   std::vector<std::pair<void*, int>> pending_;  // outstanding UCX puts and their peers
 };
 

@@ -29,6 +29,17 @@ void peer_error_callback(void* arg, ucp_ep_h, ucs_status_t status) {
   a->world->on_peer_error(a->rank, status);
 }
 
+// EPSERVE_UCX_PROGRESS_THREAD: 1 on, 0 off, unset: on when the job spans nodes.
+bool want_progress_thread(const RankInfo& info) {
+  if (info.world_size < 2) return false;
+  if (const char* v = std::getenv("EPSERVE_UCX_PROGRESS_THREAD")) {
+    EPS_CHECK(std::strcmp(v, "0") == 0 || std::strcmp(v, "1") == 0,
+              "EPSERVE_UCX_PROGRESS_THREAD='{}' must be 0 or 1", v);
+    return v[0] == '1';
+  }
+  return info.nnodes > 1;
+}
+
 std::string seconds_text(std::chrono::milliseconds ms) {
   if (ms.count() % 1000 == 0) return std::to_string(ms.count() / 1000);
   return fmt::format("{:.3g}", ms.count() / 1000.0);
@@ -58,8 +69,17 @@ World::World(const RankInfo& info, const CommOptions& options) : info_(info), op
 
   ucp_worker_params_t wparams{};
   wparams.field_mask = UCP_WORKER_PARAM_FIELD_THREAD_MODE;
-  wparams.thread_mode = UCS_THREAD_MODE_SINGLE;
+  const bool progress_thread = want_progress_thread(info_);
+  wparams.thread_mode = progress_thread ? UCS_THREAD_MODE_MULTI : UCS_THREAD_MODE_SINGLE;
   EPS_UCX_CHECK(ucp_worker_create(context_, &wparams, &worker_), "create a worker");
+  if (progress_thread) {
+    ucp_worker_attr_t wattr{};
+    wattr.field_mask = UCP_WORKER_ATTR_FIELD_THREAD_MODE;
+    EPS_UCX_CHECK(ucp_worker_query(worker_, &wattr), "query the worker");
+    EPS_CHECK(wattr.thread_mode == UCS_THREAD_MODE_MULTI,
+              "this UCX build has no thread-safe workers (configure --enable-mt), which the "
+              "progress thread needs; set EPSERVE_UCX_PROGRESS_THREAD=0");
+  }
   EPS_UCX_CHECK(ucp_worker_get_efd(worker_, &event_fd_), "get the worker's event fd");
 
   eps_.assign(info_.world_size, nullptr);
@@ -81,7 +101,31 @@ World::World(const RankInfo& info, const CommOptions& options) : info_(info), op
       stop_abort_watcher();
       throw;
     }
+    if (progress_thread) start_progress_thread();
   }
+}
+
+void World::start_progress_thread() {
+  progress_thread_ = std::thread([this] {
+    while (!progress_stop_.load(std::memory_order_acquire)) {
+      while (ucp_worker_progress(worker_) != 0) {
+      }
+      ucs_status_t st = ucp_worker_arm(worker_);
+      if (st == UCS_ERR_BUSY) continue;  // events came in meanwhile
+      if (st != UCS_OK) break;           // the rank thread's waits still progress
+      // Woken by the transports' fds or by ucp_worker_signal (stop); the timeout only bounds
+      // an event another thread consumed between arm and poll.
+      pollfd pfd{event_fd_, POLLIN, 0};
+      poll(&pfd, 1, 10);
+    }
+  });
+}
+
+void World::stop_progress_thread() {
+  if (!progress_thread_.joinable()) return;
+  progress_stop_.store(true, std::memory_order_release);
+  ucp_worker_signal(worker_);
+  progress_thread_.join();
 }
 
 void World::stop_abort_watcher() {
@@ -312,6 +356,8 @@ World::~World() {
   // Destroyed while an exception unwinds: this rank is failing; skip the shutdown barrier (the
   // others would never join it) and the clean goodbye, so the store reports this rank as gone.
   bool failing = aborted() || std::uncaught_exceptions() > 0;
+  // From here on only this thread drives the worker (the barrier and closes progress it).
+  stop_progress_thread();
   if (!failing) {
     try {
       close_endpoints();

@@ -3,6 +3,14 @@
 // Communicators (communicator.h) and symmetric buffers (symmetric_buffer.h) are built on it; user
 // code normally only sees Communicator.
 //
+// Progress: a transfer to a peer on another node (a UCX put over TCP) only moves while some thread
+// calls ucp_worker_progress, on the sending and on the receiving side. Without help that happens
+// only inside waits, so a put issued before a stretch of compute would sit in the socket until the
+// next wait. When a peer is on another node (or EPSERVE_UCX_PROGRESS_THREAD=1; =0 turns it off),
+// the worker is created thread-safe (UCS_THREAD_MODE_MULTI) and a progress thread drives it: it
+// progresses until idle, then blocks on the worker's event fd (ucp_worker_arm + poll), so it costs
+// nothing while the link is quiet and wakes when a socket becomes readable or writable.
+//
 // Waiting: every wait spins on ucp_worker_progress for a short time, then blocks
 // (ucp_worker_arm + poll on the worker's event fd, or a futex for shared-memory signals) in short
 // slices, so ranks may outnumber cores. Every wait has a deadline (CommOptions::timeout) and stops
@@ -93,6 +101,8 @@ class World {
   // A rank's main calls this with its error line before it exits.
   void abort(const std::string& reason);
   bool aborted() const { return abort_flag_.load(); }
+  // Whether the progress thread (see the note at the top) runs.
+  bool has_progress_thread() const { return progress_thread_.joinable(); }
 
   // Reserves n consecutive communicator ids for the job (a store counter); returns the first.
   int allocate_comm_ids(int n);
@@ -111,6 +121,8 @@ class World {
   void start_abort_watcher();
   void stop_abort_watcher();
   void close_endpoints();
+  void start_progress_thread();
+  void stop_progress_thread();
 
   RankInfo info_;
   CommOptions options_;
@@ -128,6 +140,8 @@ class World {
   int event_fd_ = -1;
   std::vector<ucp_ep_h> eps_;
   std::vector<ErrorArg> error_args_;
+  std::thread progress_thread_;
+  std::atomic<bool> progress_stop_{false};
 };
 
 }  // namespace epserve

@@ -48,9 +48,10 @@ struct DispatchConfig {
   int num_physical_experts = 0;                // over all ranks; a multiple of the number of ranks
   int num_max_dispatch_tokens_per_rank = 128;  // low-latency capacity
   // Low-latency only. true: recv_x is the [local experts, capacity * ranks, hidden] layout (the
-  // receiver copies each (token, slot) row into it). false (opt-in): no receive-side copy;
-  // recv_x is null and experts read their input rows through expert_input_rows, which point into
-  // the receive buffers (and into this rank's x, which must then stay valid until combine_send).
+  // receiver copies each (token, slot) row into it). false (the engine's default,
+  // EPSERVE_LOW_LATENCY_LAYOUT=rows): no receive-side copy; recv_x is null and experts read their
+  // input rows through expert_input_rows, which point into the receive buffers (and into this
+  // rank's x, which must then stay valid until combine_send).
   bool low_latency_expand = true;
 };
 
@@ -128,8 +129,10 @@ class Dispatcher {
   const DispatchConfig& config() const { return config_; }
   int num_local_experts() const;
 
-  // Split halves (DeepEP's return_recv_hook): dispatch_send issues this rank's sends and returns;
-  // dispatch_recv waits for what arrives. Likewise combine_send / combine_recv. At most two
+  // Split halves (DeepEP's return_recv_hook / async_finish): dispatch_send issues this rank's
+  // sends and returns without waiting for them; dispatch_recv waits for what arrives and for this
+  // rank's own sends to complete (so input.x must stay valid until it returns). Likewise
+  // combine_send / combine_recv (y must stay valid until combine_recv returns). At most two
   // batches may be between dispatch_send and combine_recv at a time.
   virtual DispatchHandle dispatch_send(const DispatchInput& input) = 0;
   virtual void dispatch_recv(DispatchHandle& handle) = 0;

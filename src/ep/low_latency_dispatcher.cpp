@@ -168,7 +168,7 @@ DispatchHandle LowLatencyDispatcher::dispatch_send(const DispatchInput& in) {
     buf.put(d, region, &slot.send_count[d], sizeof(int64_t));
     buf.signal(d, st->step);
   }
-  buf.flush("low-latency dispatch");
+  // Not flushed here: the puts move while other work runs, and dispatch_recv completes them.
   return DispatchHandle(std::move(st));
 }
 
@@ -180,6 +180,7 @@ void LowLatencyDispatcher::dispatch_recv(DispatchHandle& handle) {
   const int64_t per_expert = rows_per_expert();
   SymmetricBuffer& buf = *slot.dispatch_buf;
   buf.wait_signals(st.step, "low-latency dispatch");
+  buf.flush("low-latency dispatch");  // our puts of this batch (x rows, metadata, counts)
   MetaLayout meta{K};
   DispatchOutput& o = st.out;
   o.num_recv_tokens_per_expert.assign(E, 0);
@@ -260,7 +261,7 @@ void LowLatencyDispatcher::combine_send(const float* y, DispatchHandle& handle) 
   }
   copy_rows(direct_rows, H * sizeof(float));
   for (int i = 0; i < n; ++i) buf.signal((comm_->rank() + i) % n, st.step);
-  buf.flush("low-latency combine");
+  // Flushed by combine_recv: y must stay valid until then.
   st.stage = HandleState::kCombineSent;
 }
 
@@ -271,6 +272,7 @@ void LowLatencyDispatcher::combine_recv(DispatchHandle& handle, float* out) {
   const int64_t H = config_.hidden, T = st.num_tokens;
   SymmetricBuffer& buf = *slot.combine_buf;
   buf.wait_signals(st.step, "low-latency combine");
+  buf.flush("low-latency combine");
   const float* back = static_cast<const float*>(buf.data());
   const int me = comm_->rank(), per_rank = num_local_experts();
   ThreadPool::global().parallel_for(T, [&](int64_t begin, int64_t end) {

@@ -129,7 +129,7 @@ DispatchHandle NormalDispatcher::dispatch_send(const DispatchInput& in) {
   }
   rows.finish();
   for (int i = 0; i < n; ++i) buf.signal((me + i) % n, st->step);
-  buf.flush("dispatch");
+  // Not flushed here: the puts move while other work runs, and dispatch_recv completes them.
   return DispatchHandle(std::move(st));
 }
 
@@ -140,6 +140,7 @@ void NormalDispatcher::dispatch_recv(DispatchHandle& handle) {
   MetaLayout meta{K};
   Arena& arena = *st.arena;
   arena.landing->wait_signals(st.step, "dispatch");
+  arena.landing->flush("dispatch");  // our puts of this batch (x rows, metadata)
   const int64_t N = st.recv_offset[n];
   const char* recv_meta =
       static_cast<const char*>(arena.landing->data()) + arena.rows_cap * H * sizeof(float);
@@ -227,7 +228,7 @@ void NormalDispatcher::combine_send(const float* y, DispatchHandle& handle) {
   }
   rows.finish();
   for (int i = 0; i < n; ++i) buf.signal((me + i) % n, st.step);
-  buf.flush("combine");
+  // Flushed by combine_recv: y must stay valid until then.
   st.stage = HandleState::kCombineSent;
 }
 
@@ -237,6 +238,7 @@ void NormalDispatcher::combine_recv(DispatchHandle& handle, float* out) {
   const int64_t H = config_.hidden, T = st.num_tokens;
   SymmetricBuffer& buf = *st.arena->back;
   buf.wait_signals(st.step, "combine");
+  buf.flush("combine");
   const float* back = static_cast<const float*>(buf.data());
   const int32_t* slot_y_row = st.arena->slot_y_row.data();
   std::vector<const float*> rows(T * K, nullptr);

@@ -10,6 +10,7 @@
 
 #include "comm/communicator.h"
 #include "core/phase_timer.h"
+#include "ep/expert_location.h"
 #include "model/causal_lm.h"
 #include "model/tbo_scheduler.h"
 #include "model/tbo_split.h"
@@ -21,18 +22,29 @@ bool CausalLM::agree_two_batch_overlap(const ForwardBatch& batch, bool& extend) 
   const bool low_latency_forced = parallel_.moe_a2a_backend == MoeA2aBackend::kDeepep &&
                                   parallel_.deepep_mode == DeepepMode::kLowLatency;
   std::vector<int64_t> votes = tbo_vote(batch, low_latency_forced);
-  // Every group's ranks hold the same batch; under DP attention the groups differ and vote
-  // (SGLang's TboDPAttentionPreparer over its global-info all-gather).
   Communicator* world = parallel_.world.get();
   Communicator* group = parallel_.attention_group.get();
   const int group_size = group ? group->size() : 1;
-  if (world != nullptr && world->size() > group_size) {
+  const int world_size = world ? world->size() : 1;
+  // epserve's rule (model/tbo_split.h): a fourth vote, "splitting this group's batch cannot pay".
+  static const TboPolicy policy = tbo_policy_from_env();
+  const bool multi_node = world != nullptr && world->world().info().nnodes > 1;
+  const int num_physical = moe_ && moe_->location() ? moe_->location()->num_physical() : 0;
+  const bool small = !batch.seqs.empty() &&
+                     !tbo_split_pays(policy, multi_node, batch.num_tokens(),
+                                     world_size / group_size, config_.moe.top_k, num_physical);
+  votes.push_back(small ? 1 : 0);
+  // Every group's ranks hold the same batch; under DP attention the groups differ and vote
+  // (SGLang's TboDPAttentionPreparer over its global-info all-gather).
+  if (world != nullptr && world_size > group_size) {
     PhaseTimer timer("comm");
     world->set_context("two-batch overlap agreement");
     world->allreduce(votes.data(), votes.size(), ReduceOp::kMax);
   }
   extend = votes[1] != 0;
-  return tbo_agreed(votes);
+  const bool split_pays = votes[3] == 0;
+  votes.pop_back();
+  return tbo_agreed(votes) && split_pays;
 }
 
 void CausalLM::forward_layers_staged(const ForwardBatch& batch, KvCache& cache, bool extend,

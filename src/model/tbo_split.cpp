@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <cstring>
 #include <limits>
 #include <numeric>
 
@@ -132,6 +133,36 @@ bool tbo_agreed(const std::vector<int64_t>& max_votes) {
   const bool modes_differ = max_votes[1] != 0 && max_votes[2] != 0;
   const bool all_idle = max_votes[1] == 0 && max_votes[2] == 0;
   return !someone_refuses && !modes_differ && !all_idle;
+}
+
+TboPolicy tbo_policy_from_env() {
+  TboPolicy policy;
+  policy.min_rows_per_expert = kTboMinRowsPerExpert;
+  if (const char* v = std::getenv("EPSERVE_TBO_POLICY"); v && *v) {
+    EPS_CHECK(std::strcmp(v, "auto") == 0 || std::strcmp(v, "always") == 0,
+              "EPSERVE_TBO_POLICY='{}' must be 'auto' or 'always'", v);
+    policy.always = std::strcmp(v, "always") == 0;
+  }
+  if (const char* v = std::getenv("EPSERVE_TBO_MIN_ROWS_PER_EXPERT"); v && *v) {
+    char* end = nullptr;
+    long n = std::strtol(v, &end, 10);
+    EPS_CHECK(end && *end == '\0' && n >= 0,
+              "EPSERVE_TBO_MIN_ROWS_PER_EXPERT='{}' must be a "
+              "non-negative integer",
+              v);
+    policy.min_rows_per_expert = n;
+  }
+  return policy;
+}
+
+bool tbo_split_pays(const TboPolicy& policy, bool multi_node, int64_t group_tokens, int num_groups,
+                    int top_k, int num_physical_experts) {
+  if (policy.always) return true;
+  if (!multi_node) return false;
+  if (num_physical_experts <= 0) return true;
+  // Rows per routed expert of one micro-batch: half the step's (token, slot) pairs over experts.
+  const int64_t pairs = group_tokens * num_groups * top_k;
+  return pairs >= 2 * policy.min_rows_per_expert * num_physical_experts;
 }
 
 }  // namespace epserve

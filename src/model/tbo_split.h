@@ -51,4 +51,25 @@ std::vector<int64_t> tbo_vote(const ForwardBatch& batch, bool low_latency_mode_f
 // compute_output); votes are max-reduced over the world.
 bool tbo_agreed(const std::vector<int64_t>& max_votes);
 
+// epserve's rule on top of SGLang's agreement: whether splitting a step can pay on a CPU
+// (EPSERVE_TBO_POLICY=auto, the default; "always" splits whenever SGLang's agreement does).
+// Each micro-batch reads every local expert's weights again, so a split costs one more read of
+// the routed experts per layer unless the expert GEMMs have enough rows; and on one node the
+// dispatch is a shared-memory copy by the compute threads, with little to hide. A split runs only
+// when the job spans nodes and each micro-batch brings every routed expert at least
+// min_rows_per_expert rows on average (EPSERVE_TBO_MIN_ROWS_PER_EXPERT, default 64). On the bench
+// model: prefill over the link (256 rows) won 1.10-1.21x in the four pairs at moderate load;
+// decode (4 and 16 rows) and one node lost in most pairs (docs/benchmarks.md, "Two-batch overlap").
+struct TboPolicy {
+  bool always = false;  // EPSERVE_TBO_POLICY=always
+  int64_t min_rows_per_expert = 0;
+};
+inline constexpr int64_t kTboMinRowsPerExpert = 64;
+// From EPSERVE_TBO_POLICY (auto | always; default auto) and EPSERVE_TBO_MIN_ROWS_PER_EXPERT.
+TboPolicy tbo_policy_from_env();
+// group_tokens: this attention group's tokens this step (every group is assumed alike: each
+// votes with its own size and the world takes the max, so one small group keeps the step whole).
+bool tbo_split_pays(const TboPolicy& policy, bool multi_node, int64_t group_tokens, int num_groups,
+                    int top_k, int num_physical_experts);
+
 }  // namespace epserve

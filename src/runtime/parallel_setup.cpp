@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <cstdlib>
+#include <cstring>
 
 #include <spdlog/spdlog.h>
 
@@ -13,6 +15,23 @@
 #include "runtime/pass_trace.h"
 
 namespace epserve {
+namespace {
+
+constexpr bool kDefaultLowLatencyExpand = false;
+
+// EPSERVE_LOW_LATENCY_LAYOUT: the low-latency receive layout. "expand" is DeepEP's (the receiver
+// copies each (token, slot) row into [local experts, capacity x ranks, hidden]); "rows" (the
+// default) lets the experts read their input rows in place, without that copy
+// (DispatchConfig::low_latency_expand; docs/benchmarks.md, "Two-batch overlap").
+bool low_latency_expand_from_env() {
+  const char* v = std::getenv("EPSERVE_LOW_LATENCY_LAYOUT");
+  if (!v || !*v) return kDefaultLowLatencyExpand;
+  EPS_CHECK(std::strcmp(v, "rows") == 0 || std::strcmp(v, "expand") == 0,
+            "EPSERVE_LOW_LATENCY_LAYOUT='{}' must be 'rows' or 'expand'", v);
+  return std::strcmp(v, "expand") == 0;
+}
+
+}  // namespace
 
 RankContext setup_rank(const ParallelOptions& o, const std::string& model_dir) {
   o.validate();
@@ -74,6 +93,7 @@ RankContext setup_rank(const ParallelOptions& o, const std::string& model_dir) {
       dc.num_topk = config.moe.top_k;
       dc.num_physical_experts = ctx.moe->location()->num_physical();
       dc.num_max_dispatch_tokens_per_rank = p.num_max_dispatch_tokens_per_rank;
+      dc.low_latency_expand = low_latency_expand_from_env();
       ctx.moe->normal_dispatcher = make_dispatcher(DispatchMode::kNormal, *ctx.world, dc);
       ctx.moe->low_latency_dispatcher = make_dispatcher(DispatchMode::kLowLatency, *ctx.world, dc);
     }

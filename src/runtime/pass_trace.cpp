@@ -24,8 +24,9 @@ PassTrace::PassTrace(CausalLM& model, std::string path, int rank)
       open_begin_ns_ = now;
       return;
     }
-    spans_.push_back({op.name, op.communication, micro_batch, op.layer,
-                      model_.moe_context().pass.pass_id, open_begin_ns_, now});
+    const PassState& pass = model_.moe_context().pass;
+    spans_.push_back({op.name, op.communication, micro_batch, op.layer, pass.pass_id,
+                      pass.has_prefill, open_begin_ns_, now});
   });
 }
 
@@ -59,7 +60,7 @@ void PassTrace::write() const {
                       {"tid", s.micro_batch},
                       {"ts", static_cast<double>(s.begin_ns) / 1000.0},
                       {"dur", static_cast<double>(s.end_ns - s.begin_ns) / 1000.0},
-                      {"args", {{"layer", s.layer}, {"pass", s.pass}}}});
+                      {"args", {{"layer", s.layer}, {"pass", s.pass}, {"prefill", s.prefill}}}});
   }
   std::ofstream out(path_);
   EPS_CHECK(out.good(), "--trace-file: cannot write {}", path_);

@@ -3,8 +3,8 @@
 // micro-batch a thread (tid 0 = micro-batch A, 1 = B; without two-batch overlap everything is
 // A), and every operation of model/tbo_scheduler.h a complete ("X") event with category "comm"
 // (dispatch start/wait, combine start/wait: time the thread spends sending or waiting) or
-// "compute", and args {layer, pass}. Each rank writes PATH.rank<R> when it ends; the launching
-// process merges them into PATH (one rank: PATH directly). Open it in ui.perfetto.dev or
+// "compute", and args {layer, pass, prefill}. Each rank writes PATH.rank<R> when it ends; the
+// launching process merges them into PATH (one rank: PATH directly). Open it in ui.perfetto.dev or
 // chrome://tracing.
 #pragma once
 
@@ -34,6 +34,7 @@ class PassTrace {
     int micro_batch;
     int layer;
     int64_t pass;
+    bool prefill;  // the pass has a prompt token
     int64_t begin_ns;
     int64_t end_ns;
   };

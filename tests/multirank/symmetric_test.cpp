@@ -3,6 +3,8 @@
 // (UCX_TLS=tcp,self: no shared memory, so the ranks cannot map each other).
 #include <gtest/gtest.h>
 
+#include <chrono>
+
 #include "comm/symmetric_buffer.h"
 #include "harness.h"
 
@@ -61,6 +63,86 @@ INSTANTIATE_TEST_SUITE_P(Ranks, SymmetricTest,
                            return std::to_string(info.param.ranks) +
                                   (info.param.tcp ? "ranks_tcp" : "ranks_shm");
                          });
+
+// Over UCX puts, put and signal return without waiting for the transfer: a put larger than a
+// socket's buffer is still pending after its signal (the old signal flushed every earlier put to
+// the peer first), and two signals to one peer may be in flight at once.
+TEST(SymmetricDeferred, SignalDoesNotWaitForEarlierPuts) {
+  test::RankRunOptions opts;
+  opts.env.push_back({"UCX_TLS", "tcp,self"});
+  opts.env.push_back({"EPSERVE_UCX_PROGRESS_THREAD", "0"});
+  int code = test::run_ranks(
+      2,
+      [](const RankInfo& info) {
+        auto comm = Communicator::create_world(info);
+        const int r = comm->rank(), peer = 1 - r;
+        const size_t big = 32u << 20, small = 4096;
+        SymmetricBuffer buf(*comm, big + small);
+        std::vector<char> src(big, char(10 + r)), tail(small, char(20 + r));
+        buf.put(peer, 0, src.data(), big);
+        buf.signal(peer, 1);
+        buf.signal(r, 1);
+        EXPECT_TRUE(buf.has_pending()) << "the 32 MB put completed inside signal()";
+        buf.put(peer, big, tail.data(), small);
+        buf.signal(peer, 2);
+        buf.signal(r, 2);
+        buf.wait_signals(2, "deferred test");
+        auto* got = static_cast<const char*>(buf.data());
+        EXPECT_EQ(got[0], char(10 + peer));
+        EXPECT_EQ(got[big - 1], char(10 + peer));
+        EXPECT_EQ(got[big + small - 1], char(20 + peer));
+        buf.flush();
+        EXPECT_FALSE(buf.has_pending());
+        comm->barrier();
+      },
+      opts);
+  EXPECT_EQ(code, 0);
+}
+
+// With the progress thread, a put moves while the sending rank's own thread makes no UCX call at
+// all (here: it waits on the store for the receiver's word). Without the thread the put would sit
+// in the socket and both ranks would time out.
+TEST(SymmetricDeferred, TheProgressThreadMovesAPutWhileTheSenderComputes) {
+  test::RankRunOptions opts;
+  opts.env.push_back({"UCX_TLS", "tcp,self"});
+  opts.env.push_back({"EPSERVE_UCX_PROGRESS_THREAD", "1"});
+  int code = test::run_ranks(
+      2,
+      [](const RankInfo& info) {
+        CommOptions options;
+        options.timeout = std::chrono::seconds(20);
+        auto comm = Communicator::create_world(info, options);
+        EXPECT_TRUE(comm->world().has_progress_thread());
+        const int r = comm->rank();
+        const size_t big = 64u << 20;
+        SymmetricBuffer buf(*comm, big);
+        std::vector<char> src(big, char(7));
+        StoreClient& store = *comm->world().store();
+        if (r == 0) {
+          // Rank 1 is not progressing yet: most of the put stays queued when put() returns.
+          buf.put(1, 0, src.data(), big);
+          buf.signal(1, 1);
+          buf.signal(0, 1);
+          store.set("deferred/sent", "yes");
+          // No UCX call on this thread until rank 1 says it has everything.
+          store.get("deferred/received", std::chrono::seconds(20), "rank 1's word");
+        } else {
+          store.get("deferred/sent", std::chrono::seconds(20), "rank 0's word");
+          buf.signal(0, 1);
+          buf.signal(1, 1);
+          buf.wait_signals(1, "progress test");
+          auto* got = static_cast<const char*>(buf.data());
+          EXPECT_EQ(got[0], char(7));
+          EXPECT_EQ(got[big - 1], char(7));
+          store.set("deferred/received", "yes");
+        }
+        buf.wait_signals(1, "progress test");
+        buf.flush();
+        comm->barrier();
+      },
+      opts);
+  EXPECT_EQ(code, 0);
+}
 
 }  // namespace
 }  // namespace epserve

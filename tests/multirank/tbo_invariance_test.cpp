@@ -28,13 +28,15 @@ std::string data_dir() {
 }
 
 nlohmann::json run_generate(const std::string& model, const std::string& prompts,
-                            const std::string& flags, const testing::TempDir& dir) {
+                            const std::string& flags, const testing::TempDir& dir,
+                            const std::string& policy = "always") {
   std::string out = dir.file("out.json");
   std::remove(out.c_str());
   std::string args = fmt::format(
       "generate --model-path {} {} --max-new-tokens 6 --ignore-eos --return-logits --output {} {}",
       model, prompts, out, flags);
-  testing::RunResult r = testing::run_epserve(args);
+  // The overlap must run although one node never pays for it (EPSERVE_TBO_POLICY, tbo_split.h).
+  testing::RunResult r = testing::run_epserve(args, "EPSERVE_TBO_POLICY=" + policy);
   EXPECT_EQ(r.exit_code, 0) << args << "\n" << r.output;
   std::ifstream in(out);
   return in ? nlohmann::json::parse(in) : nlohmann::json::object();
@@ -104,6 +106,37 @@ TEST(TboInvariance, OneRanksTokensAndEplbRebalances) {
   }
 }
 
+// The low-latency receive layouts (EPSERVE_LOW_LATENCY_LAYOUT): "rows" (the default, experts
+// read their rows in place) and DeepEP's "expand" give the same bits, with and without the
+// overlap; anything else is refused.
+TEST(TboInvariance, BothLowLatencyLayoutsGiveTheSameBits) {
+  const std::string model = data_dir() + "/models/deepseek_v3_tiny";
+  const std::string prompts = golden_prompts("deepseek_v3_tiny");
+  testing::TempDir dir;
+  const std::string layout = "--tp-size 2 --moe-a2a-backend deepep --deepep-mode low_latency";
+  auto run = [&](const std::string& env, const std::string& flags) {
+    std::string out = dir.file("out.json");
+    std::remove(out.c_str());
+    testing::RunResult r = testing::run_epserve(
+        fmt::format("generate --model-path {} {} --max-new-tokens 6 --ignore-eos --return-logits "
+                    "--output {} {}",
+                    model, prompts, out, flags),
+        "EPSERVE_TBO_POLICY=always EPSERVE_LOW_LATENCY_LAYOUT=" + env);
+    EXPECT_EQ(r.exit_code, 0) << env << " " << flags << "\n" << r.output;
+    std::ifstream in(out);
+    return in ? nlohmann::json::parse(in)["sequences"] : nlohmann::json();
+  };
+  const nlohmann::json expand = run("expand", layout);
+  ASSERT_FALSE(expand.empty());
+  EXPECT_EQ(run("rows", layout), expand);
+  EXPECT_EQ(run("rows", layout + kTbo), expand);
+  testing::RunResult bad = testing::run_epserve(
+      fmt::format("generate --model-path {} --input-ids 1,2 --max-new-tokens 1 {}", model, layout),
+      "EPSERVE_LOW_LATENCY_LAYOUT=wide");
+  EXPECT_NE(bad.exit_code, 0);
+  EXPECT_NE(bad.output.find("must be 'rows' or 'expand'"), std::string::npos) << bad.output;
+}
+
 // SGLang refuses the overlap without an all-to-all backend; on one rank with deepep it runs
 // (nothing to hide) and gives the same bits.
 TEST(TboInvariance, BackendNoneIsRefusedAndOneRankRuns) {
@@ -147,6 +180,31 @@ TEST(TboTrace, TheTraceHasBothMicroBatchesOnEveryRank) {
     EXPECT_TRUE(names.count(name)) << name;
   }
   EXPECT_FALSE(std::ifstream(trace + ".rank0").good()) << "the rank files are merged";
+}
+
+// epserve's default per-step rule (EPSERVE_TBO_POLICY=auto): on one node (and with these small
+// batches) a split does not pay, so with the flag on every pass still runs whole (no span of
+// micro-batch B), and the bits are those of the overlapped run.
+TEST(TboTrace, TheAutoPolicyKeepsOneNodePassesWhole) {
+  const std::string model = data_dir() + "/models/deepseek_v3_tiny";
+  const std::string prompts = golden_prompts("deepseek_v3_tiny");
+  testing::TempDir dir;
+  const std::string trace = dir.file("trace.json");
+  const std::string layout = "--tp-size 2 --moe-a2a-backend deepep";
+  nlohmann::json split = run_generate(model, prompts, layout + kTbo, dir);
+  nlohmann::json whole =
+      run_generate(model, prompts, layout + kTbo + " --trace-file " + trace, dir, "auto");
+  EXPECT_EQ(split["sequences"], whole["sequences"]);
+  std::ifstream in(trace);
+  ASSERT_TRUE(in.good()) << "no trace at " << trace;
+  nlohmann::json j = nlohmann::json::parse(in);
+  int spans = 0;
+  for (const auto& e : j.at("traceEvents")) {
+    if (e.at("ph") != "X") continue;
+    ++spans;
+    EXPECT_EQ(e.at("tid").get<int>(), 0) << e.at("name") << " ran as micro-batch B";
+  }
+  EXPECT_GT(spans, 0);
 }
 
 }  // namespace

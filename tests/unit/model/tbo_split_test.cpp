@@ -3,8 +3,10 @@
 // of TboDPAttentionPreparer.
 #include <gtest/gtest.h>
 
+#include <cstdlib>
 #include <numeric>
 
+#include "core/error.h"
 #include "model/tbo_split.h"
 
 namespace epserve {
@@ -133,6 +135,41 @@ TEST(TboSplit, TheWorldAgreesLikeSglang) {
   EXPECT_TRUE(tbo_agreed(max_of({tbo_vote(decode, true)})));
   // Everyone idle: nothing to overlap.
   EXPECT_FALSE(tbo_agreed(max_of({tbo_vote(idle, false)})));
+}
+
+// epserve's per-step rule: the bench model (32 routed experts, top-4) at W = 2 with two DP groups.
+// A micro-batch of G * T * K / 2 (token, slot) pairs over 32 experts: decode at 32 and 128
+// sequences per rank gives 4 and 16 rows per expert (kept whole at 64), prefill at 2048 tokens
+// per rank 256 (split, but only across nodes).
+TEST(TboSplit, TheSplitPaysOnlyAcrossNodesWithEnoughRowsPerExpert) {
+  TboPolicy policy;
+  policy.min_rows_per_expert = 64;
+  EXPECT_FALSE(tbo_split_pays(policy, true, 32, 2, 4, 32));
+  EXPECT_FALSE(tbo_split_pays(policy, true, 128, 2, 4, 32));
+  EXPECT_TRUE(tbo_split_pays(policy, true, 2048, 2, 4, 32));
+  EXPECT_TRUE(tbo_split_pays(policy, true, 512, 2, 4, 32));  // exactly 64 rows
+  EXPECT_FALSE(tbo_split_pays(policy, true, 511, 2, 4, 32));
+  EXPECT_FALSE(tbo_split_pays(policy, true, 512, 1, 4, 32));    // one group: half the rows
+  EXPECT_FALSE(tbo_split_pays(policy, false, 2048, 2, 4, 32));  // one node
+  policy.always = true;
+  EXPECT_TRUE(tbo_split_pays(policy, false, 1, 2, 4, 32));
+}
+
+TEST(TboSplit, ThePolicyComesFromTheEnvironment) {
+  unsetenv("EPSERVE_TBO_POLICY");
+  unsetenv("EPSERVE_TBO_MIN_ROWS_PER_EXPERT");
+  TboPolicy policy = tbo_policy_from_env();
+  EXPECT_FALSE(policy.always);
+  EXPECT_EQ(policy.min_rows_per_expert, kTboMinRowsPerExpert);
+  setenv("EPSERVE_TBO_POLICY", "always", 1);
+  setenv("EPSERVE_TBO_MIN_ROWS_PER_EXPERT", "8", 1);
+  policy = tbo_policy_from_env();
+  EXPECT_TRUE(policy.always);
+  EXPECT_EQ(policy.min_rows_per_expert, 8);
+  setenv("EPSERVE_TBO_POLICY", "sometimes", 1);
+  EXPECT_THROW(tbo_policy_from_env(), Error);
+  unsetenv("EPSERVE_TBO_POLICY");
+  unsetenv("EPSERVE_TBO_MIN_ROWS_PER_EXPERT");
 }
 
 }  // namespace
