@@ -176,7 +176,12 @@ void SymmetricBuffer::wait_signals(uint64_t value, const char* op) {
 }
 
 void SymmetricBuffer::flush(const char* op) {
-  if (pending_.empty()) return;
+  if (pending_.empty()) {
+    // Every signal's put completed in place (ucp_put_nbx returned no request): its source
+    // value is no longer read, and the queue must not grow over a run of such epochs.
+    signal_src_.clear();
+    return;
+  }
   WaitSpec spec = comm_.wait_spec(op);
   size_t first = 0;
   spec.waiting_for = [&] {

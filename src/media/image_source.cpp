@@ -1,11 +1,14 @@
 #include "media/image_source.h"
 
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <array>
 #include <cctype>
+#include <cerrno>
 #include <filesystem>
-#include <fstream>
-#include <sstream>
 
 #include "core/error.h"
 
@@ -29,6 +32,14 @@ bool has_image_extension(std::string_view s) {
   return false;
 }
 
+// Larger image files are refused before they are read.
+constexpr int64_t kMaxImageFileBytes = int64_t{256} << 20;
+
+bool is_under(const std::filesystem::path& file, const std::filesystem::path& root) {
+  auto [root_end, file_it] = std::mismatch(root.begin(), root.end(), file.begin(), file.end());
+  return root_end == root.end();
+}
+
 std::string read_local_file(std::string_view source, const ImageSourcePolicy& policy) {
   namespace fs = std::filesystem;
   std::string path(source.starts_with("file://") ? source.substr(7) : source);
@@ -37,18 +48,38 @@ std::string read_local_file(std::string_view source, const ImageSourcePolicy& po
             "base64, or start the server with --allowed-local-media-path DIR",
             shown(path));
   std::error_code ec;
-  fs::path file = fs::weakly_canonical(fs::path(path), ec);
   fs::path root = fs::weakly_canonical(fs::path(policy.allowed_local_media_path), ec);
-  auto [root_end, file_it] = std::mismatch(root.begin(), root.end(), file.begin(), file.end());
-  EPS_CHECK(!ec && fs::path(path).is_absolute() && root_end == root.end(),
+  fs::path named = fs::weakly_canonical(fs::path(path), ec);
+  EPS_CHECK(!ec && fs::path(path).is_absolute() && is_under(named, root),
             "the image path '{}' is not an absolute path under --allowed-local-media-path {}",
             shown(path), policy.allowed_local_media_path);
-  EPS_CHECK(fs::is_regular_file(file, ec), "the image file '{}' does not exist", shown(path));
-  std::ifstream in(file, std::ios::binary);
-  EPS_CHECK(in.good(), "cannot read the image file '{}'", shown(path));
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
+  // Open first, then check what was opened: a symlink swapped in after the check above cannot
+  // lead outside the directory, and a FIFO or device does not block or stream forever.
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+  EPS_CHECK(fd >= 0, "the image file '{}' does not exist or cannot be read", shown(path));
+  struct Closer {
+    int fd;
+    ~Closer() { ::close(fd); }
+  } closer{fd};
+  fs::path opened = fs::read_symlink("/proc/self/fd/" + std::to_string(fd), ec);
+  EPS_CHECK(!ec && is_under(opened, root),
+            "the image path '{}' is not an absolute path under --allowed-local-media-path {}",
+            shown(path), policy.allowed_local_media_path);
+  struct stat st {};
+  EPS_CHECK(::fstat(fd, &st) == 0 && S_ISREG(st.st_mode), "the image file '{}' is not a file",
+            shown(path));
+  EPS_CHECK(st.st_size <= kMaxImageFileBytes,
+            "the image file '{}' is {} bytes, over the {} allowed", shown(path),
+            static_cast<int64_t>(st.st_size), kMaxImageFileBytes);
+  std::string bytes(static_cast<size_t>(st.st_size), '\0');
+  size_t got = 0;
+  while (got < bytes.size()) {
+    const ssize_t n = ::read(fd, bytes.data() + got, bytes.size() - got);
+    if (n < 0 && errno == EINTR) continue;
+    EPS_CHECK(n > 0, "cannot read the image file '{}'", shown(path));
+    got += static_cast<size_t>(n);
+  }
+  return bytes;
 }
 
 }  // namespace

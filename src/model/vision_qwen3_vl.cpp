@@ -198,7 +198,11 @@ void VisionTower::attention(const Block& b, int64_t t, int64_t h, int64_t w,
   }
   const float scale = static_cast<float>(std::pow(static_cast<double>(hd), -0.5));
   std::vector<float> attn(N * D);  // [N, heads, hd]
-  std::vector<float> q(n * hd), k(n * hd), vt(hd * n), s(n * n), o(n * hd);
+  // Scores for at most kQueryBlock queries at a time: memory O(kQueryBlock * n), not O(n^2),
+  // so a large image (up to the processor's longest_edge) does not need an n x n matrix.
+  constexpr int64_t kQueryBlock = 256;
+  const int64_t qb = std::min(n, kQueryBlock);
+  std::vector<float> q(n * hd), k(n * hd), vt(hd * n), s(qb * n), o(n * hd);
   for (int64_t f = 0; f < t; ++f) {
     for (int64_t head = 0; head < heads; ++head) {
       for (int64_t i = 0; i < n; ++i) {
@@ -208,11 +212,14 @@ void VisionTower::attention(const Block& b, int64_t t, int64_t h, int64_t w,
         for (int64_t d = 0; d < hd; ++d) vt[d * n + i] = row[2 * D + d];
       }
       Tensor kt(DType::F32, {n, hd}, k.data(), nullptr);
-      matmul(q.data(), n, WeightView::of(kt), s.data());  // [n, n] = q k^T
-      for (float& x : s) x *= scale;
-      softmax_rows(s.data(), n, n);
       Tensor vtt(DType::F32, {hd, n}, vt.data(), nullptr);
-      matmul(s.data(), n, WeightView::of(vtt), o.data());  // [n, hd] = p v
+      for (int64_t i0 = 0; i0 < n; i0 += qb) {
+        const int64_t rows = std::min(qb, n - i0);
+        matmul(q.data() + i0 * hd, rows, WeightView::of(kt), s.data());  // [rows, n] = q k^T
+        for (int64_t e = 0; e < rows * n; ++e) s[e] *= scale;
+        softmax_rows(s.data(), rows, n);
+        matmul(s.data(), rows, WeightView::of(vtt), o.data() + i0 * hd);  // [rows, hd] = p v
+      }
       for (int64_t i = 0; i < n; ++i) {
         std::copy_n(o.data() + i * hd, hd, attn.data() + (f * n + i) * D + head * hd);
       }

@@ -210,7 +210,8 @@ Router::Traits Router::request_traits(const std::string& route, const json& body
       t.batch_size = body["input_ids"].size();
     }
     if (body.contains("text") && body["text"].is_string()) t.text = body["text"];
-    if (t.batch_size > 0 && body.contains("text") && body["text"][0].is_string()) {
+    if (t.batch_size > 0 && body.contains("text") && is_list(body["text"]) &&
+        body["text"][0].is_string()) {
       t.text = body["text"][0];
     }
   } else if (route == "/v1/chat/completions") {

@@ -66,7 +66,10 @@ LoadGuard::LoadGuard(std::vector<std::shared_ptr<Worker>> workers) : workers_(st
 
 LoadGuard::~LoadGuard() {
   for (auto& w : workers_) {
-    if (w->load.load() > 0) --w->load;
+    // Never below zero, even if another thread reset or lowered the count meanwhile.
+    auto seen = w->load.load();
+    while (seen > 0 && !w->load.compare_exchange_weak(seen, seen - 1)) {
+    }
   }
 }
 

@@ -1,5 +1,8 @@
 #include "runtime/control_plane.h"
 
+#include <netdb.h>
+#include <sys/socket.h>
+
 #include <nlohmann/json.hpp>
 
 #include "comm/store.h"
@@ -37,10 +40,33 @@ bool control_plane_over_tcp(const ParallelOptions& parallel) {
   return parallel.nnodes > 1 && parallel.dp_attention();
 }
 
+namespace {
+
+// ZeroMQ binds only numeric addresses; --dist-init-addr may name the host (the store resolves
+// it), so resolve it here the same way and bind to the first address it gives.
+std::string numeric_host(const std::string& host) {
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  addrinfo* result = nullptr;
+  int rc = getaddrinfo(host.c_str(), nullptr, &hints, &result);
+  EPS_CHECK(rc == 0 && result != nullptr, "cannot resolve --dist-init-addr host '{}': {}", host,
+            gai_strerror(rc));
+  char buf[NI_MAXHOST];
+  rc = getnameinfo(result->ai_addr, result->ai_addrlen, buf, sizeof(buf), nullptr, 0,
+                   NI_NUMERICHOST);
+  freeaddrinfo(result);
+  EPS_CHECK(rc == 0, "cannot resolve --dist-init-addr host '{}': {}", host, gai_strerror(rc));
+  return buf;
+}
+
+}  // namespace
+
 std::string control_plane_tcp_bind(const std::string& dist_init_addr) {
   HostPort hp = HostPort::parse(dist_init_addr, "--dist-init-addr");
-  if (hp.host.find(':') != std::string::npos) return "tcp://[" + hp.host + "]:*";
-  return "tcp://" + hp.host + ":*";
+  const std::string host = numeric_host(hp.host);
+  if (host.find(':') != std::string::npos) return "tcp://[" + host + "]:*";
+  return "tcp://" + host + ":*";
 }
 
 ControlPlaneEndpoints find_control_plane(const std::string& ipc_base, int num_groups,

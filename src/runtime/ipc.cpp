@@ -80,8 +80,17 @@ bool answer_zap_request(void* zap, const std::string& allowed, std::atomic<int64
     zmq_msg_close(&frame);
     if (!more) break;
   }
-  if (frames.size() < 6) return true;  // malformed: REP cannot answer it sensibly; drop it
-  const bool ok = frames[5] == "CURVE" && frames.size() >= 7 && frames[6] == allowed;
+  // A malformed request still gets a reply (status 500): a REP socket that does not answer
+  // would take no further request, and every later handshake would wait.
+  const bool malformed = frames.size() < 6;
+  const bool ok = !malformed && frames[5] == "CURVE" && frames.size() >= 7 && frames[6] == allowed;
+  if (malformed) {
+    const std::string reply[6] = {
+        "1.0", frames.size() > 1 ? frames[1] : "", "500", "malformed ZAP request", "", ""};
+    for (int i = 0; i < 6; ++i)
+      zmq_send(zap, reply[i].data(), reply[i].size(), i < 5 ? ZMQ_SNDMORE : 0);
+    return true;
+  }
   if (!ok) {
     ++refused;
     spdlog::warn("control plane: refused a connection from {} (it does not hold this job's secret)",

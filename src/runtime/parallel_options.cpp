@@ -5,6 +5,7 @@
 #include <algorithm>
 
 #include "core/error.h"
+#include "model/tbo_split.h"
 
 namespace epserve {
 
@@ -42,6 +43,21 @@ void ParallelOptions::resolve() {
   if (dp_size == 0) dp_size = 1;
   if (enable_dp_attention && dp_size == 1) enable_dp_attention = false;  // as SGLang
   validate();
+  if (enable_two_batch_overlap) {
+    // Read (and check) the split rule now, not at the first forward pass, and say it: under
+    // the default rule a one-node job never splits (model/tbo_split.h).
+    const TboPolicy policy = tbo_policy_from_env();
+    notes.push_back(
+        policy.always
+            ? std::string("two-batch overlap: EPSERVE_TBO_POLICY=always, every step SGLang "
+                          "would split is split")
+            : fmt::format("two-batch overlap: EPSERVE_TBO_POLICY=auto splits a step only when "
+                          "the job spans nodes and each micro-batch gives every routed expert "
+                          ">= {} rows (EPSERVE_TBO_MIN_ROWS_PER_EXPERT){}; "
+                          "EPSERVE_TBO_POLICY=always splits as SGLang does",
+                          policy.min_rows_per_expert,
+                          nnodes == 1 ? ", so this one-node job runs without splitting" : ""));
+  }
 }
 
 void ParallelOptions::validate() const {

@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include "core/error.h"
+#include "core/splitmix.h"
 #include "runtime/model_runner.h"
 
 namespace epserve {
@@ -20,6 +21,10 @@ std::string prepare_vision(const ModelConfig& config, const std::vector<int32_t>
   std::vector<std::array<int64_t, 3>> grids;
   for (size_t i = 0; i < images.size(); ++i) {
     const ImageInput& im = images[i];
+    if (im.grid_t != 1) {
+      return fmt::format("Image {}: grid_t {} is not 1 (a still image; video is not supported).", i,
+                         im.grid_t);
+    }
     if (im.grid_t <= 0 || im.grid_h <= 0 || im.grid_w <= 0 || im.grid_h % merge != 0 ||
         im.grid_w % merge != 0) {
       return fmt::format("Image {}: grid {}x{}x{} is not whole {}x{} merge windows.", i, im.grid_t,
@@ -48,9 +53,14 @@ std::vector<int32_t> prefix_cache_key(const std::vector<int32_t>& tokens,
   std::vector<int32_t> key = tokens;
   const auto& runs = vision.mrope.runs;
   for (size_t i = 0; i < runs.size(); ++i) {
-    const uint64_t hash = images[i].content_hash;
-    const auto pad = static_cast<int32_t>((uint64_t{1} << 30) | (hash & ((uint64_t{1} << 30) - 1)));
-    for (int64_t t = runs[i].first; t < runs[i].first + runs[i].num_tokens; ++t) key[t] = pad;
+    // Each image token gets its own 30 bits of a stream seeded by the image's hash, above the
+    // vocabulary (bit 30 set): two images share a cached prefix only if their 64-bit hashes do,
+    // not merely 30 bits of them.
+    uint64_t state = images[i].content_hash;
+    for (int64_t t = runs[i].first; t < runs[i].first + runs[i].num_tokens; ++t) {
+      const uint64_t bits = splitmix64_next(state) & ((uint64_t{1} << 30) - 1);
+      key[t] = static_cast<int32_t>((uint64_t{1} << 30) | bits);
+    }
   }
   return key;
 }

@@ -44,7 +44,9 @@ void add_parallel_flags(CLI::App& sub, ParallelOptions& o) {
                  "token) or fake (random routing: perfect balance, changes outputs)");
   sub.add_flag("--enable-two-batch-overlap", o.enable_two_batch_overlap,
                "Two-batch overlap: split each batch in two micro-batches and run one's MoE "
-               "dispatch/combine while the other computes (needs --moe-a2a-backend deepep)");
+               "dispatch/combine while the other computes (needs --moe-a2a-backend deepep); by "
+               "default (EPSERVE_TBO_POLICY=auto) a step is split only across nodes with enough "
+               "rows per expert, EPSERVE_TBO_POLICY=always splits as SGLang does");
   sub.add_option("--tbo-token-distribution-threshold", o.tbo_token_distribution_threshold,
                  "Split one prompt in two when the best split by sequences leaves either "
                  "micro-batch under this share of the tokens (default 0.48)");

@@ -287,6 +287,8 @@ def test_pd_pairs_concurrent_streams(fakes, router):
 @pytest.mark.parametrize("route,body,n", [
     ("/generate", {"text": ["a", "b", "c"]}, 3),
     ("/generate", {"input_ids": [[1, 2], [3]]}, 2),
+    # A string text beside a batch of ids: the ids make the batch (not a 500 on text[0]).
+    ("/generate", {"text": "a", "input_ids": [[1, 2], [3]]}, 2),
     ("/v1/chat/completions", {"model": "m", "messages": [{"role": "user", "content": "x"}], "n": 2}, 2),
     ("/v1/completions", {"model": "m", "prompt": ["a", "b"]}, 2),
     ("/v1/completions", {"model": "m", "prompt": [1, 2, 3]}, 0),

@@ -130,6 +130,13 @@ TEST_F(Qwen3VlScheduler, PrefixCacheKeysImagesByContent) {
   auto changed = run(s, {other});
   EXPECT_EQ(changed["other"].cached_tokens, image_start);
   EXPECT_EQ(runner.encoded, 2);  // the cached image was not encoded again
+  // Hashes equal in their low 30 bits are still different images.
+  GenerateInput high = input("one_image", 2);
+  high.rid = "high";
+  high.images[0].content_hash ^= uint64_t{1} << 40;
+  auto high_bits = run(s, {high});
+  EXPECT_EQ(high_bits["high"].cached_tokens, image_start);
+  EXPECT_EQ(runner.encoded, 3);
 }
 
 TEST_F(Qwen3VlScheduler, ImageTokensThatDoNotFitTheImagesAreRefused) {
@@ -144,12 +151,17 @@ TEST_F(Qwen3VlScheduler, ImageTokensThatDoNotFitTheImagesAreRefused) {
   GenerateInput pixels = input("one_image", 2);
   pixels.rid = "pixels";
   pixels.images[0].pixel_values.pop_back();
-  auto done = run(s, {missing, extra, pixels});
+  GenerateInput frames = input("one_image", 2);
+  frames.rid = "frames";
+  frames.images[0].grid_t = 2;  // a two-frame clip: video is not supported
+  auto done = run(s, {missing, extra, pixels, frames});
   EXPECT_NE(done["missing"].error.find("do not match its images"), std::string::npos)
       << done["missing"].error;
   EXPECT_NE(done["extra"].error.find("2 images but the prompt has 1"), std::string::npos)
       << done["extra"].error;
   EXPECT_NE(done["pixels"].error.find("pixel values"), std::string::npos) << done["pixels"].error;
+  EXPECT_NE(done["frames"].error.find("video is not supported"), std::string::npos)
+      << done["frames"].error;
 }
 
 }  // namespace

@@ -5,6 +5,8 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <cstdlib>
+
 #include "core/error.h"
 
 namespace epserve {
@@ -41,6 +43,21 @@ TEST(ParallelOptions, DpAttentionWithoutDpSizeTakesTheWorldAndSaysSo) {
   EXPECT_EQ(o.attention_groups(), 4);
   ASSERT_EQ(o.notes.size(), 1u);
   EXPECT_THAT(o.notes[0], HasSubstr("--enable-dp-attention without --dp-size"));
+}
+
+TEST(ParallelOptions, TwoBatchOverlapSaysItsSplitRuleAtStartUp) {
+  ParallelOptions o;
+  o.tp_size = 2;
+  o.ep_size = 2;
+  o.moe_a2a_backend = "deepep";
+  o.enable_two_batch_overlap = true;
+  unsetenv("EPSERVE_TBO_POLICY");
+  o.resolve();
+  ASSERT_EQ(o.notes.size(), 1u);
+  EXPECT_THAT(o.notes[0], HasSubstr("this one-node job runs without splitting"));
+  setenv("EPSERVE_TBO_POLICY", "sometimes", 1);  // refused before any rank starts
+  EXPECT_THAT(resolve_error(o), HasSubstr("must be 'auto' or 'always'"));
+  unsetenv("EPSERVE_TBO_POLICY");
 }
 
 TEST(ParallelOptions, ResolvingTwiceChangesNothing) {
