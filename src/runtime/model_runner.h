@@ -35,6 +35,7 @@ class LocalModelRunner : public ModelRunner {
   int64_t num_kv_slots() const override { return cache_.num_slots(); }
   CausalLM& model() { return model_; }
   const KvCache& cache() const { return cache_; }
+  KvCache& cache() { return cache_; }
 
  private:
   std::unique_ptr<CausalLM> owned_;
