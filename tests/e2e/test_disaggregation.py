@@ -5,6 +5,7 @@ once, and the client gets the decode server's answer.
 """
 
 import concurrent.futures
+import json
 import os
 import random
 import re
@@ -225,3 +226,90 @@ def test_stalled_transfer_is_aborted_on_both_sides(pair):
     wait_metric(pair.decode, "sglang:num_used_tokens", 0)
     assert metric(pair.prefill, "sglang:kv_transfer_failed_total") >= 1
     assert pair.generate(PROMPTS[0])
+
+
+NETNS_CLIENT = r"""
+import concurrent.futures, json, sys, time, requests
+prefill, decode, body = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+deadline = time.time() + 120
+for url in (prefill, decode):
+    while True:
+        try:
+            if requests.get(url + "/health", timeout=1).status_code == 200:
+                break
+        except requests.RequestException:
+            pass
+        assert time.time() < deadline, url + " not healthy"
+        time.sleep(0.2)
+out = []
+for i, prompt in enumerate(body["prompts"]):
+    b = {"input_ids": prompt, "sampling_params": {"temperature": 0, "max_new_tokens": body["max_new"]},
+         "bootstrap_host": body["host"], "bootstrap_port": body["port"], "bootstrap_room": 1000 + i}
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        p = pool.submit(requests.post, prefill + "/generate", json=b, timeout=60)
+        d = pool.submit(requests.post, decode + "/generate", json=b, timeout=60)
+        assert p.result().status_code == 200, p.result().text
+        assert d.result().status_code == 200, d.result().text
+        out.append(d.result().json()["output_ids"])
+print(json.dumps(out))
+"""
+
+
+def test_prefill_and_decode_in_separate_network_namespaces():
+    """The KV goes over a veth pair between two network namespaces with UCX_TLS=tcp,self (as
+    between two nodes); the client runs in the decode server's namespace."""
+    if os.geteuid() != 0 or shutil.which("ip") is None:
+        pytest.skip("making network namespaces needs root and `ip`")
+    tag = os.getpid() % 100000
+    ns = [f"eps-pd{tag}a", f"eps-pd{tag}b"]
+    addr = ["10.79.0.1", "10.79.0.2"]
+    veth = [f"epd{tag}a", f"epd{tag}b"]
+
+    def ip(*args):
+        return subprocess.run(["ip", *args], capture_output=True, text=True)
+
+    made = []
+    servers = []
+    try:
+        for n in ns:
+            r = ip("netns", "add", n)
+            if r.returncode != 0:
+                pytest.skip(f"cannot make a network namespace: {r.stderr.strip()}")
+            made.append(n)
+        steps = [("link", "add", veth[0], "type", "veth", "peer", "name", veth[1])]
+        for i in range(2):
+            steps += [("link", "set", veth[i], "netns", ns[i]),
+                      ("-n", ns[i], "addr", "add", addr[i] + "/24", "dev", veth[i]),
+                      ("-n", ns[i], "link", "set", "lo", "up"),
+                      ("-n", ns[i], "link", "set", veth[i], "up")]
+        for step in steps:
+            r = ip(*step)
+            if r.returncode != 0:
+                pytest.skip(f"cannot link the namespaces (ip {' '.join(step)}): {r.stderr.strip()}")
+        env = {**os.environ, "UCX_TLS": "tcp,self"}
+        bootstrap, ports = free_port(), [free_port(), free_port()]
+        modes = [["prefill", "--disaggregation-bootstrap-port", str(bootstrap)], ["decode"]]
+        for i in range(2):
+            log = open(f"/tmp/epserve-pd-netns-{tag}-{i}.log", "w")
+            servers.append((subprocess.Popen(
+                ["ip", "netns", "exec", ns[i], BINARY, "serve", "--model-path", MODEL, "--host",
+                 addr[i], "--port", str(ports[i]), "--max-total-tokens", "4096", "--log-level",
+                 "warning", "--disaggregation-mode", *modes[i]],
+                stdout=log, stderr=subprocess.STDOUT, env=env), log))
+        body = {"prompts": PROMPTS, "max_new": MAX_NEW, "host": addr[0], "port": bootstrap}
+        r = subprocess.run(["ip", "netns", "exec", ns[1], sys.executable, "-c", NETNS_CLIENT,
+                            f"http://{addr[0]}:{ports[0]}", f"http://{addr[1]}:{ports[1]}",
+                            json.dumps(body)], capture_output=True, text=True, timeout=300)
+        logs = "".join(open(f"/tmp/epserve-pd-netns-{tag}-{i}.log").read() for i in range(2))
+        assert r.returncode == 0, r.stdout + r.stderr + logs
+        assert json.loads(r.stdout) == reference_ids(MODEL, PROMPTS)
+    finally:
+        for proc, log in servers:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+            log.close()
+        for n in made:
+            ip("netns", "del", n)
