@@ -7,6 +7,8 @@
 
 #include "cli/commands.h"
 #include "core/error.h"
+#include "disagg/kv_agent.h"
+#include "disagg/service.h"
 #include "eplb/placement.h"
 #include "runtime/parallel_setup.h"
 #include "runtime/rank_main.h"
@@ -51,6 +53,12 @@ RankOptions rank_options(const ServerArgs& a) {
   o.mem_fraction_static = a.mem_fraction_static;
   o.num_threads = env_int("EPSERVE_NUM_THREADS", 0);
   o.log_level = a.log_level;
+  if (a.disaggregation_mode != "null") {
+    o.scheduler.disaggregation_mode = a.disaggregation_mode;
+    o.scheduler.disagg_timeouts = DisaggTimeouts::from_env();
+    o.kv_agent_factory = make_ucx_kv_agent_factory(
+        {a.disaggregation_mode, a.ucx_net_devices, o.scheduler.disagg_timeouts.transfer});
+  }
   return o;
 }
 
@@ -73,7 +81,7 @@ Command register_serve(CLI::App& app) {
                      std::signal(SIGINT, SIG_IGN);
                      return run_rank(rank_options(*args));
                    }
-                   return run_server(*args);
+                   return run_server(*args, make_disagg_service);
                  },
                  sglang_flag_names()};
 }

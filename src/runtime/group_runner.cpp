@@ -10,6 +10,7 @@ namespace {
 
 constexpr int64_t kStop = -1;
 constexpr int64_t kControl = -2;  // followed by the command code
+constexpr int64_t kTask = -3;     // followed by the payload's size and bytes
 // Idle ranks wait this long for the next batch before re-arming the wait; dead peers are still
 // noticed at once through the job's abort signal.
 constexpr std::chrono::hours kIdleWait{24 * 365};
@@ -51,9 +52,49 @@ void GroupLeaderRunner::send_control(int64_t code) {
   group_->broadcast(&message[1], sizeof(int64_t), 0);
 }
 
+// Every rank's answer to a task, in group rank order.
+static std::vector<std::string> gather_answers(Communicator& group, const std::string& mine) {
+  const int n = group.size();
+  std::vector<uint64_t> lengths(n);
+  uint64_t length = mine.size();
+  group.set_context("gathering the answers to a task");
+  group.allgather(&length, sizeof(length), lengths.data());
+  std::vector<size_t> bytes(lengths.begin(), lengths.end());
+  size_t total = 0;
+  for (size_t b : bytes) total += b;
+  std::string all(total, '\0');
+  group.allgatherv(mine.data(), mine.size(), all.data(), bytes);
+  std::vector<std::string> out;
+  size_t offset = 0;
+  for (size_t b : bytes) {
+    out.push_back(all.substr(offset, b));
+    offset += b;
+  }
+  return out;
+}
+
+std::vector<std::string> GroupLeaderRunner::run_task(
+    const std::string& payload, const std::function<std::string(const std::string&)>& local) {
+  if (!group_ || group_->size() == 1) return {local(payload)};
+  int64_t message[2] = {kTask, static_cast<int64_t>(payload.size())};
+  group_->set_context("sending a task to the group");
+  group_->broadcast(&message[0], sizeof(int64_t), 0);
+  group_->broadcast(&message[1], sizeof(int64_t), 0);
+  std::string copy = payload;
+  group_->broadcast(copy.data(), copy.size(), 0);
+  return gather_answers(*group_, local(payload));
+}
+
 void run_group_follower(CausalLM& model, int64_t num_kv_slots, Communicator& group,
                         const std::function<void(int64_t)>& on_control) {
+  run_group_follower(model, num_kv_slots, group, FollowerHooks{on_control, {}, {}});
+}
+
+void run_group_follower(CausalLM& model, int64_t num_kv_slots, Communicator& group,
+                        const FollowerHooks& hooks) {
+  const auto& on_control = hooks.on_control;
   LocalModelRunner local(model, num_kv_slots);
+  if (hooks.on_start) hooks.on_start(local.cache());
   std::vector<float> logits;
   const auto timeout = group.timeout();
   while (true) {
@@ -67,6 +108,20 @@ void run_group_follower(CausalLM& model, int64_t num_kv_slots, Communicator& gro
       int64_t code = 0;
       group.broadcast(&code, sizeof(code), 0);
       if (on_control) on_control(code);
+      continue;
+    }
+    if (size == kTask) {
+      int64_t length = 0;
+      group.broadcast(&length, sizeof(length), 0);
+      std::string payload(static_cast<size_t>(length), '\0');
+      group.broadcast(payload.data(), payload.size(), 0);
+      std::string answer;
+      try {
+        answer = hooks.on_task ? hooks.on_task(payload) : std::string();
+      } catch (const std::exception& e) {
+        answer = std::string("error: ") + e.what();
+      }
+      gather_answers(group, answer);
       continue;
     }
     std::vector<int32_t> data(size);

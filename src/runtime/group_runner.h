@@ -5,6 +5,8 @@
 
 #include <functional>
 #include <memory>
+#include <string>
+#include <vector>
 
 #include "runtime/model_runner.h"
 
@@ -22,6 +24,11 @@ class GroupLeaderRunner : public ModelRunner {
   // Hands a command to the other ranks of the group between two batches (their on_control runs
   // it); the leader runs it itself after this returns.
   void send_control(int64_t code);
+  // Runs a task on every rank of the group between two batches (PD disaggregation's KV
+  // transfer): the followers' on_task gets `payload`, the leader runs `local` on it; returns
+  // every rank's answer in group rank order.
+  std::vector<std::string> run_task(const std::string& payload,
+                                    const std::function<std::string(const std::string&)>& local);
   const ModelConfig& config() const override { return local_.config(); }
   int64_t num_kv_slots() const override { return local_.num_kv_slots(); }
   // The leader alone runs the vision tower; its output reaches the other ranks of the group
@@ -31,6 +38,7 @@ class GroupLeaderRunner : public ModelRunner {
     local_.encode_image(grid_t, grid_h, grid_w, pixels, out);
   }
   const KvCache& cache() const { return local_.cache(); }
+  KvCache& cache() { return local_.cache(); }
 
  private:
   LocalModelRunner local_;
@@ -42,5 +50,16 @@ class GroupLeaderRunner : public ModelRunner {
 // (a server may idle), but a failed rank still ends it.
 void run_group_follower(CausalLM& model, int64_t num_kv_slots, Communicator& group,
                         const std::function<void(int64_t)>& on_control = {});
+
+struct FollowerHooks {
+  std::function<void(int64_t)> on_control;
+  // Before the first batch, with this rank's KV cache (the leader runs its side of any
+  // collective in it at the same point).
+  std::function<void(KvCache&)> on_start;
+  // The leader's run_task: this rank's answer.
+  std::function<std::string(const std::string&)> on_task;
+};
+void run_group_follower(CausalLM& model, int64_t num_kv_slots, Communicator& group,
+                        const FollowerHooks& hooks);
 
 }  // namespace epserve

@@ -44,6 +44,7 @@ class LocalModelRunner : public ModelRunner {
   }
   CausalLM& model() { return model_; }
   const KvCache& cache() const { return cache_; }
+  KvCache& cache() { return cache_; }
 
  private:
   std::unique_ptr<CausalLM> owned_;

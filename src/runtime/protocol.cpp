@@ -33,6 +33,8 @@ std::string encode(const SchedulerMessage& message) {
           return {{"type", "generate"}, {"input", m}};
         } else if constexpr (std::is_same_v<T, AbortInput>) {
           return {{"type", "abort"}, {"rid", m.rid}};
+        } else if constexpr (std::is_same_v<T, DisaggInput>) {
+          return {{"type", "disagg"}, {"rid", m.rid}, {"body", m.body}};
         } else {
           return {{"type", "control"}, {"command", m.command}, {"id", m.id}};
         }
@@ -46,6 +48,8 @@ std::string encode(const FrontendMessage& message) {
         using T = std::decay_t<decltype(m)>;
         if constexpr (std::is_same_v<T, OutputBatch>) {
           return {{"type", "outputs"}, {"outputs", m.outputs}};
+        } else if constexpr (std::is_same_v<T, DisaggOutput>) {
+          return {{"type", "disagg"}, {"rid", m.rid}, {"body", m.body}};
         } else {
           return {{"type", "control"}, {"id", m.id}, {"result", m.result}};
         }
@@ -58,6 +62,7 @@ SchedulerMessage decode_scheduler_message(const std::string& bytes) {
   const std::string type = m.at("type").get<std::string>();
   if (type == "generate") return m.at("input").get<GenerateInput>();
   if (type == "abort") return AbortInput{m.at("rid").get<std::string>()};
+  if (type == "disagg") return DisaggInput{m.at("rid").get<std::string>(), m.value("body", json())};
   EPS_CHECK(type == "control", "unknown message type '{}' from the frontend", type);
   return ControlInput{m.at("command").get<std::string>(), m.at("id").get<uint64_t>()};
 }
@@ -66,6 +71,8 @@ FrontendMessage decode_frontend_message(const std::string& bytes) {
   json m = from_bytes(bytes);
   const std::string type = m.at("type").get<std::string>();
   if (type == "outputs") return OutputBatch{m.at("outputs").get<std::vector<TokenOutput>>()};
+  if (type == "disagg")
+    return DisaggOutput{m.at("rid").get<std::string>(), m.value("body", json())};
   EPS_CHECK(type == "control", "unknown message type '{}' from a scheduler", type);
   return ControlOutput{m.at("id").get<uint64_t>(), m.value("result", json())};
 }
@@ -128,7 +135,10 @@ void to_json(json& j, const GenerateInput& m) {
            {"ignore_eos", m.ignore_eos},
            {"return_logprob", m.return_logprob},
            {"top_logprobs_num", m.top_logprobs_num},
-           {"logprob_start_len", m.logprob_start_len}};
+           {"logprob_start_len", m.logprob_start_len},
+           {"bootstrap_host", m.bootstrap_host},
+           {"bootstrap_port", m.bootstrap_port},
+           {"bootstrap_room", m.bootstrap_room}};
   if (!m.images.empty()) j["images"] = m.images;
 }
 
@@ -144,6 +154,9 @@ void from_json(const json& j, GenerateInput& m) {
   j.at("return_logprob").get_to(m.return_logprob);
   j.at("top_logprobs_num").get_to(m.top_logprobs_num);
   j.at("logprob_start_len").get_to(m.logprob_start_len);
+  m.bootstrap_host = j.value("bootstrap_host", std::string());
+  m.bootstrap_port = j.value("bootstrap_port", 0);
+  m.bootstrap_room = j.value("bootstrap_room", int64_t{-1});
   m.images.clear();
   if (j.contains("images")) j.at("images").get_to(m.images);
 }
@@ -184,7 +197,8 @@ void to_json(json& j, const TokenOutput& m) {
            {"finished", m.finished},
            {"finish_reason", m.finish_reason},
            {"matched_stop_token", m.matched_stop_token},
-           {"error", m.error}};
+           {"error", m.error},
+           {"error_status", m.error_status}};
 }
 
 void from_json(const json& j, TokenOutput& m) {
@@ -200,6 +214,7 @@ void from_json(const json& j, TokenOutput& m) {
   j.at("finish_reason").get_to(m.finish_reason);
   j.at("matched_stop_token").get_to(m.matched_stop_token);
   j.at("error").get_to(m.error);
+  m.error_status = j.value("error_status", 0);
 }
 
 }  // namespace epserve

@@ -10,8 +10,10 @@
 //   {"type": "generate", "input": GenerateInput}
 //   {"type": "abort", "rid": string}                 (empty rid: abort everything)
 //   {"type": "control", "command": string, "id": uint}
+//   {"type": "disagg", "rid": string, "body": object}    (PD disaggregation, src/disagg)
 //   {"type": "outputs", "outputs": [TokenOutput, ...]}   (all outputs of one scheduler step)
 //   {"type": "control", "id": uint, "result": object}    (id 0: the unsolicited "ready" message)
+//   {"type": "disagg", "rid": string, "body": object}
 // Endpoints: the frontend binds PUSH <base>-in-<dp_rank> (one per DP group) and PULL <base>-out;
 // each group's scheduler connects to them. <base> comes from EPSERVE_IPC_BASE.
 #pragma once
@@ -57,6 +59,24 @@ struct GenerateInput {
   // Images, in the order of their runs of image tokens in input_ids: image i is
   // <vision_start> then grid_t*grid_h*grid_w / spatial_merge^2 image tokens then <vision_end>.
   std::vector<ImageInput> images;
+  // PD disaggregation (SGLang's bootstrap_host/port/room): the prefill server that computes the
+  // prompt's KV cache; room -1: not a disaggregated request.
+  std::string bootstrap_host;
+  int bootstrap_port = 0;
+  int64_t bootstrap_room = -1;
+};
+
+// PD disaggregation between a server's frontend and its schedulers (docs/server.md):
+// frontend -> prefill scheduler {"target": decode ranks and slots}; prefill scheduler ->
+// frontend {"transfer": result}; decode scheduler -> frontend {"slots": reserved KV slots};
+// frontend -> decode scheduler {"received": first token} or {"error": message}.
+struct DisaggInput {
+  std::string rid;
+  nlohmann::json body;
+};
+struct DisaggOutput {
+  std::string rid;
+  nlohmann::json body;
 };
 
 struct AbortInput {
@@ -88,6 +108,7 @@ struct TokenOutput {
   std::string finish_reason;        // "stop", "length", "abort" when finished
   int32_t matched_stop_token = -1;  // the stop/EOS token that ended it, if any
   std::string error;                // non-empty: the request failed (finish_reason abort)
+  int error_status = 0;             // its HTTP status (0: 400, the request was rejected)
 };
 
 // id 0: unsolicited (the "ready" message, load progress), with "dp_rank" in the result.
@@ -101,8 +122,8 @@ struct OutputBatch {
   std::vector<TokenOutput> outputs;
 };
 
-using SchedulerMessage = std::variant<GenerateInput, AbortInput, ControlInput>;
-using FrontendMessage = std::variant<OutputBatch, ControlOutput>;
+using SchedulerMessage = std::variant<GenerateInput, AbortInput, ControlInput, DisaggInput>;
+using FrontendMessage = std::variant<OutputBatch, ControlOutput, DisaggOutput>;
 
 // The envelopes as CBOR bytes and back; decode throws epserve::Error on a malformed message.
 std::string encode(const SchedulerMessage& message);

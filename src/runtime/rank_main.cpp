@@ -129,14 +129,93 @@ int run_rank(const RankOptions& o) {
   if (o.max_total_tokens > 0) slots = std::max<int64_t>(1, slots / o.parallel.attention_groups());
   slots = std::max(slots, o.scheduler.page_size);
   std::unique_ptr<ExpertRuntime> experts = make_expert_runtime(*model, ctx, o.parallel, o.experts);
+  // PD disaggregation: every rank of a group registers its KV cache; the leader gathers the
+  // group's descriptions (in group rank order) for the frontend.
+  const bool disaggregated = o.scheduler.disaggregation_mode != "null";
+  std::unique_ptr<KvTransferAgent> kv_agent;
+  std::vector<std::string> kv_ranks;
+  auto start_kv_agent = [&](KvCache& cache) {
+    EPS_CHECK(o.kv_agent_factory, "--disaggregation-mode needs a KV transfer agent");
+    KvMemory memory;
+    for (int64_t l = 0; l < model->config().num_layers; ++l) {
+      memory.k.push_back(cache.k(l));
+      if (cache.layout().v_width > 0) memory.v.push_back(cache.v(l));
+    }
+    memory.num_slots = cache.num_slots();
+    memory.k_width = cache.layout().k_width;
+    memory.v_width = cache.layout().v_width;
+    memory.mla = model->config().is_mla();
+    memory.num_kv_heads = model->config().num_kv_heads;
+    memory.head_dim = model->config().head_dim;
+    memory.group_rank = model->parallel().attention_heads.rank;
+    memory.group_size = model->parallel().attention_heads.size;
+    kv_agent = o.kv_agent_factory(memory);
+    Communicator* group = ctx.parallel.attention_group.get();
+    std::string mine = kv_agent->describe().dump();
+    if (group == nullptr || group->size() == 1) {
+      kv_ranks = {mine};
+      return;
+    }
+    // The same exchange run_task's answers use.
+    const int n = group->size();
+    std::vector<uint64_t> lengths(n);
+    uint64_t length = mine.size();
+    group->set_context("exchanging KV transfer descriptions");
+    group->allgather(&length, sizeof(length), lengths.data());
+    std::vector<size_t> bytes(lengths.begin(), lengths.end());
+    size_t total = 0;
+    for (size_t b : bytes) total += b;
+    std::string all(total, '\0');
+    group->allgatherv(mine.data(), mine.size(), all.data(), bytes);
+    size_t offset = 0;
+    for (size_t b : bytes) {
+      kv_ranks.push_back(all.substr(offset, b));
+      offset += b;
+    }
+  };
+  auto run_kv_task = [&](const std::string& payload) -> std::string {
+    nlohmann::json job = nlohmann::json::parse(payload);
+    try {
+      int64_t bytes = kv_agent->send(job.at("target"), job.at("slots").get<std::vector<int32_t>>());
+      return nlohmann::json{{"bytes", bytes}}.dump();
+    } catch (const std::exception& e) {
+      return nlohmann::json{{"error", e.what()}}.dump();
+    }
+  };
   if (!ctx.leader) {
-    run_group_follower(*model, slots, *ctx.parallel.attention_group, [&](int64_t code) {
+    FollowerHooks hooks;
+    hooks.on_control = [&](int64_t code) {
       if (experts) experts->run_command(code);
-    });
+    };
+    if (disaggregated) {
+      hooks.on_start = start_kv_agent;
+      hooks.on_task = run_kv_task;
+    }
+    run_group_follower(*model, slots, *ctx.parallel.attention_group, hooks);
     return 0;
   }
   GroupLeaderRunner runner(*model, slots, ctx.parallel.attention_group);
   Scheduler scheduler(runner, o.scheduler);
+  if (disaggregated) {
+    start_kv_agent(runner.cache());
+    scheduler.set_kv_sender([&](const nlohmann::json& target, const std::vector<int32_t>& src) {
+      std::string payload = nlohmann::json{{"target", target}, {"slots", src}}.dump();
+      int64_t bytes = 0;
+      std::string errors;
+      std::vector<std::string> answers = runner.run_task(payload, run_kv_task);
+      for (size_t i = 0; i < answers.size(); ++i) {
+        nlohmann::json a = nlohmann::json::parse(answers[i], nullptr, false);
+        if (a.is_object() && a.contains("bytes")) {
+          bytes += a["bytes"].get<int64_t>();
+        } else {
+          std::string why = a.is_object() ? a.value("error", answers[i]) : answers[i];
+          errors += fmt::format("{}rank {} of the group: {}", errors.empty() ? "" : "; ", i, why);
+        }
+      }
+      EPS_CHECK(errors.empty(), "{}", errors);
+      return bytes;
+    });
+  }
   const int dp_rank = ctx.dp_rank;
 
   IpcSocket inbox(context, IpcSocket::Kind::kPull);
@@ -150,7 +229,14 @@ int run_rank(const RankOptions& o) {
                               {"page_size", o.scheduler.page_size},
                               {"kv_pages", scheduler.max_total_tokens() / o.scheduler.page_size},
                               {"kv_bytes", runner.cache().bytes()},
-                              {"context_length", scheduler.context_length()}}});
+                              {"context_length", scheduler.context_length()},
+                              {"disaggregation_mode", o.scheduler.disaggregation_mode},
+                              {"kv_ranks", [&] {
+                                 nlohmann::json ranks = nlohmann::json::array();
+                                 for (const auto& r : kv_ranks)
+                                   ranks.push_back(nlohmann::json::parse(r));
+                                 return ranks;
+                               }()}}});
   spdlog::info("rank ready: {} KV slots ({:.1f} MiB), context length {}",
                scheduler.max_total_tokens(), runner.cache().bytes() / 1048576.0,
                scheduler.context_length());
@@ -180,6 +266,8 @@ int run_rank(const RankOptions& o) {
       scheduler.add(std::move(*input), outputs);
     } else if (auto* abort = std::get_if<AbortInput>(&message)) {
       scheduler.abort(abort->rid, outputs);
+    } else if (auto* disagg = std::get_if<DisaggInput>(&message)) {
+      scheduler.disagg(*disagg, outputs);
     } else {
       const ControlInput& control = std::get<ControlInput>(message);
       const std::string& command = control.command;
@@ -242,6 +330,8 @@ int run_rank(const RankOptions& o) {
       }
       scheduler.abort("", outputs);
     }
+    if (!stop) scheduler.poll_disagg(outputs);
+    for (DisaggOutput& d : scheduler.take_disagg_outputs()) send(outbox, std::move(d));
     if (!outputs.empty()) {
       send(outbox, OutputBatch{std::move(outputs)});
       outputs.clear();

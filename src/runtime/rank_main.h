@@ -9,6 +9,7 @@
 #include <string>
 
 #include "runtime/expert_runtime.h"
+#include "runtime/kv_transfer.h"
 #include "runtime/parallel_setup.h"
 #include "runtime/scheduler.h"
 
@@ -24,6 +25,8 @@ struct RankOptions {
   double mem_fraction_static = 0.0;  // 0: the default (see kv_slots_for_memory)
   int num_threads = 0;               // 0: the cores this process may use
   std::string log_level = "info";
+  // PD disaggregation (scheduler.disaggregation_mode prefill/decode): makes each rank's agent.
+  KvTransferAgentFactory kv_agent_factory;
 };
 
 int run_rank(const RankOptions& options);

@@ -72,6 +72,12 @@ std::string Scheduler::validate(const GenerateInput& in) const {
 void Scheduler::add(GenerateInput input, std::vector<TokenOutput>& out) {
   std::string error = validate(input);
   RequestVision vision;
+  if (error.empty() && config_.disaggregation_mode != "null" && !input.images.empty()) {
+    // Not built yet: the decode side would need the prompt's MRoPE delta without its images.
+    error =
+        "Images are not supported with --disaggregation-mode yet; serve image requests "
+        "from a server without disaggregation.";
+  }
   if (error.empty())
     error = prepare_vision(runner_.config(), input.input_ids, input.images, vision);
   if (!error.empty()) {
@@ -82,13 +88,21 @@ void Scheduler::add(GenerateInput input, std::vector<TokenOutput>& out) {
     o.finish_reason = "abort";
     o.error = error;
     out.push_back(std::move(o));
+    if (config_.disaggregation_mode == "prefill" && input.bootstrap_room >= 0) {
+      disagg_out_.push_back(
+          {input.rid,
+           {{"transfer",
+             {{"ok", false}, {"status", 400}, {"error", error}, {"room", input.bootstrap_room}}}}});
+    }
     return;
   }
   // Never generate past the context length.
   int64_t room = context_length_ - static_cast<int64_t>(input.input_ids.size());
   input.max_new_tokens = std::min(input.max_new_tokens, room);
-  waiting_.push_back(std::make_unique<SchedRequest>(std::move(input), next_arrival_++));
-  waiting_.back()->vision = std::move(vision);
+  auto request = std::make_unique<SchedRequest>(std::move(input), next_arrival_++);
+  request->vision = std::move(vision);
+  if (config_.disaggregation_mode != "null" && disagg_add(request, out)) return;
+  waiting_.push_back(std::move(request));
 }
 
 std::vector<int32_t> Scheduler::cache_key(const SchedRequest& r) const {
@@ -96,6 +110,7 @@ std::vector<int32_t> Scheduler::cache_key(const SchedRequest& r) const {
 }
 
 void Scheduler::abort(const std::string& rid, std::vector<TokenOutput>& out) {
+  disagg_abort(rid, out);
   for (auto it = waiting_.begin(); it != waiting_.end();) {
     if (rid.empty() || (*it)->in.rid == rid) {
       SchedRequest& r = **it;
@@ -324,8 +339,6 @@ void Scheduler::process(const std::vector<Entry>& entries, const ForwardBatch& b
     std::vector<int32_t> prompt(r.tokens.begin(), r.tokens.begin() + r.prompt_len);
     std::vector<int32_t> generated(r.tokens.begin() + r.prompt_len, r.tokens.end());
     int32_t token = r.sampler.sample(row.data(), V, prompt, generated);
-    r.tokens.push_back(token);
-    r.pending.token_ids.push_back(token);
     if (r.in.return_logprob) {
       log_softmax(raw, V, logprobs.data());
       r.pending.logprobs.push_back(logprobs[token]);
@@ -333,30 +346,57 @@ void Scheduler::process(const std::vector<Entry>& entries, const ForwardBatch& b
                                            ? top_logprobs(logprobs, r.in.top_logprobs_num)
                                            : std::vector<TokenLogprob>{});
     }
-    const auto& eos = config_.eos_token_ids;
-    bool is_eos = std::find(eos.begin(), eos.end(), token) != eos.end();
-    bool is_stop = std::find(r.in.stop_token_ids.begin(), r.in.stop_token_ids.end(), token) !=
-                   r.in.stop_token_ids.end();
-    // As SGLang: ignore_eos also ignores stop_token_ids.
-    if (!r.in.ignore_eos && (is_eos || is_stop)) {
-      r.pending.matched_stop_token = token;
-      finish(r, "stop", out);
-    } else if (r.num_generated() >= r.in.max_new_tokens ||
-               static_cast<int64_t>(r.tokens.size()) >= context_length_) {
-      finish(r, "length", out);
-    } else {
-      TokenOutput o = std::move(r.pending);
-      r.pending = TokenOutput{};
-      r.input_logprobs_pending = false;
-      o.rid = r.in.rid;
-      o.prompt_tokens = r.prompt_len;
-      o.cached_tokens = r.cached_tokens;
-      out.push_back(std::move(o));
+    if (config_.disaggregation_mode == "prefill" && r.num_generated() == 0) {
+      // The first token goes to the decode server with the KV cache.
+      r.tokens.push_back(token);
+      r.pending.token_ids.push_back(token);
+      disagg_park(r);
+      continue;
     }
+    accept_token(r, token, out);
   }
 }
 
+bool Scheduler::accept_token(SchedRequest& r, int32_t token, std::vector<TokenOutput>& out) {
+  r.tokens.push_back(token);
+  r.pending.token_ids.push_back(token);
+  const auto& eos = config_.eos_token_ids;
+  bool is_eos = std::find(eos.begin(), eos.end(), token) != eos.end();
+  bool is_stop = std::find(r.in.stop_token_ids.begin(), r.in.stop_token_ids.end(), token) !=
+                 r.in.stop_token_ids.end();
+  // As SGLang: ignore_eos also ignores stop_token_ids.
+  if (!r.in.ignore_eos && (is_eos || is_stop)) {
+    r.pending.matched_stop_token = token;
+    finish(r, "stop", out);
+    return true;
+  }
+  if (r.num_generated() >= r.in.max_new_tokens ||
+      static_cast<int64_t>(r.tokens.size()) >= context_length_) {
+    finish(r, "length", out);
+    return true;
+  }
+  TokenOutput o = std::move(r.pending);
+  r.pending = TokenOutput{};
+  r.input_logprobs_pending = false;
+  o.rid = r.in.rid;
+  o.prompt_tokens = r.prompt_len;
+  o.cached_tokens = r.cached_tokens;
+  out.push_back(std::move(o));
+  return false;
+}
+
 void Scheduler::finish(SchedRequest& r, const std::string& reason, std::vector<TokenOutput>& out) {
+  if (config_.disaggregation_mode == "prefill" && r.in.bootstrap_room >= 0 && reason == "abort") {
+    // Whoever waits for this request's KV (the decode server) learns it will not come.
+    const std::string why =
+        r.pending.error.empty() ? "the prefill request was aborted" : r.pending.error;
+    disagg_out_.push_back({r.in.rid,
+                           {{"transfer",
+                             {{"ok", false},
+                              {"status", r.pending.error_status > 0 ? r.pending.error_status : 499},
+                              {"error", why},
+                              {"room", r.in.bootstrap_room}}}}});
+  }
   TokenOutput o = std::move(r.pending);
   o.rid = r.in.rid;
   o.prompt_tokens = r.prompt_len;
@@ -383,17 +423,26 @@ BatchLogState Scheduler::log_state() const {
 }
 
 nlohmann::json Scheduler::stats_json() const {
-  return {{"num_running_reqs", num_running()},
-          {"num_queue_reqs", num_waiting()},
-          {"kv_used_tokens", used_tokens()},
-          {"kv_cached_tokens", cached_tokens()},
-          {"kv_total_tokens", max_total_tokens()},
-          {"steps", stats_.steps},
-          {"prefill_tokens", stats_.prefill_tokens},
-          {"decode_tokens", stats_.decode_tokens},
-          {"retractions", stats_.retractions},
-          {"forward_seconds", stats_.forward_seconds},
-          {"schedule_seconds", stats_.schedule_seconds}};
+  nlohmann::json disagg;
+  if (config_.disaggregation_mode == "prefill") {
+    disagg["num_prefill_inflight_queue_reqs"] = parked_.size();
+  } else if (config_.disaggregation_mode == "decode") {
+    disagg["num_decode_prealloc_queue_reqs"] = prealloc_.size();
+    disagg["num_decode_transfer_queue_reqs"] = parked_.size();
+  }
+  nlohmann::json stats = {{"num_running_reqs", num_running()},
+                          {"num_queue_reqs", num_waiting()},
+                          {"kv_used_tokens", used_tokens()},
+                          {"kv_cached_tokens", cached_tokens()},
+                          {"kv_total_tokens", max_total_tokens()},
+                          {"steps", stats_.steps},
+                          {"prefill_tokens", stats_.prefill_tokens},
+                          {"decode_tokens", stats_.decode_tokens},
+                          {"retractions", stats_.retractions},
+                          {"forward_seconds", stats_.forward_seconds},
+                          {"schedule_seconds", stats_.schedule_seconds}};
+  if (disagg.is_object()) stats.update(disagg);
+  return stats;
 }
 
 }  // namespace epserve

@@ -7,8 +7,11 @@
 // pages at once (whole pages stay in the prefix cache for later requests to reuse).
 #pragma once
 
+#include <chrono>
 #include <deque>
+#include <functional>
 #include <list>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -16,6 +19,7 @@
 #include <nlohmann/json.hpp>
 
 #include "runtime/batch_log.h"
+#include "runtime/kv_transfer.h"
 #include "runtime/model_runner.h"
 #include "runtime/prefix_cache.h"
 #include "runtime/protocol.h"
@@ -38,6 +42,9 @@ struct SchedulerConfig {
   bool enable_mixed_chunk = false;     // prefill chunks and decodes in one batch
   std::vector<int32_t> eos_token_ids;  // empty: the model config's
   int64_t decode_log_interval = 40;    // a "Decode batch" log line every this many decode batches
+  // PD disaggregation (scheduler_disagg.cpp): "null", "prefill" or "decode".
+  std::string disaggregation_mode = "null";
+  DisaggTimeouts disagg_timeouts;
 };
 
 struct SchedulerStats {
@@ -58,6 +65,18 @@ class Scheduler {
   // Aborts one request (or all, for an empty rid); its pages are freed now.
   void abort(const std::string& rid, std::vector<TokenOutput>& out);
   bool has_work() const { return !running_.empty() || !waiting_.empty(); }
+
+  // PD disaggregation (scheduler_disagg.cpp). Prefill: a request stops after its first token and
+  // keeps its pages until its KV has been sent (send_kv, to the target a DisaggInput brings) or
+  // the bootstrap timeout passes. Decode: a request reserves pages for its prompt (the slots go
+  // out as a DisaggOutput), waits for its KV and first token (a DisaggInput), then decodes.
+  using KvSender =
+      std::function<int64_t(const nlohmann::json& target, const std::vector<int32_t>& slots)>;
+  void set_kv_sender(KvSender sender) { send_kv_ = std::move(sender); }
+  void disagg(const DisaggInput& input, std::vector<TokenOutput>& out);
+  // Transfers that are due, reservations, timeouts; cheap when there are none.
+  void poll_disagg(std::vector<TokenOutput>& out);
+  std::vector<DisaggOutput> take_disagg_outputs() { return std::move(disagg_out_); }
   // One forward pass over the next batch (nothing when idle); appends outputs. With
   // must_forward the model runs even with nothing to compute (an empty batch: under DP
   // attention every group joins every step).
@@ -93,6 +112,15 @@ class Scheduler {
   void process(const std::vector<Entry>& entries, const ForwardBatch& batch,
                const std::vector<float>& logits, std::vector<TokenOutput>& out);
   void finish(SchedRequest& request, const std::string& reason, std::vector<TokenOutput>& out);
+  // Appends a sampled token (the first one may come from the prefill server); reports it or
+  // ends the request. Returns true when the request finished.
+  bool accept_token(SchedRequest& request, int32_t token, std::vector<TokenOutput>& out);
+  bool disagg_add(std::unique_ptr<SchedRequest>& request, std::vector<TokenOutput>& out);
+  bool disagg_park(SchedRequest& request);
+  void disagg_abort(const std::string& rid, std::vector<TokenOutput>& out);
+  void fail(std::unique_ptr<SchedRequest> request, const std::string& error, int status,
+            std::vector<TokenOutput>& out);
+  std::unique_ptr<SchedRequest> take_running(SchedRequest& request);
   BatchLogState log_state() const;
 
   ModelRunner& runner_;
@@ -106,6 +134,19 @@ class Scheduler {
   uint64_t next_arrival_ = 0;
   SchedulerStats stats_;
   BatchLog log_;
+
+  using SteadyTime = std::chrono::steady_clock::time_point;
+  struct Parked {
+    std::unique_ptr<SchedRequest> request;
+    SteadyTime since;
+    int32_t first_token = -1;  // prefill: the token sampled after the prompt
+    nlohmann::json target;     // prefill: where the KV goes (null until the decode side asks)
+  };
+  KvSender send_kv_;
+  std::deque<std::unique_ptr<SchedRequest>> prealloc_;  // decode: waiting for pages
+  std::map<std::string, Parked> parked_;  // prefill: waiting to send; decode: waiting to receive
+  std::map<std::string, nlohmann::json> early_targets_;  // prefill: targets of unfinished prompts
+  std::vector<DisaggOutput> disagg_out_;
 };
 
 }  // namespace epserve

@@ -71,6 +71,7 @@ void Frontend::shutdown() {
       if (auto g = route.group.lock()) groups.push_back(std::move(g));
     }
     routes_.clear();
+    rooms_.clear();
     for (int g = 0; g < options_.num_dp_groups; ++g) {
       outbox_.emplace_back(g, encode(AbortInput{""}));
       outbox_.emplace_back(g, encode(ControlInput{"shutdown", next_control_id_++}));
@@ -122,7 +123,8 @@ std::shared_ptr<RequestGroup> Frontend::submit(std::vector<GenerateInput> inputs
     group.reset(new RequestGroup(*this, rids, dp));
     for (size_t i = 0; i < inputs.size(); ++i) {
       int64_t t = static_cast<int64_t>(inputs[i].input_ids.size()) + inputs[i].max_new_tokens;
-      routes_[rids[i]] = Route{group, i, dp, t};
+      routes_[rids[i]] = Route{group, i, dp, t, inputs[i].bootstrap_room};
+      if (inputs[i].bootstrap_room >= 0) rooms_[inputs[i].bootstrap_room] = rids[i];
       group_requests_[dp] += 1;
       group_tokens_[dp] += t;
       outbox_.emplace_back(dp, encode(inputs[i]));
@@ -160,9 +162,8 @@ void Frontend::unregister(const std::string& rid, int dp_rank, bool abort_at_sch
     std::lock_guard<std::mutex> lock(mutex_);
     auto it = routes_.find(rid);
     if (it == routes_.end()) return;
-    group_requests_[dp_rank] -= 1;
-    group_tokens_[dp_rank] -= it->second.tokens;
-    routes_.erase(it);
+    (void)dp_rank;
+    erase_route(it);
   }
   if (abort_at_scheduler && !stopping_) post(dp_rank, AbortInput{rid});
 }
@@ -265,10 +266,59 @@ uint64_t Frontend::next_seed() {
   return splitmix64_next(seed_state_) & 0x7fffffffffffffffULL;
 }
 
+void Frontend::erase_route(std::unordered_map<std::string, Route>::iterator it) {
+  const Route& route = it->second;
+  group_requests_[route.dp_rank] -= 1;
+  group_tokens_[route.dp_rank] -= route.tokens;
+  if (route.room >= 0) {
+    auto room = rooms_.find(route.room);
+    if (room != rooms_.end() && room->second == it->first) rooms_.erase(room);
+  }
+  routes_.erase(it);
+}
+
+void Frontend::set_disagg_handler(std::function<void(int, DisaggOutput)> handler) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  disagg_handler_ = std::move(handler);
+}
+
+std::optional<std::pair<std::string, int>> Frontend::find_room(int64_t room) const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  auto it = rooms_.find(room);
+  if (it == rooms_.end()) return std::nullopt;
+  auto route = routes_.find(it->second);
+  if (route == routes_.end()) return std::nullopt;
+  return std::make_pair(it->second, route->second.dp_rank);
+}
+
+void Frontend::fail_room(int64_t room, int status, const std::string& error) {
+  std::function<void(int, DisaggOutput)> handler;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    handler = disagg_handler_;
+  }
+  if (handler) {
+    handler(
+        0, DisaggOutput{"",
+                        {{"transfer",
+                          {{"ok", false}, {"status", status}, {"error", error}, {"room", room}}}}});
+  }
+}
+
 void Frontend::handle(const std::string& bytes) {
   FrontendMessage message = decode_frontend_message(bytes);
   if (auto* batch = std::get_if<OutputBatch>(&message)) {
     handle_outputs(std::move(*batch));
+  } else if (auto* disagg = std::get_if<DisaggOutput>(&message)) {
+    std::function<void(int, DisaggOutput)> handler;
+    int dp = 0;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      handler = disagg_handler_;
+      auto it = routes_.find(disagg->rid);
+      if (it != routes_.end()) dp = it->second.dp_rank;
+    }
+    if (handler) handler(dp, std::move(*disagg));
   } else {
     handle_control(std::get<ControlOutput>(std::move(message)));
   }
@@ -288,9 +338,7 @@ void Frontend::handle_outputs(OutputBatch batch) {
       index = it->second.index;
       if (out.finished || group == nullptr) {
         if (group == nullptr && !out.finished) orphan_dp = it->second.dp_rank;
-        group_requests_[it->second.dp_rank] -= 1;
-        group_tokens_[it->second.dp_rank] -= it->second.tokens;
-        routes_.erase(it);
+        erase_route(it);
       }
     }
     const std::string rid = out.rid;

@@ -136,6 +136,16 @@ class Frontend {
   // {"load_progress": {"done": n, "total": m}}).
   void set_status_callback(std::function<void(int dp_rank, const nlohmann::json&)> callback);
 
+  // PD disaggregation (src/disagg): DisaggOutputs of the schedulers go to `handler` (on the I/O
+  // thread: it must not block); post_disagg sends a DisaggInput to a DP group.
+  void set_disagg_handler(std::function<void(int dp_rank, DisaggOutput)> handler);
+  void post_disagg(int dp_rank, DisaggInput input) { post(dp_rank, std::move(input)); }
+  // The request in flight with this bootstrap_room: its rid and DP group.
+  std::optional<std::pair<std::string, int>> find_room(int64_t room) const;
+  // A request with this bootstrap_room was refused before it reached a scheduler: the disagg
+  // handler gets {"transfer": {"ok": false, "status", "error", "room"}}.
+  void fail_room(int64_t room, int status, const std::string& error);
+
   size_t num_requests_in_flight() const;
   uint64_t next_seed();
   void seed_random(uint64_t seed);
@@ -147,6 +157,7 @@ class Frontend {
     size_t index = 0;
     int dp_rank = 0;
     int64_t tokens = 0;  // prompt + max new tokens, for total_tokens balancing
+    int64_t room = -1;   // bootstrap_room (PD disaggregation)
   };
   struct PendingControl {
     std::vector<nlohmann::json> results;
@@ -168,6 +179,7 @@ class Frontend {
   void handle(const std::string& bytes);
   void handle_outputs(OutputBatch batch);
   void handle_control(ControlOutput answer);
+  void erase_route(std::unordered_map<std::string, Route>::iterator it);
 
   FrontendOptions options_;
   Metrics* metrics_;
@@ -194,6 +206,8 @@ class Frontend {
   uint64_t round_robin_ = 0;
   uint64_t seed_state_ = 0x9e3779b97f4a7c15ull;
   std::function<void(int, const nlohmann::json&)> status_callback_;
+  std::function<void(int, DisaggOutput)> disagg_handler_;
+  std::unordered_map<int64_t, std::string> rooms_;  // bootstrap_room -> rid
 };
 
 }  // namespace epserve

@@ -228,6 +228,7 @@ struct HttpServer::Impl {
   std::unique_ptr<httplib::ThreadPool> workers;
   std::vector<Route> routes;
   HttpFilter filter;
+  HttpErrorObserver error_observer;
   int port = 0;
 
   void serve_request(int fd, std::string buffered);
@@ -298,10 +299,12 @@ void HttpServer::Impl::run(const HttpHandler& handler, const HttpRequest& reques
   } catch (const ApiError& e) {
     response = HttpResponse{};
     response.json(e.status(), error_body(e.status(), e.what(), e.param(), e.code()));
+    if (error_observer) error_observer(request, e.status(), e.what());
   } catch (const std::exception& e) {
     spdlog::error("{} {}: {}", request.method, request.path, e.what());
     response = HttpResponse{};
     response.json(500, error_body(500, std::string("internal error: ") + e.what()));
+    if (error_observer) error_observer(request, 500, e.what());
   }
 }
 
@@ -462,6 +465,10 @@ void HttpServer::set_filter(HttpFilter filter) {
   impl_->filter = std::move(filter);
 }
 
+void HttpServer::set_error_observer(HttpErrorObserver observer) {
+  impl_->error_observer = std::move(observer);
+}
+
 void HttpServer::bind() {
   const auto& o = impl_->options;
   if (o.port == 0) {
@@ -491,6 +498,27 @@ void HttpServer::serve() {
 
 void HttpServer::stop() {
   if (impl_->server.is_running()) impl_->server.stop();
+}
+
+HttpClientResult http_call(const std::string& method, const std::string& host, int port,
+                           const std::string& path, const std::string& body, double timeout_s) {
+  httplib::Client client(host, port);
+  const auto whole = std::chrono::duration<double>(timeout_s);
+  const auto usec = std::chrono::duration_cast<std::chrono::microseconds>(whole).count();
+  client.set_connection_timeout(std::min<int64_t>(usec, 10000000) / 1000000,
+                                std::min<int64_t>(usec, 10000000) % 1000000);
+  client.set_read_timeout(usec / 1000000, usec % 1000000);
+  client.set_write_timeout(10, 0);
+  httplib::Result res =
+      method == "GET" ? client.Get(path) : client.Post(path, body, "application/json");
+  HttpClientResult out;
+  if (!res) {
+    out.error = httplib::to_string(res.error());
+    return out;
+  }
+  out.status = res->status;
+  out.body = res->body;
+  return out;
 }
 
 }  // namespace epserve

@@ -56,6 +56,9 @@ struct HttpResponse {
 using HttpHandler = std::function<void(const HttpRequest&, HttpResponse&)>;
 // Runs before routing; returns true when it answered the request itself (e.g. 401).
 using HttpFilter = std::function<bool(const HttpRequest&, HttpResponse&)>;
+// Told about every request a handler failed (the status and message of its error response).
+using HttpErrorObserver =
+    std::function<void(const HttpRequest&, int status, const std::string& message)>;
 
 struct HttpServerOptions {
   std::string host = "127.0.0.1";
@@ -82,6 +85,8 @@ class HttpServer {
   // `pattern` is a regex matched against the whole path; its groups become path_params.
   void route(const std::string& method, const std::string& pattern, HttpHandler handler);
   void set_filter(HttpFilter filter);
+  // Set before serve().
+  void set_error_observer(HttpErrorObserver observer);
 
   // Binds the socket; throws epserve::Error naming host:port when it cannot.
   void bind();
@@ -94,5 +99,15 @@ class HttpServer {
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };
+
+// A blocking HTTP/1.1 client call (PD disaggregation: a decode server asking the prefill
+// server's bootstrap service). status 0 when no answer came; `error` then says why.
+struct HttpClientResult {
+  int status = 0;
+  std::string body;
+  std::string error;
+};
+HttpClientResult http_call(const std::string& method, const std::string& host, int port,
+                           const std::string& path, const std::string& body, double timeout_s);
 
 }  // namespace epserve

@@ -69,7 +69,23 @@ Metrics::Metrics(std::string model_name)
                             0.015,  0.02,  0.03,  0.04,  0.06,  0.08,  0.1,
                             0.2,    0.4,   0.8,   1,     2,     4,     8}),
       e2e_request_latency_(
-          {0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000}) {}
+          {0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000}),
+      kv_transfer_latency_ms_(
+          {0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000}),
+      kv_transfer_total_mb_({0.01, 0.1, 0.5, 1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000, 5000}) {}
+
+void Metrics::kv_transfer(int64_t bytes, double seconds) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  kv_transfer_bytes_ += static_cast<uint64_t>(std::max<int64_t>(bytes, 0));
+  kv_transfer_latency_ms_.observe(seconds * 1000);
+  kv_transfer_total_mb_.observe(static_cast<double>(bytes) / 1e6);
+  if (seconds > 0) kv_transfer_speed_gb_s_ = static_cast<double>(bytes) / 1e9 / seconds;
+}
+
+void Metrics::kv_transfer_failed() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  ++kv_transfers_failed_;
+}
 
 void Metrics::request_finished(const std::string& finish_reason, int64_t prompt_tokens,
                                int64_t completion_tokens, int64_t cached_tokens,
@@ -124,6 +140,24 @@ std::string Metrics::render(const std::vector<nlohmann::json>& scheduler_stats) 
     header(out, "sglang:e2e_request_latency_seconds", "histogram",
            "Time from a request's arrival to its last output.");
     e2e_request_latency_.render(out, "sglang:e2e_request_latency_seconds", labels_);
+    if (kv_transfer_latency_ms_.count() > 0 || kv_transfers_failed_ > 0) {
+      header(out, "sglang:kv_transfer_latency_ms", "histogram",
+             "KV transfer time per request (prefill: puts to remote completion; decode: from "
+             "pages reserved to KV received).");
+      kv_transfer_latency_ms_.render(out, "sglang:kv_transfer_latency_ms", labels_);
+      header(out, "sglang:kv_transfer_total_mb", "histogram", "KV bytes per request, in MB.");
+      kv_transfer_total_mb_.render(out, "sglang:kv_transfer_total_mb", labels_);
+      header(out, "sglang:kv_transfer_bytes_total", "counter", "KV bytes transferred.");
+      sample(out, "sglang:kv_transfer_bytes_total", labels_,
+             static_cast<double>(kv_transfer_bytes_));
+      header(out, "sglang:kv_transfer_failed_total", "counter", "KV transfers that failed.");
+      sample(out, "sglang:kv_transfer_failed_total", labels_,
+             static_cast<double>(kv_transfers_failed_));
+      if (kv_transfer_speed_gb_s_ >= 0) {
+        header(out, "sglang:kv_transfer_speed_gb_s", "gauge", "The latest KV transfer's speed.");
+        sample(out, "sglang:kv_transfer_speed_gb_s", labels_, kv_transfer_speed_gb_s_);
+      }
+    }
   }
   // Scheduler gauges, summed over DP groups.
   struct Gauge {
@@ -136,6 +170,12 @@ std::string Metrics::render(const std::vector<nlohmann::json>& scheduler_stats) 
       {"num_queue_reqs", "sglang:num_queue_reqs", "Requests waiting to be scheduled."},
       {"kv_used_tokens", "sglang:num_used_tokens", "KV cache tokens held by requests."},
       {"kv_total_tokens", "sglang:max_total_num_tokens", "KV cache size in tokens."},
+      {"num_prefill_inflight_queue_reqs", "sglang:num_prefill_inflight_queue_reqs",
+       "Prefill: computed requests waiting to send their KV."},
+      {"num_decode_prealloc_queue_reqs", "sglang:num_decode_prealloc_queue_reqs",
+       "Decode: requests waiting for KV pages."},
+      {"num_decode_transfer_queue_reqs", "sglang:num_decode_transfer_queue_reqs",
+       "Decode: requests waiting for their KV."},
   };
   double used = 0, total = 0;
   for (const Gauge& g : gauges) {

@@ -38,6 +38,11 @@ class Metrics {
   // `tokens` new tokens arrived `interval_seconds` after the previous ones of the same request.
   void next_tokens(int64_t tokens, double interval_seconds);
 
+  // PD disaggregation: one request's KV transfer (prefill: sent; decode: received), or a failed
+  // one.
+  void kv_transfer(int64_t bytes, double seconds);
+  void kv_transfer_failed();
+
   // The exposition text; `scheduler_stats` holds one get_stats result per DP group (missing
   // keys are skipped).
   std::string render(const std::vector<nlohmann::json>& scheduler_stats) const;
@@ -53,6 +58,11 @@ class Metrics {
   Histogram time_to_first_token_;
   Histogram inter_token_latency_;
   Histogram e2e_request_latency_;
+  uint64_t kv_transfer_bytes_ = 0;
+  uint64_t kv_transfers_failed_ = 0;
+  double kv_transfer_speed_gb_s_ = -1;  // the latest transfer's; -1: none yet
+  Histogram kv_transfer_latency_ms_;
+  Histogram kv_transfer_total_mb_;
 };
 
 // Escapes a Prometheus label value (backslash, double quote, newline).

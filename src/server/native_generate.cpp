@@ -87,13 +87,12 @@ json choice_json(const tokenizer::Tokenizer& tok, const NativeOptions& o, const 
 
 void handle_generate(ServerContext& ctx, const HttpRequest& req, HttpResponse& res) {
   json body = parse_json_object(req.body);
-  check_keys(
-      body,
-      {"text", "input_ids", "image_data", "sampling_params", "stream", "rid", "return_logprob",
-       "logprob_start_len", "top_logprobs_num", "return_text_in_logprobs", "log_metrics"},
-      {"audio_data", "video_data", "input_embeds", "lora_path", "custom_logit_processor",
-       "return_hidden_states", "token_ids_logprob", "session_params", "bootstrap_host",
-       "bootstrap_port", "bootstrap_room"});
+  check_keys(body,
+             {"text", "input_ids", "image_data", "sampling_params", "stream", "rid",
+              "return_logprob", "logprob_start_len", "top_logprobs_num", "return_text_in_logprobs",
+              "log_metrics", "bootstrap_host", "bootstrap_port", "bootstrap_room"},
+             {"audio_data", "video_data", "input_embeds", "lora_path", "custom_logit_processor",
+              "return_hidden_states", "token_ids_logprob", "session_params"});
   FieldReader r(body);
   if (r.has("text") == r.has("input_ids")) {
     bad_request("give exactly one of text and input_ids");
@@ -160,6 +159,7 @@ void handle_generate(ServerContext& ctx, const HttpRequest& req, HttpResponse& r
   } else if (r.has("sampling_params")) {
     bad_request("sampling_params: expected an object", "sampling_params");
   }
+  read_bootstrap_fields(r, s);
   NativeOptions o;
   o.return_logprob = r.boolean("return_logprob").value_or(false);
   o.top_logprobs_num = static_cast<int>(r.integer("top_logprobs_num", 0, 20).value_or(0));

@@ -50,6 +50,9 @@ void handle_chat(ServerContext& ctx, ChatContentFormat content_format, const Htt
               "ignore_eos",
               "skip_special_tokens",
               "no_stop_trim",
+              "bootstrap_host",
+              "bootstrap_port",
+              "bootstrap_room",
               "chat_template_kwargs",
               "rid"},
              {"tools", "tool_choice", "functions", "function_call", "audio", "prediction",
@@ -75,6 +78,7 @@ void handle_chat(ServerContext& ctx, ChatContentFormat content_format, const Htt
   }
   SamplingRequest s;
   read_sampling_fields(r, s);
+  read_bootstrap_fields(r, s);
   // SGLang takes `max_completion_tokens or max_tokens`: a 0 in max_completion_tokens defers to
   // max_tokens, and max_tokens 0 asks for no new token (the prompt is only prefilled).
   s.max_new_tokens = r.integer("max_completion_tokens", 0, INT32_MAX);

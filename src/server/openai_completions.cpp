@@ -85,6 +85,9 @@ void handle_completions(ServerContext& ctx, const HttpRequest& req, HttpResponse
               "ignore_eos",
               "skip_special_tokens",
               "no_stop_trim",
+              "bootstrap_host",
+              "bootstrap_port",
+              "bootstrap_room",
               "rid"},
              {"regex", "json_schema", "ebnf", "lora_path", "return_hidden_states"});
   FieldReader r(body);
@@ -95,6 +98,7 @@ void handle_completions(ServerContext& ctx, const HttpRequest& req, HttpResponse
   }
   SamplingRequest s;
   read_sampling_fields(r, s);
+  read_bootstrap_fields(r, s);
   if (auto best_of = r.integer("best_of", 1, 128); best_of && *best_of != s.n) {
     bad_request("best_of other than n is not supported by epserve", "best_of");
   }

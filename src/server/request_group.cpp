@@ -74,7 +74,8 @@ void RequestGroup::push(size_t index, TokenOutput output, Clock::time_point rece
       got_first_[index] = true;
       last_output_[index] = received;
     }
-    queue_.push_back(OutputEvent{index, std::move(output), received, 0});
+    const int status = output.error_status;
+    queue_.push_back(OutputEvent{index, std::move(output), received, status});
   }
   cv_.notify_all();
 }

@@ -80,6 +80,16 @@ void read_sampling_fields(const FieldReader& r, SamplingRequest& s) {
   }
 }
 
+void read_bootstrap_fields(const FieldReader& r, SamplingRequest& s) {
+  if (r.has("bootstrap_room") && !r.raw("bootstrap_room").is_number_integer()) {
+    bad_request("bootstrap_room: expected an integer (one request per bootstrap room)",
+                "bootstrap_room");
+  }
+  s.bootstrap_room = r.integer("bootstrap_room", 0, INT64_MAX).value_or(-1);
+  s.bootstrap_host = r.string("bootstrap_host").value_or("");
+  s.bootstrap_port = static_cast<int>(r.integer("bootstrap_port", 1, 65535).value_or(0));
+}
+
 GenerationPlan plan_generation(ServerContext& ctx, const std::vector<std::vector<int32_t>>& prompts,
                                const SamplingRequest& s, int64_t default_max_new_tokens,
                                const std::string& rid_base) {
@@ -114,6 +124,12 @@ GenerationPlan plan_generation(ServerContext& ctx, const std::vector<std::vector
 
   GenerationPlan plan;
   size_t total = prompts.size() * static_cast<size_t>(s.n);
+  if (s.bootstrap_room >= 0 && total > 1) {
+    bad_request(
+        "bootstrap_room names one request: n > 1 and batches are not supported with PD "
+        "disaggregation",
+        "bootstrap_room");
+  }
   for (size_t p = 0; p < prompts.size(); ++p) {
     const std::vector<int32_t>& ids = prompts[p];
     auto len = static_cast<int64_t>(ids.size());
@@ -151,6 +167,9 @@ GenerationPlan plan_generation(ServerContext& ctx, const std::vector<std::vector
       in.return_logprob = s.return_logprob;
       in.top_logprobs_num = s.top_logprobs_num;
       in.logprob_start_len = s.logprob_start_len;
+      in.bootstrap_host = s.bootstrap_host;
+      in.bootstrap_port = s.bootstrap_port;
+      in.bootstrap_room = s.bootstrap_room;
       plan.inputs.push_back(std::move(in));
       plan.options.push_back(ChoiceOptions{s.stop, s.no_stop_trim, s.skip_special_tokens, max_new});
     }

@@ -29,12 +29,19 @@ struct SamplingRequest {
   bool return_logprob = false;
   int top_logprobs_num = 0;
   int64_t logprob_start_len = -1;
+  // PD disaggregation: SGLang's bootstrap_host, bootstrap_port, bootstrap_room (the router adds
+  // them); room -1: absent.
+  std::string bootstrap_host;
+  int bootstrap_port = 0;
+  int64_t bootstrap_room = -1;
 };
 
 // Reads the fields whose names both APIs share: temperature, top_p, top_k, min_p,
 // frequency_penalty, presence_penalty, repetition_penalty, stop, stop_token_ids, ignore_eos,
 // skip_special_tokens, no_stop_trim, logit_bias, n, seed.
 void read_sampling_fields(const FieldReader& reader, SamplingRequest& sampling);
+// Reads bootstrap_host, bootstrap_port and bootstrap_room (one request: a room is an integer).
+void read_bootstrap_fields(const FieldReader& reader, SamplingRequest& sampling);
 
 struct GenerationPlan {
   std::vector<GenerateInput> inputs;  // prompt-major: prompt p's choice j at p * n + j

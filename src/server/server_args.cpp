@@ -1,6 +1,10 @@
 #include "server/server_args.h"
 
+#include <filesystem>
+#include <sstream>
+
 #include "core/error.h"
+#include "runtime/kv_transfer.h"
 #include "server/parallel_flags.h"
 
 namespace epserve {
@@ -80,6 +84,10 @@ void add_server_args(CLI::App& sub, ServerArgs& a) {
   // PD disaggregation
   sub.add_option("--disaggregation-mode", a.disaggregation_mode, "null, prefill or decode");
   sub.add_option("--disaggregation-bootstrap-port", a.disaggregation_bootstrap_port);
+  sub.add_option("--disaggregation-transfer-backend", a.disaggregation_transfer_backend,
+                 "KV transfer: UCX (nixl); mooncake and the others are not available");
+  sub.add_option("--disaggregation-ib-device", a.disaggregation_ib_device,
+                 "Devices for the KV transfer (UCX_NET_DEVICES), e.g. mlx5_0 or mlx5_0,mlx5_1");
 
   // Scheduler and KV cache
   sub.add_option("--max-running-requests", a.max_running_requests);
@@ -91,6 +99,32 @@ void add_server_args(CLI::App& sub, ServerArgs& a) {
   sub.add_flag("--disable-radix-cache", a.disable_radix_cache, "No prefix cache");
 
   add_ignored_sglang_flags(sub, a);
+}
+
+// --disaggregation-transfer-backend and --disaggregation-ib-device (docs/server.md).
+static void resolve_transfer_flags(ServerArgs& a) {
+  const std::string& backend = a.disaggregation_transfer_backend;
+  EPS_CHECK(backend.empty() || backend == "nixl" || backend == "ucx",
+            "--disaggregation-transfer-backend {}: epserve moves the KV cache with UCX (what "
+            "SGLang's nixl backend runs on); leave the flag out or pass nixl",
+            backend);
+  a.ucx_net_devices.clear();
+  std::stringstream devices(a.disaggregation_ib_device);
+  std::string device;
+  while (std::getline(devices, device, ',')) {
+    if (device.empty()) continue;
+    const std::string name = device.substr(0, device.find(':'));
+    EPS_CHECK(std::filesystem::exists("/sys/class/infiniband/" + name) ||
+                  std::filesystem::exists("/sys/class/net/" + name),
+              "--disaggregation-ib-device {}: no RDMA device or network interface '{}' on this "
+              "machine (see /sys/class/infiniband)",
+              a.disaggregation_ib_device, name);
+    // UCX names an RDMA device with its port (mlx5_0:1); SGLang names the device alone.
+    bool rdma = std::filesystem::exists("/sys/class/infiniband/" + name);
+    a.ucx_net_devices += (a.ucx_net_devices.empty() ? "" : ",") +
+                         (rdma && device.find(':') == std::string::npos ? device + ":1" : device);
+  }
+  if (a.disaggregation_mode != "null") (void)DisaggTimeouts::from_env();  // refuse bad values now
 }
 
 void resolve_server_args(ServerArgs& a) {
@@ -126,6 +160,7 @@ void resolve_server_args(ServerArgs& a) {
   EPS_CHECK(a.disaggregation_bootstrap_port >= 1 && a.disaggregation_bootstrap_port <= 65535,
             "--disaggregation-bootstrap-port {} is not a TCP port",
             a.disaggregation_bootstrap_port);
+  resolve_transfer_flags(a);
 
   // Sizing
   EPS_CHECK(a.max_running_requests >= 0, "--max-running-requests {} is negative",
@@ -196,6 +231,9 @@ nlohmann::json server_args_to_json(const ServerArgs& a) {
       {"expert_distribution_recorder_format", x.recorder_format},
       {"disaggregation_mode", a.disaggregation_mode},
       {"disaggregation_bootstrap_port", a.disaggregation_bootstrap_port},
+      {"disaggregation_transfer_backend",
+       a.disaggregation_transfer_backend.empty() ? "ucx" : a.disaggregation_transfer_backend},
+      {"disaggregation_ib_device", a.disaggregation_ib_device},
       {"max_running_requests",
        a.max_running_requests == 0 ? nlohmann::json() : nlohmann::json(a.max_running_requests)},
       {"max_total_tokens",

@@ -59,6 +59,11 @@ struct ServerArgs {
   // PD disaggregation
   std::string disaggregation_mode = "null";
   int disaggregation_bootstrap_port = 8998;
+  // SGLang's names: mooncake (its default), nixl, ascend, ... epserve moves KV over UCX, which is
+  // what nixl runs on: "" (the flag left out), nixl or ucx; the others are refused.
+  std::string disaggregation_transfer_backend;
+  std::string disaggregation_ib_device;  // RDMA device(s), comma-separated (mlx5_0 or mlx5_0:1)
+  std::string ucx_net_devices;           // resolved: UCX_NET_DEVICES for the KV transfer
 
   // Scheduler and KV cache sizing
   int max_running_requests = 0;

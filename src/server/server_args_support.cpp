@@ -19,7 +19,6 @@ void check_supported(const ServerArgs& a) {
   // overlap a rank's tokens are two ranges.
   not_yet(a.parallel.enable_two_batch_overlap && a.experts.recorder_mode == "per_token",
           "--expert-distribution-recorder-mode per_token with --enable-two-batch-overlap");
-  not_yet(a.disaggregation_mode != "null", "--disaggregation-mode prefill/decode");
   refuse_not_implemented(missing);
   const std::string warning = ignored_flags_warning(a);
   if (!warning.empty()) spdlog::warn("{}", warning);

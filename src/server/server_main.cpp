@@ -167,7 +167,7 @@ void print_layout(const ServerArgs& a, const ModelConfig& config) {
 
 }  // namespace
 
-int run_server(const ServerArgs& args) {
+int run_server(const ServerArgs& args, const ServerServiceFactory& make_service) {
   set_log_level(args.log_level);
   use_sglang_log_format("");
   check_supported(args);
@@ -251,10 +251,22 @@ int run_server(const ServerArgs& args) {
   http_options.threads = static_cast<size_t>(std::max(256, 2 * args.max_running_requests));
   HttpServer http(http_options);
   register_routes(http, ctx);
+  if (args.disaggregation_mode == "prefill") {
+    // A request refused before it reached a scheduler: its decode server learns it at once.
+    http.set_error_observer(
+        [&frontend](const HttpRequest& req, int status, const std::string& msg) {
+          nlohmann::json body = nlohmann::json::parse(req.body, nullptr, false);
+          if (body.is_object() && body.contains("bootstrap_room") &&
+              body["bootstrap_room"].is_number_integer()) {
+            frontend.fail_room(body["bootstrap_room"].get<int64_t>(), status, msg);
+          }
+        });
+  }
   http.bind();  // fail before loading anything when the port is taken
 
   frontend.set_status_callback(ProgressPrinter());
   frontend.start();
+  std::unique_ptr<ServerService> service = make_service ? make_service(ctx) : nullptr;
 
   // The ranks: started and supervised by the launcher on its own thread. SIGINT/SIGTERM stay
   // blocked there too, so they reach only the loop below, which stops the ranks in order.
@@ -310,6 +322,7 @@ int run_server(const ServerArgs& args) {
                    http.port());
     }
   }
+  service.reset();
   frontend.shutdown();  // aborts running requests and tells the schedulers to stop
   http.stop();
   http_thread.join();

@@ -4,13 +4,26 @@
 // Returns the exit status.
 #pragma once
 
+#include <functional>
+#include <memory>
+
 #include "server/server_args.h"
 
 namespace epserve {
 
+struct ServerContext;
+
+// A service beside the HTTP API, started once the frontend runs and destroyed before it stops
+// (PD disaggregation's bootstrap service and KV relay, src/disagg).
+class ServerService {
+ public:
+  virtual ~ServerService() = default;
+};
+using ServerServiceFactory = std::function<std::unique_ptr<ServerService>(ServerContext& ctx)>;
+
 // The ZeroMQ endpoint prefix of the frontend (runtime/protocol.h), given to every rank.
 inline constexpr const char* kEnvIpcBase = "EPSERVE_IPC_BASE";
 
-int run_server(const ServerArgs& args);
+int run_server(const ServerArgs& args, const ServerServiceFactory& service = {});
 
 }  // namespace epserve

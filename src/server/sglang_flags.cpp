@@ -242,8 +242,6 @@ constexpr std::array kUnimplementedSglangFlags = std::to_array<std::string_view>
     "debug-tensor-dump-input-file",
     "debug-tensor-dump-inject",
     // PD and encoder disaggregation
-    "disaggregation-transfer-backend",
-    "disaggregation-ib-device",
     "disaggregation-decode-enable-offload-kvcache",
     "num-reserved-decode-tokens",
     "disaggregation-decode-polling-interval",

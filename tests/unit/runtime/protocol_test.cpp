@@ -12,6 +12,32 @@
 namespace epserve {
 namespace {
 
+TEST(Protocol, DisaggMessagesRoundTrip) {
+  GenerateInput in;
+  in.rid = "r";
+  in.bootstrap_host = "10.0.0.1";
+  in.bootstrap_port = 8998;
+  in.bootstrap_room = 1234567890123;
+  const GenerateInput g = std::get<GenerateInput>(decode_scheduler_message(encode(in)));
+  EXPECT_EQ(g.bootstrap_host, "10.0.0.1");
+  EXPECT_EQ(g.bootstrap_port, 8998);
+  EXPECT_EQ(g.bootstrap_room, 1234567890123);
+  SchedulerMessage d = decode_scheduler_message(encode(DisaggInput{"r", {{"received", 3}}}));
+  ASSERT_TRUE(std::holds_alternative<DisaggInput>(d));
+  EXPECT_EQ(std::get<DisaggInput>(d).body["received"], 3);
+  FrontendMessage f = decode_frontend_message(encode(DisaggOutput{"r", {{"slots", {4, 5}}}}));
+  ASSERT_TRUE(std::holds_alternative<DisaggOutput>(f));
+  EXPECT_EQ(std::get<DisaggOutput>(f).body["slots"][1], 5);
+  TokenOutput out;
+  out.rid = "r";
+  out.error = "x";
+  out.error_status = 504;
+  EXPECT_EQ(std::get<OutputBatch>(decode_frontend_message(encode(OutputBatch{{out}})))
+                .outputs[0]
+                .error_status,
+            504);
+}
+
 TEST(Protocol, SchedulerMessagesRoundTrip) {
   GenerateInput in;
   in.rid = "r1";

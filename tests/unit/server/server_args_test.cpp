@@ -170,6 +170,28 @@ TEST(ServerArgs, BadValuesNameTheFlag) {
   EXPECT_THAT(resolve_error({"--device", "tpu"}), HasSubstr("--device 'tpu'"));
 }
 
+// SGLang's transfer backends map onto UCX: nixl (which runs on UCX) is accepted, the others are
+// refused with one line; an RDMA device becomes UCX_NET_DEVICES (with its port).
+TEST(ServerArgs, DisaggregationTransferFlags) {
+  ServerArgs a = parse({"--disaggregation-mode", "prefill"});
+  resolve_server_args(a);
+  EXPECT_EQ(a.disaggregation_transfer_backend, "");
+  EXPECT_EQ(a.ucx_net_devices, "");
+  EXPECT_EQ(resolve_error({"--disaggregation-transfer-backend", "nixl"}), "");
+  EXPECT_THAT(resolve_error({"--disaggregation-transfer-backend", "mooncake"}),
+              HasSubstr("--disaggregation-transfer-backend mooncake: epserve moves the KV cache "
+                        "with UCX"));
+  EXPECT_THAT(resolve_error({"--disaggregation-ib-device", "mlx5_nonexistent"}),
+              HasSubstr("no RDMA device or network interface 'mlx5_nonexistent'"));
+  ServerArgs lo = parse({"--disaggregation-ib-device", "lo"});
+  resolve_server_args(lo);
+  EXPECT_EQ(lo.ucx_net_devices, "lo");
+  setenv("SGLANG_DISAGGREGATION_WAITING_TIMEOUT", "soon", 1);
+  EXPECT_THAT(resolve_error({"--disaggregation-mode", "decode"}),
+              HasSubstr("SGLANG_DISAGGREGATION_WAITING_TIMEOUT=soon"));
+  unsetenv("SGLANG_DISAGGREGATION_WAITING_TIMEOUT");
+}
+
 TEST(ServerArgs, UnimplementedSglangFlagsSaySo) {
   std::vector<std::string> extras;
   parse({"--kv-cache-dtype", "fp8_e5m2"}, &extras);

@@ -1,0 +1,78 @@
+// One-sided writes between the rank processes of two separate servers (PD disaggregation, see
+// src/disagg): an RmaAgent is a UCX context and worker of its own, apart from the job's World.
+// The receiving side registers memory (register_memory) and hands its worker address and the
+// packed keys to the writer by any channel; the writer's write() puts straight into that memory
+// and returns once the data is complete at the receiver (ucp_ep_flush), or throws.
+//
+//   receiver: RmaAgent agent({.progress_thread = true});  key = agent.register_memory(p, n);
+//   writer:   agent.write(receiver_address, {key}, {{src, remote_addr, bytes, 0}}, timeout);
+//
+// Without hardware RMA (TCP, or shared memory without CMA) UCX emulates puts with messages that
+// the receiver's worker must progress: a receiver runs a progress thread. A write that fails or
+// passes its deadline force-closes its endpoint (the next write to that peer reconnects).
+#pragma once
+
+#include <ucp/api/ucp.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace epserve {
+
+struct RmaAgentOptions {
+  // UCX_NET_DEVICES for this agent only (e.g. "mlx5_0:1"); empty: UCX's default (all).
+  std::string net_devices;
+  bool progress_thread = false;  // a receiver: progress the worker on a thread of its own
+};
+
+struct RmaPut {
+  const void* src = nullptr;
+  uint64_t remote = 0;  // address in the receiver's registered memory
+  size_t bytes = 0;
+  int key = 0;  // index into write()'s keys
+};
+
+class RmaAgent {
+ public:
+  explicit RmaAgent(const RmaAgentOptions& options);
+  ~RmaAgent();
+  RmaAgent(const RmaAgent&) = delete;
+  RmaAgent& operator=(const RmaAgent&) = delete;
+
+  // Registers [address, address + bytes) for peers to write into; returns the packed key.
+  std::string register_memory(void* address, size_t bytes);
+  // This worker's address (binary), for peers' write().
+  const std::string& address() const { return address_; }
+  // Puts into the peer and waits until the data is at the peer. Throws epserve::Error naming
+  // what failed (the peer's endpoint failed or timed out: UCX's status, or "timed out after").
+  void write(const std::string& peer, const std::vector<std::string>& keys,
+             const std::vector<RmaPut>& puts, std::chrono::milliseconds timeout);
+  // Peers with an open endpoint (for tests).
+  size_t num_peers() const;
+
+  struct Peer;
+
+ private:
+  Peer& connect(const std::string& peer);
+  void drop(const std::string& peer);
+  void progress_loop();
+
+  ucp_context_h context_ = nullptr;
+  ucp_worker_h worker_ = nullptr;
+  int event_fd_ = -1;
+  std::string address_;
+  std::vector<ucp_mem_h> regions_;
+  mutable std::mutex mutex_;  // peers_ and regions_
+  std::map<std::string, std::unique_ptr<Peer>> peers_;
+  std::atomic<bool> stop_{false};
+  std::thread progress_;
+};
+
+}  // namespace epserve

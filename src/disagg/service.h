@@ -1,0 +1,27 @@
+// The frontend side of PD disaggregation (docs/expert_parallelism.md, "Prefill/decode
+// disaggregation"). Started by `epserve serve --disaggregation-mode prefill|decode` beside the
+// HTTP API.
+//
+// Prefill: the bootstrap service on --disaggregation-bootstrap-port (HTTP):
+//   GET  /route        this server's KV layout per DP group (for operators and handshakes)
+//   POST /kv/transfer  {"room", "target": {"ranks": [decode rank descriptions], "slots": [...]}}
+//        answers 200 {"ok": true, "first_token", "bytes", "seconds"[, "logprob", ...]} once the
+//        KV of the request with that bootstrap_room is in the decode ranks' memory, 202
+//        {"pending": true} when that takes longer than one poll (~1 s: ask again with the same
+//        body), or an OpenAI-style error (400 layouts that cannot match, 404/499/502/504 the
+//        prefill request failed, was aborted, or the transfer failed or timed out).
+// Decode: for every request whose pages its scheduler reserved, a relay thread asks the
+// prefill server named by bootstrap_host/bootstrap_port until the KV is there (or an error or
+// SGLANG_DISAGGREGATION_WAITING_TIMEOUT), then tells the scheduler.
+#pragma once
+
+#include <memory>
+
+#include "server/server_main.h"
+
+namespace epserve {
+
+// Null when --disaggregation-mode is null.
+std::unique_ptr<ServerService> make_disagg_service(ServerContext& ctx);
+
+}  // namespace epserve

@@ -1,0 +1,54 @@
+// PD disaggregation as the rank processes see it. A prefill server's ranks write the KV cache of
+// a finished prompt straight into the pages a decode server reserved for it; each rank has a
+// KvTransferAgent (implemented in src/disagg over UCX, comm/rma_agent.h) that describes its own
+// KV memory and, on the prefill side, writes its share. The runtime only moves the descriptions
+// and jobs around: the decode group's descriptions go to the frontend in the ready message, a
+// prefill transfer job runs on every rank of the group (GroupLeaderRunner::run_task).
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+namespace epserve {
+
+// One rank's KV cache as a transfer sees it (filled by the rank from its model and cache).
+struct KvMemory {
+  std::vector<float*> k, v;  // per layer; v empty for MLA
+  int64_t num_slots = 0;
+  int64_t k_width = 0, v_width = 0;  // floats per slot and layer
+  bool mla = false;
+  int64_t num_kv_heads = 0, head_dim = 0;  // GQA's kv heads (all ranks) and their size
+  int group_rank = 0, group_size = 1;      // in the attention group (tensor parallel)
+};
+
+class KvTransferAgent {
+ public:
+  virtual ~KvTransferAgent() = default;
+  // This rank's KV memory as a writer needs it (worker address, keys, addresses, heads held).
+  virtual nlohmann::json describe() const = 0;
+  // Prefill: writes this rank's share of positions 0..slots.size()-1 (held in this server's
+  // `slots`) into the decode group `target` ({"ranks": [describe()...], "slots": [...]}).
+  // Returns the bytes written; throws epserve::Error.
+  virtual int64_t send(const nlohmann::json& target, const std::vector<int32_t>& slots) = 0;
+};
+
+using KvTransferAgentFactory =
+    std::function<std::unique_ptr<KvTransferAgent>(const KvMemory& memory)>;
+
+// SGLang's disaggregation timeouts (SGLANG_DISAGGREGATION_BOOTSTRAP_TIMEOUT,
+// SGLANG_DISAGGREGATION_WAITING_TIMEOUT, 300 s each) and epserve's transfer timeout
+// (EPSERVE_DISAGGREGATION_TRANSFER_TIMEOUT, 30 s), read from the environment.
+struct DisaggTimeouts {
+  std::chrono::milliseconds bootstrap{300000};  // prefill: a computed prompt waits for its decode
+  std::chrono::milliseconds waiting{300000};    // decode: reserved pages wait for their KV
+  std::chrono::milliseconds transfer{30000};    // prefill: one transfer, puts to remote completion
+  static DisaggTimeouts from_env();
+};
+
+}  // namespace epserve

@@ -1,0 +1,242 @@
+// The PD-disaggregation side of the scheduler (scheduler.h): prefill requests parked after their
+// first token until their KV is sent, decode requests holding reserved pages until their KV and
+// first token arrive.
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include "runtime/scheduler.h"
+
+namespace epserve {
+namespace {
+
+using nlohmann::json;
+
+double seconds_since(std::chrono::steady_clock::time_point t) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
+}
+
+}  // namespace
+
+bool Scheduler::disagg_add(std::unique_ptr<SchedRequest>& request, std::vector<TokenOutput>& out) {
+  const GenerateInput& in = request->in;
+  const bool decode = config_.disaggregation_mode == "decode";
+  std::string error;
+  if (in.bootstrap_room < 0) {
+    error = fmt::format(
+        "this is a {} server (--disaggregation-mode {}): a request needs bootstrap_host, "
+        "bootstrap_port and bootstrap_room (send it through `epserve router "
+        "--pd-disaggregation`)",
+        config_.disaggregation_mode, config_.disaggregation_mode);
+  } else if (in.logprob_start_len >= 0) {
+    error = "input logprobs (logprob_start_len) are not available with PD disaggregation";
+  } else if (decode && in.bootstrap_host.empty()) {
+    error = "bootstrap_host is required on a decode server";
+  }
+  if (!error.empty()) {
+    fail(std::move(request), error, 400, out);
+    return true;
+  }
+  if (!decode) return false;  // prefill: scheduled as usual until its first token
+  if (in.max_new_tokens == 0) {
+    // Nothing to decode: no KV needed (the prefill side ends it the same way).
+    finish(*request, "length", out);
+    return true;
+  }
+  prealloc_.push_back(std::move(request));
+  return true;
+}
+
+std::unique_ptr<SchedRequest> Scheduler::take_running(SchedRequest& r) {
+  for (auto it = running_.begin(); it != running_.end(); ++it) {
+    if (it->get() == &r) {
+      std::unique_ptr<SchedRequest> owned = std::move(*it);
+      running_.erase(it);
+      return owned;
+    }
+  }
+  return nullptr;
+}
+
+bool Scheduler::disagg_park(SchedRequest& r) {
+  std::unique_ptr<SchedRequest> owned = take_running(r);
+  if (!owned) return false;
+  Parked p{std::move(owned), std::chrono::steady_clock::now(), r.tokens.back(), json()};
+  if (auto it = early_targets_.find(r.in.rid); it != early_targets_.end()) {
+    p.target = std::move(it->second);
+    early_targets_.erase(it);
+  }
+  parked_.emplace(r.in.rid, std::move(p));
+  return true;
+}
+
+void Scheduler::fail(std::unique_ptr<SchedRequest> request, const std::string& error, int status,
+                     std::vector<TokenOutput>& out) {
+  SchedRequest& r = *request;
+  r.pending.error = error;
+  r.pending.error_status = status;
+  r.pending.token_ids.clear();
+  r.pending.logprobs.clear();
+  r.pending.top_logprobs.clear();
+  finish(r, "abort", out);  // frees the pages (only computed positions enter the prefix cache)
+}
+
+void Scheduler::disagg(const DisaggInput& input, std::vector<TokenOutput>& out) {
+  const json& body = input.body;
+  auto parked = parked_.find(input.rid);
+  if (config_.disaggregation_mode == "prefill") {
+    if (!body.contains("target")) return;
+    if (parked != parked_.end()) {
+      parked->second.target = body["target"];
+      return;
+    }
+    auto pending = [&](const auto& queue) {
+      return std::any_of(queue.begin(), queue.end(),
+                         [&](const auto& r) { return r->in.rid == input.rid; });
+    };
+    if (pending(waiting_) || pending(running_)) {
+      early_targets_[input.rid] = body["target"];
+      return;
+    }
+    disagg_out_.push_back(
+        {input.rid,
+         {{"transfer",
+           {{"ok", false},
+            {"status", 404},
+            {"error", "the prefill request is gone (it failed, finished or was aborted)"}}}}});
+    return;
+  }
+  if (parked == parked_.end()) return;  // aborted or timed out meanwhile
+  std::unique_ptr<SchedRequest> request = std::move(parked->second.request);
+  parked_.erase(parked);
+  SchedRequest& r = *request;
+  if (body.contains("error")) {
+    fail(std::move(request), body["error"].get<std::string>(), body.value("status", 500), out);
+    return;
+  }
+  const json& got = body["received"];
+  r.num_computed = r.prompt_len;
+  r.admitted_once = true;
+  if (r.in.return_logprob && got.contains("logprob")) {
+    r.pending.logprobs.push_back(got["logprob"].get<float>());
+    std::vector<TokenLogprob> top;
+    for (const auto& t : got.value("top_logprobs", json::array())) {
+      top.push_back({t[0].get<int32_t>(), t[1].get<float>()});
+    }
+    r.pending.top_logprobs.push_back(std::move(top));
+  }
+  running_.push_back(std::move(request));
+  accept_token(r, got["first_token"].get<int32_t>(), out);
+}
+
+void Scheduler::disagg_abort(const std::string& rid, std::vector<TokenOutput>& out) {
+  for (auto it = prealloc_.begin(); it != prealloc_.end();) {
+    if (rid.empty() || (*it)->in.rid == rid) {
+      finish(**it, "abort", out);
+      it = prealloc_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  for (auto it = parked_.begin(); it != parked_.end();) {
+    if (rid.empty() || it->first == rid) {
+      it->second.request->pending.token_ids.clear();
+      finish(*it->second.request, "abort", out);
+      it = parked_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  if (rid.empty()) {
+    early_targets_.clear();
+  } else {
+    early_targets_.erase(rid);
+  }
+}
+
+void Scheduler::poll_disagg(std::vector<TokenOutput>& out) {
+  if (config_.disaggregation_mode == "null") return;
+  const DisaggTimeouts& timeouts = config_.disagg_timeouts;
+  if (config_.disaggregation_mode == "decode") {
+    // Reserve pages for the prompts in arrival order; their slots go to the prefill server.
+    while (!prealloc_.empty() &&
+           static_cast<int64_t>(running_.size() + parked_.size()) < config_.max_running_requests) {
+      SchedRequest& r = *prealloc_.front();
+      if (!reserve(r, r.prompt_len + 1)) break;
+      const GenerateInput& in = r.in;
+      disagg_out_.push_back({in.rid,
+                             {{"slots", allocator_.slots(r.pages, r.prompt_len)},
+                              {"bootstrap_host", in.bootstrap_host},
+                              {"bootstrap_port", in.bootstrap_port},
+                              {"bootstrap_room", in.bootstrap_room}}});
+      parked_.emplace(in.rid, Parked{std::move(prealloc_.front()), std::chrono::steady_clock::now(),
+                                     -1, json()});
+      prealloc_.pop_front();
+    }
+    for (auto it = parked_.begin(); it != parked_.end();) {
+      if (seconds_since(it->second.since) * 1000 > timeouts.waiting.count()) {
+        std::unique_ptr<SchedRequest> r = std::move(it->second.request);
+        it = parked_.erase(it);
+        fail(std::move(r),
+             fmt::format("the KV cache did not arrive from the prefill server within "
+                         "SGLANG_DISAGGREGATION_WAITING_TIMEOUT ({} s)",
+                         timeouts.waiting.count() / 1000.0),
+             504, out);
+      } else {
+        ++it;
+      }
+    }
+    return;
+  }
+  for (auto it = parked_.begin(); it != parked_.end();) {
+    Parked& p = it->second;
+    SchedRequest& r = *p.request;
+    if (p.target.is_null()) {
+      if (seconds_since(p.since) * 1000 > timeouts.bootstrap.count()) {
+        std::unique_ptr<SchedRequest> owned = std::move(p.request);
+        it = parked_.erase(it);
+        fail(std::move(owned),
+             fmt::format("no decode server asked for this request's KV cache within "
+                         "SGLANG_DISAGGREGATION_BOOTSTRAP_TIMEOUT ({} s)",
+                         timeouts.bootstrap.count() / 1000.0),
+             504, out);
+      } else {
+        ++it;
+      }
+      continue;
+    }
+    json result;
+    auto start = std::chrono::steady_clock::now();
+    try {
+      EPS_CHECK(send_kv_, "this rank cannot send KV (no transfer agent)");
+      json target = std::move(p.target);
+      const auto& dst = target.at("slots");
+      EPS_CHECK(static_cast<int64_t>(dst.size()) == r.prompt_len,
+                "the decode server reserved {} slots for a {}-token prompt", dst.size(),
+                r.prompt_len);
+      int64_t bytes = send_kv_(target, allocator_.slots(r.pages, r.prompt_len));
+      result = {{"ok", true},
+                {"first_token", p.first_token},
+                {"bytes", bytes},
+                {"seconds", seconds_since(start)}};
+      if (r.in.return_logprob && !r.pending.logprobs.empty()) {
+        result["logprob"] = r.pending.logprobs.front();
+        json top = json::array();
+        for (const auto& t : r.pending.top_logprobs.front()) top.push_back({t.id, t.logprob});
+        result["top_logprobs"] = std::move(top);
+      }
+    } catch (const std::exception& e) {
+      spdlog::warn("KV transfer of request {} failed: {}", it->first, e.what());
+      result = {{"ok", false}, {"status", 502}, {"error", e.what()}};
+    }
+    disagg_out_.push_back({it->first, {{"transfer", result}}});
+    std::unique_ptr<SchedRequest> owned = std::move(p.request);
+    it = parked_.erase(it);
+    if (result["ok"].get<bool>()) {
+      finish(*owned, "length", out);
+    } else {
+      fail(std::move(owned), "KV transfer failed: " + result["error"].get<std::string>(), 502, out);
+    }
+  }
+}
+
+}  // namespace epserve

@@ -1,0 +1,315 @@
+"""PD disaggregation: `epserve serve --disaggregation-mode prefill` and `... decode`, driven the way
+SGLang's router drives them (`epserve router --pd-disaggregation`): the same request, with
+bootstrap_host/bootstrap_port/bootstrap_room added, goes to the prefill and the decode server at
+once, and the client gets the decode server's answer.
+"""
+
+import concurrent.futures
+import json
+import os
+import random
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import requests
+
+from conftest import BINARY, DEEPSEEK_MODEL, MODEL, Server, free_port
+from helpers import assert_openai_error
+
+PROMPTS = [
+    [1, 15, 27, 99, 140, 7, 300],
+    [5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23],
+    list(range(40, 100)),
+]
+MAX_NEW = 8
+EP2 = ["--tp", "2", "--ep-size", "2"]
+EP2_DP = ["--tp", "2", "--ep-size", "2", "--enable-dp-attention", "--dp-size", "2"]
+
+
+class PdPair:
+    """A prefill and a decode server; generate() acts as the router."""
+
+    def __init__(self, model, prefill_args=(), decode_args=(), env=None, decode_env=None):
+        self.bootstrap_port = free_port()
+        self.prefill = Server(["--disaggregation-mode", "prefill", "--disaggregation-bootstrap-port",
+                               str(self.bootstrap_port)] + list(prefill_args), model=model,
+                              wait=False, env=env)
+        self.decode = Server(["--disaggregation-mode", "decode"] + list(decode_args), model=model,
+                             wait=False, env={**(env or {}), **(decode_env or {})})
+        self.prefill.wait_healthy()
+        self.decode.wait_healthy()
+
+    def body(self, prompt, max_new=MAX_NEW, room=None, **extra):
+        return {"input_ids": prompt,
+                "sampling_params": {"temperature": 0, "max_new_tokens": max_new},
+                "bootstrap_host": "127.0.0.1", "bootstrap_port": self.bootstrap_port,
+                "bootstrap_room": random.getrandbits(62) if room is None else room, **extra}
+
+    def send(self, body, path="/generate", timeout=60):
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            p = pool.submit(requests.post, self.prefill.url(path), json=body, timeout=timeout)
+            d = pool.submit(requests.post, self.decode.url(path), json=body, timeout=timeout)
+            return p.result(), d.result()
+
+    def generate(self, prompt, max_new=MAX_NEW):
+        p, d = self.send(self.body(prompt, max_new))
+        assert p.status_code == 200, p.text + self.prefill.output()
+        assert d.status_code == 200, d.text + self.decode.output()
+        return d.json()["output_ids"]
+
+    def stop(self):
+        for s in (self.decode, self.prefill):
+            assert s.stop() == 0, s.output()
+
+
+def metric(server, name):
+    text = requests.get(server.url("/metrics"), timeout=10).text
+    m = re.search(r"^" + re.escape(name) + r"\{[^}]*\} (\S+)$", text, re.M)
+    return None if m is None else float(m.group(1))
+
+
+def wait_metric(server, name, value, timeout=20):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if metric(server, name) == value:
+            return
+        time.sleep(0.1)
+    assert metric(server, name) == value, f"{name} on {server.base_url}"
+
+
+def reference_ids(model, prompts):
+    single = Server(model=model)
+    try:
+        out = []
+        for prompt in prompts:
+            r = requests.post(single.url("/generate"), json={
+                "input_ids": prompt, "sampling_params": {"temperature": 0, "max_new_tokens": MAX_NEW}},
+                timeout=60)
+            assert r.status_code == 200, r.text
+            out.append(r.json()["output_ids"])
+        return out
+    finally:
+        assert single.stop() == 0
+
+
+@pytest.mark.parametrize("model,prefill_args,decode_args", [
+    pytest.param(MODEL, EP2, EP2, id="qwen3-ep2-ep2"),
+    pytest.param(MODEL, EP2, EP2_DP, id="qwen3-ep2-dpattn"),
+    pytest.param(DEEPSEEK_MODEL, EP2, EP2_DP, id="deepseek-ep2-dpattn"),
+])
+def test_greedy_tokens_match_one_server(model, prefill_args, decode_args):
+    expected = reference_ids(model, PROMPTS)
+    pair = PdPair(model, prefill_args, decode_args + ["--page-size", "4"])
+    try:
+        got = [pair.generate(p) for p in PROMPTS]
+        assert got == expected
+        # Concurrent requests, each through both servers.
+        with concurrent.futures.ThreadPoolExecutor(3) as pool:
+            again = list(pool.map(pair.generate, PROMPTS))
+        assert again == expected
+        # Per-request KV figures on both sides.
+        for s in (pair.prefill, pair.decode):
+            assert metric(s, "sglang:kv_transfer_total_mb_count") == 2 * len(PROMPTS)
+            assert metric(s, "sglang:kv_transfer_bytes_total") > 0
+    finally:
+        pair.stop()
+
+
+@pytest.fixture(scope="module")
+def pair():
+    # Short timeouts so that the fault tests end quickly.
+    env = {"SGLANG_DISAGGREGATION_BOOTSTRAP_TIMEOUT": "2",
+           "SGLANG_DISAGGREGATION_WAITING_TIMEOUT": "4",
+           "EPSERVE_DISAGGREGATION_TRANSFER_TIMEOUT": "2",
+           "UCX_TLS": "tcp,self"}
+    p = PdPair(MODEL, ["--context-length", "96"], ["--context-length", "512"], env=env)
+    yield p
+    p.stop()
+
+
+def bytes_per_token():
+    # qwen3_moe_tiny: 3 layers, 2 kv heads of 32, K and V, fp32.
+    return 3 * 2 * 32 * 2 * 4
+
+
+def test_kv_bytes_and_first_token(pair):
+    before = metric(pair.decode, "sglang:kv_transfer_bytes_total") or 0
+    p, d = pair.send(pair.body(PROMPTS[1]))
+    assert p.status_code == 200 and d.status_code == 200, (p.text, d.text)
+    # The prefill server answers with the first token; the decode server's answer starts with it.
+    assert p.json()["output_ids"] == d.json()["output_ids"][:1]
+    assert len(d.json()["output_ids"]) == MAX_NEW
+    after = metric(pair.decode, "sglang:kv_transfer_bytes_total")
+    assert after - before == len(PROMPTS[1]) * bytes_per_token()
+
+
+def test_openai_completion_through_both(pair):
+    body = pair.body(PROMPTS[0])
+    body = {"model": "x", "prompt": PROMPTS[0], "max_tokens": 4, "temperature": 0,
+            **{k: body[k] for k in ("bootstrap_host", "bootstrap_port", "bootstrap_room")}}
+    p, d = pair.send(body, path="/v1/completions")
+    assert p.status_code == 200 and d.status_code == 200, (p.text, d.text)
+    assert d.json()["usage"]["completion_tokens"] == 4
+
+
+def test_request_without_bootstrap_fields_is_refused(pair):
+    r = requests.post(pair.decode.url("/generate"), json={"input_ids": [1, 2, 3]}, timeout=30)
+    assert_openai_error(r, 400, "bootstrap_room")
+
+
+def test_decode_that_never_comes_frees_prefill_pages(pair):
+    # Only the prefill server gets the request: after the bootstrap timeout it fails and frees
+    # its pages, then serves on.
+    t = time.time()
+    r = requests.post(pair.prefill.url("/generate"), json=pair.body(PROMPTS[2]), timeout=30)
+    assert_openai_error(r, 504, "SGLANG_DISAGGREGATION_BOOTSTRAP_TIMEOUT")
+    assert time.time() - t < 15
+    wait_metric(pair.prefill, "sglang:num_used_tokens", 0)
+    assert pair.generate(PROMPTS[0])
+
+
+def test_prefill_that_never_comes_frees_decode_pages(pair):
+    r = requests.post(pair.decode.url("/generate"), json=pair.body(PROMPTS[2]), timeout=30)
+    assert_openai_error(r, 504, "SGLANG_DISAGGREGATION_WAITING_TIMEOUT")
+    wait_metric(pair.decode, "sglang:num_used_tokens", 0)
+    assert pair.generate(PROMPTS[0])
+
+
+def test_failed_prefill_is_an_error_not_a_hang(pair):
+    # 100 prompt tokens: over the prefill server's --context-length 96, fine for the decode one.
+    p, d = pair.send(pair.body(list(range(100, 200))), timeout=30)
+    assert_openai_error(p, 400, "context length")
+    assert_openai_error(d, 400, "context length")
+    wait_metric(pair.decode, "sglang:num_used_tokens", 0)
+    assert pair.generate(PROMPTS[0])
+
+
+def test_unreachable_prefill_server_is_an_error(pair):
+    body = pair.body(PROMPTS[0])
+    body["bootstrap_port"] = free_port()  # nobody listens there
+    r = requests.post(pair.decode.url("/generate"), json=body, timeout=30)
+    assert_openai_error(r, 502, "bootstrap service")
+    wait_metric(pair.decode, "sglang:num_used_tokens", 0)
+
+
+def rank_pids(server):
+    out = subprocess.run(["pgrep", "-P", str(server.proc.pid)], capture_output=True, text=True)
+    return [int(x) for x in out.stdout.split()]
+
+
+def test_stalled_transfer_is_aborted_on_both_sides(pair):
+    # The decode server reserves pages and asks the prefill server; its rank process is then
+    # stopped, so the KV puts (UCX over TCP here) cannot complete: the prefill server gives up
+    # after EPSERVE_DISAGGREGATION_TRANSFER_TIMEOUT, frees its pages and tells the decode server,
+    # which frees its pages once its rank runs again. Both serve on.
+    body = pair.body(PROMPTS[2])
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        d = pool.submit(requests.post, pair.decode.url("/generate"), json=body, timeout=60)
+        wait_metric(pair.decode, "sglang:num_decode_transfer_queue_reqs", 1)
+        ranks = rank_pids(pair.decode)
+        assert ranks
+        for pid in ranks:
+            os.kill(pid, signal.SIGSTOP)
+        try:
+            p = requests.post(pair.prefill.url("/generate"), json=body, timeout=60)
+            assert_openai_error(p, 502, "transfer timeout")
+        finally:
+            for pid in ranks:
+                os.kill(pid, signal.SIGCONT)
+        assert_openai_error(d.result(), 502, "transfer timeout")
+    wait_metric(pair.prefill, "sglang:num_used_tokens", 0)
+    wait_metric(pair.decode, "sglang:num_used_tokens", 0)
+    assert metric(pair.prefill, "sglang:kv_transfer_failed_total") >= 1
+    assert pair.generate(PROMPTS[0])
+
+
+NETNS_CLIENT = r"""
+import concurrent.futures, json, sys, time, requests
+prefill, decode, body = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+deadline = time.time() + 120
+for url in (prefill, decode):
+    while True:
+        try:
+            if requests.get(url + "/health", timeout=1).status_code == 200:
+                break
+        except requests.RequestException:
+            pass
+        assert time.time() < deadline, url + " not healthy"
+        time.sleep(0.2)
+out = []
+for i, prompt in enumerate(body["prompts"]):
+    b = {"input_ids": prompt, "sampling_params": {"temperature": 0, "max_new_tokens": body["max_new"]},
+         "bootstrap_host": body["host"], "bootstrap_port": body["port"], "bootstrap_room": 1000 + i}
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        p = pool.submit(requests.post, prefill + "/generate", json=b, timeout=60)
+        d = pool.submit(requests.post, decode + "/generate", json=b, timeout=60)
+        assert p.result().status_code == 200, p.result().text
+        assert d.result().status_code == 200, d.result().text
+        out.append(d.result().json()["output_ids"])
+print(json.dumps(out))
+"""
+
+
+def test_prefill_and_decode_in_separate_network_namespaces():
+    """The KV goes over a veth pair between two network namespaces with UCX_TLS=tcp,self (as
+    between two nodes); the client runs in the decode server's namespace."""
+    if os.geteuid() != 0 or shutil.which("ip") is None:
+        pytest.skip("making network namespaces needs root and `ip`")
+    tag = os.getpid() % 100000
+    ns = [f"eps-pd{tag}a", f"eps-pd{tag}b"]
+    addr = ["10.79.0.1", "10.79.0.2"]
+    veth = [f"epd{tag}a", f"epd{tag}b"]
+
+    def ip(*args):
+        return subprocess.run(["ip", *args], capture_output=True, text=True)
+
+    made = []
+    servers = []
+    try:
+        for n in ns:
+            r = ip("netns", "add", n)
+            if r.returncode != 0:
+                pytest.skip(f"cannot make a network namespace: {r.stderr.strip()}")
+            made.append(n)
+        steps = [("link", "add", veth[0], "type", "veth", "peer", "name", veth[1])]
+        for i in range(2):
+            steps += [("link", "set", veth[i], "netns", ns[i]),
+                      ("-n", ns[i], "addr", "add", addr[i] + "/24", "dev", veth[i]),
+                      ("-n", ns[i], "link", "set", "lo", "up"),
+                      ("-n", ns[i], "link", "set", veth[i], "up")]
+        for step in steps:
+            r = ip(*step)
+            if r.returncode != 0:
+                pytest.skip(f"cannot link the namespaces (ip {' '.join(step)}): {r.stderr.strip()}")
+        env = {**os.environ, "UCX_TLS": "tcp,self"}
+        bootstrap, ports = free_port(), [free_port(), free_port()]
+        modes = [["prefill", "--disaggregation-bootstrap-port", str(bootstrap)], ["decode"]]
+        for i in range(2):
+            log = open(f"/tmp/epserve-pd-netns-{tag}-{i}.log", "w")
+            servers.append((subprocess.Popen(
+                ["ip", "netns", "exec", ns[i], BINARY, "serve", "--model-path", MODEL, "--host",
+                 addr[i], "--port", str(ports[i]), "--max-total-tokens", "4096", "--log-level",
+                 "warning", "--disaggregation-mode", *modes[i]],
+                stdout=log, stderr=subprocess.STDOUT, env=env), log))
+        body = {"prompts": PROMPTS, "max_new": MAX_NEW, "host": addr[0], "port": bootstrap}
+        r = subprocess.run(["ip", "netns", "exec", ns[1], sys.executable, "-c", NETNS_CLIENT,
+                            f"http://{addr[0]}:{ports[0]}", f"http://{addr[1]}:{ports[1]}",
+                            json.dumps(body)], capture_output=True, text=True, timeout=300)
+        logs = "".join(open(f"/tmp/epserve-pd-netns-{tag}-{i}.log").read() for i in range(2))
+        assert r.returncode == 0, r.stdout + r.stderr + logs
+        assert json.loads(r.stdout) == reference_ids(MODEL, PROMPTS)
+    finally:
+        for proc, log in servers:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+            log.close()
+        for n in made:
+            ip("netns", "del", n)

@@ -1,0 +1,57 @@
+// UCX one-sided writes between two agents (comm/rma_agent.h): the data lands in the receiver's
+// registered memory, and a write to a peer that is gone fails within its timeout instead of
+// hanging.
+#include "comm/rma_agent.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <numeric>
+
+#include "core/error.h"
+
+namespace epserve {
+namespace {
+
+TEST(RmaAgent, PutsLandInRegisteredMemory) {
+  RmaAgent receiver({"", true});
+  RmaAgent writer({"", false});
+  std::vector<float> target(64, 0.0f), source(16);
+  std::iota(source.begin(), source.end(), 1.0f);
+  std::string key = receiver.register_memory(target.data(), target.size() * 4);
+  const uint64_t base = reinterpret_cast<uint64_t>(target.data());
+  writer.write(
+      receiver.address(), {key},
+      {{source.data(), base + 8 * 4, 8 * 4, 0}, {source.data() + 8, base + 40 * 4, 8 * 4, 0}},
+      std::chrono::seconds(10));
+  for (int i = 0; i < 8; ++i) {
+    EXPECT_EQ(target[8 + i], source[i]);
+    EXPECT_EQ(target[40 + i], source[8 + i]);
+  }
+  EXPECT_EQ(target[0], 0.0f);
+  EXPECT_EQ(target[16], 0.0f);
+  EXPECT_EQ(writer.num_peers(), 1u);
+}
+
+TEST(RmaAgent, WriteToAGonePeerFailsWithinItsTimeout) {
+  RmaAgent writer({"", false});
+  std::string address, key;
+  std::vector<float> target(8);
+  uint64_t base = 0;
+  {
+    RmaAgent receiver({"", true});
+    key = receiver.register_memory(target.data(), target.size() * 4);
+    address = receiver.address();
+    base = reinterpret_cast<uint64_t>(target.data());
+    float one = 1;
+    writer.write(address, {key}, {{&one, base, 4, 0}}, std::chrono::seconds(10));
+  }
+  float two = 2;
+  auto start = std::chrono::steady_clock::now();
+  EXPECT_THROW(writer.write(address, {key}, {{&two, base, 4, 0}}, std::chrono::seconds(3)), Error);
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(8));
+  EXPECT_EQ(writer.num_peers(), 0u);
+}
+
+}  // namespace
+}  // namespace epserve
