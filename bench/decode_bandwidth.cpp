@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "bench_clock.h"
 #include "core/thread_pool.h"
 #include "model/causal_lm.h"
 #include "runtime/generator.h"
@@ -18,40 +19,6 @@
 using namespace epserve;
 
 namespace {
-
-// With --cpu-time 1 (and --threads 1, so that every kernel runs on the calling thread) times are
-// the calling thread's CPU time, which other processes on a shared machine do not inflate by
-// descheduling it; the decode step is then (run with N + 1 new tokens - run with 1) / N.
-bool g_cpu_time = false;
-
-double now_seconds() {
-  if (g_cpu_time) {
-    timespec ts;
-    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-    return static_cast<double>(ts.tv_sec) + 1e-9 * static_cast<double>(ts.tv_nsec);
-  }
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
-
-double seconds_since(double t) {
-  return now_seconds() - t;
-}
-
-// a = b + s * c over arrays far larger than the caches; bytes moved = 3 * size (2 read, 1 write).
-double triad_gb_per_s() {
-  const int64_t n = int64_t{48} << 20;  // 48 Mi floats = 192 MiB per array
-  std::vector<float> a(n), b(n, 1.0f), c(n, 2.0f);
-  double best = 0;
-  for (int rep = 0; rep < 5; ++rep) {
-    const double t = now_seconds();
-    ThreadPool::global().parallel_for(n, [&](int64_t i0, int64_t i1) {
-      for (int64_t i = i0; i < i1; ++i) a[i] = b[i] + 3.0f * c[i];
-    });
-    double s = seconds_since(t);
-    best = std::max(best, 3.0 * n * sizeof(float) / s / 1e9);
-  }
-  return best;
-}
 
 // Weight bytes a batch-1 decode step reads, as stored (BF16, or FP8 / packed INT4 with their
 // scales): everything but the embedding table and the routed experts, plus on average top_k of
@@ -82,15 +49,15 @@ int main(int argc, char** argv) {
     if (!std::strcmp(argv[i], "--steps")) steps = std::atoi(argv[i + 1]);
     if (!std::strcmp(argv[i], "--threads")) threads = std::atoi(argv[i + 1]);
     if (!std::strcmp(argv[i], "--context")) context = std::atoi(argv[i + 1]);
-    if (!std::strcmp(argv[i], "--cpu-time")) g_cpu_time = std::atoi(argv[i + 1]) != 0;
+    if (!std::strcmp(argv[i], "--cpu-time")) bench_clock::cpu_time = std::atoi(argv[i + 1]) != 0;
   }
-  if (g_cpu_time && threads != 1) {
+  if (bench_clock::cpu_time && threads != 1) {
     std::fprintf(stderr, "--cpu-time 1 needs --threads 1\n");
     return 2;
   }
   if (threads > 0) ThreadPool::set_global_threads(threads);
   auto model = load_causal_lm(dir);
-  double triad = triad_gb_per_s();
+  double triad = bench_clock::triad_gb_per_s();
 
   GenerateRequest request;
   for (int i = 0; i < context; ++i) request.input_ids.push_back(3 + (i * 7919) % 1000);
@@ -101,17 +68,17 @@ int main(int argc, char** argv) {
   GenerateTimings timings;
   generate(*model, {request}, &timings);
   double step_s = timings.decode_seconds / timings.decode_tokens;
-  if (g_cpu_time) {
+  if (bench_clock::cpu_time) {
     GenerateRequest one = request;
     one.max_new_tokens = 1;
     double best_one = 1e30, best_all = 1e30;
     for (int rep = 0; rep < 3; ++rep) {  // best of 3 of each, interleaved
-      double t = now_seconds();
+      double t = bench_clock::now_seconds();
       generate(*model, {one});
-      best_one = std::min(best_one, seconds_since(t));
-      t = now_seconds();
+      best_one = std::min(best_one, bench_clock::seconds_since(t));
+      t = bench_clock::now_seconds();
       generate(*model, {request});
-      best_all = std::min(best_all, seconds_since(t));
+      best_all = std::min(best_all, bench_clock::seconds_since(t));
     }
     step_s = (best_all - best_one) / steps;
   }
@@ -120,7 +87,7 @@ int main(int argc, char** argv) {
   double gbs = bytes / step_s / 1e9;
   std::printf("model %s, threads %d, context %d, %lld decode steps, %s\n", dir.c_str(),
               ThreadPool::global().num_threads(), context, (long long)timings.decode_tokens,
-              g_cpu_time ? "thread CPU time (best of 3)" : "wall time");
+              bench_clock::cpu_time ? "thread CPU time (best of 3)" : "wall time");
   std::printf("quantization: %s\n", model->config().quant.describe().c_str());
   std::printf(
       "decode step: %.3f ms (%.1f tok/s), weight bytes per step %.1f MB (routed experts %.1f MB)\n",

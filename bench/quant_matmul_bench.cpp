@@ -17,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "bench_clock.h"
 #include "core/thread_pool.h"
 #include "kernels/cpu/cpu_features.h"
 #include "kernels/cpu/matmul.h"
@@ -26,38 +27,6 @@
 using namespace epserve;
 
 namespace {
-
-// With --cpu-time 1 (one thread: parallel_for then runs on the calling thread) times are the
-// calling thread's CPU time, which the other processes of a shared machine do not inflate by
-// descheduling it (they still share the memory bandwidth and caches).
-bool g_cpu_time = false;
-
-double now_seconds() {
-  if (g_cpu_time) {
-    timespec ts;
-    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-    return static_cast<double>(ts.tv_sec) + 1e-9 * static_cast<double>(ts.tv_nsec);
-  }
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
-
-double seconds_since(double t) {
-  return now_seconds() - t;
-}
-
-double triad_gb_per_s() {
-  const int64_t n = int64_t{48} << 20;
-  std::vector<float> a(n), b(n, 1.0f), c(n, 2.0f);
-  double best = 0;
-  for (int rep = 0; rep < 5; ++rep) {
-    const double t = now_seconds();
-    ThreadPool::global().parallel_for(n, [&](int64_t i0, int64_t i1) {
-      for (int64_t i = i0; i < i1; ++i) a[i] = b[i] + 3.0f * c[i];
-    });
-    best = std::max(best, 3.0 * n * sizeof(float) / seconds_since(t) / 1e9);
-  }
-  return best;
-}
 
 struct Format {
   std::string name;
@@ -101,9 +70,9 @@ int main(int argc, char** argv) {
     if (f == "--reps") reps = v;
     if (f == "--threads") threads = v;
     if (f == "--tokens") tokens = v;
-    if (f == "--cpu-time") g_cpu_time = v != 0;
+    if (f == "--cpu-time") bench_clock::cpu_time = v != 0;
   }
-  if (g_cpu_time && threads != 1) {
+  if (bench_clock::cpu_time && threads != 1) {
     std::fprintf(stderr, "--cpu-time 1 needs --threads 1\n");
     return 2;
   }
@@ -175,11 +144,11 @@ int main(int argc, char** argv) {
   }
   std::vector<float> x(static_cast<size_t>(tokens * cols)), y(static_cast<size_t>(tokens * rows));
   for (float& v : x) v = normal(rng) * 50.0f;  // activations of unit scale
-  const double triad = triad_gb_per_s();
+  const double triad = bench_clock::triad_gb_per_s();
   for (int64_t rep = 0; rep <= reps; ++rep) {
     for (int i = 0; i < num_formats; ++i) {
       Format& f = formats[i];
-      const double t = now_seconds();
+      const double t = bench_clock::now_seconds();
       for (const WeightView& v : f.views) {
         if (f.dense) {
           matmul(x.data(), tokens, v, y.data());
@@ -187,13 +156,13 @@ int main(int argc, char** argv) {
           matmul_detail::quant_matmul_path(x.data(), tokens, v, y.data(), f.path);
         }
       }
-      if (rep > 0) f.seconds.push_back(seconds_since(t));  // rep 0 warms up
+      if (rep > 0) f.seconds.push_back(bench_clock::seconds_since(t));  // rep 0 warms up
     }
   }
   std::printf("%lld matrices [%lld, %lld], %lld token(s), %d threads, %lld reps (median), %s\n",
               (long long)count, (long long)rows, (long long)cols, (long long)tokens,
               ThreadPool::global().num_threads(), (long long)reps,
-              g_cpu_time ? "thread CPU time" : "wall time");
+              bench_clock::cpu_time ? "thread CPU time" : "wall time");
   std::printf("| format | bytes per pass | ms per pass | GB/s | / triad | speed-up over bf16 |\n");
   std::printf("|---|---|---|---|---|---|\n");
   double bf16_s = 0;

@@ -1,5 +1,6 @@
-// e^x on eight floats with AVX2/FMA, for the *_avx2.cpp kernels (silu, GELU) only: include it
-// from files compiled with -mavx2 -mfma.
+// e^x on eight floats with AVX2/FMA, for the *_avx2.cpp kernels (silu, GELU, the
+// attention softmax, where the arguments are x - max <= 0 and the upper clamp never applies) only:
+// include it from files compiled with -mavx2 -mfma.
 #pragma once
 
 #include <immintrin.h>
