@@ -363,8 +363,15 @@ int run_launcher(const LaunchOptions& o) {
     exit_code = supervisor.run(children, signals.fd());
     if (exit_code == 0) {
       // Node 0 keeps the store up until every node's ranks are done.
-      client.add("epserve/nodes_done", 1);
-      client.bye();
+      try {
+        client.add("epserve/nodes_done", 1);
+        client.bye();
+      } catch (const Error&) {
+        // Every rank of this node ended cleanly; node 0 may already have closed the store
+        // (it stops waiting once the store records any rank as gone), which is no failure here.
+        if (o.node_rank == 0) throw;
+        return 0;
+      }
       while (o.node_rank == 0 && client.add("epserve/nodes_done", 0) < o.nnodes) {
         if (client.check(kAbortKey)) break;
         std::this_thread::sleep_for(std::chrono::milliseconds(10));
