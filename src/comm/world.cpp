@@ -372,6 +372,12 @@ World::~World() {
     }
   }
   stop_abort_watcher();
+  if (failing) {
+    // A peer is gone: puts to it may never complete, and their requests still pin registered
+    // memory (UCX's registration cache asserts in ucp_cleanup, killing this rank with SIGABRT and
+    // hiding the real cause). The process is ending anyway; leave the worker to the OS.
+    return;
+  }
   if (worker_) ucp_worker_destroy(worker_);
   if (context_) ucp_cleanup(context_);
 }
