@@ -25,6 +25,8 @@
 #include <string>
 #include <vector>
 
+#include <fmt/format.h>
+
 #include "comm/rma_agent.h"
 #include "disagg/kv_agent.h"
 
@@ -51,15 +53,19 @@ std::string read_all(int fd) {
   return s;
 }
 
-// MB/s of ucx_perftest ucp_put_bw with one message of `bytes`, or -1.
-double perftest_mb_s(size_t bytes, int iters) {
-  int port = 20000 + getpid() % 20000;
-  std::string server = "ucx_perftest -p " + std::to_string(port) + " >/dev/null 2>&1 &";
+// MB/s of ucx_perftest ucp_put_bw with messages of `bytes`, or -1. `peer_errors`: endpoints with
+// error handling (-e), as RmaAgent creates them (UCP_ERR_HANDLING_MODE_PEER).
+double perftest_mb_s(size_t bytes, int iters, bool peer_errors) {
+  static int port = 20000 + getpid() % 20000;
+  ++port;
+  const std::string e = peer_errors ? " -e" : "";
+  std::string server = "ucx_perftest -p " + std::to_string(port) + e + " >/dev/null 2>&1 &";
   if (std::system(server.c_str()) != 0) return -1;
   usleep(300000);
-  std::string client = "ucx_perftest 127.0.0.1 -p " + std::to_string(port) + " -t ucp_put_bw -s " +
-                       std::to_string(bytes) + " -n " + std::to_string(iters) + " -w " +
-                       std::to_string(std::max(1, iters / 10)) + " 2>/dev/null | grep Final:";
+  std::string client = "ucx_perftest 127.0.0.1 -p " + std::to_string(port) + e +
+                       " -t ucp_put_bw -s " + std::to_string(bytes) + " -n " +
+                       std::to_string(iters) + " -w " + std::to_string(std::max(1, iters / 10)) +
+                       " 2>/dev/null | grep Final:";
   FILE* p = popen(client.c_str(), "r");
   if (!p) return -1;
   char line[512] = {0};
@@ -72,6 +78,19 @@ double perftest_mb_s(size_t bytes, int iters) {
   pclose(p);
   return mb;
 }
+
+struct Spread {
+  std::vector<double> v;
+  double median() {
+    std::sort(v.begin(), v.end());
+    return v.empty() ? 0 : v[v.size() / 2];
+  }
+  std::string text() {
+    const double m = median();
+    return fmt::format("{:.0f} (min {:.0f}, max {:.0f})", m, v.empty() ? 0 : v.front(),
+                       v.empty() ? 0 : v.back());
+  }
+};
 
 }  // namespace
 
@@ -137,30 +156,41 @@ int main(int argc, char** argv) {
     bytes += static_cast<size_t>(p.floats) * 4;
   }
   prefill.write(address, keys, puts, std::chrono::seconds(60));  // warm-up, connects
-  const int reps = 5;
-  std::vector<double> seconds;
-  for (int r = 0; r < reps; ++r) {
+  // Interleaved: each round one transfer, then UCX's own put bandwidth in three settings.
+  const int rounds = argc > 5 ? std::atoi(argv[5]) : 5;
+  const size_t put_size = puts.empty() ? 0 : puts[0].bytes;
+  const size_t large = std::min<size_t>(bytes, size_t(256) << 20);
+  Spread ours, same_mode, shm_small, shm_large, ratio_same, ratio_shm;
+  for (int r = 0; r < rounds; ++r) {
     auto t0 = std::chrono::steady_clock::now();
     prefill.write(address, keys, puts, std::chrono::seconds(60));
-    seconds.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    ours.v.push_back(bytes / s / 1e6);
+    same_mode.v.push_back(perftest_mb_s(put_size, 500, true));
+    shm_small.v.push_back(perftest_mb_s(put_size, 2000, false));
+    shm_large.v.push_back(perftest_mb_s(large, 10, false));
+    ratio_same.v.push_back(ours.v.back() / same_mode.v.back());
+    ratio_shm.v.push_back(ours.v.back() / shm_large.v.back());
   }
   write_all(to_child[1], "done");
   waitpid(child, nullptr, 0);
-  std::sort(seconds.begin(), seconds.end());
-  const double ours = bytes / seconds[reps / 2] / 1e6;
-  const size_t put_size = puts.empty() ? 0 : puts[0].bytes;
-  const double small = perftest_mb_s(put_size, 2000);
-  const double large = perftest_mb_s(std::min<size_t>(bytes, size_t(256) << 20), 20);
   const char* tls = std::getenv("UCX_TLS");
-  std::printf("KV transfer: %lld tokens x %lld layers x %lld floats, pages of %lld (UCX_TLS=%s)\n",
-              (long long)tokens, (long long)layers, (long long)width, (long long)page,
-              tls ? tls : "default");
-  std::printf("  %zu puts of %zu bytes, %.1f MB: median %.2f ms (min %.2f, max %.2f) = %.0f MB/s\n",
-              puts.size(), put_size, bytes / 1e6, seconds[reps / 2] * 1e3, seconds[0] * 1e3,
-              seconds[reps - 1] * 1e3, ours);
-  std::printf("  ucx_perftest ucp_put_bw, %zu-byte messages: %.0f MB/s -> ratio %.2f\n", put_size,
-              small, small > 0 ? ours / small : 0.0);
-  std::printf("  ucx_perftest ucp_put_bw, one %zu-byte message: %.0f MB/s -> ratio %.2f\n",
-              std::min<size_t>(bytes, size_t(256) << 20), large, large > 0 ? ours / large : 0.0);
+  std::printf(
+      "KV transfer: %lld tokens x %lld layers x %lld floats, pages of %lld (UCX_TLS=%s), "
+      "%d rounds, MB/s median (min, max)\n",
+      (long long)tokens, (long long)layers, (long long)width, (long long)page,
+      tls ? tls : "default", rounds);
+  std::printf("  ours: %zu puts of %zu bytes, %.1f MB: %s\n", puts.size(), put_size, bytes / 1e6,
+              ours.text().c_str());
+  std::printf(
+      "  ucx_perftest -e ucp_put_bw (peer error handling, as ours), %zu-byte messages: %s"
+      " -> ratio %.2f\n",
+      put_size, same_mode.text().c_str(), ratio_same.median());
+  std::printf("  ucx_perftest ucp_put_bw (no error handling), %zu-byte messages: %s\n", put_size,
+              shm_small.text().c_str());
+  std::printf(
+      "  ucx_perftest ucp_put_bw (no error handling), one %zu-byte message: %s -> ratio "
+      "%.2f\n",
+      large, shm_large.text().c_str(), ratio_shm.median());
   return 0;
 }
