@@ -3,11 +3,14 @@
 // regions registered with UCX, progressed by its own thread); this process plays the prefill
 // rank and writes a prompt of `tokens` tokens into `page`-token pages the "decode side" holds in
 // shuffled order, as the transfer does: one put per run of consecutive slots per layer, then a
-// flush to remote completion. The limit: `ucx_perftest -t ucp_put_bw` between two local
-// processes, with the transfer's own put size and with one message as large as the whole
-// transfer (past the caches, like the transfer's working set).
+// flush to remote completion; once as between ranks on one host (endpoints without peer-failure
+// handling, so UCX may use shared memory) and once with it (as between hosts). The limits, in
+// the same rounds: `ucx_perftest -t ucp_put_bw` between two local processes, with error handling
+// (-e) at the transfer's put size, and without it at that size and with one message as large as
+// the whole transfer (past the caches, like the transfer's working set).
 //
 //   kv_transfer_bench [tokens=2048] [layers=61] [floats_per_token_per_layer=576] [page=64]
+//                     [rounds=5]
 //   UCX_TLS=tcp,self kv_transfer_bench ...   (as between two nodes over TCP)
 // UCX_TLS sets without a transport for active messages (cma,self; posix,cma,self) are not
 // supported: the connection is never wired up and the bench ends at the write's 60 s deadline.
@@ -127,7 +130,8 @@ int main(int argc, char** argv) {
   }
   close(to_parent[1]);
   close(to_child[0]);
-  RmaAgent prefill({"", false});
+  RmaAgent prefill({"", false});       // as a prefill rank writes to a decode rank on its host
+  RmaAgent prefill_peer({"", false});  // as before: endpoints with peer-failure handling
   std::string address = read_all(to_parent[0]);
   std::vector<std::string> keys;
   for (int64_t l = 0; l < layers; ++l) keys.push_back(read_all(to_parent[0]));
@@ -155,21 +159,26 @@ int main(int argc, char** argv) {
                     static_cast<size_t>(p.floats) * 4, static_cast<int>(p.layer)});
     bytes += static_cast<size_t>(p.floats) * 4;
   }
-  prefill.write(address, keys, puts, std::chrono::seconds(60));  // warm-up, connects
+  prefill.write(address, keys, puts, std::chrono::seconds(60), true);  // warm-up, connects
+  prefill_peer.write(address, keys, puts, std::chrono::seconds(60), false);
   // Interleaved: each round one transfer, then UCX's own put bandwidth in three settings.
   const int rounds = argc > 5 ? std::atoi(argv[5]) : 5;
   const size_t put_size = puts.empty() ? 0 : puts[0].bytes;
   const size_t large = std::min<size_t>(bytes, size_t(256) << 20);
-  Spread ours, same_mode, shm_small, shm_large, ratio_same, ratio_shm;
+  Spread ours, ours_peer, same_mode, shm_small, shm_large, ratio_same, ratio_shm;
   for (int r = 0; r < rounds; ++r) {
     auto t0 = std::chrono::steady_clock::now();
-    prefill.write(address, keys, puts, std::chrono::seconds(60));
+    prefill.write(address, keys, puts, std::chrono::seconds(60), true);
     const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     ours.v.push_back(bytes / s / 1e6);
+    t0 = std::chrono::steady_clock::now();
+    prefill_peer.write(address, keys, puts, std::chrono::seconds(60), false);
+    const double sp = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    ours_peer.v.push_back(bytes / sp / 1e6);
     same_mode.v.push_back(perftest_mb_s(put_size, 500, true));
     shm_small.v.push_back(perftest_mb_s(put_size, 2000, false));
     shm_large.v.push_back(perftest_mb_s(large, 10, false));
-    ratio_same.v.push_back(ours.v.back() / same_mode.v.back());
+    ratio_same.v.push_back(ours_peer.v.back() / same_mode.v.back());
     ratio_shm.v.push_back(ours.v.back() / shm_large.v.back());
   }
   write_all(to_child[1], "done");
@@ -180,17 +189,19 @@ int main(int argc, char** argv) {
       "%d rounds, MB/s median (min, max)\n",
       (long long)tokens, (long long)layers, (long long)width, (long long)page,
       tls ? tls : "default", rounds);
-  std::printf("  ours: %zu puts of %zu bytes, %.1f MB: %s\n", puts.size(), put_size, bytes / 1e6,
-              ours.text().c_str());
+  std::printf("  ours (same host: no peer-failure handling): %zu puts of %zu bytes, %.1f MB: %s\n",
+              puts.size(), put_size, bytes / 1e6, ours.text().c_str());
+  std::printf("  ours with peer-failure handling (as between hosts): %s\n",
+              ours_peer.text().c_str());
   std::printf(
-      "  ucx_perftest -e ucp_put_bw (peer error handling, as ours), %zu-byte messages: %s"
-      " -> ratio %.2f\n",
+      "  ucx_perftest -e ucp_put_bw (peer error handling), %zu-byte messages: %s"
+      " -> ours with it / it %.2f\n",
       put_size, same_mode.text().c_str(), ratio_same.median());
   std::printf("  ucx_perftest ucp_put_bw (no error handling), %zu-byte messages: %s\n", put_size,
               shm_small.text().c_str());
   std::printf(
-      "  ucx_perftest ucp_put_bw (no error handling), one %zu-byte message: %s -> ratio "
-      "%.2f\n",
+      "  ucx_perftest ucp_put_bw (no error handling), one %zu-byte message: %s -> ours "
+      "(same host) / it %.2f\n",
       large, shm_large.text().c_str(), ratio_shm.median());
   return 0;
 }
