@@ -10,7 +10,7 @@
 // the whole transfer (past the caches, like the transfer's working set).
 //
 //   kv_transfer_bench [tokens=2048] [layers=61] [floats_per_token_per_layer=576] [page=64]
-//                     [rounds=5]
+//                     [rounds=5] [memory=registered|allocated]
 //   UCX_TLS=tcp,self kv_transfer_bench ...   (as between two nodes over TCP)
 // UCX_TLS sets without a transport for active messages (cma,self; posix,cma,self) are not
 // supported: the connection is never wired up and the bench ends at the write's 60 s deadline.
@@ -102,6 +102,8 @@ int main(int argc, char** argv) {
   const int64_t layers = argc > 2 ? std::atoll(argv[2]) : 61;
   const int64_t width = argc > 3 ? std::atoll(argv[3]) : 576;  // DeepSeek-V3's latent + rope
   const int64_t page = argc > 4 ? std::atoll(argv[4]) : 64;
+  // "allocated": the decode side's KV memory comes from RmaAgent::allocate_memory (UCX's own).
+  const bool allocated = argc > 6 && std::string(argv[6]) == "allocated";
   const int64_t slots = tokens * 2;  // the decode cache is twice the prompt
   const size_t region = static_cast<size_t>(slots * width) * 4;
 
@@ -119,6 +121,12 @@ int main(int argc, char** argv) {
                         {"keys", nlohmann::json::array()}};
     std::vector<std::string> keys;
     for (auto& l : kv) {
+      if (allocated) {
+        void* a = nullptr;
+        keys.push_back(decode.allocate_memory(region, &a));
+        d["k"].push_back(reinterpret_cast<uint64_t>(a));
+        continue;
+      }
       keys.push_back(decode.register_memory(l.data(), region));
       d["k"].push_back(reinterpret_cast<uint64_t>(l.data()));
     }
@@ -186,9 +194,9 @@ int main(int argc, char** argv) {
   const char* tls = std::getenv("UCX_TLS");
   std::printf(
       "KV transfer: %lld tokens x %lld layers x %lld floats, pages of %lld (UCX_TLS=%s), "
-      "%d rounds, MB/s median (min, max)\n",
+      "%d rounds, decode memory %s, MB/s median (min, max)\n",
       (long long)tokens, (long long)layers, (long long)width, (long long)page,
-      tls ? tls : "default", rounds);
+      tls ? tls : "default", rounds, allocated ? "allocated by UCX" : "registered");
   std::printf("  ours (same host: no peer-failure handling): %zu puts of %zu bytes, %.1f MB: %s\n",
               puts.size(), put_size, bytes / 1e6, ours.text().c_str());
   std::printf("  ours with peer-failure handling (as between hosts): %s\n",

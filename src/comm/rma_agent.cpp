@@ -130,6 +130,35 @@ std::string RmaAgent::host_id() {
   return id;
 }
 
+std::string RmaAgent::allocate_memory(size_t bytes, void** address) {
+  ucp_mem_map_params_t params{};
+  params.field_mask = UCP_MEM_MAP_PARAM_FIELD_ADDRESS | UCP_MEM_MAP_PARAM_FIELD_LENGTH |
+                      UCP_MEM_MAP_PARAM_FIELD_FLAGS;
+  params.address = nullptr;
+  params.length = bytes;
+  params.flags = UCP_MEM_MAP_ALLOCATE;
+  ucp_mem_h memh = nullptr;
+  ucs_status_t st = ucp_mem_map(context_, &params, &memh);
+  EPS_CHECK(st == UCS_OK, "UCX could not allocate {} MiB for the KV cache: {}", bytes >> 20,
+            ucs_status_string(st));
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    regions_.push_back(memh);  // unmapped by the destructor, also when the lines below throw
+  }
+  ucp_mem_attr_t attr{};
+  attr.field_mask = UCP_MEM_ATTR_FIELD_ADDRESS;
+  st = ucp_mem_query(memh, &attr);
+  EPS_CHECK(st == UCS_OK, "UCX memory query: {}", ucs_status_string(st));
+  *address = attr.address;
+  void* packed = nullptr;
+  size_t packed_len = 0;
+  st = ucp_rkey_pack(context_, memh, &packed, &packed_len);
+  EPS_CHECK(st == UCS_OK, "UCX could not pack a memory key: {}", ucs_status_string(st));
+  std::string key(static_cast<const char*>(packed), packed_len);
+  ucp_rkey_buffer_release(packed);
+  return key;
+}
+
 RmaAgent::Peer& RmaAgent::connect(const std::string& name, bool same_host) {
   auto it = peers_.find(name);
   if (it != peers_.end()) return *it->second;

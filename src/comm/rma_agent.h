@@ -54,6 +54,11 @@ class RmaAgent {
 
   // Registers [address, address + bytes) for peers to write into; returns the packed key.
   std::string register_memory(void* address, size_t bytes);
+  // Allocates `bytes` through UCX (ucp_mem_map with UCP_MEM_MAP_ALLOCATE), registered for peers
+  // to write into; sets *address and returns the packed key. The memory lives as long as the
+  // agent. On one host UCX's shared-memory transports can map it and write it directly, where
+  // register_memory()'s memory takes emulated puts (docs/benchmarks.md: 1.5x faster).
+  std::string allocate_memory(size_t bytes, void** address);
   // This worker's address (binary), for peers' write().
   const std::string& address() const { return address_; }
   // Puts into the peer and waits until the data is at the peer. Throws epserve::Error naming

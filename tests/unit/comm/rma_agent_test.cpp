@@ -6,6 +6,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <numeric>
 
 #include "core/error.h"
@@ -59,6 +60,24 @@ TEST_P(RmaAgentBothModes, WriteToAGonePeerFailsWithinItsTimeout) {
       Error);
   EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(8));
   EXPECT_EQ(writer.num_peers(), 0u);
+}
+
+TEST_P(RmaAgentBothModes, PutsLandInAllocatedMemory) {
+  RmaAgent receiver({"", true});
+  RmaAgent writer({"", false});
+  void* address = nullptr;
+  std::string key = receiver.allocate_memory(64 * 4, &address);
+  ASSERT_NE(address, nullptr);
+  float* target = static_cast<float*>(address);
+  std::fill(target, target + 64, 0.0f);
+  std::vector<float> source(16);
+  std::iota(source.begin(), source.end(), 1.0f);
+  const uint64_t base = reinterpret_cast<uint64_t>(target);
+  writer.write(receiver.address(), {key}, {{source.data(), base + 8 * 4, 16 * 4, 0}},
+               std::chrono::seconds(10), GetParam());
+  for (int i = 0; i < 16; ++i) EXPECT_EQ(target[8 + i], source[i]);
+  EXPECT_EQ(target[7], 0.0f);
+  EXPECT_EQ(target[24], 0.0f);
 }
 
 INSTANTIATE_TEST_SUITE_P(RmaAgent, RmaAgentBothModes, testing::Bool(),
