@@ -14,7 +14,7 @@
 //
 // Endpoints to a peer on another host ask UCX for peer-failure handling; to a peer on the same
 // host (same host_id()) they do not: UCX 1.13's shared-memory transports lack peer-failure
-// support, so with it UCX would carry the puts over TCP loopback (8x slower, see
+// support, so with it UCX would carry the puts over TCP loopback (about 7x slower, see
 // docs/benchmarks.md); a dead local peer then shows as the write's timeout.
 #pragma once
 
@@ -57,7 +57,7 @@ class RmaAgent {
   // Allocates `bytes` through UCX (ucp_mem_map with UCP_MEM_MAP_ALLOCATE), registered for peers
   // to write into; sets *address and returns the packed key. The memory lives as long as the
   // agent. On one host UCX's shared-memory transports can map it and write it directly, where
-  // register_memory()'s memory takes emulated puts (docs/benchmarks.md: 1.5x faster).
+  // register_memory()'s memory takes emulated puts (docs/benchmarks.md).
   std::string allocate_memory(size_t bytes, void** address);
   // This worker's address (binary), for peers' write().
   const std::string& address() const { return address_; }
