@@ -3,11 +3,14 @@
 // regions registered with UCX, progressed by its own thread); this process plays the prefill
 // rank and writes a prompt of `tokens` tokens into `page`-token pages the "decode side" holds in
 // shuffled order, as the transfer does: one put per run of consecutive slots per layer, then a
-// flush to remote completion. The limit: `ucx_perftest -t ucp_put_bw` between two local
-// processes, with the transfer's own put size and with one message as large as the whole
-// transfer (past the caches, like the transfer's working set).
+// flush to remote completion; once as between ranks on one host (endpoints without peer-failure
+// handling, so UCX may use shared memory) and once with it (as between hosts). The limits, in
+// the same rounds: `ucx_perftest -t ucp_put_bw` between two local processes, with error handling
+// (-e) at the transfer's put size, and without it at that size and with one message as large as
+// the whole transfer (past the caches, like the transfer's working set).
 //
 //   kv_transfer_bench [tokens=2048] [layers=61] [floats_per_token_per_layer=576] [page=64]
+//                     [rounds=5] [memory=registered|allocated]
 //   UCX_TLS=tcp,self kv_transfer_bench ...   (as between two nodes over TCP)
 // UCX_TLS sets without a transport for active messages (cma,self; posix,cma,self) are not
 // supported: the connection is never wired up and the bench ends at the write's 60 s deadline.
@@ -24,6 +27,8 @@
 #include <random>
 #include <string>
 #include <vector>
+
+#include <fmt/format.h>
 
 #include "comm/rma_agent.h"
 #include "disagg/kv_agent.h"
@@ -51,15 +56,19 @@ std::string read_all(int fd) {
   return s;
 }
 
-// MB/s of ucx_perftest ucp_put_bw with one message of `bytes`, or -1.
-double perftest_mb_s(size_t bytes, int iters) {
-  int port = 20000 + getpid() % 20000;
-  std::string server = "ucx_perftest -p " + std::to_string(port) + " >/dev/null 2>&1 &";
+// MB/s of ucx_perftest ucp_put_bw with messages of `bytes`, or -1. `peer_errors`: endpoints with
+// error handling (-e), as RmaAgent creates them (UCP_ERR_HANDLING_MODE_PEER).
+double perftest_mb_s(size_t bytes, int iters, bool peer_errors) {
+  static int port = 20000 + getpid() % 20000;
+  ++port;
+  const std::string e = peer_errors ? " -e" : "";
+  std::string server = "ucx_perftest -p " + std::to_string(port) + e + " >/dev/null 2>&1 &";
   if (std::system(server.c_str()) != 0) return -1;
   usleep(300000);
-  std::string client = "ucx_perftest 127.0.0.1 -p " + std::to_string(port) + " -t ucp_put_bw -s " +
-                       std::to_string(bytes) + " -n " + std::to_string(iters) + " -w " +
-                       std::to_string(std::max(1, iters / 10)) + " 2>/dev/null | grep Final:";
+  std::string client = "ucx_perftest 127.0.0.1 -p " + std::to_string(port) + e +
+                       " -t ucp_put_bw -s " + std::to_string(bytes) + " -n " +
+                       std::to_string(iters) + " -w " + std::to_string(std::max(1, iters / 10)) +
+                       " 2>/dev/null | grep Final:";
   FILE* p = popen(client.c_str(), "r");
   if (!p) return -1;
   char line[512] = {0};
@@ -73,6 +82,19 @@ double perftest_mb_s(size_t bytes, int iters) {
   return mb;
 }
 
+struct Spread {
+  std::vector<double> v;
+  double median() {
+    std::sort(v.begin(), v.end());
+    return v.empty() ? 0 : v[v.size() / 2];
+  }
+  std::string text() {
+    const double m = median();
+    return fmt::format("{:.0f} (min {:.0f}, max {:.0f})", m, v.empty() ? 0 : v.front(),
+                       v.empty() ? 0 : v.back());
+  }
+};
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -80,6 +102,8 @@ int main(int argc, char** argv) {
   const int64_t layers = argc > 2 ? std::atoll(argv[2]) : 61;
   const int64_t width = argc > 3 ? std::atoll(argv[3]) : 576;  // DeepSeek-V3's latent + rope
   const int64_t page = argc > 4 ? std::atoll(argv[4]) : 64;
+  // "allocated": the decode side's KV memory comes from RmaAgent::allocate_memory (UCX's own).
+  const bool allocated = argc > 6 && std::string(argv[6]) == "allocated";
   const int64_t slots = tokens * 2;  // the decode cache is twice the prompt
   const size_t region = static_cast<size_t>(slots * width) * 4;
 
@@ -97,6 +121,12 @@ int main(int argc, char** argv) {
                         {"keys", nlohmann::json::array()}};
     std::vector<std::string> keys;
     for (auto& l : kv) {
+      if (allocated) {
+        void* a = nullptr;
+        keys.push_back(decode.allocate_memory(region, &a));
+        d["k"].push_back(reinterpret_cast<uint64_t>(a));
+        continue;
+      }
       keys.push_back(decode.register_memory(l.data(), region));
       d["k"].push_back(reinterpret_cast<uint64_t>(l.data()));
     }
@@ -108,7 +138,8 @@ int main(int argc, char** argv) {
   }
   close(to_parent[1]);
   close(to_child[0]);
-  RmaAgent prefill({"", false});
+  RmaAgent prefill({"", false});       // as a prefill rank writes to a decode rank on its host
+  RmaAgent prefill_peer({"", false});  // as before: endpoints with peer-failure handling
   std::string address = read_all(to_parent[0]);
   std::vector<std::string> keys;
   for (int64_t l = 0; l < layers; ++l) keys.push_back(read_all(to_parent[0]));
@@ -136,31 +167,49 @@ int main(int argc, char** argv) {
                     static_cast<size_t>(p.floats) * 4, static_cast<int>(p.layer)});
     bytes += static_cast<size_t>(p.floats) * 4;
   }
-  prefill.write(address, keys, puts, std::chrono::seconds(60));  // warm-up, connects
-  const int reps = 5;
-  std::vector<double> seconds;
-  for (int r = 0; r < reps; ++r) {
+  prefill.write(address, keys, puts, std::chrono::seconds(60), true);  // warm-up, connects
+  prefill_peer.write(address, keys, puts, std::chrono::seconds(60), false);
+  // Interleaved: each round one transfer, then UCX's own put bandwidth in three settings.
+  const int rounds = argc > 5 ? std::atoi(argv[5]) : 5;
+  const size_t put_size = puts.empty() ? 0 : puts[0].bytes;
+  const size_t large = std::min<size_t>(bytes, size_t(256) << 20);
+  Spread ours, ours_peer, same_mode, shm_small, shm_large, ratio_same, ratio_shm;
+  for (int r = 0; r < rounds; ++r) {
     auto t0 = std::chrono::steady_clock::now();
-    prefill.write(address, keys, puts, std::chrono::seconds(60));
-    seconds.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    prefill.write(address, keys, puts, std::chrono::seconds(60), true);
+    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    ours.v.push_back(bytes / s / 1e6);
+    t0 = std::chrono::steady_clock::now();
+    prefill_peer.write(address, keys, puts, std::chrono::seconds(60), false);
+    const double sp = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    ours_peer.v.push_back(bytes / sp / 1e6);
+    same_mode.v.push_back(perftest_mb_s(put_size, 500, true));
+    shm_small.v.push_back(perftest_mb_s(put_size, 2000, false));
+    shm_large.v.push_back(perftest_mb_s(large, 10, false));
+    ratio_same.v.push_back(ours_peer.v.back() / same_mode.v.back());
+    ratio_shm.v.push_back(ours.v.back() / shm_large.v.back());
   }
   write_all(to_child[1], "done");
   waitpid(child, nullptr, 0);
-  std::sort(seconds.begin(), seconds.end());
-  const double ours = bytes / seconds[reps / 2] / 1e6;
-  const size_t put_size = puts.empty() ? 0 : puts[0].bytes;
-  const double small = perftest_mb_s(put_size, 2000);
-  const double large = perftest_mb_s(std::min<size_t>(bytes, size_t(256) << 20), 20);
   const char* tls = std::getenv("UCX_TLS");
-  std::printf("KV transfer: %lld tokens x %lld layers x %lld floats, pages of %lld (UCX_TLS=%s)\n",
-              (long long)tokens, (long long)layers, (long long)width, (long long)page,
-              tls ? tls : "default");
-  std::printf("  %zu puts of %zu bytes, %.1f MB: median %.2f ms (min %.2f, max %.2f) = %.0f MB/s\n",
-              puts.size(), put_size, bytes / 1e6, seconds[reps / 2] * 1e3, seconds[0] * 1e3,
-              seconds[reps - 1] * 1e3, ours);
-  std::printf("  ucx_perftest ucp_put_bw, %zu-byte messages: %.0f MB/s -> ratio %.2f\n", put_size,
-              small, small > 0 ? ours / small : 0.0);
-  std::printf("  ucx_perftest ucp_put_bw, one %zu-byte message: %.0f MB/s -> ratio %.2f\n",
-              std::min<size_t>(bytes, size_t(256) << 20), large, large > 0 ? ours / large : 0.0);
+  std::printf(
+      "KV transfer: %lld tokens x %lld layers x %lld floats, pages of %lld (UCX_TLS=%s), "
+      "%d rounds, decode memory %s, MB/s median (min, max)\n",
+      (long long)tokens, (long long)layers, (long long)width, (long long)page,
+      tls ? tls : "default", rounds, allocated ? "allocated by UCX" : "registered");
+  std::printf("  ours (same host: no peer-failure handling): %zu puts of %zu bytes, %.1f MB: %s\n",
+              puts.size(), put_size, bytes / 1e6, ours.text().c_str());
+  std::printf("  ours with peer-failure handling (as between hosts): %s\n",
+              ours_peer.text().c_str());
+  std::printf(
+      "  ucx_perftest -e ucp_put_bw (peer error handling), %zu-byte messages: %s"
+      " -> ours with it / it %.2f\n",
+      put_size, same_mode.text().c_str(), ratio_same.median());
+  std::printf("  ucx_perftest ucp_put_bw (no error handling), %zu-byte messages: %s\n", put_size,
+              shm_small.text().c_str());
+  std::printf(
+      "  ucx_perftest ucp_put_bw (no error handling), one %zu-byte message: %s -> ours "
+      "(same host) / it %.2f\n",
+      large, shm_large.text().c_str(), ratio_shm.median());
   return 0;
 }

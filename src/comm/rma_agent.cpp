@@ -1,6 +1,9 @@
 #include "comm/rma_agent.h"
 
 #include <poll.h>
+#include <unistd.h>
+
+#include <fstream>
 
 #include "core/error.h"
 
@@ -81,6 +84,15 @@ void RmaAgent::progress_loop() {
   while (!stop_) {
     while (ucp_worker_progress(worker_) != 0) {
     }
+    // Emulated puts arrive as a stream of messages; sleeping between two of them (a wake-up
+    // through the event fd, or the poll's timeout when one is missed) stalled transfers for
+    // seconds. Poll for 2 ms after the last message before sleeping.
+    bool more = false;
+    const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(2);
+    while (!more && !stop_ && std::chrono::steady_clock::now() < until) {
+      more = ucp_worker_progress(worker_) != 0;
+    }
+    if (more) continue;
     if (ucp_worker_arm(worker_) != UCS_OK) continue;  // UCS_ERR_BUSY: more to do
     pollfd fd{event_fd_, POLLIN, 0};
     poll(&fd, 1, 50);
@@ -107,7 +119,47 @@ std::string RmaAgent::register_memory(void* address, size_t bytes) {
   return key;
 }
 
-RmaAgent::Peer& RmaAgent::connect(const std::string& name) {
+std::string RmaAgent::host_id() {
+  static const std::string id = [] {
+    std::string boot;
+    std::ifstream("/proc/sys/kernel/random/boot_id") >> boot;
+    char ns[128] = {0};
+    ssize_t n = readlink("/proc/self/ns/ipc", ns, sizeof(ns) - 1);
+    return boot + "/" + std::string(ns, n > 0 ? n : 0);
+  }();
+  return id;
+}
+
+std::string RmaAgent::allocate_memory(size_t bytes, void** address) {
+  ucp_mem_map_params_t params{};
+  params.field_mask = UCP_MEM_MAP_PARAM_FIELD_ADDRESS | UCP_MEM_MAP_PARAM_FIELD_LENGTH |
+                      UCP_MEM_MAP_PARAM_FIELD_FLAGS;
+  params.address = nullptr;
+  params.length = bytes;
+  params.flags = UCP_MEM_MAP_ALLOCATE;
+  ucp_mem_h memh = nullptr;
+  ucs_status_t st = ucp_mem_map(context_, &params, &memh);
+  EPS_CHECK(st == UCS_OK, "UCX could not allocate {} MiB for the KV cache: {}", bytes >> 20,
+            ucs_status_string(st));
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    regions_.push_back(memh);  // unmapped by the destructor, also when the lines below throw
+  }
+  ucp_mem_attr_t attr{};
+  attr.field_mask = UCP_MEM_ATTR_FIELD_ADDRESS;
+  st = ucp_mem_query(memh, &attr);
+  EPS_CHECK(st == UCS_OK, "UCX memory query: {}", ucs_status_string(st));
+  *address = attr.address;
+  void* packed = nullptr;
+  size_t packed_len = 0;
+  st = ucp_rkey_pack(context_, memh, &packed, &packed_len);
+  EPS_CHECK(st == UCS_OK, "UCX could not pack a memory key: {}", ucs_status_string(st));
+  std::string key(static_cast<const char*>(packed), packed_len);
+  ucp_rkey_buffer_release(packed);
+  return key;
+}
+
+RmaAgent::Peer& RmaAgent::connect(const std::string& name, bool same_host) {
   auto it = peers_.find(name);
   if (it != peers_.end()) return *it->second;
   auto peer = std::make_unique<Peer>();
@@ -115,7 +167,8 @@ RmaAgent::Peer& RmaAgent::connect(const std::string& name) {
   params.field_mask = UCP_EP_PARAM_FIELD_REMOTE_ADDRESS | UCP_EP_PARAM_FIELD_ERR_HANDLING_MODE |
                       UCP_EP_PARAM_FIELD_ERR_HANDLER;
   params.address = reinterpret_cast<const ucp_address_t*>(name.data());
-  params.err_mode = UCP_ERR_HANDLING_MODE_PEER;
+  // Peer-failure handling excludes UCX 1.13's shared-memory transports (see the header).
+  params.err_mode = same_host ? UCP_ERR_HANDLING_MODE_NONE : UCP_ERR_HANDLING_MODE_PEER;
   params.err_handler.cb = on_peer_error;
   params.err_handler.arg = peer.get();
   ucs_status_t st = ucp_ep_create(worker_, &params, &peer->ep);
@@ -147,10 +200,11 @@ size_t RmaAgent::num_peers() const {
 }
 
 void RmaAgent::write(const std::string& name, const std::vector<std::string>& keys,
-                     const std::vector<RmaPut>& puts, std::chrono::milliseconds timeout) {
+                     const std::vector<RmaPut>& puts, std::chrono::milliseconds timeout,
+                     bool same_host) {
   std::lock_guard<std::mutex> lock(mutex_);
   const auto deadline = std::chrono::steady_clock::now() + timeout;
-  Peer& peer = connect(name);
+  Peer& peer = connect(name, same_host);
   std::vector<ucp_rkey_h> rkeys;
   for (const std::string& key : keys) {
     auto it = peer.rkeys.find(key);

@@ -7,9 +7,15 @@
 //   receiver: RmaAgent agent({.progress_thread = true});  key = agent.register_memory(p, n);
 //   writer:   agent.write(receiver_address, {key}, {{src, remote_addr, bytes, 0}}, timeout);
 //
-// Without hardware RMA (TCP, or shared memory without CMA) UCX emulates puts with messages that
-// the receiver's worker must progress: a receiver runs a progress thread. A write that fails or
-// passes its deadline force-closes its endpoint (the next write to that peer reconnects).
+// Without hardware RMA (TCP, or shared memory into memory UCX did not allocate) UCX emulates puts
+// with messages that the receiver's worker must progress: a receiver runs a progress thread,
+// which polls for a while after each message before it sleeps. A write that fails or passes its
+// deadline force-closes its endpoint (the next write to that peer reconnects).
+//
+// Endpoints to a peer on another host ask UCX for peer-failure handling; to a peer on the same
+// host (same host_id()) they do not: UCX 1.13's shared-memory transports lack peer-failure
+// support, so with it UCX would carry the puts over TCP loopback (about 7x slower, see
+// docs/benchmarks.md); a dead local peer then shows as the write's timeout.
 #pragma once
 
 #include <ucp/api/ucp.h>
@@ -48,19 +54,28 @@ class RmaAgent {
 
   // Registers [address, address + bytes) for peers to write into; returns the packed key.
   std::string register_memory(void* address, size_t bytes);
+  // Allocates `bytes` through UCX (ucp_mem_map with UCP_MEM_MAP_ALLOCATE), registered for peers
+  // to write into; sets *address and returns the packed key. The memory lives as long as the
+  // agent. On one host UCX's shared-memory transports can map it and write it directly, where
+  // register_memory()'s memory takes emulated puts (docs/benchmarks.md).
+  std::string allocate_memory(size_t bytes, void** address);
   // This worker's address (binary), for peers' write().
   const std::string& address() const { return address_; }
   // Puts into the peer and waits until the data is at the peer. Throws epserve::Error naming
   // what failed (the peer's endpoint failed or timed out: UCX's status, or "timed out after").
+  // `same_host`: the peer's host_id() equals ours (decided when the endpoint is first created).
   void write(const std::string& peer, const std::vector<std::string>& keys,
-             const std::vector<RmaPut>& puts, std::chrono::milliseconds timeout);
+             const std::vector<RmaPut>& puts, std::chrono::milliseconds timeout,
+             bool same_host = false);
+  // This host and IPC namespace (boot id and namespace inode): equal ids share memory.
+  static std::string host_id();
   // Peers with an open endpoint (for tests).
   size_t num_peers() const;
 
   struct Peer;
 
  private:
-  Peer& connect(const std::string& peer);
+  Peer& connect(const std::string& peer, bool same_host);
   void drop(const std::string& peer);
   void progress_loop();
 

@@ -80,6 +80,7 @@ class UcxKvAgent : public KvTransferAgent {
     json keys = json::array();
     for (const auto& k : keys_) keys.push_back(to_hex(k));
     return {{"address", to_hex(agent_.address())},
+            {"host", RmaAgent::host_id()},
             {"layout", layout_json(group_[me_])},
             {"num_slots", cache_.num_slots},
             {"k", k_},
@@ -121,8 +122,9 @@ class UcxKvAgent : public KvTransferAgent {
       }
       auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
           deadline - std::chrono::steady_clock::now());
+      const bool same_host = rank.value("host", std::string()) == RmaAgent::host_id();
       agent_.write(from_hex(rank.at("address").get<std::string>()), keys, puts,
-                   std::max(left, std::chrono::milliseconds(1)));
+                   std::max(left, std::chrono::milliseconds(1)), same_host);
     }
     return bytes;
   }

@@ -6,6 +6,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <numeric>
 
 #include "core/error.h"
@@ -13,7 +14,12 @@
 namespace epserve {
 namespace {
 
-TEST(RmaAgent, PutsLandInRegisteredMemory) {
+// Both kinds of endpoint: to a peer on this host (no peer-failure handling, so UCX may use shared
+// memory) and to one on another host (peer-failure handling).
+class RmaAgentBothModes : public testing::TestWithParam<bool> {};
+
+TEST_P(RmaAgentBothModes, PutsLandInRegisteredMemory) {
+  const bool same_host = GetParam();
   RmaAgent receiver({"", true});
   RmaAgent writer({"", false});
   std::vector<float> target(64, 0.0f), source(16);
@@ -23,7 +29,7 @@ TEST(RmaAgent, PutsLandInRegisteredMemory) {
   writer.write(
       receiver.address(), {key},
       {{source.data(), base + 8 * 4, 8 * 4, 0}, {source.data() + 8, base + 40 * 4, 8 * 4, 0}},
-      std::chrono::seconds(10));
+      std::chrono::seconds(10), same_host);
   for (int i = 0; i < 8; ++i) {
     EXPECT_EQ(target[8 + i], source[i]);
     EXPECT_EQ(target[40 + i], source[8 + i]);
@@ -33,7 +39,8 @@ TEST(RmaAgent, PutsLandInRegisteredMemory) {
   EXPECT_EQ(writer.num_peers(), 1u);
 }
 
-TEST(RmaAgent, WriteToAGonePeerFailsWithinItsTimeout) {
+TEST_P(RmaAgentBothModes, WriteToAGonePeerFailsWithinItsTimeout) {
+  const bool same_host = GetParam();
   RmaAgent writer({"", false});
   std::string address, key;
   std::vector<float> target(8);
@@ -44,13 +51,46 @@ TEST(RmaAgent, WriteToAGonePeerFailsWithinItsTimeout) {
     address = receiver.address();
     base = reinterpret_cast<uint64_t>(target.data());
     float one = 1;
-    writer.write(address, {key}, {{&one, base, 4, 0}}, std::chrono::seconds(10));
+    writer.write(address, {key}, {{&one, base, 4, 0}}, std::chrono::seconds(10), same_host);
   }
   float two = 2;
   auto start = std::chrono::steady_clock::now();
-  EXPECT_THROW(writer.write(address, {key}, {{&two, base, 4, 0}}, std::chrono::seconds(3)), Error);
+  EXPECT_THROW(
+      writer.write(address, {key}, {{&two, base, 4, 0}}, std::chrono::seconds(3), same_host),
+      Error);
   EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(8));
   EXPECT_EQ(writer.num_peers(), 0u);
+}
+
+TEST_P(RmaAgentBothModes, PutsLandInAllocatedMemory) {
+  RmaAgent receiver({"", true});
+  RmaAgent writer({"", false});
+  void* address = nullptr;
+  std::string key = receiver.allocate_memory(64 * 4, &address);
+  ASSERT_NE(address, nullptr);
+  float* target = static_cast<float*>(address);
+  std::fill(target, target + 64, 0.0f);
+  std::vector<float> source(16);
+  std::iota(source.begin(), source.end(), 1.0f);
+  const uint64_t base = reinterpret_cast<uint64_t>(target);
+  writer.write(receiver.address(), {key}, {{source.data(), base + 8 * 4, 16 * 4, 0}},
+               std::chrono::seconds(10), GetParam());
+  for (int i = 0; i < 16; ++i) EXPECT_EQ(target[8 + i], source[i]);
+  EXPECT_EQ(target[7], 0.0f);
+  EXPECT_EQ(target[24], 0.0f);
+}
+
+INSTANTIATE_TEST_SUITE_P(RmaAgent, RmaAgentBothModes, testing::Bool(),
+                         [](const testing::TestParamInfo<bool>& info) {
+                           return info.param ? "SameHost" : "OtherHost";
+                         });
+
+// Rank processes of one host share memory; the id names the boot and the IPC namespace.
+TEST(RmaAgent, HostIdNamesBootAndIpcNamespace) {
+  const std::string id = RmaAgent::host_id();
+  EXPECT_EQ(id, RmaAgent::host_id());
+  EXPECT_THAT(id, testing::HasSubstr("/ipc:["));
+  EXPECT_GT(id.find('/'), 30u);  // the boot id comes first
 }
 
 }  // namespace
