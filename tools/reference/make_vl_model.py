@@ -22,6 +22,7 @@ import argparse
 import json
 import math
 import shutil
+import sys
 from pathlib import Path
 
 import torch
@@ -31,6 +32,15 @@ from safetensors.torch import save_file
 from transformers import Qwen3VLMoeConfig, Qwen3VLMoeForConditionalGeneration
 
 REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from make_models import (  # noqa: E402  the tiny models' shared shapes and weight scales
+    BIAS_STD,
+    LINEAR_GAIN,
+    LM_HEAD_GAIN,
+    NORM_RANGE,
+    QWEN3_COMMON,
+    ROUTER_GAIN,
+)
 NAME = "qwen3_vl_moe_tiny"
 SEED = 1701
 TOKENIZER_FROM = "qwen3_moe_tiny"
@@ -38,29 +48,16 @@ TOKENIZER_FROM = "qwen3_moe_tiny"
 # Token ids of the vision tokens in qwen3_moe_tiny's tokenizer.
 VISION_START, VISION_END, IMAGE_PAD, VIDEO_PAD = 9, 10, 12, 13
 
-TEXT = dict(
-    vocab_size=1024,
-    hidden_size=64,
-    intermediate_size=128,
+# qwen3_moe_tiny's language model (without norm_topk_prob, which Qwen3-VL's text config does not
+# have: its router always renormalises), with its own expert width and MRoPE.
+TEXT = {k: v for k, v in QWEN3_COMMON.items() if k != "norm_topk_prob"} | dict(
     moe_intermediate_size=24,  # 2 * 24 != hidden: the saved expert layout is unambiguous
-    num_hidden_layers=3,
-    num_attention_heads=4,
-    num_key_value_heads=2,
-    head_dim=32,
-    num_experts=16,
-    num_experts_per_tok=4,
-    decoder_sparse_step=1,
-    mlp_only_layers=[],
-    max_position_embeddings=4096,
     rope_parameters={
         "rope_type": "default",
         "rope_theta": 5000000.0,
         "mrope_section": [6, 5, 5],
         "mrope_interleaved": True,
     },
-    rms_norm_eps=1e-6,
-    bos_token_id=0,
-    eos_token_id=2,
     tie_word_embeddings=False,
 )
 
@@ -97,12 +94,7 @@ PREPROCESSOR = {
     "processor_class": "Qwen3VLProcessor",
 }
 
-LINEAR_GAIN = 1.0
-LM_HEAD_GAIN = 3.0
-ROUTER_GAIN = 2.0
-NORM_RANGE = (0.7, 1.3)
-BIAS_STD = 0.1
-POS_EMBED_STD = 0.5
+POS_EMBED_STD = 0.5  # the vision tower's learned position table
 
 
 def make_config():
