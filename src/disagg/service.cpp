@@ -115,7 +115,7 @@ class PrefillService : public ServerService {
   void transfer(const HttpRequest& req, HttpResponse& res) {
     json body = json::parse(req.body, nullptr, false);
     if (!body.is_object() || !body.contains("room") || !body["room"].is_number_integer() ||
-        !body.contains("target")) {
+        !body.contains("target") || !body["target"].is_object()) {
       res.json(400, error_body("expected {\"room\": integer, \"target\": object}", 400).dump());
       return;
     }
@@ -264,7 +264,9 @@ class DecodeService : public ServerService {
       }
       if (r.status != 202) {
         json e = json::parse(r.body, nullptr, false);
-        error = e.is_object() ? e.value("message", r.body) : r.body;
+        error = e.is_object() && e.contains("message") && e["message"].is_string()
+                    ? e["message"].get<std::string>()
+                    : r.body;
         status = r.status;
         break;
       }
@@ -277,9 +279,15 @@ class DecodeService : public ServerService {
         break;
       }
     }
-    if (answer.is_object() && answer.value("ok", false)) {
-      ctx_.metrics.kv_transfer(answer.value("bytes", int64_t{0}),
-                               seconds_between(started, Clock::now()));
+    // The answer comes from whichever host the request named: its fields are checked here (the
+    // types) and by the scheduler (the token's range) before anything uses them.
+    const bool ok = answer.is_object() && answer.contains("ok") && answer["ok"].is_boolean() &&
+                    answer["ok"].get<bool>();
+    if (ok) {
+      const int64_t bytes = answer.contains("bytes") && answer["bytes"].is_number_integer()
+                                ? answer["bytes"].get<int64_t>()
+                                : 0;
+      ctx_.metrics.kv_transfer(bytes, seconds_between(started, Clock::now()));
       ctx_.frontend.post_disagg(dp, DisaggInput{rid, {{"received", answer}}});
       return;
     }

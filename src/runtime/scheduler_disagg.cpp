@@ -15,6 +15,30 @@ double seconds_since(std::chrono::steady_clock::time_point t) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
 }
 
+// What a prefill server answered for a transferred request ({"first_token", "logprob",
+// "top_logprobs"}), checked before the rank uses it: the answer comes over the network from the
+// host the client named. Empty when it is well formed.
+std::string check_received(const json& got, int64_t vocab_size) {
+  auto token_ok = [vocab_size](const json& t) {
+    return t.is_number_integer() && t.get<int64_t>() >= 0 && t.get<int64_t>() < vocab_size;
+  };
+  if (!got.is_object() || !got.contains("first_token") || !token_ok(got["first_token"])) {
+    return "the prefill server's answer has no valid first_token";
+  }
+  if (got.contains("logprob") && !got["logprob"].is_number()) {
+    return "the prefill server's logprob is not a number";
+  }
+  if (got.contains("top_logprobs")) {
+    if (!got["top_logprobs"].is_array()) return "the prefill server's top_logprobs is not a list";
+    for (const auto& t : got["top_logprobs"]) {
+      if (!t.is_array() || t.size() != 2 || !token_ok(t[0]) || !t[1].is_number()) {
+        return "the prefill server's top_logprobs entries are not [token, logprob] pairs";
+      }
+    }
+  }
+  return "";
+}
+
 }  // namespace
 
 bool Scheduler::disagg_add(std::unique_ptr<SchedRequest>& request, std::vector<TokenOutput>& out) {
@@ -110,10 +134,18 @@ void Scheduler::disagg(const DisaggInput& input, std::vector<TokenOutput>& out) 
   parked_.erase(parked);
   SchedRequest& r = *request;
   if (body.contains("error")) {
-    fail(std::move(request), body["error"].get<std::string>(), body.value("status", 500), out);
+    const json& error = body["error"];
+    const json status = body.contains("status") ? body["status"] : json(500);
+    fail(std::move(request),
+         error.is_string() ? error.get<std::string>() : std::string("the prefill server failed"),
+         status.is_number_integer() ? status.get<int>() : 502, out);
     return;
   }
-  const json& got = body["received"];
+  const json got = body.contains("received") ? body["received"] : json();
+  if (std::string bad = check_received(got, runner_.config().vocab_size); !bad.empty()) {
+    fail(std::move(request), bad, 502, out);
+    return;
+  }
   r.num_computed = r.prompt_len;
   r.admitted_once = true;
   if (r.in.return_logprob && got.contains("logprob")) {

@@ -5,6 +5,7 @@ once, and the client gets the decode server's answer.
 """
 
 import concurrent.futures
+import http.server
 import json
 import os
 import random
@@ -13,6 +14,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -313,3 +315,39 @@ def test_prefill_and_decode_in_separate_network_namespaces():
             log.close()
         for n in made:
             ip("netns", "del", n)
+
+
+class _BadBootstrap(http.server.BaseHTTPRequestHandler):
+    """A 'prefill bootstrap service' that answers every transfer with a malformed first token."""
+
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        body = json.dumps({"ok": True, "first_token": "not a token", "bytes": "many"}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_malformed_prefill_answer_is_a_502_and_decode_serves_on(pair):
+    # The decode server posts to whatever bootstrap_host/port a request names; a bad answer from
+    # there must fail that request, not the decode server's rank.
+    bad = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _BadBootstrap)
+    threading.Thread(target=bad.serve_forever, daemon=True).start()
+    try:
+        body = pair.body(PROMPTS[0])
+        body["bootstrap_port"] = bad.server_address[1]
+        r = requests.post(pair.decode.url("/generate"), json=body, timeout=30)
+        assert_openai_error(r, 502, "first_token")
+        wait_metric(pair.decode, "sglang:num_used_tokens", 0)
+    finally:
+        bad.shutdown()
+    # A non-object target is refused by the prefill side's bootstrap service.
+    r = requests.post(f"http://127.0.0.1:{pair.bootstrap_port}/kv/transfer",
+                      json={"room": 1, "target": 5}, timeout=10)
+    assert r.status_code == 400
+    assert len(pair.generate(PROMPTS[1])) == MAX_NEW
