@@ -114,6 +114,7 @@ void Scheduler::abort(const std::string& rid, std::vector<TokenOutput>& out) {
   for (auto it = waiting_.begin(); it != waiting_.end();) {
     if (rid.empty() || (*it)->in.rid == rid) {
       SchedRequest& r = **it;
+      tell_decode_aborted(r);  // still queued: its decode server must not wait for it
       release_pages(r);
       TokenOutput o;
       o.rid = r.in.rid;
@@ -385,17 +386,25 @@ bool Scheduler::accept_token(SchedRequest& r, int32_t token, std::vector<TokenOu
   return false;
 }
 
+void Scheduler::tell_decode_aborted(const SchedRequest& r) {
+  early_targets_.erase(r.in.rid);
+  if (config_.disaggregation_mode != "prefill" || r.in.bootstrap_room < 0) return;
+  // Whoever waits for this request's KV (the decode server) learns it will not come.
+  const std::string why =
+      r.pending.error.empty() ? "the prefill request was aborted" : r.pending.error;
+  disagg_out_.push_back({r.in.rid,
+                         {{"transfer",
+                           {{"ok", false},
+                            {"status", r.pending.error_status > 0 ? r.pending.error_status : 499},
+                            {"error", why},
+                            {"room", r.in.bootstrap_room}}}}});
+}
+
 void Scheduler::finish(SchedRequest& r, const std::string& reason, std::vector<TokenOutput>& out) {
-  if (config_.disaggregation_mode == "prefill" && r.in.bootstrap_room >= 0 && reason == "abort") {
-    // Whoever waits for this request's KV (the decode server) learns it will not come.
-    const std::string why =
-        r.pending.error.empty() ? "the prefill request was aborted" : r.pending.error;
-    disagg_out_.push_back({r.in.rid,
-                           {{"transfer",
-                             {{"ok", false},
-                              {"status", r.pending.error_status > 0 ? r.pending.error_status : 499},
-                              {"error", why},
-                              {"room", r.in.bootstrap_room}}}}});
+  if (reason == "abort") {
+    tell_decode_aborted(r);
+  } else {
+    early_targets_.erase(r.in.rid);  // finished without waiting for a target (max_new_tokens 0)
   }
   TokenOutput o = std::move(r.pending);
   o.rid = r.in.rid;

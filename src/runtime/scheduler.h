@@ -112,6 +112,8 @@ class Scheduler {
   void process(const std::vector<Entry>& entries, const ForwardBatch& batch,
                const std::vector<float>& logits, std::vector<TokenOutput>& out);
   void finish(SchedRequest& request, const std::string& reason, std::vector<TokenOutput>& out);
+  // Prefill server: tells the decode side that an aborted request's KV will not come.
+  void tell_decode_aborted(const SchedRequest& request);
   // Appends a sampled token (the first one may come from the prefill server); reports it or
   // ends the request. Returns true when the request finished.
   bool accept_token(SchedRequest& request, int32_t token, std::vector<TokenOutput>& out);

@@ -160,6 +160,24 @@ TEST_F(SchedulerTest, AbortFreesPagesAtOnce) {
   EXPECT_FALSE(s.has_work());
 }
 
+TEST_F(SchedulerTest, APrefillRequestAbortedWhileQueuedTellsItsDecodeServer) {
+  LocalModelRunner runner(load_causal_lm(fixture("deepseek_v3_tiny")), 4096);
+  SchedulerConfig config;
+  config.disaggregation_mode = "prefill";
+  Scheduler s(runner, config);
+  std::vector<TokenOutput> out;
+  GenerateInput in = make_input("queued", requests_[0].input_ids, 8);
+  in.bootstrap_room = 7;
+  s.add(in, out);  // not stepped: still in the queue
+  s.abort("queued", out);
+  std::vector<DisaggOutput> told = s.take_disagg_outputs();
+  ASSERT_EQ(told.size(), 1u);
+  EXPECT_EQ(told[0].rid, "queued");
+  EXPECT_EQ(told[0].body["transfer"]["ok"], false);
+  EXPECT_EQ(told[0].body["transfer"]["room"], 7);
+  EXPECT_FALSE(s.has_work());
+}
+
 TEST_F(SchedulerTest, InvalidRequestsComeBackWithAnError) {
   LocalModelRunner runner(load_causal_lm(fixture("deepseek_v3_tiny")), 64);
   SchedulerConfig config;
