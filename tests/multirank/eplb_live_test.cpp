@@ -18,6 +18,7 @@
 #include "support/golden_prompts.h"
 #include "support/matmul_order.h"
 #include "support/run_epserve.h"
+#include "support/run_generate.h"
 #include "support/temp_dir.h"
 
 namespace epserve {
@@ -27,19 +28,7 @@ std::string data_dir() {
   return std::string(EPSERVE_SOURCE_DIR) + "/tests/data";
 }
 
-nlohmann::json run_generate(const std::string& model, const std::string& prompts,
-                            const std::string& flags, const testing::TempDir& dir,
-                            const std::string& env = "") {
-  std::string out = dir.file("out.json");
-  std::remove(out.c_str());
-  std::string args = fmt::format(
-      "generate --model-path {} {} --max-new-tokens 8 --ignore-eos --return-logits --output {} {}",
-      model, prompts, out, flags);
-  testing::RunResult r = testing::run_epserve(args, env);
-  EXPECT_EQ(r.exit_code, 0) << args << "\n" << r.output;
-  std::ifstream in(out);
-  return in ? nlohmann::json::parse(in) : nlohmann::json::object();
-}
+using testing::run_generate;
 
 using testing::golden_prompts;
 
@@ -132,7 +121,7 @@ TEST(EplbLive, AFailedChunkKeepsTheOldPlacementEverywhere) {
   // Rank 1 fails the first chunk of the first rebalance.
   nlohmann::json result =
       run_generate(model, prompts, std::string("--ep-size 2 --ep-num-redundant-experts 2") + kEplb,
-                   dir, "EPSERVE_EPLB_FAULT=1:0:0");
+                   dir, 8, "EPSERVE_EPLB_FAULT=1:0:0");
   expect_same_outputs(single, result);
   const nlohmann::json& x = result["experts"];
   EXPECT_EQ(x.value("eplb_chunks_failed", 0), 1);

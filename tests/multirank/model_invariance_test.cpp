@@ -28,6 +28,7 @@
 #include "io/safetensors.h"
 #include "support/matmul_order.h"
 #include "support/run_epserve.h"
+#include "support/run_generate.h"
 #include "support/temp_dir.h"
 
 namespace epserve {
@@ -69,17 +70,7 @@ const std::vector<Layout> kLayouts = {
      "--enable-dp-lm-head"},
 };
 
-nlohmann::json run_generate(const std::string& model, const std::string& prompts,
-                            const std::string& flags, const testing::TempDir& dir) {
-  std::string out = dir.file("out.json");
-  std::string args = fmt::format(
-      "generate --model-path {} {} --max-new-tokens 8 --ignore-eos --return-logits --output {} {}",
-      model, prompts, out, flags);
-  testing::RunResult r = testing::run_epserve(args);
-  EXPECT_EQ(r.exit_code, 0) << args << "\n" << r.output;
-  std::ifstream in(out);
-  return nlohmann::json::parse(in);
-}
+using testing::run_generate;
 
 class LayoutInvariance : public ::testing::TestWithParam<std::string> {};
 

@@ -18,6 +18,7 @@
 #include "io/safetensors.h"
 #include "support/golden_prompts.h"
 #include "support/run_epserve.h"
+#include "support/run_generate.h"
 #include "support/temp_dir.h"
 
 namespace epserve {
@@ -27,19 +28,11 @@ std::string data_dir() {
   return std::string(EPSERVE_SOURCE_DIR) + "/tests/data";
 }
 
-nlohmann::json run_generate(const std::string& model, const std::string& prompts,
-                            const std::string& flags, const testing::TempDir& dir,
-                            const std::string& policy = "always") {
-  std::string out = dir.file("out.json");
-  std::remove(out.c_str());
-  std::string args = fmt::format(
-      "generate --model-path {} {} --max-new-tokens 6 --ignore-eos --return-logits --output {} {}",
-      model, prompts, out, flags);
-  // The overlap must run although one node never pays for it (EPSERVE_TBO_POLICY, tbo_split.h).
-  testing::RunResult r = testing::run_epserve(args, "EPSERVE_TBO_POLICY=" + policy);
-  EXPECT_EQ(r.exit_code, 0) << args << "\n" << r.output;
-  std::ifstream in(out);
-  return in ? nlohmann::json::parse(in) : nlohmann::json::object();
+// The overlap must run although one node never pays for it (EPSERVE_TBO_POLICY, tbo_split.h).
+nlohmann::json run_tbo(const std::string& model, const std::string& prompts,
+                       const std::string& flags, const testing::TempDir& dir,
+                       const std::string& policy = "always") {
+  return testing::run_generate(model, prompts, flags, dir, 6, "EPSERVE_TBO_POLICY=" + policy);
 }
 
 using testing::golden_prompts;
@@ -57,8 +50,8 @@ constexpr const char* kTbo = " --enable-two-batch-overlap";
 void expect_tbo_changes_nothing(const std::string& model, const std::string& prompts,
                                 const std::string& layout, const testing::TempDir& dir) {
   SCOPED_TRACE(layout);
-  nlohmann::json plain = run_generate(model, prompts, layout, dir);
-  nlohmann::json overlapped = run_generate(model, prompts, layout + kTbo, dir);
+  nlohmann::json plain = run_tbo(model, prompts, layout, dir);
+  nlohmann::json overlapped = run_tbo(model, prompts, layout + kTbo, dir);
   ASSERT_FALSE(plain["sequences"].empty());
   EXPECT_EQ(plain["sequences"], overlapped["sequences"]) << "tokens or logits differ";
 }
@@ -93,12 +86,12 @@ TEST(TboInvariance, OneRanksTokensAndEplbRebalances) {
   const std::string model = data_dir() + "/models/deepseek_v3_tiny";
   const std::string prompts = golden_prompts("deepseek_v3_tiny");
   testing::TempDir dir;
-  const nlohmann::json single = run_generate(model, prompts, "", dir);
+  const nlohmann::json single = run_tbo(model, prompts, "", dir);
   const std::string layout =
       "--ep-size 4 --moe-a2a-backend deepep --ep-num-redundant-experts 4 --enable-eplb "
       "--eplb-rebalance-num-iterations 2 --eplb-rebalance-layers-per-chunk 1";
-  nlohmann::json plain = run_generate(model, prompts, layout, dir);
-  nlohmann::json overlapped = run_generate(model, prompts, layout + kTbo, dir);
+  nlohmann::json plain = run_tbo(model, prompts, layout, dir);
+  nlohmann::json overlapped = run_tbo(model, prompts, layout + kTbo, dir);
   EXPECT_EQ(plain["sequences"], overlapped["sequences"]);
   EXPECT_GT(overlapped["experts"].value("eplb_layers_moved", 0), 0) << "no expert moved";
   for (size_t s = 0; s < 4; ++s) {
@@ -155,8 +148,8 @@ TEST(TboTrace, TheTraceHasBothMicroBatchesOnEveryRank) {
   const std::string model = data_dir() + "/models/deepseek_v3_tiny";
   testing::TempDir dir;
   const std::string trace = dir.file("trace.json");
-  run_generate(model, golden_prompts("deepseek_v3_tiny"),
-               "--tp-size 2 --moe-a2a-backend deepep --trace-file " + trace + kTbo, dir);
+  run_tbo(model, golden_prompts("deepseek_v3_tiny"),
+          "--tp-size 2 --moe-a2a-backend deepep --trace-file " + trace + kTbo, dir);
   std::ifstream in(trace);
   ASSERT_TRUE(in.good()) << "no trace at " << trace;
   nlohmann::json j = nlohmann::json::parse(in);      // throws on invalid JSON
@@ -191,9 +184,9 @@ TEST(TboTrace, TheAutoPolicyKeepsOneNodePassesWhole) {
   testing::TempDir dir;
   const std::string trace = dir.file("trace.json");
   const std::string layout = "--tp-size 2 --moe-a2a-backend deepep";
-  nlohmann::json split = run_generate(model, prompts, layout + kTbo, dir);
+  nlohmann::json split = run_tbo(model, prompts, layout + kTbo, dir);
   nlohmann::json whole =
-      run_generate(model, prompts, layout + kTbo + " --trace-file " + trace, dir, "auto");
+      run_tbo(model, prompts, layout + kTbo + " --trace-file " + trace, dir, "auto");
   EXPECT_EQ(split["sequences"], whole["sequences"]);
   std::ifstream in(trace);
   ASSERT_TRUE(in.good()) << "no trace at " << trace;
