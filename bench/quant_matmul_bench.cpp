@@ -38,25 +38,6 @@ struct Format {
   matmul_detail::QuantPath path = matmul_detail::QuantPath::kFp32Scalar;
 };
 
-bool path_available(matmul_detail::QuantPath path) {
-  using matmul_detail::QuantPath;
-  const CpuFeatures& f = cpu_features();
-  switch (path) {
-    case QuantPath::kFp32Avx2:
-      return f.avx2_fma;
-    case QuantPath::kFp32Avx512:
-      return f.avx512;
-    case QuantPath::kFp8Bf16Avx512:
-      return f.avx512_bf16;
-    case QuantPath::kInt4A8Avx512Vnni:
-      return f.avx512_vnni;
-    case QuantPath::kInt4A8AvxVnni:
-      return f.avx_vnni;
-    default:
-      return true;
-  }
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -126,14 +107,14 @@ int main(int argc, char** argv) {
   formats.back().name = "bf16 (matmul)";
   formats.back().dense = true;
   for (QuantPath path : {QuantPath::kFp32Avx2, QuantPath::kFp32Avx512, QuantPath::kFp8Bf16Avx512}) {
-    if (!path_available(path)) continue;
+    if (!matmul_detail::quant_path_available(path)) continue;
     formats.push_back(fp8[0]);
     formats.back().name = std::string("fp8 ") + matmul_detail::quant_path_name(path);
     formats.back().path = path;
   }
   for (QuantPath path : {QuantPath::kFp32Avx2, QuantPath::kFp32Avx512, QuantPath::kInt4A8AvxVnni,
                          QuantPath::kInt4A8Avx512Vnni}) {
-    if (!path_available(path)) continue;
+    if (!matmul_detail::quant_path_available(path)) continue;
     formats.push_back(int4[0]);
     formats.back().name = std::string("int4 ") + matmul_detail::quant_path_name(path);
     formats.back().path = path;

@@ -99,6 +99,8 @@ enum class QuantPath {
   kInt4A8AvxVnni,     // 256-bit (VEX) vpdpbusd
 };
 const char* quant_path_name(QuantPath path);
+// Whether this CPU (cpu_features(), after EPSERVE_CPU_FEATURES) has what the path needs.
+bool quant_path_available(QuantPath path);
 // The order quant_matmul uses for this view with cpu_features().
 QuantOrder quant_order(const WeightView& w);
 // The path quant_matmul uses for this view (scalar: the fp32 scalar definition).

@@ -117,6 +117,24 @@ const char* quant_path_name(QuantPath path) {
   return "?";
 }
 
+bool quant_path_available(QuantPath path) {
+  const CpuFeatures& f = cpu_features();
+  switch (path) {
+    case QuantPath::kFp32Avx2:
+      return f.avx2_fma;
+    case QuantPath::kFp32Avx512:
+      return f.avx512;
+    case QuantPath::kFp8Bf16Avx512:
+      return f.avx512_bf16;
+    case QuantPath::kInt4A8Avx512Vnni:
+      return f.avx512_vnni;
+    case QuantPath::kInt4A8AvxVnni:
+      return f.avx_vnni;
+    default:
+      return true;
+  }
+}
+
 bool fp8_bf16_view_ok(const WeightView& w) {
   return w.format == WeightFormat::kFp8Block && w.cols % 32 == 0 && w.col0 % 32 == 0 &&
          w.block_cols % 32 == 0;
@@ -217,7 +235,6 @@ void quant_matmul_path(const float* x, int64_t num_tokens, const WeightView& w, 
     std::fill(y, y + num_tokens * w.rows, 0.0f);
     return;
   }
-  const CpuFeatures& f = cpu_features();
   ThreadPool& pool = ThreadPool::global();
   // Row chunks of 16, about 64K multiply-adds per chunk at least.
   constexpr int64_t kRowChunk = 16;  // two tiles of 8 rows
@@ -235,7 +252,7 @@ void quant_matmul_path(const float* x, int64_t num_tokens, const WeightView& w, 
       return;
     case QuantPath::kFp32Avx2:
     case QuantPath::kFp32Avx512:
-      EPS_CHECK(quant_vector_ok(w) && (path == QuantPath::kFp32Avx2 || f.avx512),
+      EPS_CHECK(quant_vector_ok(w) && quant_path_available(path),
                 "quantized matmul path {} is not available here", quant_path_name(path));
       quant_matmul_with(x, num_tokens, w, y,
                         path == QuantPath::kFp32Avx2 ? quant_rows_avx2 : quant_rows_avx512);
@@ -243,7 +260,7 @@ void quant_matmul_path(const float* x, int64_t num_tokens, const WeightView& w, 
     case QuantPath::kFp8Bf16Scalar:
     case QuantPath::kFp8Bf16Avx512: {
       const bool vector = path == QuantPath::kFp8Bf16Avx512;
-      EPS_CHECK(fp8_bf16_view_ok(w) && (!vector || f.avx512_bf16),
+      EPS_CHECK(fp8_bf16_view_ok(w) && quant_path_available(path),
                 "quantized matmul path {} is not available here", quant_path_name(path));
       const int64_t x_stride = w.cols;  // a multiple of 32
       bf16_t* xb = scratch<bf16_t>(0, num_tokens * x_stride);
@@ -261,8 +278,7 @@ void quant_matmul_path(const float* x, int64_t num_tokens, const WeightView& w, 
     case QuantPath::kInt4A8Scalar:
     case QuantPath::kInt4A8Avx512Vnni:
     case QuantPath::kInt4A8AvxVnni: {
-      EPS_CHECK(int4_a8_view_ok(w) && (path != QuantPath::kInt4A8Avx512Vnni || f.avx512_vnni) &&
-                    (path != QuantPath::kInt4A8AvxVnni || f.avx_vnni),
+      EPS_CHECK(int4_a8_view_ok(w) && quant_path_available(path),
                 "quantized matmul path {} is not available here", quant_path_name(path));
       Int8Activations xa;
       xa.num_tokens = num_tokens;

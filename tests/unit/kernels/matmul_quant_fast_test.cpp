@@ -28,20 +28,6 @@ std::vector<float> run(const std::vector<float>& x, int64_t tokens, const Weight
   return y;
 }
 
-bool available(QuantPath path) {
-  const CpuFeatures& f = cpu_features();
-  switch (path) {
-    case QuantPath::kFp8Bf16Avx512:
-      return f.avx512_bf16;
-    case QuantPath::kInt4A8Avx512Vnni:
-      return f.avx512_vnni;
-    case QuantPath::kInt4A8AvxVnni:
-      return f.avx_vnni;
-    default:
-      return true;
-  }
-}
-
 struct Case {
   WeightFormat format;
   int64_t rows, cols, br, bc;
@@ -74,7 +60,7 @@ void check_order(const Case& c, QuantPath scalar, std::initializer_list<QuantPat
                       shape + fmt::format(" token {} alone", t));
   }
   for (QuantPath path : vector_paths) {
-    if (!available(path)) continue;
+    if (!matmul_detail::quant_path_available(path)) continue;
     for (int threads : {1, 2}) {
       ThreadPool::set_global_threads(threads);
       for (int64_t tokens : {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 16, 17, 31, 33, 47, 64, 70}) {
