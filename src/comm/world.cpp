@@ -23,6 +23,10 @@ using Clock = std::chrono::steady_clock;
 // Shutdown barrier tags use a communicator id that no Communicator gets.
 constexpr uint64_t kShutdownTag = 0xFFFFull << 48;
 constexpr std::chrono::milliseconds kHeartbeatPeriod{1000};
+// How long a rank that lost a peer waits for the store to name the job's first failure. The
+// launcher (or the store, when a process vanishes) posts it within milliseconds; the bound is
+// well under LaunchOptions::grace, so the rank still writes its own line before any SIGTERM.
+constexpr std::chrono::milliseconds kFirstFailureWait{1000};
 
 void peer_error_callback(void* arg, ucp_ep_h, ucs_status_t status) {
   auto* a = static_cast<World::ErrorArg*>(arg);
@@ -161,7 +165,9 @@ void World::start_abort_watcher() {
     if (closing_.load()) return;
     std::lock_guard<std::mutex> lock(abort_mutex_);
     if (abort_message_.empty()) abort_message_ = message;
+    store_reason_ = message;
     abort_flag_.store(true);
+    store_reason_cv_.notify_all();
   });
 }
 
@@ -263,13 +269,28 @@ void World::throw_aborted(const WaitSpec& spec) {
   }
   int peer = spec.waiting_for ? spec.waiting_for() : -1;
   std::string what = peer >= 0 ? fmt::format("stopped while waiting for rank {}", peer) : "stopped";
-  throw PeerFailure(fmt::format("{}: {}", describe(spec, what), message), __FILE__, __LINE__);
+  throw PeerFailure(
+      fmt::format("{}: {}{}", describe(spec, what), message, first_failure_suffix(message)),
+      __FILE__, __LINE__);
 }
 
 void World::throw_peer_lost(const WaitSpec& spec, int peer, ucs_status_t status) {
   std::string line = describe(spec, fmt::format("lost the connection to rank {} (UCX: {})", peer,
                                                 ucs_status_string(status)));
-  throw PeerFailure(line, __FILE__, __LINE__);
+  throw PeerFailure(line + first_failure_suffix(line), __FILE__, __LINE__);
+}
+
+std::string World::first_failure_suffix(const std::string& own) {
+  if (!watch_store_) return "";
+  std::unique_lock<std::mutex> lock(abort_mutex_);
+  store_reason_cv_.wait_for(lock, kFirstFailureWait, [&] { return !store_reason_.empty(); });
+  // Our own line (this rank posted it first), or one that already carries the reason, says
+  // enough.
+  if (store_reason_.empty() || own.find(store_reason_) != std::string::npos ||
+      store_reason_.find(own) != std::string::npos) {
+    return "";
+  }
+  return "; first failure: " + store_reason_;
 }
 
 void World::wait(const WaitSpec& spec, const std::function<bool()>& done) {

@@ -23,6 +23,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -116,6 +117,9 @@ class World {
 
  private:
   [[noreturn]] void throw_aborted(const WaitSpec& spec);
+  // A lost connection is often a consequence (the peer stopped because a third rank died):
+  // waits briefly for the store's first reason and returns "; first failure: <reason>", or "".
+  std::string first_failure_suffix(const std::string& own);
   void connect_endpoints();
   void connect_self();
   void start_abort_watcher();
@@ -133,6 +137,8 @@ class World {
   std::atomic<bool> closing_{false};
   std::mutex abort_mutex_;
   std::string abort_message_;
+  std::string store_reason_;  // the store's kAbortKey, once the watcher saw it
+  std::condition_variable store_reason_cv_;
   std::vector<int> node_of_;
 
   ucp_context_h context_ = nullptr;
