@@ -45,6 +45,11 @@ RmaAgent::RmaAgent(const RmaAgentOptions& options) {
     EPS_CHECK(st == UCS_OK, "UCX rejects the devices '{}': {}", options.net_devices,
               ucs_status_string(st));
   }
+  // allocate_memory() promises zero-filled memory: UCX's default order also has "thp" and
+  // "heap" (posix_memalign, malloc), which do not zero; every method left here maps fresh pages.
+  st = ucp_config_modify(config, "ALLOC_PRIO", "md:sysv,md:posix,huge,mmap");
+  if (st != UCS_OK) ucp_config_release(config);
+  EPS_CHECK(st == UCS_OK, "UCX allocation methods: {}", ucs_status_string(st));
   ucp_params_t params{};
   params.field_mask = UCP_PARAM_FIELD_FEATURES | UCP_PARAM_FIELD_MT_WORKERS_SHARED;
   params.features = UCP_FEATURE_RMA | UCP_FEATURE_WAKEUP;
@@ -75,7 +80,7 @@ RmaAgent::~RmaAgent() {
   std::vector<std::string> names;
   for (auto& [name, peer] : peers_) names.push_back(name);
   for (const auto& name : names) drop(name);
-  for (ucp_mem_h m : regions_) ucp_mem_unmap(context_, m);
+  for (auto& [address, m] : regions_) ucp_mem_unmap(context_, m);
   if (worker_) ucp_worker_destroy(worker_);
   if (context_) ucp_cleanup(context_);
 }
@@ -111,12 +116,24 @@ std::string RmaAgent::register_memory(void* address, size_t bytes) {
   void* packed = nullptr;
   size_t packed_len = 0;
   st = ucp_rkey_pack(context_, memh, &packed, &packed_len);
+  if (st != UCS_OK) ucp_mem_unmap(context_, memh);
   EPS_CHECK(st == UCS_OK, "UCX could not pack a memory key: {}", ucs_status_string(st));
   std::string key(static_cast<const char*>(packed), packed_len);
   ucp_rkey_buffer_release(packed);
   std::lock_guard<std::mutex> lock(mutex_);
-  regions_.push_back(memh);
+  if (!regions_.emplace(address, memh).second) {
+    ucp_mem_unmap(context_, memh);
+    EPS_THROW("UCX: the memory at {} is registered already", address);
+  }
   return key;
+}
+
+void RmaAgent::free_memory(void* address) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  auto it = regions_.find(address);
+  EPS_CHECK(it != regions_.end(), "UCX: no registered memory starts at {}", address);
+  ucp_mem_unmap(context_, it->second);
+  regions_.erase(it);
 }
 
 std::string RmaAgent::host_id() {
@@ -141,14 +158,15 @@ std::string RmaAgent::allocate_memory(size_t bytes, void** address) {
   ucs_status_t st = ucp_mem_map(context_, &params, &memh);
   EPS_CHECK(st == UCS_OK, "UCX could not allocate {} MiB for the KV cache: {}", bytes >> 20,
             ucs_status_string(st));
-  {
-    std::lock_guard<std::mutex> lock(mutex_);
-    regions_.push_back(memh);  // unmapped by the destructor, also when the lines below throw
-  }
   ucp_mem_attr_t attr{};
   attr.field_mask = UCP_MEM_ATTR_FIELD_ADDRESS;
   st = ucp_mem_query(memh, &attr);
+  if (st != UCS_OK) ucp_mem_unmap(context_, memh);
   EPS_CHECK(st == UCS_OK, "UCX memory query: {}", ucs_status_string(st));
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    regions_[attr.address] = memh;  // unmapped by the destructor, also when the lines below throw
+  }
   *address = attr.address;
   void* packed = nullptr;
   size_t packed_len = 0;

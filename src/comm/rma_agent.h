@@ -55,10 +55,14 @@ class RmaAgent {
   // Registers [address, address + bytes) for peers to write into; returns the packed key.
   std::string register_memory(void* address, size_t bytes);
   // Allocates `bytes` through UCX (ucp_mem_map with UCP_MEM_MAP_ALLOCATE), registered for peers
-  // to write into; sets *address and returns the packed key. The memory lives as long as the
-  // agent. On one host UCX's shared-memory transports can map it and write it directly, where
-  // register_memory()'s memory takes emulated puts (docs/benchmarks.md).
+  // to write into; sets *address and returns the packed key. The memory is zero-filled and
+  // page aligned (the agent's context allows only UCX's allocation methods that give fresh
+  // mappings: SysV or POSIX shared memory, huge pages, mmap), and lives until free_memory() or
+  // the agent's end. On one host UCX's shared-memory transports map it and write it directly,
+  // where register_memory()'s memory takes emulated puts (docs/benchmarks.md).
   std::string allocate_memory(size_t bytes, void** address);
+  // Unregisters (and, if allocate_memory() made it, frees) the region starting at `address`.
+  void free_memory(void* address);
   // This worker's address (binary), for peers' write().
   const std::string& address() const { return address_; }
   // Puts into the peer and waits until the data is at the peer. Throws epserve::Error naming
@@ -83,8 +87,8 @@ class RmaAgent {
   ucp_worker_h worker_ = nullptr;
   int event_fd_ = -1;
   std::string address_;
-  std::vector<ucp_mem_h> regions_;
-  mutable std::mutex mutex_;  // peers_ and regions_
+  std::map<void*, ucp_mem_h> regions_;  // by start address
+  mutable std::mutex mutex_;            // peers_ and regions_
   std::map<std::string, std::unique_ptr<Peer>> peers_;
   std::atomic<bool> stop_{false};
   std::thread progress_;

@@ -1,6 +1,7 @@
 #include "disagg/kv_agent.h"
 
 #include <fmt/format.h>
+#include <spdlog/spdlog.h>
 
 #include "core/error.h"
 
@@ -53,33 +54,67 @@ std::string describe_layout(const KvRankLayout& l) {
 
 class UcxKvAgent : public KvTransferAgent {
  public:
-  UcxKvAgent(const KvMemory& memory, const KvAgentOptions& options)
-      : cache_(memory),
-        options_(options),
-        agent_(RmaAgentOptions{options.net_devices, options.mode == "decode"}) {
+  explicit UcxKvAgent(const KvAgentOptions& options)
+      : options_(options),
+        agent_(std::make_shared<RmaAgent>(
+            RmaAgentOptions{options.net_devices, options.mode == "decode"})) {}
+
+  KvStorage allocate_kv(size_t bytes) override {
+    // Only a decode rank is written into. Memory UCX allocated can be mapped by a prefill rank on
+    // this host and written directly; registered heap memory takes emulated puts
+    // (comm/rma_agent.h).
+    if (options_.mode != "decode" || !options_.allocate_kv) return {};
+    void* address = nullptr;
+    try {
+      block_key_ = agent_->allocate_memory(bytes, &address);
+    } catch (const std::exception& e) {
+      spdlog::warn(
+          "KV transfer: {}; the KV cache takes ordinary memory (registered with UCX), into which "
+          "prefill ranks on this host write slower",
+          e.what());
+      return {};
+    }
+    spdlog::info("KV transfer: the KV cache ({} bytes) is in memory UCX allocated", bytes);
+    block_ = static_cast<char*>(address);
+    block_bytes_ = bytes;
+    std::shared_ptr<RmaAgent> agent = agent_;
+    return {address, std::shared_ptr<void>(address, [agent](void* p) {
+              try {
+                agent->free_memory(p);
+              } catch (const std::exception& e) {
+                spdlog::warn("KV transfer: {}", e.what());
+              }
+            })};
+  }
+
+  void attach(const KvMemory& memory) override {
+    cache_ = memory;
     for (int r = 0; r < memory.group_size; ++r) group_.push_back(kv_rank_layout(memory, r));
     me_ = memory.group_rank;
     EPS_CHECK(group_[me_].row_width() == memory.k_width,
               "KV transfer: this rank's KV rows hold {} floats, its heads {}", memory.k_width,
               group_[me_].row_width());
-    if (options.mode == "decode") {
-      // Only a decode rank is written into.
-      const size_t slots = static_cast<size_t>(memory.num_slots);
-      for (float* k : memory.k) {
-        k_.push_back(reinterpret_cast<uint64_t>(k));
-        keys_.push_back(agent_.register_memory(k, slots * memory.k_width * sizeof(float)));
+    if (options_.mode != "decode") return;
+    const size_t slots = static_cast<size_t>(memory.num_slots);
+    auto add = [&](float* region, int64_t width, std::vector<uint64_t>& addresses) {
+      const size_t bytes = slots * width * sizeof(float);
+      const char* p = reinterpret_cast<const char*>(region);
+      addresses.push_back(reinterpret_cast<uint64_t>(region));
+      // A region inside the allocated block goes with the block's key (one rkey for a writer).
+      if (block_ != nullptr && p >= block_ && p + bytes <= block_ + block_bytes_) {
+        keys_.push_back(block_key_);
+      } else {
+        keys_.push_back(agent_->register_memory(region, bytes));
       }
-      for (float* v : memory.v) {
-        v_.push_back(reinterpret_cast<uint64_t>(v));
-        keys_.push_back(agent_.register_memory(v, slots * memory.v_width * sizeof(float)));
-      }
-    }
+    };
+    for (float* k : memory.k) add(k, memory.k_width, k_);
+    for (float* v : memory.v) add(v, memory.v_width, v_);
   }
 
   json describe() const override {
     json keys = json::array();
     for (const auto& k : keys_) keys.push_back(to_hex(k));
-    return {{"address", to_hex(agent_.address())},
+    return {{"address", to_hex(agent_->address())},
             {"host", RmaAgent::host_id()},
             {"layout", layout_json(group_[me_])},
             {"num_slots", cache_.num_slots},
@@ -123,20 +158,25 @@ class UcxKvAgent : public KvTransferAgent {
       auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
           deadline - std::chrono::steady_clock::now());
       const bool same_host = rank.value("host", std::string()) == RmaAgent::host_id();
-      agent_.write(from_hex(rank.at("address").get<std::string>()), keys, puts,
-                   std::max(left, std::chrono::milliseconds(1)), same_host);
+      agent_->write(from_hex(rank.at("address").get<std::string>()), keys, puts,
+                    std::max(left, std::chrono::milliseconds(1)), same_host);
     }
     return bytes;
   }
 
  private:
-  KvMemory cache_;
   KvAgentOptions options_;
-  RmaAgent agent_;
+  // Shared with the KV cache's memory when allocate_kv() gave it: UCX unmaps it, and the agent
+  // (context and worker) ends after both.
+  std::shared_ptr<RmaAgent> agent_;
+  KvMemory cache_;
   std::vector<KvRankLayout> group_;
   int me_ = 0;
   std::vector<uint64_t> k_, v_;
   std::vector<std::string> keys_;
+  const char* block_ = nullptr;  // allocate_kv()'s block, its size and key
+  size_t block_bytes_ = 0;
+  std::string block_key_;
 };
 
 }  // namespace
@@ -241,8 +281,8 @@ std::string check_kv_layouts(const json& prefill_ranks, const json& decode_ranks
 }
 
 KvTransferAgentFactory make_ucx_kv_agent_factory(KvAgentOptions options) {
-  return [options](const KvMemory& memory) -> std::unique_ptr<KvTransferAgent> {
-    return std::make_unique<UcxKvAgent>(memory, options);
+  return [options]() -> std::unique_ptr<KvTransferAgent> {
+    return std::make_unique<UcxKvAgent>(options);
   };
 }
 

@@ -1,5 +1,7 @@
 // The KV transfer agent of a rank process (runtime/kv_transfer.h) over UCX RMA
-// (comm/rma_agent.h). Each rank registers its KV cache, one region per layer and K/V, and
+// (comm/rma_agent.h). A decode rank's KV cache lives in one block UCX allocates (so that prefill
+// ranks on the same host write it through shared memory), or, when UCX cannot, in heap memory it
+// registers; either way it describes one region per layer and K/V. Each rank
 // describes which kv heads it holds; a prefill rank writes, for every rank of the decode group,
 // the heads that rank needs and it is chosen to send (see plan_kv_puts), with one put per run of
 // consecutive slots when whole rows match and one per slot and head range otherwise.
@@ -20,6 +22,8 @@ struct KvAgentOptions {
   std::string mode;         // "prefill" or "decode"
   std::string net_devices;  // UCX_NET_DEVICES for the agent (from --disaggregation-ib-device)
   std::chrono::milliseconds transfer_timeout{30000};
+  // Decode: the KV cache's memory comes from UCX (KvTransferAgent::allocate_kv), else the heap.
+  bool allocate_kv = true;
 };
 
 // One rank's KV memory as far as a transfer needs it.

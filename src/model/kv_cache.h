@@ -5,6 +5,8 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
+#include <memory>
 #include <vector>
 
 #include "core/tensor.h"
@@ -17,9 +19,22 @@ struct KvLayout {
   int64_t floats_per_slot() const { return k_width + v_width; }
 };
 
+// Memory for a whole cache from elsewhere than the heap (PD disaggregation's decode side takes it
+// from UCX, so that the prefill side can write into it directly): `bytes` zero-filled bytes,
+// 64-byte aligned, alive as long as `owner`. `data` null: there is none (the cache allocates its
+// own, as without an allocator).
+struct KvStorage {
+  void* data = nullptr;
+  std::shared_ptr<void> owner;
+};
+using KvAllocator = std::function<KvStorage(size_t bytes)>;
+
 class KvCache {
  public:
-  KvCache(int64_t num_layers, int64_t num_slots, KvLayout layout);
+  // Each layer's K and V pool is a zero-filled tensor, page aligned when 1 MiB or larger and
+  // 64-byte aligned otherwise. With `allocate`, all of them are views into one block from it
+  // (each starting on a 4 KiB boundary), as long as it returns one.
+  KvCache(int64_t num_layers, int64_t num_slots, KvLayout layout, const KvAllocator& allocate = {});
 
   float* k(int64_t layer) { return k_[layer].f32(); }
   float* v(int64_t layer) { return layout_.v_width ? v_[layer].f32() : nullptr; }
@@ -29,12 +44,15 @@ class KvCache {
   size_t bytes() const;
   // Bytes one token slot takes over all layers.
   static size_t bytes_per_slot(int64_t num_layers, const KvLayout& layout);
+  // Whether the pools are views into an allocator's block.
+  bool external() const { return external_; }
 
  private:
   int64_t num_slots_;
   KvLayout layout_;
   std::vector<Tensor> k_;
   std::vector<Tensor> v_;
+  bool external_ = false;
 };
 
 }  // namespace epserve

@@ -18,8 +18,9 @@ constexpr std::chrono::hours kIdleWait{24 * 365};
 }  // namespace
 
 GroupLeaderRunner::GroupLeaderRunner(CausalLM& model, int64_t num_kv_slots,
-                                     std::shared_ptr<Communicator> group)
-    : local_(model, num_kv_slots), group_(std::move(group)) {}
+                                     std::shared_ptr<Communicator> group,
+                                     const KvAllocator& allocate_kv)
+    : local_(model, num_kv_slots, allocate_kv), group_(std::move(group)) {}
 
 GroupLeaderRunner::~GroupLeaderRunner() {
   if (!group_ || group_->size() == 1) return;
@@ -87,13 +88,15 @@ std::vector<std::string> GroupLeaderRunner::run_task(
 
 void run_group_follower(CausalLM& model, int64_t num_kv_slots, Communicator& group,
                         const std::function<void(int64_t)>& on_control) {
-  run_group_follower(model, num_kv_slots, group, FollowerHooks{on_control, {}, {}});
+  FollowerHooks hooks;
+  hooks.on_control = on_control;
+  run_group_follower(model, num_kv_slots, group, hooks);
 }
 
 void run_group_follower(CausalLM& model, int64_t num_kv_slots, Communicator& group,
                         const FollowerHooks& hooks) {
   const auto& on_control = hooks.on_control;
-  LocalModelRunner local(model, num_kv_slots);
+  LocalModelRunner local(model, num_kv_slots, hooks.allocate_kv);
   if (hooks.on_start) hooks.on_start(local.cache());
   std::vector<float> logits;
   const auto timeout = group.timeout();

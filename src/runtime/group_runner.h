@@ -17,7 +17,8 @@ class Communicator;
 // The leader's runner: broadcasts the batch over the group, then runs its own share.
 class GroupLeaderRunner : public ModelRunner {
  public:
-  GroupLeaderRunner(CausalLM& model, int64_t num_kv_slots, std::shared_ptr<Communicator> group);
+  GroupLeaderRunner(CausalLM& model, int64_t num_kv_slots, std::shared_ptr<Communicator> group,
+                    const KvAllocator& allocate_kv = {});
   // Tells the other ranks of the group to stop.
   ~GroupLeaderRunner() override;
   void forward(const ForwardBatch& batch, float* logits) override;
@@ -53,6 +54,8 @@ void run_group_follower(CausalLM& model, int64_t num_kv_slots, Communicator& gro
 
 struct FollowerHooks {
   std::function<void(int64_t)> on_control;
+  // Where this rank's KV cache memory comes from (model/kv_cache.h); empty: the heap.
+  KvAllocator allocate_kv;
   // Before the first batch, with this rank's KV cache (the leader runs its side of any
   // collective in it at the same point).
   std::function<void(KvCache&)> on_start;

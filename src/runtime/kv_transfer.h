@@ -3,7 +3,8 @@
 // KvTransferAgent (implemented in src/disagg over UCX, comm/rma_agent.h) that describes its own
 // KV memory and, on the prefill side, writes its share. The runtime only moves the descriptions
 // and jobs around: the decode group's descriptions go to the frontend in the ready message, a
-// prefill transfer job runs on every rank of the group (GroupLeaderRunner::run_task).
+// prefill transfer job runs on every rank of the group (GroupLeaderRunner::run_task). A rank makes
+// its agent before its KV cache, so that the cache can live in memory the agent allocates.
 #pragma once
 
 #include <chrono>
@@ -14,6 +15,8 @@
 #include <vector>
 
 #include <nlohmann/json.hpp>
+
+#include "model/kv_cache.h"
 
 namespace epserve {
 
@@ -30,6 +33,16 @@ struct KvMemory {
 class KvTransferAgent {
  public:
   virtual ~KvTransferAgent() = default;
+  // Memory for this rank's whole KV cache (model/kv_cache.h) that the transfer writes into
+  // directly (a decode rank's: allocated by UCX); data null when the agent gives none (the cache
+  // then takes the heap's, which the agent registers in attach()). The memory may outlive the
+  // agent.
+  virtual KvStorage allocate_kv(size_t bytes) {
+    (void)bytes;
+    return {};
+  }
+  // Once, with the rank's KV cache, before describe() and send().
+  virtual void attach(const KvMemory& memory) = 0;
   // This rank's KV memory as a writer needs it (worker address, keys, addresses, heads held).
   virtual nlohmann::json describe() const = 0;
   // Prefill: writes this rank's share of positions 0..slots.size()-1 (held in this server's
@@ -38,8 +51,7 @@ class KvTransferAgent {
   virtual int64_t send(const nlohmann::json& target, const std::vector<int32_t>& slots) = 0;
 };
 
-using KvTransferAgentFactory =
-    std::function<std::unique_ptr<KvTransferAgent>(const KvMemory& memory)>;
+using KvTransferAgentFactory = std::function<std::unique_ptr<KvTransferAgent>()>;
 
 // SGLang's disaggregation timeouts (SGLANG_DISAGGREGATION_BOOTSTRAP_TIMEOUT,
 // SGLANG_DISAGGREGATION_WAITING_TIMEOUT, 300 s each) and epserve's transfer timeout

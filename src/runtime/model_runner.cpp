@@ -13,7 +13,9 @@ LocalModelRunner::LocalModelRunner(std::unique_ptr<CausalLM> model, int64_t num_
       model_(*owned_),
       cache_(model_.config().num_layers, num_kv_slots, model_.kv_layout()) {}
 
-LocalModelRunner::LocalModelRunner(CausalLM& model, int64_t num_kv_slots)
-    : model_(model), cache_(model_.config().num_layers, num_kv_slots, model_.kv_layout()) {}
+LocalModelRunner::LocalModelRunner(CausalLM& model, int64_t num_kv_slots,
+                                   const KvAllocator& allocate_kv)
+    : model_(model),
+      cache_(model_.config().num_layers, num_kv_slots, model_.kv_layout(), allocate_kv) {}
 
 }  // namespace epserve

@@ -27,12 +27,13 @@ class ModelRunner {
                             float* out);
 };
 
-// Runs the model in this process, with a KV cache of num_kv_slots token slots. It either owns
-// the model or borrows one that outlives it.
+// Runs the model in this process, with a KV cache of num_kv_slots token slots (its memory from
+// `allocate_kv` when given, model/kv_cache.h). It either owns the model or borrows one that
+// outlives it.
 class LocalModelRunner : public ModelRunner {
  public:
   LocalModelRunner(std::unique_ptr<CausalLM> model, int64_t num_kv_slots);
-  LocalModelRunner(CausalLM& model, int64_t num_kv_slots);
+  LocalModelRunner(CausalLM& model, int64_t num_kv_slots, const KvAllocator& allocate_kv = {});
   void forward(const ForwardBatch& batch, float* logits) override {
     model_.forward(batch, cache_, logits);
   }

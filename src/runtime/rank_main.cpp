@@ -134,8 +134,14 @@ int run_rank(const RankOptions& o) {
   const bool disaggregated = o.scheduler.disaggregation_mode != "null";
   std::unique_ptr<KvTransferAgent> kv_agent;
   std::vector<std::string> kv_ranks;
-  auto start_kv_agent = [&](KvCache& cache) {
+  // The agent comes first: a decode rank's KV cache lives in memory it allocates.
+  KvAllocator allocate_kv;
+  if (disaggregated) {
     EPS_CHECK(o.kv_agent_factory, "--disaggregation-mode needs a KV transfer agent");
+    kv_agent = o.kv_agent_factory();
+    allocate_kv = [&](size_t bytes) { return kv_agent->allocate_kv(bytes); };
+  }
+  auto start_kv_agent = [&](KvCache& cache) {
     KvMemory memory;
     for (int64_t l = 0; l < model->config().num_layers; ++l) {
       memory.k.push_back(cache.k(l));
@@ -149,7 +155,7 @@ int run_rank(const RankOptions& o) {
     memory.head_dim = model->config().head_dim;
     memory.group_rank = model->parallel().attention_heads.rank;
     memory.group_size = model->parallel().attention_heads.size;
-    kv_agent = o.kv_agent_factory(memory);
+    kv_agent->attach(memory);
     Communicator* group = ctx.parallel.attention_group.get();
     std::string mine = kv_agent->describe().dump();
     if (group == nullptr || group->size() == 1) {
@@ -188,13 +194,14 @@ int run_rank(const RankOptions& o) {
       if (experts) experts->run_command(code);
     };
     if (disaggregated) {
+      hooks.allocate_kv = allocate_kv;
       hooks.on_start = start_kv_agent;
       hooks.on_task = run_kv_task;
     }
     run_group_follower(*model, slots, *ctx.parallel.attention_group, hooks);
     return 0;
   }
-  GroupLeaderRunner runner(*model, slots, ctx.parallel.attention_group);
+  GroupLeaderRunner runner(*model, slots, ctx.parallel.attention_group, allocate_kv);
   Scheduler scheduler(runner, o.scheduler);
   if (disaggregated) {
     start_kv_agent(runner.cache());

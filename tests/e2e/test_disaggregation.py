@@ -20,6 +20,7 @@ import time
 import pytest
 import requests
 
+import conftest
 from conftest import BINARY, DEEPSEEK_MODEL, MODEL, Server, free_port
 from helpers import assert_openai_error
 
@@ -104,8 +105,11 @@ def reference_ids(model, prompts):
     pytest.param(MODEL, EP2, EP2_DP, id="qwen3-ep2-dpattn"),
     pytest.param(DEEPSEEK_MODEL, EP2, EP2_DP, id="deepseek-ep2-dpattn"),
 ])
-def test_greedy_tokens_match_one_server(model, prefill_args, decode_args):
+def test_greedy_tokens_match_one_server(model, prefill_args, decode_args, monkeypatch):
     expected = reference_ids(model, PROMPTS)
+    # At info level, where each decode rank names the memory its KV cache is in.
+    monkeypatch.setattr(conftest, "DEFAULT_ARGS",
+                        [a if a != "warning" else "info" for a in conftest.DEFAULT_ARGS])
     pair = PdPair(model, prefill_args, decode_args + ["--page-size", "4"])
     try:
         got = [pair.generate(p) for p in PROMPTS]
@@ -118,8 +122,28 @@ def test_greedy_tokens_match_one_server(model, prefill_args, decode_args):
         for s in (pair.prefill, pair.decode):
             assert metric(s, "sglang:kv_transfer_total_mb_count") == 2 * len(PROMPTS)
             assert metric(s, "sglang:kv_transfer_bytes_total") > 0
+        # Every decode rank's KV cache is one block of shared memory UCX allocated (what lets
+        # the prefill ranks on this host write it directly); the prefill ranks' are their own.
+        sizes = [int(b) for b in re.findall(r"the KV cache \((\d+) bytes\) is in memory UCX allocated",
+                                            pair.decode.output())]
+        pids = rank_pids(pair.decode)
+        assert len(sizes) == len(pids) == 2, pair.decode.output()
+        for pid in pids:
+            # (rounded up to UCX's page size; a huge page at most)
+            assert any(0 <= m - size < 2 << 20 for m in sysv_mapping_sizes(pid) for size in sizes), pid
+        assert "is in memory UCX allocated" not in pair.prefill.output()
     finally:
         pair.stop()
+
+
+def sysv_mapping_sizes(pid):
+    sizes = []
+    with open(f"/proc/{pid}/maps") as maps:
+        for line in maps:
+            if "/SYSV" in line:
+                begin, end = (int(x, 16) for x in line.split()[0].split("-"))
+                sizes.append(end - begin)
+    return sizes
 
 
 @pytest.fixture(scope="module")

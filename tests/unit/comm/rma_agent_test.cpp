@@ -7,7 +7,9 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <fstream>
 #include <numeric>
+#include <sstream>
 
 #include "core/error.h"
 
@@ -84,6 +86,38 @@ INSTANTIATE_TEST_SUITE_P(RmaAgent, RmaAgentBothModes, testing::Bool(),
                          [](const testing::TestParamInfo<bool>& info) {
                            return info.param ? "SameHost" : "OtherHost";
                          });
+
+// The /proc/self/maps line of the mapping holding `address` ("" if none).
+std::string mapping_of(const void* address) {
+  std::ifstream maps("/proc/self/maps");
+  const auto at = reinterpret_cast<uintptr_t>(address);
+  for (std::string line; std::getline(maps, line);) {
+    uintptr_t begin = 0, end = 0;
+    char dash = 0;
+    std::istringstream in(line);
+    in >> std::hex >> begin >> dash >> end;
+    if (begin <= at && at < end) return line;
+  }
+  return "";
+}
+
+// The KV cache of a decode rank lives in such memory: zero-filled, page aligned, shared memory
+// (what lets a prefill rank on this host write it directly), and freed by its address.
+TEST(RmaAgent, AllocatedMemoryIsZeroedSharedAndFreedByAddress) {
+  RmaAgent agent({"", true});
+  void* address = nullptr;
+  const size_t bytes = size_t(8) << 20;
+  agent.allocate_memory(bytes, &address);
+  ASSERT_NE(address, nullptr);
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(address) % 4096, 0u);
+  const auto* p = static_cast<const unsigned char*>(address);
+  EXPECT_EQ(std::count(p, p + bytes, 0), static_cast<std::ptrdiff_t>(bytes));
+  EXPECT_THAT(mapping_of(address),
+              testing::AnyOf(testing::HasSubstr("SYSV"), testing::HasSubstr("/dev/shm")));
+  agent.free_memory(address);
+  EXPECT_EQ(mapping_of(address).find("SYSV"), std::string::npos);
+  EXPECT_THROW(agent.free_memory(address), Error);
+}
 
 // Rank processes of one host share memory; the id names the boot and the IPC namespace.
 TEST(RmaAgent, HostIdNamesBootAndIpcNamespace) {
