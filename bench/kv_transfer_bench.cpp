@@ -1,19 +1,22 @@
-// PD disaggregation's KV transfer (disagg/kv_agent, comm/rma_agent) against UCX's own put
-// bandwidth in the same run. A child process plays the decode rank (a KV cache of `layers`
-// regions registered with UCX, progressed by its own thread); this process plays the prefill
-// rank and writes a prompt of `tokens` tokens into `page`-token pages the "decode side" holds in
-// shuffled order, as the transfer does: one put per run of consecutive slots per layer, then a
-// flush to remote completion; once as between ranks on one host (endpoints without peer-failure
-// handling, so UCX may use shared memory) and once with it (as between hosts). The limits, in
-// the same rounds: `ucx_perftest -t ucp_put_bw` between two local processes, with error handling
-// (-e) at the transfer's put size, and without it at that size and with one message as large as
-// the whole transfer (past the caches, like the transfer's working set).
+// PD disaggregation's KV transfer through the path the server uses, against UCX's own put
+// bandwidth in the same run. A child process plays a decode rank: a KV cache (model/kv_cache.h)
+// of `layers` MLA rows of `width` floats per token, its memory from the rank's KV agent
+// (disagg/kv_agent.h: allocated by UCX, as a decode server does), and, for comparison, a second
+// decode rank whose cache is on the heap (registered with UCX, as before). This process plays a
+// prefill rank (its own agent and cache) and sends a prompt of `tokens` tokens into `page`-token
+// pages the decode side holds in shuffled order, through KvTransferAgent::send (the puts, then a
+// flush to remote completion). Each round, interleaved: one transfer to each decode rank, then
+// `ucx_perftest -t ucp_put_bw` between two local processes with one message of the transfer's
+// size (at most 256 MiB; past the caches, like the transfer's working set) and, for reference,
+// with messages of the transfer's put size. Figures are the median (min, max) of the rounds;
+// the ratio is taken per round.
 //
 //   kv_transfer_bench [tokens=2048] [layers=61] [floats_per_token_per_layer=576] [page=64]
-//                     [rounds=5] [memory=registered|allocated]
+//                     [rounds=5] [source=heap|ucx]
 //   UCX_TLS=tcp,self kv_transfer_bench ...   (as between two nodes over TCP)
+// `source=ucx`: the prefill rank's cache also comes from UCX (KvAgentOptions::allocate_source_kv).
 // UCX_TLS sets without a transport for active messages (cma,self; posix,cma,self) are not
-// supported: the connection is never wired up and the bench ends at the write's 60 s deadline.
+// supported: the connection is never wired up and the bench ends at the transfer timeout.
 #include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -30,8 +33,8 @@
 
 #include <fmt/format.h>
 
-#include "comm/rma_agent.h"
 #include "disagg/kv_agent.h"
+#include "model/kv_cache.h"
 
 using namespace epserve;
 
@@ -95,6 +98,26 @@ struct Spread {
   }
 };
 
+// A rank's KV agent and its cache, as rank_main.cpp makes them.
+struct Rank {
+  std::unique_ptr<KvTransferAgent> agent;
+  std::unique_ptr<KvCache> cache;
+};
+
+Rank make_rank(const KvAgentOptions& options, int64_t layers, int64_t slots, int64_t width) {
+  Rank r;
+  r.agent = make_ucx_kv_agent_factory(options)();
+  r.cache = std::make_unique<KvCache>(layers, slots, KvLayout{width, 0},
+                                      [&](size_t bytes) { return r.agent->allocate_kv(bytes); });
+  KvMemory m;
+  for (int64_t l = 0; l < layers; ++l) m.k.push_back(r.cache->k(l));
+  m.num_slots = slots;
+  m.k_width = width;
+  m.mla = true;
+  r.agent->attach(m);
+  return r;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -102,10 +125,10 @@ int main(int argc, char** argv) {
   const int64_t layers = argc > 2 ? std::atoll(argv[2]) : 61;
   const int64_t width = argc > 3 ? std::atoll(argv[3]) : 576;  // DeepSeek-V3's latent + rope
   const int64_t page = argc > 4 ? std::atoll(argv[4]) : 64;
-  // "allocated": the decode side's KV memory comes from RmaAgent::allocate_memory (UCX's own).
-  const bool allocated = argc > 6 && std::string(argv[6]) == "allocated";
-  const int64_t slots = tokens * 2;  // the decode cache is twice the prompt
-  const size_t region = static_cast<size_t>(slots * width) * 4;
+  const int rounds = argc > 5 ? std::atoi(argv[5]) : 5;
+  const bool source_ucx = argc > 6 && std::string(argv[6]) == "ucx";
+  const int64_t slots = (tokens / page + 2) * page;  // the decode cache: the prompt and a little
+  const auto timeout = std::chrono::seconds(60);
 
   int to_parent[2], to_child[2];
   if (pipe(to_parent) != 0 || pipe(to_child) != 0) return 1;
@@ -114,40 +137,25 @@ int main(int argc, char** argv) {
     prctl(PR_SET_PDEATHSIG, SIGKILL);  // never outlives the writer
     close(to_parent[0]);
     close(to_child[1]);
-    RmaAgent decode({"", true});
-    std::vector<std::vector<float>> kv(layers, std::vector<float>(slots * width, 0.0f));
-    nlohmann::json d = {{"address", std::string()},
-                        {"k", nlohmann::json::array()},
-                        {"keys", nlohmann::json::array()}};
-    std::vector<std::string> keys;
-    for (auto& l : kv) {
-      if (allocated) {
-        void* a = nullptr;
-        keys.push_back(decode.allocate_memory(region, &a));
-        d["k"].push_back(reinterpret_cast<uint64_t>(a));
-        continue;
-      }
-      keys.push_back(decode.register_memory(l.data(), region));
-      d["k"].push_back(reinterpret_cast<uint64_t>(l.data()));
-    }
-    write_all(to_parent[1], decode.address());
-    for (const auto& k : keys) write_all(to_parent[1], k);
-    write_all(to_parent[1], d["k"].dump());
+    Rank ucx = make_rank({"decode", "", timeout, true}, layers, slots, width);
+    Rank heap = make_rank({"decode", "", timeout, false}, layers, slots, width);
+    write_all(to_parent[1], ucx.agent->describe().dump());
+    write_all(to_parent[1], heap.agent->describe().dump());
+    write_all(to_parent[1], ucx.cache->external() ? "ucx" : "heap (UCX could not allocate)");
     read_all(to_child[0]);  // until the writer is done
     _exit(0);
   }
   close(to_parent[1]);
   close(to_child[0]);
-  RmaAgent prefill({"", false});       // as a prefill rank writes to a decode rank on its host
-  RmaAgent prefill_peer({"", false});  // as before: endpoints with peer-failure handling
-  std::string address = read_all(to_parent[0]);
-  std::vector<std::string> keys;
-  for (int64_t l = 0; l < layers; ++l) keys.push_back(read_all(to_parent[0]));
-  std::vector<uint64_t> bases =
-      nlohmann::json::parse(read_all(to_parent[0])).get<std::vector<uint64_t>>();
-
-  std::vector<std::vector<float>> src(layers, std::vector<float>(tokens * width));
-  for (auto& l : src) std::iota(l.begin(), l.end(), 1.0f);
+  KvAgentOptions prefill_options{"prefill", "", timeout};
+  prefill_options.allocate_source_kv = source_ucx;
+  Rank prefill = make_rank(prefill_options, layers, tokens, width);
+  const nlohmann::json ucx_rank = nlohmann::json::parse(read_all(to_parent[0]));
+  const nlohmann::json heap_rank = nlohmann::json::parse(read_all(to_parent[0]));
+  const std::string decode_memory = read_all(to_parent[0]);
+  for (int64_t l = 0; l < layers; ++l) {
+    std::iota(prefill.cache->k(l), prefill.cache->k(l) + tokens * width, 1.0f);
+  }
   // The decode side's pages in shuffled order; the prefill side's slots 0..tokens-1.
   std::vector<int32_t> pages(slots / page);
   std::iota(pages.begin(), pages.end(), 0);
@@ -157,59 +165,46 @@ int main(int argc, char** argv) {
     src_slots[t] = static_cast<int32_t>(t);
     dst_slots[t] = pages[t / page] * static_cast<int32_t>(page) + static_cast<int32_t>(t % page);
   }
-  KvRankLayout layout{layers, width, 1, 0, 1, false};
-  std::vector<KvPut> plan = plan_kv_puts({layout}, 0, layout, 0, src_slots, dst_slots);
-  std::vector<RmaPut> puts;
-  size_t bytes = 0;
-  for (const KvPut& p : plan) {
-    puts.push_back({src[p.layer].data() + p.src_slot * width + p.src_offset,
-                    bases[p.layer] + (static_cast<uint64_t>(p.dst_slot) * width + p.dst_offset) * 4,
-                    static_cast<size_t>(p.floats) * 4, static_cast<int>(p.layer)});
-    bytes += static_cast<size_t>(p.floats) * 4;
-  }
-  prefill.write(address, keys, puts, std::chrono::seconds(60), true);  // warm-up, connects
-  prefill_peer.write(address, keys, puts, std::chrono::seconds(60), false);
-  // Interleaved: each round one transfer, then UCX's own put bandwidth in three settings.
-  const int rounds = argc > 5 ? std::atoi(argv[5]) : 5;
-  const size_t put_size = puts.empty() ? 0 : puts[0].bytes;
-  const size_t large = std::min<size_t>(bytes, size_t(256) << 20);
-  Spread ours, ours_peer, same_mode, shm_small, shm_large, ratio_same, ratio_shm;
-  for (int r = 0; r < rounds; ++r) {
-    auto t0 = std::chrono::steady_clock::now();
-    prefill.write(address, keys, puts, std::chrono::seconds(60), true);
+  const nlohmann::json to_ucx = {{"ranks", {ucx_rank}}, {"slots", dst_slots}};
+  const nlohmann::json to_heap = {{"ranks", {heap_rank}}, {"slots", dst_slots}};
+  auto send_mb_s = [&](const nlohmann::json& target, size_t* bytes) {
+    const auto t0 = std::chrono::steady_clock::now();
+    *bytes = static_cast<size_t>(prefill.agent->send(target, src_slots));
     const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    ours.v.push_back(bytes / s / 1e6);
-    t0 = std::chrono::steady_clock::now();
-    prefill_peer.write(address, keys, puts, std::chrono::seconds(60), false);
-    const double sp = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    ours_peer.v.push_back(bytes / sp / 1e6);
-    same_mode.v.push_back(perftest_mb_s(put_size, 500, true));
-    shm_small.v.push_back(perftest_mb_s(put_size, 2000, false));
-    shm_large.v.push_back(perftest_mb_s(large, 10, false));
-    ratio_same.v.push_back(ours_peer.v.back() / same_mode.v.back());
-    ratio_shm.v.push_back(ours.v.back() / shm_large.v.back());
+    return *bytes / s / 1e6;
+  };
+  size_t bytes = 0;
+  send_mb_s(to_ucx, &bytes);  // warm-up: connects, unpacks the keys
+  send_mb_s(to_heap, &bytes);
+  const size_t put_size = static_cast<size_t>(std::min(tokens, page) * width) * 4;
+  const size_t large = std::min<size_t>(bytes, size_t(256) << 20);
+  Spread ours, ours_heap, perf_large, perf_small, ratio, ratio_heap;
+  for (int r = 0; r < rounds; ++r) {
+    ours.v.push_back(send_mb_s(to_ucx, &bytes));
+    ours_heap.v.push_back(send_mb_s(to_heap, &bytes));
+    perf_large.v.push_back(perftest_mb_s(large, 10, false));
+    perf_small.v.push_back(perftest_mb_s(put_size, 2000, false));
+    ratio.v.push_back(ours.v.back() / perf_large.v.back());
+    ratio_heap.v.push_back(ours_heap.v.back() / perf_large.v.back());
   }
   write_all(to_child[1], "done");
   waitpid(child, nullptr, 0);
   const char* tls = std::getenv("UCX_TLS");
   std::printf(
-      "KV transfer: %lld tokens x %lld layers x %lld floats, pages of %lld (UCX_TLS=%s), "
-      "%d rounds, decode memory %s, MB/s median (min, max)\n",
-      (long long)tokens, (long long)layers, (long long)width, (long long)page,
-      tls ? tls : "default", rounds, allocated ? "allocated by UCX" : "registered");
-  std::printf("  ours (same host: no peer-failure handling): %zu puts of %zu bytes, %.1f MB: %s\n",
-              puts.size(), put_size, bytes / 1e6, ours.text().c_str());
-  std::printf("  ours with peer-failure handling (as between hosts): %s\n",
-              ours_peer.text().c_str());
-  std::printf(
-      "  ucx_perftest -e ucp_put_bw (peer error handling), %zu-byte messages: %s"
-      " -> ours with it / it %.2f\n",
-      put_size, same_mode.text().c_str(), ratio_same.median());
-  std::printf("  ucx_perftest ucp_put_bw (no error handling), %zu-byte messages: %s\n", put_size,
-              shm_small.text().c_str());
-  std::printf(
-      "  ucx_perftest ucp_put_bw (no error handling), one %zu-byte message: %s -> ours "
-      "(same host) / it %.2f\n",
-      large, shm_large.text().c_str(), ratio_shm.median());
+      "KV transfer (KvTransferAgent::send): %lld tokens x %lld layers x %lld floats = %.1f MB, "
+      "pages of %lld in shuffled order (UCX_TLS=%s), prefill memory %s, %d rounds, MB/s median "
+      "(min, max)\n",
+      (long long)tokens, (long long)layers, (long long)width, bytes / 1e6, (long long)page,
+      tls ? tls : "default", source_ucx ? "ucx" : "heap", rounds);
+  std::printf("  ours, decode KV cache from UCX (the server's; here: %s): %s\n",
+              decode_memory.c_str(), ours.text().c_str());
+  std::printf("  ours, decode KV cache on the heap (registered): %s\n", ours_heap.text().c_str());
+  std::printf("  ucx_perftest ucp_put_bw, one %zu-byte message: %s\n", large,
+              perf_large.text().c_str());
+  std::printf("  ucx_perftest ucp_put_bw, %zu-byte messages (the put size; cache-resident): %s\n",
+              put_size, perf_small.text().c_str());
+  const double ratio_median = ratio.median();  // sorts
+  std::printf("  ratio ours / perftest (one message): %.2f (min %.2f, max %.2f); heap: %.2f\n",
+              ratio_median, ratio.v.front(), ratio.v.back(), ratio_heap.median());
   return 0;
 }

@@ -60,13 +60,14 @@ class UcxKvAgent : public KvTransferAgent {
             RmaAgentOptions{options.net_devices, options.mode == "decode"})) {}
 
   KvStorage allocate_kv(size_t bytes) override {
-    // Only a decode rank is written into. Memory UCX allocated can be mapped by a prefill rank on
-    // this host and written directly; registered heap memory takes emulated puts
-    // (comm/rma_agent.h).
-    if (options_.mode != "decode" || !options_.allocate_kv) return {};
+    // A decode rank is written into: memory UCX allocated can be mapped by a prefill rank on this
+    // host and written directly; registered heap memory takes emulated puts (comm/rma_agent.h).
+    const bool decode = options_.mode == "decode";
+    if (!(decode ? options_.allocate_kv : options_.allocate_source_kv)) return {};
     void* address = nullptr;
+    std::string key;
     try {
-      block_key_ = agent_->allocate_memory(bytes, &address);
+      key = agent_->allocate_memory(bytes, &address);
     } catch (const std::exception& e) {
       spdlog::warn(
           "KV transfer: {}; the KV cache takes ordinary memory (registered with UCX), into which "
@@ -75,8 +76,11 @@ class UcxKvAgent : public KvTransferAgent {
       return {};
     }
     spdlog::info("KV transfer: the KV cache ({} bytes) is in memory UCX allocated", bytes);
-    block_ = static_cast<char*>(address);
-    block_bytes_ = bytes;
+    if (decode) {
+      block_ = static_cast<char*>(address);
+      block_bytes_ = bytes;
+      block_key_ = key;
+    }
     std::shared_ptr<RmaAgent> agent = agent_;
     return {address, std::shared_ptr<void>(address, [agent](void* p) {
               try {

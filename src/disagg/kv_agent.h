@@ -24,6 +24,9 @@ struct KvAgentOptions {
   std::chrono::milliseconds transfer_timeout{30000};
   // Decode: the KV cache's memory comes from UCX (KvTransferAgent::allocate_kv), else the heap.
   bool allocate_kv = true;
+  // Prefill: the same for the memory puts are read from (bench/kv_transfer_bench measures it;
+  // the server leaves it off, see docs/benchmarks.md).
+  bool allocate_source_kv = false;
 };
 
 // One rank's KV memory as far as a transfer needs it.
