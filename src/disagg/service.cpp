@@ -288,7 +288,11 @@ class DecodeService : public ServerService {
                                 ? answer["bytes"].get<int64_t>()
                                 : 0;
       ctx_.metrics.kv_transfer(bytes, seconds_between(started, Clock::now()));
-      ctx_.frontend.post_disagg(dp, DisaggInput{rid, {{"received", answer}}});
+      // The scheduler times the handoff from here to the request's first decode step.
+      const double now =
+          std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch())
+              .count();
+      ctx_.frontend.post_disagg(dp, DisaggInput{rid, {{"received", answer}, {"arrived_at", now}}});
       return;
     }
     if (error.empty()) error = "the prefill server answered without the KV cache";

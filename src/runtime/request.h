@@ -34,6 +34,10 @@ struct SchedRequest {
   TokenOutput pending;          // output gathered this step, sent after it
   bool input_logprobs_pending;  // prompt logprobs asked for and not yet sent
   RequestVision vision;         // 3-D positions and image embeddings (Qwen3-VL)
+  // Decode server (PD): when the prefill server's answer (KV flushed into this server's pages,
+  // first token sampled) reached this server's frontend, system clock seconds; -1 before that
+  // and once the request's first decode step has started.
+  double kv_arrived_at = -1;
 
   int64_t num_generated() const { return static_cast<int64_t>(tokens.size()) - prompt_len; }
   // Positions the next forward must compute before a token can be sampled.

@@ -286,6 +286,7 @@ void Scheduler::step(std::vector<TokenOutput>& out, bool must_forward) {
   }
   std::vector<float> logits(batch.num_logit_rows() * vocab_size_);
   double t1 = now_seconds();
+  observe_pd_handoff(entries);
   runner_.forward(batch, logits.data());
   double t2 = now_seconds();
   process(entries, batch, logits, out);
@@ -451,6 +452,7 @@ nlohmann::json Scheduler::stats_json() const {
                           {"forward_seconds", stats_.forward_seconds},
                           {"schedule_seconds", stats_.schedule_seconds}};
   if (disagg.is_object()) stats.update(disagg);
+  if (config_.disaggregation_mode == "decode") stats["pd_handoff_latency"] = pd_handoff_json();
   return stats;
 }
 

@@ -47,6 +47,17 @@ struct SchedulerConfig {
   DisaggTimeouts disagg_timeouts;
 };
 
+// Decode server (PD): per request, from the prefill server's answer reaching this server to the
+// start of the request's first decode step (Scheduler::step); Prometheus-style buckets with
+// SGLang's per-stage bounds (1 ms * 1.62^i, 30 of them), counts per bucket plus one past the last.
+struct HandoffLatency {
+  static const std::vector<double>& bounds();
+  std::vector<uint64_t> counts = std::vector<uint64_t>(bounds().size() + 1, 0);
+  double sum = 0;
+  uint64_t count = 0;
+  void observe(double seconds);
+};
+
 struct SchedulerStats {
   int64_t steps = 0;
   int64_t prefill_tokens = 0;
@@ -54,6 +65,7 @@ struct SchedulerStats {
   int64_t retractions = 0;
   double forward_seconds = 0;
   double schedule_seconds = 0;  // step time outside the model forward
+  HandoffLatency pd_handoff;
 };
 
 class Scheduler {
@@ -111,6 +123,12 @@ class Scheduler {
   std::vector<Entry> schedule();
   void process(const std::vector<Entry>& entries, const ForwardBatch& batch,
                const std::vector<float>& logits, std::vector<TokenOutput>& out);
+  // Decode server (PD): the handoff latency of the requests whose first decode step this is
+  // (scheduler_handoff.cpp).
+  void observe_pd_handoff(const std::vector<Entry>& entries);
+  nlohmann::json pd_handoff_json() const;
+  // When a decode request's KV arrived: the relay's stamp in `body` ("arrived_at"), else now.
+  static double kv_arrival_time(const nlohmann::json& body);
   void finish(SchedRequest& request, const std::string& reason, std::vector<TokenOutput>& out);
   // Prefill server: tells the decode side that an aborted request's KV will not come.
   void tell_decode_aborted(const SchedRequest& request);

@@ -156,6 +156,7 @@ void Scheduler::disagg(const DisaggInput& input, std::vector<TokenOutput>& out) 
     }
     r.pending.top_logprobs.push_back(std::move(top));
   }
+  r.kv_arrived_at = kv_arrival_time(body);  // scheduler_handoff.cpp
   running_.push_back(std::move(request));
   accept_token(r, got["first_token"].get<int32_t>(), out);
 }

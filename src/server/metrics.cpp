@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <optional>
 
 namespace epserve {
 
@@ -33,6 +34,16 @@ void Histogram::observe(double value, uint64_t times) {
   counts_[i] += times;
   sum_ += value * static_cast<double>(times);
   count_ += times;
+}
+
+bool Histogram::add(const std::vector<uint64_t>& per_bucket, double sum) {
+  if (per_bucket.size() != counts_.size()) return false;
+  for (size_t i = 0; i < per_bucket.size(); ++i) {
+    counts_[i] += per_bucket[i];
+    count_ += per_bucket[i];
+  }
+  sum_ += sum;
+  return true;
 }
 
 void Histogram::render(std::string& out, const std::string& name, const std::string& labels) const {
@@ -196,6 +207,24 @@ std::string Metrics::render(const std::vector<nlohmann::json>& scheduler_stats) 
   if (total > 0) {
     header(out, "sglang:token_usage", "gauge", "Fraction of the KV cache held by requests.");
     sample(out, "sglang:token_usage", labels_, used / total);
+  }
+  // Decode server (PD): the handoff latency, summed over DP groups (scheduler_handoff.cpp).
+  std::optional<Histogram> handoff;
+  for (const auto& s : scheduler_stats) {
+    if (!s.is_object() || !s.contains("pd_handoff_latency")) continue;
+    const nlohmann::json& h = s["pd_handoff_latency"];
+    try {
+      if (!handoff) handoff.emplace(h.at("bounds").get<std::vector<double>>());
+      handoff->add(h.at("counts").get<std::vector<uint64_t>>(), h.at("sum").get<double>());
+    } catch (const nlohmann::json::exception&) {
+    }
+  }
+  if (handoff) {
+    header(out, "epserve:pd_handoff_latency_seconds", "histogram",
+           "Decode server (PD): per request, from the prefill server's answer (KV flushed into "
+           "this server's pages, first token sampled) reaching this server to the start of the "
+           "request's first decode step.");
+    handoff->render(out, "epserve:pd_handoff_latency_seconds", labels_);
   }
   // Expert load figures are world-wide (every group reports the same): the first group's.
   const Gauge world_gauges[] = {

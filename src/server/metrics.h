@@ -17,6 +17,9 @@ class Histogram {
  public:
   explicit Histogram(std::vector<double> upper_bounds);
   void observe(double value, uint64_t times = 1);
+  // Adds another histogram's per-bucket counts (one more than the bounds: the last is past them)
+  // and sum; false, adding nothing, when the shapes differ.
+  bool add(const std::vector<uint64_t>& per_bucket, double sum);
   // Appends the _bucket/_sum/_count lines of `name` with the label text `labels` ("k=\"v\"").
   void render(std::string& out, const std::string& name, const std::string& labels) const;
   uint64_t count() const { return count_; }

@@ -165,6 +165,7 @@ def bytes_per_token():
 
 def test_kv_bytes_and_first_token(pair):
     before = metric(pair.decode, "sglang:kv_transfer_bytes_total") or 0
+    handoffs = metric(pair.decode, "epserve:pd_handoff_latency_seconds_count")
     p, d = pair.send(pair.body(PROMPTS[1]))
     assert p.status_code == 200 and d.status_code == 200, (p.text, d.text)
     # The prefill server answers with the first token; the decode server's answer starts with it.
@@ -172,6 +173,12 @@ def test_kv_bytes_and_first_token(pair):
     assert len(d.json()["output_ids"]) == MAX_NEW
     after = metric(pair.decode, "sglang:kv_transfer_bytes_total")
     assert after - before == len(PROMPTS[1]) * bytes_per_token()
+    # The decode side's handoff latency (prefill's answer here -> first decode step): one more
+    # request; the prefill server has none.
+    assert metric(pair.decode, "epserve:pd_handoff_latency_seconds_count") == handoffs + 1
+    text = requests.get(pair.decode.url("/metrics"), timeout=10).text
+    assert re.search(r'^epserve:pd_handoff_latency_seconds_bucket\{[^}]*le="\+Inf"\} ', text, re.M)
+    assert metric(pair.prefill, "epserve:pd_handoff_latency_seconds_count") is None
 
 
 def test_openai_completion_through_both(pair):

@@ -68,6 +68,23 @@ TEST(Metrics, SchedulerGaugesAreSummed) {
   EXPECT_THAT(out, HasSubstr("sglang:token_usage{model_name=\"m\"} 0.2\n"));
 }
 
+// A decode server's handoff latency (runtime/scheduler_handoff.cpp) summed over its DP groups.
+TEST(Metrics, PdHandoffLatencyIsSummedOverGroups) {
+  Metrics m("m");
+  EXPECT_THAT(m.render({{{"num_running_reqs", 0}}}), Not(HasSubstr("pd_handoff")));
+  nlohmann::json a = {{"bounds", {0.01, 0.1}}, {"counts", {1, 2, 0}}, {"sum", 0.25}, {"count", 3}};
+  nlohmann::json b = {{"bounds", {0.01, 0.1}}, {"counts", {0, 1, 1}}, {"sum", 1.5}, {"count", 2}};
+  std::string out = m.render({{{"pd_handoff_latency", a}}, {{"pd_handoff_latency", b}}});
+  EXPECT_THAT(out, HasSubstr("# TYPE epserve:pd_handoff_latency_seconds histogram\n"));
+  EXPECT_THAT(
+      out,
+      HasSubstr("epserve:pd_handoff_latency_seconds_bucket{model_name=\"m\",le=\"0.01\"} 1\n"));
+  EXPECT_THAT(
+      out, HasSubstr("epserve:pd_handoff_latency_seconds_bucket{model_name=\"m\",le=\"0.1\"} 4\n"));
+  EXPECT_THAT(out, HasSubstr("epserve:pd_handoff_latency_seconds_count{model_name=\"m\"} 5\n"));
+  EXPECT_THAT(out, HasSubstr("epserve:pd_handoff_latency_seconds_sum{model_name=\"m\"} 1.75\n"));
+}
+
 TEST(Metrics, EveryLineIsACommentOrASample) {
   Metrics m("m");
   m.request_finished("length", 1, 1, 0, 0.5);
