@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <fstream>
 #include <numeric>
 #include <sstream>
@@ -87,6 +88,13 @@ INSTANTIATE_TEST_SUITE_P(RmaAgent, RmaAgentBothModes, testing::Bool(),
                            return info.param ? "SameHost" : "OtherHost";
                          });
 
+// Whether UCX may use its shared-memory transports (UCX_TLS unset, or naming them).
+bool shared_memory_allowed() {
+  const char* tls = std::getenv("UCX_TLS");
+  return tls == nullptr || std::string(tls).find("sysv") != std::string::npos ||
+         std::string(tls).find("sm") != std::string::npos;
+}
+
 // The /proc/self/maps line of the mapping holding `address` ("" if none).
 std::string mapping_of(const void* address) {
   std::ifstream maps("/proc/self/maps");
@@ -112,11 +120,37 @@ TEST(RmaAgent, AllocatedMemoryIsZeroedSharedAndFreedByAddress) {
   EXPECT_EQ(reinterpret_cast<uintptr_t>(address) % 4096, 0u);
   const auto* p = static_cast<const unsigned char*>(address);
   EXPECT_EQ(std::count(p, p + bytes, 0), static_cast<std::ptrdiff_t>(bytes));
-  EXPECT_THAT(mapping_of(address),
-              testing::AnyOf(testing::HasSubstr("SYSV"), testing::HasSubstr("/dev/shm")));
+  if (shared_memory_allowed()) {
+    EXPECT_THAT(mapping_of(address),
+                testing::AnyOf(testing::HasSubstr("SYSV"), testing::HasSubstr("/dev/shm")));
+  }
   agent.free_memory(address);
   EXPECT_EQ(mapping_of(address).find("SYSV"), std::string::npos);
   EXPECT_THROW(agent.free_memory(address), Error);
+}
+
+// On one host, puts into memory UCX allocated are one-sided: they complete with the receiver's
+// worker never progressed (the writer copies into the mapped segment); puts into registered heap
+// memory are emulated with messages that only the receiver's worker applies.
+TEST(RmaAgent, SameHostPutsIntoAllocatedMemoryNeedNoReceiverProgress) {
+  if (!shared_memory_allowed()) GTEST_SKIP() << "UCX_TLS has no shared-memory transport";
+  RmaAgent receiver({"", false});  // no progress thread, and nobody progresses it
+  RmaAgent writer({"", false});
+  std::vector<float> source(1 << 18);
+  std::iota(source.begin(), source.end(), 1.0f);
+  void* address = nullptr;
+  std::string key = receiver.allocate_memory(source.size() * 4, &address);
+  const uint64_t base = reinterpret_cast<uint64_t>(address);
+  writer.write(receiver.address(), {key}, {{source.data(), base, source.size() * 4, 0}},
+               std::chrono::seconds(20), true);
+  EXPECT_EQ(static_cast<float*>(address)[source.size() - 1], source.back());
+  std::vector<float> heap(source.size());
+  std::string heap_key = receiver.register_memory(heap.data(), heap.size() * 4);
+  EXPECT_THROW(
+      writer.write(receiver.address(), {heap_key},
+                   {{source.data(), reinterpret_cast<uint64_t>(heap.data()), source.size() * 4, 0}},
+                   std::chrono::milliseconds(500), true),
+      Error);
 }
 
 // Rank processes of one host share memory; the id names the boot and the IPC namespace.
