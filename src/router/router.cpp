@@ -415,13 +415,19 @@ void Router::dispatch_pd(const std::string& route, const json& body, const Trait
     record(status);
     return;
   }
-  std::string prefill_body = prefill_call->wait_body();
-  if (prefill_failed()) return answer_prefill_error();
+  // A stream without logprobs passes decode's events on at once, as SGLang's router does: the
+  // prefill's answer (which comes after its KV transfer) is only drained. Otherwise the
+  // prefill's answer is read first (its input logprobs, its errors).
+  const bool wait_for_prefill = traits.return_logprob || !traits.stream;
   json prefill_logprobs;
-  if (traits.return_logprob) {
-    json parsed = json::parse(prefill_body, nullptr, false);
-    if (parsed.is_object() && parsed.contains("meta_info") && parsed["meta_info"].is_object()) {
-      prefill_logprobs = parsed["meta_info"].value("input_token_logprobs", json());
+  if (wait_for_prefill) {
+    std::string prefill_body = prefill_call->wait_body();
+    if (prefill_failed()) return answer_prefill_error();
+    if (traits.return_logprob) {
+      json parsed = json::parse(prefill_body, nullptr, false);
+      if (parsed.is_object() && parsed.contains("meta_info") && parsed["meta_info"].is_object()) {
+        prefill_logprobs = parsed["meta_info"].value("input_token_logprobs", json());
+      }
     }
   }
   record(status);
@@ -430,11 +436,11 @@ void Router::dispatch_pd(const std::string& route, const json& body, const Trait
     res.content_type = kSseContentType;
     auto merger = std::make_shared<SseLogprobMerger>(prefill_logprobs);
     bool merge = prefill_logprobs.is_array();
-    res.stream = [decode_call, guard, merger, merge](StreamWriter& writer) {
+    res.stream = [decode_call, prefill_call, guard, merger, merge](StreamWriter& writer) {
       while (auto chunk = decode_call->next_chunk()) {
         if (!writer.write(merge ? merger->feed(*chunk) : *chunk)) {
           decode_call->cancel();
-          return;
+          return;  // the prefill call runs on to its end on its own thread
         }
       }
       if (merge) writer.write(merger->finish());
@@ -442,6 +448,7 @@ void Router::dispatch_pd(const std::string& route, const json& body, const Trait
         spdlog::error("decode stream: {}", error);
         writer.write(stream_error_event("Decode server error: " + error));
       }
+      prefill_call->wait_body();  // the pair's load counts until both are done
     };
     return;
   }

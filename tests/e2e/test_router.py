@@ -96,6 +96,8 @@ class FakeWorker:
                                                              "param": None, "code": None}})
                     return
                 if worker.role == "prefill":
+                    if worker.stall is not None:
+                        worker.stall.wait(30)
                     self.send_json(200, {"text": "", "meta_info": {
                         "input_token_logprobs": [[-1.0, 1, None]]}})
                 elif body.get("stream"):
@@ -327,6 +329,28 @@ def test_pd_stream_passes_through_as_it_arrives(fakes, router):
         rest = [line for line in lines if line]
     assert decodes[0].released_in_time is True
     assert [json.loads(x[6:])["text"] for x in rest[:-1]] == ["t1", "t2"] and rest[-1] == b"data: [DONE]"
+
+
+def test_pd_stream_does_not_wait_for_the_prefill_answer(fakes, router):
+    # As SGLang's router: without logprobs a stream passes decode's events on at once; the
+    # prefill's answer (after its KV transfer) is only drained.
+    (p,), (d,) = fakes("prefill", 1), fakes("decode", 1)
+    p.stall = threading.Event()
+    r = router(pd_args([p], [d]))
+    first = []
+
+    def read():
+        with requests.post(r.url("/generate"), json={"text": "hi", "stream": True},
+                           stream=True, timeout=60) as resp:
+            for line in resp.iter_lines():
+                if line.startswith(b"data: "):
+                    first.append(line)
+                    return
+    reader = threading.Thread(target=read)
+    reader.start()
+    wait_until(lambda: first, "decode's first event while the prefill still holds its answer")
+    p.stall.set()
+    reader.join(timeout=30)
 
 
 def test_pd_return_logprob_merges_prefill_input_logprobs(fakes, router):
