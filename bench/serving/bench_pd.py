@@ -11,7 +11,9 @@ Layouts (the default model, models/default):
   plain-ep4         one server, --tp 4 --ep-size 4, behind `epserve router --worker-urls`
   plain-ep4-dpattn  one server, --tp 4 --ep-size 4 --enable-dp-attention --dp-size 4, same router
   pd-ep2-ep2        prefill --tp 2 --ep-size 2 and decode --tp 2 --ep-size 2, behind
-                    `epserve router --pd-disaggregation`
+                    `epserve router --pd-disaggregation` (each server sees every core)
+  pd-ep2-ep2-split  the same with the cores split: the prefill server (taskset) on the first
+                    half of the cores, the decode server on the second half
 """
 
 import argparse
@@ -38,7 +40,7 @@ from bench_serving import one_request, percentile  # noqa: E402
 REPO = pathlib.Path(__file__).resolve().parents[2]
 EP2 = ["--tp", "2", "--ep-size", "2"]
 EP4 = ["--tp", "4", "--ep-size", "4"]
-LAYOUTS = ("plain-ep4", "plain-ep4-dpattn", "pd-ep2-ep2")
+LAYOUTS = ("plain-ep4", "plain-ep4-dpattn", "pd-ep2-ep2", "pd-ep2-ep2-split")
 
 
 def free_port():
@@ -53,9 +55,10 @@ class Processes:
     def __init__(self, binary, log_dir):
         self.binary, self.log_dir, self.procs = binary, log_dir, []
 
-    def start(self, name, args):
+    def start(self, name, args, cores=None):
         log = open(self.log_dir / f"{name}.log", "w")
-        proc = subprocess.Popen([self.binary] + args, stdout=log, stderr=subprocess.STDOUT,
+        prefix = ["taskset", "-c", ",".join(map(str, cores))] if cores else []
+        proc = subprocess.Popen(prefix + [self.binary] + args, stdout=log, stderr=subprocess.STDOUT,
                                 start_new_session=True)
         self.procs.append((name, proc))
         return proc
@@ -107,9 +110,14 @@ def launch(layout, procs, model):
         router += ["--worker-urls", f"http://127.0.0.1:{port}"]
     else:
         pport, dport, bport = free_port(), free_port(), free_port()
+        cores = sorted(os.sched_getaffinity(0))
+        half = max(1, len(cores) // 2)
+        split = layout.endswith("split")
         procs.start("prefill", serve + ["--port", str(pport), "--disaggregation-mode", "prefill",
-                                "--disaggregation-bootstrap-port", str(bport)] + EP2)
-        procs.start("decode", serve + ["--port", str(dport), "--disaggregation-mode", "decode"] + EP2)
+                                        "--disaggregation-bootstrap-port", str(bport)] + EP2,
+                    cores[:half] if split else None)
+        procs.start("decode", serve + ["--port", str(dport), "--disaggregation-mode", "decode"] + EP2,
+                    cores[half:] if split else None)
         procs.wait_healthy(f"http://127.0.0.1:{pport}", "the prefill server")
         procs.wait_healthy(f"http://127.0.0.1:{dport}", "the decode server")
         router += ["--pd-disaggregation", "--prefill", f"http://127.0.0.1:{pport}", str(bport),
