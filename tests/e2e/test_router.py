@@ -575,6 +575,27 @@ def test_concurrency_limiter_queue_wait_times_out_with_408(fakes, router):
     assert len(w.inference_bodies()) == len(responses) - len(timed_out)
 
 
+def test_concurrency_limiter_holds_a_streams_token_until_its_end(fakes, router):
+    # The token of a stream goes back when its last chunk is sent, not when its headers are:
+    # while one stream is held open, requests one after another find no token (but for what the
+    # refill of one per second brings).
+    (w,) = fakes("decode", 1)
+    w.hold_stream = threading.Event()
+    r = router(["--worker-urls", w.url, "--max-concurrent-requests", "1",
+                "--rate-limit-tokens-per-second", "1", "--queue-size", "0"])
+    body = {"text": "hi", "stream": True}
+    held = requests.post(r.url("/generate"), json=body, stream=True, timeout=60)
+    assert held.status_code == 200
+    next(held.iter_lines())  # the first event: the worker now holds the stream
+    statuses = []
+    for _ in range(5):
+        with requests.post(r.url("/generate"), json=body, stream=True, timeout=60) as resp:
+            statuses.append(resp.status_code)
+    assert 429 in statuses, statuses
+    w.hold_stream.set()
+    held.close()
+
+
 def test_concurrency_limiter_is_off_with_a_non_positive_limit(fakes, router):
     (w,) = fakes("decode", 1)
     r = router(["--worker-urls", w.url, "--max-concurrent-requests", "-1",
