@@ -3,7 +3,8 @@
 // that they find each other, and the client gets decode's answer (a stream passes through as it
 // arrives). In the plain mode (--worker-urls) each request goes to one worker. Workers are chosen
 // by the policies among the available ones; failed attempts with a retryable status (408, 429,
-// 500, 502, 503, 504) are retried on a freshly chosen pair with exponential backoff.
+// 500, 502, 503, 504) are retried on a freshly chosen pair with exponential backoff. In front of
+// all that: the --api-key check and the concurrency limiter (router/concurrency_limiter.h).
 #pragma once
 
 #include <atomic>
