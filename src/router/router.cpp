@@ -35,20 +35,6 @@ uint64_t random_room() {
   return engine() & 0x7fffffffffffffffULL;  // [0, 2^63 - 1], as SGLang's router draws it
 }
 
-// The request headers SGLang's router passes on to the workers.
-std::vector<std::pair<std::string, std::string>> forwarded_headers(const HttpRequest& req) {
-  std::vector<std::pair<std::string, std::string>> out;
-  for (const auto& [name, value] : req.headers) {
-    std::string lower = name;
-    for (char& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-    if (lower == "authorization" || lower == "x-request-id" || lower == "x-correlation-id" ||
-        lower.rfind("x-request-id-", 0) == 0) {
-      out.emplace_back(name, value);
-    }
-  }
-  return out;
-}
-
 void error_response(HttpResponse& res, int status, const std::string& message,
                     const std::string& code = "") {
   res = HttpResponse{};
@@ -164,6 +150,11 @@ Router::Router(RouterArgs args) : args_(std::move(args)) {
       make_policy(args_.prefill_policy.empty() ? args_.policy : args_.prefill_policy, ca);
   decode_policy_ =
       make_policy(args_.decode_policy.empty() ? args_.policy : args_.decode_policy, ca);
+  if (args_.max_concurrent_requests > 0) {
+    limiter_ = std::make_shared<ConcurrencyLimiter>(args_.max_concurrent_requests,
+                                                    args_.rate_limit_tokens_per_second,
+                                                    args_.queue_size, args_.queue_timeout_secs);
+  }
 }
 
 Router::~Router() {
@@ -175,6 +166,33 @@ WorkerList Router::all_workers() const {
   all.insert(all.end(), decode_.begin(), decode_.end());
   all.insert(all.end(), regular_.begin(), regular_.end());
   return all;
+}
+
+ClientRequest Router::worker_request(const std::string& method, const std::string& path,
+                                     int timeout_s) const {
+  ClientRequest req;
+  req.method = method;
+  req.path = path;
+  req.timeout_s = timeout_s;
+  if (!args_.api_key.empty()) req.headers.emplace_back("Authorization", "Bearer " + args_.api_key);
+  return req;
+}
+
+// The request headers SGLang's router passes on to the workers; with --api-key the router's own
+// Authorization instead of the client's (which was checked to be the same).
+std::vector<std::pair<std::string, std::string>> Router::worker_headers(
+    const HttpRequest& req) const {
+  std::vector<std::pair<std::string, std::string>> out;
+  for (const auto& [name, value] : req.headers) {
+    std::string lower = name;
+    for (char& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    if ((lower == "authorization" && args_.api_key.empty()) || lower == "x-request-id" ||
+        lower == "x-correlation-id" || lower.rfind("x-request-id-", 0) == 0) {
+      out.emplace_back(name, value);
+    }
+  }
+  if (!args_.api_key.empty()) out.emplace_back("Authorization", "Bearer " + args_.api_key);
+  return out;
 }
 
 void Router::inject_bootstrap(json& body, const Worker& prefill, size_t batch_size) {
@@ -262,12 +280,61 @@ int Router::backoff_ms(int attempt) const {
   return static_cast<int>(std::max(0.0, delay));
 }
 
+namespace {
+
+// One admitted request's token; given back once, when the response is done.
+class LimiterPermit {
+ public:
+  explicit LimiterPermit(std::shared_ptr<ConcurrencyLimiter> limiter)
+      : limiter_(std::move(limiter)) {}
+  ~LimiterPermit() { release(); }
+  void release() {
+    if (auto l = std::exchange(limiter_, nullptr)) l->release();
+  }
+
+ private:
+  std::shared_ptr<ConcurrencyLimiter> limiter_;
+};
+
+}  // namespace
+
+void Router::route_limited(const std::string& route, const HttpRequest& req, HttpResponse& res) {
+  if (!limiter_) return route_inference(route, req, res);
+  switch (limiter_->acquire()) {
+    case Admission::queue_full:
+      spdlog::warn("{}: no token and the queue is full (or off): 429", route);
+      return error_response(
+          res, 429,
+          fmt::format("Too many requests: the router admits {} at once (--max-concurrent-requests) "
+                      "and its queue (--queue-size {}) is full",
+                      args_.max_concurrent_requests, args_.queue_size),
+          "rate_limit_exceeded");
+    case Admission::queue_timeout:
+      spdlog::warn("{}: no token within the queue timeout: 408", route);
+      return error_response(res, 408,
+                            fmt::format("Request timed out after {} s in the router's queue "
+                                        "(--queue-timeout-secs)",
+                                        args_.queue_timeout_secs),
+                            "queue_timeout");
+    case Admission::admitted:
+      break;
+  }
+  auto permit = std::make_shared<LimiterPermit>(limiter_);
+  route_inference(route, req, res);  // an exception gives the token back too
+  if (res.stream) {
+    res.stream = [inner = std::move(res.stream), permit](StreamWriter& writer) {
+      inner(writer);
+      permit->release();
+    };
+  }
+}
+
 void Router::route_inference(const std::string& route, const HttpRequest& req, HttpResponse& res) {
   json body = json::parse(req.body, nullptr, false);
   if (body.is_discarded() || !body.is_object())
     bad_request("the request body must be a JSON object");
   const Traits traits = request_traits(route, body);
-  const auto headers = forwarded_headers(req);
+  const auto headers = worker_headers(req);
   const int attempts = args_.disable_retries ? 1 : std::max(1, args_.retry_max_retries);
   for (int attempt = 0;; ++attempt) {
     res = HttpResponse{};
@@ -296,12 +363,9 @@ void Router::dispatch_pd(const std::string& route, const json& body, const Trait
   }
   json request = body;
   inject_bootstrap(request, *prefill, traits.batch_size);
-  ClientRequest creq;
-  creq.method = "POST";
-  creq.path = route;
+  ClientRequest creq = worker_request("POST", route, args_.request_timeout_secs);
   creq.body = request.dump(-1, ' ', false, json::error_handler_t::replace);
   creq.headers = headers;
-  creq.timeout_s = args_.request_timeout_secs;
   auto guard = std::make_shared<LoadGuard>(WorkerList{prefill, decode});
   auto record = [prefill, decode](int status) {
     bool ok = is_success(status) || (status >= 400 && status < 500);
@@ -351,13 +415,19 @@ void Router::dispatch_pd(const std::string& route, const json& body, const Trait
     record(status);
     return;
   }
-  std::string prefill_body = prefill_call->wait_body();
-  if (prefill_failed()) return answer_prefill_error();
+  // A stream without logprobs passes decode's events on at once, as SGLang's router does: the
+  // prefill's answer (which comes after its KV transfer) is only drained. Otherwise the
+  // prefill's answer is read first (its input logprobs, its errors).
+  const bool wait_for_prefill = traits.return_logprob || !traits.stream;
   json prefill_logprobs;
-  if (traits.return_logprob) {
-    json parsed = json::parse(prefill_body, nullptr, false);
-    if (parsed.is_object() && parsed.contains("meta_info") && parsed["meta_info"].is_object()) {
-      prefill_logprobs = parsed["meta_info"].value("input_token_logprobs", json());
+  if (wait_for_prefill) {
+    std::string prefill_body = prefill_call->wait_body();
+    if (prefill_failed()) return answer_prefill_error();
+    if (traits.return_logprob) {
+      json parsed = json::parse(prefill_body, nullptr, false);
+      if (parsed.is_object() && parsed.contains("meta_info") && parsed["meta_info"].is_object()) {
+        prefill_logprobs = parsed["meta_info"].value("input_token_logprobs", json());
+      }
     }
   }
   record(status);
@@ -366,11 +436,11 @@ void Router::dispatch_pd(const std::string& route, const json& body, const Trait
     res.content_type = kSseContentType;
     auto merger = std::make_shared<SseLogprobMerger>(prefill_logprobs);
     bool merge = prefill_logprobs.is_array();
-    res.stream = [decode_call, guard, merger, merge](StreamWriter& writer) {
+    res.stream = [decode_call, prefill_call, guard, merger, merge](StreamWriter& writer) {
       while (auto chunk = decode_call->next_chunk()) {
         if (!writer.write(merge ? merger->feed(*chunk) : *chunk)) {
           decode_call->cancel();
-          return;
+          return;  // the prefill call runs on to its end on its own thread
         }
       }
       if (merge) writer.write(merger->finish());
@@ -378,6 +448,7 @@ void Router::dispatch_pd(const std::string& route, const json& body, const Trait
         spdlog::error("decode stream: {}", error);
         writer.write(stream_error_event("Decode server error: " + error));
       }
+      prefill_call->wait_body();  // the pair's load counts until both are done
     };
     return;
   }
@@ -406,12 +477,9 @@ void Router::dispatch_regular(const std::string& route, const std::string& body,
     error_response(res, 503, "No available servers: " + why, "server_selection_failed");
     return;
   }
-  ClientRequest creq;
-  creq.method = "POST";
-  creq.path = route;
+  ClientRequest creq = worker_request("POST", route, args_.request_timeout_secs);
   creq.body = body;
   creq.headers = headers;
-  creq.timeout_s = args_.request_timeout_secs;
   auto guard = std::make_shared<LoadGuard>(WorkerList{worker});
   auto call = Upstream::start(worker->url, creq);
   int status = call->wait_status();

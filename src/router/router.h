@@ -3,7 +3,8 @@
 // that they find each other, and the client gets decode's answer (a stream passes through as it
 // arrives). In the plain mode (--worker-urls) each request goes to one worker. Workers are chosen
 // by the policies among the available ones; failed attempts with a retryable status (408, 429,
-// 500, 502, 503, 504) are retried on a freshly chosen pair with exponential backoff.
+// 500, 502, 503, 504) are retried on a freshly chosen pair with exponential backoff. In front of
+// all that: the --api-key check and the concurrency limiter (router/concurrency_limiter.h).
 #pragma once
 
 #include <atomic>
@@ -17,6 +18,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "router/concurrency_limiter.h"
+#include "router/http_client.h"
 #include "router/policy.h"
 #include "router/router_args.h"
 #include "router/worker.h"
@@ -53,6 +56,9 @@ class Router {
   };
   static Traits request_traits(const std::string& route, const nlohmann::json& body);
 
+  // The concurrency limiter around route_inference: 429 / 408 when no token comes; the token
+  // goes back when the response (or its stream) is done.
+  void route_limited(const std::string& route, const HttpRequest& req, HttpResponse& res);
   void route_inference(const std::string& route, const HttpRequest& req, HttpResponse& res);
   void dispatch_pd(const std::string& route, const nlohmann::json& body, const Traits& traits,
                    const std::vector<std::pair<std::string, std::string>>& headers,
@@ -68,6 +74,12 @@ class Router {
   void readiness(HttpResponse& res);
   void flush_cache(HttpResponse& res);
 
+  // A request to a worker: with --api-key it carries "Authorization: Bearer KEY".
+  ClientRequest worker_request(const std::string& method, const std::string& path,
+                               int timeout_s) const;
+  // The client headers passed on to the workers (with --api-key, its Authorization replaced).
+  std::vector<std::pair<std::string, std::string>> worker_headers(const HttpRequest& req) const;
+
   void health_loop();
   void load_monitor_loop();
   void check_health(Worker& worker);
@@ -77,6 +89,7 @@ class Router {
   RouterArgs args_;
   WorkerList prefill_, decode_, regular_;
   std::unique_ptr<Policy> prefill_policy_, decode_policy_, policy_;
+  std::shared_ptr<ConcurrencyLimiter> limiter_;  // null: --max-concurrent-requests <= 0
 
   std::mutex stop_mutex_;
   std::condition_variable stop_changed_;

@@ -17,9 +17,9 @@ namespace {
 const std::vector<std::pair<std::string, std::string>>& refused_flags() {
   static const std::vector<std::pair<std::string, std::string>> flags = {
       {"mini-lb", "the Python mini load balancer is not part of epserve"},
-      {"dp-aware", "DP-aware routing to a server's DP ranks is not implemented"},
+      {"dp-aware",
+       "DP-aware routing is not implemented (epserve serve takes no data_parallel_rank)"},
       {"enable-igw", "the multi-model gateway mode is not implemented"},
-      {"api-key", "API keys toward the workers are not implemented"},
       {"log-dir", "the router logs to stderr only"},
       {"service-discovery", "Kubernetes service discovery is not implemented"},
       {"selector", "Kubernetes service discovery is not implemented"},
@@ -30,10 +30,6 @@ const std::vector<std::pair<std::string, std::string>>& refused_flags() {
       {"prometheus-port", "the router has no Prometheus endpoint"},
       {"prometheus-host", "the router has no Prometheus endpoint"},
       {"request-id-headers", "custom request-id headers are not implemented"},
-      {"max-concurrent-requests", "the router does not rate-limit (no token bucket or queue)"},
-      {"queue-size", "the router does not rate-limit (no token bucket or queue)"},
-      {"queue-timeout-secs", "the router does not rate-limit (no token bucket or queue)"},
-      {"rate-limit-tokens-per-second", "the router does not rate-limit (no token bucket or queue)"},
       {"cors-allowed-origins", "CORS is not implemented"},
       {"model-path", "the router does not tokenize (HTTP routing only)"},
       {"tokenizer-path", "the router does not tokenize (HTTP routing only)"},
@@ -146,6 +142,20 @@ void add_router_args(CLI::App& sub, RouterArgs& a) {
   sub.add_option("--health-check-interval-secs", a.health_check_interval_secs)
       ->capture_default_str();
   sub.add_option("--health-check-endpoint", a.health_check_endpoint)->capture_default_str();
+  sub.add_option("--max-concurrent-requests", a.max_concurrent_requests,
+                 "Token bucket size: requests admitted at once before queuing (<= 0: no limit)")
+      ->capture_default_str();
+  sub.add_option("--queue-size", a.queue_size,
+                 "Requests that may wait for a token (0: answer 429 at once)")
+      ->capture_default_str();
+  sub.add_option("--queue-timeout-secs", a.queue_timeout_secs,
+                 "Longest wait in the queue before a 408")
+      ->capture_default_str();
+  sub.add_option("--rate-limit-tokens-per-second", a.rate_limit_tokens_per_second,
+                 "Token bucket refill rate (default: --max-concurrent-requests per second)");
+  sub.add_option("--api-key", a.api_key,
+                 "Key the workers expect (sent as 'Authorization: Bearer KEY'); clients must send "
+                 "it too on the inference routes and /flush_cache");
   sub.add_option("--log-level", a.log_level)
       ->check(CLI::IsMember({"debug", "info", "warning", "error", "critical"}))
       ->capture_default_str();
@@ -223,6 +233,9 @@ void resolve_router_args(RouterArgs& a, const std::vector<std::string>& extras) 
   check_positive(a.health_success_threshold, "--health-success-threshold");
   check_positive(a.health_check_timeout_secs, "--health-check-timeout-secs");
   check_positive(a.health_check_interval_secs, "--health-check-interval-secs");
+  EPS_CHECK(a.queue_size >= 0, "--queue-size must not be negative (got {})", a.queue_size);
+  EPS_CHECK(a.queue_timeout_secs >= 0, "--queue-timeout-secs must not be negative (got {})",
+            a.queue_timeout_secs);
   EPS_CHECK(!a.health_check_endpoint.empty() && a.health_check_endpoint[0] == '/',
             "--health-check-endpoint must start with / (got '{}')", a.health_check_endpoint);
 }

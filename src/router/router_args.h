@@ -56,6 +56,17 @@ struct RouterArgs {
   int health_check_interval_secs = 60;
   std::string health_check_endpoint = "/health";
 
+  // The concurrency limiter (SGLang's defaults; max_concurrent_requests <= 0 turns it off, a
+  // rate <= 0 means max_concurrent_requests tokens per second).
+  int max_concurrent_requests = 256;
+  int queue_size = 100;
+  int queue_timeout_secs = 60;
+  int rate_limit_tokens_per_second = 0;
+
+  // Sent to the workers as "Authorization: Bearer KEY", and required from clients on the
+  // inference routes and /flush_cache (401 otherwise), as in SGLang's router.
+  std::string api_key;
+
   std::string log_level = "info";
 };
 

@@ -20,11 +20,8 @@ using json = nlohmann::json;
 
 namespace {
 
-bool health_ok(const std::string& url, const std::string& endpoint, int timeout_s) {
-  ClientRequest req;
-  req.path = endpoint;
-  req.timeout_s = timeout_s;
-  req.connect_timeout_ms = timeout_s * 1000;
+bool health_ok(const std::string& url, ClientRequest req) {
+  req.connect_timeout_ms = req.timeout_s * 1000;
   ClientResponse r = http_send(url, req);
   return r.status >= 200 && r.status < 300;
 }
@@ -40,7 +37,8 @@ bool Router::wait_for_workers(const std::function<bool(int)>& sleep) {
   while (true) {
     WorkerList still;
     for (const auto& w : pending) {
-      if (!health_ok(w->url, "/health", args_.health_check_timeout_secs)) still.push_back(w);
+      if (!health_ok(w->url, worker_request("GET", "/health", args_.health_check_timeout_secs)))
+        still.push_back(w);
     }
     pending = std::move(still);
     if (pending.empty()) return true;
@@ -54,7 +52,8 @@ bool Router::wait_for_workers(const std::function<bool(int)>& sleep) {
 }
 
 void Router::check_health(Worker& w) {
-  bool ok = health_ok(w.url, args_.health_check_endpoint, args_.health_check_timeout_secs);
+  bool ok = health_ok(
+      w.url, worker_request("GET", args_.health_check_endpoint, args_.health_check_timeout_secs));
   if (ok) {
     w.health_failures = 0;
     ++w.health_successes;
@@ -95,9 +94,7 @@ void Router::health_loop() {
 void Router::load_monitor_loop() {
   while (true) {
     for (const auto& w : all_workers()) {
-      ClientRequest req;
-      req.path = "/get_load";
-      req.timeout_s = args_.health_check_timeout_secs;
+      ClientRequest req = worker_request("GET", "/get_load", args_.health_check_timeout_secs);
       ClientResponse r = http_send(w->url, req);
       json body = r.status == 200 ? json::parse(r.body, nullptr, false) : json();
       int64_t load = -1;

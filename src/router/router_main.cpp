@@ -1,6 +1,7 @@
 #include <signal.h>
 #include <time.h>
 
+#include <algorithm>
 #include <thread>
 
 #include "core/log.h"
@@ -42,7 +43,11 @@ int run_router(RouterArgs args) {
   options.host = a.host;
   options.port = a.port;
   options.max_body_bytes = static_cast<size_t>(a.max_payload_size);
-  options.threads = 512;
+  // A handler thread per request in flight or queued (the refill admits more than
+  // --max-concurrent-requests over time; streams hold theirs to the end).
+  options.threads = std::clamp<size_t>(
+      static_cast<size_t>(std::max(0, a.max_concurrent_requests)) + a.queue_size + 256, 512,
+      options.max_connections);
   HttpServer http(options);
   router.register_routes(http);
   http.bind();

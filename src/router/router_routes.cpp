@@ -1,6 +1,7 @@
 // The router's own routes besides the inference ones: liveness and readiness, health_generate
 // (one chosen pair, or worker, must pass its own /health_generate), the model and server info
-// (from the first available prefill server, or worker), and flush_cache on every worker.
+// (from the first available prefill server, or worker), and flush_cache on every worker. With
+// --api-key, the API-key check of the inference routes and /flush_cache.
 #include <future>
 
 #include "core/log.h"
@@ -28,10 +29,31 @@ void text_response(HttpResponse& res, int status, std::string text) {
 }  // namespace
 
 void Router::register_routes(HttpServer& http) {
+  if (!args_.api_key.empty()) {
+    // As SGLang's router: the inference routes and /flush_cache need the key; the health, info
+    // and model routes do not. Compared in constant time for keys of the right length.
+    http.set_filter([expected = "Bearer " + args_.api_key](const HttpRequest& req, HttpResponse&) {
+      const std::string& p = req.path;
+      if (p != "/generate" && p != "/v1/chat/completions" && p != "/v1/completions" &&
+          p != "/flush_cache") {
+        return false;
+      }
+      const std::string got = req.header("Authorization");
+      unsigned char diff = got.size() == expected.size() ? 0 : 1;
+      for (size_t i = 0; i < got.size() && i < expected.size(); ++i) {
+        diff |= static_cast<unsigned char>(got[i] ^ expected[i]);
+      }
+      if (diff != 0) {
+        throw ApiError(401, "Incorrect API key provided (send 'Authorization: Bearer KEY')", "",
+                       "invalid_api_key");
+      }
+      return false;
+    });
+  }
   for (const char* route : {"/generate", "/v1/chat/completions", "/v1/completions"}) {
     std::string path = route;
     http.route("POST", path, [this, path](const HttpRequest& req, HttpResponse& res) {
-      route_inference(path, req, res);
+      route_limited(path, req, res);
     });
   }
   // /health is the router's liveness, as in SGLang's router; /readiness looks at the workers.
@@ -68,9 +90,7 @@ void Router::proxy_get(const std::string& path, HttpResponse& res) {
                              "", "server_selection_failed"));
     return;
   }
-  ClientRequest req;
-  req.path = path;
-  req.timeout_s = args_.request_timeout_secs;
+  ClientRequest req = worker_request("GET", path, args_.request_timeout_secs);
   ClientResponse r = http_send(target->url, req);
   if (r.status == 0) {
     res.json(500, error_body(500, "Failed to proxy request: " + r.error));
@@ -97,9 +117,7 @@ void Router::health_generate(HttpResponse& res) {
   }
   std::vector<std::future<ClientResponse>> calls;
   for (const auto& w : targets) {
-    ClientRequest req;
-    req.path = "/health_generate";
-    req.timeout_s = args_.request_timeout_secs;
+    ClientRequest req = worker_request("GET", "/health_generate", args_.request_timeout_secs);
     calls.push_back(
         std::async(std::launch::async, [url = w->url, req] { return http_send(url, req); }));
   }
@@ -155,10 +173,7 @@ void Router::readiness(HttpResponse& res) {
 void Router::flush_cache(HttpResponse& res) {
   std::vector<std::string> results, errors;
   for (const auto& w : all_workers()) {
-    ClientRequest req;
-    req.method = "POST";
-    req.path = "/flush_cache";
-    req.timeout_s = args_.request_timeout_secs;
+    ClientRequest req = worker_request("POST", "/flush_cache", args_.request_timeout_secs);
     ClientResponse r = http_send(w->url, req);
     if (is_success(r.status)) {
       results.push_back(fmt::format("{} {}: OK", worker_kind_name(w->kind), w->url));

@@ -32,6 +32,7 @@ class FakeWorker:
     def __init__(self, role):
         self.role = role
         self.received = []  # (path, body)
+        self.auth = []  # (path, the Authorization headers of the request)
         self.status = 200
         self.healthy = True
         self.load = None
@@ -60,6 +61,8 @@ class FakeWorker:
                 self.wfile.write(data)
 
             def do_GET(self):
+                with worker.lock:
+                    worker.auth.append((self.path, self.headers.get_all("Authorization") or []))
                 if self.path == "/health":
                     self.send_json(200 if worker.healthy else 503, {})
                 elif self.path == "/health_generate":
@@ -83,6 +86,7 @@ class FakeWorker:
                 body = json.loads(raw) if raw else {}
                 with worker.lock:
                     worker.received.append((self.path, body))
+                    worker.auth.append((self.path, self.headers.get_all("Authorization") or []))
                 if self.path == "/flush_cache":
                     self.send_json(200, {})
                     return
@@ -92,6 +96,8 @@ class FakeWorker:
                                                              "param": None, "code": None}})
                     return
                 if worker.role == "prefill":
+                    if worker.stall is not None:
+                        worker.stall.wait(30)
                     self.send_json(200, {"text": "", "meta_info": {
                         "input_token_logprobs": [[-1.0, 1, None]]}})
                 elif body.get("stream"):
@@ -325,6 +331,28 @@ def test_pd_stream_passes_through_as_it_arrives(fakes, router):
     assert [json.loads(x[6:])["text"] for x in rest[:-1]] == ["t1", "t2"] and rest[-1] == b"data: [DONE]"
 
 
+def test_pd_stream_does_not_wait_for_the_prefill_answer(fakes, router):
+    # As SGLang's router: without logprobs a stream passes decode's events on at once; the
+    # prefill's answer (after its KV transfer) is only drained.
+    (p,), (d,) = fakes("prefill", 1), fakes("decode", 1)
+    p.stall = threading.Event()
+    r = router(pd_args([p], [d]))
+    first = []
+
+    def read():
+        with requests.post(r.url("/generate"), json={"text": "hi", "stream": True},
+                           stream=True, timeout=60) as resp:
+            for line in resp.iter_lines():
+                if line.startswith(b"data: "):
+                    first.append(line)
+                    return
+    reader = threading.Thread(target=read)
+    reader.start()
+    wait_until(lambda: first, "decode's first event while the prefill still holds its answer")
+    p.stall.set()
+    reader.join(timeout=30)
+
+
 def test_pd_return_logprob_merges_prefill_input_logprobs(fakes, router):
     prefills, decodes = fakes("prefill", 1), fakes("decode", 1)
     r = router(pd_args(prefills, decodes))
@@ -480,12 +508,139 @@ def test_info_routes_health_generate_and_flush(fakes, router):
     assert_openai_error(requests.post(r.url("/generate"), data="not json", timeout=5), 400)
 
 
+def held_burst(r, worker, n):
+    """One request that holds the only token (its worker stalls), then `n` more at once. Returns
+    the burst's responses once each has either been answered by the router or reached the worker
+    (then the worker is let go)."""
+    worker.stall = threading.Event()
+    body = {"text": "hi", "sampling_params": {"max_new_tokens": 2}}
+    responses = []
+    lock = threading.Lock()
+
+    def one():
+        resp = requests.post(r.url("/generate"), json=body, timeout=60)
+        with lock:
+            responses.append(resp)
+
+    first = threading.Thread(target=one)
+    first.start()
+    wait_until(lambda: len(worker.inference_bodies()) == 1, "the first request at the worker")
+    burst = [threading.Thread(target=one) for _ in range(n)]
+    for t in burst:
+        t.start()
+
+    def settled():
+        with lock:
+            answered = len(responses)
+        return answered + len(worker.inference_bodies()) - 1 == n
+    wait_until(settled, "the burst to be answered or at the worker")
+    worker.stall.set()
+    for t in [first] + burst:
+        t.join(timeout=60)
+    return responses
+
+
+def test_concurrency_limiter_answers_429_when_no_token_and_no_queue_place(fakes, router):
+    # SGLang's token bucket: 1 token, refilled at 1 per second, no queue. While one request holds
+    # the token, a burst of five can get at most what the refill brings (one per second): the
+    # others are 429s that never reach the worker.
+    (w,) = fakes("decode", 1)
+    r = router(["--worker-urls", w.url, "--max-concurrent-requests", "1",
+                "--rate-limit-tokens-per-second", "1", "--queue-size", "0"])
+    responses = held_burst(r, w, 5)
+    rejected = [x for x in responses if x.status_code == 429]
+    assert rejected, [x.status_code for x in responses]
+    for x in rejected:
+        assert_openai_error(x, 429, "Too many requests")
+    assert all(x.status_code in (200, 429) for x in responses)
+    assert len(w.inference_bodies()) == len(responses) - len(rejected)
+    # The tokens are back: the next request passes.
+    assert requests.post(r.url("/generate"), json={"text": "x"}, timeout=30).status_code == 200
+
+
+def test_concurrency_limiter_queue_wait_times_out_with_408(fakes, router):
+    # With a queue, the requests that find no token wait (in order) for one; those that get none
+    # within --queue-timeout-secs are 408s. One token per second cannot serve a burst of six
+    # within one second.
+    (w,) = fakes("decode", 1)
+    r = router(["--worker-urls", w.url, "--max-concurrent-requests", "1",
+                "--rate-limit-tokens-per-second", "1", "--queue-size", "10",
+                "--queue-timeout-secs", "1"])
+    responses = held_burst(r, w, 6)
+    timed_out = [x for x in responses if x.status_code == 408]
+    assert timed_out, [x.status_code for x in responses]
+    for x in timed_out:
+        assert_openai_error(x, 408, "in the router's queue")
+    assert all(x.status_code in (200, 408) for x in responses)
+    assert len(w.inference_bodies()) == len(responses) - len(timed_out)
+
+
+def test_concurrency_limiter_holds_a_streams_token_until_its_end(fakes, router):
+    # The token of a stream goes back when its last chunk is sent, not when its headers are:
+    # while one stream is held open, requests one after another find no token (but for what the
+    # refill of one per second brings).
+    (w,) = fakes("decode", 1)
+    w.hold_stream = threading.Event()
+    r = router(["--worker-urls", w.url, "--max-concurrent-requests", "1",
+                "--rate-limit-tokens-per-second", "1", "--queue-size", "0"])
+    body = {"text": "hi", "stream": True}
+    held = requests.post(r.url("/generate"), json=body, stream=True, timeout=60)
+    assert held.status_code == 200
+    next(held.iter_lines())  # the first event: the worker now holds the stream
+    statuses = []
+    for _ in range(5):
+        with requests.post(r.url("/generate"), json=body, stream=True, timeout=60) as resp:
+            statuses.append(resp.status_code)
+    assert 429 in statuses, statuses
+    w.hold_stream.set()
+    held.close()
+
+
+def test_concurrency_limiter_is_off_with_a_non_positive_limit(fakes, router):
+    (w,) = fakes("decode", 1)
+    r = router(["--worker-urls", w.url, "--max-concurrent-requests", "-1",
+                "--queue-size", "0"])
+    assert all(x.status_code == 200 for x in held_burst(r, w, 5))
+
+
+def test_api_key_is_required_from_clients_and_sent_to_the_workers(fakes, router):
+    prefills, decodes = fakes("prefill", 1), fakes("decode", 1)
+    r = router(pd_args(prefills, decodes) + ["--api-key", "sekrit"])
+    key = {"Authorization": "Bearer sekrit"}
+    body = {"text": "hi", "sampling_params": {"max_new_tokens": 2}}
+    # Inference and /flush_cache need the key; nothing reaches the workers without it.
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "sekrit"}):
+        for path in INFERENCE_ROUTES:
+            assert_openai_error(requests.post(r.url(path), json=body, headers=headers, timeout=10),
+                                401, "Incorrect API key")
+        assert_openai_error(requests.post(r.url("/flush_cache"), headers=headers, timeout=10), 401)
+    assert not prefills[0].inference_bodies() and not decodes[0].inference_bodies()
+    assert requests.post(r.url("/generate"), json=body, headers=key, timeout=30).status_code == 200
+    assert requests.post(r.url("/flush_cache"), headers=key, timeout=30).status_code == 200
+    # The health, info and model routes are open; the router sends its key on everything it asks.
+    assert requests.get(r.url("/health"), timeout=10).status_code == 200
+    assert requests.get(r.url("/v1/models"), timeout=10).status_code == 200
+    for w in prefills + decodes:
+        paths = {p for p, _ in w.auth}
+        assert {"/health", "/generate", "/flush_cache"} <= paths, paths
+        for path, values in w.auth:
+            assert values == ["Bearer sekrit"], (w.role, path, values)
+
+
+def test_without_api_key_the_clients_authorization_passes_through(fakes, router):
+    (w,) = fakes("decode", 1)
+    r = router(["--worker-urls", w.url])
+    requests.post(r.url("/generate"), json={"text": "hi"},
+                  headers={"Authorization": "Bearer client"}, timeout=30)
+    assert ("/generate", ["Bearer client"]) in w.auth and ("/health", []) in w.auth
+
+
 @pytest.mark.parametrize("args,needle", [
     (["--pd-disaggregation", "--prefill", "http://127.0.0.1:1", "--decode", "http://127.0.0.1:2",
       "--dp-aware"], "--dp-aware is an SGLang router flag"),
     (["--worker-urls", "http://127.0.0.1:1", "--policy", "least_load"], "least_load"),
-    (["--worker-urls", "http://127.0.0.1:1", "--max-concurrent-requests", "8"],
-     "--max-concurrent-requests is an SGLang router flag"),
+    (["--worker-urls", "http://127.0.0.1:1", "--queue-size", "-1"],
+     "--queue-size must not be negative"),
     (["--pd-disaggregation", "--prefill", "http://127.0.0.1:1"], "requires --decode"),
     (["--pd-disaggregation", "--prefill", "http://127.0.0.1:1", "x", "--decode", "http://h:2"],
      "invalid bootstrap port"),
