@@ -308,12 +308,17 @@ int run_rank(const RankOptions& o) {
   auto drain = [&](int wait_ms) {
     ipc_poll(inbox, -1, std::chrono::milliseconds(wait_ms));
     while (std::optional<std::string> bytes = inbox.receive()) {
+      if (bytes->empty()) continue;  // the frontend's wake-up: another DP group got work
       handle(decode_scheduler_message(*bytes));
     }
   };
+  // Under DP attention: whether some group had work at the last agreement. An idle group then
+  // runs the next step at once (with an empty batch) instead of waiting for messages first:
+  // the busy groups' MoE layers wait for it.
+  bool others_busy = false;
   while (true) {
-    // Take every message waiting; block briefly only when there is nothing to compute.
-    drain(scheduler.has_work() ? 0 : kIdlePollMs);
+    // Take every message waiting; block briefly only when no group has anything to compute.
+    drain(scheduler.has_work() || others_busy ? 0 : kIdlePollMs);
     bool stop = shutdown;
     if (ctx.leaders) {
       // DP attention: the groups' MoE layers span all ranks, so while any group has work every
@@ -323,6 +328,7 @@ int run_rank(const RankOptions& o) {
       ctx.leaders->set_context("agreeing on the next step");
       ctx.leaders->allreduce(flags, 3, ReduceOp::kMax);
       stop = flags[1] != 0;
+      others_busy = flags[0] != 0;
       if (!stop) run_commands(-flags[2]);
       if (!stop && flags[0]) scheduler.step(outputs, /*must_forward=*/true);
     } else if (!stop) {

@@ -381,6 +381,20 @@ void Frontend::handle_control(ControlOutput answer) {
   if (callback) callback(dp, result);
 }
 
+void Frontend::wake_other_groups(const std::vector<char>& sent) {
+  // Under DP attention every group joins each step, so an idle group that sleeps in its poll
+  // delays the group that just got work; an empty message ends that sleep at once.
+  if (std::count(sent.begin(), sent.end(), 1) == 0) return;
+  for (size_t g = 0; g < sent.size(); ++g) {
+    if (sent[g]) continue;
+    try {
+      (void)push_[g].send(std::string(), /*wait=*/false);  // not connected yet: nobody to wake
+    } catch (const std::exception&) {
+      // A group that cannot be reached gets its error with its next real message.
+    }
+  }
+}
+
 void Frontend::io_loop() {
   bool backlog = false;
   auto stop_deadline = Clock::time_point::max();
@@ -398,15 +412,21 @@ void Frontend::io_loop() {
     {
       std::unique_lock<std::mutex> lock(mutex_);
       std::deque<std::pair<int, std::string>> kept;
+      std::vector<char> sent(push_.size(), 0);
       while (!outbox_.empty()) {
         auto item = std::move(outbox_.front());
         outbox_.pop_front();
         try {
-          if (!push_[item.first].send(item.second, /*wait=*/false)) kept.push_back(std::move(item));
+          if (push_[item.first].send(item.second, /*wait=*/false)) {
+            sent[item.first] = 1;
+          } else {
+            kept.push_back(std::move(item));
+          }
         } catch (const std::exception& e) {
           spdlog::error("frontend: dropped a message to DP group {}: {}", item.first, e.what());
         }
       }
+      wake_other_groups(sent);
       backlog = !kept.empty();
       outbox_ = std::move(kept);
       if (io_stop_ && !backlog) break;

@@ -174,6 +174,8 @@ class Frontend {
   void unregister(const std::string& rid, int dp_rank, bool abort_at_scheduler);
   int pick_group(int64_t tokens);
   void io_loop();
+  // Sends an empty wake-up message to every DP group that got nothing in this round.
+  void wake_other_groups(const std::vector<char>& sent);
   // Tells the IO thread there is something to send.
   void wake();
   void handle(const std::string& bytes);

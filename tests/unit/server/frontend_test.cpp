@@ -60,6 +60,7 @@ class FakeScheduler {
     std::lock_guard<std::mutex> lock(mutex_);
     return commands_;
   }
+  int wakeups() const { return wakeups_.load(); }
 
  private:
   void send(const FrontendMessage& m) {
@@ -72,6 +73,10 @@ class FakeScheduler {
       std::optional<std::string> bytes = in_.receive();
       if (!bytes) {
         std::this_thread::sleep_for(1ms);
+        continue;
+      }
+      if (bytes->empty()) {  // the frontend's wake-up: another group got work
+        ++wakeups_;
         continue;
       }
       SchedulerMessage m = decode_scheduler_message(*bytes);
@@ -105,6 +110,7 @@ class FakeScheduler {
   IpcSocket in_, out_;
   std::thread thread_;
   std::atomic<bool> stop_{false};
+  std::atomic<int> wakeups_{0};
   std::mutex mutex_;
   std::set<std::string> aborted_;
   std::vector<std::string> commands_;
@@ -284,6 +290,22 @@ TEST(Frontend, ShutdownEndsOpenRequests) {
   }));
   EXPECT_THROW(f->submit({input("late")}), ApiError);
   g.reset();
+}
+
+// DP attention: every group joins each step, so a request for one group wakes the others from
+// their idle poll (an empty message) instead of letting them sleep out their poll interval.
+TEST(Frontend, WorkForOneGroupWakesTheOthers) {
+  Metrics metrics("m");
+  std::string base = fresh_base();
+  FakeScheduler s0(base, 0, 1, true), s1(base, 1, 1, true);
+  Frontend f({base, 2, "round_robin"}, &metrics);
+  f.start();
+  ASSERT_TRUE(f.wait_ready(5s));
+  auto a = f.submit({input("a")});
+  FakeScheduler& other = a->dp_rank() == 0 ? s1 : s0;
+  FakeScheduler& chosen = a->dp_rank() == 0 ? s0 : s1;
+  EXPECT_TRUE(eventually([&] { return other.wakeups() == 1; }));
+  EXPECT_EQ(chosen.wakeups(), 0);
 }
 
 }  // namespace
