@@ -319,6 +319,12 @@ int run_rank(const RankOptions& o) {
   while (true) {
     // Take every message waiting; block briefly only when no group has anything to compute.
     drain(scheduler.has_work() || others_busy ? 0 : kIdlePollMs);
+    // What the messages produced goes out before the step: a decode server's first token (the
+    // prefill server's) reaches the client now, not with the token the step samples.
+    if (!outputs.empty()) {
+      send(outbox, OutputBatch{std::move(outputs)});
+      outputs.clear();
+    }
     bool stop = shutdown;
     if (ctx.leaders) {
       // DP attention: the groups' MoE layers span all ranks, so while any group has work every
