@@ -77,6 +77,11 @@ struct DisaggInput {
 struct DisaggOutput {
   std::string rid;
   nlohmann::json body;
+  // The DP group of the scheduler that sent it (set by the rank process; -1: unknown). Reserved
+  // slots are only meaningful in the group that reserved them, and by the time the message
+  // arrives the request may be gone from the frontend (aborted), so the frontend must not look
+  // the group up by rid.
+  int dp_rank = -1;
 };
 
 struct AbortInput {

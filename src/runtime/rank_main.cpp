@@ -331,7 +331,10 @@ int run_rank(const RankOptions& o) {
       scheduler.abort("", outputs);
     }
     if (!stop) scheduler.poll_disagg(outputs);
-    for (DisaggOutput& d : scheduler.take_disagg_outputs()) send(outbox, std::move(d));
+    for (DisaggOutput& d : scheduler.take_disagg_outputs()) {
+      d.dp_rank = dp_rank;  // the group that reserved the slots, whatever became of the request
+      send(outbox, std::move(d));
+    }
     if (!outputs.empty()) {
       send(outbox, OutputBatch{std::move(outputs)});
       outputs.clear();
