@@ -56,8 +56,9 @@ RankOptions rank_options(const ServerArgs& a) {
   if (a.disaggregation_mode != "null") {
     o.scheduler.disaggregation_mode = a.disaggregation_mode;
     o.scheduler.disagg_timeouts = DisaggTimeouts::from_env();
-    o.kv_agent_factory = make_ucx_kv_agent_factory(
-        {a.disaggregation_mode, a.ucx_net_devices, o.scheduler.disagg_timeouts.transfer});
+    o.kv_agent_factory = make_ucx_kv_agent_factory({a.disaggregation_mode, a.ucx_net_devices,
+                                                    o.scheduler.disagg_timeouts.transfer,
+                                                    o.scheduler.disagg_timeouts.drain()});
   }
   return o;
 }

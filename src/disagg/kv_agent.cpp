@@ -129,6 +129,10 @@ class UcxKvAgent : public KvTransferAgent {
     return bytes;
   }
 
+  int64_t draining() override {
+    return static_cast<int64_t>(agent_.draining(options_.drain_timeout));
+  }
+
  private:
   KvMemory cache_;
   KvAgentOptions options_;

@@ -20,6 +20,7 @@ struct KvAgentOptions {
   std::string mode;         // "prefill" or "decode"
   std::string net_devices;  // UCX_NET_DEVICES for the agent (from --disaggregation-ib-device)
   std::chrono::milliseconds transfer_timeout{30000};
+  std::chrono::milliseconds drain_timeout{300000};  // DisaggTimeouts::drain()
 };
 
 // One rank's KV memory as far as a transfer needs it.

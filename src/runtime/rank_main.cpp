@@ -175,6 +175,7 @@ int run_rank(const RankOptions& o) {
   };
   auto run_kv_task = [&](const std::string& payload) -> std::string {
     nlohmann::json job = nlohmann::json::parse(payload);
+    if (job.contains("draining")) return nlohmann::json{{"draining", kv_agent->draining()}}.dump();
     try {
       int64_t bytes = kv_agent->send(job.at("target"), job.at("slots").get<std::vector<int32_t>>());
       return nlohmann::json{{"bytes", bytes}}.dump();
@@ -214,6 +215,14 @@ int run_rank(const RankOptions& o) {
       }
       EPS_CHECK(errors.empty(), "{}", errors);
       return bytes;
+    });
+    scheduler.set_kv_drain_check([&] {
+      int64_t open = 0;
+      for (const std::string& answer : runner.run_task(R"({"draining": true})", run_kv_task)) {
+        nlohmann::json a = nlohmann::json::parse(answer, nullptr, false);
+        open += a.is_object() && a.contains("draining") ? a["draining"].get<int64_t>() : 1;
+      }
+      return open;
     });
   }
   const int dp_rank = ctx.dp_rank;

@@ -73,6 +73,10 @@ class Scheduler {
   using KvSender =
       std::function<int64_t(const nlohmann::json& target, const std::vector<int32_t>& slots)>;
   void set_kv_sender(KvSender sender) { send_kv_ = std::move(sender); }
+  // Prefill: how many decode ranks failed sends may still write into, over the group
+  // (KvTransferAgent::draining); without one, a failed send is taken as settled.
+  using KvDrainCheck = std::function<int64_t()>;
+  void set_kv_drain_check(KvDrainCheck check) { kv_draining_ = std::move(check); }
   void disagg(const DisaggInput& input, std::vector<TokenOutput>& out);
   // Transfers that are due, reservations, timeouts; cheap when there are none.
   void poll_disagg(std::vector<TokenOutput>& out);
@@ -112,6 +116,9 @@ class Scheduler {
   void process(const std::vector<Entry>& entries, const ForwardBatch& batch,
                const std::vector<float>& logits, std::vector<TokenOutput>& out);
   void finish(SchedRequest& request, const std::string& reason, std::vector<TokenOutput>& out);
+  // finish() without freeing the pages: the output (and, on a prefill server, the decode side's
+  // notice) only.
+  void report_end(SchedRequest& request, const std::string& reason, std::vector<TokenOutput>& out);
   // Prefill server: tells the decode side that an aborted request's KV will not come.
   void tell_decode_aborted(const SchedRequest& request);
   // Appends a sampled token (the first one may come from the prefill server); reports it or
@@ -123,6 +130,15 @@ class Scheduler {
   void fail(std::unique_ptr<SchedRequest> request, const std::string& error, int status,
             std::vector<TokenOutput>& out);
   std::unique_ptr<SchedRequest> take_running(SchedRequest& request);
+  // Decode: ends a request whose slots went out to a prefill server (error empty: aborted) but
+  // keeps its pages in held_ until the prefill side answers that nothing more will be written;
+  // `cancel` asks the relay to tell the prefill server.
+  void hold(std::unique_ptr<SchedRequest> request, const std::string& error, int status,
+            bool cancel, std::vector<TokenOutput>& out);
+  // Prefill: the decode side cancelled this request's transfer.
+  void cancel_transfer(const std::string& rid, std::vector<TokenOutput>& out);
+  void poll_drained();
+  int64_t drain_count();
   BatchLogState log_state() const;
 
   ModelRunner& runner_;
@@ -149,6 +165,13 @@ class Scheduler {
   std::map<std::string, Parked> parked_;  // prefill: waiting to send; decode: waiting to receive
   std::map<std::string, nlohmann::json> early_targets_;  // prefill: targets of unfinished prompts
   std::vector<DisaggOutput> disagg_out_;
+  // Decode: pages of ended requests that a prefill server may still write into (see hold()).
+  std::map<std::string, Parked> held_;
+  // Prefill: failed sends whose puts may still land (rid -> bootstrap_room), until the agents
+  // have drained (kv_draining_ says 0): then the decode side is told it may reuse its pages.
+  KvDrainCheck kv_draining_;
+  std::map<std::string, int64_t> undrained_;
+  SteadyTime last_drain_check_{};
 };
 
 }  // namespace epserve

@@ -55,6 +55,12 @@ bool Scheduler::disagg_add(std::unique_ptr<SchedRequest>& request, std::vector<T
     error = "input logprobs (logprob_start_len) are not available with PD disaggregation";
   } else if (decode && in.bootstrap_host.empty()) {
     error = "bootstrap_host is required on a decode server";
+  } else if (decode && held_.count(in.rid) != 0) {
+    // The relay's messages name the request by rid: one rid, one transfer at a time.
+    error = fmt::format(
+        "rid '{}' is still in use: its previous request's KV pages are being "
+        "released",
+        in.rid);
   }
   if (!error.empty()) {
     fail(std::move(request), error, 400, out);
@@ -104,10 +110,58 @@ void Scheduler::fail(std::unique_ptr<SchedRequest> request, const std::string& e
   finish(r, "abort", out);  // frees the pages (only computed positions enter the prefix cache)
 }
 
+void Scheduler::hold(std::unique_ptr<SchedRequest> request, const std::string& error, int status,
+                     bool cancel, std::vector<TokenOutput>& out) {
+  SchedRequest& r = *request;
+  r.pending.error = error;
+  r.pending.error_status = status;
+  r.pending.token_ids.clear();
+  r.pending.logprobs.clear();
+  r.pending.top_logprobs.clear();
+  report_end(r, "abort", out);
+  if (cancel) disagg_out_.push_back({r.in.rid, {{"cancel", true}}});
+  held_.emplace(r.in.rid, Parked{std::move(request), std::chrono::steady_clock::now(), -1, json()});
+}
+
+void Scheduler::cancel_transfer(const std::string& rid, std::vector<TokenOutput>& out) {
+  const std::string why = "the decode server cancelled the KV transfer";
+  early_targets_.erase(rid);
+  if (auto parked = parked_.find(rid); parked != parked_.end()) {
+    std::unique_ptr<SchedRequest> request = std::move(parked->second.request);
+    parked_.erase(parked);
+    fail(std::move(request), why, 499, out);  // tells the decode side: nothing was sent
+    return;
+  }
+  auto named = [&](const auto& queue) {
+    for (const auto& r : queue) {
+      if (r->in.rid == rid) return r.get();
+    }
+    return static_cast<SchedRequest*>(nullptr);
+  };
+  SchedRequest* r = named(waiting_);
+  if (r == nullptr) r = named(running_);
+  if (r != nullptr) {
+    r->pending.error = why;
+    r->pending.error_status = 499;
+    abort(rid, out);  // frees its pages; tell_decode_aborted answers the decode side
+    return;
+  }
+  disagg_out_.push_back(
+      {rid,
+       {{"transfer",
+         {{"ok", false},
+          {"status", 404},
+          {"error", "the prefill request is gone (it failed, finished or was aborted)"}}}}});
+}
+
 void Scheduler::disagg(const DisaggInput& input, std::vector<TokenOutput>& out) {
   const json& body = input.body;
   auto parked = parked_.find(input.rid);
   if (config_.disaggregation_mode == "prefill") {
+    if (body.contains("cancel")) {
+      cancel_transfer(input.rid, out);
+      return;
+    }
     if (!body.contains("target")) return;
     if (parked != parked_.end()) {
       parked->second.target = body["target"];
@@ -129,16 +183,33 @@ void Scheduler::disagg(const DisaggInput& input, std::vector<TokenOutput>& out) 
             {"error", "the prefill request is gone (it failed, finished or was aborted)"}}}}});
     return;
   }
-  if (parked == parked_.end()) return;  // aborted or timed out meanwhile
+  // "unsettled": the prefill side may still write into the pages (its transfer timed out with
+  // puts in flight, or it cannot be reached); the relay goes on and sends a settled answer or
+  // {"released"} later.
+  const bool unsettled = body.contains("unsettled") && body["unsettled"] == true;
+  if (auto held = held_.find(input.rid); held != held_.end()) {
+    // The request has ended; any settled answer (the KV arrived, a final failure, or the relay's
+    // release) means nothing more will be written into its pages.
+    if (unsettled) return;
+    release_pages(*held->second.request);
+    held_.erase(held);
+    return;
+  }
+  if (parked == parked_.end()) return;  // not a request in flight (never reserved)
   std::unique_ptr<SchedRequest> request = std::move(parked->second.request);
   parked_.erase(parked);
   SchedRequest& r = *request;
-  if (body.contains("error")) {
-    const json& error = body["error"];
-    const json status = body.contains("status") ? body["status"] : json(500);
-    fail(std::move(request),
-         error.is_string() ? error.get<std::string>() : std::string("the prefill server failed"),
-         status.is_number_integer() ? status.get<int>() : 502, out);
+  if (body.contains("error") || body.contains("released")) {
+    const json error = body.value("error", json("the KV transfer was cancelled"));
+    const json status = body.contains("status") ? body["status"] : json(502);
+    const std::string message =
+        error.is_string() ? error.get<std::string>() : std::string("the prefill server failed");
+    const int code = status.is_number_integer() ? status.get<int>() : 502;
+    if (unsettled) {
+      hold(std::move(request), message, code, /*cancel=*/false, out);
+    } else {
+      fail(std::move(request), message, code, out);
+    }
     return;
   }
   const json got = body.contains("received") ? body["received"] : json();
@@ -171,9 +242,16 @@ void Scheduler::disagg_abort(const std::string& rid, std::vector<TokenOutput>& o
   }
   for (auto it = parked_.begin(); it != parked_.end();) {
     if (rid.empty() || it->first == rid) {
-      it->second.request->pending.token_ids.clear();
-      finish(*it->second.request, "abort", out);
+      std::unique_ptr<SchedRequest> request = std::move(it->second.request);
       it = parked_.erase(it);
+      if (config_.disaggregation_mode == "decode") {
+        // Its slots went out: the prefill server may be writing into them. The pages stay
+        // held until it answers the cancel (hold()).
+        hold(std::move(request), "", 0, /*cancel=*/true, out);
+      } else {
+        request->pending.token_ids.clear();
+        finish(*request, "abort", out);
+      }
     } else {
       ++it;
     }
@@ -208,17 +286,30 @@ void Scheduler::poll_disagg(std::vector<TokenOutput>& out) {
       if (seconds_since(it->second.since) * 1000 > timeouts.waiting.count()) {
         std::unique_ptr<SchedRequest> r = std::move(it->second.request);
         it = parked_.erase(it);
-        fail(std::move(r),
+        hold(std::move(r),
              fmt::format("the KV cache did not arrive from the prefill server within "
                          "SGLANG_DISAGGREGATION_WAITING_TIMEOUT ({} s)",
                          timeouts.waiting.count() / 1000.0),
-             504, out);
+             504, /*cancel=*/true, out);
+      } else {
+        ++it;
+      }
+    }
+    // The last resort (kv_transfer.h, DisaggTimeouts::hold_limit): the relay answers long
+    // before this unless the frontend lost the request's messages.
+    for (auto it = held_.begin(); it != held_.end();) {
+      if (seconds_since(it->second.since) * 1000 > timeouts.hold_limit().count()) {
+        spdlog::warn("request {}: no answer about its KV transfer within {} s; freeing its pages",
+                     it->first, timeouts.hold_limit().count() / 1000.0);
+        release_pages(*it->second.request);
+        it = held_.erase(it);
       } else {
         ++it;
       }
     }
     return;
   }
+  poll_drained();
   for (auto it = parked_.begin(); it != parked_.end();) {
     Parked& p = it->second;
     SchedRequest& r = *p.request;
@@ -259,6 +350,12 @@ void Scheduler::poll_disagg(std::vector<TokenOutput>& out) {
     } catch (const std::exception& e) {
       spdlog::warn("KV transfer of request {} failed: {}", it->first, e.what());
       result = {{"ok", false}, {"status", 502}, {"error", e.what()}};
+      // Puts of a timed-out send may still land: the decode side keeps its pages until the
+      // agents have drained (poll_drained tells it).
+      if (drain_count() > 0) {
+        result["settled"] = false;
+        undrained_[it->first] = r.in.bootstrap_room;
+      }
     }
     disagg_out_.push_back({it->first, {{"transfer", result}}});
     std::unique_ptr<SchedRequest> owned = std::move(p.request);
@@ -269,6 +366,28 @@ void Scheduler::poll_disagg(std::vector<TokenOutput>& out) {
       fail(std::move(owned), "KV transfer failed: " + result["error"].get<std::string>(), 502, out);
     }
   }
+}
+
+int64_t Scheduler::drain_count() {
+  if (!kv_draining_) return 0;
+  try {
+    return kv_draining_();
+  } catch (const std::exception& e) {
+    spdlog::warn("KV transfer: cannot ask the ranks about failed transfers: {}", e.what());
+    return 1;
+  }
+}
+
+void Scheduler::poll_drained() {
+  if (undrained_.empty()) return;
+  const auto now = std::chrono::steady_clock::now();
+  if (now - last_drain_check_ < std::chrono::milliseconds(100)) return;
+  last_drain_check_ = now;
+  if (drain_count() > 0) return;
+  for (const auto& [rid, room] : undrained_) {
+    disagg_out_.push_back({rid, {{"drained", true}, {"room", room}}});
+  }
+  undrained_.clear();
 }
 
 }  // namespace epserve
