@@ -195,12 +195,14 @@ void Scheduler::disagg(const DisaggInput& input, std::vector<TokenOutput>& out) 
     held_.erase(held);
     return;
   }
-  if (parked == parked_.end()) return;  // not a request in flight (never reserved)
+  // Not a request in flight; or a stale release (only ended requests are released, and this rid
+  // has been given to a new request since).
+  if (parked == parked_.end() || body.contains("released")) return;
   std::unique_ptr<SchedRequest> request = std::move(parked->second.request);
   parked_.erase(parked);
   SchedRequest& r = *request;
-  if (body.contains("error") || body.contains("released")) {
-    const json error = body.value("error", json("the KV transfer was cancelled"));
+  if (body.contains("error")) {
+    const json& error = body["error"];
     const json status = body.contains("status") ? body["status"] : json(502);
     const std::string message =
         error.is_string() ? error.get<std::string>() : std::string("the prefill server failed");
