@@ -203,14 +203,13 @@ void RmaAgent::progress() {
   ucp_worker_progress(worker_);
 }
 
-size_t RmaAgent::draining(std::chrono::milliseconds give_up) {
+std::vector<std::string> RmaAgent::draining(std::chrono::milliseconds give_up) {
   std::lock_guard<std::mutex> lock(mutex_);
   // Emulated puts need the writer's progress too: a few milliseconds of it per call.
   const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(5);
   while (ucp_worker_progress(worker_) != 0 && std::chrono::steady_clock::now() < until) {
   }
-  std::vector<std::string> gone;
-  size_t open = 0;
+  std::vector<std::string> gone, open;
   for (auto& [name, peer] : peers_) {
     if (peer->draining.empty()) continue;
     ucs_status_t status = UCS_OK;
@@ -225,7 +224,7 @@ size_t RmaAgent::draining(std::chrono::milliseconds give_up) {
                std::chrono::steady_clock::now() - peer->draining_since > give_up) {
       gone.push_back(name);  // given up: see the header
     } else if (!peer->draining.empty()) {
-      ++open;
+      open.push_back(name);
     }
   }
   for (const auto& name : gone) drop(name);

@@ -129,8 +129,12 @@ class UcxKvAgent : public KvTransferAgent {
     return bytes;
   }
 
-  int64_t draining() override {
-    return static_cast<int64_t>(agent_.draining(options_.drain_timeout));
+  std::vector<std::string> draining() override {
+    std::vector<std::string> out;
+    for (const std::string& peer : agent_.draining(options_.drain_timeout)) {
+      out.push_back(to_hex(peer));
+    }
+    return out;
   }
 
  private:

@@ -36,9 +36,10 @@ class KvTransferAgent {
   // `slots`) into the decode group `target` ({"ranks": [describe()...], "slots": [...]}).
   // Returns the bytes written; throws epserve::Error.
   virtual int64_t send(const nlohmann::json& target, const std::vector<int32_t>& slots) = 0;
-  // Prefill: how many decode ranks a send that timed out may still write into (its puts queued
-  // in transport buffers, comm/rma_agent.h); 0 when nothing of a failed send can land any more.
-  virtual int64_t draining() { return 0; }
+  // Prefill: the decode ranks (their describe()["address"]) that sends which timed out may
+  // still write into (puts queued in transport buffers, comm/rma_agent.h); empty when nothing
+  // of a failed send can land any more.
+  virtual std::vector<std::string> draining() { return {}; }
 };
 
 using KvTransferAgentFactory =

@@ -13,6 +13,7 @@
 #include <list>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -73,9 +74,9 @@ class Scheduler {
   using KvSender =
       std::function<int64_t(const nlohmann::json& target, const std::vector<int32_t>& slots)>;
   void set_kv_sender(KvSender sender) { send_kv_ = std::move(sender); }
-  // Prefill: how many decode ranks failed sends may still write into, over the group
-  // (KvTransferAgent::draining); without one, a failed send is taken as settled.
-  using KvDrainCheck = std::function<int64_t()>;
+  // Prefill: the decode ranks (their described "address") that failed sends may still write
+  // into, over the group (KvTransferAgent::draining); without one, a failed send is settled.
+  using KvDrainCheck = std::function<std::vector<std::string>()>;
   void set_kv_drain_check(KvDrainCheck check) { kv_draining_ = std::move(check); }
   void disagg(const DisaggInput& input, std::vector<TokenOutput>& out);
   // Transfers that are due, reservations, timeouts; cheap when there are none.
@@ -138,7 +139,13 @@ class Scheduler {
   // Prefill: the decode side cancelled this request's transfer.
   void cancel_transfer(const std::string& rid, std::vector<TokenOutput>& out);
   void poll_drained();
-  int64_t drain_count();
+  struct Undrained {
+    int64_t room = -1;
+    std::vector<std::string> addresses;  // the decode ranks of its target
+  };
+  // The decode ranks still drained into now; nullopt when the ranks cannot be asked.
+  std::optional<std::vector<std::string>> draining_now();
+  static bool drained(const Undrained& u, const std::optional<std::vector<std::string>>& now);
   BatchLogState log_state() const;
 
   ModelRunner& runner_;
@@ -167,10 +174,10 @@ class Scheduler {
   std::vector<DisaggOutput> disagg_out_;
   // Decode: pages of ended requests that a prefill server may still write into (see hold()).
   std::map<std::string, Parked> held_;
-  // Prefill: failed sends whose puts may still land (rid -> bootstrap_room), until the agents
-  // have drained (kv_draining_ says 0): then the decode side is told it may reuse its pages.
+  // Prefill: failed sends whose puts may still land, by rid, until no agent of the group drains
+  // into their decode ranks any more: then the decode side is told it may reuse its pages.
   KvDrainCheck kv_draining_;
-  std::map<std::string, int64_t> undrained_;
+  std::map<std::string, Undrained> undrained_;
   SteadyTime last_drain_check_{};
 };
 

@@ -331,9 +331,9 @@ void Scheduler::poll_disagg(std::vector<TokenOutput>& out) {
     }
     json result;
     auto start = std::chrono::steady_clock::now();
+    json target = std::move(p.target);
     try {
       EPS_CHECK(send_kv_, "this rank cannot send KV (no transfer agent)");
-      json target = std::move(p.target);
       const auto& dst = target.at("slots");
       EPS_CHECK(static_cast<int64_t>(dst.size()) == r.prompt_len,
                 "the decode server reserved {} slots for a {}-token prompt", dst.size(),
@@ -353,10 +353,18 @@ void Scheduler::poll_disagg(std::vector<TokenOutput>& out) {
       spdlog::warn("KV transfer of request {} failed: {}", it->first, e.what());
       result = {{"ok", false}, {"status", 502}, {"error", e.what()}};
       // Puts of a timed-out send may still land: the decode side keeps its pages until the
-      // agents have drained (poll_drained tells it).
-      if (drain_count() > 0) {
+      // agents' endpoints to its ranks have drained (poll_drained tells it).
+      Undrained u{r.in.bootstrap_room, {}};
+      if (target.is_object() && target.contains("ranks") && target["ranks"].is_array()) {
+        for (const auto& rank : target["ranks"]) {
+          if (rank.is_object() && rank.contains("address") && rank["address"].is_string()) {
+            u.addresses.push_back(rank["address"].get<std::string>());
+          }
+        }
+      }
+      if (!drained(u, draining_now())) {
         result["settled"] = false;
-        undrained_[it->first] = r.in.bootstrap_room;
+        undrained_[it->first] = std::move(u);
       }
     }
     disagg_out_.push_back({it->first, {{"transfer", result}}});
@@ -370,26 +378,37 @@ void Scheduler::poll_disagg(std::vector<TokenOutput>& out) {
   }
 }
 
-int64_t Scheduler::drain_count() {
-  if (!kv_draining_) return 0;
+std::optional<std::vector<std::string>> Scheduler::draining_now() {
+  if (!kv_draining_) return std::vector<std::string>{};
   try {
     return kv_draining_();
   } catch (const std::exception& e) {
     spdlog::warn("KV transfer: cannot ask the ranks about failed transfers: {}", e.what());
-    return 1;
+    return std::nullopt;  // unknown: nothing counts as drained
   }
+}
+
+bool Scheduler::drained(const Undrained& u, const std::optional<std::vector<std::string>>& now) {
+  if (!now) return false;
+  return std::none_of(u.addresses.begin(), u.addresses.end(), [&](const std::string& a) {
+    return std::find(now->begin(), now->end(), a) != now->end();
+  });
 }
 
 void Scheduler::poll_drained() {
   if (undrained_.empty()) return;
-  const auto now = std::chrono::steady_clock::now();
-  if (now - last_drain_check_ < std::chrono::milliseconds(100)) return;
-  last_drain_check_ = now;
-  if (drain_count() > 0) return;
-  for (const auto& [rid, room] : undrained_) {
-    disagg_out_.push_back({rid, {{"drained", true}, {"room", room}}});
+  const auto t = std::chrono::steady_clock::now();
+  if (t - last_drain_check_ < std::chrono::milliseconds(100)) return;
+  last_drain_check_ = t;
+  const std::optional<std::vector<std::string>> now = draining_now();
+  for (auto it = undrained_.begin(); it != undrained_.end();) {
+    if (drained(it->second, now)) {
+      disagg_out_.push_back({it->first, {{"drained", true}, {"room", it->second.room}}});
+      it = undrained_.erase(it);
+    } else {
+      ++it;
+    }
   }
-  undrained_.clear();
 }
 
 }  // namespace epserve

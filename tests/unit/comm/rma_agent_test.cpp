@@ -63,8 +63,8 @@ TEST_P(RmaAgentBothModes, WriteToAGonePeerFailsWithinItsTimeout) {
   if (same_host) {
     // Without peer-failure handling a dead peer looks like a stopped one: its flush stays open
     // (draining) until the writer gives up on it.
-    EXPECT_EQ(writer.draining(std::chrono::seconds(60)), 1u);
-    EXPECT_EQ(writer.draining(std::chrono::milliseconds(0)), 0u);
+    EXPECT_EQ(writer.draining(std::chrono::seconds(60)), std::vector<std::string>{address});
+    EXPECT_TRUE(writer.draining(std::chrono::milliseconds(0)).empty());
   }
   EXPECT_EQ(writer.num_peers(), 0u);
 }
@@ -89,8 +89,8 @@ TEST_P(RmaAgentBothModes, PutsLandInAllocatedMemory) {
 
 // A write that passes its deadline while its puts are queued (here: a receiver whose worker
 // nobody progresses, as when a decode rank is stopped; over TCP, UCX emulates the puts with
-// messages) keeps draining until they have landed: draining() reaches 0 only then, and nothing
-// lands after it (the decode side may reuse the memory from that point). Before, the write
+// messages) keeps draining until they have landed: draining() lists the peer until then, and
+// nothing lands after it (the decode side may reuse the memory from that point). Before, the write
 // force-closed its endpoint and had no way to tell when its queued puts could no longer land.
 TEST_P(RmaAgentBothModes, ATimedOutWriteDrainsUntilItsPutsCanNoLongerLand) {
   const char* old_tls = std::getenv("UCX_TLS");
@@ -114,10 +114,11 @@ TEST_P(RmaAgentBothModes, ATimedOutWriteDrainsUntilItsPutsCanNoLongerLand) {
   EXPECT_THROW(
       writer.write(receiver.address(), {key}, puts, std::chrono::milliseconds(300), GetParam()),
       Error);
-  EXPECT_EQ(writer.draining(std::chrono::seconds(60)), 1u);
+  EXPECT_EQ(writer.draining(std::chrono::seconds(60)),
+            std::vector<std::string>{receiver.address()});
   // The receiver runs again: the queued puts land, and the writer's flush completes.
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
-  while (writer.draining(std::chrono::seconds(60)) != 0) {
+  while (!writer.draining(std::chrono::seconds(60)).empty()) {
     ASSERT_LT(std::chrono::steady_clock::now(), deadline) << "the write never drained";
     for (int i = 0; i < 100; ++i) receiver.progress();
   }

@@ -283,37 +283,44 @@ TEST_F(SchedulerTest, APrefillRequestCancelledByItsDecodeServerStops) {
 }
 
 // Prefill: a send that failed with puts in flight is answered "settled": false, and the decode
-// side is told once the agents have drained.
+// side is told once no rank drains into that decode server's ranks any more (another decode
+// server's drain does not hold it up).
 TEST_F(SchedulerTest, AFailedSendWithPutsInFlightIsAnsweredOnceDrained) {
   LocalModelRunner runner(load_causal_lm(fixture("deepseek_v3_tiny")), 4096);
   SchedulerConfig config;
   config.disaggregation_mode = "prefill";
   Scheduler s(runner, config);
-  int64_t in_flight = 1;
-  s.set_kv_sender([](const nlohmann::json&, const std::vector<int32_t>&) -> int64_t {
+  std::vector<std::string> in_flight;
+  s.set_kv_sender([&](const nlohmann::json& target, const std::vector<int32_t>&) -> int64_t {
+    in_flight.push_back(target["ranks"][0]["address"].get<std::string>());
     throw std::runtime_error("not complete at the decode rank (transfer timeout)");
   });
   s.set_kv_drain_check([&] { return in_flight; });
   std::vector<TokenOutput> out;
   s.add(disagg_input("r", requests_[1].input_ids, 31), out);
+  s.add(disagg_input("q", requests_[2].input_ids, 32), out);
   Collected c;
   drain(s, c, out);
   out.clear();
-  s.disagg({"r",
-            {{"target",
-              {{"slots", std::vector<int32_t>(requests_[1].input_ids.size(), 0)},
-               {"ranks", nlohmann::json::array()}}}}},
-           out);
+  auto target = [&](const std::string& address, size_t n) {
+    return nlohmann::json{
+        {"target", {{"slots", std::vector<int32_t>(n, 0)}, {"ranks", {{{"address", address}}}}}}};
+  };
+  s.disagg({"r", target("decode-a", requests_[1].input_ids.size())}, out);
+  s.disagg({"q", target("decode-b", requests_[2].input_ids.size())}, out);
   s.poll_disagg(out);
   std::vector<DisaggOutput> told = s.take_disagg_outputs();
-  ASSERT_GE(told.size(), 1u);  // the result (then the end of the request, which adds nothing)
-  EXPECT_EQ(told[0].body["transfer"]["ok"], false);
-  EXPECT_EQ(told[0].body["transfer"]["settled"], false);
+  ASSERT_GE(told.size(), 2u);
+  for (const auto& t : told) {
+    if (!t.body["transfer"].contains("settled")) continue;  // the end of the request, after it
+    EXPECT_EQ(t.body["transfer"]["ok"], false);
+    EXPECT_EQ(t.body["transfer"]["settled"], false);
+  }
   EXPECT_EQ(s.used_tokens(), 0);  // the prefill side's own pages are free at once
   std::this_thread::sleep_for(std::chrono::milliseconds(150));
   s.poll_disagg(out);
-  EXPECT_TRUE(s.take_disagg_outputs().empty());  // still draining
-  in_flight = 0;
+  EXPECT_TRUE(s.take_disagg_outputs().empty());  // both still draining
+  in_flight = {"decode-b"};                      // decode-a's drain completed
   std::this_thread::sleep_for(std::chrono::milliseconds(150));
   s.poll_disagg(out);
   told = s.take_disagg_outputs();
@@ -321,6 +328,12 @@ TEST_F(SchedulerTest, AFailedSendWithPutsInFlightIsAnsweredOnceDrained) {
   EXPECT_EQ(told[0].rid, "r");
   EXPECT_EQ(told[0].body["drained"], true);
   EXPECT_EQ(told[0].body["room"], 31);
+  in_flight.clear();
+  std::this_thread::sleep_for(std::chrono::milliseconds(150));
+  s.poll_disagg(out);
+  told = s.take_disagg_outputs();
+  ASSERT_EQ(told.size(), 1u);
+  EXPECT_EQ(told[0].rid, "q");
 }
 
 TEST_F(SchedulerTest, InvalidRequestsComeBackWithAnError) {
