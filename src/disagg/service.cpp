@@ -109,9 +109,8 @@ class PrefillService : public ServerService {
   void on_output(DisaggOutput out) {
     if (out.body.contains("drained")) {
       std::lock_guard<std::mutex> lock(mutex_);
-      for (auto& [room, state] : rooms_) {
-        if (state.rid == out.rid) state.drained = true;
-      }
+      auto it = rooms_.find(out.body.value("room", int64_t{-1}));
+      if (it != rooms_.end() && it->second.rid == out.rid) it->second.drained = true;
       cv_.notify_all();
       return;
     }
