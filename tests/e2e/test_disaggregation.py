@@ -347,6 +347,44 @@ def test_prefill_request_after_its_decode_side_gave_up_sends_nothing(pair):
     assert len(pair.generate(PROMPTS[1])) == MAX_NEW
 
 
+def test_prefill_server_cancels_a_room_its_decode_server_stopped_asking_about(pair):
+    # The lease: a decode server asks about its room at least every second until it has a
+    # settled answer; after 5 s of silence the prefill server cancels the room itself, so that it
+    # never starts writing into pages a decode server that lost contact may have freed. Here the
+    # test plays a decode server that asks once and vanishes, while the prefill server's rank is
+    # stopped (so the request is still queued when the lease ends).
+    bootstrap = f"http://127.0.0.1:{pair.bootstrap_port}"
+    ranks = requests.get(bootstrap + "/route", timeout=10).json()["groups"][0]["kv_ranks"]
+    body = pair.body(PROMPTS[0])
+    pids = rank_pids(pair.prefill)
+    assert pids
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            p = pool.submit(requests.post, pair.prefill.url("/generate"), json=body, timeout=60)
+            target = {"ranks": ranks, "slots": list(range(len(PROMPTS[0])))}
+            deadline = time.time() + 20
+            while True:  # until the request has reached the prefill server's frontend
+                r = requests.post(bootstrap + "/kv/transfer",
+                                  json={"room": body["bootstrap_room"], "target": target},
+                                  timeout=10)
+                assert r.status_code == 202, r.text
+                if r.json()["waiting_for"] == "the KV transfer":
+                    break
+                assert time.time() < deadline
+            time.sleep(6.5)
+            for pid in pids:
+                os.kill(pid, signal.SIGCONT)
+            pids = []
+            assert_openai_error(p.result(), 499, "cancelled")
+    finally:
+        for pid in pids:
+            os.kill(pid, signal.SIGCONT)
+    wait_metric(pair.prefill, "sglang:num_used_tokens", 0)
+    assert len(pair.generate(PROMPTS[1])) == MAX_NEW
+
+
 def test_a_bootstrap_room_in_use_is_refused(pair):
     # Two live requests with one room on a prefill server: the second is refused with 409 (the
     # first one's decode server would otherwise get either's KV). The first is not disturbed.
