@@ -3,7 +3,8 @@
 // KvTransferAgent (implemented in src/disagg over UCX, comm/rma_agent.h) that describes its own
 // KV memory and, on the prefill side, writes its share. The runtime only moves the descriptions
 // and jobs around: the decode group's descriptions go to the frontend in the ready message, a
-// prefill transfer job runs on every rank of the group (GroupLeaderRunner::run_task).
+// prefill send starts on every rank of the group (GroupLeaderRunner::run_task) and runs on a thread
+// of the rank's own while the scheduler goes on (runtime/kv_send_queue.h).
 #pragma once
 
 #include <chrono>
@@ -40,6 +41,13 @@ class KvTransferAgent {
   // still write into (puts queued in transport buffers, comm/rma_agent.h); empty when nothing
   // of a failed send can land any more.
   virtual std::vector<std::string> draining() { return {}; }
+};
+
+// One finished send of a group (runtime/kv_send_queue.h): its bytes, or why it failed.
+struct KvSendResult {
+  int64_t id = 0;
+  int64_t bytes = 0;
+  std::string error;  // empty: sent
 };
 
 using KvTransferAgentFactory =

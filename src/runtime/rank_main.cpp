@@ -21,6 +21,7 @@
 #include "runtime/control_plane.h"
 #include "runtime/group_runner.h"
 #include "runtime/ipc.h"
+#include "runtime/kv_send_queue.h"
 #include "runtime/pass_trace.h"
 #include "runtime/protocol.h"
 
@@ -133,6 +134,7 @@ int run_rank(const RankOptions& o) {
   // group's descriptions (in group rank order) for the frontend.
   const bool disaggregated = o.scheduler.disaggregation_mode != "null";
   std::unique_ptr<KvTransferAgent> kv_agent;
+  std::unique_ptr<KvSendQueue> kv_sends;  // the agent's calls, on a thread of their own
   std::vector<std::string> kv_ranks;
   auto start_kv_agent = [&](KvCache& cache) {
     EPS_CHECK(o.kv_agent_factory, "--disaggregation-mode needs a KV transfer agent");
@@ -173,15 +175,17 @@ int run_rank(const RankOptions& o) {
       offset += b;
     }
   };
+  // The leader's KV tasks on every rank of the group: start a send, poll the finished ones, ask
+  // which decode ranks failed sends may still write into (kv_send_queue.h).
   auto run_kv_task = [&](const std::string& payload) -> std::string {
     nlohmann::json job = nlohmann::json::parse(payload);
-    if (job.contains("draining")) return nlohmann::json{{"draining", kv_agent->draining()}}.dump();
-    try {
-      int64_t bytes = kv_agent->send(job.at("target"), job.at("slots").get<std::vector<int32_t>>());
-      return nlohmann::json{{"bytes", bytes}}.dump();
-    } catch (const std::exception& e) {
-      return nlohmann::json{{"error", e.what()}}.dump();
-    }
+    if (!kv_sends) kv_sends = std::make_unique<KvSendQueue>(*kv_agent);
+    if (job.contains("draining")) return nlohmann::json{{"draining", kv_sends->draining()}}.dump();
+    if (job.contains("poll"))
+      return nlohmann::json{{"done", to_json_list(kv_sends->take_done())}}.dump();
+    kv_sends->start(job.at("start").get<int64_t>(), job.at("target"),
+                    job.at("slots").get<std::vector<int32_t>>());
+    return "{}";
   };
   if (!ctx.leader) {
     FollowerHooks hooks;
@@ -199,23 +203,14 @@ int run_rank(const RankOptions& o) {
   Scheduler scheduler(runner, o.scheduler);
   if (disaggregated) {
     start_kv_agent(runner.cache());
-    scheduler.set_kv_sender([&](const nlohmann::json& target, const std::vector<int32_t>& src) {
-      std::string payload = nlohmann::json{{"target", target}, {"slots", src}}.dump();
-      int64_t bytes = 0;
-      std::string errors;
-      std::vector<std::string> answers = runner.run_task(payload, run_kv_task);
-      for (size_t i = 0; i < answers.size(); ++i) {
-        nlohmann::json a = nlohmann::json::parse(answers[i], nullptr, false);
-        if (a.is_object() && a.contains("bytes")) {
-          bytes += a["bytes"].get<int64_t>();
-        } else {
-          std::string why = a.is_object() ? a.value("error", answers[i]) : answers[i];
-          errors += fmt::format("{}rank {} of the group: {}", errors.empty() ? "" : "; ", i, why);
-        }
-      }
-      EPS_CHECK(errors.empty(), "{}", errors);
-      return bytes;
-    });
+    scheduler.set_kv_async_sender(
+        [&](int64_t id, const nlohmann::json& target, const std::vector<int32_t>& src) {
+          runner.run_task(nlohmann::json{{"start", id}, {"target", target}, {"slots", src}}.dump(),
+                          run_kv_task);
+        },
+        [&, group_sends = std::make_shared<KvGroupSends>()] {
+          return group_sends->add_answers(runner.run_task(R"({"poll": true})", run_kv_task));
+        });
     scheduler.set_kv_drain_check([&] {
       std::vector<std::string> peers;
       for (const std::string& answer : runner.run_task(R"({"draining": true})", run_kv_task)) {
@@ -316,7 +311,8 @@ int run_rank(const RankOptions& o) {
   };
   while (true) {
     // Take every message waiting; block briefly only when there is nothing to compute.
-    drain(scheduler.has_work() ? 0 : kIdlePollMs);
+    // (While KV sends are in flight, poll them every millisecond.)
+    drain(scheduler.has_work() ? 0 : scheduler.sending_kv() ? 1 : kIdlePollMs);
     bool stop = shutdown;
     if (ctx.leaders) {
       // DP attention: the groups' MoE layers span all ranks, so while any group has work every

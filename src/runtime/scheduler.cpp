@@ -409,9 +409,9 @@ void Scheduler::finish(SchedRequest& r, const std::string& reason, std::vector<T
 }
 
 void Scheduler::report_end(SchedRequest& r, const std::string& reason,
-                           std::vector<TokenOutput>& out) {
+                           std::vector<TokenOutput>& out, bool tell) {
   if (reason == "abort") {
-    tell_decode_aborted(r);
+    if (tell) tell_decode_aborted(r);
   } else {
     early_targets_.erase(r.in.rid);  // finished without waiting for a target (max_new_tokens 0)
   }

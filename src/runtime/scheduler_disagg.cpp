@@ -127,6 +127,9 @@ void Scheduler::cancel_transfer(const std::string& rid, std::vector<TokenOutput>
   const std::string why = "the decode server cancelled the KV transfer";
   early_targets_.erase(rid);
   if (auto parked = parked_.find(rid); parked != parked_.end()) {
+    // A send in flight cannot be called back; its result (success, or a failure that says
+    // whether puts may still land) answers the decode side when it has finished.
+    if (parked->second.send_id >= 0) return;
     std::unique_ptr<SchedRequest> request = std::move(parked->second.request);
     parked_.erase(parked);
     fail(std::move(request), why, 499, out);  // tells the decode side: nothing was sent
@@ -164,7 +167,7 @@ void Scheduler::disagg(const DisaggInput& input, std::vector<TokenOutput>& out) 
     }
     if (!body.contains("target")) return;
     if (parked != parked_.end()) {
-      parked->second.target = body["target"];
+      if (parked->second.send_id < 0) parked->second.target = body["target"];
       return;
     }
     auto pending = [&](const auto& queue) {
@@ -243,7 +246,16 @@ void Scheduler::disagg_abort(const std::string& rid, std::vector<TokenOutput>& o
     }
   }
   for (auto it = parked_.begin(); it != parked_.end();) {
-    if (rid.empty() || it->first == rid) {
+    if ((rid.empty() || it->first == rid) && it->second.send_id >= 0) {
+      // Prefill, its KV send in flight: the puts read its pages, so they stay until the send
+      // has finished (complete_send); the client gets its answer now.
+      if (!it->second.ended) {
+        it->second.request->pending.token_ids.clear();
+        report_end(*it->second.request, "abort", out, /*tell=*/false);
+        it->second.ended = true;
+      }
+      ++it;
+    } else if (rid.empty() || it->first == rid) {
       std::unique_ptr<SchedRequest> request = std::move(it->second.request);
       it = parked_.erase(it);
       if (config_.disaggregation_mode == "decode") {
@@ -315,6 +327,10 @@ void Scheduler::poll_disagg(std::vector<TokenOutput>& out) {
   for (auto it = parked_.begin(); it != parked_.end();) {
     Parked& p = it->second;
     SchedRequest& r = *p.request;
+    if (p.send_id >= 0) {
+      ++it;
+      continue;
+    }
     if (p.target.is_null()) {
       if (seconds_since(p.since) * 1000 > timeouts.bootstrap.count()) {
         std::unique_ptr<SchedRequest> owned = std::move(p.request);
@@ -329,52 +345,104 @@ void Scheduler::poll_disagg(std::vector<TokenOutput>& out) {
       }
       continue;
     }
-    json result;
-    auto start = std::chrono::steady_clock::now();
-    json target = std::move(p.target);
+    // Start the send; the scheduler goes on while it is in flight (finish_sends).
+    p.send_started = std::chrono::steady_clock::now();
     try {
-      EPS_CHECK(send_kv_, "this rank cannot send KV (no transfer agent)");
-      const auto& dst = target.at("slots");
+      EPS_CHECK(send_start_ && send_poll_, "this rank cannot send KV (no transfer agent)");
+      const auto& dst = p.target.at("slots");
       EPS_CHECK(static_cast<int64_t>(dst.size()) == r.prompt_len,
                 "the decode server reserved {} slots for a {}-token prompt", dst.size(),
                 r.prompt_len);
-      int64_t bytes = send_kv_(target, allocator_.slots(r.pages, r.prompt_len));
-      result = {{"ok", true},
-                {"first_token", p.first_token},
-                {"bytes", bytes},
-                {"seconds", seconds_since(start)}};
-      if (r.in.return_logprob && !r.pending.logprobs.empty()) {
-        result["logprob"] = r.pending.logprobs.front();
-        json top = json::array();
-        for (const auto& t : r.pending.top_logprobs.front()) top.push_back({t.id, t.logprob});
-        result["top_logprobs"] = std::move(top);
-      }
+      p.send_id = next_send_id_++;
+      sends_[p.send_id] = it->first;
+      send_start_(p.send_id, p.target, allocator_.slots(r.pages, r.prompt_len));
+      ++it;
     } catch (const std::exception& e) {
-      spdlog::warn("KV transfer of request {} failed: {}", it->first, e.what());
-      result = {{"ok", false}, {"status", 502}, {"error", e.what()}};
-      // Puts of a timed-out send may still land: the decode side keeps its pages until the
-      // agents' endpoints to its ranks have drained (poll_drained tells it).
-      Undrained u{r.in.bootstrap_room, {}};
-      if (target.is_object() && target.contains("ranks") && target["ranks"].is_array()) {
-        for (const auto& rank : target["ranks"]) {
-          if (rank.is_object() && rank.contains("address") && rank["address"].is_string()) {
-            u.addresses.push_back(rank["address"].get<std::string>());
-          }
+      if (p.send_id >= 0) sends_.erase(p.send_id);
+      auto failed = it++;
+      complete_send(failed, KvSendResult{p.send_id, 0, e.what()}, out);
+    }
+  }
+  finish_sends(out);
+}
+
+void Scheduler::set_kv_sender(KvSender sender) {
+  send_start_ = [this, sender = std::move(sender)](int64_t id, const json& target,
+                                                   const std::vector<int32_t>& slots) {
+    KvSendResult result{id, 0, ""};
+    try {
+      result.bytes = sender(target, slots);
+    } catch (const std::exception& e) {
+      result.error = e.what();
+    }
+    sync_done_.push_back(std::move(result));
+  };
+  send_poll_ = [this] { return std::exchange(sync_done_, {}); };
+}
+
+void Scheduler::finish_sends(std::vector<TokenOutput>& out) {
+  if (sends_.empty()) return;
+  std::vector<KvSendResult> done;
+  try {
+    done = send_poll_();
+  } catch (const std::exception& e) {
+    spdlog::warn("KV transfer: cannot poll the ranks' sends: {}", e.what());
+    return;
+  }
+  for (const KvSendResult& d : done) {
+    auto s = sends_.find(d.id);
+    if (s == sends_.end()) continue;
+    auto it = parked_.find(s->second);
+    sends_.erase(s);
+    if (it != parked_.end() && it->second.send_id == d.id) complete_send(it, d, out);
+  }
+}
+
+void Scheduler::complete_send(std::map<std::string, Parked>::iterator it, const KvSendResult& sent,
+                              std::vector<TokenOutput>& out) {
+  Parked& p = it->second;
+  SchedRequest& r = *p.request;
+  json result;
+  if (sent.error.empty()) {
+    result = {{"ok", true},
+              {"first_token", p.first_token},
+              {"bytes", sent.bytes},
+              {"seconds", seconds_since(p.send_started)}};
+    if (r.in.return_logprob && !r.pending.logprobs.empty()) {
+      result["logprob"] = r.pending.logprobs.front();
+      json top = json::array();
+      for (const auto& t : r.pending.top_logprobs.front()) top.push_back({t.id, t.logprob});
+      result["top_logprobs"] = std::move(top);
+    }
+  } else {
+    spdlog::warn("KV transfer of request {} failed: {}", it->first, sent.error);
+    result = {{"ok", false}, {"status", 502}, {"error", sent.error}};
+    // Puts of a timed-out send may still land: the decode side keeps its pages until the
+    // agents' endpoints to its ranks have drained (poll_drained tells it).
+    Undrained u{r.in.bootstrap_room, {}};
+    const json& target = p.target;
+    if (target.is_object() && target.contains("ranks") && target["ranks"].is_array()) {
+      for (const auto& rank : target["ranks"]) {
+        if (rank.is_object() && rank.contains("address") && rank["address"].is_string()) {
+          u.addresses.push_back(rank["address"].get<std::string>());
         }
       }
-      if (!drained(u, draining_now())) {
-        result["settled"] = false;
-        undrained_[it->first] = std::move(u);
-      }
     }
-    disagg_out_.push_back({it->first, {{"transfer", result}}});
-    std::unique_ptr<SchedRequest> owned = std::move(p.request);
-    it = parked_.erase(it);
-    if (result["ok"].get<bool>()) {
-      finish(*owned, "length", out);
-    } else {
-      fail(std::move(owned), "KV transfer failed: " + result["error"].get<std::string>(), 502, out);
+    if (!drained(u, draining_now())) {
+      result["settled"] = false;
+      undrained_[it->first] = std::move(u);
     }
+  }
+  disagg_out_.push_back({it->first, {{"transfer", result}}});
+  const bool ended = p.ended;
+  std::unique_ptr<SchedRequest> owned = std::move(p.request);
+  parked_.erase(it);
+  if (ended) {
+    release_pages(*owned);  // its client had its answer when it was aborted
+  } else if (result["ok"].get<bool>()) {
+    finish(*owned, "length", out);
+  } else {
+    fail(std::move(owned), "KV transfer failed: " + result["error"].get<std::string>(), 502, out);
   }
 }
 

@@ -399,6 +399,40 @@ def test_a_bootstrap_room_in_use_is_refused(pair):
         assert first.result().status_code == 200
 
 
+def test_prefill_server_computes_other_prompts_while_a_transfer_stalls():
+    # The KV send runs beside the prefill scheduler: while one transfer is stalled (its decode
+    # rank stopped), another prompt is computed and parked. Before, the send blocked the
+    # scheduler until the transfer timeout (20 s here).
+    env = {"EPSERVE_DISAGGREGATION_TRANSFER_TIMEOUT": "20", "UCX_TLS": "tcp,self"}
+    pd = PdPair(MODEL, env=env)
+    ranks = []
+    try:
+        body = pd.body(PROMPTS[2])
+        with concurrent.futures.ThreadPoolExecutor(3) as pool:
+            d = pool.submit(requests.post, pd.decode.url("/generate"), json=body, timeout=60)
+            wait_metric(pd.decode, "sglang:num_decode_transfer_queue_reqs", 1)
+            ranks = rank_pids(pd.decode)
+            for pid in ranks:
+                os.kill(pid, signal.SIGSTOP)
+            p = pool.submit(requests.post, pd.prefill.url("/generate"), json=body, timeout=60)
+            wait_metric(pd.prefill, "sglang:num_prefill_inflight_queue_reqs", 1)
+            other = pool.submit(requests.post, pd.prefill.url("/generate"),
+                                json=pd.body(PROMPTS[0], rid="pd-beside"), timeout=60)
+            wait_metric(pd.prefill, "sglang:num_prefill_inflight_queue_reqs", 2, timeout=15)
+            for pid in ranks:
+                os.kill(pid, signal.SIGCONT)
+            ranks = []
+            assert p.result().status_code == 200, p.result().text
+            assert d.result().status_code == 200, d.result().text
+            requests.post(pd.prefill.url("/abort_request"), json={"rid": "pd-beside"}, timeout=10)
+            assert other.result().json()["meta_info"]["finish_reason"]["type"] == "abort"
+        wait_metric(pd.prefill, "sglang:num_used_tokens", 0)
+    finally:
+        for pid in ranks:
+            os.kill(pid, signal.SIGCONT)
+        pd.stop()
+
+
 NETNS_CLIENT = r"""
 import concurrent.futures, json, sys, time, requests
 prefill, decode, body = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])

@@ -336,6 +336,64 @@ TEST_F(SchedulerTest, AFailedSendWithPutsInFlightIsAnsweredOnceDrained) {
   EXPECT_EQ(told[0].rid, "q");
 }
 
+// Prefill: a KV send runs while the scheduler goes on with other batches; the request keeps its
+// pages until the send has finished, also when it is aborted meanwhile (its client gets the
+// answer at once, the decode side the send's own result). Before, the send blocked the
+// scheduler for up to the transfer timeout.
+TEST_F(SchedulerTest, ThePrefillSchedulerGoesOnWhileAKvSendIsInFlight) {
+  LocalModelRunner runner(load_causal_lm(fixture("deepseek_v3_tiny")), 4096);
+  SchedulerConfig config;
+  config.disaggregation_mode = "prefill";
+  Scheduler s(runner, config);
+  std::vector<int64_t> started;
+  std::vector<KvSendResult> finished;
+  s.set_kv_async_sender([&](int64_t id, const nlohmann::json&,
+                            const std::vector<int32_t>&) { started.push_back(id); },
+                        [&] { return std::exchange(finished, {}); });
+  std::vector<TokenOutput> out;
+  auto target = [](size_t n) {
+    return nlohmann::json{
+        {"target",
+         {{"slots", std::vector<int32_t>(n, 0)}, {"ranks", {{{"address", "decode-a"}}}}}}};
+  };
+  s.add(disagg_input("first", requests_[1].input_ids, 41), out);
+  s.disagg({"first", target(requests_[1].input_ids.size())}, out);  // early target
+  Collected c;
+  drain(s, c, out);
+  out.clear();
+  s.poll_disagg(out);
+  ASSERT_EQ(started.size(), 1u);
+  EXPECT_TRUE(s.sending_kv());
+  EXPECT_TRUE(s.take_disagg_outputs().empty());
+  const int64_t first_pages = s.used_tokens();
+  EXPECT_GT(first_pages, 0);
+  // Another request is computed meanwhile.
+  s.add(disagg_input("second", requests_[2].input_ids, 42), out);
+  drain(s, c, out);
+  EXPECT_EQ(s.stats_json()["num_prefill_inflight_queue_reqs"], 2);  // computed, parked
+  EXPECT_GT(s.used_tokens(), first_pages);
+  EXPECT_TRUE(s.sending_kv());
+  // "first" is aborted: its client has the answer now, its pages stay while the puts read them.
+  out.clear();
+  s.abort("first", out);
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(out[0].finish_reason, "abort");
+  EXPECT_TRUE(s.take_disagg_outputs().empty());  // the send's result tells the decode side
+  EXPECT_GE(s.used_tokens(), first_pages);
+  const int64_t before = s.used_tokens();
+  finished.push_back({started[0], 1234, ""});
+  out.clear();
+  s.poll_disagg(out);
+  EXPECT_FALSE(s.sending_kv());
+  std::vector<DisaggOutput> told = s.take_disagg_outputs();
+  ASSERT_EQ(told.size(), 1u);
+  EXPECT_EQ(told[0].rid, "first");
+  EXPECT_EQ(told[0].body["transfer"]["ok"], true);
+  EXPECT_EQ(told[0].body["transfer"]["bytes"], 1234);
+  EXPECT_TRUE(out.empty());  // no second answer to the client
+  EXPECT_LT(s.used_tokens(), before);
+}
+
 TEST_F(SchedulerTest, InvalidRequestsComeBackWithAnError) {
   LocalModelRunner runner(load_causal_lm(fixture("deepseek_v3_tiny")), 64);
   SchedulerConfig config;
