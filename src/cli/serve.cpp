@@ -56,8 +56,12 @@ RankOptions rank_options(const ServerArgs& a) {
   if (a.disaggregation_mode != "null") {
     o.scheduler.disaggregation_mode = a.disaggregation_mode;
     o.scheduler.disagg_timeouts = DisaggTimeouts::from_env();
-    o.kv_agent_factory = make_ucx_kv_agent_factory(
-        {a.disaggregation_mode, a.ucx_net_devices, o.scheduler.disagg_timeouts.transfer});
+    KvAgentOptions kv;
+    kv.mode = a.disaggregation_mode;
+    kv.net_devices = a.ucx_net_devices;
+    kv.transfer_timeout = o.scheduler.disagg_timeouts.transfer;
+    kv.drain_timeout = o.scheduler.disagg_timeouts.drain();
+    o.kv_agent_factory = make_ucx_kv_agent_factory(kv);
   }
   return o;
 }

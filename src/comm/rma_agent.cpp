@@ -13,6 +13,9 @@ struct RmaAgent::Peer {
   ucp_ep_h ep = nullptr;
   std::map<std::string, ucp_rkey_h> rkeys;  // by packed key
   std::atomic<ucs_status_t> error{UCS_OK};
+  // Flushes of writes that passed their deadline: their puts may still land at the peer.
+  std::vector<void*> draining;
+  std::chrono::steady_clock::time_point draining_since;
 };
 
 namespace {
@@ -198,6 +201,8 @@ void RmaAgent::drop(const std::string& name) {
   auto it = peers_.find(name);
   if (it == peers_.end()) return;
   Peer& peer = *it->second;
+  for (void* r : peer.draining) ucp_request_free(r);  // completed (canceled) by the close
+  peer.draining.clear();
   for (auto& [key, rkey] : peer.rkeys) ucp_rkey_destroy(rkey);
   ucp_request_param_t param{};
   param.op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS;
@@ -210,6 +215,38 @@ void RmaAgent::drop(const std::string& name) {
   }
   if (request != nullptr && !UCS_PTR_IS_ERR(request)) ucp_request_free(request);
   peers_.erase(it);
+}
+
+void RmaAgent::progress() {
+  ucp_worker_progress(worker_);
+}
+
+std::vector<std::string> RmaAgent::draining(std::chrono::milliseconds give_up) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  // Emulated puts need the writer's progress too: a few milliseconds of it per call.
+  const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(5);
+  while (ucp_worker_progress(worker_) != 0 && std::chrono::steady_clock::now() < until) {
+  }
+  std::vector<std::string> gone, open;
+  for (auto& [name, peer] : peers_) {
+    if (peer->draining.empty()) continue;
+    ucs_status_t status = UCS_OK;
+    std::erase_if(peer->draining, [&](void* r) {
+      if (!request_done(r, status)) return false;
+      if (r != nullptr && !UCS_PTR_IS_ERR(r)) ucp_request_free(r);
+      return true;
+    });
+    if (status != UCS_OK || peer->error != UCS_OK) {
+      gone.push_back(name);  // the connection failed: nothing more of it can land
+    } else if (!peer->draining.empty() &&
+               std::chrono::steady_clock::now() - peer->draining_since > give_up) {
+      gone.push_back(name);  // given up: see the header
+    } else if (!peer->draining.empty()) {
+      open.push_back(name);
+    }
+  }
+  for (const auto& name : gone) drop(name);
+  return open;
 }
 
 size_t RmaAgent::num_peers() const {
@@ -282,8 +319,19 @@ void RmaAgent::write(const std::string& name, const std::vector<std::string>& ke
     }
     if (open == 0) return;
     if (std::chrono::steady_clock::now() > deadline) {
-      fail(fmt::format("not complete at the decode rank after {} ms (transfer timeout)",
-                       timeout.count()));
+      // The peer is alive as far as UCX knows: the puts may still land (see the header). Keep
+      // the endpoint and the flush; the put requests go on without their handles.
+      for (void* r : requests) {
+        if (r == nullptr) continue;
+        if (r == flush) {
+          if (peer.draining.empty()) peer.draining_since = std::chrono::steady_clock::now();
+          peer.draining.push_back(r);
+        } else {
+          ucp_request_free(r);
+        }
+      }
+      EPS_THROW("KV transfer: not complete at the decode rank after {} ms (transfer timeout)",
+                timeout.count());
     }
     if (ucp_worker_progress(worker_) == 0) std::this_thread::yield();
   }

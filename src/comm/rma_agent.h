@@ -9,8 +9,14 @@
 //
 // Without hardware RMA (TCP, or shared memory into memory UCX did not allocate) UCX emulates puts
 // with messages that the receiver's worker must progress: a receiver runs a progress thread,
-// which polls for a while after each message before it sleeps. A write that fails or passes its
-// deadline force-closes its endpoint (the next write to that peer reconnects).
+// which polls for a while after each message before it sleeps. A write whose endpoint fails
+// force-closes it (the next write to that peer reconnects): the connection is gone, so none of
+// its puts can land any more. A write that passes its deadline cannot know that: its puts may
+// sit in transport buffers (TCP, a shared-memory ring) and land whenever the receiver
+// progresses again. It keeps the endpoint and its flush open instead ("draining"), and
+// draining() lists a peer until every such flush has completed (all those puts are at the peer) or
+// its endpoint failed (none can land any more): until then the receiver must not reuse the memory
+// those puts were aimed at.
 //
 // Endpoints to a peer on another host ask UCX for peer-failure handling; to a peer on the same
 // host (same host_id()) they do not: UCX 1.13's shared-memory transports lack peer-failure
@@ -71,6 +77,12 @@ class RmaAgent {
   void write(const std::string& peer, const std::vector<std::string>& keys,
              const std::vector<RmaPut>& puts, std::chrono::milliseconds timeout,
              bool same_host = false);
+  // Peers (addresses) whose timed-out writes may still land (see above); progresses the worker.
+  // A peer still draining after `give_up` is force-closed and no longer listed (its leftover
+  // puts can then only land if the receiver, stalled all that time, resumes: the residual risk).
+  std::vector<std::string> draining(std::chrono::milliseconds give_up);
+  // One round of progress on the worker (a receiver without a progress thread; tests).
+  void progress();
   // This host and IPC namespace (boot id and namespace inode): equal ids share memory.
   static std::string host_id();
   // Peers with an open endpoint (for tests).

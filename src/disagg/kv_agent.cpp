@@ -168,6 +168,14 @@ class UcxKvAgent : public KvTransferAgent {
     return bytes;
   }
 
+  std::vector<std::string> draining() override {
+    std::vector<std::string> out;
+    for (const std::string& peer : agent_->draining(options_.drain_timeout)) {
+      out.push_back(to_hex(peer));
+    }
+    return out;
+  }
+
  private:
   KvAgentOptions options_;
   // Shared with the KV cache's memory when allocate_kv() gave it: UCX unmaps it, and the agent

@@ -27,6 +27,7 @@ struct KvAgentOptions {
   // Prefill: the same for the memory puts are read from (bench/kv_transfer_bench measures it;
   // the server leaves it off, see docs/benchmarks.md).
   bool allocate_source_kv = false;
+  std::chrono::milliseconds drain_timeout{300000};  // DisaggTimeouts::drain()
 };
 
 // One rank's KV memory as far as a transfer needs it.

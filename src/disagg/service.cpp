@@ -59,22 +59,36 @@ class PrefillService : public ServerService {
     });
     http_.route("POST", "/kv/transfer",
                 [this](const HttpRequest& req, HttpResponse& res) { transfer(req, res); });
+    http_.route("POST", "/kv/cancel",
+                [this](const HttpRequest& req, HttpResponse& res) { cancel(req, res); });
     http_.bind();
     thread_ = std::thread([this] { http_.serve(); });
+    janitor_ = std::thread([this] { janitor(); });
     spdlog::info("PD disaggregation: bootstrap service on {}:{}", ctx.args.host, http_.port());
   }
 
   ~PrefillService() override {
     ctx_.frontend.set_disagg_handler({});
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      stop_ = true;
+    }
+    cv_.notify_all();
     http_.stop();
     if (thread_.joinable()) thread_.join();
+    if (janitor_.joinable()) janitor_.join();
   }
 
  private:
+  // A room whose target this service handed to a scheduler.
   struct Room {
     std::string rid;
+    int dp = 0;
     std::optional<json> result;  // the scheduler's {"ok", ...}
+    bool drained = false;        // a result with "settled": false whose puts can no longer land
+    bool cancel_posted = false;
     Clock::time_point since = Clock::now();
+    Clock::time_point last_poll = Clock::now();  // the decode side's last call about it
   };
 
   static HttpServerOptions options(const ServerArgs& args) {
@@ -85,7 +99,21 @@ class PrefillService : public ServerService {
     return o;
   }
 
+  // Nothing more will be written for this room: it succeeded (flushed), failed before or
+  // without puts in flight, or its timed-out puts have drained since.
+  static bool settled(const Room& r) {
+    return r.result &&
+           (r.result->value("ok", false) || r.result->value("settled", true) || r.drained);
+  }
+
   void on_output(DisaggOutput out) {
+    if (out.body.contains("drained")) {
+      std::lock_guard<std::mutex> lock(mutex_);
+      auto it = rooms_.find(out.body.value("room", int64_t{-1}));
+      if (it != rooms_.end() && it->second.rid == out.rid) it->second.drained = true;
+      cv_.notify_all();
+      return;
+    }
     if (!out.body.contains("transfer")) return;
     const json& result = out.body["transfer"];
     {
@@ -108,8 +136,53 @@ class PrefillService : public ServerService {
 
   void expire() {
     auto now = Clock::now();
-    std::erase_if(rooms_, [&](const auto& r) { return now - r.second.since > kKeepResult; });
+    // A room whose decode server went away without an answer: its result (settled by then:
+    // the agents give up draining after DisaggTimeouts::drain()) is dropped after a while.
+    std::erase_if(rooms_, [&](const auto& r) {
+      return now - r.second.last_poll > kKeepResult + timeouts_.drain() &&
+             (settled(r.second) || !r.second.result);
+    });
     std::erase_if(failed_, [&](const auto& f) { return now - f.second.second > kKeepResult; });
+    std::erase_if(cancelled_, [&](const auto& c) { return now - c.second > kKeepResult; });
+  }
+
+  // The lease: a room's decode server asks about it at least every second (kPollWait) until it
+  // has a settled answer. One that stopped asking (dead, or cut off) is cancelled here, so that
+  // this server never starts writing into pages its decode server may have given up on
+  // (DisaggTimeouts::lost_contact() counts on it).
+  void janitor() {
+    std::unique_lock<std::mutex> lock(mutex_);
+    while (!stop_) {
+      cv_.wait_for(lock, std::chrono::milliseconds(500));
+      if (stop_) break;
+      const auto now = Clock::now();
+      for (auto& [room, state] : rooms_) {
+        if (state.result || state.cancel_posted ||
+            now - state.last_poll < DisaggTimeouts::kRoomLease) {
+          continue;
+        }
+        spdlog::warn(
+            "PD disaggregation: the decode server stopped asking about room {}; "
+            "cancelling its transfer",
+            room);
+        state.cancel_posted = true;
+        ctx_.frontend.post_disagg(state.dp, DisaggInput{state.rid, {{"cancel", true}}});
+      }
+      expire();
+    }
+  }
+
+  void answer_result(const Room& state, HttpResponse& res) {
+    const json& result = *state.result;
+    if (result.value("ok", false)) {
+      res.json(200, result.dump());
+      return;
+    }
+    int status = result.value("status", 502);
+    json body = error_body(result.value("error", std::string("the KV transfer failed")), status);
+    // Whether nothing more will be written (the decode side keeps its pages until then).
+    body["settled"] = settled(state);
+    res.json(status, body.dump());
   }
 
   void transfer(const HttpRequest& req, HttpResponse& res) {
@@ -123,6 +196,10 @@ class PrefillService : public ServerService {
     const auto deadline = Clock::now() + kPollWait;
     std::unique_lock<std::mutex> lock(mutex_);
     expire();
+    if (cancelled_.count(room) != 0) {
+      res.json(499, error_body("the decode server cancelled this room's transfer", 499).dump());
+      return;
+    }
     if (rooms_.count(room) == 0) {
       // Wait (briefly) for the request with this room to reach this server.
       std::optional<std::pair<std::string, int>> found;
@@ -146,6 +223,11 @@ class PrefillService : public ServerService {
         res.json(202, json{{"pending", true}, {"waiting_for", "the prefill request"}}.dump());
         return;
       }
+      if (cancelled_.count(room) != 0 || rooms_.count(room) != 0) {
+        lock.unlock();
+        transfer(req, res);  // a cancel or another call for this room came meanwhile
+        return;
+      }
       // The handshake: can this prefill group fill that decode group?
       std::vector<SchedulerInfo> info = ctx_.frontend.scheduler_info();
       const json prefill_ranks = info.at(found->second).result.value("kv_ranks", json::array());
@@ -155,39 +237,89 @@ class PrefillService : public ServerService {
         res.json(400, error_body("PD handshake: " + problem, 400).dump());
         return;
       }
-      rooms_[room] = Room{found->first, std::nullopt, Clock::now()};
+      Room state;
+      state.rid = found->first;
+      state.dp = found->second;
+      rooms_[room] = std::move(state);
       ctx_.frontend.post_disagg(found->second,
                                 DisaggInput{found->first, {{"target", body["target"]}}});
     }
+    rooms_[room].last_poll = Clock::now();
     cv_.wait_until(lock, deadline, [&] { return rooms_.count(room) == 0 || rooms_[room].result; });
     auto it = rooms_.find(room);
     if (it == rooms_.end() || !it->second.result) {
       res.json(202, json{{"pending", true}, {"waiting_for", "the KV transfer"}}.dump());
       return;
     }
-    json result = std::move(*it->second.result);
-    rooms_.erase(it);
-    if (result.value("ok", false)) {
-      res.json(200, result.dump());
-    } else {
-      int status = result.value("status", 502);
-      res.json(
-          status,
-          error_body(result.value("error", std::string("the KV transfer failed")), status).dump());
+    answer_result(it->second, res);
+    if (settled(it->second)) rooms_.erase(it);
+  }
+
+  // POST /kv/cancel {"room"}: the decode server gives the room up (its request was aborted or
+  // timed out, or its transfer failed with puts in flight). 200 {"settled": true} once nothing
+  // more will be written into its pages: the room's target never reached a scheduler here (it
+  // never will now), or its transfer has ended and drained; else 202 (ask again).
+  void cancel(const HttpRequest& req, HttpResponse& res) {
+    json body = json::parse(req.body, nullptr, false);
+    if (!body.is_object() || !body.contains("room") || !body["room"].is_number_integer()) {
+      res.json(400, error_body("expected {\"room\": integer}", 400).dump());
+      return;
     }
+    const int64_t room = body["room"].get<int64_t>();
+    std::unique_lock<std::mutex> lock(mutex_);
+    expire();
+    auto it = rooms_.find(room);
+    if (it == rooms_.end()) {
+      cancelled_[room] = Clock::now();
+      lock.unlock();
+      // The prefill request itself, if it is here, stops and frees its pages.
+      if (auto found = ctx_.frontend.find_room(room)) {
+        ctx_.frontend.post_disagg(found->second, DisaggInput{found->first, {{"cancel", true}}});
+      }
+      res.json(200, json{{"settled", true}}.dump());
+      return;
+    }
+    Room& state = it->second;
+    state.last_poll = Clock::now();
+    if (!state.result && !state.cancel_posted) {
+      state.cancel_posted = true;
+      ctx_.frontend.post_disagg(state.dp, DisaggInput{state.rid, {{"cancel", true}}});
+    }
+    cv_.wait_until(lock, Clock::now() + kPollWait, [&] {
+      auto r = rooms_.find(room);
+      return r == rooms_.end() || settled(r->second);
+    });
+    it = rooms_.find(room);
+    if (it == rooms_.end() || settled(it->second)) {
+      json answer = {{"settled", true}};
+      if (it != rooms_.end()) {
+        answer["ok"] = it->second.result->value("ok", false);
+        rooms_.erase(it);
+      }
+      res.json(200, answer.dump());
+      return;
+    }
+    res.json(202, json{{"pending", true},
+                       {"waiting_for", it->second.result ? "the failed transfer's puts to drain"
+                                                         : "the transfer to stop"}}
+                      .dump());
   }
 
   ServerContext& ctx_;
   DisaggTimeouts timeouts_;
   HttpServer http_;
-  std::thread thread_;
+  std::thread thread_, janitor_;
   std::mutex mutex_;
   std::condition_variable cv_;
+  bool stop_ = false;
   std::map<int64_t, Room> rooms_;
   std::map<int64_t, std::pair<json, Clock::time_point>> failed_;
+  std::map<int64_t, Clock::time_point> cancelled_;  // rooms given up before their target came
 };
 
-// Decode: relays each reserved request to its prefill server.
+// Decode: relays each reserved request to its prefill server and, when the request ends before
+// its KV arrived, cancels the transfer there; the scheduler frees the pages only on a settled
+// answer (see relay()).
 class DecodeService : public ServerService {
  public:
   explicit DecodeService(ServerContext& ctx) : ctx_(ctx), timeouts_(DisaggTimeouts::from_env()) {
@@ -206,21 +338,45 @@ class DecodeService : public ServerService {
                      std::make_move_iterator(done_.end()));
       done_.clear();
     }
+    cv_.notify_all();
     for (auto& t : threads) {
       if (t.joinable()) t.join();
     }
   }
 
  private:
+  struct Relay {
+    bool cancel = false;  // the scheduler ended the request (guarded by mutex_)
+  };
+
   void start(int dp, DisaggOutput out) {
+    if (out.body.contains("cancel")) {
+      {
+        std::lock_guard<std::mutex> lock(mutex_);
+        auto it = relays_.find(out.rid);
+        if (it != relays_.end()) {
+          it->second->cancel = true;
+          cv_.notify_all();
+          return;
+        }
+      }
+      // No relay: it has already given the scheduler its final answer.
+      ctx_.frontend.post_disagg(dp, DisaggInput{out.rid, {{"released", true}}});
+      return;
+    }
     if (!out.body.contains("slots")) return;
     std::lock_guard<std::mutex> lock(mutex_);
     if (stop_) return;
     for (auto& t : done_) t.join();
     done_.clear();
-    threads_.emplace_back([this, dp, out = std::move(out)] {
-      relay(dp, out.rid, out.body);
+    auto state = std::make_shared<Relay>();
+    relays_[out.rid] = state;
+    threads_.emplace_back([this, dp, state, out = std::move(out)] {
+      relay(dp, out.rid, out.body, *state);
       std::lock_guard<std::mutex> lock(mutex_);
+      if (auto it = relays_.find(out.rid); it != relays_.end() && it->second == state) {
+        relays_.erase(it);
+      }
       auto self = std::find_if(threads_.begin(), threads_.end(), [](const std::thread& t) {
         return t.get_id() == std::this_thread::get_id();
       });
@@ -231,7 +387,17 @@ class DecodeService : public ServerService {
     });
   }
 
-  void relay(int dp, const std::string& rid, const json& body) {
+  // Asks the prefill server for the KV until it is there, fails, or the request ends here; in
+  // the last two cases, unless the prefill side said nothing more will be written ("settled"),
+  // tells the scheduler that the pages stay held ({"unsettled": true}) and asks POST /kv/cancel
+  // until the prefill side answers that its transfer has stopped and its puts drained. Only then
+  // does the scheduler get {"released"} and free the pages; or when the prefill server cannot be
+  // reached for DisaggTimeouts::lost_contact() after the last call that may have reached it: by
+  // then a live prefill server has cancelled the room itself (its lease) and ended any transfer
+  // (the transfer timeout), and a dead one writes nothing. The residual risk: puts already in
+  // the network when a prefill server was cut off, delivered after a partition longer than that
+  // heals (TCP retransmits an orphaned connection's data for a while).
+  void relay(int dp, const std::string& rid, const json& body, Relay& state) {
     const auto started = Clock::now();
     const auto deadline = started + timeouts_.waiting;
     const std::string host = body.value("bootstrap_host", std::string());
@@ -243,69 +409,111 @@ class DecodeService : public ServerService {
       target["ranks"] = info[dp].result.value("kv_ranks", json::array());
     }
     const std::string request = json{{"room", body["bootstrap_room"]}, {"target", target}}.dump();
-    json answer;
-    std::string error;
-    int status = 0;
+    std::optional<Clock::time_point> contact;  // the last call that may have reached it
+    auto tell = [&](json message) {
+      ctx_.frontend.post_disagg(dp, DisaggInput{rid, std::move(message)});
+    };
+    auto fail = [&](const std::string& error, int status, bool settled) {
+      ctx_.metrics.kv_transfer_failed();
+      spdlog::warn("request {}: {}", rid, error);
+      json message = {{"error", error}, {"status", status}};
+      if (!settled) message["unsettled"] = true;
+      tell(std::move(message));
+    };
+    bool cancelling = false;
+    while (!cancelling) {
+      {
+        std::lock_guard<std::mutex> lock(mutex_);
+        if (stop_) return;
+        if (state.cancel) break;  // aborted or timed out here: cancel below
+      }
+      HttpClientResult r = http_call("POST", host, port, "/kv/transfer", request, 10.0);
+      if (r.status != 0 || r.maybe_delivered) contact = Clock::now();
+      if (r.status == 200) {
+        // The prefill side has flushed its puts: whatever the answer holds, they are done.
+        json answer = json::parse(r.body, nullptr, false);
+        const bool ok = answer.is_object() && answer.contains("ok") && answer["ok"].is_boolean() &&
+                        answer["ok"].get<bool>();
+        if (!ok) {
+          fail("the prefill server answered without the KV cache", 502, true);
+          return;
+        }
+        // The types are checked here, the token's range by the scheduler.
+        const int64_t bytes = answer.contains("bytes") && answer["bytes"].is_number_integer()
+                                  ? answer["bytes"].get<int64_t>()
+                                  : 0;
+        ctx_.metrics.kv_transfer(bytes, seconds_between(started, Clock::now()));
+        // The scheduler times the handoff from here to the request's first decode step.
+        const double now =
+            std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch())
+                .count();
+        tell({{"received", answer}, {"arrived_at", now}});
+        return;
+      }
+      if (r.status == 202) {
+        if (Clock::now() > deadline) {
+          fail(fmt::format("the KV cache did not arrive from the prefill server within "
+                           "SGLANG_DISAGGREGATION_WAITING_TIMEOUT ({} s)",
+                           timeouts_.waiting.count() / 1000.0),
+               504, false);
+          cancelling = true;
+        }
+        continue;
+      }
+      if (r.status == 0) {
+        const std::string error =
+            fmt::format("the prefill server's bootstrap service at {}:{} did not answer ({})", host,
+                        port, r.error);
+        fail(error, 502, !contact.has_value());  // never reached: nothing can be written
+        if (!contact) return;
+        cancelling = true;
+        continue;
+      }
+      json e = json::parse(r.body, nullptr, false);
+      const std::string error = e.is_object() && e.contains("message") && e["message"].is_string()
+                                    ? e["message"].get<std::string>()
+                                    : r.body;
+      const bool settled = !(e.is_object() && e.contains("settled") && e["settled"].is_boolean() &&
+                             !e["settled"].get<bool>());
+      fail(error, r.status, settled);
+      if (settled) return;
+      cancelling = true;
+    }
+    const std::string cancel = json{{"room", body["bootstrap_room"]}}.dump();
     while (true) {
       {
         std::lock_guard<std::mutex> lock(mutex_);
         if (stop_) return;
       }
-      HttpClientResult r = http_call("POST", host, port, "/kv/transfer", request, 10.0);
+      HttpClientResult r = http_call("POST", host, port, "/kv/cancel", cancel, 10.0);
       if (r.status == 200) {
-        answer = json::parse(r.body, nullptr, false);
-        break;
+        tell({{"released", true}});
+        return;
       }
-      if (r.status == 0) {
-        error = fmt::format("the prefill server's bootstrap service at {}:{} did not answer ({})",
-                            host, port, r.error);
-        status = 502;
-        break;
+      if (r.status == 202) {
+        contact = Clock::now();
+        continue;
       }
-      if (r.status != 202) {
-        json e = json::parse(r.body, nullptr, false);
-        error = e.is_object() && e.contains("message") && e["message"].is_string()
-                    ? e["message"].get<std::string>()
-                    : r.body;
-        status = r.status;
-        break;
+      if (!contact || Clock::now() - *contact > timeouts_.lost_contact()) {
+        spdlog::warn(
+            "request {}: the prefill server at {}:{} has not confirmed the cancelled transfer "
+            "({}); freeing its KV pages after {} s without contact",
+            rid, host, port, r.status == 0 ? r.error : std::to_string(r.status),
+            timeouts_.lost_contact().count() / 1000.0);
+        tell({{"released", true}});
+        return;
       }
-      if (Clock::now() > deadline) {
-        error = fmt::format(
-            "the KV cache did not arrive from the prefill server within "
-            "SGLANG_DISAGGREGATION_WAITING_TIMEOUT ({} s)",
-            timeouts_.waiting.count() / 1000.0);
-        status = 504;
-        break;
-      }
+      std::unique_lock<std::mutex> lock(mutex_);
+      cv_.wait_for(lock, std::chrono::milliseconds(200), [&] { return stop_; });
     }
-    // The answer comes from whichever host the request named: its fields are checked here (the
-    // types) and by the scheduler (the token's range) before anything uses them.
-    const bool ok = answer.is_object() && answer.contains("ok") && answer["ok"].is_boolean() &&
-                    answer["ok"].get<bool>();
-    if (ok) {
-      const int64_t bytes = answer.contains("bytes") && answer["bytes"].is_number_integer()
-                                ? answer["bytes"].get<int64_t>()
-                                : 0;
-      ctx_.metrics.kv_transfer(bytes, seconds_between(started, Clock::now()));
-      // The scheduler times the handoff from here to the request's first decode step.
-      const double now =
-          std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch())
-              .count();
-      ctx_.frontend.post_disagg(dp, DisaggInput{rid, {{"received", answer}, {"arrived_at", now}}});
-      return;
-    }
-    if (error.empty()) error = "the prefill server answered without the KV cache";
-    if (status == 0) status = 502;
-    ctx_.metrics.kv_transfer_failed();
-    spdlog::warn("request {}: {}", rid, error);
-    ctx_.frontend.post_disagg(dp, DisaggInput{rid, {{"error", error}, {"status", status}}});
   }
 
   ServerContext& ctx_;
   DisaggTimeouts timeouts_;
   std::mutex mutex_;
+  std::condition_variable cv_;
   bool stop_ = false;
+  std::map<std::string, std::shared_ptr<Relay>> relays_;
   std::vector<std::thread> threads_;
   std::vector<std::thread> done_;
 };

@@ -3,8 +3,9 @@
 // KvTransferAgent (implemented in src/disagg over UCX, comm/rma_agent.h) that describes its own
 // KV memory and, on the prefill side, writes its share. The runtime only moves the descriptions
 // and jobs around: the decode group's descriptions go to the frontend in the ready message, a
-// prefill transfer job runs on every rank of the group (GroupLeaderRunner::run_task). A rank makes
-// its agent before its KV cache, so that the cache can live in memory the agent allocates.
+// prefill send starts on every rank of the group (GroupLeaderRunner::run_task) and runs on a thread
+// of the rank's own while the scheduler goes on (runtime/kv_send_queue.h). A rank makes its agent
+// before its KV cache, so that the cache can live in memory the agent allocates.
 #pragma once
 
 #include <chrono>
@@ -49,6 +50,17 @@ class KvTransferAgent {
   // `slots`) into the decode group `target` ({"ranks": [describe()...], "slots": [...]}).
   // Returns the bytes written; throws epserve::Error.
   virtual int64_t send(const nlohmann::json& target, const std::vector<int32_t>& slots) = 0;
+  // Prefill: the decode ranks (their describe()["address"]) that sends which timed out may
+  // still write into (puts queued in transport buffers, comm/rma_agent.h); empty when nothing
+  // of a failed send can land any more.
+  virtual std::vector<std::string> draining() { return {}; }
+};
+
+// One finished send of a group (runtime/kv_send_queue.h): its bytes, or why it failed.
+struct KvSendResult {
+  int64_t id = 0;
+  int64_t bytes = 0;
+  std::string error;  // empty: sent
 };
 
 using KvTransferAgentFactory = std::function<std::unique_ptr<KvTransferAgent>()>;
@@ -56,10 +68,29 @@ using KvTransferAgentFactory = std::function<std::unique_ptr<KvTransferAgent>()>
 // SGLang's disaggregation timeouts (SGLANG_DISAGGREGATION_BOOTSTRAP_TIMEOUT,
 // SGLANG_DISAGGREGATION_WAITING_TIMEOUT, 300 s each) and epserve's transfer timeout
 // (EPSERVE_DISAGGREGATION_TRANSFER_TIMEOUT, 30 s), read from the environment.
+//
+// Page ownership (docs/expert_parallelism.md, "Prefill/decode disaggregation"): a decode server
+// whose request ends before its KV arrived (aborted, timed out, or the transfer failed) keeps the
+// reserved pages until the prefill server answers that nothing more will be written. Derived
+// bounds, so that no page is held forever:
+// - drain(): how long a prefill rank waits for the puts of a timed-out transfer to complete or
+//   fail before it force-closes that endpoint;
+// - lost_contact(): how long a decode server keeps asking a prefill server it cannot reach for
+//   that answer (the prefill server cancels a room whose decode server stopped asking for
+//   kRoomLease, and a transfer it already started ends within `transfer`);
+// - hold_limit(): the decode scheduler's last resort, longer than any of the above.
 struct DisaggTimeouts {
   std::chrono::milliseconds bootstrap{300000};  // prefill: a computed prompt waits for its decode
   std::chrono::milliseconds waiting{300000};    // decode: reserved pages wait for their KV
   std::chrono::milliseconds transfer{30000};    // prefill: one transfer, puts to remote completion
+  static constexpr std::chrono::milliseconds kRoomLease{5000};
+  std::chrono::milliseconds drain() const { return waiting; }
+  std::chrono::milliseconds lost_contact() const {
+    return kRoomLease + transfer + std::chrono::milliseconds(2000);
+  }
+  std::chrono::milliseconds hold_limit() const {
+    return waiting + drain() + lost_contact() + std::chrono::milliseconds(10000);
+  }
   static DisaggTimeouts from_env();
 };
 

@@ -49,7 +49,7 @@ std::string encode(const FrontendMessage& message) {
         if constexpr (std::is_same_v<T, OutputBatch>) {
           return {{"type", "outputs"}, {"outputs", m.outputs}};
         } else if constexpr (std::is_same_v<T, DisaggOutput>) {
-          return {{"type", "disagg"}, {"rid", m.rid}, {"body", m.body}};
+          return {{"type", "disagg"}, {"rid", m.rid}, {"body", m.body}, {"dp_rank", m.dp_rank}};
         } else {
           return {{"type", "control"}, {"id", m.id}, {"result", m.result}};
         }
@@ -72,7 +72,8 @@ FrontendMessage decode_frontend_message(const std::string& bytes) {
   const std::string type = m.at("type").get<std::string>();
   if (type == "outputs") return OutputBatch{m.at("outputs").get<std::vector<TokenOutput>>()};
   if (type == "disagg")
-    return DisaggOutput{m.at("rid").get<std::string>(), m.value("body", json())};
+    return DisaggOutput{m.at("rid").get<std::string>(), m.value("body", json()),
+                        m.value("dp_rank", -1)};
   EPS_CHECK(type == "control", "unknown message type '{}' from a scheduler", type);
   return ControlOutput{m.at("id").get<uint64_t>(), m.value("result", json())};
 }

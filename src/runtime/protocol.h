@@ -67,9 +67,12 @@ struct GenerateInput {
 };
 
 // PD disaggregation between a server's frontend and its schedulers (docs/server.md):
-// frontend -> prefill scheduler {"target": decode ranks and slots}; prefill scheduler ->
-// frontend {"transfer": result}; decode scheduler -> frontend {"slots": reserved KV slots};
-// frontend -> decode scheduler {"received": first token} or {"error": message}.
+// frontend -> prefill scheduler {"target": decode ranks and slots} or {"cancel": true};
+// prefill scheduler -> frontend {"transfer": result} or {"drained": true, "room"} (a failed
+// transfer's puts can no longer land); decode scheduler -> frontend {"slots": reserved KV
+// slots} or {"cancel": true} (the request ended before its KV arrived); frontend -> decode
+// scheduler {"received": first token}, {"error": message[, "unsettled": true]} or
+// {"released": true} (the pages of an ended request may be freed).
 struct DisaggInput {
   std::string rid;
   nlohmann::json body;
@@ -77,6 +80,11 @@ struct DisaggInput {
 struct DisaggOutput {
   std::string rid;
   nlohmann::json body;
+  // The DP group of the scheduler that sent it (set by the rank process; -1: unknown). Reserved
+  // slots are only meaningful in the group that reserved them, and by the time the message
+  // arrives the request may be gone from the frontend (aborted), so the frontend must not look
+  // the group up by rid.
+  int dp_rank = -1;
 };
 
 struct AbortInput {

@@ -21,6 +21,7 @@
 #include "runtime/control_plane.h"
 #include "runtime/group_runner.h"
 #include "runtime/ipc.h"
+#include "runtime/kv_send_queue.h"
 #include "runtime/pass_trace.h"
 #include "runtime/protocol.h"
 
@@ -133,6 +134,7 @@ int run_rank(const RankOptions& o) {
   // group's descriptions (in group rank order) for the frontend.
   const bool disaggregated = o.scheduler.disaggregation_mode != "null";
   std::unique_ptr<KvTransferAgent> kv_agent;
+  std::unique_ptr<KvSendQueue> kv_sends;  // the agent's calls, on a thread of their own
   std::vector<std::string> kv_ranks;
   // The agent comes first: a decode rank's KV cache lives in memory it allocates.
   KvAllocator allocate_kv;
@@ -179,14 +181,17 @@ int run_rank(const RankOptions& o) {
       offset += b;
     }
   };
+  // The leader's KV tasks on every rank of the group: start a send, poll the finished ones, ask
+  // which decode ranks failed sends may still write into (kv_send_queue.h).
   auto run_kv_task = [&](const std::string& payload) -> std::string {
     nlohmann::json job = nlohmann::json::parse(payload);
-    try {
-      int64_t bytes = kv_agent->send(job.at("target"), job.at("slots").get<std::vector<int32_t>>());
-      return nlohmann::json{{"bytes", bytes}}.dump();
-    } catch (const std::exception& e) {
-      return nlohmann::json{{"error", e.what()}}.dump();
-    }
+    if (!kv_sends) kv_sends = std::make_unique<KvSendQueue>(*kv_agent);
+    if (job.contains("draining")) return nlohmann::json{{"draining", kv_sends->draining()}}.dump();
+    if (job.contains("poll"))
+      return nlohmann::json{{"done", to_json_list(kv_sends->take_done())}}.dump();
+    kv_sends->start(job.at("start").get<int64_t>(), job.at("target"),
+                    job.at("slots").get<std::vector<int32_t>>());
+    return "{}";
   };
   if (!ctx.leader) {
     FollowerHooks hooks;
@@ -205,22 +210,22 @@ int run_rank(const RankOptions& o) {
   Scheduler scheduler(runner, o.scheduler);
   if (disaggregated) {
     start_kv_agent(runner.cache());
-    scheduler.set_kv_sender([&](const nlohmann::json& target, const std::vector<int32_t>& src) {
-      std::string payload = nlohmann::json{{"target", target}, {"slots", src}}.dump();
-      int64_t bytes = 0;
-      std::string errors;
-      std::vector<std::string> answers = runner.run_task(payload, run_kv_task);
-      for (size_t i = 0; i < answers.size(); ++i) {
-        nlohmann::json a = nlohmann::json::parse(answers[i], nullptr, false);
-        if (a.is_object() && a.contains("bytes")) {
-          bytes += a["bytes"].get<int64_t>();
-        } else {
-          std::string why = a.is_object() ? a.value("error", answers[i]) : answers[i];
-          errors += fmt::format("{}rank {} of the group: {}", errors.empty() ? "" : "; ", i, why);
-        }
+    scheduler.set_kv_async_sender(
+        [&](int64_t id, const nlohmann::json& target, const std::vector<int32_t>& src) {
+          runner.run_task(nlohmann::json{{"start", id}, {"target", target}, {"slots", src}}.dump(),
+                          run_kv_task);
+        },
+        [&, group_sends = std::make_shared<KvGroupSends>()] {
+          return group_sends->add_answers(runner.run_task(R"({"poll": true})", run_kv_task));
+        });
+    scheduler.set_kv_drain_check([&] {
+      std::vector<std::string> peers;
+      for (const std::string& answer : runner.run_task(R"({"draining": true})", run_kv_task)) {
+        nlohmann::json a = nlohmann::json::parse(answer, nullptr, false);
+        EPS_CHECK(a.is_object() && a.contains("draining"), "a rank answered {}", answer);
+        for (const auto& p : a["draining"]) peers.push_back(p.get<std::string>());
       }
-      EPS_CHECK(errors.empty(), "{}", errors);
-      return bytes;
+      return peers;
     });
   }
   const int dp_rank = ctx.dp_rank;
@@ -318,7 +323,8 @@ int run_rank(const RankOptions& o) {
   bool others_busy = false;
   while (true) {
     // Take every message waiting; block briefly only when no group has anything to compute.
-    drain(scheduler.has_work() || others_busy ? 0 : kIdlePollMs);
+    // (While KV sends are in flight, poll them every millisecond.)
+    drain(scheduler.has_work() || others_busy ? 0 : scheduler.sending_kv() ? 1 : kIdlePollMs);
     // What the messages produced goes out before the step: a decode server's first token (the
     // prefill server's) reaches the client now, not with the token the step samples.
     if (!outputs.empty()) {
@@ -350,7 +356,10 @@ int run_rank(const RankOptions& o) {
       scheduler.abort("", outputs);
     }
     if (!stop) scheduler.poll_disagg(outputs);
-    for (DisaggOutput& d : scheduler.take_disagg_outputs()) send(outbox, std::move(d));
+    for (DisaggOutput& d : scheduler.take_disagg_outputs()) {
+      d.dp_rank = dp_rank;  // the group that reserved the slots, whatever became of the request
+      send(outbox, std::move(d));
+    }
     if (!outputs.empty()) {
       send(outbox, OutputBatch{std::move(outputs)});
       outputs.clear();

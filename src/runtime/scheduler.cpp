@@ -121,6 +121,8 @@ void Scheduler::abort(const std::string& rid, std::vector<TokenOutput>& out) {
       o.prompt_tokens = r.prompt_len;
       o.finished = true;
       o.finish_reason = "abort";
+      o.error = r.pending.error;  // set when the decode side cancelled it
+      o.error_status = r.pending.error_status;
       out.push_back(std::move(o));
       it = waiting_.erase(it);
     } else {
@@ -402,8 +404,15 @@ void Scheduler::tell_decode_aborted(const SchedRequest& r) {
 }
 
 void Scheduler::finish(SchedRequest& r, const std::string& reason, std::vector<TokenOutput>& out) {
+  report_end(r, reason, out);
+  release_pages(r);
+  running_.remove_if([&](const std::unique_ptr<SchedRequest>& p) { return p.get() == &r; });
+}
+
+void Scheduler::report_end(SchedRequest& r, const std::string& reason,
+                           std::vector<TokenOutput>& out, bool tell) {
   if (reason == "abort") {
-    tell_decode_aborted(r);
+    if (tell) tell_decode_aborted(r);
   } else {
     early_targets_.erase(r.in.rid);  // finished without waiting for a target (max_new_tokens 0)
   }
@@ -414,8 +423,6 @@ void Scheduler::finish(SchedRequest& r, const std::string& reason, std::vector<T
   o.finished = true;
   o.finish_reason = reason;
   out.push_back(std::move(o));
-  release_pages(r);
-  running_.remove_if([&](const std::unique_ptr<SchedRequest>& p) { return p.get() == &r; });
 }
 
 bool Scheduler::flush_cache() {

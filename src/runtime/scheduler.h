@@ -13,6 +13,7 @@
 #include <list>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -82,9 +83,25 @@ class Scheduler {
   // keeps its pages until its KV has been sent (send_kv, to the target a DisaggInput brings) or
   // the bootstrap timeout passes. Decode: a request reserves pages for its prompt (the slots go
   // out as a DisaggOutput), waits for its KV and first token (a DisaggInput), then decodes.
+  // A send runs while the scheduler goes on with other batches: start() begins it on every rank
+  // of the group, poll() returns the sends that have finished (runtime/kv_send_queue.h). The
+  // request keeps its pages (the puts read them) until its send has finished.
+  using KvSendStart = std::function<void(int64_t id, const nlohmann::json& target,
+                                         const std::vector<int32_t>& slots)>;
+  using KvSendPoll = std::function<std::vector<KvSendResult>()>;
+  void set_kv_async_sender(KvSendStart start, KvSendPoll poll) {
+    send_start_ = std::move(start);
+    send_poll_ = std::move(poll);
+  }
+  // A synchronous sender (tests): each send finishes within start().
   using KvSender =
       std::function<int64_t(const nlohmann::json& target, const std::vector<int32_t>& slots)>;
-  void set_kv_sender(KvSender sender) { send_kv_ = std::move(sender); }
+  void set_kv_sender(KvSender sender);
+  bool sending_kv() const { return !sends_.empty(); }
+  // Prefill: the decode ranks (their described "address") that failed sends may still write
+  // into, over the group (KvTransferAgent::draining); without one, a failed send is settled.
+  using KvDrainCheck = std::function<std::vector<std::string>()>;
+  void set_kv_drain_check(KvDrainCheck check) { kv_draining_ = std::move(check); }
   void disagg(const DisaggInput& input, std::vector<TokenOutput>& out);
   // Transfers that are due, reservations, timeouts; cheap when there are none.
   void poll_disagg(std::vector<TokenOutput>& out);
@@ -130,6 +147,12 @@ class Scheduler {
   // When a decode request's KV arrived: the relay's stamp in `body` ("arrived_at"), else now.
   static double kv_arrival_time(const nlohmann::json& body);
   void finish(SchedRequest& request, const std::string& reason, std::vector<TokenOutput>& out);
+  // finish() without freeing the pages: the output (and, on a prefill server, the decode side's
+  // notice) only.
+  // tell: on a prefill server, an aborted request tells its decode side (not while its KV send
+  // is in flight: the send's own result does, once it has finished).
+  void report_end(SchedRequest& request, const std::string& reason, std::vector<TokenOutput>& out,
+                  bool tell = true);
   // Prefill server: tells the decode side that an aborted request's KV will not come.
   void tell_decode_aborted(const SchedRequest& request);
   // Appends a sampled token (the first one may come from the prefill server); reports it or
@@ -141,6 +164,21 @@ class Scheduler {
   void fail(std::unique_ptr<SchedRequest> request, const std::string& error, int status,
             std::vector<TokenOutput>& out);
   std::unique_ptr<SchedRequest> take_running(SchedRequest& request);
+  // Decode: ends a request whose slots went out to a prefill server (error empty: aborted) but
+  // keeps its pages in held_ until the prefill side answers that nothing more will be written;
+  // `cancel` asks the relay to tell the prefill server.
+  void hold(std::unique_ptr<SchedRequest> request, const std::string& error, int status,
+            bool cancel, std::vector<TokenOutput>& out);
+  // Prefill: the decode side cancelled this request's transfer.
+  void cancel_transfer(const std::string& rid, std::vector<TokenOutput>& out);
+  void poll_drained();
+  struct Undrained {
+    int64_t room = -1;
+    std::vector<std::string> addresses;  // the decode ranks of its target
+  };
+  // The decode ranks still drained into now; nullopt when the ranks cannot be asked.
+  std::optional<std::vector<std::string>> draining_now();
+  static bool drained(const Undrained& u, const std::optional<std::vector<std::string>>& now);
   BatchLogState log_state() const;
 
   ModelRunner& runner_;
@@ -161,12 +199,30 @@ class Scheduler {
     SteadyTime since;
     int32_t first_token = -1;  // prefill: the token sampled after the prompt
     nlohmann::json target;     // prefill: where the KV goes (null until the decode side asks)
+    int64_t send_id = -1;      // prefill: the send in flight
+    SteadyTime send_started{};
+    bool ended =
+        false;  // prefill: aborted while its send was in flight (the client has its answer)
   };
-  KvSender send_kv_;
+  KvSendStart send_start_;
+  KvSendPoll send_poll_;
+  std::vector<KvSendResult> sync_done_;  // set_kv_sender's results
+  int64_t next_send_id_ = 1;
+  std::map<int64_t, std::string> sends_;  // prefill: sends in flight -> rid
+  void finish_sends(std::vector<TokenOutput>& out);
+  void complete_send(std::map<std::string, Parked>::iterator it, const KvSendResult& sent,
+                     std::vector<TokenOutput>& out);
   std::deque<std::unique_ptr<SchedRequest>> prealloc_;  // decode: waiting for pages
   std::map<std::string, Parked> parked_;  // prefill: waiting to send; decode: waiting to receive
   std::map<std::string, nlohmann::json> early_targets_;  // prefill: targets of unfinished prompts
   std::vector<DisaggOutput> disagg_out_;
+  // Decode: pages of ended requests that a prefill server may still write into (see hold()).
+  std::map<std::string, Parked> held_;
+  // Prefill: failed sends whose puts may still land, by rid, until no agent of the group drains
+  // into their decode ranks any more: then the decode side is told it may reuse its pages.
+  KvDrainCheck kv_draining_;
+  std::map<std::string, Undrained> undrained_;
+  SteadyTime last_drain_check_{};
 };
 
 }  // namespace epserve

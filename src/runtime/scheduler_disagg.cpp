@@ -55,6 +55,12 @@ bool Scheduler::disagg_add(std::unique_ptr<SchedRequest>& request, std::vector<T
     error = "input logprobs (logprob_start_len) are not available with PD disaggregation";
   } else if (decode && in.bootstrap_host.empty()) {
     error = "bootstrap_host is required on a decode server";
+  } else if (decode && held_.count(in.rid) != 0) {
+    // The relay's messages name the request by rid: one rid, one transfer at a time.
+    error = fmt::format(
+        "rid '{}' is still in use: its previous request's KV pages are being "
+        "released",
+        in.rid);
   }
   if (!error.empty()) {
     fail(std::move(request), error, 400, out);
@@ -104,13 +110,64 @@ void Scheduler::fail(std::unique_ptr<SchedRequest> request, const std::string& e
   finish(r, "abort", out);  // frees the pages (only computed positions enter the prefix cache)
 }
 
+void Scheduler::hold(std::unique_ptr<SchedRequest> request, const std::string& error, int status,
+                     bool cancel, std::vector<TokenOutput>& out) {
+  SchedRequest& r = *request;
+  r.pending.error = error;
+  r.pending.error_status = status;
+  r.pending.token_ids.clear();
+  r.pending.logprobs.clear();
+  r.pending.top_logprobs.clear();
+  report_end(r, "abort", out);
+  if (cancel) disagg_out_.push_back({r.in.rid, {{"cancel", true}}});
+  held_.emplace(r.in.rid, Parked{std::move(request), std::chrono::steady_clock::now(), -1, json()});
+}
+
+void Scheduler::cancel_transfer(const std::string& rid, std::vector<TokenOutput>& out) {
+  const std::string why = "the decode server cancelled the KV transfer";
+  early_targets_.erase(rid);
+  if (auto parked = parked_.find(rid); parked != parked_.end()) {
+    // A send in flight cannot be called back; its result (success, or a failure that says
+    // whether puts may still land) answers the decode side when it has finished.
+    if (parked->second.send_id >= 0) return;
+    std::unique_ptr<SchedRequest> request = std::move(parked->second.request);
+    parked_.erase(parked);
+    fail(std::move(request), why, 499, out);  // tells the decode side: nothing was sent
+    return;
+  }
+  auto named = [&](const auto& queue) {
+    for (const auto& r : queue) {
+      if (r->in.rid == rid) return r.get();
+    }
+    return static_cast<SchedRequest*>(nullptr);
+  };
+  SchedRequest* r = named(waiting_);
+  if (r == nullptr) r = named(running_);
+  if (r != nullptr) {
+    r->pending.error = why;
+    r->pending.error_status = 499;
+    abort(rid, out);  // frees its pages; tell_decode_aborted answers the decode side
+    return;
+  }
+  disagg_out_.push_back(
+      {rid,
+       {{"transfer",
+         {{"ok", false},
+          {"status", 404},
+          {"error", "the prefill request is gone (it failed, finished or was aborted)"}}}}});
+}
+
 void Scheduler::disagg(const DisaggInput& input, std::vector<TokenOutput>& out) {
   const json& body = input.body;
   auto parked = parked_.find(input.rid);
   if (config_.disaggregation_mode == "prefill") {
+    if (body.contains("cancel")) {
+      cancel_transfer(input.rid, out);
+      return;
+    }
     if (!body.contains("target")) return;
     if (parked != parked_.end()) {
-      parked->second.target = body["target"];
+      if (parked->second.send_id < 0) parked->second.target = body["target"];
       return;
     }
     auto pending = [&](const auto& queue) {
@@ -129,16 +186,35 @@ void Scheduler::disagg(const DisaggInput& input, std::vector<TokenOutput>& out) 
             {"error", "the prefill request is gone (it failed, finished or was aborted)"}}}}});
     return;
   }
-  if (parked == parked_.end()) return;  // aborted or timed out meanwhile
+  // "unsettled": the prefill side may still write into the pages (its transfer timed out with
+  // puts in flight, or it cannot be reached); the relay goes on and sends a settled answer or
+  // {"released"} later.
+  const bool unsettled = body.contains("unsettled") && body["unsettled"] == true;
+  if (auto held = held_.find(input.rid); held != held_.end()) {
+    // The request has ended; any settled answer (the KV arrived, a final failure, or the relay's
+    // release) means nothing more will be written into its pages.
+    if (unsettled) return;
+    release_pages(*held->second.request);
+    held_.erase(held);
+    return;
+  }
+  // Not a request in flight; or a stale release (only ended requests are released, and this rid
+  // has been given to a new request since).
+  if (parked == parked_.end() || body.contains("released")) return;
   std::unique_ptr<SchedRequest> request = std::move(parked->second.request);
   parked_.erase(parked);
   SchedRequest& r = *request;
   if (body.contains("error")) {
     const json& error = body["error"];
-    const json status = body.contains("status") ? body["status"] : json(500);
-    fail(std::move(request),
-         error.is_string() ? error.get<std::string>() : std::string("the prefill server failed"),
-         status.is_number_integer() ? status.get<int>() : 502, out);
+    const json status = body.contains("status") ? body["status"] : json(502);
+    const std::string message =
+        error.is_string() ? error.get<std::string>() : std::string("the prefill server failed");
+    const int code = status.is_number_integer() ? status.get<int>() : 502;
+    if (unsettled) {
+      hold(std::move(request), message, code, /*cancel=*/false, out);
+    } else {
+      fail(std::move(request), message, code, out);
+    }
     return;
   }
   const json got = body.contains("received") ? body["received"] : json();
@@ -171,10 +247,26 @@ void Scheduler::disagg_abort(const std::string& rid, std::vector<TokenOutput>& o
     }
   }
   for (auto it = parked_.begin(); it != parked_.end();) {
-    if (rid.empty() || it->first == rid) {
-      it->second.request->pending.token_ids.clear();
-      finish(*it->second.request, "abort", out);
+    if ((rid.empty() || it->first == rid) && it->second.send_id >= 0) {
+      // Prefill, its KV send in flight: the puts read its pages, so they stay until the send
+      // has finished (complete_send); the client gets its answer now.
+      if (!it->second.ended) {
+        it->second.request->pending.token_ids.clear();
+        report_end(*it->second.request, "abort", out, /*tell=*/false);
+        it->second.ended = true;
+      }
+      ++it;
+    } else if (rid.empty() || it->first == rid) {
+      std::unique_ptr<SchedRequest> request = std::move(it->second.request);
       it = parked_.erase(it);
+      if (config_.disaggregation_mode == "decode") {
+        // Its slots went out: the prefill server may be writing into them. The pages stay
+        // held until it answers the cancel (hold()).
+        hold(std::move(request), "", 0, /*cancel=*/true, out);
+      } else {
+        request->pending.token_ids.clear();
+        finish(*request, "abort", out);
+      }
     } else {
       ++it;
     }
@@ -209,20 +301,37 @@ void Scheduler::poll_disagg(std::vector<TokenOutput>& out) {
       if (seconds_since(it->second.since) * 1000 > timeouts.waiting.count()) {
         std::unique_ptr<SchedRequest> r = std::move(it->second.request);
         it = parked_.erase(it);
-        fail(std::move(r),
+        hold(std::move(r),
              fmt::format("the KV cache did not arrive from the prefill server within "
                          "SGLANG_DISAGGREGATION_WAITING_TIMEOUT ({} s)",
                          timeouts.waiting.count() / 1000.0),
-             504, out);
+             504, /*cancel=*/true, out);
+      } else {
+        ++it;
+      }
+    }
+    // The last resort (kv_transfer.h, DisaggTimeouts::hold_limit): the relay answers long
+    // before this unless the frontend lost the request's messages.
+    for (auto it = held_.begin(); it != held_.end();) {
+      if (seconds_since(it->second.since) * 1000 > timeouts.hold_limit().count()) {
+        spdlog::warn("request {}: no answer about its KV transfer within {} s; freeing its pages",
+                     it->first, timeouts.hold_limit().count() / 1000.0);
+        release_pages(*it->second.request);
+        it = held_.erase(it);
       } else {
         ++it;
       }
     }
     return;
   }
+  poll_drained();
   for (auto it = parked_.begin(); it != parked_.end();) {
     Parked& p = it->second;
     SchedRequest& r = *p.request;
+    if (p.send_id >= 0) {
+      ++it;
+      continue;
+    }
     if (p.target.is_null()) {
       if (seconds_since(p.since) * 1000 > timeouts.bootstrap.count()) {
         std::unique_ptr<SchedRequest> owned = std::move(p.request);
@@ -237,37 +346,136 @@ void Scheduler::poll_disagg(std::vector<TokenOutput>& out) {
       }
       continue;
     }
-    json result;
-    auto start = std::chrono::steady_clock::now();
+    // Start the send; the scheduler goes on while it is in flight (finish_sends).
+    p.send_started = std::chrono::steady_clock::now();
     try {
-      EPS_CHECK(send_kv_, "this rank cannot send KV (no transfer agent)");
-      json target = std::move(p.target);
-      const auto& dst = target.at("slots");
+      EPS_CHECK(send_start_ && send_poll_, "this rank cannot send KV (no transfer agent)");
+      const auto& dst = p.target.at("slots");
       EPS_CHECK(static_cast<int64_t>(dst.size()) == r.prompt_len,
                 "the decode server reserved {} slots for a {}-token prompt", dst.size(),
                 r.prompt_len);
-      int64_t bytes = send_kv_(target, allocator_.slots(r.pages, r.prompt_len));
-      result = {{"ok", true},
-                {"first_token", p.first_token},
-                {"bytes", bytes},
-                {"seconds", seconds_since(start)}};
-      if (r.in.return_logprob && !r.pending.logprobs.empty()) {
-        result["logprob"] = r.pending.logprobs.front();
-        json top = json::array();
-        for (const auto& t : r.pending.top_logprobs.front()) top.push_back({t.id, t.logprob});
-        result["top_logprobs"] = std::move(top);
-      }
+      p.send_id = next_send_id_++;
+      sends_[p.send_id] = it->first;
+      send_start_(p.send_id, p.target, allocator_.slots(r.pages, r.prompt_len));
+      ++it;
     } catch (const std::exception& e) {
-      spdlog::warn("KV transfer of request {} failed: {}", it->first, e.what());
-      result = {{"ok", false}, {"status", 502}, {"error", e.what()}};
+      if (p.send_id >= 0) sends_.erase(p.send_id);
+      auto failed = it++;
+      complete_send(failed, KvSendResult{p.send_id, 0, e.what()}, out);
     }
-    disagg_out_.push_back({it->first, {{"transfer", result}}});
-    std::unique_ptr<SchedRequest> owned = std::move(p.request);
-    it = parked_.erase(it);
-    if (result["ok"].get<bool>()) {
-      finish(*owned, "length", out);
+  }
+  finish_sends(out);
+}
+
+void Scheduler::set_kv_sender(KvSender sender) {
+  send_start_ = [this, sender = std::move(sender)](int64_t id, const json& target,
+                                                   const std::vector<int32_t>& slots) {
+    KvSendResult result{id, 0, ""};
+    try {
+      result.bytes = sender(target, slots);
+    } catch (const std::exception& e) {
+      result.error = e.what();
+    }
+    sync_done_.push_back(std::move(result));
+  };
+  send_poll_ = [this] { return std::exchange(sync_done_, {}); };
+}
+
+void Scheduler::finish_sends(std::vector<TokenOutput>& out) {
+  if (sends_.empty()) return;
+  std::vector<KvSendResult> done;
+  try {
+    done = send_poll_();
+  } catch (const std::exception& e) {
+    spdlog::warn("KV transfer: cannot poll the ranks' sends: {}", e.what());
+    return;
+  }
+  for (const KvSendResult& d : done) {
+    auto s = sends_.find(d.id);
+    if (s == sends_.end()) continue;
+    auto it = parked_.find(s->second);
+    sends_.erase(s);
+    if (it != parked_.end() && it->second.send_id == d.id) complete_send(it, d, out);
+  }
+}
+
+void Scheduler::complete_send(std::map<std::string, Parked>::iterator it, const KvSendResult& sent,
+                              std::vector<TokenOutput>& out) {
+  Parked& p = it->second;
+  SchedRequest& r = *p.request;
+  json result;
+  if (sent.error.empty()) {
+    result = {{"ok", true},
+              {"first_token", p.first_token},
+              {"bytes", sent.bytes},
+              {"seconds", seconds_since(p.send_started)}};
+    if (r.in.return_logprob && !r.pending.logprobs.empty()) {
+      result["logprob"] = r.pending.logprobs.front();
+      json top = json::array();
+      for (const auto& t : r.pending.top_logprobs.front()) top.push_back({t.id, t.logprob});
+      result["top_logprobs"] = std::move(top);
+    }
+  } else {
+    spdlog::warn("KV transfer of request {} failed: {}", it->first, sent.error);
+    result = {{"ok", false}, {"status", 502}, {"error", sent.error}};
+    // Puts of a timed-out send may still land: the decode side keeps its pages until the
+    // agents' endpoints to its ranks have drained (poll_drained tells it).
+    Undrained u{r.in.bootstrap_room, {}};
+    const json& target = p.target;
+    if (target.is_object() && target.contains("ranks") && target["ranks"].is_array()) {
+      for (const auto& rank : target["ranks"]) {
+        if (rank.is_object() && rank.contains("address") && rank["address"].is_string()) {
+          u.addresses.push_back(rank["address"].get<std::string>());
+        }
+      }
+    }
+    if (!drained(u, draining_now())) {
+      result["settled"] = false;
+      undrained_[it->first] = std::move(u);
+    }
+  }
+  disagg_out_.push_back({it->first, {{"transfer", result}}});
+  const bool ended = p.ended;
+  std::unique_ptr<SchedRequest> owned = std::move(p.request);
+  parked_.erase(it);
+  if (ended) {
+    release_pages(*owned);  // its client had its answer when it was aborted
+  } else if (result["ok"].get<bool>()) {
+    finish(*owned, "length", out);
+  } else {
+    fail(std::move(owned), "KV transfer failed: " + result["error"].get<std::string>(), 502, out);
+  }
+}
+
+std::optional<std::vector<std::string>> Scheduler::draining_now() {
+  if (!kv_draining_) return std::vector<std::string>{};
+  try {
+    return kv_draining_();
+  } catch (const std::exception& e) {
+    spdlog::warn("KV transfer: cannot ask the ranks about failed transfers: {}", e.what());
+    return std::nullopt;  // unknown: nothing counts as drained
+  }
+}
+
+bool Scheduler::drained(const Undrained& u, const std::optional<std::vector<std::string>>& now) {
+  if (!now) return false;
+  return std::none_of(u.addresses.begin(), u.addresses.end(), [&](const std::string& a) {
+    return std::find(now->begin(), now->end(), a) != now->end();
+  });
+}
+
+void Scheduler::poll_drained() {
+  if (undrained_.empty()) return;
+  const auto t = std::chrono::steady_clock::now();
+  if (t - last_drain_check_ < std::chrono::milliseconds(100)) return;
+  last_drain_check_ = t;
+  const std::optional<std::vector<std::string>> now = draining_now();
+  for (auto it = undrained_.begin(); it != undrained_.end();) {
+    if (drained(it->second, now)) {
+      disagg_out_.push_back({it->first, {{"drained", true}, {"room", it->second.room}}});
+      it = undrained_.erase(it);
     } else {
-      fail(std::move(owned), "KV transfer failed: " + result["error"].get<std::string>(), 502, out);
+      ++it;
     }
   }
 }

@@ -118,6 +118,21 @@ std::shared_ptr<RequestGroup> Frontend::submit(std::vector<GenerateInput> inputs
           std::count(rids.begin(), rids.begin() + static_cast<std::ptrdiff_t>(i), rids[i])) {
         throw ApiError(400, "rid '" + rids[i] + "' is already in use", "rid");
       }
+      // PD disaggregation: a bootstrap_room names one request on its prefill server (the decode
+      // server's KV target is matched to it by room), so a second live request with the same
+      // room would take the first one's KV, or give it to the wrong decode server. SGLang keys
+      // its transfer state by room without a check (the router draws rooms at random from 63
+      // bits); we refuse the second request instead.
+      const int64_t room = inputs[i].bootstrap_room;
+      bool twice = false;
+      for (size_t j = 0; j < i; ++j) twice = twice || inputs[j].bootstrap_room == room;
+      if (room >= 0 && (rooms_.count(room) != 0 || twice)) {
+        throw ApiError(409,
+                       fmt::format("bootstrap_room {} is already in use by a request in flight on "
+                                   "this server; give each request a room of its own",
+                                   room),
+                       "bootstrap_room");
+      }
     }
     int dp = pick_group(tokens);
     group.reset(new RequestGroup(*this, rids, dp));
@@ -295,6 +310,8 @@ void Frontend::fail_room(int64_t room, int status, const std::string& error) {
   std::function<void(int, DisaggOutput)> handler;
   {
     std::lock_guard<std::mutex> lock(mutex_);
+    // A live request holds this room (the refused one was its duplicate): not a failure of it.
+    if (rooms_.count(room) != 0) return;
     handler = disagg_handler_;
   }
   if (handler) {
@@ -311,12 +328,17 @@ void Frontend::handle(const std::string& bytes) {
     handle_outputs(std::move(*batch));
   } else if (auto* disagg = std::get_if<DisaggOutput>(&message)) {
     std::function<void(int, DisaggOutput)> handler;
-    int dp = 0;
+    // The group is the sender's own (DisaggOutput::dp_rank), never looked up by rid: a decode
+    // request aborted while its pages were being reserved is gone from routes_ by now, and its
+    // slots must still go out with (and be released by) the group that holds them.
+    int dp = disagg->dp_rank;
     {
       std::lock_guard<std::mutex> lock(mutex_);
       handler = disagg_handler_;
-      auto it = routes_.find(disagg->rid);
-      if (it != routes_.end()) dp = it->second.dp_rank;
+      if (dp < 0 || dp >= options_.num_dp_groups) {
+        auto it = routes_.find(disagg->rid);
+        dp = it != routes_.end() ? it->second.dp_rank : 0;
+      }
     }
     if (handler) handler(dp, std::move(*disagg));
   } else {

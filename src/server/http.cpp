@@ -514,6 +514,7 @@ HttpClientResult http_call(const std::string& method, const std::string& host, i
   HttpClientResult out;
   if (!res) {
     out.error = httplib::to_string(res.error());
+    out.maybe_delivered = res.error() != httplib::Error::Connection;
     return out;
   }
   out.status = res->status;

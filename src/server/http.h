@@ -106,6 +106,8 @@ struct HttpClientResult {
   int status = 0;
   std::string body;
   std::string error;
+  // With status 0: false when no connection was made (the request cannot have arrived).
+  bool maybe_delivered = true;
 };
 HttpClientResult http_call(const std::string& method, const std::string& host, int port,
                            const std::string& path, const std::string& body, double timeout_s);

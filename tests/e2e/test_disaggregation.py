@@ -236,6 +236,9 @@ def rank_pids(server):
 
 
 def test_stalled_transfer_is_aborted_on_both_sides(pair):
+    # The tokens of the requests after the stall must equal these (no leftover put lands in
+    # pages handed to them).
+    before = [pair.generate(PROMPTS[0]), pair.generate(PROMPTS[2])]
     # The decode server reserves pages and asks the prefill server; its rank process is then
     # stopped, so the KV puts (UCX over TCP here) cannot complete: the prefill server gives up
     # after EPSERVE_DISAGGREGATION_TRANSFER_TIMEOUT, frees its pages and tells the decode server,
@@ -258,7 +261,207 @@ def test_stalled_transfer_is_aborted_on_both_sides(pair):
     wait_metric(pair.prefill, "sglang:num_used_tokens", 0)
     wait_metric(pair.decode, "sglang:num_used_tokens", 0)
     assert metric(pair.prefill, "sglang:kv_transfer_failed_total") >= 1
-    assert pair.generate(PROMPTS[0])
+    assert [pair.generate(PROMPTS[0]), pair.generate(PROMPTS[2])] == before
+
+
+class _FakeBootstrap(http.server.BaseHTTPRequestHandler):
+    """A prefill bootstrap service under the test's control: /kv/transfer is always pending;
+    /kv/cancel is pending while `server.draining` is set, then settled."""
+
+    def do_POST(self):
+        body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
+        self.server.calls.append((self.path, body["room"]))
+        time.sleep(0.05)
+        if self.path == "/kv/cancel" and not self.server.draining.is_set():
+            status, answer = 200, {"settled": True}
+        else:
+            status, answer = 202, {"pending": True}
+        data = json.dumps(answer).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args):
+        pass
+
+
+def fake_bootstrap():
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _FakeBootstrap)
+    server.calls = []
+    server.draining = threading.Event()
+    server.draining.set()
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def wait_for(pred, what, timeout=20):
+    deadline = time.time() + timeout
+    while not pred():
+        assert time.time() < deadline, what
+        time.sleep(0.05)
+
+
+def start_decode_request(pair, body):
+    pool = concurrent.futures.ThreadPoolExecutor(1)
+    future = pool.submit(requests.post, pair.decode.url("/generate"), json=body, timeout=60)
+    pool.shutdown(wait=False)
+    return future
+
+
+def test_aborted_decode_request_keeps_its_pages_until_the_prefill_side_answers(pair):
+    # The client hangs up (here: /abort_request) while the KV is on its way. The decode server
+    # must not hand the reserved pages on while the prefill server may still write into them:
+    # it asks the prefill side to cancel (POST /kv/cancel) and frees them only once that answers
+    # that nothing more will be written. Before, it freed them at once and never told it.
+    fake = fake_bootstrap()
+    try:
+        body = pair.body(PROMPTS[2], rid="pd-abort-held")
+        body["bootstrap_port"] = fake.server_address[1]
+        room = body["bootstrap_room"]
+        d = start_decode_request(pair, body)
+        wait_for(lambda: ("/kv/transfer", room) in fake.calls, "the decode server never asked")
+        assert metric(pair.decode, "sglang:num_used_tokens") > 0
+        r = requests.post(pair.decode.url("/abort_request"), json={"rid": "pd-abort-held"},
+                          timeout=10)
+        assert r.json() == {"aborted": True}
+        d.result()  # the client's request has ended
+        wait_for(lambda: ("/kv/cancel", room) in fake.calls, "no cancel reached the prefill side")
+        for _ in range(10):  # still draining there: the pages stay
+            assert metric(pair.decode, "sglang:num_used_tokens") > 0
+            time.sleep(0.1)
+        fake.draining.clear()
+        wait_metric(pair.decode, "sglang:num_used_tokens", 0)
+    finally:
+        fake.shutdown()
+    assert len(pair.generate(PROMPTS[1])) == MAX_NEW
+
+
+def test_pages_are_freed_after_a_bound_when_the_prefill_side_is_gone(pair):
+    # The prefill side stops answering after the decode request started: the decode server
+    # keeps asking it to cancel, then frees the pages after DisaggTimeouts::lost_contact()
+    # (5 s lease + 2 s transfer timeout + 2 s here).
+    fake = fake_bootstrap()
+    body = pair.body(PROMPTS[2], rid="pd-abort-gone")
+    body["bootstrap_port"] = fake.server_address[1]
+    room = body["bootstrap_room"]
+    d = start_decode_request(pair, body)
+    wait_for(lambda: ("/kv/transfer", room) in fake.calls, "the decode server never asked")
+    fake.shutdown()
+    fake.server_close()
+    requests.post(pair.decode.url("/abort_request"), json={"rid": "pd-abort-gone"}, timeout=10)
+    d.result()
+    t = time.time()
+    time.sleep(1)
+    assert metric(pair.decode, "sglang:num_used_tokens") > 0
+    wait_metric(pair.decode, "sglang:num_used_tokens", 0, timeout=30)
+    assert time.time() - t > 5
+    assert len(pair.generate(PROMPTS[1])) == MAX_NEW
+
+
+def test_prefill_request_after_its_decode_side_gave_up_sends_nothing(pair):
+    # The decode request is aborted before its prefill request arrives. The prefill server must
+    # not send the KV into the pages that request had reserved (before, the decode server's relay
+    # went on asking for it, and the prefill server sent it).
+    body = pair.body(PROMPTS[2], rid="pd-abort-early")
+    d = start_decode_request(pair, body)
+    wait_metric(pair.decode, "sglang:num_decode_transfer_queue_reqs", 1)
+    requests.post(pair.decode.url("/abort_request"), json={"rid": "pd-abort-early"}, timeout=10)
+    d.result()
+    wait_metric(pair.decode, "sglang:num_used_tokens", 0)
+    before = metric(pair.prefill, "sglang:kv_transfer_total_mb_count") or 0
+    p = requests.post(pair.prefill.url("/generate"), json=body, timeout=30)
+    assert p.status_code != 200, p.text
+    assert (metric(pair.prefill, "sglang:kv_transfer_total_mb_count") or 0) == before
+    wait_metric(pair.prefill, "sglang:num_used_tokens", 0)
+    assert len(pair.generate(PROMPTS[1])) == MAX_NEW
+
+
+def test_prefill_server_cancels_a_room_its_decode_server_stopped_asking_about(pair):
+    # The lease: a decode server asks about its room at least every second until it has a
+    # settled answer; after 5 s of silence the prefill server cancels the room itself, so that it
+    # never starts writing into pages a decode server that lost contact may have freed. Here the
+    # test plays a decode server that asks once and vanishes, while the prefill server's rank is
+    # stopped (so the request is still queued when the lease ends).
+    bootstrap = f"http://127.0.0.1:{pair.bootstrap_port}"
+    ranks = requests.get(bootstrap + "/route", timeout=10).json()["groups"][0]["kv_ranks"]
+    body = pair.body(PROMPTS[0])
+    pids = rank_pids(pair.prefill)
+    assert pids
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            p = pool.submit(requests.post, pair.prefill.url("/generate"), json=body, timeout=60)
+            target = {"ranks": ranks, "slots": list(range(len(PROMPTS[0])))}
+            deadline = time.time() + 20
+            while True:  # until the request has reached the prefill server's frontend
+                r = requests.post(bootstrap + "/kv/transfer",
+                                  json={"room": body["bootstrap_room"], "target": target},
+                                  timeout=10)
+                assert r.status_code == 202, r.text
+                if r.json()["waiting_for"] == "the KV transfer":
+                    break
+                assert time.time() < deadline
+            time.sleep(6.5)
+            for pid in pids:
+                os.kill(pid, signal.SIGCONT)
+            pids = []
+            assert_openai_error(p.result(), 499, "cancelled")
+    finally:
+        for pid in pids:
+            os.kill(pid, signal.SIGCONT)
+    wait_metric(pair.prefill, "sglang:num_used_tokens", 0)
+    assert len(pair.generate(PROMPTS[1])) == MAX_NEW
+
+
+def test_a_bootstrap_room_in_use_is_refused(pair):
+    # Two live requests with one room on a prefill server: the second is refused with 409 (the
+    # first one's decode server would otherwise get either's KV). The first is not disturbed.
+    body = pair.body(PROMPTS[0])
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        first = pool.submit(requests.post, pair.prefill.url("/generate"), json=body, timeout=30)
+        wait_metric(pair.prefill, "sglang:num_prefill_inflight_queue_reqs", 1)
+        second = requests.post(pair.prefill.url("/generate"), json=body, timeout=30)
+        assert_openai_error(second, 409, "bootstrap_room")
+        d = requests.post(pair.decode.url("/generate"), json=body, timeout=30)
+        assert d.status_code == 200, d.text
+        assert first.result().status_code == 200
+
+
+def test_prefill_server_computes_other_prompts_while_a_transfer_stalls():
+    # The KV send runs beside the prefill scheduler: while one transfer is stalled (its decode
+    # rank stopped), another prompt is computed and parked. Before, the send blocked the
+    # scheduler until the transfer timeout (20 s here).
+    env = {"EPSERVE_DISAGGREGATION_TRANSFER_TIMEOUT": "20", "UCX_TLS": "tcp,self"}
+    pd = PdPair(MODEL, env=env)
+    ranks = []
+    try:
+        body = pd.body(PROMPTS[2])
+        with concurrent.futures.ThreadPoolExecutor(3) as pool:
+            d = pool.submit(requests.post, pd.decode.url("/generate"), json=body, timeout=60)
+            wait_metric(pd.decode, "sglang:num_decode_transfer_queue_reqs", 1)
+            ranks = rank_pids(pd.decode)
+            for pid in ranks:
+                os.kill(pid, signal.SIGSTOP)
+            p = pool.submit(requests.post, pd.prefill.url("/generate"), json=body, timeout=60)
+            wait_metric(pd.prefill, "sglang:num_prefill_inflight_queue_reqs", 1)
+            other = pool.submit(requests.post, pd.prefill.url("/generate"),
+                                json=pd.body(PROMPTS[0], rid="pd-beside"), timeout=60)
+            wait_metric(pd.prefill, "sglang:num_prefill_inflight_queue_reqs", 2, timeout=15)
+            for pid in ranks:
+                os.kill(pid, signal.SIGCONT)
+            ranks = []
+            assert p.result().status_code == 200, p.result().text
+            assert d.result().status_code == 200, d.result().text
+            requests.post(pd.prefill.url("/abort_request"), json={"rid": "pd-beside"}, timeout=10)
+            assert other.result().json()["meta_info"]["finish_reason"]["type"] == "abort"
+        wait_metric(pd.prefill, "sglang:num_used_tokens", 0)
+    finally:
+        for pid in ranks:
+            os.kill(pid, signal.SIGCONT)
+        pd.stop()
 
 
 NETNS_CLIENT = r"""

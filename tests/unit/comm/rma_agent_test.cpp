@@ -62,6 +62,12 @@ TEST_P(RmaAgentBothModes, WriteToAGonePeerFailsWithinItsTimeout) {
       writer.write(address, {key}, {{&two, base, 4, 0}}, std::chrono::seconds(3), same_host),
       Error);
   EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(8));
+  if (same_host) {
+    // Without peer-failure handling a dead peer looks like a stopped one: its flush stays open
+    // (draining) until the writer gives up on it.
+    EXPECT_EQ(writer.draining(std::chrono::seconds(60)), std::vector<std::string>{address});
+    EXPECT_TRUE(writer.draining(std::chrono::milliseconds(0)).empty());
+  }
   EXPECT_EQ(writer.num_peers(), 0u);
 }
 
@@ -81,6 +87,48 @@ TEST_P(RmaAgentBothModes, PutsLandInAllocatedMemory) {
   for (int i = 0; i < 16; ++i) EXPECT_EQ(target[8 + i], source[i]);
   EXPECT_EQ(target[7], 0.0f);
   EXPECT_EQ(target[24], 0.0f);
+}
+
+// A write that passes its deadline while its puts are queued (here: a receiver whose worker
+// nobody progresses, as when a decode rank is stopped; over TCP, UCX emulates the puts with
+// messages) keeps draining until they have landed: draining() lists the peer until then, and
+// nothing lands after it (the decode side may reuse the memory from that point). Before, the write
+// force-closed its endpoint and had no way to tell when its queued puts could no longer land.
+TEST_P(RmaAgentBothModes, ATimedOutWriteDrainsUntilItsPutsCanNoLongerLand) {
+  const char* old_tls = std::getenv("UCX_TLS");
+  const std::string saved = old_tls ? old_tls : "";
+  setenv("UCX_TLS", "tcp,self", 1);  // emulated puts whatever the host offers
+  RmaAgent receiver({"", false});    // no progress thread: nothing lands until we progress it
+  RmaAgent writer({"", false});
+  if (old_tls) {
+    setenv("UCX_TLS", saved.c_str(), 1);
+  } else {
+    unsetenv("UCX_TLS");
+  }
+  const size_t n = 1 << 18;  // 1 MiB
+  std::vector<float> target(n, 0.0f), source(n);
+  std::iota(source.begin(), source.end(), 1.0f);
+  std::string key = receiver.register_memory(target.data(), n * 4);
+  const uint64_t base = reinterpret_cast<uint64_t>(target.data());
+  std::vector<RmaPut> puts;
+  for (size_t i = 0; i < n; i += 4096)
+    puts.push_back({source.data() + i, base + i * 4, 4096 * 4, 0});
+  EXPECT_THROW(
+      writer.write(receiver.address(), {key}, puts, std::chrono::milliseconds(300), GetParam()),
+      Error);
+  EXPECT_EQ(writer.draining(std::chrono::seconds(60)),
+            std::vector<std::string>{receiver.address()});
+  // The receiver runs again: the queued puts land, and the writer's flush completes.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  while (!writer.draining(std::chrono::seconds(60)).empty()) {
+    ASSERT_LT(std::chrono::steady_clock::now(), deadline) << "the write never drained";
+    for (int i = 0; i < 100; ++i) receiver.progress();
+  }
+  // Drained: every put is in, and no more progress changes anything.
+  EXPECT_EQ(target, source);
+  for (int i = 0; i < 1000; ++i) receiver.progress();
+  EXPECT_EQ(target, source);
+  EXPECT_EQ(writer.num_peers(), 1u);  // the endpoint stays for the next write
 }
 
 INSTANTIATE_TEST_SUITE_P(RmaAgent, RmaAgentBothModes, testing::Bool(),

@@ -28,6 +28,9 @@ TEST(Protocol, DisaggMessagesRoundTrip) {
   FrontendMessage f = decode_frontend_message(encode(DisaggOutput{"r", {{"slots", {4, 5}}}}));
   ASSERT_TRUE(std::holds_alternative<DisaggOutput>(f));
   EXPECT_EQ(std::get<DisaggOutput>(f).body["slots"][1], 5);
+  EXPECT_EQ(std::get<DisaggOutput>(f).dp_rank, -1);
+  f = decode_frontend_message(encode(DisaggOutput{"r", {{"slots", {4}}}, 3}));
+  EXPECT_EQ(std::get<DisaggOutput>(f).dp_rank, 3);
   TokenOutput out;
   out.rid = "r";
   out.error = "x";

@@ -5,6 +5,7 @@
 
 #include <map>
 #include <set>
+#include <thread>
 
 #include "runtime/generator.h"
 
@@ -176,6 +177,221 @@ TEST_F(SchedulerTest, APrefillRequestAbortedWhileQueuedTellsItsDecodeServer) {
   EXPECT_EQ(told[0].body["transfer"]["ok"], false);
   EXPECT_EQ(told[0].body["transfer"]["room"], 7);
   EXPECT_FALSE(s.has_work());
+}
+
+GenerateInput disagg_input(const std::string& rid, std::vector<int32_t> ids, int64_t room) {
+  GenerateInput in = make_input(rid, std::move(ids), 8);
+  in.bootstrap_host = "127.0.0.1";
+  in.bootstrap_port = 1;
+  in.bootstrap_room = room;
+  return in;
+}
+
+// Decode: a request whose slots went out to a prefill server keeps its pages after it ends here
+// (aborted, timed out, or a transfer failed with puts in flight) until the prefill side answers
+// that nothing more will be written. Before, an abort freed them at once.
+TEST_F(SchedulerTest, ADecodeRequestEndedBeforeItsKvKeepsItsPagesUntilThePrefillSideAnswers) {
+  LocalModelRunner runner(load_causal_lm(fixture("deepseek_v3_tiny")), 4096);
+  SchedulerConfig config;
+  config.disaggregation_mode = "decode";
+  Scheduler s(runner, config);
+  std::vector<TokenOutput> out;
+  s.add(disagg_input("a", requests_[1].input_ids, 11), out);
+  s.add(disagg_input("b", requests_[2].input_ids, 12), out);
+  s.add(disagg_input("c", requests_[3].input_ids, 13), out);
+  s.poll_disagg(out);
+  std::vector<DisaggOutput> told = s.take_disagg_outputs();
+  ASSERT_EQ(told.size(), 3u);
+  EXPECT_TRUE(told[0].body.contains("slots"));
+  const int64_t reserved = s.used_tokens();
+  EXPECT_GT(reserved, 0);
+
+  // The client of "a" hangs up: it ends now, the relay is asked to cancel, the pages stay.
+  out.clear();
+  s.abort("a", out);
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_TRUE(out[0].finished);
+  EXPECT_EQ(out[0].finish_reason, "abort");
+  told = s.take_disagg_outputs();
+  ASSERT_EQ(told.size(), 1u);
+  EXPECT_EQ(told[0].rid, "a");
+  EXPECT_TRUE(told[0].body.contains("cancel"));
+  EXPECT_EQ(s.used_tokens(), reserved);
+  // The same rid cannot come back while its pages are held (the relay names requests by rid).
+  out.clear();
+  s.add(disagg_input("a", requests_[1].input_ids, 14), out);
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_THAT(out[0].error, HasSubstr("still in use"));
+  // An unsettled answer keeps them; the prefill side's settled answer frees them.
+  s.disagg({"a", {{"error", "x"}, {"status", 502}, {"unsettled", true}}}, out);
+  EXPECT_EQ(s.used_tokens(), reserved);
+  s.disagg({"a", {{"released", true}}}, out);
+  const int64_t after_a = s.used_tokens();
+  EXPECT_LT(after_a, reserved);
+
+  // "b": the prefill side failed with puts in flight: the client gets the error, the pages
+  // stay until the relay's release.
+  out.clear();
+  s.disagg({"b", {{"error", "transfer timeout"}, {"status", 502}, {"unsettled", true}}}, out);
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(out[0].error, "transfer timeout");
+  EXPECT_EQ(out[0].error_status, 502);
+  EXPECT_EQ(s.used_tokens(), after_a);
+  EXPECT_TRUE(s.take_disagg_outputs().empty());  // the relay is already cancelling
+  s.disagg({"b", {{"released", true}}}, out);
+  const int64_t after_b = s.used_tokens();
+  EXPECT_LT(after_b, after_a);
+
+  // "c": a settled failure frees at once.
+  out.clear();
+  s.disagg({"c", {{"error", "the prefill request failed"}, {"status", 400}}}, out);
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(s.used_tokens(), 0);
+}
+
+// Prefill: the decode side's cancel stops the request wherever it is and frees its pages; the
+// answer (for the bootstrap service) says nothing was sent.
+TEST_F(SchedulerTest, APrefillRequestCancelledByItsDecodeServerStops) {
+  LocalModelRunner runner(load_causal_lm(fixture("deepseek_v3_tiny")), 4096);
+  SchedulerConfig config;
+  config.disaggregation_mode = "prefill";
+  Scheduler s(runner, config);
+  std::vector<TokenOutput> out;
+  s.add(disagg_input("parked", requests_[1].input_ids, 21), out);
+  Collected c;
+  drain(s, c, out);  // computes the prompt; the request parks without a target
+  EXPECT_GT(s.used_tokens(), 0);
+  out.clear();
+  s.add(disagg_input("queued", requests_[2].input_ids, 22), out);
+  s.disagg({"parked", {{"cancel", true}}}, out);
+  s.disagg({"queued", {{"cancel", true}}}, out);
+  s.disagg({"unknown", {{"cancel", true}}}, out);
+  std::vector<DisaggOutput> told = s.take_disagg_outputs();
+  ASSERT_EQ(told.size(), 3u);
+  for (const auto& t : told) {
+    EXPECT_EQ(t.body["transfer"]["ok"], false) << t.rid;
+    EXPECT_NE(t.body["transfer"].value("settled", true), false) << t.rid;
+  }
+  EXPECT_EQ(told[0].body["transfer"]["status"], 499);
+  EXPECT_EQ(told[0].body["transfer"]["room"], 21);
+  EXPECT_EQ(told[1].body["transfer"]["room"], 22);
+  ASSERT_EQ(out.size(), 2u);
+  EXPECT_THAT(out[0].error, HasSubstr("cancelled"));
+  EXPECT_THAT(out[1].error, HasSubstr("cancelled"));
+  EXPECT_EQ(s.used_tokens(), 0);
+  EXPECT_FALSE(s.has_work());
+}
+
+// Prefill: a send that failed with puts in flight is answered "settled": false, and the decode
+// side is told once no rank drains into that decode server's ranks any more (another decode
+// server's drain does not hold it up).
+TEST_F(SchedulerTest, AFailedSendWithPutsInFlightIsAnsweredOnceDrained) {
+  LocalModelRunner runner(load_causal_lm(fixture("deepseek_v3_tiny")), 4096);
+  SchedulerConfig config;
+  config.disaggregation_mode = "prefill";
+  Scheduler s(runner, config);
+  std::vector<std::string> in_flight;
+  s.set_kv_sender([&](const nlohmann::json& target, const std::vector<int32_t>&) -> int64_t {
+    in_flight.push_back(target["ranks"][0]["address"].get<std::string>());
+    throw std::runtime_error("not complete at the decode rank (transfer timeout)");
+  });
+  s.set_kv_drain_check([&] { return in_flight; });
+  std::vector<TokenOutput> out;
+  s.add(disagg_input("r", requests_[1].input_ids, 31), out);
+  s.add(disagg_input("q", requests_[2].input_ids, 32), out);
+  Collected c;
+  drain(s, c, out);
+  out.clear();
+  auto target = [&](const std::string& address, size_t n) {
+    return nlohmann::json{
+        {"target", {{"slots", std::vector<int32_t>(n, 0)}, {"ranks", {{{"address", address}}}}}}};
+  };
+  s.disagg({"r", target("decode-a", requests_[1].input_ids.size())}, out);
+  s.disagg({"q", target("decode-b", requests_[2].input_ids.size())}, out);
+  s.poll_disagg(out);
+  std::vector<DisaggOutput> told = s.take_disagg_outputs();
+  ASSERT_GE(told.size(), 2u);
+  for (const auto& t : told) {
+    if (!t.body["transfer"].contains("settled")) continue;  // the end of the request, after it
+    EXPECT_EQ(t.body["transfer"]["ok"], false);
+    EXPECT_EQ(t.body["transfer"]["settled"], false);
+  }
+  EXPECT_EQ(s.used_tokens(), 0);  // the prefill side's own pages are free at once
+  std::this_thread::sleep_for(std::chrono::milliseconds(150));
+  s.poll_disagg(out);
+  EXPECT_TRUE(s.take_disagg_outputs().empty());  // both still draining
+  in_flight = {"decode-b"};                      // decode-a's drain completed
+  std::this_thread::sleep_for(std::chrono::milliseconds(150));
+  s.poll_disagg(out);
+  told = s.take_disagg_outputs();
+  ASSERT_EQ(told.size(), 1u);
+  EXPECT_EQ(told[0].rid, "r");
+  EXPECT_EQ(told[0].body["drained"], true);
+  EXPECT_EQ(told[0].body["room"], 31);
+  in_flight.clear();
+  std::this_thread::sleep_for(std::chrono::milliseconds(150));
+  s.poll_disagg(out);
+  told = s.take_disagg_outputs();
+  ASSERT_EQ(told.size(), 1u);
+  EXPECT_EQ(told[0].rid, "q");
+}
+
+// Prefill: a KV send runs while the scheduler goes on with other batches; the request keeps its
+// pages until the send has finished, also when it is aborted meanwhile (its client gets the
+// answer at once, the decode side the send's own result). Before, the send blocked the
+// scheduler for up to the transfer timeout.
+TEST_F(SchedulerTest, ThePrefillSchedulerGoesOnWhileAKvSendIsInFlight) {
+  LocalModelRunner runner(load_causal_lm(fixture("deepseek_v3_tiny")), 4096);
+  SchedulerConfig config;
+  config.disaggregation_mode = "prefill";
+  Scheduler s(runner, config);
+  std::vector<int64_t> started;
+  std::vector<KvSendResult> finished;
+  s.set_kv_async_sender([&](int64_t id, const nlohmann::json&,
+                            const std::vector<int32_t>&) { started.push_back(id); },
+                        [&] { return std::exchange(finished, {}); });
+  std::vector<TokenOutput> out;
+  auto target = [](size_t n) {
+    return nlohmann::json{
+        {"target",
+         {{"slots", std::vector<int32_t>(n, 0)}, {"ranks", {{{"address", "decode-a"}}}}}}};
+  };
+  s.add(disagg_input("first", requests_[1].input_ids, 41), out);
+  s.disagg({"first", target(requests_[1].input_ids.size())}, out);  // early target
+  Collected c;
+  drain(s, c, out);
+  out.clear();
+  s.poll_disagg(out);
+  ASSERT_EQ(started.size(), 1u);
+  EXPECT_TRUE(s.sending_kv());
+  EXPECT_TRUE(s.take_disagg_outputs().empty());
+  const int64_t first_pages = s.used_tokens();
+  EXPECT_GT(first_pages, 0);
+  // Another request is computed meanwhile.
+  s.add(disagg_input("second", requests_[2].input_ids, 42), out);
+  drain(s, c, out);
+  EXPECT_EQ(s.stats_json()["num_prefill_inflight_queue_reqs"], 2);  // computed, parked
+  EXPECT_GT(s.used_tokens(), first_pages);
+  EXPECT_TRUE(s.sending_kv());
+  // "first" is aborted: its client has the answer now, its pages stay while the puts read them.
+  out.clear();
+  s.abort("first", out);
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(out[0].finish_reason, "abort");
+  EXPECT_TRUE(s.take_disagg_outputs().empty());  // the send's result tells the decode side
+  EXPECT_GE(s.used_tokens(), first_pages);
+  const int64_t before = s.used_tokens();
+  finished.push_back({started[0], 1234, ""});
+  out.clear();
+  s.poll_disagg(out);
+  EXPECT_FALSE(s.sending_kv());
+  std::vector<DisaggOutput> told = s.take_disagg_outputs();
+  ASSERT_EQ(told.size(), 1u);
+  EXPECT_EQ(told[0].rid, "first");
+  EXPECT_EQ(told[0].body["transfer"]["ok"], true);
+  EXPECT_EQ(told[0].body["transfer"]["bytes"], 1234);
+  EXPECT_TRUE(out.empty());  // no second answer to the client
+  EXPECT_LT(s.used_tokens(), before);
 }
 
 TEST_F(SchedulerTest, InvalidRequestsComeBackWithAnError) {

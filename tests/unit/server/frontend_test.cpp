@@ -32,8 +32,13 @@ std::string fresh_base() {
 // `tokens` one per message (finishing with "length") unless `hold` keeps the request open.
 class FakeScheduler {
  public:
-  FakeScheduler(const std::string& base, int dp_rank, int tokens, bool hold = false)
-      : in_(context_, IpcSocket::Kind::kPull), out_(context_, IpcSocket::Kind::kPush, 0) {
+  // slots_on_abort: answers an abort with a DisaggOutput of reserved slots, as a decode
+  // scheduler does for a request aborted while its pages were being reserved.
+  FakeScheduler(const std::string& base, int dp_rank, int tokens, bool hold = false,
+                bool slots_on_abort = false)
+      : in_(context_, IpcSocket::Kind::kPull),
+        out_(context_, IpcSocket::Kind::kPush, 0),
+        slots_on_abort_(slots_on_abort) {
     in_.connect(base + "-in-" + std::to_string(dp_rank));
     out_.connect(base + "-out");
     thread_ = std::thread([=, this] { run(dp_rank, tokens, hold); });
@@ -92,6 +97,7 @@ class FakeScheduler {
           send(OutputBatch{{out}});
         }
       } else if (auto* abort = std::get_if<AbortInput>(&m)) {
+        if (slots_on_abort_) send(DisaggOutput{abort->rid, {{"slots", {7, 8}}}, dp_rank});
         std::lock_guard<std::mutex> lock(mutex_);
         aborted_.insert(abort->rid);
       } else {
@@ -111,6 +117,7 @@ class FakeScheduler {
   std::thread thread_;
   std::atomic<bool> stop_{false};
   std::atomic<int> wakeups_{0};
+  bool slots_on_abort_ = false;
   std::mutex mutex_;
   std::set<std::string> aborted_;
   std::vector<std::string> commands_;
@@ -217,6 +224,75 @@ TEST(Frontend, DuplicateRidIs400) {
   auto a = f.submit({input("same")});
   EXPECT_THROW(f.submit({input("same")}), ApiError);
   EXPECT_THROW(f.submit({input("x"), input("x")}), ApiError);
+}
+
+// PD disaggregation: one live request per bootstrap_room (a second one would be matched to the
+// first one's KV target); the room is free again once the request is gone.
+TEST(Frontend, ABootstrapRoomInUseIs409) {
+  Metrics metrics("m");
+  std::string base = fresh_base();
+  FakeScheduler s(base, 0, 1, true);
+  Frontend f({base, 1, "round_robin"}, &metrics);
+  f.start();
+  ASSERT_TRUE(f.wait_ready(5s));
+  GenerateInput a = input("a"), b = input("b"), c = input("c");
+  a.bootstrap_room = b.bootstrap_room = c.bootstrap_room = 42;
+  auto first = f.submit({a});
+  try {
+    f.submit({b});
+    ADD_FAILURE() << "a second request with room 42 was accepted";
+  } catch (const ApiError& e) {
+    EXPECT_EQ(e.status(), 409);
+    EXPECT_THAT(e.what(), ::testing::HasSubstr("bootstrap_room 42"));
+  }
+  // Its refusal is no failure of the first request's room.
+  std::vector<nlohmann::json> seen;
+  f.set_disagg_handler([&](int, DisaggOutput out) { seen.push_back(out.body); });
+  f.fail_room(42, 409, "refused");
+  EXPECT_TRUE(seen.empty());
+  EXPECT_EQ(f.find_room(42)->first, "a");
+  GenerateInput other = input("o");
+  other.bootstrap_room = 43;
+  EXPECT_THROW(f.submit({other, c}), ApiError);  // twice in one batch (43 and 42 is in use)
+  GenerateInput d = input("d"), e = input("e");
+  d.bootstrap_room = e.bootstrap_room = 44;
+  EXPECT_THROW(f.submit({d, e}), ApiError);
+  EXPECT_FALSE(f.find_room(44));
+  EXPECT_TRUE(f.abort_request("a"));
+  first.reset();
+  EXPECT_FALSE(f.find_room(42));
+  auto again = f.submit({b});  // free again
+  EXPECT_EQ(f.find_room(42)->first, "b");
+}
+
+// With DP attention on a decode server, a request aborted while its pages were being reserved
+// is gone from the frontend when its slots arrive: they must still be handed on as the group
+// that reserved them (2 here), never as another group's (the old lookup by rid gave group 0).
+TEST(Frontend, DisaggOutputsKeepTheGroupThatSentThem) {
+  Metrics metrics("m");
+  std::string base = fresh_base();
+  FakeScheduler s0(base, 0, 1, true), s1(base, 1, 1, true), s2(base, 2, 1, true, true);
+  Frontend f({base, 3, "round_robin"}, &metrics);
+  std::mutex mutex;
+  std::vector<std::pair<int, DisaggOutput>> seen;
+  f.set_disagg_handler([&](int dp, DisaggOutput out) {
+    std::lock_guard<std::mutex> lock(mutex);
+    seen.emplace_back(dp, std::move(out));
+  });
+  f.start();
+  ASSERT_TRUE(f.wait_ready(5s));
+  std::vector<std::shared_ptr<RequestGroup>> groups;
+  for (int i = 0; i < 3; ++i) groups.push_back(f.submit({input("r" + std::to_string(i))}));
+  // Round robin: r2 is group 2's. The client hangs up: its route goes and its scheduler gets an
+  // abort, which it answers with the slots it had reserved meanwhile.
+  groups[2].reset();
+  ASSERT_TRUE(eventually([&] {
+    std::lock_guard<std::mutex> lock(mutex);
+    return !seen.empty();
+  }));
+  std::lock_guard<std::mutex> lock(mutex);
+  EXPECT_EQ(seen[0].first, 2);
+  EXPECT_EQ(seen[0].second.rid, "r2");
 }
 
 TEST(Frontend, DroppingARequestAbortsIt) {
