@@ -13,9 +13,9 @@ struct RmaAgent::Peer {
   ucp_ep_h ep = nullptr;
   std::map<std::string, ucp_rkey_h> rkeys;  // by packed key
   std::atomic<ucs_status_t> error{UCS_OK};
-  // Flushes of writes that passed their deadline: their puts may still land at the peer.
-  std::vector<void*> draining;
-  std::chrono::steady_clock::time_point draining_since;
+  // Flushes of writes that passed their deadline (with when they did): their puts may still
+  // land at the peer.
+  std::vector<std::pair<void*, std::chrono::steady_clock::time_point>> draining;
 };
 
 namespace {
@@ -166,15 +166,16 @@ std::string RmaAgent::allocate_memory(size_t bytes, void** address) {
   st = ucp_mem_query(memh, &attr);
   if (st != UCS_OK) ucp_mem_unmap(context_, memh);
   EPS_CHECK(st == UCS_OK, "UCX memory query: {}", ucs_status_string(st));
-  {
-    std::lock_guard<std::mutex> lock(mutex_);
-    regions_[attr.address] = memh;  // unmapped by the destructor, also when the lines below throw
-  }
-  *address = attr.address;
   void* packed = nullptr;
   size_t packed_len = 0;
   st = ucp_rkey_pack(context_, memh, &packed, &packed_len);
+  if (st != UCS_OK) ucp_mem_unmap(context_, memh);  // the caller falls back to the heap
   EPS_CHECK(st == UCS_OK, "UCX could not pack a memory key: {}", ucs_status_string(st));
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    regions_[attr.address] = memh;  // unmapped by free_memory or the destructor
+  }
+  *address = attr.address;
   std::string key(static_cast<const char*>(packed), packed_len);
   ucp_rkey_buffer_release(packed);
   return key;
@@ -201,7 +202,7 @@ void RmaAgent::drop(const std::string& name) {
   auto it = peers_.find(name);
   if (it == peers_.end()) return;
   Peer& peer = *it->second;
-  for (void* r : peer.draining) ucp_request_free(r);  // completed (canceled) by the close
+  for (auto& d : peer.draining) ucp_request_free(d.first);  // completed (canceled) by the close
   peer.draining.clear();
   for (auto& [key, rkey] : peer.rkeys) ucp_rkey_destroy(rkey);
   ucp_request_param_t param{};
@@ -228,25 +229,32 @@ std::vector<std::string> RmaAgent::draining(std::chrono::milliseconds give_up) {
   while (ucp_worker_progress(worker_) != 0 && std::chrono::steady_clock::now() < until) {
   }
   std::vector<std::string> gone, open;
+  const auto now = std::chrono::steady_clock::now();
   for (auto& [name, peer] : peers_) {
     if (peer->draining.empty()) continue;
-    ucs_status_t status = UCS_OK;
-    std::erase_if(peer->draining, [&](void* r) {
-      if (!request_done(r, status)) return false;
-      if (r != nullptr && !UCS_PTR_IS_ERR(r)) ucp_request_free(r);
-      return true;
-    });
+    ucs_status_t status = reap_drained(*peer);
     if (status != UCS_OK || peer->error != UCS_OK) {
       gone.push_back(name);  // the connection failed: nothing more of it can land
-    } else if (!peer->draining.empty() &&
-               std::chrono::steady_clock::now() - peer->draining_since > give_up) {
-      gone.push_back(name);  // given up: see the header
+    } else if (!peer->draining.empty() && now - peer->draining.back().second > give_up) {
+      // Given up (see the header) once the newest flush is that old: closing the endpoint ends
+      // every flush on it. (write() refuses a draining peer, so there is only one.)
+      gone.push_back(name);
     } else if (!peer->draining.empty()) {
       open.push_back(name);
     }
   }
   for (const auto& name : gone) drop(name);
   return open;
+}
+
+ucs_status_t RmaAgent::reap_drained(Peer& peer) {
+  ucs_status_t status = UCS_OK;
+  std::erase_if(peer.draining, [&](const auto& d) {
+    if (!request_done(d.first, status)) return false;
+    if (d.first != nullptr && !UCS_PTR_IS_ERR(d.first)) ucp_request_free(d.first);
+    return true;
+  });
+  return status;
 }
 
 size_t RmaAgent::num_peers() const {
@@ -260,6 +268,20 @@ void RmaAgent::write(const std::string& name, const std::vector<std::string>& ke
   std::lock_guard<std::mutex> lock(mutex_);
   const auto deadline = std::chrono::steady_clock::now() + timeout;
   Peer& peer = connect(name, same_host);
+  // A peer that has not taken an earlier timed-out write is refused at once: another 30 s wait
+  // behind it would hold every send queued after this one (runtime/kv_send_queue.h).
+  if (!peer.draining.empty()) {
+    ucp_worker_progress(worker_);
+    if (reap_drained(peer) != UCS_OK || peer.error != UCS_OK) {
+      drop(name);
+      EPS_THROW("KV transfer: the decode rank's endpoint failed");
+    }
+    if (!peer.draining.empty()) {
+      EPS_THROW(
+          "KV transfer: the decode rank has not yet taken an earlier transfer that timed "
+          "out (its puts may still land); not writing more to it until it has");
+    }
+  }
   std::vector<ucp_rkey_h> rkeys;
   for (const std::string& key : keys) {
     auto it = peer.rkeys.find(key);
@@ -324,8 +346,7 @@ void RmaAgent::write(const std::string& name, const std::vector<std::string>& ke
       for (void* r : requests) {
         if (r == nullptr) continue;
         if (r == flush) {
-          if (peer.draining.empty()) peer.draining_since = std::chrono::steady_clock::now();
-          peer.draining.push_back(r);
+          peer.draining.emplace_back(r, std::chrono::steady_clock::now());
         } else {
           ucp_request_free(r);
         }

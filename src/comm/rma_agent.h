@@ -78,8 +78,9 @@ class RmaAgent {
              const std::vector<RmaPut>& puts, std::chrono::milliseconds timeout,
              bool same_host = false);
   // Peers (addresses) whose timed-out writes may still land (see above); progresses the worker.
-  // A peer still draining after `give_up` is force-closed and no longer listed (its leftover
-  // puts can then only land if the receiver, stalled all that time, resumes: the residual risk).
+  // A peer whose newest draining flush is older than `give_up` is force-closed and no longer
+  // listed (its leftover puts can then only land if the receiver, stalled all that time,
+  // resumes: the residual risk). A write to a peer still draining is refused at once.
   std::vector<std::string> draining(std::chrono::milliseconds give_up);
   // One round of progress on the worker (a receiver without a progress thread; tests).
   void progress();
@@ -91,6 +92,8 @@ class RmaAgent {
   struct Peer;
 
  private:
+  // Frees the peer's draining flushes that have completed; returns a failure status among them.
+  ucs_status_t reap_drained(Peer& peer);
   Peer& connect(const std::string& peer, bool same_host);
   void drop(const std::string& peer);
   void progress_loop();

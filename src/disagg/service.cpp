@@ -1,5 +1,6 @@
 #include "disagg/service.h"
 
+#include <atomic>
 #include <condition_variable>
 #include <deque>
 #include <map>
@@ -23,6 +24,11 @@ using Clock = std::chrono::steady_clock;
 
 // How long one bootstrap call waits before answering 202 (the decode side asks again).
 constexpr auto kPollWait = std::chrono::milliseconds(1000);
+// The same when most of the service's threads are taken: calls then come back sooner, so that
+// calls queued behind them still refresh their rooms' leases well within kRoomLease (with 256
+// threads about 5000 calls a second, each room's every N/5000 s).
+constexpr auto kBusyPollWait = std::chrono::milliseconds(50);
+constexpr int kServiceThreads = 256;
 // How long a prefill result nobody fetched, or a failed room, is kept.
 constexpr auto kKeepResult = std::chrono::seconds(120);
 
@@ -57,10 +63,14 @@ class PrefillService : public ServerService {
                          {"groups", groups}}
                         .dump());
     });
-    http_.route("POST", "/kv/transfer",
-                [this](const HttpRequest& req, HttpResponse& res) { transfer(req, res); });
-    http_.route("POST", "/kv/cancel",
-                [this](const HttpRequest& req, HttpResponse& res) { cancel(req, res); });
+    http_.route("POST", "/kv/transfer", [this](const HttpRequest& req, HttpResponse& res) {
+      Busy busy(active_calls_);
+      transfer(req, res);
+    });
+    http_.route("POST", "/kv/cancel", [this](const HttpRequest& req, HttpResponse& res) {
+      Busy busy(active_calls_);
+      cancel(req, res);
+    });
     http_.bind();
     thread_ = std::thread([this] { http_.serve(); });
     janitor_ = std::thread([this] { janitor(); });
@@ -95,12 +105,21 @@ class PrefillService : public ServerService {
     HttpServerOptions o;
     o.host = args.host;
     o.port = args.disaggregation_bootstrap_port;
-    o.threads = 256;
+    o.threads = kServiceThreads;
     return o;
   }
 
   // Nothing more will be written for this room: it succeeded (flushed), failed before or
   // without puts in flight, or its timed-out puts have drained since.
+  struct Busy {
+    std::atomic<int>& calls;
+    explicit Busy(std::atomic<int>& c) : calls(c) { ++calls; }
+    ~Busy() { --calls; }
+  };
+  std::chrono::milliseconds poll_wait() const {
+    return active_calls_.load() * 4 >= kServiceThreads * 3 ? kBusyPollWait : kPollWait;
+  }
+
   static bool settled(const Room& r) {
     return r.result &&
            (r.result->value("ok", false) || r.result->value("settled", true) || r.drained);
@@ -143,7 +162,7 @@ class PrefillService : public ServerService {
              (settled(r.second) || !r.second.result);
     });
     std::erase_if(failed_, [&](const auto& f) { return now - f.second.second > kKeepResult; });
-    std::erase_if(cancelled_, [&](const auto& c) { return now - c.second > kKeepResult; });
+    std::erase_if(cancelled_, [&](const auto& c) { return now - c.second.at > kKeepResult; });
   }
 
   // The lease: a room's decode server asks about it at least every second (kPollWait) until it
@@ -167,6 +186,24 @@ class PrefillService : public ServerService {
             room);
         state.cancel_posted = true;
         ctx_.frontend.post_disagg(state.dp, DisaggInput{state.rid, {{"cancel", true}}});
+      }
+      // A room cancelled before its prefill request came here: the request, when it comes,
+      // stops too (else it would hold its pages until the bootstrap timeout).
+      std::vector<int64_t> waiting;
+      for (const auto& [room, c] : cancelled_) {
+        if (!c.request_stopped) waiting.push_back(room);
+      }
+      lock.unlock();
+      std::vector<std::pair<int64_t, std::pair<std::string, int>>> found;
+      for (int64_t room : waiting) {
+        if (auto f = ctx_.frontend.find_room(room)) found.emplace_back(room, *f);
+      }
+      lock.lock();
+      for (const auto& [room, f] : found) {
+        auto c = cancelled_.find(room);
+        if (c == cancelled_.end() || c->second.request_stopped) continue;
+        c->second.request_stopped = true;
+        ctx_.frontend.post_disagg(f.second, DisaggInput{f.first, {{"cancel", true}}});
       }
       expire();
     }
@@ -193,7 +230,7 @@ class PrefillService : public ServerService {
       return;
     }
     const int64_t room = body["room"].get<int64_t>();
-    const auto deadline = Clock::now() + kPollWait;
+    const auto deadline = Clock::now() + poll_wait();
     std::unique_lock<std::mutex> lock(mutex_);
     expire();
     if (cancelled_.count(room) != 0) {
@@ -270,11 +307,20 @@ class PrefillService : public ServerService {
     expire();
     auto it = rooms_.find(room);
     if (it == rooms_.end()) {
-      cancelled_[room] = Clock::now();
+      const bool first = cancelled_.count(room) == 0;
+      if (first) cancelled_[room] = Cancelled{Clock::now(), false};
       lock.unlock();
-      // The prefill request itself, if it is here, stops and frees its pages.
+      // The prefill request itself, if it is here, stops and frees its pages; if it is not here
+      // yet, the janitor stops it when it comes.
       if (auto found = ctx_.frontend.find_room(room)) {
-        ctx_.frontend.post_disagg(found->second, DisaggInput{found->first, {{"cancel", true}}});
+        lock.lock();
+        auto c = cancelled_.find(room);
+        const bool post = c != cancelled_.end() && !c->second.request_stopped;
+        if (post) c->second.request_stopped = true;
+        lock.unlock();
+        if (post) {
+          ctx_.frontend.post_disagg(found->second, DisaggInput{found->first, {{"cancel", true}}});
+        }
       }
       res.json(200, json{{"settled", true}}.dump());
       return;
@@ -285,7 +331,7 @@ class PrefillService : public ServerService {
       state.cancel_posted = true;
       ctx_.frontend.post_disagg(state.dp, DisaggInput{state.rid, {{"cancel", true}}});
     }
-    cv_.wait_until(lock, Clock::now() + kPollWait, [&] {
+    cv_.wait_until(lock, Clock::now() + poll_wait(), [&] {
       auto r = rooms_.find(room);
       return r == rooms_.end() || settled(r->second);
     });
@@ -314,7 +360,12 @@ class PrefillService : public ServerService {
   bool stop_ = false;
   std::map<int64_t, Room> rooms_;
   std::map<int64_t, std::pair<json, Clock::time_point>> failed_;
-  std::map<int64_t, Clock::time_point> cancelled_;  // rooms given up before their target came
+  struct Cancelled {
+    Clock::time_point at;
+    bool request_stopped = false;  // the prefill request was found here and told to stop
+  };
+  std::map<int64_t, Cancelled> cancelled_;  // rooms given up before their target came
+  std::atomic<int> active_calls_{0};        // /kv/* calls being answered
 };
 
 // Decode: relays each reserved request to its prefill server and, when the request ends before

@@ -97,6 +97,12 @@ void run_group_follower(CausalLM& model, int64_t num_kv_slots, Communicator& gro
                         const FollowerHooks& hooks) {
   const auto& on_control = hooks.on_control;
   LocalModelRunner local(model, num_kv_slots, hooks.allocate_kv);
+  struct StopBeforeTheCache {
+    const std::function<void()>& on_stop;
+    ~StopBeforeTheCache() {
+      if (on_stop) on_stop();
+    }
+  } stop_first{hooks.on_stop};
   if (hooks.on_start) hooks.on_start(local.cache());
   std::vector<float> logits;
   const auto timeout = group.timeout();

@@ -61,6 +61,9 @@ struct FollowerHooks {
   std::function<void(KvCache&)> on_start;
   // The leader's run_task: this rank's answer.
   std::function<std::string(const std::string&)> on_task;
+  // When the follower stops (or throws), before its KV cache goes: whatever reads the cache
+  // (a KV send in flight) must end here.
+  std::function<void()> on_stop;
 };
 void run_group_follower(CausalLM& model, int64_t num_kv_slots, Communicator& group,
                         const FollowerHooks& hooks);

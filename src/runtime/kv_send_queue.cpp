@@ -1,5 +1,7 @@
 #include "runtime/kv_send_queue.h"
 
+#include <algorithm>
+
 #include <fmt/format.h>
 
 namespace epserve {
@@ -23,6 +25,14 @@ void KvSendQueue::start(int64_t id, nlohmann::json target, std::vector<int32_t> 
     jobs_.push_back({id, std::move(target), std::move(slots)});
   }
   cv_.notify_all();
+}
+
+void KvSendQueue::cancel(int64_t id) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  auto it = std::find_if(jobs_.begin(), jobs_.end(), [&](const Job& j) { return j.id == id; });
+  if (it == jobs_.end()) return;
+  jobs_.erase(it);
+  done_.push_back({id, 0, "cancelled before it started", /*cancelled=*/true});
 }
 
 std::vector<KvSendResult> KvSendQueue::take_done() {
@@ -75,12 +85,13 @@ std::vector<KvSendResult> KvGroupSends::add_answers(const std::vector<std::strin
       Pending& p = pending_[id];
       p.ranks += 1;
       p.bytes += d.value("bytes", int64_t{0});
+      p.cancelled = p.cancelled && d.value("cancelled", false);
       if (d.contains("error")) {
         p.errors += fmt::format("{}rank {} of the group: {}", p.errors.empty() ? "" : "; ", rank,
                                 d["error"].get<std::string>());
       }
       if (p.ranks == answers.size()) {
-        finished.push_back({id, p.bytes, p.errors});
+        finished.push_back({id, p.bytes, p.errors, p.cancelled});
         pending_.erase(id);
       }
     }
@@ -96,6 +107,7 @@ nlohmann::json to_json_list(const std::vector<KvSendResult>& results) {
       d["bytes"] = r.bytes;
     } else {
       d["error"] = r.error;
+      if (r.cancelled) d["cancelled"] = true;
     }
     list.push_back(std::move(d));
   }

@@ -28,6 +28,9 @@ class KvSendQueue {
   KvSendQueue& operator=(const KvSendQueue&) = delete;
 
   void start(int64_t id, nlohmann::json target, std::vector<int32_t> slots);
+  // Drops send `id` if it has not started: it is reported done, cancelled, with nothing sent.
+  // A send in progress goes on (UCX puts cannot be called back).
+  void cancel(int64_t id);
   // Sends finished since the last call.
   std::vector<KvSendResult> take_done();
   // The agent's draining() as of its last refresh: after every send (before that send's result
@@ -53,8 +56,9 @@ class KvSendQueue {
 };
 
 // The leader's view of its group's sends: each rank answers a poll with the sends it finished
-// ({"done": [{"id", "bytes"} or {"id", "error"}]}); a send is finished once every rank of the
-// group has finished it (bytes summed, errors joined with the rank that had them).
+// ({"done": [{"id", "bytes"} or {"id", "error"[, "cancelled"]}]}); a send is finished once every
+// rank of the group has finished it (bytes summed, errors joined with the rank that had them;
+// cancelled only if no rank had started it).
 class KvGroupSends {
  public:
   std::vector<KvSendResult> add_answers(const std::vector<std::string>& answers);
@@ -64,6 +68,7 @@ class KvGroupSends {
     size_t ranks = 0;
     int64_t bytes = 0;
     std::string errors;
+    bool cancelled = true;  // every rank so far dropped it before it started
   };
   std::map<int64_t, Pending> pending_;
 };

@@ -60,7 +60,8 @@ class KvTransferAgent {
 struct KvSendResult {
   int64_t id = 0;
   int64_t bytes = 0;
-  std::string error;  // empty: sent
+  std::string error;       // empty: sent
+  bool cancelled = false;  // dropped before it started on every rank: nothing was written
 };
 
 using KvTransferAgentFactory = std::function<std::unique_ptr<KvTransferAgent>()>;

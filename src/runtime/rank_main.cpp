@@ -189,6 +189,10 @@ int run_rank(const RankOptions& o) {
     if (job.contains("draining")) return nlohmann::json{{"draining", kv_sends->draining()}}.dump();
     if (job.contains("poll"))
       return nlohmann::json{{"done", to_json_list(kv_sends->take_done())}}.dump();
+    if (job.contains("cancel")) {
+      kv_sends->cancel(job["cancel"].get<int64_t>());
+      return "{}";
+    }
     kv_sends->start(job.at("start").get<int64_t>(), job.at("target"),
                     job.at("slots").get<std::vector<int32_t>>());
     return "{}";
@@ -202,11 +206,17 @@ int run_rank(const RankOptions& o) {
       hooks.allocate_kv = allocate_kv;
       hooks.on_start = start_kv_agent;
       hooks.on_task = run_kv_task;
+      hooks.on_stop = [&] { kv_sends.reset(); };
     }
     run_group_follower(*model, slots, *ctx.parallel.attention_group, hooks);
     return 0;
   }
   GroupLeaderRunner runner(*model, slots, ctx.parallel.attention_group, allocate_kv);
+  // A send in flight reads the runner's KV cache: it ends before the cache goes, on any path.
+  struct StopSendsFirst {
+    std::unique_ptr<KvSendQueue>& sends;
+    ~StopSendsFirst() { sends.reset(); }
+  } stop_sends_first{kv_sends};
   Scheduler scheduler(runner, o.scheduler);
   if (disaggregated) {
     start_kv_agent(runner.cache());
@@ -217,6 +227,9 @@ int run_rank(const RankOptions& o) {
         },
         [&, group_sends = std::make_shared<KvGroupSends>()] {
           return group_sends->add_answers(runner.run_task(R"({"poll": true})", run_kv_task));
+        },
+        [&](int64_t id) {
+          runner.run_task(nlohmann::json{{"cancel", id}}.dump(), run_kv_task);
         });
     scheduler.set_kv_drain_check([&] {
       std::vector<std::string> peers;

@@ -89,9 +89,13 @@ class Scheduler {
   using KvSendStart = std::function<void(int64_t id, const nlohmann::json& target,
                                          const std::vector<int32_t>& slots)>;
   using KvSendPoll = std::function<std::vector<KvSendResult>()>;
-  void set_kv_async_sender(KvSendStart start, KvSendPoll poll) {
+  // `cancel(id)` drops a send that has not started on any rank yet (optional; its result then
+  // comes back cancelled through `poll`).
+  using KvSendCancel = std::function<void(int64_t id)>;
+  void set_kv_async_sender(KvSendStart start, KvSendPoll poll, KvSendCancel cancel = {}) {
     send_start_ = std::move(start);
     send_poll_ = std::move(poll);
+    send_cancel_ = std::move(cancel);
   }
   // A synchronous sender (tests): each send finishes within start().
   using KvSender =
@@ -206,6 +210,7 @@ class Scheduler {
   };
   KvSendStart send_start_;
   KvSendPoll send_poll_;
+  KvSendCancel send_cancel_;
   std::vector<KvSendResult> sync_done_;  // set_kv_sender's results
   int64_t next_send_id_ = 1;
   std::map<int64_t, std::string> sends_;  // prefill: sends in flight -> rid

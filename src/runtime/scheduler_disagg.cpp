@@ -128,8 +128,18 @@ void Scheduler::cancel_transfer(const std::string& rid, std::vector<TokenOutput>
   early_targets_.erase(rid);
   if (auto parked = parked_.find(rid); parked != parked_.end()) {
     // A send in flight cannot be called back; its result (success, or a failure that says
-    // whether puts may still land) answers the decode side when it has finished.
-    if (parked->second.send_id >= 0) return;
+    // whether puts may still land) answers the decode side when it has finished. One still
+    // queued behind other sends on the ranks is dropped there (it comes back cancelled).
+    if (parked->second.send_id >= 0) {
+      if (send_cancel_) {
+        try {
+          send_cancel_(parked->second.send_id);
+        } catch (const std::exception& e) {
+          spdlog::warn("KV transfer: cannot cancel the send of request {}: {}", rid, e.what());
+        }
+      }
+      return;
+    }
     std::unique_ptr<SchedRequest> request = std::move(parked->second.request);
     parked_.erase(parked);
     fail(std::move(request), why, 499, out);  // tells the decode side: nothing was sent
@@ -415,6 +425,10 @@ void Scheduler::complete_send(std::map<std::string, Parked>::iterator it, const 
       for (const auto& t : r.pending.top_logprobs.front()) top.push_back({t.id, t.logprob});
       result["top_logprobs"] = std::move(top);
     }
+  } else if (sent.cancelled) {
+    // Dropped before any rank started it: nothing was written, so the decode side may free now.
+    result = {
+        {"ok", false}, {"status", 499}, {"error", "the decode server cancelled the KV transfer"}};
   } else {
     spdlog::warn("KV transfer of request {} failed: {}", it->first, sent.error);
     result = {{"ok", false}, {"status", 502}, {"error", sent.error}};
@@ -442,6 +456,8 @@ void Scheduler::complete_send(std::map<std::string, Parked>::iterator it, const 
     release_pages(*owned);  // its client had its answer when it was aborted
   } else if (result["ok"].get<bool>()) {
     finish(*owned, "length", out);
+  } else if (sent.cancelled) {
+    fail(std::move(owned), result["error"].get<std::string>(), 499, out);
   } else {
     fail(std::move(owned), "KV transfer failed: " + result["error"].get<std::string>(), 502, out);
   }

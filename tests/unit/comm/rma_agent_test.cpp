@@ -118,6 +118,16 @@ TEST_P(RmaAgentBothModes, ATimedOutWriteDrainsUntilItsPutsCanNoLongerLand) {
       Error);
   EXPECT_EQ(writer.draining(std::chrono::seconds(60)),
             std::vector<std::string>{receiver.address()});
+  // While it drains, another write to that peer is refused at once (not after its own timeout:
+  // it would hold every send queued behind it).
+  const auto before = std::chrono::steady_clock::now();
+  try {
+    writer.write(receiver.address(), {key}, {puts[0]}, std::chrono::seconds(60), GetParam());
+    ADD_FAILURE() << "a write to a draining peer went through";
+  } catch (const Error& e) {
+    EXPECT_THAT(e.what(), testing::HasSubstr("has not yet taken an earlier transfer"));
+  }
+  EXPECT_LT(std::chrono::steady_clock::now() - before, std::chrono::seconds(30));
   // The receiver runs again: the queued puts land, and the writer's flush completes.
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
   while (!writer.draining(std::chrono::seconds(60)).empty()) {

@@ -53,7 +53,8 @@ TEST(ConcurrencyLimiter, AWaitPastTheQueueTimeoutIsA408) {
 }
 
 TEST(ConcurrencyLimiter, AReturnedTokenAdmitsTheFirstWaiter) {
-  ConcurrencyLimiter limiter(1, 1, 4, 60);  // a refill would take a second
+  // A refill would take a second, longer than the queue wait: only release() can admit it.
+  ConcurrencyLimiter limiter(1, 1, 4, 0.9);
   ASSERT_EQ(limiter.acquire(), Admission::admitted);
   Admission waited = Admission::queue_full;
   std::thread waiter([&] { waited = limiter.acquire(); });

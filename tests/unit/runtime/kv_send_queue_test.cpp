@@ -81,6 +81,47 @@ TEST(KvSendQueue, SendsRunBesideTheCallerAndComeBackById) {
   EXPECT_EQ(queue.draining(), std::vector<std::string>{"decode-a"});
 }
 
+// A send still queued behind another is dropped on cancel and comes back cancelled; one in
+// progress goes on.
+TEST(KvSendQueue, ACancelledSendThatHasNotStartedIsDropped) {
+  BlockingAgent agent;
+  KvSendQueue queue(agent);
+  queue.start(1, nlohmann::json::object(), {1, 2});
+  queue.start(2, nlohmann::json::object(), {1, 2, 3});
+  ASSERT_TRUE(eventually([&] { return agent.started() == 1; }));
+  queue.cancel(1);  // in progress: not dropped
+  queue.cancel(2);
+  std::vector<KvSendResult> done = queue.take_done();
+  ASSERT_EQ(done.size(), 1u);
+  EXPECT_EQ(done[0].id, 2);
+  EXPECT_TRUE(done[0].cancelled);
+  EXPECT_EQ(done[0].bytes, 0);
+  agent.release();
+  ASSERT_TRUE(eventually([&] {
+    for (auto& d : queue.take_done()) done.push_back(d);
+    return done.size() == 2;
+  }));
+  EXPECT_EQ(done[1].id, 1);
+  EXPECT_EQ(done[1].bytes, 2);
+  EXPECT_FALSE(done[1].cancelled);
+  EXPECT_EQ(agent.started(), 1);  // the cancelled one never reached the agent
+}
+
+TEST(KvGroupSends, ASendIsCancelledOnlyIfNoRankStartedIt) {
+  KvGroupSends group;
+  auto answer = [](std::vector<KvSendResult> r) {
+    return nlohmann::json{{"done", to_json_list(r)}}.dump();
+  };
+  KvSendResult dropped{1, 0, "cancelled before it started", true};
+  std::vector<KvSendResult> done = group.add_answers({answer({dropped}), answer({dropped})});
+  ASSERT_EQ(done.size(), 1u);
+  EXPECT_TRUE(done[0].cancelled);
+  done = group.add_answers({answer({{2, 0, "cancelled before it started", true}}),
+                            answer({{2, 0, "timeout"}})});
+  ASSERT_EQ(done.size(), 1u);
+  EXPECT_FALSE(done[0].cancelled);  // rank 1 started it: its puts may be in flight
+}
+
 TEST(KvGroupSends, ASendIsDoneWhenEveryRankHasFinishedIt) {
   KvGroupSends group;
   auto answer = [](std::vector<KvSendResult> r) {
