@@ -19,8 +19,15 @@ struct NormalState : HandleState {
   // Region layout (max_tokens_per_rank given): source s writes row i at row s * region + i of
   // our buffer, and its count into the buffer's count slots; 0 with a count round.
   int64_t region = 0;
-  std::vector<int64_t> sent_counts;  // [destination] rows we send (put sources: kept until flush)
-  std::vector<int32_t> self_tokens;  // our tokens that go to our own experts (region layout)
+  std::vector<int64_t> sent_counts;  // [destination] rows we send
+  // [destination] where its combine rows for our tokens start in our back buffer: the
+  // destinations' (token, slot) rows in rank order, each in (token, slot) order.
+  std::vector<int64_t> combine_base;
+  // [destination] (rows we send, combine_base): the header each destination gets (put
+  // sources: kept until flush).
+  std::vector<int64_t> sent_header;
+  std::vector<int64_t> peer_combine_base;  // [source] where our combine rows go in its buffer
+  std::vector<int32_t> self_tokens;        // our tokens that go to our own experts (region layout)
   const float* y = nullptr;
 
   ~NormalState() override {
@@ -36,6 +43,14 @@ NormalState& state_of(DispatchHandle& h, HandleState::Stage expected, const char
   return *s;
 }
 
+// The (count, combine base) pair each source wrote into our landing buffer, after the metadata.
+const int64_t* headers_of(const NormalDispatcher::Arena& arena, const float* landing, int64_t H,
+                          int K) {
+  return reinterpret_cast<const int64_t*>(
+      reinterpret_cast<const char*>(landing + arena.rows_cap * H) +
+      arena.rows_cap * MetaLayout{K}.bytes());
+}
+
 // Region layout, after every source signalled: reads the counts the sources sent, makes the
 // received rows one block ordered by source (recv_x), and returns its first row. Source s wrote
 // its rows at row s * region. With s0 the first other source, the block starts where s0's rows
@@ -45,12 +60,10 @@ int64_t place_region_rows(NormalState& st, float* landing) {
   const int n = static_cast<int>(st.sent_counts.size());
   const int me = st.rank;
   const int64_t M = st.region, H = st.hidden;
-  const auto* counts = reinterpret_cast<const int64_t*>(
-      reinterpret_cast<const char*>(landing + st.arena->rows_cap * H) +
-      st.arena->rows_cap * MetaLayout{st.num_topk}.bytes());
+  const int64_t* header = headers_of(*st.arena, landing, H, st.num_topk);
   st.recv_offset.assign(n + 1, 0);
   for (int s = 0; s < n; ++s) {
-    const int64_t c = s == me ? static_cast<int64_t>(st.self_tokens.size()) : counts[s];
+    const int64_t c = s == me ? static_cast<int64_t>(st.self_tokens.size()) : header[2 * s];
     EPS_CHECK(c >= 0 && c <= M, "normal dispatch: source {} sent {} rows (at most {})", s, c, M);
     st.recv_offset[s + 1] = st.recv_offset[s] + c;
   }
@@ -100,7 +113,7 @@ void NormalDispatcher::reserve(Arena& arena, int64_t rows_needed, int64_t tokens
     arena.rows_cap = std::max<int64_t>(rows_needed, arena.rows_cap * 5 / 4);
     arena.landing.reset();
     arena.landing = std::make_unique<SymmetricBuffer>(
-        *comm_, arena.rows_cap * row_bytes + comm_->size() * sizeof(int64_t));
+        *comm_, arena.rows_cap * row_bytes + comm_->size() * 2 * sizeof(int64_t));
   }
   if (tokens_needed > arena.tokens_cap) {
     arena.tokens_cap = std::max<int64_t>(tokens_needed, arena.tokens_cap * 5 / 4);
@@ -140,6 +153,19 @@ DispatchHandle NormalDispatcher::dispatch_send(const DispatchInput& in) {
   std::vector<int64_t> first(n, 0);  // [destination] our first row in its buffer
   st->sent_counts.assign(n, 0);
   for (int d = 0; d < n; ++d) st->sent_counts[d] = layout.num_tokens_per_rank[d];
+  std::vector<int64_t> slots(n, 0);
+  for (int64_t i = 0; i < T * K; ++i) {
+    if (in.topk_idx[i] >= 0) ++slots[in.topk_idx[i] / per_rank];
+  }
+  st->combine_base.assign(n, 0);
+  st->sent_header.assign(2 * n, 0);
+  int64_t next = 0;
+  for (int d = 0; d < n; ++d) {
+    st->combine_base[d] = next;
+    if (d != me) next += slots[d];
+    st->sent_header[2 * d] = st->sent_counts[d];
+    st->sent_header[2 * d + 1] = st->combine_base[d];
+  }
   if (in.max_tokens_per_rank > 0) {
     const int64_t M = in.max_tokens_per_rank;
     EPS_CHECK(T <= M, "normal dispatch: {} tokens on rank {}, above the agreed most tokens {}", T,
@@ -170,7 +196,7 @@ DispatchHandle NormalDispatcher::dispatch_send(const DispatchInput& in) {
   MetaLayout meta{K};
   SymmetricBuffer& buf = *arena.landing;
   const size_t meta_base = arena.rows_cap * H * sizeof(float);
-  const size_t count_base = meta_base + arena.rows_cap * meta.bytes();
+  const size_t header_base = meta_base + arena.rows_cap * meta.bytes();
   RowWriter rows(buf, H * sizeof(float), arena.row_staging);
   for (int i = 0; i < n; ++i) {
     int d = (me + i) % n;
@@ -195,8 +221,9 @@ DispatchHandle NormalDispatcher::dispatch_send(const DispatchInput& in) {
       ++row;
     }
     if (!peer) buf.put(d, meta_base + first[d] * meta.bytes(), staging.data(), staging.size());
-    if (st->region > 0 && d != me) {
-      buf.put(d, count_base + me * sizeof(int64_t), &st->sent_counts[d], sizeof(int64_t));
+    if (d != me) {
+      buf.put(d, header_base + me * 2 * sizeof(int64_t), &st->sent_header[2 * d],
+              2 * sizeof(int64_t));
     }
   }
   rows.finish();
@@ -216,6 +243,9 @@ void NormalDispatcher::dispatch_recv(DispatchHandle& handle) {
   float* landing = static_cast<float*>(arena.landing->data());
   const char* recv_meta = reinterpret_cast<const char*>(landing + arena.rows_cap * H);
   const int64_t base = st.region > 0 ? place_region_rows(st, landing) : 0;
+  const int64_t* header = headers_of(arena, landing, H, K);
+  st.peer_combine_base.assign(n, 0);
+  for (int s = 0; s < n; ++s) st.peer_combine_base[s] = header[2 * s + 1];
   const int64_t N = st.recv_offset[n];
 
   DispatchOutput& o = st.out;
@@ -289,15 +319,16 @@ void NormalDispatcher::combine_send(const float* y, DispatchHandle& handle) {
   st.y = y;
   SymmetricBuffer& buf = *st.arena->back;
   const int32_t* slot_y_row = st.arena->slot_y_row.data();
-  const int32_t* src_token = st.out.recv_src_token;
   RowWriter rows(buf, H * sizeof(float), st.arena->row_staging);
-  // Rows for our own tokens stay where they are; combine_recv reads them from y.
+  // Rows for our own tokens stay where they are; combine_recv reads them from y. Source s's
+  // rows go in (token, slot) order from where s said (one block: one put).
   for (int s = 0; s < n; ++s) {
     if (s == me) continue;
+    int64_t at = st.peer_combine_base[s];
     for (int64_t r = st.recv_offset[s]; r < st.recv_offset[s + 1]; ++r) {
       for (int k = 0; k < K; ++k) {
         int32_t j = slot_y_row[r * K + k];
-        if (j >= 0) rows.write(s, (int64_t(src_token[r]) * K + k) * H * sizeof(float), y + j * H);
+        if (j >= 0) rows.write(s, at++ * H * sizeof(float), y + j * H);
       }
     }
   }
@@ -317,17 +348,19 @@ void NormalDispatcher::combine_recv(DispatchHandle& handle, float* out) {
   const float* back = static_cast<const float*>(buf.data());
   const int32_t* slot_y_row = st.arena->slot_y_row.data();
   std::vector<const float*> rows(T * K, nullptr);
+  std::vector<int64_t> next = st.combine_base;  // [rank] its next row in back
   int64_t self_row = st.recv_offset[me];
   for (int64_t t = 0; t < T; ++t) {
     bool to_self = false;
     for (int k = 0; k < K; ++k) {
       int32_t e = st.topk_idx[t * K + k];
       if (e < 0) continue;
-      if (e / per_rank == me) {
+      const int rank = e / per_rank;
+      if (rank == me) {
         rows[t * K + k] = st.y + slot_y_row[self_row * K + k] * H;
         to_self = true;
       } else {
-        rows[t * K + k] = back + (t * K + k) * H;
+        rows[t * K + k] = back + next[rank]++ * H;
       }
     }
     self_row += to_self;

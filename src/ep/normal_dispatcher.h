@@ -7,8 +7,9 @@
 // rows go; the receiver makes one block of them (with two ranks nothing moves) and copies its own
 // rows in from x. Without it, a count round first (one allgather of the count matrix) tells every
 // sender where its rows go. Buffers grow, collectively, when a batch needs more. combine writes
-// each (token, slot) output row into the source's [tokens, top-k, hidden] buffer; rows a rank
-// computed for itself are read in place. Two arenas of buffers allow two batches in flight.
+// the (token, slot) output rows for a source as one block where the source said with its rows
+// (its back buffer holds each rank's rows in turn); rows a rank computed for itself are read in
+// place. Two arenas of buffers allow two batches in flight.
 #pragma once
 
 #include <memory>
@@ -35,7 +36,7 @@ class NormalDispatcher : public Dispatcher {
     // rows [rows_cap, H], then meta [rows_cap], then each source's count [ranks] (regions)
     std::unique_ptr<SymmetricBuffer> landing;
     int64_t rows_cap = 0;
-    std::unique_ptr<SymmetricBuffer> back;  // [tokens_cap, K, H] combine rows for our tokens
+    std::unique_ptr<SymmetricBuffer> back;  // [tokens_cap * K, H] combine rows for our tokens
     int64_t tokens_cap = 0;
     std::vector<std::vector<char>> staging;      // [rank] metadata for remote puts
     std::vector<std::vector<char>> row_staging;  // [rank] rows for remote puts
