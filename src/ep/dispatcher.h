@@ -145,6 +145,9 @@ class Dispatcher {
   virtual void combine_send(const float* y, DispatchHandle& handle) = 0;
   // out: [num_tokens, hidden] of the matching dispatch; see the formula at the top.
   virtual void combine_recv(DispatchHandle& handle, float* out) = 0;
+  // The wait part of combine_recv alone (the peers' rows are here, our sends are done); then
+  // combine_recv only sums. Optional.
+  virtual void combine_wait(DispatchHandle& handle) = 0;
 
   DispatchHandle dispatch(const DispatchInput& input);
   void combine(const float* y, DispatchHandle& handle, float* out);

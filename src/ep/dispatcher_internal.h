@@ -18,6 +18,7 @@ struct HandleState {
 
   enum Stage { kSent, kReceived, kCombineSent, kDone };
   Stage stage = kSent;
+  bool combine_arrived = false;  // combine_wait ran
   int buffer = 0;
   int64_t num_tokens = 0;
   std::vector<int32_t> topk_idx;    // [num_tokens, K] copy of the input

@@ -338,13 +338,20 @@ void NormalDispatcher::combine_send(const float* y, DispatchHandle& handle) {
   st.stage = HandleState::kCombineSent;
 }
 
+void NormalDispatcher::combine_wait(DispatchHandle& handle) {
+  NormalState& st = state_of(handle, HandleState::kCombineSent, "combine_wait");
+  if (st.combine_arrived) return;
+  st.arena->back->wait_signals(st.step, "combine");
+  st.arena->back->flush("combine");
+  st.combine_arrived = true;
+}
+
 void NormalDispatcher::combine_recv(DispatchHandle& handle, float* out) {
+  combine_wait(handle);
   NormalState& st = state_of(handle, HandleState::kCombineSent, "combine_recv");
   const int me = comm_->rank(), K = config_.num_topk, per_rank = num_local_experts();
   const int64_t H = config_.hidden, T = st.num_tokens;
   SymmetricBuffer& buf = *st.arena->back;
-  buf.wait_signals(st.step, "combine");
-  buf.flush("combine");
   const float* back = static_cast<const float*>(buf.data());
   const int32_t* slot_y_row = st.arena->slot_y_row.data();
   std::vector<const float*> rows(T * K, nullptr);

@@ -29,6 +29,7 @@ class NormalDispatcher : public Dispatcher {
   void dispatch_recv(DispatchHandle& handle) override;
   void combine_send(const float* y, DispatchHandle& handle) override;
   void combine_recv(DispatchHandle& handle, float* out) override;
+  void combine_wait(DispatchHandle& handle) override;
 
   struct Arena {
     const HandleState* owner = nullptr;  // the batch using this arena, if any

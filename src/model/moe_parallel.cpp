@@ -286,6 +286,11 @@ void DispatchedExperts::combine_start(MoeStageState& s) {
   s.dispatcher->combine_send(s.handle.y_buffer(), s.handle);
 }
 
+void DispatchedExperts::combine_wait_rows(MoeStageState& s) {
+  PhaseTimer timer("comm");
+  s.dispatcher->combine_wait(s.handle);
+}
+
 void DispatchedExperts::combine_wait(MoeStageState& s) {
   const int64_t H = hidden_;
   Communicator& group = *parallel_.attention_group;

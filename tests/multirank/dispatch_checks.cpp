@@ -188,6 +188,7 @@ uint64_t check_two_in_flight(Communicator& comm, Dispatcher& dispatcher, const D
   std::vector<float> out_a(all_a[me].num_tokens * a.hidden), out_b(all_b[me].num_tokens * b.hidden);
   dispatcher.combine_send(ha.y_buffer(), ha);
   dispatcher.combine_send(hb.y_buffer(), hb);
+  dispatcher.combine_wait(ha);  // the wait alone first: combine_recv then only sums
   dispatcher.combine_recv(ha, out_a.data());
   dispatcher.combine_recv(hb, out_b.data());
   auto ref_a = reference_out(all_a[me], a), ref_b = reference_out(all_b[me], b);
