@@ -7,6 +7,7 @@
 
 namespace epserve {
 namespace {
+
 struct NormalState : HandleState {
   NormalDispatcher::Arena* arena = nullptr;
   int64_t hidden = 0;
@@ -17,7 +18,7 @@ struct NormalState : HandleState {
   std::vector<int64_t> counts;       // [source][destination] tokens, then [source] num_tokens
   std::vector<int64_t> recv_offset;  // [source + 1] first row from each source in recv_x
   // Region layout (max_tokens_per_rank given): source s writes row i at row s * region + i of
-  // our buffer, and its count into the buffer's count slots; 0 with a count round.
+  // our buffer, and its count into its header slot (headers_of); 0 with a count round.
   int64_t region = 0;
   std::vector<int64_t> sent_counts;  // [destination] rows we send
   // [destination] where its combine rows for our tokens start in our back buffer: the

@@ -5,11 +5,12 @@
 // once per pass with the dispatch mode), source s writes at its own region s * max of every
 // receiver's buffer and sends its count with the rows, so nothing waits for the peers before the
 // rows go; the receiver makes one block of them (with two ranks nothing moves) and copies its own
-// rows in from x. Without it, a count round first (one allgather of the count matrix) tells every
-// sender where its rows go. Buffers grow, collectively, when a batch needs more. combine writes
-// the (token, slot) output rows for a source as one block where the source said with its rows
-// (its back buffer holds each rank's rows in turn); rows a rank computed for itself are read in
-// place. Two arenas of buffers allow two batches in flight.
+// rows in from x. The receive buffer then holds ranks x max rows. Without it, a count round first
+// (one allgather of the count matrix) tells every sender where its rows go. Buffers grow,
+// collectively, when a batch needs more. combine writes the (token, slot) output rows for a source
+// as one block where the source said with its rows (its back buffer holds each rank's rows in
+// turn); rows a rank computed for itself are read in place. Two arenas of buffers allow two batches
+// in flight.
 #pragma once
 
 #include <memory>
@@ -34,7 +35,7 @@ class NormalDispatcher : public Dispatcher {
   struct Arena {
     const HandleState* owner = nullptr;  // the batch using this arena, if any
     uint64_t step = 0;
-    // rows [rows_cap, H], then meta [rows_cap], then each source's count [ranks] (regions)
+    // rows [rows_cap, H], then meta [rows_cap], then (count, combine base) [ranks]
     std::unique_ptr<SymmetricBuffer> landing;
     int64_t rows_cap = 0;
     std::unique_ptr<SymmetricBuffer> back;  // [tokens_cap * K, H] combine rows for our tokens
