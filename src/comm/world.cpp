@@ -1,6 +1,7 @@
 #include "comm/world.h"
 
 #include <poll.h>
+#include <pthread.h>
 #include <unistd.h>
 
 #include <cstdlib>
@@ -111,6 +112,7 @@ World::World(const RankInfo& info, const CommOptions& options) : info_(info), op
 
 void World::start_progress_thread() {
   progress_thread_ = std::thread([this] {
+    pthread_setname_np(pthread_self(), "eps-progress");  // for top -H and per-thread CPU figures
     while (!progress_stop_.load(std::memory_order_acquire)) {
       while (ucp_worker_progress(worker_) != 0) {
       }

@@ -100,11 +100,12 @@ std::unique_ptr<Dispatcher> make_dispatcher(DispatchMode mode, Communicator& com
 }
 
 DispatchMode agree_dispatch_mode(Communicator& comm, bool has_prefill_tokens, int64_t num_tokens,
-                                 int num_max_dispatch_tokens_per_rank) {
-  int64_t needs_normal =
-      (has_prefill_tokens || num_tokens > num_max_dispatch_tokens_per_rank) ? 1 : 0;
-  comm.allreduce(&needs_normal, 1, ReduceOp::kMax);
-  return needs_normal ? DispatchMode::kNormal : DispatchMode::kLowLatency;
+                                 int num_max_dispatch_tokens_per_rank, int64_t* max_num_tokens) {
+  int64_t votes[2] = {(has_prefill_tokens || num_tokens > num_max_dispatch_tokens_per_rank) ? 1 : 0,
+                      num_tokens};
+  comm.allreduce(votes, 2, ReduceOp::kMax);
+  if (max_num_tokens) *max_num_tokens = votes[1];
+  return votes[0] ? DispatchMode::kNormal : DispatchMode::kLowLatency;
 }
 
 void weighted_sum_row_avx2(const float* const* rows, const float* weights, int num_topk,
@@ -163,6 +164,33 @@ void copy_rows(const std::vector<std::pair<float*, const float*>>& rows, size_t 
         if (stream) _mm_sfence();
       },
       16);
+}
+
+void RowWriter::finish() {
+  copy_rows(direct_, row_bytes_);
+  direct_.clear();
+  for (size_t peer = 0; peer < remote_.size(); ++peer) {
+    const auto& rows = remote_[peer];
+    if (rows.empty()) continue;
+    std::vector<char>& stage = staging_[peer];
+    stage.resize(rows.size() * row_bytes_);
+    char* out = stage.data();
+    ThreadPool::global().parallel_for(
+        static_cast<int64_t>(rows.size()),
+        [&](int64_t begin, int64_t end) {
+          for (int64_t i = begin; i < end; ++i) {
+            std::memcpy(out + i * row_bytes_, rows[i].second, row_bytes_);
+          }
+        },
+        16);
+    size_t first = 0;
+    for (size_t i = 1; i <= rows.size(); ++i) {
+      if (i < rows.size() && rows[i].first == rows[i - 1].first + row_bytes_) continue;
+      buf_.put(static_cast<int>(peer), rows[first].first, out + first * row_bytes_,
+               (i - first) * row_bytes_);
+      first = i;
+    }
+  }
 }
 
 }  // namespace epserve

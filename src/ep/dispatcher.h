@@ -61,6 +61,11 @@ struct DispatchInput {
   const float* topk_weights = nullptr;  // [num_tokens, num_topk]
   int64_t num_tokens = 0;
   const DispatchLayout* layout = nullptr;  // from get_dispatch_layout; computed when null
+  // Normal mode: the most tokens any rank of the communicator passes to this dispatch, the same
+  // on every rank (agree_dispatch_mode gives it). Each source then writes into a region of its
+  // own in the receivers' buffers and sends its counts with its rows: no count round waits for
+  // the peers before the rows go. 0: unknown, a count round (an allgather) finds the offsets.
+  int64_t max_tokens_per_rank = 0;
 };
 
 // What this rank received.
@@ -140,6 +145,9 @@ class Dispatcher {
   virtual void combine_send(const float* y, DispatchHandle& handle) = 0;
   // out: [num_tokens, hidden] of the matching dispatch; see the formula at the top.
   virtual void combine_recv(DispatchHandle& handle, float* out) = 0;
+  // The wait part of combine_recv alone (the peers' rows are here, our sends are done); then
+  // combine_recv only sums. Optional.
+  virtual void combine_wait(DispatchHandle& handle) = 0;
 
   DispatchHandle dispatch(const DispatchInput& input);
   void combine(const float* y, DispatchHandle& handle, float* out);
@@ -158,9 +166,11 @@ std::unique_ptr<Dispatcher> make_dispatcher(DispatchMode mode, Communicator& com
                                             const DispatchConfig& config);
 
 // --deepep-mode auto: every rank must use the same mode in a step. Normal when any rank has a
-// prefill token or more tokens than the low-latency capacity, else low-latency. One allreduce.
+// prefill token or more tokens than the low-latency capacity, else low-latency. One allreduce,
+// which also gives the largest num_tokens of any rank in *max_num_tokens when it is not null.
 DispatchMode agree_dispatch_mode(Communicator& comm, bool has_prefill_tokens, int64_t num_tokens,
-                                 int num_max_dispatch_tokens_per_rank);
+                                 int num_max_dispatch_tokens_per_rank,
+                                 int64_t* max_num_tokens = nullptr);
 
 // The single-rank reference of combine's sum: out[t] = sum_k w[t,k] * y_slot[t,k] in slot order,
 // skipping topk_idx == -1. y_slot: [num_tokens, num_topk, hidden].

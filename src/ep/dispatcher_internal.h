@@ -18,6 +18,7 @@ struct HandleState {
 
   enum Stage { kSent, kReceived, kCombineSent, kDone };
   Stage stage = kSent;
+  bool combine_arrived = false;  // combine_wait ran
   int buffer = 0;
   int64_t num_tokens = 0;
   std::vector<int32_t> topk_idx;    // [num_tokens, K] copy of the input
@@ -75,27 +76,30 @@ inline constexpr size_t kStreamCopyBytes = 16u << 20;
 void copy_rows(const std::vector<std::pair<float*, const float*>>& rows, size_t bytes);
 
 // Writes rows into other ranks' symmetric buffers: plain copies (gathered, then done in parallel
-// by finish()) where the peer's buffer is mapped here, UCX puts otherwise.
+// by finish()) where the peer's buffer is mapped here; otherwise finish() gathers a peer's rows
+// into staging[peer] and puts every run of rows that are contiguous in the peer's buffer as one
+// UCX put (a put per row costs a request and a socket send each over TCP). staging must stay
+// unchanged until the buffer's flush().
 class RowWriter {
  public:
-  RowWriter(SymmetricBuffer& buffer, size_t row_bytes) : buf_(buffer), row_bytes_(row_bytes) {}
+  RowWriter(SymmetricBuffer& buffer, size_t row_bytes, std::vector<std::vector<char>>& staging)
+      : buf_(buffer), row_bytes_(row_bytes), staging_(staging), remote_(staging.size()) {}
   void write(int peer, size_t offset, const float* src) {
     if (char* base = static_cast<char*>(buf_.peer_data(peer))) {
       direct_.push_back({reinterpret_cast<float*>(base + offset), src});
     } else {
-      buf_.put(peer, offset, src, row_bytes_);
+      remote_[peer].push_back({offset, src});
     }
   }
-  // Completes the direct copies; puts complete at the buffer's flush().
-  void finish() {
-    copy_rows(direct_, row_bytes_);
-    direct_.clear();
-  }
+  // Completes the direct copies and starts the puts; puts complete at the buffer's flush().
+  void finish();
 
  private:
   SymmetricBuffer& buf_;
   size_t row_bytes_;
+  std::vector<std::vector<char>>& staging_;
   std::vector<std::pair<float*, const float*>> direct_;
+  std::vector<std::vector<std::pair<size_t, const float*>>> remote_;  // [peer] (offset, source)
 };
 
 }  // namespace epserve

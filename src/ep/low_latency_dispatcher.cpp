@@ -265,14 +265,21 @@ void LowLatencyDispatcher::combine_send(const float* y, DispatchHandle& handle) 
   st.stage = HandleState::kCombineSent;
 }
 
+void LowLatencyDispatcher::combine_wait(DispatchHandle& handle) {
+  LowLatencyState& st = state_of(handle, HandleState::kCombineSent, "combine_wait");
+  if (st.combine_arrived) return;
+  st.slot->combine_buf->wait_signals(st.step, "low-latency combine");
+  st.slot->combine_buf->flush("low-latency combine");
+  st.combine_arrived = true;
+}
+
 void LowLatencyDispatcher::combine_recv(DispatchHandle& handle, float* out) {
+  combine_wait(handle);
   LowLatencyState& st = state_of(handle, HandleState::kCombineSent, "combine_recv");
   Slot& slot = *st.slot;
   const int K = config_.num_topk;
   const int64_t H = config_.hidden, T = st.num_tokens;
   SymmetricBuffer& buf = *slot.combine_buf;
-  buf.wait_signals(st.step, "low-latency combine");
-  buf.flush("low-latency combine");
   const float* back = static_cast<const float*>(buf.data());
   const int me = comm_->rank(), per_rank = num_local_experts();
   ThreadPool::global().parallel_for(T, [&](int64_t begin, int64_t end) {

@@ -27,6 +27,7 @@ class LowLatencyDispatcher : public Dispatcher {
   void dispatch_recv(DispatchHandle& handle) override;
   void combine_send(const float* y, DispatchHandle& handle) override;
   void combine_recv(DispatchHandle& handle, float* out) override;
+  void combine_wait(DispatchHandle& handle) override;
 
   struct Slot {
     std::unique_ptr<SymmetricBuffer> dispatch_buf;  // [source rank] region: count|meta|rows

@@ -1,11 +1,16 @@
-// Normal-mode dispatcher (prefill-sized batches). A count round first: every rank learns how many
-// tokens every rank sends to every rank (one allgather of the count matrix), so every sender knows
-// where its rows go in each receiver's buffer. Then each sender writes its token rows and metadata
-// straight into the receivers' registered buffers (a copy on one node, UCX puts across nodes) and
-// signals; the receiver's recv_x is that buffer, sized to what arrives (buffers grow, collectively,
-// when a batch needs more). combine writes each (token, slot) output row into the source's
-// [tokens, top-k, hidden] buffer; rows a rank computed for itself are read in place. Two arenas of
-// buffers allow two batches in flight.
+// Normal-mode dispatcher (prefill-sized batches). Each sender writes its token rows and metadata
+// straight into the receivers' registered buffers (a copy on one node, UCX puts across nodes, one
+// put per run of contiguous rows) and signals; the receiver's recv_x is that buffer. Where the
+// rows go: given the most tokens any rank dispatches (DispatchInput::max_tokens_per_rank, agreed
+// once per pass with the dispatch mode), source s writes at its own region s * max of every
+// receiver's buffer and sends its count with the rows, so nothing waits for the peers before the
+// rows go; the receiver makes one block of them (with two ranks nothing moves) and copies its own
+// rows in from x. The receive buffer then holds ranks x max rows. Without it, a count round first
+// (one allgather of the count matrix) tells every sender where its rows go. Buffers grow,
+// collectively, when a batch needs more. combine writes the (token, slot) output rows for a source
+// as one block where the source said with its rows (its back buffer holds each rank's rows in
+// turn); rows a rank computed for itself are read in place. Two arenas of buffers allow two batches
+// in flight.
 #pragma once
 
 #include <memory>
@@ -25,15 +30,18 @@ class NormalDispatcher : public Dispatcher {
   void dispatch_recv(DispatchHandle& handle) override;
   void combine_send(const float* y, DispatchHandle& handle) override;
   void combine_recv(DispatchHandle& handle, float* out) override;
+  void combine_wait(DispatchHandle& handle) override;
 
   struct Arena {
     const HandleState* owner = nullptr;  // the batch using this arena, if any
     uint64_t step = 0;
-    std::unique_ptr<SymmetricBuffer> landing;  // rows [rows_cap, H], then meta [rows_cap]
+    // rows [rows_cap, H], then meta [rows_cap], then (count, combine base) [ranks]
+    std::unique_ptr<SymmetricBuffer> landing;
     int64_t rows_cap = 0;
-    std::unique_ptr<SymmetricBuffer> back;  // [tokens_cap, K, H] combine rows for our tokens
+    std::unique_ptr<SymmetricBuffer> back;  // [tokens_cap * K, H] combine rows for our tokens
     int64_t tokens_cap = 0;
-    std::vector<std::vector<char>> staging;  // [rank] metadata for remote puts
+    std::vector<std::vector<char>> staging;      // [rank] metadata for remote puts
+    std::vector<std::vector<char>> row_staging;  // [rank] rows for remote puts
     Scratch<float> y;
     Scratch<int32_t> recv_topk_idx, recv_src_rank, recv_src_token;
     Scratch<float> recv_topk_weights;

@@ -103,7 +103,10 @@ void CausalLM::forward_layers_staged(const ForwardBatch& batch, KvCache& cache, 
     if (extend) {
       program.add({"shared", layer, false, [&, moe](int i) { moe->shared_stage(state(i)); }});
     }
-    program.add({"combine_wait", layer, true, [&, moe](int i) {
+    program.add(
+        {"combine_wait", layer, true, [&, moe](int i) { moe->combine_wait_rows(state(i)); }});
+    // The weighted sum of the returned rows, the shared experts' and the residual add: compute.
+    program.add({"combine_sum", layer, false, [&, moe](int i) {
                    const MicroBatch& m = micro[i];
                    moe->combine_wait_and_add_shared(state(i));
                    float* h = at(hidden, m);

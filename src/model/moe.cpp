@@ -165,6 +165,10 @@ void MoeBlock::shared_stage(MoeStageState& s) {
   shared_->forward(s.x, s.num_tokens, s.shared_out.data(), s.scratch.mlp);
 }
 
+void MoeBlock::combine_wait_rows(MoeStageState& s) {
+  experts_->combine_wait_rows(s);
+}
+
 void MoeBlock::combine_wait_and_add_shared(MoeStageState& s) {
   experts_->combine_wait(s);  // s.out [T, H]
   if (!shared_) return;

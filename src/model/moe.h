@@ -49,6 +49,8 @@ class RoutedExperts {
   virtual void combine_start(MoeStageState& s) = 0;
   // Waits for the outputs and writes the weighted sum into s.out.
   virtual void combine_wait(MoeStageState& s) = 0;
+  // The wait alone (then combine_wait only sums); a no-op without dispatch.
+  virtual void combine_wait_rows(MoeStageState&) {}
   // The expert slots of this rank under expert parallelism (null: every expert is local and
   // logical ids are physical ids).
   virtual ExpertSlots* slots() { return nullptr; }
@@ -106,6 +108,9 @@ class MoeBlock : public FeedForward {
   // combine is in flight), then the combine's wait and out += shared_out (the same sum).
   void shared_stage(MoeStageState& s);
   void combine_wait_and_add_shared(MoeStageState& s);
+  // The combine's wait alone (the routed experts' combine_wait_rows): a trace can tell the wait
+  // from the weighted sum that combine_wait_and_add_shared then does.
+  void combine_wait_rows(MoeStageState& s);
   void set_observer(MoeObserver* observer) { observer_ = observer; }
   // The model's MoE context (its pass id, the recorder's sink, the micro-batch states); with
   // fake_routing the router's logits are replaced by random ones (--ep-dispatch-algorithm fake).

@@ -48,6 +48,9 @@ struct PassState {
   // Tokens of this rank's batch in the pass (both micro-batches): the dispatch mode is agreed on
   // it, so that splitting the batch never changes the mode.
   int64_t num_tokens = 0;
+  // The most tokens any rank dispatches in this pass (agreed with the mode; 0 in low-latency
+  // mode): the normal dispatcher places rows with it and needs no count round.
+  int64_t max_dispatch_tokens = 0;
   ExpertCountSink* expert_sink = nullptr;  // set while the recorder records
   std::array<MoeStageState, 2> micro_batches;
 };

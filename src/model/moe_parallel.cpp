@@ -223,21 +223,24 @@ void DispatchedExperts::dispatch_start(MoeStageState& s) {
   if (!pass.mode_agreed) {
     PhaseTimer timer("comm");
     const int cap = parallel_.num_max_dispatch_tokens_per_rank;
+    // On the whole batch's share, so that two-batch overlap keeps the mode of the unsplit batch
+    // and each micro-batch dispatches at most max_dispatch_tokens.
+    auto [b0, b1] = token_share(pass.num_tokens, group.rank(), group.size());
+    const int64_t share = std::max(n, b1 - b0);
+    pass.max_dispatch_tokens = 0;
     switch (parallel_.deepep_mode) {
       case DeepepMode::kNormal:
         pass.low_latency = false;
+        agree_dispatch_mode(*parallel_.world, true, share, cap, &pass.max_dispatch_tokens);
         break;
       case DeepepMode::kLowLatency:
         pass.low_latency = true;
         break;
-      case DeepepMode::kAuto: {
-        // On the whole batch's share, so that two-batch overlap keeps the mode of the unsplit
-        // batch.
-        auto [b0, b1] = token_share(pass.num_tokens, group.rank(), group.size());
-        const int64_t share = std::max(n, b1 - b0);
-        pass.low_latency = agree_dispatch_mode(*parallel_.world, pass.has_prefill, share, cap) ==
-                           DispatchMode::kLowLatency;
-      } break;
+      case DeepepMode::kAuto:
+        pass.low_latency =
+            agree_dispatch_mode(*parallel_.world, pass.has_prefill, share, cap,
+                                &pass.max_dispatch_tokens) == DispatchMode::kLowLatency;
+        break;
     }
     pass.mode_agreed = true;
   }
@@ -246,8 +249,9 @@ void DispatchedExperts::dispatch_start(MoeStageState& s) {
   parallel_.world->set_context(fmt::format("layer {} moe dispatch", layer_));
   PhaseTimer timer("comm");
   s.received = false;
-  s.handle = s.dispatcher->dispatch_send(
-      {s.x + t0 * H, s.physical_ids.data(), s.topk_weights.data() + t0 * K, n, nullptr});
+  s.handle = s.dispatcher->dispatch_send({s.x + t0 * H, s.physical_ids.data(),
+                                          s.topk_weights.data() + t0 * K, n, nullptr,
+                                          moe_->pass.max_dispatch_tokens});
 }
 
 void DispatchedExperts::dispatch_wait(MoeStageState& s) {
@@ -280,6 +284,11 @@ void DispatchedExperts::combine_start(MoeStageState& s) {
   parallel_.world->set_context(fmt::format("layer {} moe combine", layer_));
   PhaseTimer timer("comm");
   s.dispatcher->combine_send(s.handle.y_buffer(), s.handle);
+}
+
+void DispatchedExperts::combine_wait_rows(MoeStageState& s) {
+  PhaseTimer timer("comm");
+  s.dispatcher->combine_wait(s.handle);
 }
 
 void DispatchedExperts::combine_wait(MoeStageState& s) {

@@ -99,6 +99,7 @@ class DispatchedExperts : public RoutedExperts {
   void dispatch_wait(MoeStageState& s) override;
   void combine_start(MoeStageState& s) override;
   void combine_wait(MoeStageState& s) override;
+  void combine_wait_rows(MoeStageState& s) override;
   ExpertSlots* slots() override { return &slots_; }
 
  private:

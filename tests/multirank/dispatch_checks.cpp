@@ -148,8 +148,8 @@ std::vector<Batch> all_batches(int ranks, const DispatchCase& c) {
   return all;
 }
 
-DispatchInput input_of(const Batch& b, const DispatchLayout* layout) {
-  return {b.x.data(), b.topk.data(), b.weights.data(), b.num_tokens, layout};
+DispatchInput input_of(const Batch& b, const DispatchLayout* layout, const DispatchCase& c) {
+  return {b.x.data(), b.topk.data(), b.weights.data(), b.num_tokens, layout, c.max_tokens_per_rank};
 }
 
 }  // namespace
@@ -160,7 +160,7 @@ uint64_t check_dispatch_round(Communicator& comm, Dispatcher& dispatcher, const 
   const Batch& mine = all[me];
   DispatchLayout layout = get_dispatch_layout(mine.topk.data(), mine.num_tokens, c.num_topk,
                                               c.experts_per_rank * comm.size(), comm.size());
-  DispatchHandle h = dispatcher.dispatch(input_of(mine, &layout));
+  DispatchHandle h = dispatcher.dispatch(input_of(mine, &layout, c));
   check_received(h.output(), dispatcher.mode(), all, me, c);
   run_experts(h.output(), me, c, h.y_buffer());
   std::vector<float> out(mine.num_tokens * c.hidden, -1.0f);
@@ -174,10 +174,10 @@ uint64_t check_two_in_flight(Communicator& comm, Dispatcher& dispatcher, const D
                              const DispatchCase& b) {
   const int me = comm.rank();
   auto all_a = all_batches(comm.size(), a), all_b = all_batches(comm.size(), b);
-  DispatchHandle ha = dispatcher.dispatch_send(input_of(all_a[me], nullptr));
-  DispatchHandle hb = dispatcher.dispatch_send(input_of(all_b[me], nullptr));
+  DispatchHandle ha = dispatcher.dispatch_send(input_of(all_a[me], nullptr, a));
+  DispatchHandle hb = dispatcher.dispatch_send(input_of(all_b[me], nullptr, b));
   EXPECT_NE(ha.buffer_index(), hb.buffer_index());
-  EXPECT_THROW(dispatcher.dispatch_send(input_of(all_a[me], nullptr)), Error)
+  EXPECT_THROW(dispatcher.dispatch_send(input_of(all_a[me], nullptr, a)), Error)
       << "a third batch in flight must be refused";
   dispatcher.dispatch_recv(ha);
   dispatcher.dispatch_recv(hb);
@@ -188,6 +188,7 @@ uint64_t check_two_in_flight(Communicator& comm, Dispatcher& dispatcher, const D
   std::vector<float> out_a(all_a[me].num_tokens * a.hidden), out_b(all_b[me].num_tokens * b.hidden);
   dispatcher.combine_send(ha.y_buffer(), ha);
   dispatcher.combine_send(hb.y_buffer(), hb);
+  dispatcher.combine_wait(ha);  // the wait alone first: combine_recv then only sums
   dispatcher.combine_recv(ha, out_a.data());
   dispatcher.combine_recv(hb, out_b.data());
   auto ref_a = reference_out(all_a[me], a), ref_b = reference_out(all_b[me], b);

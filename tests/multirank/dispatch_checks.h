@@ -25,6 +25,9 @@ struct DispatchCase {
   int num_topk = 4;
   int experts_per_rank = 5;
   int capacity = 64;  // low-latency
+  // Normal mode: the agreed most tokens per rank (no count round; see DispatchInput); 0: a count
+  // round.
+  int64_t max_tokens_per_rank = 0;
   Routing routing = Routing::kRandom;
   int seed = 1;
 };

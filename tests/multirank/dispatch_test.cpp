@@ -56,6 +56,25 @@ TEST_P(DispatchTest, RoutesExactlyAndCombinesBitIdentically) {
     b.num_tokens = 17;
     test::check_two_in_flight(*comm, *dispatcher, a, b);
     test::check_dispatch_round(*comm, *dispatcher, a);
+    // Normal mode given the most tokens per rank: each source writes into its own region and
+    // sends its counts with its rows (no count round); the receiver gets the same rows in the
+    // same order. The bound is tight (40: some rank sends all its tokens to one rank), loose,
+    // and grows between dispatches.
+    if (mode != DispatchMode::kNormal) return;
+    seed = 21;
+    for (int64_t most : {40, 100, 40}) {
+      for (Routing routing : {Routing::kRandom, Routing::kAllOnOneRank, Routing::kOnlyRankZero,
+                              Routing::kSomeRanksEmpty, Routing::kNoTokens}) {
+        c.routing = routing;
+        c.seed = seed++;
+        c.max_tokens_per_rank = most;
+        test::check_dispatch_round(*comm, *dispatcher, c);
+      }
+    }
+    a.max_tokens_per_rank = b.max_tokens_per_rank = 40;
+    test::check_two_in_flight(*comm, *dispatcher, a, b);
+    wide.max_tokens_per_rank = 40;
+    test::check_dispatch_round(*comm, *wide_dispatcher, wide);
   });
   EXPECT_EQ(code, 0);
 }
@@ -78,6 +97,10 @@ TEST_P(DispatchModesTest, ResultsDoNotDependOnMode) {
               DispatchMode::kNormal);
     EXPECT_EQ(agree_dispatch_mode(*comm, false, comm->rank() == 0 ? 65 : 0, 64),
               DispatchMode::kNormal);
+    // The same allreduce gives the most tokens of any rank (the normal dispatch's regions).
+    int64_t most = 0;
+    agree_dispatch_mode(*comm, true, 10 + comm->rank(), 64, &most);
+    EXPECT_EQ(most, 10 + comm->size() - 1);
   });
   EXPECT_EQ(code, 0);
 }
@@ -113,6 +136,11 @@ TEST(DispatchOverTcp, BothModesRouteExactly) {
           test::DispatchCase b = c;
           b.routing = test::Routing::kAllOnOneRank;
           test::check_two_in_flight(*comm, *dispatcher, c, b);
+          if (mode == DispatchMode::kNormal) {  // rows, metadata and counts as puts
+            c.max_tokens_per_rank = b.max_tokens_per_rank = 40;
+            test::check_dispatch_round(*comm, *dispatcher, c);
+            test::check_two_in_flight(*comm, *dispatcher, c, b);
+          }
         }
       },
       opts);

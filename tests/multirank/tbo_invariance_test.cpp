@@ -159,6 +159,9 @@ TEST(TboTrace, TheTraceHasBothMicroBatchesOnEveryRank) {
     if (e.at("ph") != "X") continue;
     EXPECT_GE(e.at("dur").get<double>(), 0.0);
     seen.insert({e.at("pid").get<int>(), e.at("tid").get<int>(), e.at("cat").get<std::string>()});
+    // The combine's wait is communication; the weighted sum after it is compute.
+    if (e.at("name") == "combine_wait") EXPECT_EQ(e.at("cat"), "comm");
+    if (e.at("name") == "combine_sum") EXPECT_EQ(e.at("cat"), "compute");
     names.insert(e.at("name").get<std::string>());
   }
   for (int rank = 0; rank < 2; ++rank) {
@@ -169,7 +172,7 @@ TEST(TboTrace, TheTraceHasBothMicroBatchesOnEveryRank) {
     }
   }
   for (const char* name : {"attn", "route", "dispatch_start", "dispatch_wait", "experts",
-                           "combine_start", "combine_wait"}) {
+                           "combine_start", "combine_wait", "combine_sum"}) {
     EXPECT_TRUE(names.count(name)) << name;
   }
   EXPECT_FALSE(std::ifstream(trace + ".rank0").good()) << "the rank files are merged";
