@@ -116,8 +116,8 @@ TEST(KvGroupSends, ASendIsCancelledOnlyIfNoRankStartedIt) {
   std::vector<KvSendResult> done = group.add_answers({answer({dropped}), answer({dropped})});
   ASSERT_EQ(done.size(), 1u);
   EXPECT_TRUE(done[0].cancelled);
-  done = group.add_answers({answer({{2, 0, "cancelled before it started", true}}),
-                            answer({{2, 0, "timeout"}})});
+  done = group.add_answers(
+      {answer({{2, 0, "cancelled before it started", true}}), answer({{2, 0, "timeout"}})});
   ASSERT_EQ(done.size(), 1u);
   EXPECT_FALSE(done[0].cancelled);  // rank 1 started it: its puts may be in flight
 }
