@@ -281,9 +281,11 @@ TEST(Frontend, DisaggOutputsKeepTheGroupThatSentThem) {
   Metrics metrics("m");
   std::string base = fresh_base();
   FakeScheduler s0(base, 0, 1, true), s1(base, 1, 1, true), s2(base, 2, 1, true, true);
-  Frontend f({base, 3, "round_robin"}, &metrics);
+  // Before the frontend: its I/O thread may call the handler until the frontend is destroyed
+  // (s2 answers the shutdown's aborts with slots too).
   std::mutex mutex;
   std::vector<std::pair<int, DisaggOutput>> seen;
+  Frontend f({base, 3, "round_robin"}, &metrics);
   f.set_disagg_handler([&](int dp, DisaggOutput out) {
     std::lock_guard<std::mutex> lock(mutex);
     seen.emplace_back(dp, std::move(out));
