@@ -128,12 +128,17 @@ std::string chat_routing_text(const json& body) {
 
 }  // namespace
 
-Router::Router(RouterArgs args) : args_(std::move(args)) {
+CircuitBreakerOptions Router::breaker_options() const {
   CircuitBreakerOptions breaker;
   breaker.failure_threshold = args_.cb_failure_threshold;
   breaker.success_threshold = args_.cb_success_threshold;
   breaker.timeout_s = args_.cb_timeout_duration_secs;
   breaker.disabled = args_.disable_circuit_breaker;
+  return breaker;
+}
+
+Router::Router(RouterArgs args) : args_(std::move(args)) {
+  const CircuitBreakerOptions breaker = breaker_options();
   for (const auto& p : args_.prefill) {
     prefill_.push_back(
         std::make_shared<Worker>(p.url, WorkerKind::prefill, p.bootstrap_port, breaker));
@@ -196,7 +201,7 @@ std::vector<std::pair<std::string, std::string>> Router::worker_headers(
 }
 
 void Router::inject_bootstrap(json& body, const Worker& prefill, size_t batch_size) {
-  const std::string host = worker_hostname(prefill.url);
+  const std::string host = worker_hostname(prefill.base_url);
   const json port = prefill.bootstrap_port ? json(*prefill.bootstrap_port) : json(nullptr);
   if (batch_size > 0) {
     json hosts = json::array(), ports = json::array(), rooms = json::array();
@@ -341,7 +346,7 @@ void Router::route_inference(const std::string& route, const HttpRequest& req, H
     if (args_.pd_disaggregation) {
       dispatch_pd(route, body, traits, headers, res);
     } else {
-      dispatch_regular(route, req.body, traits, headers, res);
+      dispatch_regular(route, req.body, body, traits, headers, res);
     }
     if (!is_retryable(res.status) || attempt + 1 >= attempts) return;
     int delay = backoff_ms(attempt);
@@ -377,8 +382,8 @@ void Router::dispatch_pd(const std::string& route, const json& body, const Trait
   // has answered too: a failed prefill is the client's error (at once, without waiting for a
   // decode server that can no longer get the KV cache: its request is closed).
   auto signal = std::make_shared<UpstreamSignal>();
-  auto prefill_call = Upstream::start(prefill->url, creq, signal);
-  auto decode_call = Upstream::start(decode->url, creq, signal);
+  auto prefill_call = Upstream::start(prefill->base_url, creq, signal);
+  auto decode_call = Upstream::start(decode->base_url, creq, signal);
   auto prefill_failed = [&] {
     if (!prefill_call->done()) return false;
     int s = prefill_call->wait_status();
@@ -467,7 +472,7 @@ void Router::dispatch_pd(const std::string& route, const json& body, const Trait
   res.body = std::move(text);
 }
 
-void Router::dispatch_regular(const std::string& route, const std::string& body,
+void Router::dispatch_regular(const std::string& route, const std::string& body, const json& parsed,
                               const Traits& traits,
                               const std::vector<std::pair<std::string, std::string>>& headers,
                               HttpResponse& res) {
@@ -478,10 +483,16 @@ void Router::dispatch_regular(const std::string& route, const std::string& body,
     return;
   }
   ClientRequest creq = worker_request("POST", route, args_.request_timeout_secs);
-  creq.body = body;
+  if (worker->dp_rank >= 0) {
+    json request = parsed;
+    request["data_parallel_rank"] = worker->dp_rank;
+    creq.body = request.dump(-1, ' ', false, json::error_handler_t::replace);
+  } else {
+    creq.body = body;
+  }
   creq.headers = headers;
   auto guard = std::make_shared<LoadGuard>(WorkerList{worker});
-  auto call = Upstream::start(worker->url, creq);
+  auto call = Upstream::start(worker->base_url, creq);
   int status = call->wait_status();
   if (status == 0) {
     spdlog::error("worker {} {}: {}", worker->url, route, call->error());

@@ -38,6 +38,10 @@ class Router {
   bool wait_for_workers(const std::function<bool(int)>& sleep);
   // The health checker (and, for power_of_two, the load monitor) threads.
   void start_background();
+  // --dp-aware, after wait_for_workers: asks each worker's GET /get_server_info for dp_size and
+  // replaces it by dp_size workers "URL@RANK" (rank 0..dp_size-1), as SGLang's router does.
+  // Throws naming a worker that does not answer or reports no dp_size.
+  void expand_dp_aware();
   void stop_background();
   void register_routes(HttpServer& http);
 
@@ -63,7 +67,10 @@ class Router {
   void dispatch_pd(const std::string& route, const nlohmann::json& body, const Traits& traits,
                    const std::vector<std::pair<std::string, std::string>>& headers,
                    HttpResponse& res);
-  void dispatch_regular(const std::string& route, const std::string& body, const Traits& traits,
+  // `body` as the client sent it, and parsed: a --dp-aware worker gets `parsed` with its
+  // data_parallel_rank set (as SGLang's router does, replacing the client's).
+  void dispatch_regular(const std::string& route, const std::string& body,
+                        const nlohmann::json& parsed, const Traits& traits,
                         const std::vector<std::pair<std::string, std::string>>& headers,
                         HttpResponse& res);
   // One of `workers` by `policy` among the available ones; nullptr and `why` when none is.
@@ -84,6 +91,7 @@ class Router {
   void load_monitor_loop();
   void check_health(Worker& worker);
   WorkerList all_workers() const;
+  CircuitBreakerOptions breaker_options() const;
   int backoff_ms(int attempt) const;
 
   RouterArgs args_;

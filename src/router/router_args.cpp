@@ -17,8 +17,6 @@ namespace {
 const std::vector<std::pair<std::string, std::string>>& refused_flags() {
   static const std::vector<std::pair<std::string, std::string>> flags = {
       {"mini-lb", "the Python mini load balancer is not part of epserve"},
-      {"dp-aware",
-       "DP-aware routing is not implemented (epserve serve takes no data_parallel_rank)"},
       {"enable-igw", "the multi-model gateway mode is not implemented"},
       {"log-dir", "the router logs to stderr only"},
       {"service-discovery", "Kubernetes service discovery is not implemented"},
@@ -125,6 +123,9 @@ void add_router_args(CLI::App& sub, RouterArgs& a) {
   sub.add_option("--retry-backoff-multiplier", a.retry_backoff_multiplier)->capture_default_str();
   sub.add_option("--retry-jitter-factor", a.retry_jitter_factor)->capture_default_str();
   sub.add_flag("--disable-retries", a.disable_retries, "One attempt per request");
+  sub.add_flag("--dp-aware", a.dp_aware,
+               "Route to each worker's DP ranks: a worker per rank (dp_size from "
+               "/get_server_info), data_parallel_rank added to each request");
   sub.add_option("--cb-failure-threshold", a.cb_failure_threshold)->capture_default_str();
   sub.add_option("--cb-success-threshold", a.cb_success_threshold)->capture_default_str();
   sub.add_option("--cb-timeout-duration-secs", a.cb_timeout_duration_secs)->capture_default_str();
@@ -192,6 +193,9 @@ void resolve_router_args(RouterArgs& a, const std::vector<std::string>& extras) 
     EPS_CHECK(a.worker_urls.empty(),
               "--worker-urls is for the plain mode; with --pd-disaggregation give --prefill and "
               "--decode");
+    EPS_CHECK(!a.dp_aware,
+              "--dp-aware with --pd-disaggregation is not implemented (plain mode only); the "
+              "prefill and decode servers balance their DP groups themselves");
   } else {
     EPS_CHECK(a.prefill_raw.empty() && a.decode_urls.empty(),
               "--prefill and --decode need --pd-disaggregation");

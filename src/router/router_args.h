@@ -67,6 +67,10 @@ struct RouterArgs {
   // inference routes and /flush_cache (401 otherwise), as in SGLang's router.
   std::string api_key;
 
+  // SGLang's --dp-aware: each worker stands for its dp_size DP ranks (GET /get_server_info at
+  // start-up), and each request names its rank in data_parallel_rank. Plain mode only.
+  bool dp_aware = false;
+
   std::string log_level = "info";
 };
 

@@ -37,7 +37,8 @@ bool Router::wait_for_workers(const std::function<bool(int)>& sleep) {
   while (true) {
     WorkerList still;
     for (const auto& w : pending) {
-      if (!health_ok(w->url, worker_request("GET", "/health", args_.health_check_timeout_secs)))
+      if (!health_ok(w->base_url,
+                     worker_request("GET", "/health", args_.health_check_timeout_secs)))
         still.push_back(w);
     }
     pending = std::move(still);
@@ -52,8 +53,8 @@ bool Router::wait_for_workers(const std::function<bool(int)>& sleep) {
 }
 
 void Router::check_health(Worker& w) {
-  bool ok = health_ok(
-      w.url, worker_request("GET", args_.health_check_endpoint, args_.health_check_timeout_secs));
+  bool ok = health_ok(w.base_url, worker_request("GET", args_.health_check_endpoint,
+                                                 args_.health_check_timeout_secs));
   if (ok) {
     w.health_failures = 0;
     ++w.health_successes;
@@ -95,7 +96,7 @@ void Router::load_monitor_loop() {
   while (true) {
     for (const auto& w : all_workers()) {
       ClientRequest req = worker_request("GET", "/get_load", args_.health_check_timeout_secs);
-      ClientResponse r = http_send(w->url, req);
+      ClientResponse r = http_send(w->base_url, req);
       json body = r.status == 200 ? json::parse(r.body, nullptr, false) : json();
       int64_t load = -1;
       if (body.is_object() && body.contains("load") && body["load"].is_number_integer()) {

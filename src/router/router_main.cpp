@@ -38,6 +38,7 @@ int run_router(RouterArgs args) {
     spdlog::info("stopped while waiting for the workers");
     return 0;
   }
+  if (a.dp_aware) router.expand_dp_aware();
 
   HttpServerOptions options;
   options.host = a.host;

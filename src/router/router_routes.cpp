@@ -91,7 +91,7 @@ void Router::proxy_get(const std::string& path, HttpResponse& res) {
     return;
   }
   ClientRequest req = worker_request("GET", path, args_.request_timeout_secs);
-  ClientResponse r = http_send(target->url, req);
+  ClientResponse r = http_send(target->base_url, req);
   if (r.status == 0) {
     res.json(500, error_body(500, "Failed to proxy request: " + r.error));
   } else {
@@ -119,7 +119,7 @@ void Router::health_generate(HttpResponse& res) {
   for (const auto& w : targets) {
     ClientRequest req = worker_request("GET", "/health_generate", args_.request_timeout_secs);
     calls.push_back(
-        std::async(std::launch::async, [url = w->url, req] { return http_send(url, req); }));
+        std::async(std::launch::async, [url = w->base_url, req] { return http_send(url, req); }));
   }
   std::vector<std::string> errors;
   for (size_t i = 0; i < targets.size(); ++i) {
@@ -174,7 +174,7 @@ void Router::flush_cache(HttpResponse& res) {
   std::vector<std::string> results, errors;
   for (const auto& w : all_workers()) {
     ClientRequest req = worker_request("POST", "/flush_cache", args_.request_timeout_secs);
-    ClientResponse r = http_send(w->url, req);
+    ClientResponse r = http_send(w->base_url, req);
     if (is_success(r.status)) {
       results.push_back(fmt::format("{} {}: OK", worker_kind_name(w->kind), w->url));
     } else if (r.status == 0) {

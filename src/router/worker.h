@@ -48,12 +48,21 @@ class CircuitBreaker {
 };
 
 struct Worker {
+  // `dp_rank` >= 0: one DP rank of the server at `url` (--dp-aware), named "URL@RANK" as in
+  // SGLang's router.
   Worker(std::string url, WorkerKind kind, std::optional<int> bootstrap_port,
-         CircuitBreakerOptions breaker)
-      : url(std::move(url)), kind(kind), bootstrap_port(bootstrap_port), breaker(breaker) {}
+         CircuitBreakerOptions breaker, int dp_rank = -1)
+      : url(dp_rank >= 0 ? url + "@" + std::to_string(dp_rank) : url),
+        base_url(std::move(url)),
+        kind(kind),
+        dp_rank(dp_rank),
+        bootstrap_port(bootstrap_port),
+        breaker(breaker) {}
 
-  const std::string url;
+  const std::string url;       // the worker's name (logs, messages)
+  const std::string base_url;  // where its requests go
   const WorkerKind kind;
+  const int dp_rank;  // -1: the whole server; else sent as data_parallel_rank with each request
   const std::optional<int> bootstrap_port;  // prefill only; nullopt is sent as null
 
   std::atomic<bool> healthy{true};

@@ -94,8 +94,14 @@ void Frontend::wake() {
   (void)!write(wake_fd_, &one, sizeof(one));
 }
 
-std::shared_ptr<RequestGroup> Frontend::submit(std::vector<GenerateInput> inputs) {
+std::shared_ptr<RequestGroup> Frontend::submit(std::vector<GenerateInput> inputs, int dp_rank) {
   EPS_CHECK(!inputs.empty(), "frontend: submit without inputs");
+  if (dp_rank >= options_.num_dp_groups) {
+    throw ApiError(
+        400,
+        fmt::format("data_parallel_rank must be less than dp_size: {}", options_.num_dp_groups),
+        "data_parallel_rank");
+  }
   if (stopping_) throw ApiError(503, "the server is shutting down");
   int64_t tokens = 0;
   std::vector<std::string> rids;
@@ -134,7 +140,7 @@ std::shared_ptr<RequestGroup> Frontend::submit(std::vector<GenerateInput> inputs
                        "bootstrap_room");
       }
     }
-    int dp = pick_group(tokens);
+    int dp = dp_rank >= 0 ? dp_rank : pick_group(tokens);
     group.reset(new RequestGroup(*this, rids, dp));
     for (size_t i = 0; i < inputs.size(); ++i) {
       int64_t t = static_cast<int64_t>(inputs[i].input_ids.size()) + inputs[i].max_new_tokens;

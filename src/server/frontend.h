@@ -111,8 +111,11 @@ class Frontend {
   // Aborts every request, tells the schedulers to shut down, stops the I/O thread.
   void shutdown();
 
-  // Sends the inputs (rids must be unique); outputs arrive in the returned group.
-  std::shared_ptr<RequestGroup> submit(std::vector<GenerateInput> inputs);
+  // Sends the inputs (rids must be unique); outputs arrive in the returned group. `dp_rank` >= 0
+  // names the DP group (SGLang's data_parallel_rank; 400 when there is no such group), -1 lets
+  // --load-balance-method pick it.
+  std::shared_ptr<RequestGroup> submit(std::vector<GenerateInput> inputs, int dp_rank = -1);
+  int num_dp_groups() const { return options_.num_dp_groups; }
 
   // Asks the schedulers to abort a request by rid ("" = every request); its handler then ends
   // with finish_reason "abort". False when no such request is in flight.

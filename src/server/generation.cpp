@@ -6,13 +6,14 @@
 namespace epserve {
 
 Generation::Generation(Frontend& frontend, const tokenizer::Tokenizer& tokenizer, Metrics* metrics,
-                       std::vector<GenerateInput> inputs, std::vector<ChoiceOptions> options)
+                       std::vector<GenerateInput> inputs, std::vector<ChoiceOptions> options,
+                       int dp_rank)
     : metrics_(metrics), unfinished_(inputs.size()) {
   EPS_CHECK(inputs.size() == options.size(), "generation: {} inputs but {} option sets",
             inputs.size(), options.size());
   choices_.reserve(options.size());
   for (auto& o : options) choices_.emplace_back(tokenizer, std::move(o));
-  group_ = frontend.submit(std::move(inputs));
+  group_ = frontend.submit(std::move(inputs), dp_rank);
 }
 
 Generation::~Generation() {

@@ -1,7 +1,8 @@
 // The generation behind one HTTP request: its GenerateInputs submitted to the frontend as one
 // group, and a ChoiceStream per input turning outputs into text. Handlers pull updates with
 // next() (streaming) or wait(); a stop-string match aborts that choice at the scheduler, and
-// destroying the Generation early (client gone) aborts every unfinished choice.
+// destroying the Generation early (client gone) aborts every unfinished choice. `dp_rank`: see
+// Frontend::submit.
 #pragma once
 
 #include <memory>
@@ -17,7 +18,8 @@ class Metrics;
 class Generation {
  public:
   Generation(Frontend& frontend, const tokenizer::Tokenizer& tokenizer, Metrics* metrics,
-             std::vector<GenerateInput> inputs, std::vector<ChoiceOptions> options);
+             std::vector<GenerateInput> inputs, std::vector<ChoiceOptions> options,
+             int dp_rank = -1);
   // Choices still running are aborted (by the request group) and counted as aborted.
   ~Generation();
   Generation(const Generation&) = delete;

@@ -90,7 +90,8 @@ void handle_generate(ServerContext& ctx, const HttpRequest& req, HttpResponse& r
   check_keys(body,
              {"text", "input_ids", "image_data", "sampling_params", "stream", "rid",
               "return_logprob", "logprob_start_len", "top_logprobs_num", "return_text_in_logprobs",
-              "log_metrics", "bootstrap_host", "bootstrap_port", "bootstrap_room"},
+              "log_metrics", "bootstrap_host", "bootstrap_port", "bootstrap_room",
+              "data_parallel_rank", "routed_dp_rank"},
              {"audio_data", "video_data", "input_embeds", "lora_path", "custom_logit_processor",
               "return_hidden_states", "token_ids_logprob", "session_params"});
   FieldReader r(body);
@@ -203,8 +204,9 @@ void handle_generate(ServerContext& ctx, const HttpRequest& req, HttpResponse& r
   batch = batch || plan.inputs.size() > 1;
   std::vector<std::vector<int32_t>> choice_prompts;
   for (const auto& in : plan.inputs) choice_prompts.push_back(in.input_ids);
-  auto gen = std::make_shared<Generation>(ctx.frontend, ctx.tokenizer, &ctx.metrics,
-                                          std::move(plan.inputs), std::move(plan.options));
+  auto gen =
+      std::make_shared<Generation>(ctx.frontend, ctx.tokenizer, &ctx.metrics,
+                                   std::move(plan.inputs), std::move(plan.options), plan.dp_rank);
   auto& tok = ctx.tokenizer;
 
   if (!stream) {

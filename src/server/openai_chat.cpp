@@ -53,6 +53,8 @@ void handle_chat(ServerContext& ctx, ChatContentFormat content_format, const Htt
               "bootstrap_host",
               "bootstrap_port",
               "bootstrap_room",
+              "data_parallel_rank",
+              "routed_dp_rank",
               "chat_template_kwargs",
               "rid"},
              {"tools", "tool_choice", "functions", "function_call", "audio", "prediction",
@@ -121,8 +123,9 @@ void handle_chat(ServerContext& ctx, ChatContentFormat content_format, const Htt
   place_images(ctx.vision, images, ctx.model.context_length, prompts[0]);
   GenerationPlan plan = plan_generation(ctx, prompts, s, -1, id);
   for (GenerateInput& input : plan.inputs) input.images = images;
-  auto gen = std::make_shared<Generation>(ctx.frontend, ctx.tokenizer, &ctx.metrics,
-                                          std::move(plan.inputs), std::move(plan.options));
+  auto gen =
+      std::make_shared<Generation>(ctx.frontend, ctx.tokenizer, &ctx.metrics,
+                                   std::move(plan.inputs), std::move(plan.options), plan.dp_rank);
   const int top_n = s.top_logprobs_num;
   const int64_t created = unix_time_now();
   const int64_t n = s.n;

@@ -88,6 +88,8 @@ void handle_completions(ServerContext& ctx, const HttpRequest& req, HttpResponse
               "bootstrap_host",
               "bootstrap_port",
               "bootstrap_room",
+              "data_parallel_rank",
+              "routed_dp_rank",
               "rid"},
              {"regex", "json_schema", "ebnf", "lora_path", "return_hidden_states"});
   FieldReader r(body);
@@ -120,8 +122,9 @@ void handle_completions(ServerContext& ctx, const HttpRequest& req, HttpResponse
 
   Prompts prompts = read_prompts(ctx, r.raw("prompt"));
   GenerationPlan plan = plan_generation(ctx, prompts.ids, s, 16, id);
-  auto gen = std::make_shared<Generation>(ctx.frontend, ctx.tokenizer, &ctx.metrics,
-                                          std::move(plan.inputs), std::move(plan.options));
+  auto gen =
+      std::make_shared<Generation>(ctx.frontend, ctx.tokenizer, &ctx.metrics,
+                                   std::move(plan.inputs), std::move(plan.options), plan.dp_rank);
   const int64_t n = s.n;
   const int top_n = s.top_logprobs_num;
   const int64_t created = unix_time_now();

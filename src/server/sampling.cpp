@@ -88,6 +88,14 @@ void read_bootstrap_fields(const FieldReader& r, SamplingRequest& s) {
   s.bootstrap_room = r.integer("bootstrap_room", 0, INT64_MAX).value_or(-1);
   s.bootstrap_host = r.string("bootstrap_host").value_or("");
   s.bootstrap_port = static_cast<int>(r.integer("bootstrap_port", 1, 65535).value_or(0));
+  // SGLang takes routed_dp_rank, and data_parallel_rank (its older name) when routed_dp_rank is
+  // absent.
+  for (const char* key : {"data_parallel_rank", "routed_dp_rank"}) {
+    if (auto rank = r.integer(key, INT32_MIN, INT32_MAX)) {
+      if (*rank < 0) bad_request(fmt::format("{} must be non-negative", r.name(key)), r.name(key));
+      s.data_parallel_rank = *rank;
+    }
+  }
 }
 
 GenerationPlan plan_generation(ServerContext& ctx, const std::vector<std::vector<int32_t>>& prompts,
@@ -123,6 +131,12 @@ GenerationPlan plan_generation(ServerContext& ctx, const std::vector<std::vector
   }
 
   GenerationPlan plan;
+  const int groups = ctx.frontend.num_dp_groups();
+  if (s.data_parallel_rank >= groups) {
+    bad_request(fmt::format("data_parallel_rank must be less than dp_size: {}", groups),
+                "data_parallel_rank");
+  }
+  plan.dp_rank = static_cast<int>(s.data_parallel_rank);
   size_t total = prompts.size() * static_cast<size_t>(s.n);
   if (s.bootstrap_room >= 0 && total > 1) {
     bad_request(

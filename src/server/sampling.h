@@ -34,23 +34,28 @@ struct SamplingRequest {
   std::string bootstrap_host;
   int bootstrap_port = 0;
   int64_t bootstrap_room = -1;
+  // SGLang's data_parallel_rank (or routed_dp_rank, its newer name): the DP group that serves
+  // the request; -1: absent (--load-balance-method picks).
+  int64_t data_parallel_rank = -1;
 };
 
 // Reads the fields whose names both APIs share: temperature, top_p, top_k, min_p,
 // frequency_penalty, presence_penalty, repetition_penalty, stop, stop_token_ids, ignore_eos,
 // skip_special_tokens, no_stop_trim, logit_bias, n, seed.
 void read_sampling_fields(const FieldReader& reader, SamplingRequest& sampling);
-// Reads bootstrap_host, bootstrap_port and bootstrap_room (one request: a room is an integer).
+// Reads bootstrap_host, bootstrap_port and bootstrap_room (one request: a room is an integer),
+// and data_parallel_rank / routed_dp_rank (an integer; null is absent).
 void read_bootstrap_fields(const FieldReader& reader, SamplingRequest& sampling);
 
 struct GenerationPlan {
   std::vector<GenerateInput> inputs;  // prompt-major: prompt p's choice j at p * n + j
   std::vector<ChoiceOptions> options;
+  int dp_rank = -1;  // the DP group every input goes to; -1: the frontend picks
 };
 
 // Checks the prompts and the sampling against the model and builds the inputs. When
 // max_new_tokens is absent, `default_max_new_tokens` is used (-1: what the context leaves).
-// Errors are 400s with SGLang's messages.
+// Errors are 400s with SGLang's messages (a data_parallel_rank outside [0, DP groups) included).
 GenerationPlan plan_generation(ServerContext& ctx, const std::vector<std::vector<int32_t>>& prompts,
                                const SamplingRequest& sampling, int64_t default_max_new_tokens,
                                const std::string& rid_base);

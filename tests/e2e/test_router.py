@@ -37,6 +37,7 @@ class FakeWorker:
         self.healthy = True
         self.load = None
         self.load_polls = 0
+        self.dp_size = None  # reported by GET /get_server_info when set (--dp-aware)
         self.die_mid_stream = False
         self.hold_stream = None
         self.released_in_time = None
@@ -77,7 +78,10 @@ class FakeWorker:
                     else:
                         self.send_json(200, {"load": worker.load})
                 elif self.path in ("/v1/models", "/get_model_info", "/get_server_info"):
-                    self.send_json(200, {"role": worker.role, "path": self.path})
+                    info = {"role": worker.role, "path": self.path}
+                    if worker.dp_size is not None and self.path == "/get_server_info":
+                        info["dp_size"] = worker.dp_size
+                    self.send_json(200, info)
                 else:
                     self.send_json(404, {"error": {"message": "no route"}})
 
@@ -635,9 +639,43 @@ def test_without_api_key_the_clients_authorization_passes_through(fakes, router)
     assert ("/generate", ["Bearer client"]) in w.auth and ("/health", []) in w.auth
 
 
+def test_dp_aware_sends_each_request_to_one_dp_rank(fakes, router):
+    """--dp-aware as SGLang's router: each worker's /get_server_info gives its dp_size (asked with
+    the --api-key), the worker stands for that many "URL@RANK" workers, and every request goes
+    to URL with data_parallel_rank RANK (the client's own value replaced)."""
+    a, b = fakes("decode", 2)
+    a.dp_size, b.dp_size = 2, 3
+    r = router(["--worker-urls", a.url, b.url, "--policy", "round_robin", "--dp-aware",
+                "--api-key", "sekrit"])
+    key = {"Authorization": "Bearer sekrit"}
+    bodies = {"/generate": {"text": "hi", "data_parallel_rank": 7},
+              "/v1/completions": {"model": "m", "prompt": "hi"},
+              "/v1/chat/completions": {"model": "m", "messages": [{"role": "user", "content": "hi"}]}}
+    for i in range(10):
+        path = list(bodies)[i % 3]
+        resp = requests.post(r.url(path), json=bodies[path], headers=key, timeout=30)
+        assert resp.status_code == 200, resp.text
+    ranks = {w.url: [body.get("data_parallel_rank") for body in w.inference_bodies()]
+             for w in (a, b)}
+    # Round robin over a@0, a@1, b@0, b@1, b@2: each rank of each server twice.
+    assert sorted(ranks[a.url]) == [0, 0, 1, 1], ranks
+    assert sorted(ranks[b.url]) == [0, 0, 1, 1, 2, 2], ranks
+    for w in (a, b):
+        assert ("/get_server_info", ["Bearer sekrit"]) in w.auth, w.auth
+
+
+def test_dp_aware_needs_dp_size_from_every_worker(fakes):
+    a, b = fakes("decode", 2)
+    a.dp_size = 2  # b reports none
+    p = subprocess.run([BINARY, "router", "--worker-urls", a.url, b.url, "--dp-aware", "--port",
+                        str(free_port()), "--worker-startup-check-interval", "1"],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode != 0 and "no dp_size" in p.stderr and b.url in p.stderr, p.stderr
+
+
 @pytest.mark.parametrize("args,needle", [
     (["--pd-disaggregation", "--prefill", "http://127.0.0.1:1", "--decode", "http://127.0.0.1:2",
-      "--dp-aware"], "--dp-aware is an SGLang router flag"),
+      "--dp-aware"], "--dp-aware with --pd-disaggregation is not implemented"),
     (["--worker-urls", "http://127.0.0.1:1", "--policy", "least_load"], "least_load"),
     (["--worker-urls", "http://127.0.0.1:1", "--queue-size", "-1"],
      "--queue-size must not be negative"),

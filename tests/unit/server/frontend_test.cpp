@@ -66,6 +66,10 @@ class FakeScheduler {
     return commands_;
   }
   int wakeups() const { return wakeups_.load(); }
+  std::vector<std::string> received() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return received_;
+  }
 
  private:
   void send(const FrontendMessage& m) {
@@ -87,6 +91,10 @@ class FakeScheduler {
       SchedulerMessage m = decode_scheduler_message(*bytes);
       if (auto* input = std::get_if<GenerateInput>(&m)) {
         const GenerateInput& in = *input;
+        {
+          std::lock_guard<std::mutex> lock(mutex_);
+          received_.push_back(in.rid);
+        }
         for (int i = 0; i < tokens; ++i) {
           TokenOutput out;
           out.rid = in.rid;
@@ -121,6 +129,7 @@ class FakeScheduler {
   std::mutex mutex_;
   std::set<std::string> aborted_;
   std::vector<std::string> commands_;
+  std::vector<std::string> received_;  // rids of the GenerateInputs
 };
 
 GenerateInput input(const std::string& rid) {
@@ -272,9 +281,11 @@ TEST(Frontend, DisaggOutputsKeepTheGroupThatSentThem) {
   Metrics metrics("m");
   std::string base = fresh_base();
   FakeScheduler s0(base, 0, 1, true), s1(base, 1, 1, true), s2(base, 2, 1, true, true);
-  Frontend f({base, 3, "round_robin"}, &metrics);
+  // Before the frontend: its I/O thread may call the handler until the frontend is destroyed
+  // (s2 answers the shutdown's aborts with slots too).
   std::mutex mutex;
   std::vector<std::pair<int, DisaggOutput>> seen;
+  Frontend f({base, 3, "round_robin"}, &metrics);
   f.set_disagg_handler([&](int dp, DisaggOutput out) {
     std::lock_guard<std::mutex> lock(mutex);
     seen.emplace_back(dp, std::move(out));
@@ -343,6 +354,51 @@ TEST(Frontend, ControlCollectsOneAnswerPerGroup) {
   auto a = f.submit({input("a")});
   auto b = f.submit({input("b")});
   EXPECT_NE(a->dp_rank(), b->dp_rank());
+}
+
+// SGLang's data_parallel_rank: the request goes to the named group whatever the balancing
+// method would pick; a group that does not exist is a 400.
+TEST(Frontend, ANamedDpRankGetsTheRequest) {
+  Metrics metrics("m");
+  std::string base = fresh_base();
+  FakeScheduler s0(base, 0, 1, true), s1(base, 1, 1, true), s2(base, 2, 1, true);
+  Frontend f({base, 3, "round_robin"}, &metrics);
+  f.start();
+  ASSERT_TRUE(f.wait_ready(5s));
+  auto a = f.submit({input("a")}, 2);
+  auto b = f.submit({input("b"), input("c")}, 2);
+  auto d = f.submit({input("d")}, 1);
+  EXPECT_EQ(a->dp_rank(), 2);
+  EXPECT_EQ(b->dp_rank(), 2);
+  EXPECT_EQ(d->dp_rank(), 1);
+  EXPECT_TRUE(eventually([&] { return s2.received().size() == 3 && s1.received().size() == 1; }));
+  EXPECT_EQ(s2.received(), (std::vector<std::string>{"a", "b", "c"}));
+  EXPECT_EQ(s1.received(), (std::vector<std::string>{"d"}));
+  EXPECT_TRUE(s0.received().empty());
+  // Named ranks leave round robin where it was: the next request goes to group 0.
+  auto e = f.submit({input("e")});
+  EXPECT_EQ(e->dp_rank(), 0);
+  try {
+    f.submit({input("f")}, 3);
+    FAIL() << "dp rank 3 of 3 groups was accepted";
+  } catch (const ApiError& error) {
+    EXPECT_EQ(error.status(), 400);
+    EXPECT_NE(std::string(error.what()).find("data_parallel_rank must be less than dp_size: 3"),
+              std::string::npos)
+        << error.what();
+  }
+}
+
+TEST(Frontend, OneGroupTakesDpRankZeroOnly) {
+  Metrics metrics("m");
+  std::string base = fresh_base();
+  FakeScheduler s(base, 0, 1, true);
+  Frontend f({base, 1, "round_robin"}, &metrics);
+  f.start();
+  ASSERT_TRUE(f.wait_ready(5s));
+  auto a = f.submit({input("a")}, 0);
+  EXPECT_EQ(a->dp_rank(), 0);
+  EXPECT_THROW(f.submit({input("b")}, 1), ApiError);
 }
 
 TEST(Frontend, ShutdownEndsOpenRequests) {
