@@ -99,25 +99,30 @@ bool Scheduler::disagg_park(SchedRequest& r) {
   return true;
 }
 
-void Scheduler::fail(std::unique_ptr<SchedRequest> request, const std::string& error, int status,
-                     std::vector<TokenOutput>& out) {
-  SchedRequest& r = *request;
+namespace {
+
+// The request's next output is the error alone.
+void set_error(SchedRequest& r, const std::string& error, int status) {
   r.pending.error = error;
   r.pending.error_status = status;
   r.pending.token_ids.clear();
   r.pending.logprobs.clear();
   r.pending.top_logprobs.clear();
+}
+
+}  // namespace
+
+void Scheduler::fail(std::unique_ptr<SchedRequest> request, const std::string& error, int status,
+                     std::vector<TokenOutput>& out) {
+  SchedRequest& r = *request;
+  set_error(r, error, status);
   finish(r, "abort", out);  // frees the pages (only computed positions enter the prefix cache)
 }
 
 void Scheduler::hold(std::unique_ptr<SchedRequest> request, const std::string& error, int status,
                      bool cancel, std::vector<TokenOutput>& out) {
   SchedRequest& r = *request;
-  r.pending.error = error;
-  r.pending.error_status = status;
-  r.pending.token_ids.clear();
-  r.pending.logprobs.clear();
-  r.pending.top_logprobs.clear();
+  set_error(r, error, status);
   report_end(r, "abort", out);
   if (cancel) disagg_out_.push_back({r.in.rid, {{"cancel", true}}});
   held_.emplace(r.in.rid, Parked{std::move(request), std::chrono::steady_clock::now(), -1, json()});

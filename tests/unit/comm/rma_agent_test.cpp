@@ -13,6 +13,7 @@
 #include <sstream>
 
 #include "core/error.h"
+#include "support/proc_maps.h"
 
 namespace epserve {
 namespace {
@@ -153,20 +154,6 @@ bool shared_memory_allowed() {
          std::string(tls).find("sm") != std::string::npos;
 }
 
-// The /proc/self/maps line of the mapping holding `address` ("" if none).
-std::string mapping_of(const void* address) {
-  std::ifstream maps("/proc/self/maps");
-  const auto at = reinterpret_cast<uintptr_t>(address);
-  for (std::string line; std::getline(maps, line);) {
-    uintptr_t begin = 0, end = 0;
-    char dash = 0;
-    std::istringstream in(line);
-    in >> std::hex >> begin >> dash >> end;
-    if (begin <= at && at < end) return line;
-  }
-  return "";
-}
-
 // The KV cache of a decode rank lives in such memory: zero-filled, page aligned, shared memory
 // (what lets a prefill rank on this host write it directly), and freed by its address.
 TEST(RmaAgent, AllocatedMemoryIsZeroedSharedAndFreedByAddress) {
@@ -179,11 +166,11 @@ TEST(RmaAgent, AllocatedMemoryIsZeroedSharedAndFreedByAddress) {
   const auto* p = static_cast<const unsigned char*>(address);
   EXPECT_EQ(std::count(p, p + bytes, 0), static_cast<std::ptrdiff_t>(bytes));
   if (shared_memory_allowed()) {
-    EXPECT_THAT(mapping_of(address),
+    EXPECT_THAT(test::mapping_of(address),
                 testing::AnyOf(testing::HasSubstr("SYSV"), testing::HasSubstr("/dev/shm")));
   }
   agent.free_memory(address);
-  EXPECT_EQ(mapping_of(address).find("SYSV"), std::string::npos);
+  EXPECT_EQ(test::mapping_of(address).find("SYSV"), std::string::npos);
   EXPECT_THROW(agent.free_memory(address), Error);
 }
 

@@ -13,22 +13,10 @@
 #include <set>
 #include <sstream>
 
+#include "support/proc_maps.h"
+
 namespace epserve {
 namespace {
-
-// The file name of the mapping holding `address` (SysV shared memory: "/SYSV..."; the heap: "").
-std::string mapping_name(const void* address) {
-  std::ifstream maps("/proc/self/maps");
-  const auto at = reinterpret_cast<uintptr_t>(address);
-  for (std::string line; std::getline(maps, line);) {
-    uintptr_t begin = 0, end = 0;
-    char dash = 0;
-    std::istringstream in(line);
-    in >> std::hex >> begin >> dash >> end;
-    if (begin <= at && at < end) return line.size() > 73 ? line.substr(73) : "";
-  }
-  return "";
-}
 
 KvMemory memory_of(KvCache& cache) {
   KvMemory m;
@@ -55,8 +43,8 @@ std::set<std::string> transfer(bool allocate_kv, bool* external) {
   *external = decode_cache->external();
   std::set<std::string> mappings;
   for (int64_t l = 0; l < 2; ++l) {
-    mappings.insert(mapping_name(decode_cache->k(l)));
-    mappings.insert(mapping_name(decode_cache->v(l)));
+    mappings.insert(test::mapping_name(decode_cache->k(l)));
+    mappings.insert(test::mapping_name(decode_cache->v(l)));
   }
   EXPECT_FALSE(prefill_cache.external());  // a prefill rank is not written into
   decode->attach(memory_of(*decode_cache));
