@@ -107,6 +107,17 @@ void RmaAgent::progress_loop() {
   }
 }
 
+std::string RmaAgent::pack_key(ucp_mem_h memh) {
+  void* packed = nullptr;
+  size_t packed_len = 0;
+  ucs_status_t st = ucp_rkey_pack(context_, memh, &packed, &packed_len);
+  if (st != UCS_OK) ucp_mem_unmap(context_, memh);
+  EPS_CHECK(st == UCS_OK, "UCX could not pack a memory key: {}", ucs_status_string(st));
+  std::string key(static_cast<const char*>(packed), packed_len);
+  ucp_rkey_buffer_release(packed);
+  return key;
+}
+
 std::string RmaAgent::register_memory(void* address, size_t bytes) {
   ucp_mem_map_params_t params{};
   params.field_mask = UCP_MEM_MAP_PARAM_FIELD_ADDRESS | UCP_MEM_MAP_PARAM_FIELD_LENGTH;
@@ -116,13 +127,7 @@ std::string RmaAgent::register_memory(void* address, size_t bytes) {
   ucs_status_t st = ucp_mem_map(context_, &params, &memh);
   EPS_CHECK(st == UCS_OK, "UCX could not register {} MiB of KV cache: {}", bytes >> 20,
             ucs_status_string(st));
-  void* packed = nullptr;
-  size_t packed_len = 0;
-  st = ucp_rkey_pack(context_, memh, &packed, &packed_len);
-  if (st != UCS_OK) ucp_mem_unmap(context_, memh);
-  EPS_CHECK(st == UCS_OK, "UCX could not pack a memory key: {}", ucs_status_string(st));
-  std::string key(static_cast<const char*>(packed), packed_len);
-  ucp_rkey_buffer_release(packed);
+  std::string key = pack_key(memh);
   std::lock_guard<std::mutex> lock(mutex_);
   if (!regions_.emplace(address, memh).second) {
     ucp_mem_unmap(context_, memh);
@@ -166,18 +171,12 @@ std::string RmaAgent::allocate_memory(size_t bytes, void** address) {
   st = ucp_mem_query(memh, &attr);
   if (st != UCS_OK) ucp_mem_unmap(context_, memh);
   EPS_CHECK(st == UCS_OK, "UCX memory query: {}", ucs_status_string(st));
-  void* packed = nullptr;
-  size_t packed_len = 0;
-  st = ucp_rkey_pack(context_, memh, &packed, &packed_len);
-  if (st != UCS_OK) ucp_mem_unmap(context_, memh);  // the caller falls back to the heap
-  EPS_CHECK(st == UCS_OK, "UCX could not pack a memory key: {}", ucs_status_string(st));
+  std::string key = pack_key(memh);  // on failure the caller falls back to the heap
   {
     std::lock_guard<std::mutex> lock(mutex_);
     regions_[attr.address] = memh;  // unmapped by free_memory or the destructor
   }
   *address = attr.address;
-  std::string key(static_cast<const char*>(packed), packed_len);
-  ucp_rkey_buffer_release(packed);
   return key;
 }
 

@@ -92,6 +92,8 @@ class RmaAgent {
   struct Peer;
 
  private:
+  // The packed remote key of memh; unmaps memh and throws when UCX cannot pack it.
+  std::string pack_key(ucp_mem_h memh);
   // Frees the peer's draining flushes that have completed; returns a failure status among them.
   ucs_status_t reap_drained(Peer& peer);
   Peer& connect(const std::string& peer, bool same_host);

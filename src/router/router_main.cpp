@@ -7,16 +7,12 @@
 #include "core/log.h"
 #include "router/router.h"
 #include "server/http.h"
+#include "server/server_main.h"
 
 namespace epserve {
 
 int run_router(RouterArgs args) {
-  sigset_t signals;
-  sigemptyset(&signals);
-  sigaddset(&signals, SIGINT);
-  sigaddset(&signals, SIGTERM);
-  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
-  signal(SIGPIPE, SIG_IGN);
+  const sigset_t signals = block_stop_signals();
 
   Router router(std::move(args));
   const RouterArgs& a = router.args();

@@ -167,6 +167,16 @@ void print_layout(const ServerArgs& a, const ModelConfig& config) {
 
 }  // namespace
 
+sigset_t block_stop_signals() {
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+  return signals;
+}
+
 int run_server(const ServerArgs& args, const ServerServiceFactory& make_service) {
   set_log_level(args.log_level);
   use_sglang_log_format("");
@@ -198,14 +208,7 @@ int run_server(const ServerArgs& args, const ServerServiceFactory& make_service)
     return run_launcher(rank_launch(args, "ipc:///tmp/epserve-" + std::to_string(getpid())));
   }
 
-  // SIGINT/SIGTERM are taken by the main thread with sigtimedwait; every thread started from here
-  // inherits the blocked mask. A client that hangs up must not kill the server.
-  sigset_t signals;
-  sigemptyset(&signals);
-  sigaddset(&signals, SIGINT);
-  sigaddset(&signals, SIGTERM);
-  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
-  signal(SIGPIPE, SIG_IGN);
+  const sigset_t signals = block_stop_signals();
 
   Metrics metrics(args.served_model_name);
   FrontendOptions frontend_options;

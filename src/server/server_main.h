@@ -4,6 +4,8 @@
 // Returns the exit status.
 #pragma once
 
+#include <signal.h>
+
 #include <functional>
 #include <memory>
 
@@ -25,5 +27,10 @@ using ServerServiceFactory = std::function<std::unique_ptr<ServerService>(Server
 inline constexpr const char* kEnvIpcBase = "EPSERVE_IPC_BASE";
 
 int run_server(const ServerArgs& args, const ServerServiceFactory& service = {});
+
+// Blocks SIGINT and SIGTERM in the calling thread, and so in every thread it starts: the main
+// thread takes them with sigtimedwait on the returned set. Ignores SIGPIPE: a client that hangs
+// up must not kill the process. (`epserve serve` and `epserve router`.)
+sigset_t block_stop_signals();
 
 }  // namespace epserve
