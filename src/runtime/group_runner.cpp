@@ -54,11 +54,12 @@ void GroupLeaderRunner::send_control(int64_t code) {
 }
 
 // Every rank's answer to a task, in group rank order.
-static std::vector<std::string> gather_answers(Communicator& group, const std::string& mine) {
+std::vector<std::string> gather_answers(Communicator& group, const std::string& mine,
+                                        const std::string& what) {
   const int n = group.size();
   std::vector<uint64_t> lengths(n);
   uint64_t length = mine.size();
-  group.set_context("gathering the answers to a task");
+  group.set_context(what);
   group.allgather(&length, sizeof(length), lengths.data());
   std::vector<size_t> bytes(lengths.begin(), lengths.end());
   size_t total = 0;
@@ -83,7 +84,7 @@ std::vector<std::string> GroupLeaderRunner::run_task(
   group_->broadcast(&message[1], sizeof(int64_t), 0);
   std::string copy = payload;
   group_->broadcast(copy.data(), copy.size(), 0);
-  return gather_answers(*group_, local(payload));
+  return gather_answers(*group_, local(payload), "gathering the answers to a task");
 }
 
 void run_group_follower(CausalLM& model, int64_t num_kv_slots, Communicator& group,
@@ -130,7 +131,7 @@ void run_group_follower(CausalLM& model, int64_t num_kv_slots, Communicator& gro
       } catch (const std::exception& e) {
         answer = std::string("error: ") + e.what();
       }
-      gather_answers(group, answer);
+      gather_answers(group, answer, "gathering the answers to a task");
       continue;
     }
     std::vector<int32_t> data(size);

@@ -68,4 +68,9 @@ struct FollowerHooks {
 void run_group_follower(CausalLM& model, int64_t num_kv_slots, Communicator& group,
                         const FollowerHooks& hooks);
 
+// Every rank's string, in rank order, on every rank of `group` (`what` names the exchange in
+// errors).
+std::vector<std::string> gather_answers(Communicator& group, const std::string& mine,
+                                        const std::string& what);
+
 }  // namespace epserve

@@ -164,22 +164,7 @@ int run_rank(const RankOptions& o) {
       kv_ranks = {mine};
       return;
     }
-    // The same exchange run_task's answers use.
-    const int n = group->size();
-    std::vector<uint64_t> lengths(n);
-    uint64_t length = mine.size();
-    group->set_context("exchanging KV transfer descriptions");
-    group->allgather(&length, sizeof(length), lengths.data());
-    std::vector<size_t> bytes(lengths.begin(), lengths.end());
-    size_t total = 0;
-    for (size_t b : bytes) total += b;
-    std::string all(total, '\0');
-    group->allgatherv(mine.data(), mine.size(), all.data(), bytes);
-    size_t offset = 0;
-    for (size_t b : bytes) {
-      kv_ranks.push_back(all.substr(offset, b));
-      offset += b;
-    }
+    kv_ranks = gather_answers(*group, mine, "exchanging KV transfer descriptions");
   };
   // The leader's KV tasks on every rank of the group: start a send, poll the finished ones, ask
   // which decode ranks failed sends may still write into (kv_send_queue.h).

@@ -11,6 +11,13 @@ namespace {
 
 using nlohmann::json;
 
+// The answer for a room whose prefill request is no longer here.
+json prefill_request_gone() {
+  return {{"ok", false},
+          {"status", 404},
+          {"error", "the prefill request is gone (it failed, finished or was aborted)"}};
+}
+
 double seconds_since(std::chrono::steady_clock::time_point t) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
 }
@@ -164,12 +171,7 @@ void Scheduler::cancel_transfer(const std::string& rid, std::vector<TokenOutput>
     abort(rid, out);  // frees its pages; tell_decode_aborted answers the decode side
     return;
   }
-  disagg_out_.push_back(
-      {rid,
-       {{"transfer",
-         {{"ok", false},
-          {"status", 404},
-          {"error", "the prefill request is gone (it failed, finished or was aborted)"}}}}});
+  disagg_out_.push_back({rid, {{"transfer", prefill_request_gone()}}});
 }
 
 void Scheduler::disagg(const DisaggInput& input, std::vector<TokenOutput>& out) {
@@ -193,12 +195,7 @@ void Scheduler::disagg(const DisaggInput& input, std::vector<TokenOutput>& out) 
       early_targets_[input.rid] = body["target"];
       return;
     }
-    disagg_out_.push_back(
-        {input.rid,
-         {{"transfer",
-           {{"ok", false},
-            {"status", 404},
-            {"error", "the prefill request is gone (it failed, finished or was aborted)"}}}}});
+    disagg_out_.push_back({input.rid, {{"transfer", prefill_request_gone()}}});
     return;
   }
   // "unsettled": the prefill side may still write into the pages (its transfer timed out with

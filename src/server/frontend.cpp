@@ -337,14 +337,14 @@ void Frontend::handle(const std::string& bytes) {
     // The group is the sender's own (DisaggOutput::dp_rank), never looked up by rid: a decode
     // request aborted while its pages were being reserved is gone from routes_ by now, and its
     // slots must still go out with (and be released by) the group that holds them.
-    int dp = disagg->dp_rank;
+    const int dp = disagg->dp_rank;
+    if (dp < 0 || dp >= options_.num_dp_groups) {
+      spdlog::warn("frontend: a KV transfer message from unknown DP group {}", dp);
+      return;
+    }
     {
       std::lock_guard<std::mutex> lock(mutex_);
       handler = disagg_handler_;
-      if (dp < 0 || dp >= options_.num_dp_groups) {
-        auto it = routes_.find(disagg->rid);
-        dp = it != routes_.end() ? it->second.dp_rank : 0;
-      }
     }
     if (handler) handler(dp, std::move(*disagg));
   } else {

@@ -131,11 +131,7 @@ GenerationPlan plan_generation(ServerContext& ctx, const std::vector<std::vector
   }
 
   GenerationPlan plan;
-  const int groups = ctx.frontend.num_dp_groups();
-  if (s.data_parallel_rank >= groups) {
-    bad_request(fmt::format("data_parallel_rank must be less than dp_size: {}", groups),
-                "data_parallel_rank");
-  }
+  // Frontend::submit checks it against the DP groups.
   plan.dp_rank = static_cast<int>(s.data_parallel_rank);
   size_t total = prompts.size() * static_cast<size_t>(s.n);
   if (s.bootstrap_room >= 0 && total > 1) {
