@@ -24,6 +24,7 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include "bench_clock.h"
 #include "core/dtype.h"
 #include "core/thread_pool.h"
 #include "io/safetensors_writer.h"
@@ -40,10 +41,6 @@ namespace {
 constexpr int kDepth = 27, kVisionHidden = 1152, kVisionMlp = 4304, kVisionHeads = 16;
 constexpr int kHidden = 4096, kHeads = 64, kKvHeads = 4, kHeadDim = 128, kExperts = 16;
 constexpr int kTopK = 8, kMoeInter = 1536, kVocab = 4096, kPatchDim = 3 * 2 * 16 * 16;
-
-double now() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
 
 // Small pseudo-random BF16 values (|x| < scale), or a constant.
 TensorToWrite bf16(const std::string& name, Shape shape, float scale, float constant = 0.0f) {
@@ -217,11 +214,11 @@ int main(int argc, char** argv) {
   for (int i = 0; i < 8; ++i) ids.push_back(200 + i);
   const auto n = static_cast<int64_t>(ids.size());
   for (int p = 0; p < passes; ++p) {
-    double t0 = now();
+    double t0 = bench_clock::now_seconds();
     matmul(x.data(), patches, WeightView::of(w), y.data());
-    best_gemm = std::min(best_gemm, now() - t0);
+    best_gemm = std::min(best_gemm, bench_clock::now_seconds() - t0);
     for (int fast = 0; fast < 2; ++fast) {
-      t0 = now();
+      t0 = bench_clock::now_seconds();
       for (int b = 0; b < kDepth; ++b) {
         for (size_t i = 0; i < act.size(); ++i) act[i] = static_cast<float>(i % 97) * 0.05f - 2.4f;
         if (fast) {
@@ -231,11 +228,11 @@ int main(int argc, char** argv) {
         }
       }
       double& best = fast ? best_gelu : best_gelu_scalar;
-      best = std::min(best, now() - t0);
+      best = std::min(best, bench_clock::now_seconds() - t0);
     }
-    t0 = now();
+    t0 = bench_clock::now_seconds();
     model->encode_image(1, grid, grid, im.pixel_values.data(), embeds.data());
-    best_vision = std::min(best_vision, now() - t0);
+    best_vision = std::min(best_vision, bench_clock::now_seconds() - t0);
     LocalModelRunner runner(*model, n + decode + 1);
     RequestVision vision;
     std::string error = prepare_vision(model->config(), ids, {im}, vision);
@@ -250,10 +247,10 @@ int main(int argc, char** argv) {
     prefill.add_sequence(ids.data(), n, 0, slots, LogitsWanted::kLast);
     add_vision_rows(prefill, 0, n, {im}, vision, runner);
     std::vector<float> logits(kVocab);
-    t0 = now();
+    t0 = bench_clock::now_seconds();
     runner.forward(prefill, logits.data());
-    best_prefill = std::min(best_prefill, now() - t0);
-    t0 = now();
+    best_prefill = std::min(best_prefill, bench_clock::now_seconds() - t0);
+    t0 = bench_clock::now_seconds();
     for (int s = 0; s < decode; ++s) {
       slots.push_back(static_cast<int32_t>(n + s));
       const int32_t token = 300 + s;
@@ -262,7 +259,7 @@ int main(int argc, char** argv) {
       add_vision_rows(b, n + s, 1, {im}, vision, runner);
       runner.forward(b, logits.data());
     }
-    best_decode = std::min(best_decode, now() - t0);
+    best_decode = std::min(best_decode, bench_clock::now_seconds() - t0);
   }
   std::filesystem::remove_all(dir);
   const double gemm_gflops = 2.0 * patches * kVisionHidden * kVisionMlp / best_gemm / 1e9;

@@ -70,10 +70,9 @@ class CausalLM {
   // every expert is local.
   ExpertSlots* expert_slots(int layer);
 
-  // Qwen3-VL's vision tower, or null. A batch's image rows (ForwardBatch::image_rows) take the
-  // first hidden_size floats of their image_embeds row as their input embedding, and after
-  // decoder layer l < the number of DeepStack features, feature l is added to them.
-  const VisionTower* vision() const { return vision_.get(); }
+  // Qwen3-VL: a batch's image rows (ForwardBatch::image_rows) take the first hidden_size floats
+  // of their image_embeds row as their input embedding, and after decoder layer l < the number
+  // of DeepStack features, feature l is added to them.
   // One image through the vision tower: pixels [t * h * w, patch_dim] -> out [tokens, width].
   void encode_image(int64_t grid_t, int64_t grid_h, int64_t grid_w, const float* pixels,
                     float* out) const;

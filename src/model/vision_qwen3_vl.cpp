@@ -124,11 +124,6 @@ int64_t VisionTower::embed_width() const {
   return static_cast<int64_t>(vc_.out_hidden_size) * (1 + static_cast<int64_t>(deepstack_.size()));
 }
 
-int64_t VisionTower::tokens_for(int64_t grid_t, int64_t grid_h, int64_t grid_w) const {
-  const int64_t unit = static_cast<int64_t>(vc_.spatial_merge_size) * vc_.spatial_merge_size;
-  return grid_t * grid_h * grid_w / unit;
-}
-
 void VisionTower::Merger::forward(const float* x, int64_t rows, int64_t hidden, int64_t unit,
                                   float* out, int64_t out_stride) const {
   const int64_t M = rows / unit;

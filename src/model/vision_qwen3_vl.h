@@ -36,9 +36,8 @@ class VisionTower {
                           const std::string& prefix);
   // Floats per output row: out_hidden_size * (1 + number of DeepStack features).
   int64_t embed_width() const;
-  int64_t tokens_for(int64_t grid_t, int64_t grid_h, int64_t grid_w) const;
   // pixels [grid_t * grid_h * grid_w, patch_dim] in the processor's order (merge windows of
-  // merge^2 patches) -> out [tokens_for(...), embed_width()].
+  // merge^2 patches) -> out [grid_t * grid_h * grid_w / merge^2, embed_width()].
   void forward(int64_t grid_t, int64_t grid_h, int64_t grid_w, const float* pixels,
                float* out) const;
 

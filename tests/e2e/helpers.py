@@ -1,6 +1,7 @@
 """Small helpers shared by the end-to-end tests."""
 
 import json
+import re
 
 import requests
 
@@ -37,3 +38,10 @@ def assert_openai_error(response, status, needle=None):
     assert isinstance(body["error"]["message"], str)
     if needle is not None:
         assert needle in body["error"]["message"], body
+
+
+def metric(server, name):
+    """The value of a label-carrying sample `name{...} value` on the server's /metrics, or None."""
+    text = requests.get(server.url("/metrics"), timeout=30).text
+    m = re.search(r"^" + re.escape(name) + r"\{[^}]*\} (\S+)$", text, re.M)
+    return None if m is None else float(m.group(1))

@@ -22,7 +22,7 @@ import requests
 
 import conftest
 from conftest import BINARY, DEEPSEEK_MODEL, MODEL, Server, free_port
-from helpers import assert_openai_error
+from helpers import assert_openai_error, metric
 
 PROMPTS = [
     [1, 15, 27, 99, 140, 7, 300],
@@ -68,12 +68,6 @@ class PdPair:
     def stop(self):
         for s in (self.decode, self.prefill):
             assert s.stop() == 0, s.output()
-
-
-def metric(server, name):
-    text = requests.get(server.url("/metrics"), timeout=10).text
-    m = re.search(r"^" + re.escape(name) + r"\{[^}]*\} (\S+)$", text, re.M)
-    return None if m is None else float(m.group(1))
 
 
 def wait_metric(server, name, value, timeout=20):

@@ -8,7 +8,6 @@ experts are rebalanced while serving (a short --eplb-rebalance-num-iterations)."
 import json
 import os
 import pathlib
-import re
 import subprocess
 import tempfile
 
@@ -18,7 +17,7 @@ import pytest
 import requests
 
 from conftest import BINARY, Server
-from helpers import post
+from helpers import metric, post
 
 SEED_FLAGS = ["--tp", "4", "--ep-size", "4", "--enable-dp-attention", "--dp-size", "4",
               "--enable-eplb", "--ep-num-redundant-experts", "4",
@@ -41,12 +40,6 @@ def eplb_server():
     s.dump_dir = dump_dir
     yield s
     assert s.stop() == 0, s.output()
-
-
-def metric(server, name):
-    text = requests.get(server.url("/metrics"), timeout=30).text
-    m = re.search(rf"^{re.escape(name)}{{[^}}]*}} (\S+)$", text, re.M)
-    return float(m.group(1)) if m else None
 
 
 def chat(server, content, max_tokens):
