@@ -154,9 +154,11 @@ DispatchHandle NormalDispatcher::dispatch_send(const DispatchInput& in) {
   std::vector<int64_t> first(n, 0);  // [destination] our first row in its buffer
   st->sent_counts.assign(n, 0);
   for (int d = 0; d < n; ++d) st->sent_counts[d] = layout.num_tokens_per_rank[d];
-  std::vector<int64_t> slots(n, 0);
-  for (int64_t i = 0; i < T * K; ++i) {
-    if (in.topk_idx[i] >= 0) ++slots[in.topk_idx[i] / per_rank];
+  std::vector<int64_t> slots(n, 0);  // (token, slot) pairs per destination: the layout's count
+  for (int d = 0; d < n; ++d) {
+    for (int64_t e = d * per_rank; e < (d + 1) * per_rank; ++e) {
+      slots[d] += layout.num_tokens_per_expert[e];
+    }
   }
   st->combine_base.assign(n, 0);
   st->sent_header.assign(2 * n, 0);
