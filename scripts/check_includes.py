@@ -45,6 +45,9 @@ CONFINED = [
     (re.compile(r"[<\"]pcre2\.h[>\"]"), ("src/tokenizer/",)),
     (re.compile(r"[<\"]png\.h[>\"]"), ("src/media/png_decode.cpp",)),
     (re.compile(r"[<\"](jpeglib|jerror)\.h[>\"]"), ("src/media/jpeg_decode.cpp",)),
+    (re.compile(r"[<\"]webp/"), ("src/media/webp_decode.cpp",)),
+    (re.compile(r"[<\"]gif_lib\.h[>\"]"), ("src/media/gif_decode.cpp",)),
+    (re.compile(r"[<\"]stb_image\.h[>\"]"), ("src/media/stb_decode.cpp",)),
 ]
 
 INCLUDE = re.compile(r'^\s*#\s*include\s+([<"][^>"]+[>"])', re.M)

@@ -6,6 +6,7 @@ packages=(
   libgtest-dev libgmock-dev libbenchmark-dev
   libfmt-dev libspdlog-dev nlohmann-json3-dev libcli11-dev libpcre2-dev libicu-dev
   libucx-dev ucx-utils libzmq3-dev libsodium-dev libcpp-httplib-dev libjpeg62-turbo-dev libpng-dev
+  libwebp-dev libgif-dev libstb-dev
   libopenblas-dev libdnnl-dev openmpi-bin libopenmpi-dev
   clang clang-format libclang-rt-14-dev iproute2 python3 python3-venv python3-pip
 )

@@ -26,10 +26,13 @@ DecodedImage decode_image(std::string_view bytes, int64_t max_pixels) {
   std::string format = sniff_image_format(bytes);
   if (format == "png") return decode_png(bytes, max_pixels);
   if (format == "jpeg") return decode_jpeg(bytes, max_pixels);
+  if (format == "webp") return decode_webp(bytes, max_pixels);
+  if (format == "gif") return decode_gif(bytes, max_pixels);
+  if (format == "bmp") return decode_bmp(bytes, max_pixels);
   EPS_CHECK(!format.empty(),
-            "cannot identify the image: its bytes are neither PNG nor JPEG (the formats "
-            "epserve decodes)");
-  EPS_THROW("the image is {}; epserve decodes PNG and JPEG only", format);
+            "cannot identify the image: its bytes are none of PNG, JPEG, WebP, GIF or BMP (the "
+            "formats epserve decodes)");
+  EPS_THROW("the image is {}; epserve decodes PNG, JPEG, WebP, GIF and BMP only", format);
 }
 
 void composite_on_white(const uint8_t* rgba, int64_t pixels, uint8_t* rgb) {

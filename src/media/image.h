@@ -1,5 +1,5 @@
-// Still images as the frontend receives them: the encoded bytes (PNG or JPEG) decoded to 8-bit
-// RGB the way the Hugging Face image processors see a PIL image after `convert_to_rgb`
+// Still images as the frontend receives them: the encoded bytes (PNG, JPEG, WebP, GIF, BMP) decoded
+// to 8-bit RGB the way the Hugging Face image processors see a PIL image after `convert_to_rgb`
 // (transparency composited onto white, grayscale and palettes expanded), with a content hash.
 #pragma once
 
@@ -23,13 +23,17 @@ struct DecodedImage {
 // bytes start like no image format known here.
 std::string sniff_image_format(std::string_view bytes);
 
-// Decodes a PNG or JPEG; throws epserve::Error with a message fit for a client (unsupported or
+// Decodes a PNG, JPEG, WebP, GIF or BMP (the first frame of an animation, as PIL's Image.open
+// shows it); throws epserve::Error with a message fit for a client (unsupported or
 // unknown format, corrupt or truncated data, more than max_pixels pixels, CMYK JPEG). The EXIF
 // orientation is not applied, as neither HF's processor nor SGLang's load_image applies it.
 DecodedImage decode_image(std::string_view bytes, int64_t max_pixels = kMaxImagePixels);
 
 DecodedImage decode_png(std::string_view bytes, int64_t max_pixels);
 DecodedImage decode_jpeg(std::string_view bytes, int64_t max_pixels);
+DecodedImage decode_webp(std::string_view bytes, int64_t max_pixels);
+DecodedImage decode_gif(std::string_view bytes, int64_t max_pixels);
+DecodedImage decode_bmp(std::string_view bytes, int64_t max_pixels);
 
 // PIL's Image.alpha_composite of an RGBA image over opaque white, then RGB: what HF's
 // convert_to_rgb does to any image with transparency. rgba: [pixels, 4] -> rgb [pixels, 3].

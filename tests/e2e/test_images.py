@@ -117,12 +117,24 @@ def test_bad_image_sources(vl_server, url, needle):
 
 
 @pytest.mark.parametrize("name, needle", [
-    ("refused.gif", "the image is gif; epserve decodes PNG and JPEG only"),
-    ("refused.bmp", "the image is bmp"),
+    ("refused.tiff", "the image is tiff; epserve decodes PNG, JPEG, WebP, GIF and BMP only"),
     ("refused_cmyk.jpg", "CMYK"),
 ])
 def test_unsupported_images(vl_server, name, needle):
     assert_openai_error(chat(vl_server, user_message(image_part(data_url(name)))), 400, needle)
+
+
+@pytest.mark.parametrize("name, mime", [
+    ("formats/lossy_rgba_26x30.webp", "image/webp"),
+    ("formats/animated_18x14.gif", "image/gif"),
+    ("formats/rgb24_27x21.bmp", "image/bmp"),
+])
+def test_webp_gif_and_bmp_images(vl_server, name, mime):
+    # The decoded bytes are checked against PIL's in tests/unit/media/image_formats_test.cpp;
+    # here the formats go through the chat API.
+    r = chat(vl_server, user_message(image_part(data_url(name, mime))))
+    assert r.status_code == 200, r.text
+    assert r.json()["usage"]["prompt_tokens"] > 20
 
 
 def test_corrupt_and_truncated_images(vl_server):

@@ -2,7 +2,7 @@
 """Reference outputs of transformers' Qwen2-VL image processor for epserve's media tests.
 
 Writes tests/data/images/:
-  *.png, *.jpg, *.gif, ...   small images of several formats and modes, made here with PIL
+  *.png, *.jpg, *.tiff, ...  small images of several formats and modes, made here with PIL
   processor_cases.json       per case: the image file, the preprocessor config (a JSON object as
                              in preprocessor_config.json), HF's image_grid_thw, and
                              "codes": the safetensors tensor holding HF's pixel_values
@@ -116,13 +116,10 @@ def make_images():
                                             subsampling=0)
     images["gray_30x22.jpg"] = jpeg_bytes(Image.fromarray(pattern(22, 30, 13)[..., 2], "L"))
     images["rgb_16x16_clip.png"] = png_bytes(Image.fromarray(pattern(16, 16, 14)))
-    # Refused by epserve: other formats, CMYK.
+    # Refused by epserve: other formats (WebP, GIF and BMP are make_image_formats.py's), CMYK.
     buf = io.BytesIO()
-    Image.fromarray(pattern(8, 8, 15)).save(buf, "GIF")
-    images["refused.gif"] = buf.getvalue()
-    buf = io.BytesIO()
-    Image.fromarray(pattern(8, 8, 16)).save(buf, "BMP")
-    images["refused.bmp"] = buf.getvalue()
+    Image.fromarray(pattern(8, 8, 15)).save(buf, "TIFF")
+    images["refused.tiff"] = buf.getvalue()
     images["refused_cmyk.jpg"] = jpeg_bytes(Image.fromarray(pattern(8, 8, 17)).convert("CMYK"))
     return images
 

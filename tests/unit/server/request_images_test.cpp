@@ -153,8 +153,8 @@ TEST(RequestImages, RefusedSourcesAndModels) {
   EXPECT_EQ(status("data:image/png;base64,@@@", none, &m), 400);
   EXPECT_NE(m.find("base64 is not valid"), std::string::npos) << m;
   EXPECT_EQ(status("data:image/png," + read_text(kImages + "rgb_20x30.png"), none, &m), 400);
-  EXPECT_EQ(status(base64(read_text(kImages + "refused.gif")), none, &m), 400);
-  EXPECT_NE(m.find("invalid image: the image is gif"), std::string::npos) << m;
+  EXPECT_EQ(status(base64(read_text(kImages + "refused.tiff")), none, &m), 400);
+  EXPECT_NE(m.find("invalid image: the image is tiff"), std::string::npos) << m;
   EXPECT_EQ(status(base64(read_text(kImages + "rgb_20x30.png")), none, &m), 200) << m;
   // A model without vision_config refuses images.
   std::optional<VisionInfo> text_only =

@@ -1,0 +1,100 @@
+#!/usr/bin/env python3
+"""WebP, GIF and BMP images with the RGB bytes HF's image processors see for them.
+
+Writes tests/data/images/formats/:
+  *.webp, *.gif, *.bmp     small images made here with PIL (lossy and lossless WebP, with and
+                           without alpha, an animated WebP and GIF, palette GIFs with a
+                           transparent index, 24-bit and palette BMPs)
+  formats_rgb.safetensors  <file name> uint8 [height, width, 3]: PIL's decoding of each file
+                           (Image.open, first frame) passed through transformers'
+                           image_transforms.convert_to_rgb, which composites transparency onto
+                           white, exactly the bytes Qwen2VLImageProcessor starts from.
+
+epserve decodes these with libwebp (WebPAnimDecoder, as Pillow does) and stb_image;
+tests/unit/media/image_formats_test.cpp compares its bytes with these, tolerance 0.
+
+Usage: /work/venv-torch/bin/python tools/reference/make_image_formats.py
+(needs pillow with WebP support, numpy, safetensors, transformers).
+"""
+
+import io
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from safetensors.torch import save_file
+from transformers.image_transforms import convert_to_rgb
+
+REPO = Path(__file__).resolve().parents[2]
+OUT = REPO / "tests/data/images/formats"
+
+
+def pattern(h, w, seed):
+    """Smooth gradients plus noise, as in make_image_fixture.py."""
+    rng = np.random.RandomState(seed)
+    y, x = np.mgrid[0:h, 0:w]
+    base = np.stack([x * 255 / max(w - 1, 1), y * 255 / max(h - 1, 1),
+                     (x + y) * 127 / max(h + w - 2, 1)], axis=-1)
+    return np.clip(base + rng.randint(-40, 41, (h, w, 3)), 0, 255).astype(np.uint8)
+
+
+def encoded(img, fmt, **kw):
+    buf = io.BytesIO()
+    img.save(buf, fmt, **kw)
+    return buf.getvalue()
+
+
+def with_alpha(h, w, seed):
+    rgba = np.concatenate([pattern(h, w, seed), np.zeros((h, w, 1), np.uint8)], axis=-1)
+    rgba[..., 3] = (np.arange(w)[None, :] * 255 // max(w - 1, 1)).astype(np.uint8)
+    rgba[: h // 3, :, 3] = 0  # fully transparent rows
+    return Image.fromarray(rgba, "RGBA")
+
+
+def palette_with_transparency(h, w, seed):
+    img = Image.fromarray(pattern(h, w, seed)).quantize(colors=16, method=Image.Quantize.MEDIANCUT)
+    return img
+
+
+def make_images():
+    images = {}
+    images["lossy_rgb_29x23.webp"] = encoded(Image.fromarray(pattern(23, 29, 31)), "WEBP",
+                                             quality=80, method=4)
+    images["lossy_rgba_26x30.webp"] = encoded(with_alpha(30, 26, 32), "WEBP", quality=70)
+    images["lossless_rgba_21x17.webp"] = encoded(with_alpha(17, 21, 33), "WEBP", lossless=True)
+    images["lossless_gray_18x20.webp"] = encoded(Image.fromarray(pattern(20, 18, 34)).convert("L"),
+                                                 "WEBP", lossless=True)
+    frames = [Image.fromarray(pattern(16, 24, 35 + i)) for i in range(3)]
+    images["animated_24x16.webp"] = encoded(frames[0], "WEBP", save_all=True,
+                                            append_images=frames[1:], duration=100, quality=75)
+    images["palette_22x19.gif"] = encoded(palette_with_transparency(19, 22, 36), "GIF")
+    images["palette_trns_20x24.gif"] = encoded(palette_with_transparency(24, 20, 37), "GIF",
+                                               transparency=3)
+    images["gray_17x15.gif"] = encoded(Image.fromarray(pattern(15, 17, 38)).convert("L"), "GIF")
+    gif_frames = [palette_with_transparency(14, 18, 39 + i) for i in range(2)]
+    images["animated_18x14.gif"] = encoded(gif_frames[0], "GIF", save_all=True,
+                                           append_images=gif_frames[1:], duration=100)
+    images["rgb24_27x21.bmp"] = encoded(Image.fromarray(pattern(21, 27, 41)), "BMP")
+    images["palette_25x18.bmp"] = encoded(palette_with_transparency(18, 25, 42).convert("P"), "BMP")
+    images["gray_19x22.bmp"] = encoded(Image.fromarray(pattern(22, 19, 43)).convert("L"), "BMP")
+    images["bilevel_33x9.bmp"] = encoded(Image.fromarray(pattern(9, 33, 44)).convert("1"), "BMP")
+    return images
+
+
+def main():
+    OUT.mkdir(parents=True, exist_ok=True)
+    tensors = {}
+    for name, data in sorted(make_images().items()):
+        (OUT / name).write_bytes(data)
+        with Image.open(io.BytesIO(data)) as img:
+            img.seek(0)
+            rgb = np.asarray(convert_to_rgb(img.copy()))
+        assert rgb.dtype == np.uint8 and rgb.ndim == 3 and rgb.shape[2] == 3, (name, rgb.shape)
+        tensors[name] = torch.from_numpy(rgb.copy())
+        print(f"{name}: {len(data)} bytes, {rgb.shape[1]}x{rgb.shape[0]}")
+    save_file(tensors, OUT / "formats_rgb.safetensors")
+
+
+if __name__ == "__main__":
+    main()
