@@ -4,7 +4,8 @@
 Writes tests/data/images/formats/:
   *.webp, *.gif, *.bmp     small images made here with PIL (lossy and lossless WebP, with and
                            without alpha, an animated WebP and GIF, palette GIFs with a
-                           transparent index, 24-bit and palette BMPs)
+                           transparent index, first frames offset on a larger screen, 24-bit,
+                           palette, gray and 1-bit BMPs)
   formats_rgb.safetensors  <file name> uint8 [height, width, 3]: PIL's decoding of each file
                            (Image.open, first frame) passed through transformers'
                            image_transforms.convert_to_rgb, which composites transparency onto
@@ -57,6 +58,23 @@ def palette_with_transparency(h, w, seed):
     return img
 
 
+def offset_frame_gif(seed, transparency):
+    """A GIF whose first frame (5x4) sits at (3, 2) on a 12x10 logical screen: PIL's own GIF
+    of the frame with the screen size and the frame position patched in."""
+    data = bytearray(encoded(palette_with_transparency(4, 5, seed), "GIF",
+                             **({"transparency": transparency} if transparency is not None else {})))
+    data[6:10] = (12).to_bytes(2, "little") + (10).to_bytes(2, "little")
+    at = 13 + (3 << ((data[10] & 7) + 1) if data[10] & 0x80 else 0)
+    while data[at] == 0x21:  # skip extensions
+        at += 2
+        while data[at]:
+            at += 1 + data[at]
+        at += 1
+    assert data[at] == 0x2C
+    data[at + 1:at + 5] = (3).to_bytes(2, "little") + (2).to_bytes(2, "little")
+    return bytes(data)
+
+
 def make_images():
     images = {}
     images["lossy_rgb_29x23.webp"] = encoded(Image.fromarray(pattern(23, 29, 31)), "WEBP",
@@ -75,6 +93,8 @@ def make_images():
     gif_frames = [palette_with_transparency(14, 18, 39 + i) for i in range(2)]
     images["animated_18x14.gif"] = encoded(gif_frames[0], "GIF", save_all=True,
                                            append_images=gif_frames[1:], duration=100)
+    images["offset_frame_12x10.gif"] = offset_frame_gif(45, None)
+    images["offset_frame_trns_12x10.gif"] = offset_frame_gif(46, 5)
     images["rgb24_27x21.bmp"] = encoded(Image.fromarray(pattern(21, 27, 41)), "BMP")
     images["palette_25x18.bmp"] = encoded(palette_with_transparency(18, 25, 42).convert("P"), "BMP")
     images["gray_19x22.bmp"] = encoded(Image.fromarray(pattern(22, 19, 43)).convert("L"), "BMP")

@@ -58,7 +58,7 @@ TEST(ImageFormats, WebpGifAndBmpDecodeToPilsBytes) {
                              << " vs PIL's " << int(want[first]);
     ++checked;
   }
-  EXPECT_EQ(checked, 13);
+  EXPECT_EQ(checked, 15);
 }
 
 TEST(ImageFormats, BadInputIsAClearError) {
