@@ -46,7 +46,11 @@ MlaAttention::MlaAttention(const ModelConfig& config, const ModelWeights& weight
   kv_b_proj_ = Linear::load(weights, prefix + ".kv_b_proj.weight", config.num_heads * nope_v,
                             mla_.kv_lora_rank)
                    .rows(h0 * nope_v, h1 * nope_v);
-  kv_b_absorb_ = kv_b_proj_.dequantized();
+  if (kv_b_proj_.view().format != WeightFormat::kDense) {
+    for (int64_t h = 0; h < num_local_heads_; ++h) {
+      w_uk_t_.push_back(kv_b_proj_.transposed_rows(h * nope_v, h * nope_v + mla_.qk_nope_head_dim));
+    }
+  }
   o_proj_ = Linear::load(weights, prefix + ".o_proj.weight", H, config.num_heads * mla_.v_head_dim)
                 .cols(h0 * mla_.v_head_dim, h1 * mla_.v_head_dim);
   rope_ = make_rope_table(rope_params(config.rope), mla_.qk_rope_head_dim);
@@ -98,10 +102,21 @@ void MlaAttention::forward(const float* x, const ForwardBatch& batch, KvCache& c
   // Absorb W_uk into the queries: q_latent[t, h] = q_nope[t, h] · W_uk[h]  ([T, nh, lora]).
   std::vector<float> q_latent(T * nh * lora);
   ThreadPool::global().parallel_for(nh, [&](int64_t h0, int64_t h1) {
+    std::vector<float> q_nope, latent;
     for (int64_t h = h0; h < h1; ++h) {
-      WeightView w_uk = kv_b_absorb_.view().row_slice(h * nope_v, h * nope_v + nope);
-      matmul_untransposed(q.data() + h * qk, nh * qk, T, w_uk, q_latent.data() + h * lora,
-                          nh * lora);
+      if (w_uk_t_.empty()) {
+        WeightView w_uk = kv_b_proj_.view().row_slice(h * nope_v, h * nope_v + nope);
+        matmul_untransposed(q.data() + h * qk, nh * qk, T, w_uk, q_latent.data() + h * lora,
+                            nh * lora);
+        continue;
+      }
+      q_nope.resize(T * nope);
+      latent.resize(T * lora);
+      for (int64_t t = 0; t < T; ++t)
+        std::copy_n(q.data() + (t * nh + h) * qk, nope, &q_nope[t * nope]);
+      w_uk_t_[h].forward(q_nope.data(), T, latent.data());  // nested: runs on this thread
+      for (int64_t t = 0; t < T; ++t)
+        std::copy_n(&latent[t * lora], lora, q_latent.data() + (t * nh + h) * lora);
     }
   });
 

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <string>
+#include <vector>
 
 #include "io/model_config.h"
 #include "kernels/cpu/rope.h"
@@ -33,9 +34,10 @@ class MlaAttention : public Attention {
   Linear kv_a_proj_;
   RmsNorm kv_a_layernorm_;
   Linear kv_b_proj_;  // this rank's heads: [local_heads * (nope + v), kv_lora]
-  // The same as F32 when kv_b_proj is block-scaled (the absorbed W_uk multiplies it untransposed,
-  // which has no quantized vector path; the values, hence the bits, are the same).
-  Linear kv_b_absorb_;
+  // A block-scaled kv_b_proj's W_uk per local head, transposed ([kv_lora, nope]) so that the
+  // absorption is an ordinary (quantized) matmul: FP8 with the checkpoint's block scales when
+  // they line up (DeepSeek-V3), else F32. Empty for BF16 kv_b_proj, which is used untransposed.
+  std::vector<Linear> w_uk_t_;
   Linear o_proj_;  // this rank's head columns
 };
 

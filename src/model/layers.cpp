@@ -163,6 +163,56 @@ Linear Linear::dequantized() const {
   return of(std::move(t));
 }
 
+Linear Linear::transposed_rows(int64_t begin, int64_t end) const {
+  EPS_CHECK(view_.format != WeightFormat::kDense, "transposed_rows is for block-scaled weights");
+  EPS_CHECK(0 <= begin && begin < end && end <= view_.rows, "rows [{}, {}) of {}", begin, end,
+            view_.rows);
+  const int64_t n = end - begin, cols = view_.cols;
+  const int64_t r0 = view_.row0 + begin, br = view_.block_rows, bc = view_.block_cols;
+  const bool one_block_row = r0 / br == (view_.row0 + end - 1) / br;
+  if (view_.format != WeightFormat::kFp8Block || view_.col0 % bc != 0 ||
+      (r0 % br != 0 && !one_block_row)) {
+    Tensor t = Tensor::empty(DType::F32, {cols, n});
+    for (int64_t r = 0; r < n; ++r)
+      for (int64_t c = 0; c < cols; ++c) t.f32()[c * n + r] = view_.at(begin + r, c);
+    return of(std::move(t));
+  }
+  Tensor codes = Tensor::empty(DType::F8_E4M3, {cols, n});
+  auto* dst = static_cast<uint8_t*>(codes.data());
+  const auto* src = static_cast<const uint8_t*>(view_.data);
+  for (int64_t r = 0; r < n; ++r)
+    for (int64_t c = 0; c < cols; ++c)
+      dst[c * n + r] = src[(r0 + r) * view_.row_stride + view_.col0 + c];
+  // The transposed grid: blocks of bc rows (this matrix's columns) by br columns (its rows).
+  const int64_t grid_rows = (cols + bc - 1) / bc, grid_cols = (n + br - 1) / br;
+  Tensor scales = Tensor::empty(DType::F32, {grid_rows, grid_cols});
+  EPS_CHECK(view_.scale_dtype == DType::F32, "FP8 block scales are F32");
+  const auto* stored = static_cast<const float*>(view_.scales);
+  for (int64_t i = 0; i < grid_rows; ++i) {
+    for (int64_t j = 0; j < grid_cols; ++j) {
+      // Any element of transposed block (i, j) lies in stored block (r / br, c / bc).
+      const int64_t r = r0 + j * br, c = view_.col0 + i * bc;
+      scales.f32()[i * grid_cols + j] = stored[(r / br) * view_.scale_stride + c / bc];
+    }
+  }
+  Linear l;
+  l.storage_ = std::move(codes);
+  l.scale_storage_ = std::move(scales);
+  l.view_ = WeightView{};
+  l.view_.dtype = DType::F8_E4M3;
+  l.view_.data = l.storage_.data();
+  l.view_.rows = cols;
+  l.view_.cols = n;
+  l.view_.row_stride = n;
+  l.view_.format = WeightFormat::kFp8Block;
+  l.view_.scales = l.scale_storage_.data();
+  l.view_.scale_dtype = DType::F32;
+  l.view_.scale_stride = grid_cols;
+  l.view_.block_rows = bc;
+  l.view_.block_cols = br;
+  return l;
+}
+
 Linear Linear::rows(int64_t begin, int64_t end) const {
   Linear l = *this;
   l.view_ = view_.row_slice(begin, end);

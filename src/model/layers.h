@@ -48,6 +48,12 @@ class Linear {
   // This layer with BF16/F32 weights as they are, block-scaled ones as an owned F32 copy of their
   // dequantised values.
   Linear dequantized() const;
+  // Rows [begin, end) of a block-scaled weight as the transposed matrix [in_features,
+  // end - begin]: FP8 codes and their block scales moved, not requantised, when the rows'
+  // scale blocks line up with a transposed grid (rows starting on a block boundary, or all in
+  // one block row: DeepSeek-V3's per-head W_uk), else an owned F32 copy of the dequantised values.
+  // Either way element (c, r) is exactly this layer's value (begin + r, c).
+  Linear transposed_rows(int64_t begin, int64_t end) const;
   // Only output rows [begin, end) or input columns [begin, end).
   Linear rows(int64_t begin, int64_t end) const;
   Linear cols(int64_t begin, int64_t end) const;

@@ -51,6 +51,27 @@ WeightBytes checkpoint_weight_bytes(const ModelConfig& config) {
   return b;
 }
 
+double mla_absorb_copy_bytes(const ModelConfig& config, int64_t head_begin, int64_t head_end) {
+  if (!config.is_mla() || config.quant.method != QuantMethod::kFp8Block) return 0;
+  const int64_t nope = config.mla.qk_nope_head_dim, lora = config.mla.kv_lora_rank;
+  const int64_t nope_v = nope + config.mla.v_head_dim;
+  const int64_t br = config.quant.block_rows, bc = config.quant.block_cols;
+  double per_layer = 0;
+  for (int64_t h = head_begin; h < head_end; ++h) {
+    const int64_t r0 = h * nope_v;  // as Linear::transposed_rows decides
+    const bool fp8 = r0 % br == 0 || r0 / br == (r0 + nope - 1) / br;
+    per_layer += fp8 ? static_cast<double>(lora * nope) +
+                           4.0 * ((lora + bc - 1) / bc) * ((nope + br - 1) / br)
+                     : 4.0 * lora * nope;
+  }
+  double total = 0;
+  for (int64_t layer = 0; layer < config.num_layers; ++layer) {
+    const std::string name = "model.layers." + std::to_string(layer) + ".self_attn.kv_b_proj";
+    if (!config.quant.is_ignored(name)) total += per_layer;
+  }
+  return total;
+}
+
 RankMemory rank_memory(const ModelConfig& config, int world_size, int redundant) {
   const WeightBytes b = checkpoint_weight_bytes(config);
   const int experts = config.moe.num_experts;
@@ -58,14 +79,8 @@ RankMemory rank_memory(const ModelConfig& config, int world_size, int redundant)
       experts > 0 ? static_cast<double>(experts + redundant) / experts / world_size : 0.0;
   RankMemory m;
   m.world_size = world_size;
-  // MLA absorbs W_uk from an F32 copy of a block-scaled kv_b_proj (attention_mla.cpp), split
-  // like the heads.
-  double absorb_copy = 0;
-  if (config.is_mla() && config.quant.method == QuantMethod::kFp8Block) {
-    absorb_copy = static_cast<double>(config.num_heads) *
-                  (config.mla.qk_nope_head_dim + config.mla.v_head_dim) * config.mla.kv_lora_rank *
-                  4.0 * config.num_layers;
-  }
+  // MLA's transposed W_uk of a block-scaled kv_b_proj, split like the heads.
+  const double absorb_copy = mla_absorb_copy_bytes(config, 0, config.num_heads);
   m.dp_attention_bytes = b.replicated + b.sharded + absorb_copy + b.routed_experts * slot_share;
   m.tp_attention_bytes =
       b.replicated + (b.sharded + absorb_copy) / world_size + b.routed_experts * slot_share;

@@ -28,6 +28,11 @@ struct RankMemory {
   double tp_attention_bytes = 0;  // --tp W, deepep: attention, dense MLPs, shared experts / W
 };
 
+// What MLA keeps besides the checkpoint for heads [head_begin, head_end) of every layer whose
+// kv_b_proj is FP8 block-scaled: each head's W_uk transposed (MlaAttention), in FP8 with its
+// block scales when the head's rows line up with the scale grid, else in F32. 0 otherwise.
+double mla_absorb_copy_bytes(const ModelConfig& config, int64_t head_begin, int64_t head_end);
+
 // Per-rank weight bytes with ep = W and `redundant` extra expert slots per layer.
 RankMemory rank_memory(const ModelConfig& config, int world_size, int redundant);
 // KV cache bytes one token takes on a rank (fp32 cache; MLA keeps the latent on every rank of an

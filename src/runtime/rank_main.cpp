@@ -18,6 +18,7 @@
 #include "ep/expert_location.h"
 #include "kernels/cpu/cpu_features.h"
 #include "model/causal_lm.h"
+#include "model/memory_plan.h"
 #include "runtime/control_plane.h"
 #include "runtime/group_runner.h"
 #include "runtime/ipc.h"
@@ -59,14 +60,9 @@ int64_t rank_weight_bytes(const CausalLM& model) {
     double n = static_cast<double>(model.weights().nbytes(name));
     (name.find(".experts.") != std::string::npos ? experts : other) += n;
   }
-  // MLA absorbs W_uk from an F32 copy of a block-scaled kv_b_proj (attention_mla.cpp): this
-  // rank's heads x (nope + v) rows x kv_lora_rank columns x 4 bytes per layer.
-  if (c.is_mla() && c.quant.method == QuantMethod::kFp8Block) {
-    const double rows = static_cast<double>(p.attention_heads.end(c.num_heads) -
-                                            p.attention_heads.begin(c.num_heads)) *
-                        (c.mla.qk_nope_head_dim + c.mla.v_head_dim);
-    other += rows * c.mla.kv_lora_rank * 4.0 * c.num_layers;
-  }
+  // MLA's transposed W_uk of a block-scaled kv_b_proj (attention_mla.cpp), for this rank's heads.
+  other += mla_absorb_copy_bytes(c, p.attention_heads.begin(c.num_heads),
+                                 p.attention_heads.end(c.num_heads));
   if (c.moe.num_experts <= 0) return static_cast<int64_t>(experts + other);
   const auto& location = model.moe_context().location();
   int num_physical = location ? location->num_physical() : c.moe.num_experts;

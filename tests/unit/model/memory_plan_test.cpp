@@ -39,24 +39,38 @@ TEST(MemoryPlan, RealCheckpointsPerRank) {
   EXPECT_GT(rank_memory(ds, 8, 32).dp_attention_bytes, rank_memory(ds, 8, 0).dp_attention_bytes);
 }
 
-// A rank also holds MLA's F32 copy of the FP8 kv_b_proj (61 layers x 128 heads x 256 rows x 512
-// columns x 4 bytes = 3.81 GiB per attention group), split like the heads; INT4 Kimi-K2 keeps
+// A rank also holds MLA's transposed W_uk of the FP8 kv_b_proj, in FP8 with its block scales
+// (DeepSeek-V3's heads start on 128-row blocks): 61 layers x 128 heads x (512 x 128 codes + 4 x 1
+// scales x 4 bytes) = 0.477 GiB per attention group, split like the heads; INT4 Kimi-K2 keeps
 // kv_b_proj in BF16 and has none.
-TEST(MemoryPlan, RankMemoryCountsTheAbsorbedCopyOfAnFp8KvB) {
+TEST(MemoryPlan, RankMemoryCountsTheTransposedWukOfAnFp8KvB) {
   const ModelConfig ds = load_model_config(data_dir() + "/configs/deepseek_v3");
   const ModelConfig kimi = load_model_config(data_dir() + "/configs/kimi_k2_thinking");
   const double gib = 1024.0 * 1024.0 * 1024.0;
+  const double copy = 61.0 * 128 * (512 * 128 + 4 * 4);
+  EXPECT_EQ(mla_absorb_copy_bytes(ds, 0, 128), copy);
+  EXPECT_EQ(mla_absorb_copy_bytes(ds, 32, 64), copy / 4);
+  EXPECT_NEAR(copy / gib, 0.4767, 1e-3);
   for (int w : {8, 16}) {
     const WeightBytes b = checkpoint_weight_bytes(ds);
     const double experts = b.routed_experts / w;
     const RankMemory m = rank_memory(ds, w, 0);
-    EXPECT_NEAR((m.dp_attention_bytes - b.replicated - b.sharded - experts) / gib, 3.8125, 1e-3);
-    EXPECT_NEAR((m.tp_attention_bytes - b.replicated - b.sharded / w - experts) / gib, 3.8125 / w,
-                1e-3);
+    EXPECT_NEAR(m.dp_attention_bytes - b.replicated - b.sharded - experts, copy, 1.0);
+    EXPECT_NEAR(m.tp_attention_bytes - b.replicated - b.sharded / w - experts, copy / w, 1.0);
     const WeightBytes k = checkpoint_weight_bytes(kimi);
     EXPECT_NEAR(rank_memory(kimi, w, 0).dp_attention_bytes,
                 k.replicated + k.sharded + k.routed_experts / w, 1.0);
   }
+  // Heads whose W_uk rows straddle two 128-row blocks (nope 96, v 64: head 2 is rows 320..415)
+  // are kept in F32; head 0 (rows 0..95, from a block boundary) and head 1 (rows 160..255, in one
+  // block row) in FP8.
+  ModelConfig odd = ds;
+  odd.mla.qk_nope_head_dim = 96;
+  odd.mla.v_head_dim = 64;
+  const double fp8_head = 512.0 * 96 + 4 * 4, f32_head = 4.0 * 512 * 96;
+  EXPECT_EQ(mla_absorb_copy_bytes(odd, 0, 1), 61 * fp8_head);
+  EXPECT_EQ(mla_absorb_copy_bytes(odd, 1, 2), 61 * fp8_head);
+  EXPECT_EQ(mla_absorb_copy_bytes(odd, 2, 3), 61 * f32_head);
 }
 
 }  // namespace

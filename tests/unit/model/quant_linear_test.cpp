@@ -3,7 +3,9 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <cstring>
+#include <vector>
 
 #include "core/error.h"
 #include "io/safetensors_writer.h"
@@ -93,6 +95,46 @@ TEST(QuantLinear, Fp8StaysFp8WithItsBlockScales) {
   }
   // A shard's rows keep their blocks.
   EXPECT_EQ(l.rows(17, 40).view().at(0, 20), l.view().at(17, 20));
+}
+
+// MLA's W_uk per head: rows of an FP8 weight, transposed. FP8 with moved scales when the rows
+// start on a block boundary or lie in one block row, F32 when they straddle blocks; the values
+// are the layer's either way, also through a row shard (row0 != 0), and a matmul over the
+// transposed matrix equals the untransposed product.
+TEST(QuantLinear, TransposedRowsKeepFp8WhenTheBlocksLineUp) {
+  Checkpoint c(kFp8Config, fp8_tensors({3, 2}));
+  ModelWeights w = ModelWeights::open(c.dir.path());
+  Linear l = Linear::load(w, "l.weight", 40, 24);
+  struct Case {
+    Linear from;
+    int64_t begin, end;
+    WeightFormat format;
+  };
+  const Linear shard = l.rows(8, 40);  // row0 8: shard rows 8..15 are layer rows 16..23
+  for (const Case& k : {Case{l, 16, 28, WeightFormat::kFp8Block},     // from a block boundary
+                        Case{l, 0, 40, WeightFormat::kFp8Block},      // the whole matrix
+                        Case{l, 18, 30, WeightFormat::kFp8Block},     // inside block row 1
+                        Case{l, 10, 20, WeightFormat::kDense},        // straddles rows 15/16
+                        Case{shard, 8, 24, WeightFormat::kFp8Block},  // layer rows 16..31
+                        Case{shard, 4, 12, WeightFormat::kDense}}) {  // layer rows 12..19
+    SCOPED_TRACE(::testing::Message() << k.begin << ".." << k.end);
+    Linear t = k.from.transposed_rows(k.begin, k.end);
+    ASSERT_EQ(t.view().format, k.format);
+    ASSERT_EQ(t.out_features(), 24);
+    ASSERT_EQ(t.in_features(), k.end - k.begin);
+    for (int64_t r = 0; r < k.end - k.begin; ++r) {
+      for (int64_t col = 0; col < 24; ++col) {
+        ASSERT_EQ(t.view().at(col, r), k.from.view().at(k.begin + r, col)) << r << "," << col;
+      }
+    }
+    std::vector<float> x(2 * (k.end - k.begin)), y(2 * 24), expected(2 * 24);
+    for (size_t i = 0; i < x.size(); ++i) x[i] = 0.25f * static_cast<float>(i % 7) - 0.5f;
+    t.forward(x.data(), 2, y.data());
+    matmul_untransposed_reference(x.data(), k.end - k.begin, 2,
+                                  k.from.view().row_slice(k.begin, k.end), expected.data(), 24);
+    for (size_t i = 0; i < y.size(); ++i)
+      EXPECT_NEAR(y[i], expected[i], 1e-3f * (1 + std::abs(expected[i])));
+  }
 }
 
 TEST(QuantLinear, Int4StaysPacked) {
