@@ -21,6 +21,7 @@
 #include <cstdio>
 #include <fstream>
 #include <map>
+#include <set>
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
@@ -149,6 +150,7 @@ std::string vision_prompts(const std::vector<std::string>& cases) {
 // Every sequence of `b` has the output tokens of `a` and logits within the tolerance.
 void expect_same_generation(const nlohmann::json& a, const nlohmann::json& b,
                             const std::vector<std::string>& cases) {
+  ASSERT_TRUE(b.contains("sequences"));
   ASSERT_EQ(b["sequences"].size(), cases.size());
   for (size_t s = 0; s < cases.size(); ++s) {
     const auto& x = a["sequences"][s];
@@ -230,6 +232,39 @@ TEST(LayoutInvarianceWithImages, TwoBatchOverlapSplitsImages) {
       expect_same_generation(single, overlapped, cases);
       EXPECT_EQ(plain["sequences"], overlapped["sequences"]) << "the overlap changed a bit";
     }
+  }
+}
+
+// A traced pass runs the stage program (on the whole batch without the overlap): a vision model's
+// DeepStack additions are operations of it, with spans for both micro-batches when it is split,
+// and tracing changes no bit.
+TEST(LayoutInvarianceWithImages, TracedPassesKeepTheBits) {
+  const std::string model = data_dir() + "/models/" + kVisionModel;
+  const std::string prompts = vision_prompts({"text", "one_image", "two_images"});
+  const std::string layout = "--ep-size 2 --moe-a2a-backend deepep";
+  const std::string env = "EPSERVE_TBO_POLICY=always";
+  testing::TempDir dir;
+  const std::string trace = dir.file("trace.json");
+  nlohmann::json plain = run_generate(model, prompts, layout, dir, 4, env);
+  for (const std::string& flags : {layout, layout + " --enable-two-batch-overlap"}) {
+    SCOPED_TRACE(flags);
+    std::remove(trace.c_str());
+    nlohmann::json traced =
+        run_generate(model, prompts, flags + " --trace-file " + trace, dir, 4, env);
+    EXPECT_EQ(plain["sequences"], traced["sequences"]);
+    std::ifstream in(trace);
+    ASSERT_TRUE(in.good()) << "no trace at " << trace;
+    std::set<std::pair<int, int>> deepstack;  // (layer, micro-batch)
+    const nlohmann::json events = nlohmann::json::parse(in).at("traceEvents");
+    for (const auto& e : events) {
+      if (e.at("ph") == "X" && e.at("name") == "deepstack") {
+        deepstack.insert({e.at("args").at("layer").get<int>(), e.at("tid").get<int>()});
+      }
+    }
+    const bool overlapped = flags.find("overlap") != std::string::npos;
+    std::set<std::pair<int, int>> expected = {{0, 0}, {1, 0}};
+    if (overlapped) expected.insert({{0, 1}, {1, 1}});
+    EXPECT_EQ(deepstack, expected);
   }
 }
 
