@@ -67,8 +67,8 @@ void CausalLM::forward_layers_staged(const ForwardBatch& batch, KvCache& cache, 
   auto at = [H](float* buffer, const MicroBatch& m) { return buffer + m.first * H; };
   PassState& pass = moe_->pass;
   // Qwen3-VL: after layer l < D, DeepStack feature l goes to each micro-batch's own image rows
-  // (split_forward_batch gave each the rows and features of its tokens), as the end of the
-  // layer's last operation.
+  // (split_forward_batch gave each the rows and features of its tokens): an operation right
+  // after the layer's last one.
   const int64_t deepstack = batch.num_image_rows() > 0 ? num_deepstack() : 0;
   auto add_deepstack = [&](size_t l, TboProgram& program) {
     if (static_cast<int64_t>(l) >= deepstack) return;
