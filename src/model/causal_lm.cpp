@@ -88,6 +88,10 @@ void CausalLM::add_image_embeds(const ForwardBatch& batch, int64_t part, float* 
   }
 }
 
+int64_t CausalLM::num_deepstack() const {
+  return vision_ ? vision_->embed_width() / config_.hidden_size - 1 : 0;
+}
+
 void CausalLM::encode_image(int64_t grid_t, int64_t grid_h, int64_t grid_w, const float* pixels,
                             float* out) const {
   EPS_CHECK(vision_ != nullptr, "{} has no vision tower", config_.architecture);
@@ -119,8 +123,7 @@ void CausalLM::forward_pass(const ForwardBatch& batch, KvCache& cache, float* lo
   if (images) add_image_embeds(batch, 0, hidden.data());
   bool extend = false;
   const bool overlapped = agree_two_batch_overlap(batch, extend);
-  // The staged program has no DeepStack step: a traced pass of a vision model runs plainly.
-  if (overlapped || (op_observer_ && vision_ == nullptr)) {
+  if (overlapped || op_observer_) {
     if (!overlapped) extend = pass.has_prefill;
     forward_layers_staged(batch, cache, extend, overlapped, hidden.data(), normed.data(),
                           delta.data());
@@ -128,8 +131,7 @@ void CausalLM::forward_pass(const ForwardBatch& batch, KvCache& cache, float* lo
     for (size_t l = 0; l < layers_.size(); ++l) {
       attention_block(l, batch, cache, hidden.data(), normed.data(), delta.data());
       feed_forward_block(l, T, normed.data(), delta.data(), hidden.data());
-      const int64_t deepstack = vision_ ? vision_->embed_width() / config_.hidden_size - 1 : 0;
-      if (images && static_cast<int64_t>(l) < deepstack) {
+      if (images && static_cast<int64_t>(l) < num_deepstack()) {
         add_image_embeds(batch, static_cast<int64_t>(l) + 1, hidden.data());
       }
     }
@@ -230,10 +232,6 @@ std::unique_ptr<CausalLM> load_causal_lm(const std::string& model_dir,
       model = build_qwen3_moe(std::move(config), std::move(weights), options);
       break;
     case Arch::kQwen3VlMoe:
-      EPS_CHECK(!parallel.two_batch_overlap,
-                "--enable-two-batch-overlap is not supported for {} (its DeepStack layers are not "
-                "in the overlapped program)",
-                config.architecture);
       model = build_qwen3_vl_moe(std::move(config), std::move(weights), options);
       break;
   }

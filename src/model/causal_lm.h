@@ -101,6 +101,8 @@ class CausalLM {
   // Adds part `part` of the batch's image embeddings to its image rows (part 0 replaces them:
   // the vision tower's output is the input embedding of an image token).
   void add_image_embeds(const ForwardBatch& batch, int64_t part, float* hidden) const;
+  // The number of DeepStack features (0 without a vision tower).
+  int64_t num_deepstack() const;
   // The vocabulary rows [begin, end) of rank `rank` of `size` (vocab-parallel LM head).
   std::pair<int64_t, int64_t> vocab_share(int rank, int size) const;
 

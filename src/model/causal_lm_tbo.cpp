@@ -3,6 +3,7 @@
 // model/tbo_split.h. Embedding, final norm and LM head run on the whole batch. Without overlap
 // but with an operation observer (the trace), the same program runs on the whole batch as one
 // micro-batch: its operations in order are MoeBlock::forward's stages, so the bits are the same.
+// Qwen3-VL's DeepStack additions are an operation at the end of layers 0 .. D-1.
 #include <fmt/format.h>
 
 #include <array>
@@ -65,6 +66,18 @@ void CausalLM::forward_layers_staged(const ForwardBatch& batch, KvCache& cache, 
   }
   auto at = [H](float* buffer, const MicroBatch& m) { return buffer + m.first * H; };
   PassState& pass = moe_->pass;
+  // Qwen3-VL: after layer l < D, DeepStack feature l goes to each micro-batch's own image rows
+  // (split_forward_batch gave each the rows and features of its tokens): an operation right
+  // after the layer's last one.
+  const int64_t deepstack = batch.num_image_rows() > 0 ? num_deepstack() : 0;
+  auto add_deepstack = [&](size_t l, TboProgram& program) {
+    if (static_cast<int64_t>(l) >= deepstack) return;
+    program.add({"deepstack", static_cast<int>(l), false, [&, l](int i) {
+                   const MicroBatch& m = micro[i];
+                   if (m.batch->num_image_rows() == 0) return;
+                   add_image_embeds(*m.batch, static_cast<int64_t>(l) + 1, at(hidden, m));
+                 }});
+  };
 
   TboProgram program;
   for (size_t l = 0; l < layers_.size(); ++l) {
@@ -79,6 +92,7 @@ void CausalLM::forward_layers_staged(const ForwardBatch& batch, KvCache& cache, 
                      const MicroBatch& m = micro[i];
                      feed_forward_block(l, m.rows, at(normed, m), at(delta, m), at(hidden, m));
                    }});
+      add_deepstack(l, program);
       continue;
     }
     auto state = [&pass](int i) -> MoeStageState& { return pass.micro_batches[i]; };
@@ -113,6 +127,7 @@ void CausalLM::forward_layers_staged(const ForwardBatch& batch, KvCache& cache, 
                    const float* d = at(delta, m);
                    for (int64_t j = 0; j < m.rows * H; ++j) h[j] += d[j];
                  }});
+    add_deepstack(l, program);
     if (!extend) program.yield();
   }
   if (overlapped) {

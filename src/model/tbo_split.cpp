@@ -76,6 +76,31 @@ TboSplit compute_tbo_split(const ForwardBatch& batch, double threshold) {
 
 namespace {
 
+// Qwen3-VL: the 3-D positions of rows [t0, t0 + count) and the image rows among them (with their
+// embeddings: the input row and every DeepStack feature), rebased to start at row `at` of out.
+void add_vision_part(const ForwardBatch& batch, int64_t t0, int64_t count, int64_t at,
+                     ForwardBatch& out) {
+  if (!batch.mrope_positions.empty()) {
+    EPS_CHECK(batch.mrope_positions.size() == 3 * batch.token_ids.size(),
+              "{} 3-D positions for {} tokens", batch.mrope_positions.size() / 3,
+              batch.token_ids.size());
+    out.mrope_positions.insert(out.mrope_positions.end(), batch.mrope_positions.begin() + 3 * t0,
+                               batch.mrope_positions.begin() + 3 * (t0 + count));
+  }
+  if (batch.image_rows.empty()) return;
+  const int64_t W = batch.image_embed_width;
+  out.image_embed_width = W;
+  // image_rows are ascending: the rows of this part are one run of them.
+  auto first = std::lower_bound(batch.image_rows.begin(), batch.image_rows.end(), t0);
+  auto last = std::lower_bound(first, batch.image_rows.end(), t0 + count);
+  for (auto it = first; it != last; ++it) {
+    const int64_t j = it - batch.image_rows.begin();
+    out.image_rows.push_back(static_cast<int32_t>(at + (*it - t0)));
+    out.image_embeds.insert(out.image_embeds.end(), batch.image_embeds.begin() + j * W,
+                            batch.image_embeds.begin() + (j + 1) * W);
+  }
+}
+
 // Appends sequence s's new tokens [first, first + count) to out as one sequence.
 void add_part(const ForwardBatch& batch, const SequenceInput& s, int64_t first, int64_t count,
               ForwardBatch& out) {
@@ -91,6 +116,7 @@ void add_part(const ForwardBatch& batch, const SequenceInput& s, int64_t first, 
                        batch.token_ids.begin() + t0 + count);
   out.positions.insert(out.positions.end(), batch.positions.begin() + t0,
                        batch.positions.begin() + t0 + count);
+  add_vision_part(batch, t0, count, part.token_offset, out);
   out.seqs.push_back(std::move(part));
 }
 

@@ -38,6 +38,9 @@ TboSplit compute_tbo_split(const ForwardBatch& batch, double threshold);
 // The two micro-batches, each self-contained (token offsets from 0). A sequence cut in two keeps
 // its KV slots: A's part covers positions [0, num_past + a), B's part has num_past + a cached
 // tokens (written by A's attention of the same layer, which runs first) and the rest as new.
+// Qwen3-VL's per-token fields go with their rows, as SGLang's filter_batch slices mrope_positions:
+// each micro-batch gets the 3-D positions of its rows and the image rows among them, renumbered
+// from its first row, with their embeddings (so an image cut by the split is cut there too).
 std::pair<ForwardBatch, ForwardBatch> split_forward_batch(const ForwardBatch& batch,
                                                           const TboSplit& split);
 

@@ -1,15 +1,17 @@
 """Images in requests (issue 17): OpenAI chat image_url parts through the official `openai` client
 and SGLang's image_data on /generate.
 
-Two servers:
+Three servers:
   - the text model (conftest's `server`): image content is a 400, the server stays up;
   - `vl_server`: qwen3_vl_moe_tiny (--context-length 256). The prompt is the one
     Qwen3VLProcessor builds (usage.prompt_tokens equals the length of its input_ids, in
     tests/data/images/chat_cases.json, with the greedy tokens transformers generates from it);
-    bad, unsupported, remote and too many images are 400s and the server stays up.
+    bad, unsupported, remote and too many images are 400s and the server stays up;
+  - one with two-batch overlap on two ranks: transformers' greedy tokens.
 """
 
 import base64
+import concurrent.futures
 import json
 import pathlib
 import struct
@@ -195,3 +197,32 @@ def test_greedy_tokens_are_transformers(vl_server, case):
     assert r.status_code == 200, r.text
     assert r.json()["output_ids"] == case["greedy"]
     assert r.json()["meta_info"]["prompt_tokens"] == len(case["input_ids"])
+
+
+def generate_case(server, case):
+    images = [data_url(name, "image/jpeg" if name.endswith(".jpg") else "image/png")
+              for name in case["images"]]
+    return post(server, "/generate", {"text": case["text"], "image_data": images,
+                                      "sampling_params": {"max_new_tokens": len(case["greedy"]),
+                                                          "temperature": 0, "ignore_eos": True}})
+
+
+def test_two_batch_overlap_gives_transformers_tokens():
+    """SGLang's launch of Qwen3-VL-MoE with two-batch overlap (--moe-a2a-backend deepep
+    --enable-two-batch-overlap; EPSERVE_TBO_POLICY=always so that one node splits too): the chat
+    cases alone (each prompt cut in two micro-batches) and together give transformers' tokens."""
+    s = Server(["--context-length", "256", "--tp-size", "2", "--ep-size", "2",
+                "--moe-a2a-backend", "deepep", "--enable-two-batch-overlap"],
+               model=str(VL_MODEL), env={"EPSERVE_TBO_POLICY": "always"})
+    try:
+        for case in CHAT_CASES:
+            r = generate_case(s, case)
+            assert r.status_code == 200, r.text
+            assert r.json()["output_ids"] == case["greedy"], case["name"]
+        with concurrent.futures.ThreadPoolExecutor(len(CHAT_CASES)) as pool:
+            answers = list(pool.map(lambda c: generate_case(s, c), CHAT_CASES))
+        for case, r in zip(CHAT_CASES, answers):
+            assert r.status_code == 200, r.text
+            assert r.json()["output_ids"] == case["greedy"], case["name"]
+    finally:
+        assert s.stop() == 0, s.output()

@@ -21,6 +21,7 @@
 #include <cstdio>
 #include <fstream>
 #include <map>
+#include <set>
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
@@ -121,16 +122,16 @@ TEST_P(LayoutInvariance, EveryLayoutGivesTheTokensOfOneRank) {
   }
 }
 
-// Qwen3-VL-MoE with images (prompts with none, one and two images, their pixel values from the
-// golden through --image-tensors): every layout gives one rank's tokens and logits within the
-// tolerance, and with one rank transformers' greedy tokens. The vision tower runs on the leader
-// of the group that owns each request; under DP attention the prompts are spread over groups.
-TEST(LayoutInvarianceWithImages, Qwen3VlMoe) {
-  const std::string name = "qwen3_vl_moe_tiny";
-  const std::string model = data_dir() + "/models/" + name;
-  const std::string file = data_dir() + "/golden/" + name + ".safetensors";
+const char* const kVisionModel = "qwen3_vl_moe_tiny";
+
+std::string vision_golden_file() {
+  return data_dir() + "/golden/" + kVisionModel + ".safetensors";
+}
+
+// The `generate` arguments of the golden cases (text, one_image, two_images), in this order.
+std::string vision_prompts(const std::vector<std::string>& cases) {
+  const std::string file = vision_golden_file();
   auto golden = SafetensorsFile::open(file);
-  const std::vector<std::string> cases = {"text", "one_image", "two_images"};
   std::string prompts;
   for (const std::string& c : cases) {
     Tensor ids = golden->get(c + ".input_ids");
@@ -143,6 +144,39 @@ TEST(LayoutInvarianceWithImages, Qwen3VlMoe) {
       prompts += fmt::format(" --image-tensors {}:{}.image{}", file, c, i);
     }
   }
+  return prompts;
+}
+
+// Every sequence of `b` has the output tokens of `a` and logits within the tolerance.
+void expect_same_generation(const nlohmann::json& a, const nlohmann::json& b,
+                            const std::vector<std::string>& cases) {
+  ASSERT_TRUE(b.contains("sequences"));
+  ASSERT_EQ(b["sequences"].size(), cases.size());
+  for (size_t s = 0; s < cases.size(); ++s) {
+    const auto& x = a["sequences"][s];
+    const auto& y = b["sequences"][s];
+    EXPECT_EQ(x["output_ids"], y["output_ids"]) << cases[s];
+    double max_diff = 0.0;
+    for (size_t step = 0; step < x["logits"].size(); ++step) {
+      for (size_t v = 0; v < x["logits"][step].size(); ++v) {
+        max_diff = std::max(max_diff, std::fabs(x["logits"][step][v].get<double>() -
+                                                y["logits"][step][v].get<double>()));
+      }
+    }
+    EXPECT_LE(max_diff, logit_tolerance(kVisionModel)) << cases[s];
+  }
+}
+
+// Qwen3-VL-MoE with images (prompts with none, one and two images, their pixel values from the
+// golden through --image-tensors): every layout gives one rank's tokens and logits within the
+// tolerance, and with one rank transformers' greedy tokens. The vision tower runs on the leader
+// of the group that owns each request; under DP attention the prompts are spread over groups.
+TEST(LayoutInvarianceWithImages, Qwen3VlMoe) {
+  const std::string name = kVisionModel;
+  const std::string model = data_dir() + "/models/" + name;
+  auto golden = SafetensorsFile::open(vision_golden_file());
+  const std::vector<std::string> cases = {"text", "one_image", "two_images"};
+  const std::string prompts = vision_prompts(cases);
   testing::TempDir dir;
   nlohmann::json single = run_generate(model, prompts, "", dir);
   ASSERT_EQ(single["sequences"].size(), cases.size());
@@ -158,21 +192,79 @@ TEST(LayoutInvarianceWithImages, Qwen3VlMoe) {
   for (const Layout& layout : kLayouts) {
     if (layout.world == 1) continue;
     SCOPED_TRACE(layout.flags);
-    nlohmann::json result = run_generate(model, prompts, layout.flags, dir);
-    ASSERT_EQ(result["sequences"].size(), cases.size());
-    for (size_t s = 0; s < cases.size(); ++s) {
-      const auto& a = single["sequences"][s];
-      const auto& b = result["sequences"][s];
-      EXPECT_EQ(a["output_ids"], b["output_ids"]) << cases[s];
-      double max_diff = 0.0;
-      for (size_t step = 0; step < a["logits"].size(); ++step) {
-        for (size_t v = 0; v < a["logits"][step].size(); ++v) {
-          max_diff = std::max(max_diff, std::fabs(a["logits"][step][v].get<double>() -
-                                                  b["logits"][step][v].get<double>()));
-        }
-      }
-      EXPECT_LE(max_diff, logit_tolerance(name)) << cases[s];
+    expect_same_generation(single, run_generate(model, prompts, layout.flags, dir), cases);
+  }
+}
+
+// With two-batch overlap (split whenever SGLang would: EPSERVE_TBO_POLICY=always) each
+// micro-batch carries the 3-D positions, image rows and DeepStack features of its own tokens.
+// Every overlapped layout gives one rank's tokens and logits within the tolerance, and the bits
+// of the same layout without the overlap. The batches (prefill; decode then splits by sequences):
+//   text + one_image + two_images: split by sequences (26 | 27 tokens): A mixes a text-only and an
+//     image request, B's image rows start from its own first row;
+//   text + two_images: 9 + 27 tokens cut at token 18, inside two_images' first image (5 of its 6
+//     rows in A, the last in B);
+//   one_image: 17 tokens cut at token 8, inside its image (rows 6, 7 in A, 8 .. 11 in B).
+// Under DP attention the prompts are spread over the groups; one_image alone is cut in every one.
+TEST(LayoutInvarianceWithImages, TwoBatchOverlapSplitsImages) {
+  const std::string model = data_dir() + "/models/" + kVisionModel;
+  const std::vector<std::vector<std::string>> batches = {
+      {"text", "one_image", "two_images"}, {"text", "two_images"}, {"one_image"}};
+  const std::vector<std::string> layouts = {
+      "--ep-size 2 --moe-a2a-backend deepep --deepep-mode normal",
+      // Prefill is not split in low-latency mode (as in SGLang); decode is.
+      "--ep-size 2 --moe-a2a-backend deepep --deepep-mode low_latency",
+      "--tp-size 2 --moe-a2a-backend deepep",
+      "--ep-size 2 --enable-dp-attention --moe-a2a-backend deepep",
+      "--ep-size 4 --enable-dp-attention --dp-size 2 --moe-a2a-backend deepep",
+  };
+  const std::string env = "EPSERVE_TBO_POLICY=always";
+  testing::TempDir dir;
+  for (const auto& cases : batches) {
+    const std::string prompts = vision_prompts(cases);
+    SCOPED_TRACE(prompts);
+    nlohmann::json single = run_generate(model, prompts, "", dir, 8, env);
+    for (const std::string& layout : layouts) {
+      SCOPED_TRACE(layout);
+      nlohmann::json plain = run_generate(model, prompts, layout, dir, 8, env);
+      nlohmann::json overlapped =
+          run_generate(model, prompts, layout + " --enable-two-batch-overlap", dir, 8, env);
+      expect_same_generation(single, overlapped, cases);
+      EXPECT_EQ(plain["sequences"], overlapped["sequences"]) << "the overlap changed a bit";
     }
+  }
+}
+
+// A traced pass runs the stage program (on the whole batch without the overlap): a vision model's
+// DeepStack additions are operations of it, with spans for both micro-batches when it is split,
+// and tracing changes no bit.
+TEST(LayoutInvarianceWithImages, TracedPassesKeepTheBits) {
+  const std::string model = data_dir() + "/models/" + kVisionModel;
+  const std::string prompts = vision_prompts({"text", "one_image", "two_images"});
+  const std::string layout = "--ep-size 2 --moe-a2a-backend deepep";
+  const std::string env = "EPSERVE_TBO_POLICY=always";
+  testing::TempDir dir;
+  const std::string trace = dir.file("trace.json");
+  nlohmann::json plain = run_generate(model, prompts, layout, dir, 4, env);
+  for (const std::string& flags : {layout, layout + " --enable-two-batch-overlap"}) {
+    SCOPED_TRACE(flags);
+    std::remove(trace.c_str());
+    nlohmann::json traced =
+        run_generate(model, prompts, flags + " --trace-file " + trace, dir, 4, env);
+    EXPECT_EQ(plain["sequences"], traced["sequences"]);
+    std::ifstream in(trace);
+    ASSERT_TRUE(in.good()) << "no trace at " << trace;
+    std::set<std::pair<int, int>> deepstack;  // (layer, micro-batch)
+    const nlohmann::json events = nlohmann::json::parse(in).at("traceEvents");
+    for (const auto& e : events) {
+      if (e.at("ph") == "X" && e.at("name") == "deepstack") {
+        deepstack.insert({e.at("args").at("layer").get<int>(), e.at("tid").get<int>()});
+      }
+    }
+    const bool overlapped = flags.find("overlap") != std::string::npos;
+    std::set<std::pair<int, int>> expected = {{0, 0}, {1, 0}};
+    if (overlapped) expected.insert({{0, 1}, {1, 1}});
+    EXPECT_EQ(deepstack, expected);
   }
 }
 

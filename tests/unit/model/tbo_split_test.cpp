@@ -116,6 +116,46 @@ TEST(TboSplit, ChunkedPrefillKeepsItsCachedPrefix) {
   EXPECT_EQ(b.seqs[0].slots.size(), 16u);
 }
 
+// Qwen3-VL: each micro-batch gets the 3-D positions of its rows and the image rows among them,
+// renumbered from its first row, with their embeddings; an image cut by the split is cut there.
+TEST(TboSplit, VisionFieldsGoWithTheirRows) {
+  // [4, 10]: left 4 of 14 < 0.48 -> two chunks at token 7; the image is rows 5 .. 10.
+  ForwardBatch batch = make_batch({4, 10});
+  const int64_t T = batch.num_tokens();
+  for (int32_t r = 0; r < T; ++r)
+    batch.mrope_positions.insert(batch.mrope_positions.end(), {r, 100 + r, 200 + r});
+  batch.image_embed_width = 2;
+  for (int32_t r = 5; r <= 10; ++r) {
+    batch.image_rows.push_back(r);
+    batch.image_embeds.insert(batch.image_embeds.end(), {static_cast<float>(r), -0.5f * r});
+  }
+  TboSplit split = compute_tbo_split(batch, 0.48);
+  ASSERT_EQ(split.split_token, 7);
+  auto [a, b] = split_forward_batch(batch, split);
+  ASSERT_EQ(a.mrope_positions.size(), 3u * 7);
+  ASSERT_EQ(b.mrope_positions.size(), 3u * 7);
+  EXPECT_EQ(std::vector<int32_t>(a.mrope_positions.begin() + 18, a.mrope_positions.end()),
+            (std::vector<int32_t>{6, 106, 206}));
+  EXPECT_EQ(std::vector<int32_t>(b.mrope_positions.begin(), b.mrope_positions.begin() + 3),
+            (std::vector<int32_t>{7, 107, 207}));
+  EXPECT_EQ(a.image_rows, (std::vector<int32_t>{5, 6}));
+  EXPECT_EQ(a.image_embeds, (std::vector<float>{5, -2.5f, 6, -3}));
+  EXPECT_EQ(b.image_rows, (std::vector<int32_t>{0, 1, 2, 3}));
+  EXPECT_EQ(b.image_embeds, (std::vector<float>{7, -3.5f, 8, -4, 9, -4.5f, 10, -5}));
+  EXPECT_EQ(a.image_embed_width, 2);
+  EXPECT_EQ(b.image_embed_width, 2);
+  // Split by sequences (text, then the image prompt): B's image rows start from its first row.
+  ForwardBatch two = make_batch({6, 6});
+  two.image_embed_width = 1;
+  two.image_rows = {8, 9};
+  two.image_embeds = {1, 2};
+  auto [c, d] = split_forward_batch(two, compute_tbo_split(two, 0.48));
+  EXPECT_TRUE(c.image_rows.empty());
+  EXPECT_TRUE(c.mrope_positions.empty());
+  EXPECT_EQ(d.image_rows, (std::vector<int32_t>{2, 3}));
+  EXPECT_EQ(d.image_embeds, (std::vector<float>{1, 2}));
+}
+
 TEST(TboSplit, TheWorldAgreesLikeSglang) {
   auto max_of = [](std::vector<std::vector<int64_t>> votes) {
     std::vector<int64_t> m(3, 0);
