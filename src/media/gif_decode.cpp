@@ -137,4 +137,19 @@ DecodedImage decode_gif(std::string_view bytes, int64_t max_pixels) {
   return image;
 }
 
+ImageSize probe_gif_size(std::string_view bytes, int64_t max_pixels) {
+  GifReader reader{bytes};
+  int error = 0;
+  std::unique_ptr<GifFileType, GifClose> gif(DGifOpen(&reader, read_bytes, &error));
+  if (!gif) fail(reader, error);
+  const int64_t width = gif->SWidth, height = gif->SHeight;
+  const int64_t pixels = width * height;
+  EPS_CHECK(pixels <= max_pixels,
+            "the image has {} pixels ({}x{}), more than the {} allowed (a decompression-bomb "
+            "limit)",
+            pixels, width, height, max_pixels);
+  EPS_CHECK(pixels > 0, "the GIF is corrupt: its screen is {}x{}", width, height);
+  return {width, height};
+}
+
 }  // namespace epserve::media

@@ -21,18 +21,36 @@ std::string sniff_image_format(std::string_view b) {
   return "";
 }
 
-DecodedImage decode_image(std::string_view bytes, int64_t max_pixels) {
+namespace {
+
+[[noreturn]] void refuse_format(std::string_view bytes, const std::string& format) {
   EPS_CHECK(!bytes.empty(), "the image is empty (0 bytes)");
+  EPS_CHECK(!format.empty(),
+            "cannot identify the image: its bytes are none of PNG, JPEG, WebP, GIF or BMP (the "
+            "formats epserve decodes)");
+  EPS_THROW("the image is {}; epserve decodes PNG, JPEG, WebP, GIF and BMP only", format);
+}
+
+}  // namespace
+
+DecodedImage decode_image(std::string_view bytes, int64_t max_pixels) {
   std::string format = sniff_image_format(bytes);
   if (format == "png") return decode_png(bytes, max_pixels);
   if (format == "jpeg") return decode_jpeg(bytes, max_pixels);
   if (format == "webp") return decode_webp(bytes, max_pixels);
   if (format == "gif") return decode_gif(bytes, max_pixels);
   if (format == "bmp") return decode_bmp(bytes, max_pixels);
-  EPS_CHECK(!format.empty(),
-            "cannot identify the image: its bytes are none of PNG, JPEG, WebP, GIF or BMP (the "
-            "formats epserve decodes)");
-  EPS_THROW("the image is {}; epserve decodes PNG, JPEG, WebP, GIF and BMP only", format);
+  refuse_format(bytes, format);
+}
+
+ImageSize probe_image_size(std::string_view bytes, int64_t max_pixels) {
+  std::string format = sniff_image_format(bytes);
+  if (format == "png") return probe_png_size(bytes, max_pixels);
+  if (format == "jpeg") return probe_jpeg_size(bytes, max_pixels);
+  if (format == "webp") return probe_webp_size(bytes, max_pixels);
+  if (format == "gif") return probe_gif_size(bytes, max_pixels);
+  if (format == "bmp") return probe_bmp_size(bytes, max_pixels);
+  refuse_format(bytes, format);
 }
 
 void composite_on_white(const uint8_t* rgba, int64_t pixels, uint8_t* rgb) {

@@ -35,6 +35,22 @@ DecodedImage decode_webp(std::string_view bytes, int64_t max_pixels);
 DecodedImage decode_gif(std::string_view bytes, int64_t max_pixels);
 DecodedImage decode_bmp(std::string_view bytes, int64_t max_pixels);
 
+struct ImageSize {
+  int64_t width = 0;
+  int64_t height = 0;
+};
+
+// The size decode_image would give, read from the header alone (no pixel is decoded): what a PD
+// decode server needs to count an image's tokens. Throws as decode_image does for an empty,
+// unknown or unsupported image, a corrupt header, a CMYK JPEG or more than max_pixels pixels;
+// damage past the header is left to the decoder (the prefill server's).
+ImageSize probe_image_size(std::string_view bytes, int64_t max_pixels = kMaxImagePixels);
+ImageSize probe_png_size(std::string_view bytes, int64_t max_pixels);
+ImageSize probe_jpeg_size(std::string_view bytes, int64_t max_pixels);
+ImageSize probe_webp_size(std::string_view bytes, int64_t max_pixels);
+ImageSize probe_gif_size(std::string_view bytes, int64_t max_pixels);
+ImageSize probe_bmp_size(std::string_view bytes, int64_t max_pixels);
+
 // PIL's Image.alpha_composite of an RGBA image over opaque white, then RGB: what HF's
 // convert_to_rgb does to any image with transparency. rgba: [pixels, 4] -> rgb [pixels, 3].
 void composite_on_white(const uint8_t* rgba, int64_t pixels, uint8_t* rgb);

@@ -105,22 +105,34 @@ int64_t image_token_count(const ProcessedImage& image, const ImageProcessorConfi
   return image.num_patches() / (config.merge_size * config.merge_size);
 }
 
-ProcessedImage process_image(const DecodedImage& image, const ImageProcessorConfig& c) {
-  int64_t height = image.height, width = image.width;
-  std::vector<uint8_t> resized;
-  const std::vector<uint8_t>* pixels = &image.rgb;
+ProcessedImage image_grid(int64_t height, int64_t width, const ImageProcessorConfig& c) {
   if (c.do_resize) {
     auto [h, w] =
         smart_resize(height, width, c.patch_size * c.merge_size, c.min_pixels, c.max_pixels);
-    resized = resize_bicubic(image.rgb, height, width, h, w);
-    pixels = &resized;
     height = h;
     width = w;
   }
-  const int64_t p = c.patch_size, m = c.merge_size, t_patch = c.temporal_patch_size;
+  const int64_t p = c.patch_size, m = c.merge_size;
   EPS_CHECK(height % (p * m) == 0 && width % (p * m) == 0,
             "the image ({}x{}) is not a multiple of patch_size * merge_size = {} (set do_resize)",
             width, height, p * m);
+  ProcessedImage out;
+  out.grid_t = 1;
+  out.grid_h = height / p;
+  out.grid_w = width / p;
+  return out;
+}
+
+ProcessedImage process_image(const DecodedImage& image, const ImageProcessorConfig& c) {
+  ProcessedImage out = image_grid(image.height, image.width, c);
+  const int64_t p = c.patch_size, m = c.merge_size, t_patch = c.temporal_patch_size;
+  const int64_t height = out.grid_h * p, width = out.grid_w * p;
+  std::vector<uint8_t> resized;
+  const std::vector<uint8_t>* pixels = &image.rgb;
+  if (c.do_resize) {
+    resized = resize_bicubic(image.rgb, image.height, image.width, height, width);
+    pixels = &resized;
+  }
   // Rescale and normalise fused as HF's torchvision backend does: (x - mean*255) / (std*255).
   float scale_inv = static_cast<float>(1.0 / c.rescale_factor);
   std::array<float, 3> mean{}, std{};
@@ -135,10 +147,6 @@ ProcessedImage process_image(const DecodedImage& image, const ImageProcessorConf
     return c.do_normalize ? (v - mean[ch]) / std[ch] : v * plain_scale;
   };
 
-  ProcessedImage out;
-  out.grid_t = 1;
-  out.grid_h = height / p;
-  out.grid_w = width / p;
   const int64_t dim = c.patch_dim();
   out.pixel_values.resize(out.num_patches() * dim);
   // Rows: (block row, block column, row in block, column in block); columns: (channel, frame,

@@ -63,4 +63,8 @@ std::vector<uint8_t> resize_bicubic(const std::vector<uint8_t>& rgb, int64_t hei
 
 ProcessedImage process_image(const DecodedImage& image, const ImageProcessorConfig& config);
 
+// The grid process_image gives an image of this size, without its pixel values (a PD decode
+// server counts an image's tokens with it).
+ProcessedImage image_grid(int64_t height, int64_t width, const ImageProcessorConfig& config);
+
 }  // namespace epserve::media

@@ -97,4 +97,31 @@ DecodedImage decode_jpeg(std::string_view bytes, int64_t max_pixels) {
   return image;
 }
 
+ImageSize probe_jpeg_size(std::string_view bytes, int64_t max_pixels) {
+  JpegDecompress d;
+  JpegError err;
+  d.cinfo.err = jpeg_std_error(&err.mgr);
+  err.mgr.error_exit = on_error_exit;
+  err.mgr.emit_message = on_message;
+  ImageSize size;
+  bool cmyk = false;
+  if (setjmp(err.jump)) {
+    EPS_THROW("the JPEG is corrupt: {}", err.message);
+  }
+  jpeg_create_decompress(&d.cinfo);
+  jpeg_mem_src(&d.cinfo, reinterpret_cast<const unsigned char*>(bytes.data()), bytes.size());
+  jpeg_read_header(&d.cinfo, TRUE);
+  size.width = d.cinfo.image_width;
+  size.height = d.cinfo.image_height;
+  cmyk = d.cinfo.jpeg_color_space == JCS_CMYK || d.cinfo.jpeg_color_space == JCS_YCCK;
+  const int64_t pixels = size.width * size.height;
+  EPS_CHECK(!cmyk, "the JPEG is CMYK or YCCK; epserve decodes RGB and grayscale JPEGs only");
+  EPS_CHECK(pixels <= max_pixels,
+            "the image has {} pixels ({}x{}), more than the {} allowed (a decompression-bomb "
+            "limit)",
+            pixels, size.width, size.height, max_pixels);
+  EPS_CHECK(!err.truncated, "the JPEG is truncated");
+  return size;
+}
+
 }  // namespace epserve::media

@@ -130,4 +130,29 @@ DecodedImage decode_png(std::string_view bytes, int64_t max_pixels) {
   return image;
 }
 
+ImageSize probe_png_size(std::string_view bytes, int64_t max_pixels) {
+  PngReader reader;
+  reader.bytes = bytes;
+  PngHandles h;
+  h.png = png_create_read_struct(PNG_LIBPNG_VER_STRING, &reader, on_error, on_warning);
+  EPS_CHECK(h.png, "out of memory reading a PNG");
+  h.info = png_create_info_struct(h.png);
+  EPS_CHECK(h.info, "out of memory reading a PNG");
+  ImageSize size;
+  if (setjmp(png_jmpbuf(h.png))) {
+    EPS_THROW("{}", reader.error.empty() ? "the PNG is corrupt" : reader.error);
+  }
+  png_set_read_fn(h.png, &reader, read_bytes);
+  png_set_user_limits(h.png, 0x7fffffff, 0x7fffffff);
+  png_read_info(h.png, h.info);
+  size.width = png_get_image_width(h.png, h.info);
+  size.height = png_get_image_height(h.png, h.info);
+  const int64_t pixels = size.width * size.height;
+  EPS_CHECK(pixels <= max_pixels,
+            "the image has {} pixels ({}x{}), more than the {} allowed (a decompression-bomb "
+            "limit)",
+            pixels, size.width, size.height, max_pixels);
+  return size;
+}
+
 }  // namespace epserve::media

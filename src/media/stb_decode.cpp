@@ -81,4 +81,19 @@ DecodedImage decode_bmp(std::string_view bytes, int64_t max_pixels) {
   return image;
 }
 
+ImageSize probe_bmp_size(std::string_view bytes, int64_t max_pixels) {
+  EPS_CHECK(bytes.size() <= static_cast<size_t>(INT_MAX), "the BMP is over 2 GiB");
+  int width = 0, height = 0, channels = 0;
+  EPS_CHECK(stbi_info_from_memory(reinterpret_cast<const stbi_uc*>(bytes.data()),
+                                  static_cast<int>(bytes.size()), &width, &height, &channels),
+            "the BMP is corrupt or truncated: its header cannot be read ({})",
+            stbi_failure_reason() ? stbi_failure_reason() : "unknown error");
+  const int64_t pixels = static_cast<int64_t>(width) * height;
+  EPS_CHECK(pixels <= max_pixels,
+            "the image has {} pixels ({}x{}), more than the {} allowed (a decompression-bomb "
+            "limit)",
+            pixels, width, height, max_pixels);
+  return {width, height};
+}
+
 }  // namespace epserve::media

@@ -58,4 +58,20 @@ DecodedImage decode_webp(std::string_view bytes, int64_t max_pixels) {
   return image;
 }
 
+ImageSize probe_webp_size(std::string_view bytes, int64_t max_pixels) {
+  // WebPGetFeatures reads the canvas size of an extended (VP8X) file, the frame size of a simple
+  // one: the animation decoder's canvas either way.
+  WebPBitstreamFeatures features;
+  VP8StatusCode status =
+      WebPGetFeatures(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size(), &features);
+  EPS_CHECK(status != VP8_STATUS_NOT_ENOUGH_DATA, "the WebP is truncated");
+  EPS_CHECK(status == VP8_STATUS_OK, "the WebP is corrupt: its header cannot be read");
+  const int64_t pixels = static_cast<int64_t>(features.width) * features.height;
+  EPS_CHECK(pixels > 0 && pixels <= max_pixels,
+            "the image has {} pixels ({}x{}), more than the {} allowed (a decompression-bomb "
+            "limit)",
+            pixels, features.width, features.height, max_pixels);
+  return {features.width, features.height};
+}
+
 }  // namespace epserve::media

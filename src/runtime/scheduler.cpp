@@ -72,14 +72,15 @@ std::string Scheduler::validate(const GenerateInput& in) const {
 void Scheduler::add(GenerateInput input, std::vector<TokenOutput>& out) {
   std::string error = validate(input);
   RequestVision vision;
-  if (error.empty() && config_.disaggregation_mode != "null" && !input.images.empty()) {
-    // Not built yet: the decode side would need the prompt's MRoPE delta without its images.
-    error =
-        "Images are not supported with --disaggregation-mode yet; serve image requests "
-        "from a server without disaggregation.";
-  }
+  // A decode server never runs the vision tower: the prefill server computed the prompt's KV,
+  // and the images' grids give the 3-D positions (scheduler_disagg.cpp checks the prefill
+  // server's rope delta against them).
+  const bool decode = config_.disaggregation_mode == "decode";
   if (error.empty())
-    error = prepare_vision(runner_.config(), input.input_ids, input.images, vision);
+    error = prepare_vision(runner_.config(), input.input_ids, input.images, vision, !decode);
+  if (decode) {
+    for (ImageInput& im : input.images) std::vector<float>().swap(im.pixel_values);
+  }
   if (!error.empty()) {
     TokenOutput o;
     o.rid = input.rid;
@@ -103,6 +104,17 @@ void Scheduler::add(GenerateInput input, std::vector<TokenOutput>& out) {
   request->vision = std::move(vision);
   if (config_.disaggregation_mode != "null" && disagg_add(request, out)) return;
   waiting_.push_back(std::move(request));
+}
+
+bool Scheduler::lacks_image_kv(const SchedRequest& r) const {
+  const auto& runs = r.vision.mrope.runs;
+  for (size_t i = 0; i < runs.size(); ++i) {
+    if (runs[i].first + runs[i].num_tokens > r.num_computed && r.vision.embeds[i].empty() &&
+        r.in.images[i].pixel_values.empty()) {
+      return true;
+    }
+  }
+  return false;
 }
 
 std::vector<int32_t> Scheduler::cache_key(const SchedRequest& r) const {
@@ -224,6 +236,18 @@ std::vector<Scheduler::Entry> Scheduler::schedule() {
          static_cast<int64_t>(running_.size()) < config_.max_running_requests) {
     SchedRequest& r = *waiting_.front();
     admit(r);
+    if (lacks_image_kv(r)) {
+      // A decode server's request retracted after its image tokens' KV left the cache: without
+      // the pixels it cannot recompute them. step() ends it with this error.
+      r.pending.error =
+          "the request was retracted (KV cache full) and its image tokens' KV was evicted; this "
+          "decode server has no pixels to recompute it: retry the request";
+      r.pending.error_status = 503;
+      r.pending.finished = true;
+      running_.push_back(std::move(waiting_.front()));
+      waiting_.pop_front();
+      continue;
+    }
     // Keep a page per decoding request free so running requests are not starved.
     bool fits = add_chunk(r) && (running_.empty() || allocator_.num_free_pages() >=
                                                          static_cast<int64_t>(decodes.size()));

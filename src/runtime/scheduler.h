@@ -138,6 +138,9 @@ class Scheduler {
   // The tokens the prefix cache knows the request by (image tokens keyed by content).
   std::vector<int32_t> cache_key(const SchedRequest& request) const;
   bool admit(SchedRequest& request);
+  // An image of the request's uncomputed positions has neither embeddings nor pixels (a decode
+  // server's request resumed after retraction, its image KV evicted).
+  bool lacks_image_kv(const SchedRequest& request) const;
   bool reserve(SchedRequest& request, int64_t num_tokens);
   void release_pages(SchedRequest& request);
   void retract_newest();

@@ -234,6 +234,20 @@ void Scheduler::disagg(const DisaggInput& input, std::vector<TokenOutput>& out) 
     fail(std::move(request), bad, 502, out);
     return;
   }
+  if (!r.in.images.empty()) {
+    // The prefill server's rope delta and image hashes (an answer without them comes from a
+    // server that cannot have computed this prompt's images).
+    VisionHandoff handoff;
+    std::string bad = got.contains("vision")
+                          ? parse_vision_handoff(got["vision"], handoff)
+                          : "the prefill server's answer has no vision record for a request "
+                            "with images";
+    if (bad.empty()) bad = apply_vision_handoff(handoff, r.in.images, r.vision);
+    if (!bad.empty()) {
+      fail(std::move(request), bad, 502, out);
+      return;
+    }
+  }
   r.num_computed = r.prompt_len;
   r.admitted_once = true;
   if (r.in.return_logprob && got.contains("logprob")) {
@@ -421,6 +435,9 @@ void Scheduler::complete_send(std::map<std::string, Parked>::iterator it, const 
               {"first_token", p.first_token},
               {"bytes", sent.bytes},
               {"seconds", seconds_since(p.send_started)}};
+    if (!r.in.images.empty()) {
+      result["vision"] = vision_handoff_json(make_vision_handoff(r.in.images, r.vision));
+    }
     if (r.in.return_logprob && !r.pending.logprobs.empty()) {
       result["logprob"] = r.pending.logprobs.front();
       json top = json::array();

@@ -9,7 +9,8 @@
 namespace epserve {
 
 std::string prepare_vision(const ModelConfig& config, const std::vector<int32_t>& input_ids,
-                           const std::vector<ImageInput>& images, RequestVision& vision) {
+                           const std::vector<ImageInput>& images, RequestVision& vision,
+                           bool with_pixels) {
   vision = RequestVision{};
   const VisionConfig& vc = config.vision;
   if (!config.has_vision()) {
@@ -31,7 +32,7 @@ std::string prepare_vision(const ModelConfig& config, const std::vector<int32_t>
                          im.grid_h, im.grid_w, merge, merge);
     }
     const int64_t rows = im.grid_t * im.grid_h * im.grid_w;
-    if (static_cast<int64_t>(im.pixel_values.size()) != rows * vc.patch_dim()) {
+    if (with_pixels && static_cast<int64_t>(im.pixel_values.size()) != rows * vc.patch_dim()) {
       return fmt::format("Image {}: {} pixel values for {} patches of {} values.", i,
                          im.pixel_values.size(), rows, vc.patch_dim());
     }
@@ -92,6 +93,8 @@ void add_vision_rows(ForwardBatch& batch, int64_t begin, int64_t count,
     std::vector<float>& embeds = vision.embeds[i];
     if (embeds.empty()) {
       const ImageInput& im = images[i];
+      EPS_CHECK(!im.pixel_values.empty(),
+                "image {} of a request has no pixel values to encode (a PD decode server's)", i);
       embeds.resize(runs[i].num_tokens * width);
       runner.encode_image(im.grid_t, im.grid_h, im.grid_w, im.pixel_values.data(), embeds.data());
     }
@@ -102,6 +105,50 @@ void add_vision_rows(ForwardBatch& batch, int64_t begin, int64_t count,
       batch.image_embeds.insert(batch.image_embeds.end(), row, row + width);
     }
   }
+}
+
+VisionHandoff make_vision_handoff(const std::vector<ImageInput>& images,
+                                  const RequestVision& vision) {
+  VisionHandoff h;
+  h.rope_delta = vision.mrope.rope_delta;
+  for (const ImageInput& im : images) h.image_hashes.push_back(im.content_hash);
+  return h;
+}
+
+nlohmann::json vision_handoff_json(const VisionHandoff& handoff) {
+  return {{"rope_delta", handoff.rope_delta}, {"image_hashes", handoff.image_hashes}};
+}
+
+std::string parse_vision_handoff(const nlohmann::json& j, VisionHandoff& handoff) {
+  handoff = VisionHandoff{};
+  if (!j.is_object() || !j.contains("rope_delta") || !j["rope_delta"].is_number_integer()) {
+    return "the prefill server's vision record has no integer rope_delta";
+  }
+  if (!j.contains("image_hashes") || !j["image_hashes"].is_array()) {
+    return "the prefill server's vision record has no image_hashes list";
+  }
+  handoff.rope_delta = j["rope_delta"].get<int64_t>();
+  for (const auto& h : j["image_hashes"]) {
+    if (!h.is_number_unsigned()) return "the prefill server's image_hashes are not unsigned";
+    handoff.image_hashes.push_back(h.get<uint64_t>());
+  }
+  return "";
+}
+
+std::string apply_vision_handoff(const VisionHandoff& handoff, std::vector<ImageInput>& images,
+                                 const RequestVision& vision) {
+  if (handoff.image_hashes.size() != images.size()) {
+    return fmt::format("the prefill server sent {} image hashes for a prompt with {} images",
+                       handoff.image_hashes.size(), images.size());
+  }
+  if (handoff.rope_delta != vision.mrope.rope_delta) {
+    return fmt::format(
+        "the prefill server's rope delta ({}) is not this server's ({}): the two servers placed "
+        "the prompt's images differently (are their preprocessor_config.json the same?)",
+        handoff.rope_delta, vision.mrope.rope_delta);
+  }
+  for (size_t i = 0; i < images.size(); ++i) images[i].content_hash = handoff.image_hashes[i];
+  return "";
 }
 
 void release_vision_embeds(RequestVision& vision) {

@@ -11,6 +11,8 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "model/forward_batch.h"
 #include "model/mrope_positions.h"
 #include "runtime/protocol.h"
@@ -26,9 +28,31 @@ struct RequestVision {
 };
 
 // Checks the request's images against the model and its prompt and fills `vision`; returns an
-// error message for the client, or "" when the request is fine.
+// error message for the client, or "" when the request is fine. Without `with_pixels` (a PD
+// decode server, which never runs the vision tower) the images' grids are all that is used:
+// their pixel values are neither checked nor needed.
 std::string prepare_vision(const ModelConfig& config, const std::vector<int32_t>& input_ids,
-                           const std::vector<ImageInput>& images, RequestVision& vision);
+                           const std::vector<ImageInput>& images, RequestVision& vision,
+                           bool with_pixels = true);
+
+// PD disaggregation: what a prefill server sends a decode server about a request with images,
+// in its transfer answer as {"vision": {"rope_delta": int, "image_hashes": [uint64, ...]}}.
+// A decode server reads only its images' sizes (their grids; it decodes no pixels), so it takes
+// the content hashes that key its prefix cache from here, and checks the prompt's rope delta
+// (the decode positions are p + rope_delta) against the one its own grids give.
+struct VisionHandoff {
+  int64_t rope_delta = 0;
+  std::vector<uint64_t> image_hashes;  // per image, in prompt order
+};
+VisionHandoff make_vision_handoff(const std::vector<ImageInput>& images,
+                                  const RequestVision& vision);
+nlohmann::json vision_handoff_json(const VisionHandoff& handoff);
+// Reads a handoff from the network (empty error) or says what is wrong with it.
+std::string parse_vision_handoff(const nlohmann::json& j, VisionHandoff& handoff);
+// Decode side: checks `handoff` against the request's own images and prompt positions and sets
+// the images' content hashes; returns an error (the two servers disagree) or "".
+std::string apply_vision_handoff(const VisionHandoff& handoff, std::vector<ImageInput>& images,
+                                 const RequestVision& vision);
 
 // The tokens the prefix cache keys this request by: `tokens` with each image token replaced by
 // a key from its image's content hash, outside the vocabulary (>= 2^30).

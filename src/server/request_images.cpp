@@ -60,6 +60,17 @@ std::vector<ImageInput> load_request_images(const std::optional<VisionInfo>& vis
   }
   for (size_t i = 0; i < sources.size(); ++i) {
     try {
+      if (vision->sizes_only) {
+        media::ImageSize size =
+            media::probe_image_size(media::read_image_source(sources[i], policy));
+        media::ProcessedImage grid = media::image_grid(size.height, size.width, vision->processor);
+        ImageInput image;
+        image.grid_t = grid.grid_t;
+        image.grid_h = grid.grid_h;
+        image.grid_w = grid.grid_w;
+        images.push_back(std::move(image));
+        continue;
+      }
       media::DecodedImage decoded =
           media::decode_image(media::read_image_source(sources[i], policy));
       media::ProcessedImage processed = media::process_image(decoded, vision->processor);

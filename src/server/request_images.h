@@ -22,14 +22,20 @@ struct VisionInfo {
   int32_t image_token_id = -1;
   int32_t vision_start_token_id = -1;
   int32_t vision_end_token_id = -1;
+  // A PD decode server (--disaggregation-mode decode) reads each image's size from its header
+  // and nothing more: its prefill server runs the vision tower, and the grid alone fixes the
+  // prompt's tokens and 3-D positions. Its ImageInputs carry no pixel values and hash 0 (the
+  // prefill server's hashes come with the KV).
+  bool sizes_only = false;
 };
 
 // Set when the model's config.json has a vision_config; throws epserve::Error (a start-up error)
 // when it has one but no preprocessor_config.json or no image_token_id.
 std::optional<VisionInfo> load_vision_info(const std::string& model_path);
 
-// Decodes and preprocesses each source (see media::read_image_source). Errors are 400s naming
-// `param`; a model without vision (`vision` empty) refuses any image with a 400.
+// Decodes and preprocesses each source (see media::read_image_source), or reads its size only
+// (VisionInfo::sizes_only). Errors are 400s naming `param`; a model without vision (`vision`
+// empty) refuses any image with a 400.
 std::vector<ImageInput> load_request_images(const std::optional<VisionInfo>& vision,
                                             const media::ImageSourcePolicy& policy,
                                             const std::vector<std::string>& sources,

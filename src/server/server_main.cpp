@@ -236,6 +236,7 @@ int run_server(const ServerArgs& args, const ServerServiceFactory& make_service)
                     metrics};
   load_chat_template(args, ctx);
   ctx.vision = load_vision_info(args.model_path);
+  if (ctx.vision) ctx.vision->sizes_only = args.disaggregation_mode == "decode";
   ctx.media_policy.allowed_local_media_path = args.allowed_local_media_path;
   EPS_CHECK(args.allowed_local_media_path.empty() ||
                 std::filesystem::is_directory(args.allowed_local_media_path),
