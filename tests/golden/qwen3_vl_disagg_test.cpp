@@ -43,8 +43,15 @@ class Qwen3VlDisagg : public ::testing::Test {
   void SetUp() override {
     golden_ = SafetensorsFile::open(data_dir() + "/golden/qwen3_vl_moe_tiny.safetensors");
     model_ = load_causal_lm(data_dir() + "/models/qwen3_vl_moe_tiny");
+    start(512);
+  }
+
+  // Both schedulers afresh, the decode side with `decode_slots` KV slots.
+  void start(int64_t decode_slots) {
+    prefill_.reset();
+    decode_.reset();
     prefill_runner_ = std::make_unique<LocalModelRunner>(*model_, 512);
-    decode_runner_ = std::make_unique<LocalModelRunner>(*model_, 512);
+    decode_runner_ = std::make_unique<LocalModelRunner>(*model_, decode_slots);
     SchedulerConfig p, d;
     p.disaggregation_mode = "prefill";
     p.chunked_prefill_size = 7;  // chunks cut through the images
@@ -232,6 +239,37 @@ TEST_F(Qwen3VlDisagg, ADecodeSideRefusesAnAnswerWithoutTheRightVisionRecord) {
   // Both sides free every page.
   EXPECT_EQ(decode_->used_tokens(), 0);
   EXPECT_EQ(prefill_->used_tokens(), 0);
+}
+
+TEST_F(Qwen3VlDisagg, ARetractedDecodeRequestResumesIfItsImageKvIsStillCached) {
+  // 32 decode slots: the image request (17 prompt tokens, image at 6..11) is retracted while a
+  // text request grows. With the text request 12 tokens long, only the tail after the image is
+  // evicted: it is recomputed (3-D positions of its own grids, p + delta past the prompt) and the
+  // tokens are transformers'. With 20, the image's KV goes too: without pixels the decode side
+  // cannot recompute it, and the request ends with 503; both sides free every page either way.
+  for (int64_t text_len : {12, 20}) {
+    SCOPED_TRACE(text_len);
+    start(32);
+    GenerateInput text = input("text", text_len);
+    text.rid = "a_text";
+    GenerateInput image = input("one_image", 6);
+    image.rid = "b_image";
+    auto done = run({text, image});
+    EXPECT_EQ(decode_->stats().retractions, 1);
+    EXPECT_EQ(done["a_text"].error, "");
+    EXPECT_EQ(done["a_text"].tokens.size(), static_cast<size_t>(text_len));
+    if (text_len == 12) {
+      EXPECT_EQ(done["b_image"].error, "");
+      EXPECT_GE(decode_->stats().prefill_tokens, 2);  // more than the last token recomputed
+      if (!bf16_path()) EXPECT_EQ(done["b_image"].tokens, greedy("one_image"));
+    } else {
+      EXPECT_EQ(done["b_image"].error_status, 503);
+      EXPECT_NE(done["b_image"].error.find("no pixels to recompute"), std::string::npos)
+          << done["b_image"].error;
+    }
+    EXPECT_EQ(decode_->used_tokens(), 0);
+    EXPECT_EQ(prefill_->used_tokens(), 0);
+  }
 }
 
 TEST(VisionHandoff, RoundTripsThroughJson) {

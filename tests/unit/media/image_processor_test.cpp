@@ -137,6 +137,51 @@ TEST(ImageDecode, BadInputIsAClearError) {
   EXPECT_EQ(error_of(png, 1961), "");
 }
 
+// What a PD decode server reads: the size from the header alone gives the grid that decoding and
+// processing the whole image gives, for every case of every format and config.
+TEST(ImageProbe, HeaderSizeGivesTheProcessorsGrid) {
+  nlohmann::json all = cases();
+  for (const auto& c : all) {
+    SCOPED_TRACE(c["name"].get<std::string>());
+    std::string bytes = read_bytes(images_dir() + c["image"].get<std::string>());
+    DecodedImage image = decode_image(bytes);
+    ImageSize size = probe_image_size(bytes);
+    EXPECT_EQ(size.width, image.width);
+    EXPECT_EQ(size.height, image.height);
+    ImageProcessorConfig config = parse_image_processor_config(c["config"]);
+    ProcessedImage grid = image_grid(size.height, size.width, config);
+    EXPECT_EQ(grid.grid_t, c["grid_thw"][0].get<int64_t>());
+    EXPECT_EQ(grid.grid_h, c["grid_thw"][1].get<int64_t>());
+    EXPECT_EQ(grid.grid_w, c["grid_thw"][2].get<int64_t>());
+    EXPECT_TRUE(grid.pixel_values.empty());
+  }
+}
+
+TEST(ImageProbe, RefusesWhatTheHeaderShows) {
+  auto error_of = [](const std::string& bytes, int64_t max_pixels = kMaxImagePixels) {
+    try {
+      probe_image_size(bytes, max_pixels);
+    } catch (const Error& e) {
+      return std::string(e.what());
+    }
+    return std::string();
+  };
+  std::string png = read_bytes(images_dir() + "rgb_37x53.png");
+  std::string jpg = read_bytes(images_dir() + "rgb_40x31.jpg");
+  EXPECT_NE(error_of(read_bytes(images_dir() + "refused.gif")).find("the image is gif"),
+            std::string::npos);
+  EXPECT_NE(error_of(read_bytes(images_dir() + "refused_cmyk.jpg")).find("CMYK"),
+            std::string::npos);
+  EXPECT_NE(error_of("hello, not an image").find("cannot identify the image"), std::string::npos);
+  EXPECT_NE(error_of("").find("empty"), std::string::npos);
+  EXPECT_NE(error_of(png.substr(0, 20)).find("PNG is truncated"), std::string::npos);
+  EXPECT_NE(error_of(jpg.substr(0, 10)).find("JPEG"), std::string::npos);
+  EXPECT_NE(error_of(png, 1000).find("more than the 1000 allowed"), std::string::npos);
+  EXPECT_NE(error_of(jpg, 1000).find("more than the 1000 allowed"), std::string::npos);
+  // Damage past the header is the decoder's to find (a prefill server's).
+  EXPECT_EQ(error_of(png.substr(0, png.size() / 2)), "");
+}
+
 TEST(ImageDecode, ContentHashFollowsThePixels) {
   DecodedImage a = decode_image(read_bytes(images_dir() + "rgb_37x53.png"));
   DecodedImage b = a;

@@ -103,6 +103,20 @@ TEST(RequestImages, ChatMatchesTheHfProcessor) {
                 images[i].grid_h * images[i].grid_w * vision->processor.patch_dim());
       EXPECT_NE(images[i].content_hash, 0u);
     }
+    // A PD decode server reads the sizes only: the same prompt, no pixels, no hashes.
+    std::optional<VisionInfo> sizes = vision;
+    sizes->sizes_only = true;
+    std::vector<int32_t> decode_ids = tokenizer.encode(text, false);
+    std::vector<ImageInput> headers = load_request_images(sizes, policy, urls, "messages");
+    place_images(sizes, headers, 4096, decode_ids);
+    EXPECT_EQ(decode_ids, ids);
+    ASSERT_EQ(headers.size(), images.size());
+    for (size_t i = 0; i < images.size(); ++i) {
+      EXPECT_EQ(headers[i].grid_h, images[i].grid_h);
+      EXPECT_EQ(headers[i].grid_w, images[i].grid_w);
+      EXPECT_TRUE(headers[i].pixel_values.empty());
+      EXPECT_EQ(headers[i].content_hash, 0u);
+    }
   }
 }
 
