@@ -71,7 +71,8 @@ struct GenerateInput {
 // prefill scheduler -> frontend {"transfer": result} or {"drained": true, "room"} (a failed
 // transfer's puts can no longer land); decode scheduler -> frontend {"slots": reserved KV
 // slots} or {"cancel": true} (the request ended before its KV arrived); frontend -> decode
-// scheduler {"received": first token}, {"error": message[, "unsettled": true]} or
+// scheduler {"received": first token[, "vision": the prompt's rope delta and image hashes,
+// runtime/vision_inputs.h]}, {"error": message[, "unsettled": true]} or
 // {"released": true} (the pages of an ended request may be freed).
 struct DisaggInput {
   std::string rid;

@@ -3,8 +3,9 @@ qwen3_vl_moe_tiny, and `epserve router --pd-disaggregation` in front of them. Th
 runs the vision tower and the prompt; the decode server reads only the images' sizes (their
 token counts and 3-D positions) and decodes with the prompt's rope delta, which comes with the
 KV. Greedy tokens with one and with two images equal transformers' (tests/data/images/
-chat_cases.json) and one plain server's, on /generate and through the router's chat API; a bad
-image is a 400 from the prefill side with both servers still serving.
+chat_cases.json) and one plain server's, on /generate and through the router's chat API, with
+one rank on each side and with EP 2 on the prefill side and DP attention on the decode side; a
+bad image is a 400 from the prefill side with both servers still serving.
 """
 
 import base64
@@ -14,7 +15,7 @@ import pytest
 import requests
 
 from conftest import Server
-from test_disaggregation import PdPair
+from test_disaggregation import EP2, EP2_DP, PdPair
 from test_images import CHAT_CASES, IMAGES, VL_MODEL, data_url, image_part, user_message
 from test_router import Router
 
@@ -43,9 +44,13 @@ def plain():
     assert s.stop() == 0, s.output()
 
 
-@pytest.fixture(scope="module")
-def pd():
-    pair = PdPair(str(VL_MODEL), ARGS, ARGS)
+@pytest.fixture(scope="module", params=[
+    pytest.param(([], []), id="1rank-1rank"),
+    pytest.param((EP2, EP2_DP), id="ep2-dpattn2"),
+])
+def pd(request):
+    prefill_args, decode_args = request.param
+    pair = PdPair(str(VL_MODEL), ARGS + prefill_args, ARGS + decode_args)
     router = None
     try:
         router = Router(["--pd-disaggregation", "--policy", "round_robin",
