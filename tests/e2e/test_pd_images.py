@@ -120,6 +120,13 @@ def test_bad_images_are_400s_from_the_prefill_side(pd):
         "model": "m", "messages": user_message(image_part(cut)), "max_tokens": 2}, timeout=60)
     assert r.status_code == 400, r.text
     assert "PNG is truncated" in r.text
+    # Straight to both servers: the prefill server fails the room at once, and the decode server
+    # answers with its 400 instead of waiting for KV that will not come.
+    body = pair.body(None, text=CHAT_CASES[0]["text"], image_data=cut)
+    del body["input_ids"]
+    p, d = pair.send(body)
+    assert p.status_code == 400 and "PNG is truncated" in p.text, p.text
+    assert d.status_code == 400 and "PNG is truncated" in d.text, d.text
     # Refused on both sides at once: an unsupported format, a placeholder without an image.
     gif = data_url("refused.gif")
     r = requests.post(router.url("/v1/chat/completions"), json={
