@@ -128,11 +128,26 @@ def test_bad_images_are_400s_from_the_prefill_side(pd):
     assert p.status_code == 400 and "PNG is truncated" in p.text, p.text
     assert d.status_code == 400 and "PNG is truncated" in d.text, d.text
     # Refused on both sides at once: an unsupported format, a placeholder without an image.
-    gif = data_url("refused.gif")
+    tiff = data_url("refused.tiff")
     r = requests.post(router.url("/v1/chat/completions"), json={
-        "model": "m", "messages": user_message(image_part(gif)), "max_tokens": 2}, timeout=60)
-    assert r.status_code == 400 and "the image is gif" in r.text, r.text
+        "model": "m", "messages": user_message(image_part(tiff)), "max_tokens": 2}, timeout=60)
+    assert r.status_code == 400 and "the image is tiff" in r.text, r.text
     r = requests.post(router.url("/generate"), json={
         "text": "no placeholder", "image_data": data_url("rgb_20x30.png")}, timeout=60)
     assert r.status_code == 400 and "0 image placeholder(s)" in r.text, r.text
     assert_both_serving(pair, router)
+
+
+@pytest.mark.parametrize("name", ["formats/animated_24x16.webp", "formats/offset_frame_12x10.gif",
+                                  "formats/palette_25x18.bmp"])
+def test_webp_gif_and_bmp_through_the_router_are_one_servers(pd, plain, name):
+    # The decode server sizes these from their headers too (WebP canvas, GIF logical screen).
+    pair, router = pd
+    body = {"text": CHAT_CASES[0]["text"], "image_data": data_url(name),
+            "sampling_params": {"max_new_tokens": 6, "temperature": 0, "ignore_eos": True}}
+    answers = []
+    for server in (router, plain):
+        r = requests.post(server.url("/generate"), json=body, timeout=60)
+        assert r.status_code == 200, r.text
+        answers.append((r.json()["output_ids"], r.json()["meta_info"]["prompt_tokens"]))
+    assert answers[0] == answers[1]

@@ -61,6 +61,21 @@ TEST(ImageFormats, WebpGifAndBmpDecodeToPilsBytes) {
   EXPECT_EQ(checked, 15);
 }
 
+// A PD decode server's header probe gives the size the decoder does, animations and GIF frames
+// offset on a larger screen included.
+TEST(ImageFormats, HeaderProbeGivesTheDecodedSize) {
+  auto file = SafetensorsFile::open(formats_dir() + "formats_rgb.safetensors");
+  for (const auto& [name, info] : file->header().tensors) {
+    SCOPED_TRACE(name);
+    const std::string bytes = read_file(formats_dir() + name);
+    DecodedImage image = decode_image(bytes);
+    ImageSize size = probe_image_size(bytes);
+    EXPECT_EQ(size.width, image.width);
+    EXPECT_EQ(size.height, image.height);
+    EXPECT_THROW(probe_image_size(bytes, image.width * image.height - 1), Error);
+  }
+}
+
 TEST(ImageFormats, BadInputIsAClearError) {
   for (const char* name : {"lossy_rgb_29x23.webp", "lossless_rgba_21x17.webp",
                            "palette_trns_20x24.gif", "rgb24_27x21.bmp"}) {
@@ -87,7 +102,8 @@ TEST(ImageFormats, BadInputIsAClearError) {
 }
 
 // Mutated files (bytes flipped, cut short, lengths garbled) must decode or be refused with
-// epserve::Error, never crash or throw anything else. Seeded, so a failure reproduces.
+// epserve::Error, never crash or throw anything else; so must their header probe. Seeded, so a
+// failure reproduces.
 TEST(ImageFormats, MutatedFilesDecodeOrAreRefused) {
   auto reference = SafetensorsFile::open(formats_dir() + "formats_rgb.safetensors");
   std::vector<std::string> files;
@@ -112,8 +128,19 @@ TEST(ImageFormats, MutatedFilesDecodeOrAreRefused) {
         bytes[lo + next() % (bytes.size() - lo)] = static_cast<char>(next());
       }
       if (next() % 4 == 0) bytes.resize(8 + next() % (bytes.size() - 8));
+      // The header probe (a PD decode server's) sizes or refuses the same bytes; where both
+      // succeed, it gives the decoded size.
+      ImageSize size{-1, -1};
+      try {
+        size = probe_image_size(bytes, 1 << 20);
+      } catch (const Error&) {
+      }
       try {
         DecodedImage image = decode_image(bytes, 1 << 20);
+        if (size.width >= 0) {
+          EXPECT_EQ(size.width, image.width);
+          EXPECT_EQ(size.height, image.height);
+        }
         EXPECT_EQ(static_cast<int64_t>(image.rgb.size()), image.width * image.height * 3);
         ++decoded;
       } catch (const Error&) {

@@ -168,7 +168,7 @@ TEST(ImageProbe, RefusesWhatTheHeaderShows) {
   };
   std::string png = read_bytes(images_dir() + "rgb_37x53.png");
   std::string jpg = read_bytes(images_dir() + "rgb_40x31.jpg");
-  EXPECT_NE(error_of(read_bytes(images_dir() + "refused.gif")).find("the image is gif"),
+  EXPECT_NE(error_of(read_bytes(images_dir() + "refused.tiff")).find("the image is tiff"),
             std::string::npos);
   EXPECT_NE(error_of(read_bytes(images_dir() + "refused_cmyk.jpg")).find("CMYK"),
             std::string::npos);
