@@ -1,8 +1,9 @@
 // GIF through giflib, first frame only (what PIL's Image.open shows), read record by record so
 // that a file with many frames costs no more than its first. As PIL does for frame 0, the canvas
-// is the logical screen filled with the frame's transparent index (else index 0), the frame is
-// drawn at its offset, and palette indices become RGBA (the transparent index gets alpha 0);
-// convert_to_rgb's composite onto white follows. A file without colour maps is grayscale.
+// is the logical screen (grown to cover the frame) filled with the frame's transparent index
+// (else index 0), the frame is drawn at its offset, and palette indices become RGBA (the
+// transparent index gets alpha 0); convert_to_rgb's composite onto white follows. A file without
+// colour maps is grayscale.
 #include <gif_lib.h>
 
 #include <algorithm>
@@ -46,6 +47,52 @@ struct GifClose {
   EPS_THROW("the GIF is corrupt: {}", why ? why : "giflib cannot read it");
 }
 
+// Reads up to the first image descriptor (gif->Image afterwards). The canvas is the logical
+// screen grown to cover the frame, as Pillow's GifImagePlugin sizes it (so a 0x0 screen takes
+// the frame's size).
+struct FirstFrame {
+  int transparent = NO_TRANSPARENT_COLOR;
+  int64_t width = 0, height = 0;  // the canvas
+};
+
+FirstFrame read_to_first_frame(GifFileType* gif, const GifReader& reader, int64_t max_pixels) {
+  FirstFrame f;
+  for (;;) {
+    GifRecordType type;
+    if (DGifGetRecordType(gif, &type) == GIF_ERROR) fail(reader, gif->Error);
+    if (type == TERMINATE_RECORD_TYPE) EPS_THROW("the GIF is corrupt: it holds no image");
+    if (type == EXTENSION_RECORD_TYPE) {
+      int code = 0;
+      GifByteType* ext = nullptr;
+      if (DGifGetExtension(gif, &code, &ext) == GIF_ERROR) fail(reader, gif->Error);
+      if (code == GRAPHICS_EXT_FUNC_CODE && ext && ext[0] >= 4) {
+        GraphicsControlBlock gcb;
+        if (DGifExtensionToGCB(ext[0], ext + 1, &gcb) == GIF_OK)
+          f.transparent = gcb.TransparentColor;
+      }
+      while (ext) {
+        if (DGifGetExtensionNext(gif, &ext) == GIF_ERROR) fail(reader, gif->Error);
+      }
+      continue;
+    }
+    if (type != IMAGE_DESC_RECORD_TYPE) continue;
+    if (DGifGetImageDesc(gif) == GIF_ERROR) fail(reader, gif->Error);
+    break;
+  }
+  const GifImageDesc& d = gif->Image;
+  EPS_CHECK(d.Width > 0 && d.Height > 0 && d.Left >= 0 && d.Top >= 0,
+            "the GIF is corrupt: its first frame is {}x{} at ({}, {})", d.Width, d.Height, d.Left,
+            d.Top);
+  f.width = std::max<int64_t>(gif->SWidth, int64_t{d.Left} + d.Width);
+  f.height = std::max<int64_t>(gif->SHeight, int64_t{d.Top} + d.Height);
+  const int64_t pixels = f.width * f.height;
+  EPS_CHECK(pixels <= max_pixels,
+            "the image has {} pixels ({}x{}), more than the {} allowed (a decompression-bomb "
+            "limit)",
+            pixels, f.width, f.height, max_pixels);
+  return f;
+}
+
 }  // namespace
 
 DecodedImage decode_gif(std::string_view bytes, int64_t max_pixels) {
@@ -53,41 +100,12 @@ DecodedImage decode_gif(std::string_view bytes, int64_t max_pixels) {
   int error = 0;
   std::unique_ptr<GifFileType, GifClose> gif(DGifOpen(&reader, read_bytes, &error));
   if (!gif) fail(reader, error);
-  const int64_t width = gif->SWidth, height = gif->SHeight;
-  const int64_t pixels = width * height;
-  EPS_CHECK(pixels <= max_pixels,
-            "the image has {} pixels ({}x{}), more than the {} allowed (a decompression-bomb "
-            "limit)",
-            pixels, width, height, max_pixels);
-  EPS_CHECK(pixels > 0, "the GIF is corrupt: its screen is {}x{}", width, height);
-
-  int transparent = NO_TRANSPARENT_COLOR;
-  for (;;) {
-    GifRecordType type;
-    if (DGifGetRecordType(gif.get(), &type) == GIF_ERROR) fail(reader, gif->Error);
-    if (type == TERMINATE_RECORD_TYPE) EPS_THROW("the GIF is corrupt: it holds no image");
-    if (type == EXTENSION_RECORD_TYPE) {
-      int code = 0;
-      GifByteType* ext = nullptr;
-      if (DGifGetExtension(gif.get(), &code, &ext) == GIF_ERROR) fail(reader, gif->Error);
-      if (code == GRAPHICS_EXT_FUNC_CODE && ext && ext[0] >= 4) {
-        GraphicsControlBlock gcb;
-        if (DGifExtensionToGCB(ext[0], ext + 1, &gcb) == GIF_OK) transparent = gcb.TransparentColor;
-      }
-      while (ext) {
-        if (DGifGetExtensionNext(gif.get(), &ext) == GIF_ERROR) fail(reader, gif->Error);
-      }
-      continue;
-    }
-    if (type != IMAGE_DESC_RECORD_TYPE) continue;
-    if (DGifGetImageDesc(gif.get()) == GIF_ERROR) fail(reader, gif->Error);
-    break;
-  }
+  const FirstFrame first = read_to_first_frame(gif.get(), reader, max_pixels);
+  const int64_t width = first.width, height = first.height, pixels = width * height;
+  const int transparent = first.transparent;
 
   const GifImageDesc& desc = gif->Image;
   const int64_t fw = desc.Width, fh = desc.Height;
-  EPS_CHECK(fw > 0 && fh > 0 && fw * fh <= max_pixels,
-            "the GIF is corrupt: its first frame is {}x{}", fw, fh);
   std::vector<uint8_t> frame(static_cast<size_t>(fw * fh));
   auto read_row = [&](int64_t y) {
     if (DGifGetLine(gif.get(), frame.data() + y * fw, static_cast<int>(fw)) == GIF_ERROR) {
@@ -142,14 +160,8 @@ ImageSize probe_gif_size(std::string_view bytes, int64_t max_pixels) {
   int error = 0;
   std::unique_ptr<GifFileType, GifClose> gif(DGifOpen(&reader, read_bytes, &error));
   if (!gif) fail(reader, error);
-  const int64_t width = gif->SWidth, height = gif->SHeight;
-  const int64_t pixels = width * height;
-  EPS_CHECK(pixels <= max_pixels,
-            "the image has {} pixels ({}x{}), more than the {} allowed (a decompression-bomb "
-            "limit)",
-            pixels, width, height, max_pixels);
-  EPS_CHECK(pixels > 0, "the GIF is corrupt: its screen is {}x{}", width, height);
-  return {width, height};
+  const FirstFrame first = read_to_first_frame(gif.get(), reader, max_pixels);
+  return {first.width, first.height};
 }
 
 }  // namespace epserve::media

@@ -103,7 +103,7 @@ def test_chat_with_images_through_the_router_is_one_servers(pd, plain, case):
         answers.append((out.choices[0].message.content, out.usage.prompt_tokens,
                         out.usage.completion_tokens))
     assert answers[0] == answers[1]
-    # The same request again (its prompt now from the prefill server's prefix cache).
+    # The same request again gives the same answer.
     again = openai.OpenAI(base_url=router.url("/v1"), api_key="none", max_retries=0)
     out = again.chat.completions.create(model="m", messages=chat_messages(case), max_tokens=8,
                                         temperature=0)

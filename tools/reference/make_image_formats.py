@@ -19,6 +19,7 @@ Usage: /work/venv-torch/bin/python tools/reference/make_image_formats.py
 """
 
 import io
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -58,12 +59,35 @@ def palette_with_transparency(h, w, seed):
     return img
 
 
-def offset_frame_gif(seed, transparency):
-    """A GIF whose first frame (5x4) sits at (3, 2) on a 12x10 logical screen: PIL's own GIF
-    of the frame with the screen size and the frame position patched in."""
+def bgrx_bmp(h, w, seed):
+    """An uncompressed 32-bit BMP whose fourth bytes are not zero: PIL reads them as padding."""
+    rng = np.random.RandomState(seed)
+    rows = np.concatenate([pattern(h, w, seed)[..., ::-1], rng.randint(1, 255, (h, w, 1))],
+                          axis=-1).astype(np.uint8)[::-1]  # BGRX, bottom-up
+    pixels = rows.tobytes()
+    info = struct.pack("<IiiHHIIiiII", 40, w, h, 1, 32, 0, len(pixels), 2835, 2835, 0, 0)
+    return b"BM" + struct.pack("<IHHI", 14 + 40 + len(pixels), 0, 0, 54) + info + pixels
+
+
+def top_down_bmp(bmp):
+    """PIL's bottom-up BMP rewritten top-down: rows reversed, height negated."""
+    offset = struct.unpack_from("<I", bmp, 10)[0]
+    w, h = struct.unpack_from("<ii", bmp, 18)
+    bits = struct.unpack_from("<H", bmp, 28)[0]
+    row = (bits * w + 31) // 32 * 4
+    rows = [bmp[offset + i * row: offset + (i + 1) * row] for i in range(h)]
+    out = bytearray(bmp[:offset] + b"".join(reversed(rows)))
+    struct.pack_into("<i", out, 22, -h)
+    return bytes(out)
+
+
+def offset_frame_gif(seed, transparency, screen=(12, 10)):
+    """A GIF whose first frame (5x4) sits at (3, 2) on a logical screen (12x10, or one the frame
+    overflows): PIL's own GIF of the frame with the screen size and the frame position patched
+    in."""
     data = bytearray(encoded(palette_with_transparency(4, 5, seed), "GIF",
                              **({"transparency": transparency} if transparency is not None else {})))
-    data[6:10] = (12).to_bytes(2, "little") + (10).to_bytes(2, "little")
+    data[6:10] = screen[0].to_bytes(2, "little") + screen[1].to_bytes(2, "little")
     at = 13 + (3 << ((data[10] & 7) + 1) if data[10] & 0x80 else 0)
     while data[at] == 0x21:  # skip extensions
         at += 2
@@ -95,6 +119,10 @@ def make_images():
                                            append_images=gif_frames[1:], duration=100)
     images["offset_frame_12x10.gif"] = offset_frame_gif(45, None)
     images["offset_frame_trns_12x10.gif"] = offset_frame_gif(46, 5)
+    images["frame_past_screen_8x6.gif"] = offset_frame_gif(47, None, screen=(4, 3))
+    images["zero_screen_8x6.gif"] = offset_frame_gif(48, 2, screen=(0, 0))
+    images["bgrx32_13x9.bmp"] = bgrx_bmp(9, 13, 49)
+    images["top_down_27x21.bmp"] = top_down_bmp(encoded(Image.fromarray(pattern(21, 27, 50)), "BMP"))
     images["rgb24_27x21.bmp"] = encoded(Image.fromarray(pattern(21, 27, 41)), "BMP")
     images["palette_25x18.bmp"] = encoded(palette_with_transparency(18, 25, 42).convert("P"), "BMP")
     images["gray_19x22.bmp"] = encoded(Image.fromarray(pattern(22, 19, 43)).convert("L"), "BMP")

@@ -1,6 +1,6 @@
-// WebP (libwebp), GIF and BMP (stb_image) against PIL: tests/data/images/formats/ holds images
-// PIL wrote and, in formats_rgb.safetensors, the RGB bytes PIL's decoding of each becomes after
-// transformers' convert_to_rgb (tools/reference/make_image_formats.py). Tolerance 0.
+// WebP (libwebp), GIF (giflib) and BMP (stb_image) against PIL: tests/data/images/formats/ holds
+// images PIL wrote and, in formats_rgb.safetensors, the RGB bytes PIL's decoding of each becomes
+// after transformers' convert_to_rgb (tools/reference/make_image_formats.py). Tolerance 0.
 #include <gtest/gtest.h>
 
 #include <cstring>
@@ -58,7 +58,7 @@ TEST(ImageFormats, WebpGifAndBmpDecodeToPilsBytes) {
                              << " vs PIL's " << int(want[first]);
     ++checked;
   }
-  EXPECT_EQ(checked, 15);
+  EXPECT_EQ(checked, 19);
 }
 
 // A PD decode server's header probe gives the size the decoder does, animations and GIF frames
@@ -101,6 +101,45 @@ TEST(ImageFormats, BadInputIsAClearError) {
             std::string::npos);
 }
 
+// BMP headers epserve refuses, each by name, in the decoder and the probe alike: layouts
+// stb_image would decode differently from PIL, and corrupt sizes (a negative width, a height
+// too large to multiply safely).
+TEST(ImageFormats, BmpLayoutsAndSizesItCannotMatchAreRefused) {
+  const std::string good = read_file(formats_dir() + "rgb24_27x21.bmp");
+  auto with = [&](size_t at, uint32_t value, int bytes) {
+    std::string b = good;
+    for (int i = 0; i < bytes; ++i) b[at + i] = static_cast<char>((value >> (8 * i)) & 0xff);
+    return b;
+  };
+  auto probe_error = [](const std::string& bytes) -> std::string {
+    try {
+      probe_image_size(bytes);
+    } catch (const Error& e) {
+      return e.what();
+    }
+    return "";
+  };
+  const std::pair<std::string, std::string> cases[] = {
+      {with(30, 1, 4), "RLE-compressed"},
+      {with(30, 3, 4), "compression 3"},
+      {with(28, 16, 2), "16-bit pixels"},
+      {with(18, static_cast<uint32_t>(-27), 4), "its size is -27x21"},
+      {with(22, 0x40000000u, 4), "its size is 27x1073741824"},
+      {with(22, 0, 4), "its size is 27x0"},
+  };
+  for (const auto& [bytes, needle] : cases) {
+    SCOPED_TRACE(needle);
+    EXPECT_NE(error_of(bytes).find(needle), std::string::npos) << error_of(bytes);
+    EXPECT_NE(probe_error(bytes).find(needle), std::string::npos) << probe_error(bytes);
+  }
+  // A top-down BMP (negative height) is 27x21 to both, and counts against the pixel limit.
+  const std::string top_down = read_file(formats_dir() + "top_down_27x21.bmp");
+  EXPECT_EQ(probe_image_size(top_down).height, 21);
+  EXPECT_NE(error_of(top_down, 500).find("more than the 500 allowed"), std::string::npos);
+  EXPECT_NE(probe_error(with(22, static_cast<uint32_t>(-20000), 4)).find("truncated"),
+            std::string::npos);
+}
+
 // Mutated files (bytes flipped, cut short, lengths garbled) must decode or be refused with
 // epserve::Error, never crash or throw anything else; so must their header probe. Seeded, so a
 // failure reproduces.
@@ -131,16 +170,20 @@ TEST(ImageFormats, MutatedFilesDecodeOrAreRefused) {
       // The header probe (a PD decode server's) sizes or refuses the same bytes; where both
       // succeed, it gives the decoded size.
       ImageSize size{-1, -1};
+      bool probed = false;
       try {
         size = probe_image_size(bytes, 1 << 20);
+        probed = true;
+        EXPECT_GT(size.width, 0);
+        EXPECT_GT(size.height, 0);
       } catch (const Error&) {
       }
       try {
         DecodedImage image = decode_image(bytes, 1 << 20);
-        if (size.width >= 0) {
-          EXPECT_EQ(size.width, image.width);
-          EXPECT_EQ(size.height, image.height);
-        }
+        // What decodes, the probe sizes alike (a PD decode server must not refuse it).
+        EXPECT_TRUE(probed);
+        EXPECT_EQ(size.width, image.width);
+        EXPECT_EQ(size.height, image.height);
         EXPECT_EQ(static_cast<int64_t>(image.rgb.size()), image.width * image.height * 3);
         ++decoded;
       } catch (const Error&) {

@@ -137,6 +137,50 @@ TEST(QuantLinear, TransposedRowsKeepFp8WhenTheBlocksLineUp) {
   }
 }
 
+// DeepSeek-V3's shape of kv_b_proj for two heads (nope 128, v 128, kv_lora 256, 128x128 blocks):
+// each head's W_uk transposed is FP8 [256, 128], which takes the CPU's native FP8 path (bf16
+// products on AVX512-BF16), within bf16 rounding of the exact product.
+TEST(QuantLinear, TransposedRowsOfDeepSeekShapeRunTheNativeFp8Path) {
+  constexpr const char* kConfig =
+      R"({"quantization_config": {"quant_method": "fp8", "fmt": "e4m3",
+          "activation_scheme": "dynamic", "weight_block_size": [128, 128]}})";
+  Checkpoint c(kConfig,
+               {tensor_of("kv.weight", DType::F8_E4M3, {512, 256},
+                          [](uint8_t* p, size_t n) {
+                            for (size_t i = 0; i < n; ++i)
+                              p[i] = static_cast<uint8_t>((i * 53 + i / 256) % 0x7e) |
+                                     static_cast<uint8_t>((i % 3 == 0) << 7);
+                          }),
+                tensor_of("kv.weight_scale_inv", DType::F32, {4, 2}, [](uint8_t* p, size_t n) {
+                  for (size_t i = 0; i < n / 4; ++i) {
+                    float s = 0.01f * static_cast<float>(i + 1);
+                    std::memcpy(p + 4 * i, &s, 4);
+                  }
+                })});
+  ModelWeights w = ModelWeights::open(c.dir.path());
+  Linear kv_b = Linear::load(w, "kv.weight", 512, 256);
+  for (int64_t head = 0; head < 2; ++head) {
+    Linear t = kv_b.transposed_rows(head * 256, head * 256 + 128);
+    ASSERT_EQ(t.view().format, WeightFormat::kFp8Block);
+    const int64_t T = 3;
+    std::vector<float> x(T * 128), y(T * 256);
+    for (size_t i = 0; i < x.size(); ++i) x[i] = std::sin(0.37f * static_cast<float>(i));
+    t.forward(x.data(), T, y.data());
+    for (int64_t tok = 0; tok < T; ++tok) {
+      for (int64_t l = 0; l < 256; ++l) {
+        double exact = 0, magnitude = 0;
+        for (int64_t d = 0; d < 128; ++d) {
+          const double v =
+              static_cast<double>(x[tok * 128 + d]) * kv_b.view().at(head * 256 + d, l);
+          exact += v;
+          magnitude += std::abs(v);
+        }
+        ASSERT_NEAR(y[tok * 256 + l], exact, 1e-5 + magnitude * (1.0 / 128)) << tok << "," << l;
+      }
+    }
+  }
+}
+
 TEST(QuantLinear, Int4StaysPacked) {
   Checkpoint c(kInt4Config, int4_tensors({8, 64}));
   ModelWeights w = ModelWeights::open(c.dir.path());
