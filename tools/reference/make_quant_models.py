@@ -6,7 +6,7 @@
   s = amax / 448, weight = (w / s).to(float8_e4m3fn), `weight_scale_inv` = s (fp32);
   config.json gets DeepSeek-V3's quantization_config.
 - kimi_k2_tiny_int4: a new tiny model of Kimi-K2-Thinking's shape (1 dense layer, n_group 1,
-  topk_group 1, 8 of 16 routed experts active, 1 shared expert, routed_scaling_factor 2.827,
+  topk_group 1, 8 of 384 routed experts active, 1 shared expert, routed_scaling_factor 2.827,
   sigmoid + correction bias, yarn factor 64 as the Thinking checkpoint) whose routed experts
   are quantized by the compressed-tensors package (W4A16 symmetric, group 32, pack-quantized:
   its calculate_qparams, quantize and pack_to_int32), with a config.json quantization_config
@@ -63,7 +63,7 @@ KIMI_SPEC = dict(
     config=DeepseekV3Config(
         # Kimi's ids in the small kimi_k2 tiktoken tokenizer: [BOS] 766, [EOS] 767.
         **{**make_models.DEEPSEEK_COMMON, "routed_scaling_factor": 2.827, "bos_token_id": 766,
-           "eos_token_id": 767},
+           "eos_token_id": 767, "n_routed_experts": 384},
         num_hidden_layers=3,
         q_lora_rank=48,
         n_shared_experts=1,
