@@ -34,6 +34,10 @@ PROMPT_LENGTHS = [1, 5, 17, 40]
 FIRST_PROMPT_ID = 3  # ids 0..2 are bos/eos-like in these models
 DECODE_STEPS = 8
 MIN_MARGIN = 1e-3
+# The floor of each of a prompt's margins (run_prompt's stats): MIN_MARGIN unless a model asks
+# for more (make_golden's `floors`). "min_output_router_margin" is the smallest router margin of
+# the positions whose logits are compared (the last prompt token and the decode steps).
+MARGIN_KEYS = ("min_greedy_margin", "min_router_margin", "min_output_router_margin")
 MAX_ATTEMPTS = 400
 
 
@@ -173,6 +177,7 @@ def run_prompt(model, rec, input_ids):
     out["greedy_margins"] = greedy_margins.float()
 
     router_min = float("inf")
+    output_min = float("inf")  # the routing of the last prompt token and the decode steps
     bias_changed = 0
     routed_tokens = 0
     for l in sorted(rec.routers):
@@ -187,11 +192,13 @@ def run_prompt(model, rec, input_ids):
             margin, changed = router_margins(model, l, lg, ids)
             out[f"{prefix}layer{l}.router_margins"] = margin.float()
             router_min = min(router_min, float(margin.min()))
+            output_min = min(output_min, float(margin[-1] if prefix == "" else margin.min()))
             bias_changed += int(changed.sum())
             routed_tokens += int(changed.numel())
     stats = {
         "min_greedy_margin": float(greedy_margins.min()),
         "min_router_margin": router_min,
+        "min_output_router_margin": output_min,
         "bias_changed_selections": bias_changed,
         "routed_token_layers": routed_tokens,
     }
@@ -207,31 +214,34 @@ def check_generate(model, input_ids, greedy_ids):
     assert gen[0, len(input_ids):].tolist() == greedy_ids.tolist(), "generate() disagrees"
 
 
-def acceptable(model, stats, greedy_ids):
+def margin_score(stats, floors):
+    """The smallest of the prompt's margins relative to its floor (>= 1: all clear)."""
+    return min(stats[k] / floors.get(k, MIN_MARGIN) for k in MARGIN_KEYS)
+
+
+def acceptable(model, stats, greedy_ids, floors):
     special = {model.config.bos_token_id}
     eos = model.config.eos_token_id
     special |= set(eos) if isinstance(eos, list) else {eos}
-    return (
-        stats["min_greedy_margin"] >= MIN_MARGIN
-        and stats["min_router_margin"] >= MIN_MARGIN
-        and not special & set(greedy_ids.tolist())
-    )
+    return margin_score(stats, floors) >= 1 and not special & set(greedy_ids.tolist())
 
 
-def find_prompt(model, rec, slot, length, seed):
-    """Deterministic redraws until the prompt's margins are all safe; the best one otherwise."""
+def find_prompt(model, rec, slot, length, seed, floors):
+    """Deterministic redraws until the prompt's margins all clear their floors; otherwise the
+    draw whose smallest margin relative to its floor is the largest."""
     best = None
     for attempt in range(MAX_ATTEMPTS):
         rng = np.random.default_rng([seed, slot, attempt])
         ids = torch.tensor(rng.integers(FIRST_PROMPT_ID, model.config.vocab_size, size=length))
         out, stats = run_prompt(model, rec, ids)
         stats["attempts"] = attempt + 1
-        if acceptable(model, stats, out["greedy_ids"]):
+        if acceptable(model, stats, out["greedy_ids"], floors):
             return ids, out, stats
-        score = min(stats["min_greedy_margin"], stats["min_router_margin"])
+        score = margin_score(stats, floors)
         if best is None or score > best[0]:
             best = (score, ids, out, stats)
-    print(f"  slot {slot}: no prompt cleared {MIN_MARGIN} in {MAX_ATTEMPTS} draws", file=sys.stderr)
+    print(f"  slot {slot}: no prompt cleared the floors {floors or MIN_MARGIN} in {MAX_ATTEMPTS} "
+          "draws", file=sys.stderr)
     return best[1], best[2], best[3]
 
 
@@ -322,12 +332,14 @@ def activation_stats(tensors, num_prompts, num_layers):
             "prefill_logit_std_last_prompt": float(tensors[f"prompt{last}.prefill_logits"].std())}
 
 
-def make_golden(name, seed, command):
+def make_golden(name, seed, command, floors=None):
+    """floors: margin key (MARGIN_KEYS) -> its floor, where a model needs more than MIN_MARGIN."""
+    floors = floors or {}
     model = load(name, torch.float32)
     rec = Recorder(model)
     tensors, prompts, per_prompt = {}, [], []
     for slot, length in enumerate(PROMPT_LENGTHS):
-        ids, out, stats = find_prompt(model, rec, slot, length, seed)
+        ids, out, stats = find_prompt(model, rec, slot, length, seed, floors)
         check_generate(model, ids, out["greedy_ids"])
         prompts.append(ids)
         tensors[f"prompt{slot}.input_ids"] = ids.to(torch.int32)
@@ -359,6 +371,7 @@ def make_golden(name, seed, command):
         "top_k": model.model.layers[moe_layers(model)[0]].mlp.gate.top_k,
         "decode_steps": DECODE_STEPS,
         "min_margin_required": MIN_MARGIN,
+        **({"margin_floors": floors} if floors else {}),
         "margins": {
             "min_greedy_margin": min(p["min_greedy_margin"] for p in per_prompt),
             "min_router_margin": min(p["min_router_margin"] for p in per_prompt),
