@@ -34,7 +34,8 @@ struct Case {
   bool f32_scales = false;
 };
 
-// Each vector path of `scalar`'s order against it, for tokens 1..70 on 1 and 2 threads; a
+// Each vector path of `scalar`'s order against it, for tokens 1..70 on 1 and 2 threads (token
+// counts past one group of a tile, odd ones leaving a single token over the decoded rows); a
 // batch's rows equal the same tokens run one at a time; row and column slices.
 void check_order(const Case& c, QuantPath scalar, std::initializer_list<QuantPath> vector_paths,
                  std::mt19937& rng) {
@@ -81,7 +82,7 @@ void check_order(const Case& c, QuantPath scalar, std::initializer_list<QuantPat
           std::array<int64_t, 4>{2, c.rows / 2 + 1, step,
                                  std::max(2 * step, c.cols / 2 / step * step)}}) {
       const WeightView q = w.row_slice(r0, r1).col_slice(c0, c1);
-      for (int64_t tokens : {1, 3, 4, 9}) {
+      for (int64_t tokens : {1, 3, 4, 5, 9, 18}) {
         auto xs = random_vector(tokens * (c1 - c0), rng);
         expect_bits_equal(run(xs, tokens, q, path), run(xs, tokens, q, scalar),
                           shape + fmt::format(" slice [{}:{}, {}:{}] {} tokens {}", r0, r1, c0, c1,
