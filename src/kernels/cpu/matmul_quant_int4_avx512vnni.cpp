@@ -192,6 +192,63 @@ constexpr int64_t kGroup = 2;     // tokens per tile over the unpacked rows, fir
 
 }  // namespace
 
+void int4_a8_quantize_avx512vnni(const float* x, int64_t cols, int64_t chunks, int8_t* q,
+                                 float* group_scale, int8_t* packed, int32_t* offset,
+                                 float* lane_scale) {
+  const int64_t groups = (cols + 31) / 32;
+  const __m512 magnitude = _mm512_castsi512_ps(_mm512_set1_epi32(0x7fffffff));
+  for (int64_t g = 0; g < groups; ++g) {
+    const int64_t k0 = g * 32, n = std::min<int64_t>(32, cols - k0);
+    const auto m0 = static_cast<__mmask16>(n >= 16 ? 0xffffu : (1u << n) - 1);
+    const auto m1 = static_cast<__mmask16>(n >= 32 ? 0xffffu : n > 16 ? (1u << (n - 16)) - 1 : 0);
+    const __m512 a = _mm512_maskz_loadu_ps(m0, x + k0);
+    const __m512 b = _mm512_maskz_loadu_ps(m1, x + k0 + 16);
+    // vmaxps returns its second operand when the first is NaN: NaNs are skipped, as in the
+    // definition's a > amax ? a : amax.
+    __m512 m = _mm512_max_ps(_mm512_and_ps(a, magnitude), _mm512_setzero_ps());
+    m = _mm512_max_ps(_mm512_and_ps(b, magnitude), m);
+    const float amax = _mm512_reduce_max_ps(m);
+    const float d = amax / 127.0f;
+    const __m512 inv = _mm512_set1_ps(amax > 0.0f ? 127.0f / amax : 0.0f);
+    group_scale[g] = d;
+    auto quantize = [&](__m512 v) {
+      v = _mm512_mul_ps(v, inv);
+      v = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(v, v, _CMP_ORD_Q), v);  // NaN -> 0
+      v = _mm512_min_ps(_mm512_max_ps(v, _mm512_set1_ps(-127.0f)), _mm512_set1_ps(127.0f));
+      return _mm512_cvtepi32_epi8(
+          _mm512_cvt_roundps_epi32(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+    };
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(q + k0), quantize(a));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(q + k0 + 16), quantize(b));
+  }
+  std::fill(q + groups * 32, q + chunks * 128, int8_t{0});
+  const __m512i ones = _mm512_set1_epi8(1);
+  const __m512i lane_group = _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3);
+  for (int64_t c = 0; c < chunks; ++c) {
+    // As 16-bit words, q's low bytes are its even columns and the high bytes the odd ones.
+    const __m512i v0 = _mm512_loadu_si512(q + c * 128);
+    const __m512i v1 = _mm512_loadu_si512(q + c * 128 + 64);
+    const __m512i even = _mm512_inserti64x4(_mm512_castsi256_si512(_mm512_cvtepi16_epi8(v0)),
+                                            _mm512_cvtepi16_epi8(v1), 1);
+    const __m512i odd =
+        _mm512_inserti64x4(_mm512_castsi256_si512(_mm512_cvtepi16_epi8(_mm512_srli_epi16(v0, 8))),
+                           _mm512_cvtepi16_epi8(_mm512_srli_epi16(v1, 8)), 1);
+    _mm512_store_si512(packed + c * 128, even);
+    _mm512_store_si512(packed + c * 128 + 64, odd);
+    const __m512i sum =
+        _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), ones, even), ones, odd);
+    _mm512_store_si512(offset + c * 16,
+                       _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_slli_epi32(sum, 3)));
+    const int64_t lanes = std::min<int64_t>(16, (cols - c * 128 + 7) / 8);
+    const int64_t chunk_groups = std::min<int64_t>(4, groups - c * 4);
+    const __m512 s = _mm512_maskz_loadu_ps(static_cast<__mmask16>((1u << chunk_groups) - 1),
+                                           group_scale + c * 4);
+    _mm512_store_ps(
+        lane_scale + c * 16,
+        _mm512_maskz_permutexvar_ps(static_cast<__mmask16>((1u << lanes) - 1), lane_group, s));
+  }
+}
+
 void int4_a8_rows_avx512vnni(const Int8Activations& xa, const WeightView& w, float* y,
                              int64_t n_begin, int64_t n_end) {
   if (xa.num_tokens <= kDirectTokens) {
