@@ -153,7 +153,7 @@ int main(int argc, char** argv) {
     const double s = f.seconds[f.seconds.size() / 2];
     if (bf16_s == 0) bf16_s = s;
     const double gbs = f.bytes / s / 1e9;
-    std::printf("| %s | %.1f MB | %.2f | %.2f | %.0f%% | %.2fx |\n", f.name.c_str(), f.bytes / 1e6,
+    std::printf("| %s | %.1f MB | %.3f | %.2f | %.0f%% | %.2fx |\n", f.name.c_str(), f.bytes / 1e6,
                 s * 1e3, gbs, 100.0 * gbs / triad, bf16_s / s);
   }
   std::printf("triad (same threads, same run): %.2f GB/s\n", triad);

@@ -49,46 +49,6 @@ T* scratch(int slot, int64_t count) {
   return reinterpret_cast<T*>(buffers[slot].get());
 }
 
-// x[t] quantized in groups of 32 (the INT4-A8 definition), into both layouts.
-void quantize_token(const float* x, int64_t cols, int64_t chunks, int8_t* q, float* group_scale,
-                    int8_t* packed, int32_t* offset, float* lane_scale) {
-  const int64_t groups = (cols + kXGroup - 1) / kXGroup;
-  std::fill(q, q + chunks * kChunk, int8_t{0});
-  for (int64_t g = 0; g < groups; ++g) {
-    const int64_t k0 = g * kXGroup, k1 = std::min(cols, k0 + kXGroup);
-    float amax = 0.0f;
-    for (int64_t k = k0; k < k1; ++k) {
-      const float a = std::fabs(x[k]);
-      amax = a > amax ? a : amax;
-    }
-    const float d = amax / 127.0f;
-    const float inv = amax > 0.0f ? 127.0f / amax : 0.0f;
-    group_scale[g] = d;
-    for (int64_t k = k0; k < k1; ++k) {
-      float v = x[k] * inv;
-      // Round to nearest even as nearbyint does (|v| <= 127, so adding 1.5 x 2^23 drops the
-      // fraction exactly), without a libm call per element.
-      v = std::isnan(v) ? 0.0f : (std::clamp(v, -127.0f, 127.0f) + 0x1.8p23f) - 0x1.8p23f;
-      q[k] = static_cast<int8_t>(v);
-    }
-  }
-  for (int64_t c = 0; c < chunks; ++c) {
-    const int8_t* qc = q + c * kChunk;
-    int8_t* pc = packed + c * kChunk;
-    for (int l = 0; l < 16; ++l) {
-      int32_t sum = 0;
-      for (int i = 0; i < 4; ++i) {
-        pc[4 * l + i] = qc[8 * l + 2 * i];
-        pc[64 + 4 * l + i] = qc[8 * l + 2 * i + 1];
-        sum += qc[8 * l + 2 * i] + qc[8 * l + 2 * i + 1];
-      }
-      offset[c * 16 + l] = -8 * sum;
-      const int64_t k = c * kChunk + 8 * l;
-      lane_scale[c * 16 + l] = k < cols ? group_scale[k / kXGroup] : 0.0f;
-    }
-  }
-}
-
 bool has_int4_vnni() {
   return cpu_features().avx512_vnni || cpu_features().avx_vnni;
 }
@@ -165,6 +125,46 @@ QuantPath quant_auto_path(const WeightView& w, bool scalar) {
   }
   if (!quant_vector_ok(w)) return QuantPath::kFp32Scalar;
   return cpu_has_avx512() ? QuantPath::kFp32Avx512 : QuantPath::kFp32Avx2;
+}
+
+// x[t] quantized in groups of 32 (the INT4-A8 definition), into both layouts.
+void int4_a8_quantize(const float* x, int64_t cols, int64_t chunks, int8_t* q, float* group_scale,
+                      int8_t* packed, int32_t* offset, float* lane_scale) {
+  const int64_t groups = (cols + kXGroup - 1) / kXGroup;
+  std::fill(q, q + chunks * kChunk, int8_t{0});
+  for (int64_t g = 0; g < groups; ++g) {
+    const int64_t k0 = g * kXGroup, k1 = std::min(cols, k0 + kXGroup);
+    float amax = 0.0f;
+    for (int64_t k = k0; k < k1; ++k) {
+      const float a = std::fabs(x[k]);
+      amax = a > amax ? a : amax;
+    }
+    const float d = amax / 127.0f;
+    const float inv = amax > 0.0f ? 127.0f / amax : 0.0f;
+    group_scale[g] = d;
+    for (int64_t k = k0; k < k1; ++k) {
+      float v = x[k] * inv;
+      // Round to nearest even as nearbyint does (|v| <= 127, so adding 1.5 x 2^23 drops the
+      // fraction exactly), without a libm call per element.
+      v = std::isnan(v) ? 0.0f : (std::clamp(v, -127.0f, 127.0f) + 0x1.8p23f) - 0x1.8p23f;
+      q[k] = static_cast<int8_t>(v);
+    }
+  }
+  for (int64_t c = 0; c < chunks; ++c) {
+    const int8_t* qc = q + c * kChunk;
+    int8_t* pc = packed + c * kChunk;
+    for (int l = 0; l < 16; ++l) {
+      int32_t sum = 0;
+      for (int i = 0; i < 4; ++i) {
+        pc[4 * l + i] = qc[8 * l + 2 * i];
+        pc[64 + 4 * l + i] = qc[8 * l + 2 * i + 1];
+        sum += qc[8 * l + 2 * i] + qc[8 * l + 2 * i + 1];
+      }
+      offset[c * 16 + l] = -8 * sum;
+      const int64_t k = c * kChunk + 8 * l;
+      lane_scale[c * 16 + l] = k < cols ? group_scale[k / kXGroup] : 0.0f;
+    }
+  }
 }
 
 void fp8_bf16_rows_scalar(const bf16_t* xb, int64_t x_stride, int64_t num_tokens,
@@ -290,13 +290,15 @@ void quant_matmul_path(const float* x, int64_t num_tokens, const WeightView& w, 
       auto* packed = scratch<int8_t>(3, num_tokens * xa.chunks * kChunk);
       auto* offset = scratch<int32_t>(4, num_tokens * xa.chunks * 16);
       auto* lane_scale = scratch<float>(5, num_tokens * xa.chunks * 16);
+      auto quantize =
+          path == QuantPath::kInt4A8Avx512Vnni ? int4_a8_quantize_avx512vnni : int4_a8_quantize;
       pool.parallel_for(
           num_tokens,
           [&](int64_t t0, int64_t t1) {
             for (int64_t t = t0; t < t1; ++t) {
-              quantize_token(x + t * w.cols, w.cols, xa.chunks, q + t * xa.chunks * kChunk,
-                             gs + t * groups, packed + t * xa.chunks * kChunk,
-                             offset + t * xa.chunks * 16, lane_scale + t * xa.chunks * 16);
+              quantize(x + t * w.cols, w.cols, xa.chunks, q + t * xa.chunks * kChunk,
+                       gs + t * groups, packed + t * xa.chunks * kChunk,
+                       offset + t * xa.chunks * 16, lane_scale + t * xa.chunks * 16);
             }
           },
           std::max<int64_t>(1, (int64_t{1} << 15) / w.cols));

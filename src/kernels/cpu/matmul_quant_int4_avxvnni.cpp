@@ -130,11 +130,17 @@ void token_group(const Int8Activations& xa, const WeightView& w, float* y, int64
 
 void int4_a8_rows_avxvnni(const Int8Activations& xa, const WeightView& w, float* y, int64_t n_begin,
                           int64_t n_end) {
-  for (int64_t t0 = 0; t0 < xa.num_tokens; t0 += 2) {
-    if (xa.num_tokens - t0 == 1) {
-      token_group<1, 4>(xa, w, y, t0, n_begin, n_end);
-    } else {
-      token_group<2, 2>(xa, w, y, t0, n_begin, n_end);
+  // Blocks of eight rows, each taken by every pair of tokens before the next block is read: the
+  // first pair reads the rows from memory, the others find them in L1.
+  constexpr int64_t kRowBlock = 8;
+  for (int64_t n0 = n_begin; n0 < n_end; n0 += kRowBlock) {
+    const int64_t n1 = std::min(n_end, n0 + kRowBlock);
+    for (int64_t t0 = 0; t0 < xa.num_tokens; t0 += 2) {
+      if (xa.num_tokens - t0 == 1) {
+        token_group<1, 4>(xa, w, y, t0, n0, n1);
+      } else {
+        token_group<2, 2>(xa, w, y, t0, n0, n1);
+      }
     }
   }
 }

@@ -3,6 +3,7 @@
 // independence, the definitions themselves, and the choice of order from cpu_features().
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <random>
 #include <vector>
@@ -34,7 +35,8 @@ struct Case {
   bool f32_scales = false;
 };
 
-// Each vector path of `scalar`'s order against it, for tokens 1..70 on 1 and 2 threads; a
+// Each vector path of `scalar`'s order against it, for tokens 1..70 on 1 and 2 threads (token
+// counts past one group of a tile, odd ones leaving a single token over the decoded rows); a
 // batch's rows equal the same tokens run one at a time; row and column slices.
 void check_order(const Case& c, QuantPath scalar, std::initializer_list<QuantPath> vector_paths,
                  std::mt19937& rng) {
@@ -81,7 +83,7 @@ void check_order(const Case& c, QuantPath scalar, std::initializer_list<QuantPat
           std::array<int64_t, 4>{2, c.rows / 2 + 1, step,
                                  std::max(2 * step, c.cols / 2 / step * step)}}) {
       const WeightView q = w.row_slice(r0, r1).col_slice(c0, c1);
-      for (int64_t tokens : {1, 3, 4, 9}) {
+      for (int64_t tokens : {1, 3, 4, 5, 9, 18}) {
         auto xs = random_vector(tokens * (c1 - c0), rng);
         expect_bits_equal(run(xs, tokens, q, path), run(xs, tokens, q, scalar),
                           shape + fmt::format(" slice [{}:{}, {}:{}] {} tokens {}", r0, r1, c0, c1,
@@ -134,6 +136,55 @@ TEST(QuantFastOrder, Fp8Bf16EveryCodeAndEdgeScales) {
     expect_bits_equal(run(x, tokens, m.view(), QuantPath::kFp8Bf16Avx512),
                       run(x, tokens, m.view(), QuantPath::kFp8Bf16Scalar),
                       fmt::format("every code, tokens {}", tokens));
+  }
+}
+
+// The AVX512-VNNI quantization of x gives the definition's bytes in every layout: groups and
+// chunks cut short, an all-zero group, NaN (skipped in amax, quantized to 0), an infinity (its
+// group's scale is inf and its values 0), denormals, and halves (rounded to even).
+TEST(QuantFastOrder, Int4A8QuantizationMatchesItsDefinition) {
+  if (!cpu_features().avx512_vnni) GTEST_SKIP() << "no AVX512-VNNI on this CPU";
+  std::mt19937 rng(26);
+  for (int64_t cols : {8, 40, 104, 128, 200, 264, 520}) {
+    const int64_t chunks = (cols + 127) / 128, groups = (cols + 31) / 32;
+    auto x = random_vector(cols, rng);
+    if (cols >= 40) {
+      std::fill(x.begin() + 32, x.begin() + 40, 0.0f);  // group 1 starts with zeros
+      x[1] = std::nanf("");
+      x[5] = 1e-40f;
+      x[6] = 127.0f;  // amax of group 0: x[7] = 2.5 quantizes to 2.5 -> 2 (to even)
+      x[7] = 2.5f;
+    }
+    if (cols >= 104) std::fill(x.begin() + 64, x.begin() + 96, 0.0f);  // an all-zero group
+    if (cols >= 200) x[100] = -INFINITY;
+    struct Out {
+      std::vector<int8_t> q, packed;
+      std::vector<float> group_scale, lane_scale;
+      std::vector<int32_t> offset;
+    };
+    auto quantize = [&](auto fn) {
+      Out o{std::vector<int8_t>(chunks * 128, 99), std::vector<int8_t>(chunks * 128, 99),
+            std::vector<float>(groups, -1.0f), std::vector<float>(chunks * 16, -1.0f),
+            std::vector<int32_t>(chunks * 16, 99)};
+      // The packed layout is stored with aligned stores, as in the matmul's scratch.
+      alignas(64) int8_t packed[5 * 128];
+      alignas(64) int32_t offset[5 * 16];
+      alignas(64) float lane_scale[5 * 16];
+      fn(x.data(), cols, chunks, o.q.data(), o.group_scale.data(), packed, offset, lane_scale);
+      o.packed.assign(packed, packed + chunks * 128);
+      o.offset.assign(offset, offset + chunks * 16);
+      o.lane_scale.assign(lane_scale, lane_scale + chunks * 16);
+      return o;
+    };
+    const Out want = quantize(matmul_detail::int4_a8_quantize);
+    const Out got = quantize(matmul_detail::int4_a8_quantize_avx512vnni);
+    const std::string where = fmt::format("cols {}", cols);
+    EXPECT_EQ(got.q, want.q) << where;
+    EXPECT_EQ(got.packed, want.packed) << where;
+    EXPECT_EQ(got.offset, want.offset) << where;
+    expect_bits_equal(got.group_scale, want.group_scale, where + " group scales");
+    expect_bits_equal(got.lane_scale, want.lane_scale, where + " lane scales");
+    if (cols >= 40) EXPECT_EQ(want.q[7], 2) << where;
   }
 }
 
