@@ -6,6 +6,7 @@
 #include <fmt/format.h>
 
 #include "kernels/cpu/rope.h"
+#include "kernels/cpu/vision_attention.h"
 #include "kernels/cpu/vision_ops.h"
 
 namespace epserve {
@@ -14,21 +15,6 @@ namespace {
 std::vector<float> load_vector(const ModelWeights& weights, const std::string& name, int64_t n) {
   Tensor t = weights.get_f32(name, {n});
   return std::vector<float>(t.f32(), t.f32() + n);
-}
-
-// Softmax of each row of s [rows, cols] in place, in fp32 with the row maximum subtracted.
-void softmax_rows(float* s, int64_t rows, int64_t cols) {
-  for (int64_t r = 0; r < rows; ++r) {
-    float* row = s + r * cols;
-    const float m = *std::max_element(row, row + cols);
-    float sum = 0.0f;
-    for (int64_t c = 0; c < cols; ++c) {
-      row[c] = std::exp(row[c] - m);
-      sum += row[c];
-    }
-    const float inv = 1.0f / sum;
-    for (int64_t c = 0; c < cols; ++c) row[c] *= inv;
-  }
 }
 
 }  // namespace
@@ -193,32 +179,8 @@ void VisionTower::attention(const Block& b, int64_t t, int64_t h, int64_t w,
   }
   const float scale = static_cast<float>(std::pow(static_cast<double>(hd), -0.5));
   std::vector<float> attn(N * D);  // [N, heads, hd]
-  // Scores for at most kQueryBlock queries at a time: memory O(kQueryBlock * n), not O(n^2),
-  // so a large image (up to the processor's longest_edge) does not need an n x n matrix.
-  constexpr int64_t kQueryBlock = 256;
-  const int64_t qb = std::min(n, kQueryBlock);
-  std::vector<float> q(n * hd), k(n * hd), vt(hd * n), s(qb * n), o(n * hd);
   for (int64_t f = 0; f < t; ++f) {
-    for (int64_t head = 0; head < heads; ++head) {
-      for (int64_t i = 0; i < n; ++i) {
-        const float* row = qkv.data() + (f * n + i) * 3 * D + head * hd;
-        std::copy_n(row, hd, q.data() + i * hd);
-        std::copy_n(row + D, hd, k.data() + i * hd);
-        for (int64_t d = 0; d < hd; ++d) vt[d * n + i] = row[2 * D + d];
-      }
-      Tensor kt(DType::F32, {n, hd}, k.data(), nullptr);
-      Tensor vtt(DType::F32, {hd, n}, vt.data(), nullptr);
-      for (int64_t i0 = 0; i0 < n; i0 += qb) {
-        const int64_t rows = std::min(qb, n - i0);
-        matmul(q.data() + i0 * hd, rows, WeightView::of(kt), s.data());  // [rows, n] = q k^T
-        for (int64_t e = 0; e < rows * n; ++e) s[e] *= scale;
-        softmax_rows(s.data(), rows, n);
-        matmul(s.data(), rows, WeightView::of(vtt), o.data() + i0 * hd);  // [rows, hd] = p v
-      }
-      for (int64_t i = 0; i < n; ++i) {
-        std::copy_n(o.data() + i * hd, hd, attn.data() + (f * n + i) * D + head * hd);
-      }
-    }
+    vision_attention(qkv.data() + f * n * 3 * D, n, heads, hd, scale, attn.data() + f * n * D);
   }
   b.proj.forward(attn.data(), N, out);  // [N, D]
 }
