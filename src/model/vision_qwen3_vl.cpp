@@ -182,7 +182,7 @@ void VisionTower::attention(const Block& b, int64_t t, int64_t h, int64_t w,
   for (int64_t f = 0; f < t; ++f) {
     vision_attention(qkv.data() + f * n * 3 * D, n, heads, hd, scale, attn.data() + f * n * D);
   }
-  b.proj.forward(attn.data(), N, out);  // [N, D]
+  b.proj.linear.forward(attn.data(), N, out);  // [N, D], without the bias
 }
 
 void VisionTower::forward(int64_t grid_t, int64_t grid_h, int64_t grid_w, const float* pixels,
@@ -216,12 +216,12 @@ void VisionTower::forward(int64_t grid_t, int64_t grid_h, int64_t grid_w, const 
     const Block& b = blocks_[l];
     b.norm1.forward(x.data(), N, normed.data());
     attention(b, grid_t, grid_h, grid_w, angles, normed.data(), delta.data());
-    for (int64_t i = 0; i < N * D; ++i) x[i] += delta[i];
+    add_bias_residual(x.data(), delta.data(), b.proj.bias.data(), N, D);
     b.norm2.forward(x.data(), N, normed.data());
     b.fc1.forward(normed.data(), N, mid.data());
     gelu_tanh(mid.data(), N * vc_.intermediate_size);
-    b.fc2.forward(mid.data(), N, delta.data());
-    for (int64_t i = 0; i < N * D; ++i) x[i] += delta[i];
+    b.fc2.linear.forward(mid.data(), N, delta.data());  // [N, D], without the bias
+    add_bias_residual(x.data(), delta.data(), b.fc2.bias.data(), N, D);
     const auto& ids = vc_.deepstack_visual_indexes;
     for (size_t k = 0; k < ids.size(); ++k) {
       if (ids[k] != static_cast<int>(l)) continue;
