@@ -5,6 +5,7 @@
 
 #include <fmt/format.h>
 
+#include "core/thread_pool.h"
 #include "kernels/cpu/rope.h"
 #include "kernels/cpu/vision_attention.h"
 #include "kernels/cpu/vision_ops.h"
@@ -163,26 +164,29 @@ void VisionTower::add_position_embeddings(int64_t t, int64_t h, int64_t w, float
 }
 
 void VisionTower::attention(const Block& b, int64_t t, int64_t h, int64_t w,
-                            const std::vector<float>& angles, const float* normed,
-                            float* out) const {
+                            const std::vector<float>& angles, const float* normed, float* qkv,
+                            float* attn, float* out) const {
   const int64_t D = hidden_;
   const int64_t hd = head_dim_;
   const int64_t heads = vc_.num_heads;
   const int64_t N = t * h * w;
-  const int64_t n = h * w;            // one frame attends to itself
-  std::vector<float> qkv(N * 3 * D);  // [N, 3, heads, hd]
-  b.qkv.forward(normed, N, qkv.data());
-  for (int64_t i = 0; i < N; ++i) {
-    const float* angle = angles.data() + i * (hd / 2);
-    apply_rope_angles(angle, static_cast<int>(hd / 2), qkv.data() + i * 3 * D, heads, hd);
-    apply_rope_angles(angle, static_cast<int>(hd / 2), qkv.data() + i * 3 * D + D, heads, hd);
-  }
+  const int64_t n = h * w;        // one frame attends to itself
+  b.qkv.forward(normed, N, qkv);  // [N, 3, heads, hd]
+  ThreadPool::global().parallel_for(
+      N,
+      [&](int64_t i0, int64_t i1) {
+        for (int64_t i = i0; i < i1; ++i) {
+          const float* angle = angles.data() + i * (hd / 2);
+          apply_rope_angles(angle, static_cast<int>(hd / 2), qkv + i * 3 * D, heads, hd);
+          apply_rope_angles(angle, static_cast<int>(hd / 2), qkv + i * 3 * D + D, heads, hd);
+        }
+      },
+      16);
   const float scale = static_cast<float>(std::pow(static_cast<double>(hd), -0.5));
-  std::vector<float> attn(N * D);  // [N, heads, hd]
   for (int64_t f = 0; f < t; ++f) {
-    vision_attention(qkv.data() + f * n * 3 * D, n, heads, hd, scale, attn.data() + f * n * D);
+    vision_attention(qkv + f * n * 3 * D, n, heads, hd, scale, attn + f * n * D);  // [n, D]
   }
-  b.proj.linear.forward(attn.data(), N, out);  // [N, D], without the bias
+  b.proj.linear.forward(attn, N, out);  // [N, D], without the bias
 }
 
 void VisionTower::forward(int64_t grid_t, int64_t grid_h, int64_t grid_w, const float* pixels,
@@ -210,12 +214,14 @@ void VisionTower::forward(int64_t grid_t, int64_t grid_h, int64_t grid_w, const 
   const int64_t unit = merge * merge;
   const int64_t width = embed_width();
   const int64_t O = vc_.out_hidden_size;
-  std::vector<float> normed(N * D), delta(N * D);
+  std::vector<float> normed(N * D), delta(N * D), attn(N * D);
+  std::vector<float> qkv(N * 3 * D);                  // [N, 3, heads, hd]
   std::vector<float> mid(N * vc_.intermediate_size);  // [N, intermediate]
   for (size_t l = 0; l < blocks_.size(); ++l) {
     const Block& b = blocks_[l];
     b.norm1.forward(x.data(), N, normed.data());
-    attention(b, grid_t, grid_h, grid_w, angles, normed.data(), delta.data());
+    attention(b, grid_t, grid_h, grid_w, angles, normed.data(), qkv.data(), attn.data(),
+              delta.data());
     add_bias_residual(x.data(), delta.data(), b.proj.bias.data(), N, D);
     b.norm2.forward(x.data(), N, normed.data());
     b.fc1.forward(normed.data(), N, mid.data());

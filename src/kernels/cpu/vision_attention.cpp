@@ -54,9 +54,13 @@ void attend_head(const float* qkv, int64_t n, int64_t heads, int64_t hd, float s
 void vision_attention(const float* qkv, int64_t n, int64_t heads, int64_t head_dim, float scale,
                       float* out) {
   if (n <= 0 || heads <= 0) return;
-  ThreadPool::global().parallel_for(heads, [&](int64_t h0, int64_t h1) {
-    for (int64_t h = h0; h < h1; ++h) attend_head(qkv, n, heads, head_dim, scale, h, out);
-  });
+  // Several chunks per thread: a thread that runs ahead takes the heads of a descheduled one.
+  ThreadPool::global().parallel_for(
+      heads,
+      [&](int64_t h0, int64_t h1) {
+        for (int64_t h = h0; h < h1; ++h) attend_head(qkv, n, heads, head_dim, scale, h, out);
+      },
+      1, 4);
 }
 
 void vision_attention_reference(const float* qkv, int64_t n, int64_t heads, int64_t head_dim,
