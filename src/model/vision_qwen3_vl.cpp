@@ -5,7 +5,9 @@
 
 #include <fmt/format.h>
 
+#include "core/thread_pool.h"
 #include "kernels/cpu/rope.h"
+#include "kernels/cpu/vision_attention.h"
 #include "kernels/cpu/vision_ops.h"
 
 namespace epserve {
@@ -14,21 +16,6 @@ namespace {
 std::vector<float> load_vector(const ModelWeights& weights, const std::string& name, int64_t n) {
   Tensor t = weights.get_f32(name, {n});
   return std::vector<float>(t.f32(), t.f32() + n);
-}
-
-// Softmax of each row of s [rows, cols] in place, in fp32 with the row maximum subtracted.
-void softmax_rows(float* s, int64_t rows, int64_t cols) {
-  for (int64_t r = 0; r < rows; ++r) {
-    float* row = s + r * cols;
-    const float m = *std::max_element(row, row + cols);
-    float sum = 0.0f;
-    for (int64_t c = 0; c < cols; ++c) {
-      row[c] = std::exp(row[c] - m);
-      sum += row[c];
-    }
-    const float inv = 1.0f / sum;
-    for (int64_t c = 0; c < cols; ++c) row[c] *= inv;
-  }
 }
 
 }  // namespace
@@ -177,50 +164,29 @@ void VisionTower::add_position_embeddings(int64_t t, int64_t h, int64_t w, float
 }
 
 void VisionTower::attention(const Block& b, int64_t t, int64_t h, int64_t w,
-                            const std::vector<float>& angles, const float* normed,
-                            float* out) const {
+                            const std::vector<float>& angles, const float* normed, float* qkv,
+                            float* attn, float* out) const {
   const int64_t D = hidden_;
   const int64_t hd = head_dim_;
   const int64_t heads = vc_.num_heads;
   const int64_t N = t * h * w;
-  const int64_t n = h * w;            // one frame attends to itself
-  std::vector<float> qkv(N * 3 * D);  // [N, 3, heads, hd]
-  b.qkv.forward(normed, N, qkv.data());
-  for (int64_t i = 0; i < N; ++i) {
-    const float* angle = angles.data() + i * (hd / 2);
-    apply_rope_angles(angle, static_cast<int>(hd / 2), qkv.data() + i * 3 * D, heads, hd);
-    apply_rope_angles(angle, static_cast<int>(hd / 2), qkv.data() + i * 3 * D + D, heads, hd);
-  }
+  const int64_t n = h * w;        // one frame attends to itself
+  b.qkv.forward(normed, N, qkv);  // [N, 3, heads, hd]
+  ThreadPool::global().parallel_for(
+      N,
+      [&](int64_t i0, int64_t i1) {
+        for (int64_t i = i0; i < i1; ++i) {
+          const float* angle = angles.data() + i * (hd / 2);
+          apply_rope_angles(angle, static_cast<int>(hd / 2), qkv + i * 3 * D, heads, hd);
+          apply_rope_angles(angle, static_cast<int>(hd / 2), qkv + i * 3 * D + D, heads, hd);
+        }
+      },
+      16);
   const float scale = static_cast<float>(std::pow(static_cast<double>(hd), -0.5));
-  std::vector<float> attn(N * D);  // [N, heads, hd]
-  // Scores for at most kQueryBlock queries at a time: memory O(kQueryBlock * n), not O(n^2),
-  // so a large image (up to the processor's longest_edge) does not need an n x n matrix.
-  constexpr int64_t kQueryBlock = 256;
-  const int64_t qb = std::min(n, kQueryBlock);
-  std::vector<float> q(n * hd), k(n * hd), vt(hd * n), s(qb * n), o(n * hd);
   for (int64_t f = 0; f < t; ++f) {
-    for (int64_t head = 0; head < heads; ++head) {
-      for (int64_t i = 0; i < n; ++i) {
-        const float* row = qkv.data() + (f * n + i) * 3 * D + head * hd;
-        std::copy_n(row, hd, q.data() + i * hd);
-        std::copy_n(row + D, hd, k.data() + i * hd);
-        for (int64_t d = 0; d < hd; ++d) vt[d * n + i] = row[2 * D + d];
-      }
-      Tensor kt(DType::F32, {n, hd}, k.data(), nullptr);
-      Tensor vtt(DType::F32, {hd, n}, vt.data(), nullptr);
-      for (int64_t i0 = 0; i0 < n; i0 += qb) {
-        const int64_t rows = std::min(qb, n - i0);
-        matmul(q.data() + i0 * hd, rows, WeightView::of(kt), s.data());  // [rows, n] = q k^T
-        for (int64_t e = 0; e < rows * n; ++e) s[e] *= scale;
-        softmax_rows(s.data(), rows, n);
-        matmul(s.data(), rows, WeightView::of(vtt), o.data() + i0 * hd);  // [rows, hd] = p v
-      }
-      for (int64_t i = 0; i < n; ++i) {
-        std::copy_n(o.data() + i * hd, hd, attn.data() + (f * n + i) * D + head * hd);
-      }
-    }
+    vision_attention(qkv + f * n * 3 * D, n, heads, hd, scale, attn + f * n * D);  // [n, D]
   }
-  b.proj.forward(attn.data(), N, out);  // [N, D]
+  b.proj.linear.forward(attn, N, out);  // [N, D], without the bias
 }
 
 void VisionTower::forward(int64_t grid_t, int64_t grid_h, int64_t grid_w, const float* pixels,
@@ -248,18 +214,20 @@ void VisionTower::forward(int64_t grid_t, int64_t grid_h, int64_t grid_w, const 
   const int64_t unit = merge * merge;
   const int64_t width = embed_width();
   const int64_t O = vc_.out_hidden_size;
-  std::vector<float> normed(N * D), delta(N * D);
+  std::vector<float> normed(N * D), delta(N * D), attn(N * D);
+  std::vector<float> qkv(N * 3 * D);                  // [N, 3, heads, hd]
   std::vector<float> mid(N * vc_.intermediate_size);  // [N, intermediate]
   for (size_t l = 0; l < blocks_.size(); ++l) {
     const Block& b = blocks_[l];
     b.norm1.forward(x.data(), N, normed.data());
-    attention(b, grid_t, grid_h, grid_w, angles, normed.data(), delta.data());
-    for (int64_t i = 0; i < N * D; ++i) x[i] += delta[i];
+    attention(b, grid_t, grid_h, grid_w, angles, normed.data(), qkv.data(), attn.data(),
+              delta.data());
+    add_bias_residual(x.data(), delta.data(), b.proj.bias.data(), N, D);
     b.norm2.forward(x.data(), N, normed.data());
     b.fc1.forward(normed.data(), N, mid.data());
     gelu_tanh(mid.data(), N * vc_.intermediate_size);
-    b.fc2.forward(mid.data(), N, delta.data());
-    for (int64_t i = 0; i < N * D; ++i) x[i] += delta[i];
+    b.fc2.linear.forward(mid.data(), N, delta.data());  // [N, D], without the bias
+    add_bias_residual(x.data(), delta.data(), b.fc2.bias.data(), N, D);
     const auto& ids = vc_.deepstack_visual_indexes;
     for (size_t k = 0; k < ids.size(); ++k) {
       if (ids[k] != static_cast<int>(l)) continue;

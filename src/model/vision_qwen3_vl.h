@@ -56,8 +56,11 @@ class VisionTower {
   };
   // Position embeddings interpolated to the grid, in the pixel rows' order: [N, hidden].
   void add_position_embeddings(int64_t t, int64_t h, int64_t w, float* x) const;
+  // The block's attention up to its output projection, without that projection's bias:
+  // normed [N, hidden] -> out [N, hidden], through the scratch qkv [N, 3 * hidden] and attn
+  // [N, hidden].
   void attention(const Block& b, int64_t t, int64_t h, int64_t w, const std::vector<float>& angles,
-                 const float* normed, float* out) const;
+                 const float* normed, float* qkv, float* attn, float* out) const;
 
   VisionConfig vc_;
   int64_t hidden_ = 0;

@@ -134,8 +134,8 @@ std::string kernel_paths_summary() {
           : f.avx_vnni  ? "int4-a8-avx-vnni"
           : f.avx512    ? "fp32-avx512"
                         : vector) +
-         "; attention and elementwise " + vector +
-         "; CPU features used: " + cpu_features_string(f) +
+         "; attention and elementwise " + vector + "; untransposed F32 " +
+         (f.avx512 ? "avx512" : vector) + "; CPU features used: " + cpu_features_string(f) +
          " (EPSERVE_CPU_FEATURES=" + (env ? env : "native") +
          ", CPU has: " + cpu_features_string(detect_cpu_features()) + ")";
 }

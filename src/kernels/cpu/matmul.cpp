@@ -96,7 +96,9 @@ void matmul_untransposed(const float* x, int64_t x_stride, int64_t num_tokens, c
   }
   EPS_CHECK(w.dtype == DType::BF16 || w.dtype == DType::F32,
             "matmul weight must be BF16 or F32, found {}", dtype_name(w.dtype));
-  if (matmul_detail::avx2_available()) {
+  if (w.dtype == DType::F32 && cpu_has_avx512()) {
+    matmul_detail::untransposed_avx512(x, x_stride, num_tokens, w, y, y_stride);
+  } else if (matmul_detail::avx2_available()) {
     matmul_detail::untransposed_avx2(x, x_stride, num_tokens, w, y, y_stride);
   } else {
     matmul_untransposed_reference(x, x_stride, num_tokens, w, y, y_stride);

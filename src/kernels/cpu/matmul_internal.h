@@ -99,9 +99,12 @@ void rows_scalar(const float* x, int64_t num_tokens, const WeightView& w, float*
                  int64_t n_end);
 void gemv_rows_avx2(const float* x, int64_t num_tokens, const WeightView& w, float* y,
                     int64_t n_begin, int64_t n_end);
-// matmul_untransposed on AVX2 (same bits as matmul_untransposed_reference).
+// matmul_untransposed on AVX2, and on AVX-512 for F32 weights (same bits as
+// matmul_untransposed_reference).
 void untransposed_avx2(const float* x, int64_t x_stride, int64_t num_tokens, const WeightView& w,
                        float* y, int64_t y_stride);
+void untransposed_avx512(const float* x, int64_t x_stride, int64_t num_tokens, const WeightView& w,
+                         float* y, int64_t y_stride);
 // The BF16 canonical order over output rows [n_begin, n_end), x already rounded to bf16 with
 // rows of x_stride elements (>= K, zero past K). bf16_rows_avx512 takes `row_block` rows at a
 // time through every group of tokens (kGemvRowChunk for the GEMV path, more for the GEMM path).

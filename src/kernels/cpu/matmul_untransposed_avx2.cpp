@@ -19,8 +19,12 @@ inline __m256i tail_mask(int64_t count) {
 template <int TT, int KV, typename W>
 inline void untransposed_tile(const float* x, int64_t x_stride, const W* w, int64_t row_stride,
                               int64_t rows, int64_t k0, int64_t tail, float* y, int64_t y_stride) {
+  // Every loop over the tile fully unrolled, so that acc stays in registers (without the
+  // pragmas GCC 12 keeps it on the stack and stores it back on every row: ~4x slower).
   __m256 acc[TT][KV];
+#pragma GCC unroll 4
   for (int t = 0; t < TT; ++t)
+#pragma GCC unroll 8
     for (int j = 0; j < KV; ++j) acc[t][j] = _mm256_setzero_ps();
   for (int64_t n = 0; n < rows; ++n) {
     const W* wr = w + n * row_stride + k0;
@@ -36,8 +40,10 @@ inline void untransposed_tile(const float* x, int64_t x_stride, const W* w, int6
       for (int j = 0; j < KV; ++j) acc[t][j] = _mm256_fmadd_ps(xv, wv[j], acc[t][j]);
     }
   }
+#pragma GCC unroll 4
   for (int t = 0; t < TT; ++t) {
     float* yt = y + t * y_stride + k0;
+#pragma GCC unroll 8
     for (int j = 0; j < KV; ++j) {
       if (tail && j == KV - 1) {
         _mm256_maskstore_ps(yt + 8 * j, tail_mask(tail), acc[t][j]);

@@ -16,6 +16,13 @@ bool cpu_has_avx512();
 void silu_mul_avx2(const float* gate, const float* up, int64_t n, float* out);
 void gelu_tanh_avx2(float* x, int64_t n);
 
+// One row of the vision tower's LayerNorm (vision_ops.h), and rows of its bias additions.
+void layernorm_row_avx2(const float* x, const float* weight, const float* bias, int64_t dim,
+                        double eps, float* out);
+void add_bias_rows_avx2(float* y, const float* bias, int64_t rows, int64_t dim);
+void add_bias_residual_rows_avx2(float* x, const float* y, const float* bias, int64_t rows,
+                                 int64_t dim);
+
 // One row of rmsnorm: the sum of squares in double, then y = weight * (x * inv_rms) in fp32.
 void rmsnorm_row_avx2(const float* x, const float* weight, int64_t dim, double eps, float* out);
 

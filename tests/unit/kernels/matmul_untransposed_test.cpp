@@ -6,6 +6,8 @@
 #include <vector>
 
 #include "kernels/cpu/matmul.h"
+#include "kernels/cpu/matmul_internal.h"
+#include "kernels/cpu/vector_paths.h"
 
 namespace epserve {
 namespace {
@@ -40,7 +42,15 @@ TEST(MatmulUntransposed, BitsOfTheReferenceForAnyBatch) {
   std::mt19937 rng(5);
   std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
   for (DType dtype : {DType::F32, DType::BF16}) {
-    for (auto [N, K] : {std::pair<int64_t, int64_t>{1, 1}, {64, 256}, {7, 29}, {13, 8}, {3, 67}}) {
+    for (auto [N, K] : {std::pair<int64_t, int64_t>{1, 1},
+                        {64, 256},
+                        {7, 29},
+                        {13, 8},
+                        {3, 67},
+                        {5, 48},
+                        {9, 72},
+                        {4, 97},
+                        {6, 16}}) {
       Untransposed w(dtype, N, K, rng);
       for (int64_t T : {1, 2, 3, 4, 5, 9}) {
         const int64_t x_stride = N + 3, y_stride = K + 2;
@@ -49,6 +59,18 @@ TEST(MatmulUntransposed, BitsOfTheReferenceForAnyBatch) {
         std::vector<float> ref(T * y_stride, -5.0f), fast(T * y_stride, -5.0f);
         matmul_untransposed_reference(x.data(), x_stride, T, w.view(), ref.data(), y_stride);
         matmul_untransposed(x.data(), x_stride, T, w.view(), fast.data(), y_stride);
+        // Each vector path the CPU has, called directly, gives the same bits.
+        if (matmul_detail::avx2_available()) {
+          std::vector<float> avx2(T * y_stride, -5.0f);
+          matmul_detail::untransposed_avx2(x.data(), x_stride, T, w.view(), avx2.data(), y_stride);
+          ASSERT_EQ(std::memcmp(avx2.data(), ref.data(), 4 * avx2.size()), 0) << "avx2 " << T;
+        }
+        if (cpu_has_avx512() && dtype == DType::F32) {
+          std::vector<float> avx512(T * y_stride, -5.0f);
+          matmul_detail::untransposed_avx512(x.data(), x_stride, T, w.view(), avx512.data(),
+                                             y_stride);
+          ASSERT_EQ(std::memcmp(avx512.data(), ref.data(), 4 * avx512.size()), 0) << "avx512 " << T;
+        }
         for (int64_t t = 0; t < T; ++t) {
           std::vector<float> one(K);
           matmul_untransposed(x.data() + t * x_stride, x_stride, 1, w.view(), one.data(), K);

@@ -1,10 +1,12 @@
-// The vision tower's kernels against their definitions in double precision, and the rotary by
-// angles against plain RoPE (equal angles: the same bits) and MRoPE's interleaved axis choice.
+// The vision tower's kernels against their definitions in double precision, their run-time
+// (vector, threaded) paths against their scalar references, and the rotary by angles against
+// plain RoPE (equal angles: the same bits) and MRoPE's interleaved axis choice.
 #include <gtest/gtest.h>
 
 #include <cmath>
 #include <vector>
 
+#include "core/thread_pool.h"
 #include "kernels/cpu/rope.h"
 #include "kernels/cpu/vision_ops.h"
 
@@ -21,7 +23,7 @@ TEST(VisionOps, LayerNormMatchesDefinition) {
   const int64_t rows = 3, dim = 40;
   auto x = ramp(rows * dim, 3.0f), w = ramp(dim, 1.0f), b = ramp(dim, 0.5f);
   std::vector<float> out(rows * dim);
-  layernorm(x.data(), w.data(), b.data(), rows, dim, 1e-6, out.data());
+  layernorm_reference(x.data(), w.data(), b.data(), rows, dim, 1e-6, out.data());
   for (int64_t r = 0; r < rows; ++r) {
     double mean = 0, var = 0;
     for (int64_t i = 0; i < dim; ++i) mean += x[r * dim + i] / static_cast<double>(dim);
@@ -31,6 +33,49 @@ TEST(VisionOps, LayerNormMatchesDefinition) {
       EXPECT_NEAR(out[r * dim + i], expect, 1e-5) << r << " " << i;
     }
   }
+}
+
+TEST(VisionOps, LayerNormVectorPathMatchesReference) {
+  // 1152 is the ViT's width, 4 * 1152 the merger's; 45 leaves tails in both loops. Rows with a
+  // large common offset make the centring matter.
+  for (int64_t dim : {int64_t{45}, int64_t{1152}, int64_t{4608}}) {
+    const int64_t rows = 37;
+    auto x = ramp(rows * dim, 3.0f), w = ramp(dim, 1.0f), b = ramp(dim, 0.5f);
+    for (int64_t i = 0; i < dim; ++i) x[i] += 100.0f;
+    std::vector<float> fast(rows * dim), ref(rows * dim);
+    layernorm(x.data(), w.data(), b.data(), rows, dim, 1e-6, fast.data());
+    layernorm_reference(x.data(), w.data(), b.data(), rows, dim, 1e-6, ref.data());
+    for (size_t i = 0; i < ref.size(); ++i) {
+      ASSERT_NEAR(fast[i], ref[i], 1e-6f * (1.0f + std::fabs(ref[i]))) << "dim " << dim << " " << i;
+    }
+  }
+}
+
+TEST(VisionOps, BiasAdditionsMatchReferences) {
+  const int64_t rows = 29, dim = 1155;  // a tail of 3 past the last full vector
+  auto y = ramp(rows * dim, 2.0f), bias = ramp(dim, 0.7f), x = ramp(rows * dim, 5.0f);
+  for (float& v : x) v = v * 1.37f + 0.5f;
+  auto fast = y, ref = y;
+  add_bias(fast.data(), bias.data(), rows, dim);
+  add_bias_reference(ref.data(), bias.data(), rows, dim);
+  EXPECT_EQ(fast, ref);
+  auto xf = x, xr = x, x_two_steps = x;
+  add_bias_residual(xf.data(), y.data(), bias.data(), rows, dim);
+  add_bias_residual_reference(xr.data(), y.data(), bias.data(), rows, dim);
+  EXPECT_EQ(xf, xr);
+  for (size_t i = 0; i < x.size(); ++i) x_two_steps[i] += ref[i];  // add_bias, then the residual
+  EXPECT_EQ(xr, x_two_steps);
+}
+
+TEST(VisionOps, GeluTanhGivesTheSameBitsOnOneAndTwoThreads) {
+  auto x = ramp(3 * 4304 + 5, 6.0f);
+  auto one = x, two = x;
+  ThreadPool::set_global_threads(1);
+  gelu_tanh(one.data(), static_cast<int64_t>(one.size()));
+  ThreadPool::set_global_threads(2);
+  gelu_tanh(two.data(), static_cast<int64_t>(two.size()));
+  ThreadPool::set_global_threads(available_cores());
+  EXPECT_EQ(one, two);
 }
 
 TEST(VisionOps, GeluVariantsMatchDefinitions) {
