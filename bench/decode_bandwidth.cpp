@@ -8,6 +8,7 @@
 //
 //   decode_bandwidth MODEL_DIR [--steps N] [--threads T] [--context C] [--batch B] [--cpu-time 1]
 #include <algorithm>
+#include <cctype>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
@@ -33,23 +34,39 @@ struct WeightBytes {
   std::vector<double> expert;
 };
 
+// The layer number in "...layers.N.<rest>" (Qwen3-VL-MoE's language model is
+// "model.language_model.layers.N..."), or -1.
+int64_t layer_of(const std::string& name) {
+  const size_t at = name.find("layers.");
+  if (at == std::string::npos) return -1;
+  size_t i = at + 7, end = i;
+  while (end < name.size() && std::isdigit(static_cast<unsigned char>(name[end]))) ++end;
+  return end > i ? std::stoll(name.substr(i, end - i)) : -1;
+}
+
 WeightBytes weight_bytes(const CausalLM& model) {
   const ModelConfig& c = model.config();
   WeightBytes b;
   std::vector<double> layer_experts;
-  const std::string experts = ".mlp.experts.", prefix = "model.layers.";
   for (const std::string& name : model.weights().names()) {
-    if (name == "model.embed_tokens.weight") continue;
+    if (name.ends_with("embed_tokens.weight")) continue;
+    // Decode never reads a vision tower, nor a layer past the model's (an MTP module).
+    if (name.find("visual.") != std::string::npos) continue;
+    const int64_t layer = layer_of(name);
+    if (layer >= c.num_layers) continue;
     const double n = static_cast<double>(model.weights().nbytes(name));
-    if (name.find(experts) == std::string::npos) {
+    if (name.find(".mlp.experts.") == std::string::npos || layer < 0) {
       b.other += n;
       continue;
     }
-    const size_t layer = std::stoul(name.substr(prefix.size()));
-    if (layer >= layer_experts.size()) layer_experts.resize(layer + 1, 0.0);
+    if (layer >= static_cast<int64_t>(layer_experts.size())) layer_experts.resize(layer + 1, 0.0);
     layer_experts[layer] += n;
   }
-  if (c.tie_word_embeddings) b.other += model.weights().nbytes("model.embed_tokens.weight");
+  if (c.tie_word_embeddings) {
+    for (const std::string& name : model.weights().names()) {
+      if (name.ends_with("embed_tokens.weight")) b.other += model.weights().nbytes(name);
+    }
+  }
   for (double e : layer_experts) b.expert.push_back(e / std::max(1, c.moe.num_experts));
   return b;
 }

@@ -129,7 +129,9 @@ void fp8_bf16_rows_scalar(const bf16_t* xb, int64_t x_stride, int64_t num_tokens
 void fp8_bf16_rows_avx512(const bf16_t* xb, int64_t x_stride, int64_t num_tokens,
                           const WeightView& w, float* y, int64_t n_begin, int64_t n_end);
 // x[0, cols) quantized for the INT4-A8 order into both layouts of Int8Activations (one token,
-// `chunks` chunks): the definition's values, which int4_a8_quantize_avx512vnni gives too.
+// `chunks` chunks): the definition's values, which int4_a8_quantize_avx512vnni gives too. The
+// vector version writes `packed`, `offset` and `lane_scale` with aligned 64-byte stores: those
+// three must be 64-byte aligned (Int8Activations' buffers are).
 void int4_a8_quantize(const float* x, int64_t cols, int64_t chunks, int8_t* q, float* group_scale,
                       int8_t* packed, int32_t* offset, float* lane_scale);
 void int4_a8_quantize_avx512vnni(const float* x, int64_t cols, int64_t chunks, int8_t* q,
