@@ -85,11 +85,7 @@ FirstFrame read_to_first_frame(GifFileType* gif, const GifReader& reader, int64_
             d.Top);
   f.width = std::max<int64_t>(gif->SWidth, int64_t{d.Left} + d.Width);
   f.height = std::max<int64_t>(gif->SHeight, int64_t{d.Top} + d.Height);
-  const int64_t pixels = f.width * f.height;
-  EPS_CHECK(pixels <= max_pixels,
-            "the image has {} pixels ({}x{}), more than the {} allowed (a decompression-bomb "
-            "limit)",
-            pixels, f.width, f.height, max_pixels);
+  check_pixel_limit(f.width, f.height, max_pixels);
   return f;
 }
 

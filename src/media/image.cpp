@@ -53,6 +53,14 @@ ImageSize probe_image_size(std::string_view bytes, int64_t max_pixels) {
   refuse_format(bytes, format);
 }
 
+void check_pixel_limit(int64_t width, int64_t height, int64_t max_pixels) {
+  const int64_t pixels = width * height;
+  EPS_CHECK(pixels <= max_pixels,
+            "the image has {} pixels ({}x{}), more than the {} allowed (a decompression-bomb "
+            "limit)",
+            pixels, width, height, max_pixels);
+}
+
 void composite_on_white(const uint8_t* rgba, int64_t pixels, uint8_t* rgb) {
   // Libimaging's AlphaComposite with an opaque white destination: coefficients in 7 fractional
   // bits, then a rounded division by 255 done with shifts.

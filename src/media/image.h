@@ -29,6 +29,10 @@ std::string sniff_image_format(std::string_view bytes);
 // orientation is not applied, as neither HF's processor nor SGLang's load_image applies it.
 DecodedImage decode_image(std::string_view bytes, int64_t max_pixels = kMaxImagePixels);
 
+// Throws "the image has N pixels (WxH), more than the M allowed (a decompression-bomb limit)"
+// when width x height > max_pixels.
+void check_pixel_limit(int64_t width, int64_t height, int64_t max_pixels);
+
 DecodedImage decode_png(std::string_view bytes, int64_t max_pixels);
 DecodedImage decode_jpeg(std::string_view bytes, int64_t max_pixels);
 DecodedImage decode_webp(std::string_view bytes, int64_t max_pixels);

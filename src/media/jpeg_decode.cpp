@@ -89,10 +89,7 @@ DecodedImage decode_jpeg(std::string_view bytes, int64_t max_pixels) {
     if (!err.truncated) jpeg_finish_decompress(&d.cinfo);
   }
   EPS_CHECK(!cmyk, "the JPEG is CMYK or YCCK; epserve decodes RGB and grayscale JPEGs only");
-  EPS_CHECK(!too_large,
-            "the image has {} pixels ({}x{}), more than the {} allowed (a decompression-bomb "
-            "limit)",
-            pixels, d.cinfo.image_width, d.cinfo.image_height, max_pixels);
+  check_pixel_limit(d.cinfo.image_width, d.cinfo.image_height, max_pixels);
   EPS_CHECK(!err.truncated, "the JPEG is truncated");
   return image;
 }
@@ -114,12 +111,8 @@ ImageSize probe_jpeg_size(std::string_view bytes, int64_t max_pixels) {
   size.width = d.cinfo.image_width;
   size.height = d.cinfo.image_height;
   cmyk = d.cinfo.jpeg_color_space == JCS_CMYK || d.cinfo.jpeg_color_space == JCS_YCCK;
-  const int64_t pixels = size.width * size.height;
   EPS_CHECK(!cmyk, "the JPEG is CMYK or YCCK; epserve decodes RGB and grayscale JPEGs only");
-  EPS_CHECK(pixels <= max_pixels,
-            "the image has {} pixels ({}x{}), more than the {} allowed (a decompression-bomb "
-            "limit)",
-            pixels, size.width, size.height, max_pixels);
+  check_pixel_limit(size.width, size.height, max_pixels);
   EPS_CHECK(!err.truncated, "the JPEG is truncated");
   return size;
 }

@@ -122,11 +122,8 @@ DecodedImage decode_png(std::string_view bytes, int64_t max_pixels) {
       composite_on_white(rgba.data(), pixels, out);
     }
   }
-  EPS_CHECK(!too_large,
-            "the image has {} pixels ({}x{}), more than the {} allowed (a decompression-bomb "
-            "limit)",
-            pixels, png_get_image_width(h.png, h.info), png_get_image_height(h.png, h.info),
-            max_pixels);
+  check_pixel_limit(png_get_image_width(h.png, h.info), png_get_image_height(h.png, h.info),
+                    max_pixels);
   return image;
 }
 
@@ -147,11 +144,7 @@ ImageSize probe_png_size(std::string_view bytes, int64_t max_pixels) {
   png_read_info(h.png, h.info);
   size.width = png_get_image_width(h.png, h.info);
   size.height = png_get_image_height(h.png, h.info);
-  const int64_t pixels = size.width * size.height;
-  EPS_CHECK(pixels <= max_pixels,
-            "the image has {} pixels ({}x{}), more than the {} allowed (a decompression-bomb "
-            "limit)",
-            pixels, size.width, size.height, max_pixels);
+  check_pixel_limit(size.width, size.height, max_pixels);
   return size;
 }
 

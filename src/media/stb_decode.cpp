@@ -76,20 +76,12 @@ BmpHeader parse_bmp_header(std::string_view b) {
   return h;
 }
 
-void check_pixels(const BmpHeader& h, int64_t max_pixels) {
-  const int64_t pixels = h.width * h.height;
-  EPS_CHECK(pixels <= max_pixels,
-            "the image has {} pixels ({}x{}), more than the {} allowed (a decompression-bomb "
-            "limit)",
-            pixels, h.width, h.height, max_pixels);
-}
-
 }  // namespace
 
 DecodedImage decode_bmp(std::string_view bytes, int64_t max_pixels) {
   EPS_CHECK(bytes.size() <= static_cast<size_t>(INT_MAX), "the BMP is over 2 GiB");
   const BmpHeader h = parse_bmp_header(bytes);
-  check_pixels(h, max_pixels);
+  check_pixel_limit(h.width, h.height, max_pixels);
   // PIL opens an uncompressed 32-bit BMP as RGB ("BGRX": the fourth byte is padding); stb_image
   // would read it as alpha, so ask for three channels, which drops it.
   const int channels_out = h.bits == 32 ? 3 : 4;
@@ -117,7 +109,7 @@ DecodedImage decode_bmp(std::string_view bytes, int64_t max_pixels) {
 
 ImageSize probe_bmp_size(std::string_view bytes, int64_t max_pixels) {
   const BmpHeader h = parse_bmp_header(bytes);
-  check_pixels(h, max_pixels);
+  check_pixel_limit(h.width, h.height, max_pixels);
   return {h.width, h.height};
 }
 
