@@ -18,15 +18,23 @@ struct AnimDecoderDelete {
   void operator()(WebPAnimDecoder* d) const { WebPAnimDecoderDelete(d); }
 };
 
-}  // namespace
-
-DecodedImage decode_webp(std::string_view bytes, int64_t max_pixels) {
+// WebPGetFeatures reads the canvas size of an extended (VP8X) file, the frame size of a simple
+// one: the animation decoder's canvas either way. Checked against the pixel limit.
+WebPBitstreamFeatures read_features(std::string_view bytes, int64_t max_pixels) {
   WebPBitstreamFeatures features;
   VP8StatusCode status =
       WebPGetFeatures(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size(), &features);
   EPS_CHECK(status != VP8_STATUS_NOT_ENOUGH_DATA, "the WebP is truncated");
   EPS_CHECK(status == VP8_STATUS_OK, "the WebP is corrupt: its header cannot be read");
+  EPS_CHECK(features.width > 0 && features.height > 0, "the WebP is corrupt: its canvas is empty");
   check_pixel_limit(features.width, features.height, max_pixels);
+  return features;
+}
+
+}  // namespace
+
+DecodedImage decode_webp(std::string_view bytes, int64_t max_pixels) {
+  read_features(bytes, max_pixels);
 
   WebPData data{reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size()};
   WebPAnimDecoderOptions options;
@@ -54,15 +62,7 @@ DecodedImage decode_webp(std::string_view bytes, int64_t max_pixels) {
 }
 
 ImageSize probe_webp_size(std::string_view bytes, int64_t max_pixels) {
-  // WebPGetFeatures reads the canvas size of an extended (VP8X) file, the frame size of a simple
-  // one: the animation decoder's canvas either way.
-  WebPBitstreamFeatures features;
-  VP8StatusCode status =
-      WebPGetFeatures(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size(), &features);
-  EPS_CHECK(status != VP8_STATUS_NOT_ENOUGH_DATA, "the WebP is truncated");
-  EPS_CHECK(status == VP8_STATUS_OK, "the WebP is corrupt: its header cannot be read");
-  EPS_CHECK(features.width > 0 && features.height > 0, "the WebP is corrupt: its canvas is empty");
-  check_pixel_limit(features.width, features.height, max_pixels);
+  const WebPBitstreamFeatures features = read_features(bytes, max_pixels);
   return {features.width, features.height};
 }
 

@@ -28,17 +28,10 @@ from PIL import Image
 from safetensors.torch import save_file
 from transformers.image_transforms import convert_to_rgb
 
+from make_image_fixture import pattern  # smooth gradients plus noise
+
 REPO = Path(__file__).resolve().parents[2]
 OUT = REPO / "tests/data/images/formats"
-
-
-def pattern(h, w, seed):
-    """Smooth gradients plus noise, as in make_image_fixture.py."""
-    rng = np.random.RandomState(seed)
-    y, x = np.mgrid[0:h, 0:w]
-    base = np.stack([x * 255 / max(w - 1, 1), y * 255 / max(h - 1, 1),
-                     (x + y) * 127 / max(h + w - 2, 1)], axis=-1)
-    return np.clip(base + rng.randint(-40, 41, (h, w, 3)), 0, 255).astype(np.uint8)
 
 
 def encoded(img, fmt, **kw):

@@ -3,6 +3,7 @@
 // back as torch.load(weights_only=True) reads it and compared with the JSON
 // (torch_archive_check.py); tools/reference/check_recorder_pt.py does it with torch itself.
 #include "eplb/recorder_dump.h"
+#include "support/read_file.h"
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
@@ -20,6 +21,8 @@
 namespace epserve::eplb {
 namespace {
 
+using testing::read_file;
+
 using ::testing::ElementsAre;
 using namespace std::string_literals;
 
@@ -33,13 +36,6 @@ uint32_t u32(const std::string& b, size_t at) {
   uint32_t v;
   std::memcpy(&v, b.data() + at, 4);
   return v;
-}
-
-std::string read_file(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  std::stringstream s;
-  s << f.rdbuf();
-  return s.str();
 }
 
 struct ZipRecord {

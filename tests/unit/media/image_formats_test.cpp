@@ -11,20 +11,15 @@
 #include "core/error.h"
 #include "io/safetensors.h"
 #include "media/image.h"
+#include "support/read_file.h"
 
 namespace epserve::media {
 namespace {
 
+using testing::read_file;
+
 std::string formats_dir() {
   return std::string(EPSERVE_SOURCE_DIR) + "/tests/data/images/formats/";
-}
-
-std::string read_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  EXPECT_TRUE(in) << path;
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
 }
 
 std::string error_of(const std::string& bytes, int64_t max_pixels = kMaxImagePixels) {

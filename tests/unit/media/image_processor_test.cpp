@@ -14,24 +14,19 @@
 #include "io/safetensors.h"
 #include "media/image.h"
 #include "media/image_processor.h"
+#include "support/read_file.h"
 
 namespace epserve::media {
 namespace {
+
+using testing::read_file;
 
 std::string images_dir() {
   return std::string(EPSERVE_SOURCE_DIR) + "/tests/data/images/";
 }
 
-std::string read_bytes(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  EXPECT_TRUE(in) << path;
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
-
 nlohmann::json cases() {
-  return nlohmann::json::parse(read_bytes(images_dir() + "processor_cases.json"));
+  return nlohmann::json::parse(read_file(images_dir() + "processor_cases.json"));
 }
 
 // HF's pixel values of one case, as float32.
@@ -55,7 +50,7 @@ TEST(ImageProcessor, MatchesTransformersOnEveryCase) {
   ASSERT_GE(all.size(), 10u);
   for (const auto& c : all) {
     SCOPED_TRACE(c["name"].get<std::string>());
-    DecodedImage image = decode_image(read_bytes(images_dir() + c["image"].get<std::string>()));
+    DecodedImage image = decode_image(read_file(images_dir() + c["image"].get<std::string>()));
     ImageProcessorConfig config = parse_image_processor_config(c["config"]);
     ProcessedImage out = process_image(image, config);
     EXPECT_EQ(out.grid_t, c["grid_thw"][0].get<int64_t>());
@@ -114,8 +109,8 @@ std::string error_of(const std::string& bytes, int64_t max_pixels = kMaxImagePix
 }
 
 TEST(ImageDecode, BadInputIsAClearError) {
-  std::string png = read_bytes(images_dir() + "rgb_37x53.png");
-  std::string jpg = read_bytes(images_dir() + "rgb_40x31.jpg");
+  std::string png = read_file(images_dir() + "rgb_37x53.png");
+  std::string jpg = read_file(images_dir() + "rgb_40x31.jpg");
   EXPECT_NE(error_of(png.substr(0, png.size() / 2)).find("PNG is truncated"), std::string::npos);
   EXPECT_NE(error_of(png.substr(0, 40)).find("PNG is"), std::string::npos);
   EXPECT_NE(error_of(jpg.substr(0, jpg.size() / 2)).find("JPEG is truncated"), std::string::npos);
@@ -125,10 +120,9 @@ TEST(ImageDecode, BadInputIsAClearError) {
   std::string corrupt_jpg = jpg.substr(0, 3) + std::string(40, '\x13') + jpg.substr(43);
   EXPECT_NE(error_of(corrupt_jpg).find("JPEG is corrupt"), std::string::npos)
       << error_of(corrupt_jpg);
-  EXPECT_NE(error_of(read_bytes(images_dir() + "refused.tiff")).find("the image is tiff"),
+  EXPECT_NE(error_of(read_file(images_dir() + "refused.tiff")).find("the image is tiff"),
             std::string::npos);
-  EXPECT_NE(error_of(read_bytes(images_dir() + "refused_cmyk.jpg")).find("CMYK"),
-            std::string::npos);
+  EXPECT_NE(error_of(read_file(images_dir() + "refused_cmyk.jpg")).find("CMYK"), std::string::npos);
   EXPECT_NE(error_of("hello, not an image").find("cannot identify the image"), std::string::npos);
   EXPECT_NE(error_of("").find("empty"), std::string::npos);
   // 53 x 37 = 1961 pixels: over a limit of 1000 (the decompression-bomb check reads the header).
@@ -143,7 +137,7 @@ TEST(ImageProbe, HeaderSizeGivesTheProcessorsGrid) {
   nlohmann::json all = cases();
   for (const auto& c : all) {
     SCOPED_TRACE(c["name"].get<std::string>());
-    std::string bytes = read_bytes(images_dir() + c["image"].get<std::string>());
+    std::string bytes = read_file(images_dir() + c["image"].get<std::string>());
     DecodedImage image = decode_image(bytes);
     ImageSize size = probe_image_size(bytes);
     EXPECT_EQ(size.width, image.width);
@@ -166,12 +160,11 @@ TEST(ImageProbe, RefusesWhatTheHeaderShows) {
     }
     return std::string();
   };
-  std::string png = read_bytes(images_dir() + "rgb_37x53.png");
-  std::string jpg = read_bytes(images_dir() + "rgb_40x31.jpg");
-  EXPECT_NE(error_of(read_bytes(images_dir() + "refused.tiff")).find("the image is tiff"),
+  std::string png = read_file(images_dir() + "rgb_37x53.png");
+  std::string jpg = read_file(images_dir() + "rgb_40x31.jpg");
+  EXPECT_NE(error_of(read_file(images_dir() + "refused.tiff")).find("the image is tiff"),
             std::string::npos);
-  EXPECT_NE(error_of(read_bytes(images_dir() + "refused_cmyk.jpg")).find("CMYK"),
-            std::string::npos);
+  EXPECT_NE(error_of(read_file(images_dir() + "refused_cmyk.jpg")).find("CMYK"), std::string::npos);
   EXPECT_NE(error_of("hello, not an image").find("cannot identify the image"), std::string::npos);
   EXPECT_NE(error_of("").find("empty"), std::string::npos);
   EXPECT_NE(error_of(png.substr(0, 20)).find("PNG is truncated"), std::string::npos);
@@ -183,7 +176,7 @@ TEST(ImageProbe, RefusesWhatTheHeaderShows) {
 }
 
 TEST(ImageDecode, ContentHashFollowsThePixels) {
-  DecodedImage a = decode_image(read_bytes(images_dir() + "rgb_37x53.png"));
+  DecodedImage a = decode_image(read_file(images_dir() + "rgb_37x53.png"));
   DecodedImage b = a;
   EXPECT_EQ(image_content_hash(a), image_content_hash(b));
   b.rgb[100] ^= 1;

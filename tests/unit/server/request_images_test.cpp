@@ -11,11 +11,14 @@
 #include "server/chat_messages.h"
 #include "server/errors.h"
 #include "server/request_images.h"
+#include "support/read_file.h"
 #include "tokenizer/chat_template.h"
 #include "tokenizer/tokenizer.h"
 
 namespace epserve {
 namespace {
+
+using testing::read_file;
 
 using nlohmann::json;
 using nlohmann::ordered_json;
@@ -23,14 +26,6 @@ using nlohmann::ordered_json;
 const std::string kSource = EPSERVE_SOURCE_DIR;
 const std::string kImages = kSource + "/tests/data/images/";
 const std::string kVlModel = kSource + "/tests/data/models/qwen3_vl_moe_tiny";
-
-std::string read_text(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  EXPECT_TRUE(in) << path;
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
 
 std::string base64(const std::string& bytes) {
   const char* a = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
@@ -64,15 +59,15 @@ int status_of(const std::function<void()>& f, std::string* message = nullptr) {
 TEST(RequestImages, ChatMatchesTheHfProcessor) {
   auto tokenizer = tokenizer::Tokenizer::load(kVlModel);
   auto chat_template = tokenizer::ChatTemplate::from_source(
-      read_text(kSource + "/tools/reference/qwen3_vl_chat_template.jinja"),
-      json::parse(read_text(kVlModel + "/tokenizer_config.json")), "qwen3_vl_chat_template");
+      read_file(kSource + "/tools/reference/qwen3_vl_chat_template.jinja"),
+      json::parse(read_file(kVlModel + "/tokenizer_config.json")), "qwen3_vl_chat_template");
   ASSERT_EQ(detect_chat_content_format(chat_template.source()), ChatContentFormat::kOpenai);
   std::optional<VisionInfo> vision = load_vision_info(kVlModel);
   ASSERT_TRUE(vision);
   EXPECT_EQ(vision->image_token_id, 12);
   EXPECT_EQ(vision->vision_start_token_id, 9);
   media::ImageSourcePolicy policy{kImages};
-  json cases = json::parse(read_text(kImages + "chat_cases.json"));
+  json cases = json::parse(read_file(kImages + "chat_cases.json"));
   ASSERT_EQ(cases.size(), 2u);
   for (const auto& c : cases) {
     SCOPED_TRACE(c["name"].get<std::string>());
@@ -83,7 +78,7 @@ TEST(RequestImages, ChatMatchesTheHfProcessor) {
       if (part["type"] != "image_url") continue;
       std::string file = part["image_url"]["url"];
       part["image_url"]["url"] = index++ == 0
-                                     ? "data:image/png;base64," + base64(read_text(kImages + file))
+                                     ? "data:image/png;base64," + base64(read_file(kImages + file))
                                      : kImages + file;
     }
     std::vector<std::string> urls;
@@ -166,10 +161,10 @@ TEST(RequestImages, RefusedSourcesAndModels) {
   EXPECT_NE(m.find("not an absolute path under"), std::string::npos) << m;
   EXPECT_EQ(status("data:image/png;base64,@@@", none, &m), 400);
   EXPECT_NE(m.find("base64 is not valid"), std::string::npos) << m;
-  EXPECT_EQ(status("data:image/png," + read_text(kImages + "rgb_20x30.png"), none, &m), 400);
-  EXPECT_EQ(status(base64(read_text(kImages + "refused.tiff")), none, &m), 400);
+  EXPECT_EQ(status("data:image/png," + read_file(kImages + "rgb_20x30.png"), none, &m), 400);
+  EXPECT_EQ(status(base64(read_file(kImages + "refused.tiff")), none, &m), 400);
   EXPECT_NE(m.find("invalid image: the image is tiff"), std::string::npos) << m;
-  EXPECT_EQ(status(base64(read_text(kImages + "rgb_20x30.png")), none, &m), 200) << m;
+  EXPECT_EQ(status(base64(read_file(kImages + "rgb_20x30.png")), none, &m), 200) << m;
   // A model without vision_config refuses images.
   std::optional<VisionInfo> text_only =
       load_vision_info(kSource + "/tests/data/models/qwen3_moe_tiny");
