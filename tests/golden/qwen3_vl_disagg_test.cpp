@@ -12,6 +12,7 @@
 #include "model/causal_lm.h"
 #include "runtime/model_runner.h"
 #include "runtime/scheduler.h"
+#include "support/vl_golden.h"
 
 namespace epserve {
 namespace {
@@ -26,10 +27,7 @@ bool bf16_path() {
   return matmul_detail::canonical_path(DType::BF16) == matmul_detail::MatmulPath::kBf16Scalar;
 }
 
-template <typename T>
-std::vector<T> values(const Tensor& t) {
-  return std::vector<T>(t.ptr<const T>(), t.ptr<const T>() + t.numel());
-}
+using testing::values;
 
 struct Outcome {
   std::vector<int32_t> tokens;
@@ -78,25 +76,9 @@ class Qwen3VlDisagg : public ::testing::Test {
   }
 
   GenerateInput input(const std::string& c, int64_t max_new) {
-    GenerateInput in;
-    in.rid = c;
-    in.input_ids = values<int32_t>(golden_->get(c + ".input_ids"));
-    in.max_new_tokens = max_new;
-    in.sampling.temperature = 0.0f;
-    in.ignore_eos = true;
+    GenerateInput in = testing::vl_golden_input(*golden_, c, max_new, 0x5eed0000);
     in.bootstrap_host = "127.0.0.1";
     in.bootstrap_room = next_room_++;
-    for (int i = 0; golden_->has(c + ".image" + std::to_string(i) + ".grid_thw"); ++i) {
-      const std::string p = c + ".image" + std::to_string(i) + ".";
-      auto grid = values<int32_t>(golden_->get(p + "grid_thw"));
-      ImageInput im;
-      im.grid_t = grid[0];
-      im.grid_h = grid[1];
-      im.grid_w = grid[2];
-      im.pixel_values = values<float>(golden_->get(p + "pixel_values"));
-      im.content_hash = 0x5eed0000 + i;
-      in.images.push_back(std::move(im));
-    }
     return in;
   }
 

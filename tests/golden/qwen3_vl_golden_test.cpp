@@ -20,6 +20,7 @@
 #include "model/causal_lm.h"
 #include "runtime/model_runner.h"
 #include "runtime/vision_inputs.h"
+#include "support/vl_golden.h"
 
 namespace epserve {
 namespace {
@@ -43,10 +44,7 @@ float max_abs_diff(const float* a, const float* b, int64_t n) {
   return m;
 }
 
-template <typename T>
-std::vector<T> values(const Tensor& t) {
-  return std::vector<T>(t.ptr<const T>(), t.ptr<const T>() + t.numel());
-}
+using testing::values;
 
 class Qwen3VlGolden : public ::testing::TestWithParam<std::string> {
  protected:
