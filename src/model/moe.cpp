@@ -6,9 +6,17 @@
 
 #include "core/error.h"
 #include "core/splitmix.h"
+#include "core/thread_pool.h"
 #include "ep/dispatcher.h"
 
 namespace epserve {
+namespace {
+
+// Experts with at most this many tokens each go to threads whole (see forward_slots).
+constexpr int64_t kMaxTokensPerThreadedExpert = 4;
+
+}  // namespace
+
 LocalExperts::LocalExperts(std::vector<GatedMlp> experts, int top_k, int first_id)
     : experts_(std::move(experts)), top_k_(top_k), first_id_(first_id) {}
 
@@ -34,6 +42,42 @@ void LocalExperts::forward_slots(const float* x, int64_t num_tokens, const int32
   for (int64_t i = 0; i < num_tokens * top_k_; ++i) {
     int64_t e = static_cast<int64_t>(topk_ids[i]) - first_id_;
     if (e >= 0 && e < E) scratch.pairs[e].push_back(i);
+  }
+  // Decode-sized work (many experts, few tokens each) on several threads: whole experts per
+  // thread, each expert's matmuls inline on its thread (nested loops run inline), instead of every
+  // small matmul split over all threads with a barrier after each. The rows each expert computes
+  // are the same whichever thread runs it.
+  ThreadPool& pool = ThreadPool::global();
+  if (pool.num_threads() > 1) {
+    scratch.active.clear();
+    int64_t most = 0;
+    for (int64_t e = 0; e < E; ++e) {
+      if (scratch.pairs[e].empty()) continue;
+      scratch.active.push_back(e);
+      most = std::max<int64_t>(most, static_cast<int64_t>(scratch.pairs[e].size()));
+    }
+    const int64_t count = static_cast<int64_t>(scratch.active.size());
+    if (most <= kMaxTokensPerThreadedExpert && count >= 2 * pool.num_threads()) {
+      pool.parallel_for(
+          count,
+          [&](int64_t a0, int64_t a1) {
+            thread_local ExpertScratch local;
+            for (int64_t a = a0; a < a1; ++a) {
+              const int64_t e = scratch.active[a];
+              const auto& list = scratch.pairs[e];
+              const int64_t n = static_cast<int64_t>(list.size());
+              local.rows.resize(n);
+              for (int64_t j = 0; j < n; ++j) local.rows[j] = x + (list[j] / top_k_) * H;
+              local.packed_y.resize(n * H);
+              run_expert(static_cast<int>(e), local.rows.data(), n, local.packed_y.data(), local);
+              for (int64_t j = 0; j < n; ++j) {
+                std::copy_n(local.packed_y.data() + j * H, H, y + list[j] * H);
+              }
+            }
+          },
+          1, 4);
+      return;
+    }
   }
   for (int64_t e = 0; e < E; ++e) {
     const auto& list = scratch.pairs[e];

@@ -31,6 +31,7 @@ struct ExpertScratch {
   std::vector<float> packed_x;              // [n, H]
   std::vector<float> packed_y;              // [n, H]
   MlpScratch mlp;
+  std::vector<int64_t> active;  // local experts with at least one pair
 };
 
 struct MoeStageState {
