@@ -43,6 +43,17 @@ void LocalExperts::forward_slots(const float* x, int64_t num_tokens, const int32
     int64_t e = static_cast<int64_t>(topk_ids[i]) - first_id_;
     if (e >= 0 && e < E) scratch.pairs[e].push_back(i);
   }
+  // Expert e over its (token, slot) pairs: gathers their rows, runs the expert, writes each
+  // output row to its slot of y. `work` holds the gathered rows and outputs.
+  auto run_pairs = [&](int64_t e, ExpertScratch& work) {
+    const auto& list = scratch.pairs[e];
+    const int64_t n = static_cast<int64_t>(list.size());
+    work.rows.resize(n);
+    for (int64_t j = 0; j < n; ++j) work.rows[j] = x + (list[j] / top_k_) * H;
+    work.packed_y.resize(n * H);
+    run_expert(static_cast<int>(e), work.rows.data(), n, work.packed_y.data(), work);
+    for (int64_t j = 0; j < n; ++j) std::copy_n(work.packed_y.data() + j * H, H, y + list[j] * H);
+  };
   // Decode-sized work (many experts, few tokens each) on several threads: whole experts per
   // thread, each expert's matmuls inline on its thread (nested loops run inline), instead of every
   // small matmul split over all threads with a barrier after each. The rows each expert computes
@@ -62,34 +73,14 @@ void LocalExperts::forward_slots(const float* x, int64_t num_tokens, const int32
           count,
           [&](int64_t a0, int64_t a1) {
             thread_local ExpertScratch local;
-            for (int64_t a = a0; a < a1; ++a) {
-              const int64_t e = scratch.active[a];
-              const auto& list = scratch.pairs[e];
-              const int64_t n = static_cast<int64_t>(list.size());
-              local.rows.resize(n);
-              for (int64_t j = 0; j < n; ++j) local.rows[j] = x + (list[j] / top_k_) * H;
-              local.packed_y.resize(n * H);
-              run_expert(static_cast<int>(e), local.rows.data(), n, local.packed_y.data(), local);
-              for (int64_t j = 0; j < n; ++j) {
-                std::copy_n(local.packed_y.data() + j * H, H, y + list[j] * H);
-              }
-            }
+            for (int64_t a = a0; a < a1; ++a) run_pairs(scratch.active[a], local);
           },
           1, 4);
       return;
     }
   }
   for (int64_t e = 0; e < E; ++e) {
-    const auto& list = scratch.pairs[e];
-    if (list.empty()) continue;
-    const int64_t n = static_cast<int64_t>(list.size());
-    scratch.rows.resize(n);
-    for (int64_t j = 0; j < n; ++j) scratch.rows[j] = x + (list[j] / top_k_) * H;
-    scratch.packed_y.resize(n * H);
-    run_expert(static_cast<int>(e), scratch.rows.data(), n, scratch.packed_y.data(), scratch);
-    for (int64_t j = 0; j < n; ++j) {
-      std::copy_n(scratch.packed_y.data() + j * H, H, y + list[j] * H);
-    }
+    if (!scratch.pairs[e].empty()) run_pairs(e, scratch);
   }
 }
 

@@ -11,24 +11,18 @@
 #include "core/error.h"
 #include "io/safetensors.h"
 #include "media/image.h"
+#include "support/decode_error.h"
 #include "support/read_file.h"
 
 namespace epserve::media {
 namespace {
 
+using testing::decode_error;
+using testing::probe_error;
 using testing::read_file;
 
 std::string formats_dir() {
   return std::string(EPSERVE_SOURCE_DIR) + "/tests/data/images/formats/";
-}
-
-std::string error_of(const std::string& bytes, int64_t max_pixels = kMaxImagePixels) {
-  try {
-    decode_image(bytes, max_pixels);
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
 }
 
 TEST(ImageFormats, WebpGifAndBmpDecodeToPilsBytes) {
@@ -78,19 +72,20 @@ TEST(ImageFormats, BadInputIsAClearError) {
     std::string bytes = read_file(formats_dir() + name);
     std::string format = std::string(name).substr(std::string(name).rfind('.') + 1);
     std::string upper = format == "webp" ? "WebP" : format == "gif" ? "GIF" : "BMP";
-    std::string truncated = error_of(bytes.substr(0, bytes.size() / 2));
+    std::string truncated = decode_error(bytes.substr(0, bytes.size() / 2));
     EXPECT_NE(truncated.find("truncated"), std::string::npos) << truncated;
     EXPECT_NE(truncated.find(upper), std::string::npos) << truncated;
-    EXPECT_NE(error_of(bytes.substr(0, 20)).find(upper), std::string::npos);
+    EXPECT_NE(decode_error(bytes.substr(0, 20)).find(upper), std::string::npos);
     // The decompression-bomb limit reads the header: every image here is over 100 pixels.
-    EXPECT_NE(error_of(bytes, 100).find("more than the 100 allowed"), std::string::npos);
+    EXPECT_NE(decode_error(bytes, 100).find("more than the 100 allowed"), std::string::npos);
   }
   using namespace std::string_literals;
-  EXPECT_NE(error_of("GIF89a\x01\x00\x01\x00garbage"s).find("GIF is corrupt"), std::string::npos);
-  std::string webp = error_of("RIFF\x10\x00\x00\x00WEBPVP8 garbage"s);
+  EXPECT_NE(decode_error("GIF89a\x01\x00\x01\x00garbage"s).find("GIF is corrupt"),
+            std::string::npos);
+  std::string webp = decode_error("RIFF\x10\x00\x00\x00WEBPVP8 garbage"s);
   EXPECT_NE(webp.find("WebP is"), std::string::npos) << webp;
   // Formats PIL opens but epserve does not decode are refused by name.
-  EXPECT_NE(error_of("II*\0\x08\0\0\0"s)
+  EXPECT_NE(decode_error("II*\0\x08\0\0\0"s)
                 .find("the image is tiff; epserve decodes PNG, JPEG, "
                       "WebP, GIF and BMP only"),
             std::string::npos);
@@ -106,14 +101,6 @@ TEST(ImageFormats, BmpLayoutsAndSizesItCannotMatchAreRefused) {
     for (int i = 0; i < bytes; ++i) b[at + i] = static_cast<char>((value >> (8 * i)) & 0xff);
     return b;
   };
-  auto probe_error = [](const std::string& bytes) -> std::string {
-    try {
-      probe_image_size(bytes);
-    } catch (const Error& e) {
-      return e.what();
-    }
-    return "";
-  };
   const std::pair<std::string, std::string> cases[] = {
       {with(30, 1, 4), "RLE-compressed"},
       {with(30, 3, 4), "compression 3"},
@@ -124,13 +111,13 @@ TEST(ImageFormats, BmpLayoutsAndSizesItCannotMatchAreRefused) {
   };
   for (const auto& [bytes, needle] : cases) {
     SCOPED_TRACE(needle);
-    EXPECT_NE(error_of(bytes).find(needle), std::string::npos) << error_of(bytes);
+    EXPECT_NE(decode_error(bytes).find(needle), std::string::npos) << decode_error(bytes);
     EXPECT_NE(probe_error(bytes).find(needle), std::string::npos) << probe_error(bytes);
   }
   // A top-down BMP (negative height) is 27x21 to both, and counts against the pixel limit.
   const std::string top_down = read_file(formats_dir() + "top_down_27x21.bmp");
   EXPECT_EQ(probe_image_size(top_down).height, 21);
-  EXPECT_NE(error_of(top_down, 500).find("more than the 500 allowed"), std::string::npos);
+  EXPECT_NE(decode_error(top_down, 500).find("more than the 500 allowed"), std::string::npos);
   EXPECT_NE(probe_error(with(22, static_cast<uint32_t>(-20000), 4)).find("truncated"),
             std::string::npos);
 }

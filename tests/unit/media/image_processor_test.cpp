@@ -14,11 +14,14 @@
 #include "io/safetensors.h"
 #include "media/image.h"
 #include "media/image_processor.h"
+#include "support/decode_error.h"
 #include "support/read_file.h"
 
 namespace epserve::media {
 namespace {
 
+using testing::decode_error;
+using testing::probe_error;
 using testing::read_file;
 
 std::string images_dir() {
@@ -99,36 +102,32 @@ TEST(ImageProcessor, ConfigKeysAndRefusals) {
   EXPECT_FALSE(load_image_processor_config(images_dir()));
 }
 
-std::string error_of(const std::string& bytes, int64_t max_pixels = kMaxImagePixels) {
-  try {
-    decode_image(bytes, max_pixels);
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
-
 TEST(ImageDecode, BadInputIsAClearError) {
   std::string png = read_file(images_dir() + "rgb_37x53.png");
   std::string jpg = read_file(images_dir() + "rgb_40x31.jpg");
-  EXPECT_NE(error_of(png.substr(0, png.size() / 2)).find("PNG is truncated"), std::string::npos);
-  EXPECT_NE(error_of(png.substr(0, 40)).find("PNG is"), std::string::npos);
-  EXPECT_NE(error_of(jpg.substr(0, jpg.size() / 2)).find("JPEG is truncated"), std::string::npos);
+  EXPECT_NE(decode_error(png.substr(0, png.size() / 2)).find("PNG is truncated"),
+            std::string::npos);
+  EXPECT_NE(decode_error(png.substr(0, 40)).find("PNG is"), std::string::npos);
+  EXPECT_NE(decode_error(jpg.substr(0, jpg.size() / 2)).find("JPEG is truncated"),
+            std::string::npos);
   std::string corrupt = png;
   for (size_t i = 60; i < 90; ++i) corrupt[i] = static_cast<char>(corrupt[i] ^ 0x5a);
-  EXPECT_NE(error_of(corrupt).find("PNG is corrupt"), std::string::npos) << error_of(corrupt);
+  EXPECT_NE(decode_error(corrupt).find("PNG is corrupt"), std::string::npos)
+      << decode_error(corrupt);
   std::string corrupt_jpg = jpg.substr(0, 3) + std::string(40, '\x13') + jpg.substr(43);
-  EXPECT_NE(error_of(corrupt_jpg).find("JPEG is corrupt"), std::string::npos)
-      << error_of(corrupt_jpg);
-  EXPECT_NE(error_of(read_file(images_dir() + "refused.tiff")).find("the image is tiff"),
+  EXPECT_NE(decode_error(corrupt_jpg).find("JPEG is corrupt"), std::string::npos)
+      << decode_error(corrupt_jpg);
+  EXPECT_NE(decode_error(read_file(images_dir() + "refused.tiff")).find("the image is tiff"),
             std::string::npos);
-  EXPECT_NE(error_of(read_file(images_dir() + "refused_cmyk.jpg")).find("CMYK"), std::string::npos);
-  EXPECT_NE(error_of("hello, not an image").find("cannot identify the image"), std::string::npos);
-  EXPECT_NE(error_of("").find("empty"), std::string::npos);
+  EXPECT_NE(decode_error(read_file(images_dir() + "refused_cmyk.jpg")).find("CMYK"),
+            std::string::npos);
+  EXPECT_NE(decode_error("hello, not an image").find("cannot identify the image"),
+            std::string::npos);
+  EXPECT_NE(decode_error("").find("empty"), std::string::npos);
   // 53 x 37 = 1961 pixels: over a limit of 1000 (the decompression-bomb check reads the header).
-  EXPECT_NE(error_of(png, 1000).find("more than the 1000 allowed"), std::string::npos);
-  EXPECT_NE(error_of(jpg, 1000).find("more than the 1000 allowed"), std::string::npos);
-  EXPECT_EQ(error_of(png, 1961), "");
+  EXPECT_NE(decode_error(png, 1000).find("more than the 1000 allowed"), std::string::npos);
+  EXPECT_NE(decode_error(jpg, 1000).find("more than the 1000 allowed"), std::string::npos);
+  EXPECT_EQ(decode_error(png, 1961), "");
 }
 
 // What a PD decode server reads: the size from the header alone gives the grid that decoding and
@@ -152,27 +151,21 @@ TEST(ImageProbe, HeaderSizeGivesTheProcessorsGrid) {
 }
 
 TEST(ImageProbe, RefusesWhatTheHeaderShows) {
-  auto error_of = [](const std::string& bytes, int64_t max_pixels = kMaxImagePixels) {
-    try {
-      probe_image_size(bytes, max_pixels);
-    } catch (const Error& e) {
-      return std::string(e.what());
-    }
-    return std::string();
-  };
   std::string png = read_file(images_dir() + "rgb_37x53.png");
   std::string jpg = read_file(images_dir() + "rgb_40x31.jpg");
-  EXPECT_NE(error_of(read_file(images_dir() + "refused.tiff")).find("the image is tiff"),
+  EXPECT_NE(probe_error(read_file(images_dir() + "refused.tiff")).find("the image is tiff"),
             std::string::npos);
-  EXPECT_NE(error_of(read_file(images_dir() + "refused_cmyk.jpg")).find("CMYK"), std::string::npos);
-  EXPECT_NE(error_of("hello, not an image").find("cannot identify the image"), std::string::npos);
-  EXPECT_NE(error_of("").find("empty"), std::string::npos);
-  EXPECT_NE(error_of(png.substr(0, 20)).find("PNG is truncated"), std::string::npos);
-  EXPECT_NE(error_of(jpg.substr(0, 10)).find("JPEG"), std::string::npos);
-  EXPECT_NE(error_of(png, 1000).find("more than the 1000 allowed"), std::string::npos);
-  EXPECT_NE(error_of(jpg, 1000).find("more than the 1000 allowed"), std::string::npos);
+  EXPECT_NE(probe_error(read_file(images_dir() + "refused_cmyk.jpg")).find("CMYK"),
+            std::string::npos);
+  EXPECT_NE(probe_error("hello, not an image").find("cannot identify the image"),
+            std::string::npos);
+  EXPECT_NE(probe_error("").find("empty"), std::string::npos);
+  EXPECT_NE(probe_error(png.substr(0, 20)).find("PNG is truncated"), std::string::npos);
+  EXPECT_NE(probe_error(jpg.substr(0, 10)).find("JPEG"), std::string::npos);
+  EXPECT_NE(probe_error(png, 1000).find("more than the 1000 allowed"), std::string::npos);
+  EXPECT_NE(probe_error(jpg, 1000).find("more than the 1000 allowed"), std::string::npos);
   // Damage past the header is the decoder's to find (a prefill server's).
-  EXPECT_EQ(error_of(png.substr(0, png.size() / 2)), "");
+  EXPECT_EQ(probe_error(png.substr(0, png.size() / 2)), "");
 }
 
 TEST(ImageDecode, ContentHashFollowsThePixels) {
