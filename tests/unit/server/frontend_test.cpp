@@ -223,13 +223,21 @@ TEST(Frontend, OutputsReachTheirRequest) {
   EXPECT_THAT(text, ::testing::HasSubstr("sglang:generation_tokens_total{model_name=\"m\"} 6"));
 }
 
-TEST(Frontend, DuplicateRidIs400) {
-  Metrics metrics("m");
+// One DP group whose scheduler holds every request (answers nothing until aborted), behind a
+// started, ready Frontend.
+class HeldFrontend : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    f.start();
+    ASSERT_TRUE(f.wait_ready(5s));
+  }
+  Metrics metrics{"m"};
   std::string base = fresh_base();
-  FakeScheduler s(base, 0, 1, true);
-  Frontend f({base, 1, "round_robin"}, &metrics);
-  f.start();
-  ASSERT_TRUE(f.wait_ready(5s));
+  FakeScheduler s{base, 0, 1, true};
+  Frontend f{{base, 1, "round_robin"}, &metrics};
+};
+
+TEST_F(HeldFrontend, DuplicateRidIs400) {
   auto a = f.submit({input("same")});
   EXPECT_THROW(f.submit({input("same")}), ApiError);
   EXPECT_THROW(f.submit({input("x"), input("x")}), ApiError);
@@ -237,13 +245,7 @@ TEST(Frontend, DuplicateRidIs400) {
 
 // PD disaggregation: one live request per bootstrap_room (a second one would be matched to the
 // first one's KV target); the room is free again once the request is gone.
-TEST(Frontend, ABootstrapRoomInUseIs409) {
-  Metrics metrics("m");
-  std::string base = fresh_base();
-  FakeScheduler s(base, 0, 1, true);
-  Frontend f({base, 1, "round_robin"}, &metrics);
-  f.start();
-  ASSERT_TRUE(f.wait_ready(5s));
+TEST_F(HeldFrontend, ABootstrapRoomInUseIs409) {
   GenerateInput a = input("a"), b = input("b"), c = input("c");
   a.bootstrap_room = b.bootstrap_room = c.bootstrap_room = 42;
   auto first = f.submit({a});
@@ -306,13 +308,7 @@ TEST(Frontend, DisaggOutputsKeepTheGroupThatSentThem) {
   EXPECT_EQ(seen[0].second.rid, "r2");
 }
 
-TEST(Frontend, DroppingARequestAbortsIt) {
-  Metrics metrics("m");
-  std::string base = fresh_base();
-  FakeScheduler s(base, 0, 1, true);
-  Frontend f({base, 1, "round_robin"}, &metrics);
-  f.start();
-  ASSERT_TRUE(f.wait_ready(5s));
+TEST_F(HeldFrontend, DroppingARequestAbortsIt) {
   auto g = f.submit({input("dropped"), input("stopped")});
   OutputEvent ev;
   ASSERT_TRUE(g->next(ev, 5s));
@@ -324,13 +320,7 @@ TEST(Frontend, DroppingARequestAbortsIt) {
   EXPECT_EQ(f.num_requests_in_flight(), 0u);
 }
 
-TEST(Frontend, AbortRequestByRid) {
-  Metrics metrics("m");
-  std::string base = fresh_base();
-  FakeScheduler s(base, 0, 1, true);
-  Frontend f({base, 1, "round_robin"}, &metrics);
-  f.start();
-  ASSERT_TRUE(f.wait_ready(5s));
+TEST_F(HeldFrontend, AbortRequestByRid) {
   auto g = f.submit({input("r1")});
   EXPECT_TRUE(f.abort_request("r1"));
   EXPECT_FALSE(f.abort_request("nobody"));
@@ -389,13 +379,7 @@ TEST(Frontend, ANamedDpRankGetsTheRequest) {
   }
 }
 
-TEST(Frontend, OneGroupTakesDpRankZeroOnly) {
-  Metrics metrics("m");
-  std::string base = fresh_base();
-  FakeScheduler s(base, 0, 1, true);
-  Frontend f({base, 1, "round_robin"}, &metrics);
-  f.start();
-  ASSERT_TRUE(f.wait_ready(5s));
+TEST_F(HeldFrontend, OneGroupTakesDpRankZeroOnly) {
   auto a = f.submit({input("a")}, 0);
   EXPECT_EQ(a->dp_rank(), 0);
   EXPECT_THROW(f.submit({input("b")}, 1), ApiError);
